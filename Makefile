@@ -1,0 +1,71 @@
+# yakvm: the top-level entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TARGET   := x86_64-unknown-linux-gnu
+GUESTS   := hello count sse
+BUILD    := build
+SHARES   := shares
+# The kernel build directory, computed once and only when a target needs it.
+KDIR      = $(eval KDIR := $$(shell scripts/kernel.sh))$(KDIR)
+GUEST_OUT = target/$(TARGET)/guest
+export CMD
+
+.PHONY: help deps kernel module emulator guests initramfs env run debug test disk clean
+
+help:
+	@echo "yakvm make targets:"
+	@echo "  make run            build what is missing, boot the image: demo guest, then a shell"
+	@echo "  make run CMD='...'  run one command in the image; fails if the command fails"
+	@echo "  make test           run every test (host unit tests and tests in the image)"
+	@echo "  make env            build the image: kernel, initramfs, module, emulator, guests"
+	@echo "  make debug          boot the image stopped, with gdb attached to its kernel"
+	@echo "  make disk           create the empty 8 KiB disk image disk.img"
+	@echo "  make deps           install the Debian packages and bindgen-cli (as root)"
+	@echo "  make clean          remove build outputs (the cached kernel stays in ~/.cache/yakvm)"
+
+deps:
+	@scripts/deps.sh
+
+kernel: deps
+	@scripts/kernel.sh >/dev/null
+
+module: kernel
+	@$(MAKE) -s -C kmod KDIR=$(KDIR)
+
+emulator:
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p yakvm --target $(TARGET)
+
+guests:
+	RUSTFLAGS="-C relocation-model=static" cargo build -q -p yakvm-guests --profile guest --target $(TARGET)
+	@mkdir -p $(BUILD)/guests
+	@for g in $(GUESTS); do objcopy -O binary $(GUEST_OUT)/$$g $(BUILD)/guests/$$g.bin; done
+
+initramfs: deps
+	@scripts/initramfs.sh
+
+# Everything the image sees comes through the share: stage it there.
+env: deps kernel module emulator guests initramfs
+	@mkdir -p $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests
+	@cp kmod/yakvm.ko $(SHARES)/yakvm.ko
+	@cp target/$(TARGET)/release/yakvm $(SHARES)/bin/yakvm
+	@cp $(BUILD)/guests/*.bin $(SHARES)/guests/
+	@cp tests/image/*.sh $(SHARES)/tests/
+	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"
+
+run: env
+	@scripts/qemu.sh
+
+debug: env
+	@scripts/debug.sh
+
+test:
+	@scripts/test.sh
+
+disk:
+	dd if=/dev/zero of=disk.img bs=512 count=16 status=none
+	@echo "disk.img: 8192 bytes (16 sectors of 512)"
+
+clean:
+	rm -rf $(BUILD) target $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/yakvm.ko $(SHARES)/.run
+	-$(MAKE) -s -C kmod KDIR=$(KDIR) clean

@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The yakvm ABI: ioctl numbers and the `#[repr(C)]` structures they carry.
+//!
+//! This file is the single source of truth shared by the kernel module (which includes it
+//! with `#[path]`) and the emulator (through the `yakvm-abi` crate). It must stay free of
+//! dependencies and of `std`/`kernel` items: only `core`.
+//!
+//! The shape follows KVM: `/dev/yakvm` creates VMs (each a file descriptor), a VM creates
+//! vCPUs (each a file descriptor), and `RUN` on a vCPU returns with the exit described in
+//! a [`Run`] page that userspace maps from the vCPU descriptor.
+
+#![allow(dead_code)]
+
+/// Version of this ABI; bumped on every incompatible change.
+pub const API_VERSION: u32 = 1;
+
+/// The ioctl "type" byte of every yakvm command.
+pub const IOCTL_TYPE: u32 = b'Y' as u32;
+
+const IOC_NONE: u32 = 0;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// Linux's `_IOC(dir, type, nr, size)` for x86.
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | (IOCTL_TYPE << 8) | nr
+}
+const fn io(nr: u32) -> u32 {
+    ioc(IOC_NONE, nr, 0)
+}
+const fn ior<T>(nr: u32) -> u32 {
+    ioc(IOC_READ, nr, core::mem::size_of::<T>())
+}
+const fn iow<T>(nr: u32) -> u32 {
+    ioc(IOC_WRITE, nr, core::mem::size_of::<T>())
+}
+
+// --- ioctls on /dev/yakvm ---
+/// Returns [`API_VERSION`].
+pub const GET_API_VERSION: u32 = io(0x00);
+/// Creates a VM; returns its file descriptor.
+pub const CREATE_VM: u32 = io(0x01);
+
+// --- ioctls on a VM descriptor ---
+/// Adds guest RAM backed by userspace memory ([`MemoryRegion`]).
+pub const SET_MEMORY_REGION: u32 = iow::<MemoryRegion>(0x10);
+/// Creates a vCPU; returns its file descriptor.
+pub const CREATE_VCPU: u32 = io(0x11);
+
+// --- ioctls on a vCPU descriptor ---
+/// Runs the vCPU until an exit needs userspace; the exit is described in the [`Run`] page.
+pub const RUN: u32 = io(0x20);
+/// Reads the general-purpose registers, RIP and RFLAGS ([`Regs`]).
+pub const GET_REGS: u32 = ior::<Regs>(0x21);
+/// Writes the general-purpose registers, RIP and RFLAGS ([`Regs`]).
+pub const SET_REGS: u32 = iow::<Regs>(0x22);
+/// Reads segment, descriptor-table and control registers ([`Sregs`]).
+pub const GET_SREGS: u32 = ior::<Sregs>(0x23);
+/// Writes segment, descriptor-table and control registers ([`Sregs`]).
+pub const SET_SREGS: u32 = iow::<Sregs>(0x24);
+
+/// Size of the [`Run`] page: `mmap` a vCPU descriptor with this length at offset 0.
+pub const RUN_MMAP_SIZE: usize = 4096;
+
+/// Most RAM a VM may have in all, and most regions it may have.
+pub const MAX_RAM_BYTES: u64 = 4 << 30;
+pub const MAX_MEMORY_REGIONS: u32 = 8;
+/// Guest-physical addresses must be below this (the NPT maps 48 bits).
+pub const MAX_GUEST_PHYS: u64 = 1 << 48;
+/// Most vCPUs per VM.
+pub const MAX_VCPUS: u32 = 8;
+
+/// Guest RAM: `memory_size` bytes at guest-physical `guest_phys_addr`, backed by the
+/// calling process's memory at `userspace_addr` (pinned by the module for the VM's life).
+/// All three must be page-aligned; regions must not overlap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryRegion {
+    pub slot: u32,
+    pub flags: u32,
+    pub guest_phys_addr: u64,
+    pub memory_size: u64,
+    pub userspace_addr: u64,
+}
+
+/// General-purpose registers, RIP and RFLAGS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+/// A segment register with its hidden part. `attrib` uses the VMCB's packed form
+/// (AMD APM vol. 2, 15.5.1): bits 0-3 type, 4 S, 5-6 DPL, 7 P, 8 AVL, 9 L, 10 D/B, 11 G.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub selector: u16,
+    pub attrib: u16,
+    pub limit: u32,
+    pub base: u64,
+}
+
+/// GDTR or IDTR.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DescTable {
+    pub base: u64,
+    pub limit: u32,
+    pub _pad: u32,
+}
+
+/// Segment, descriptor-table and control registers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sregs {
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub ss: Segment,
+    pub tr: Segment,
+    pub ldt: Segment,
+    pub gdt: DescTable,
+    pub idt: DescTable,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    /// Guest EFER as the guest sees it. EFER.SVME is forced on in the VMCB (VMRUN requires
+    /// it) and hidden from this view.
+    pub efer: u64,
+}
+
+/// Why `RUN` returned (`Run::exit_reason`).
+pub mod exit {
+    /// An SVM exit the module does not handle; `Run::hw` has its code and information.
+    pub const UNKNOWN: u32 = 0;
+    /// Port I/O: `Run::io`, data in `Run::data`.
+    pub const IO: u32 = 1;
+    /// The guest executed HLT (RIP is past it).
+    pub const HLT: u32 = 2;
+    /// The guest shut down (triple fault); `Run::hw` has the exit information.
+    pub const SHUTDOWN: u32 = 3;
+    /// VMRUN refused the guest state (VMEXIT_INVALID); `Run::hw` has the exit information.
+    pub const FAIL_ENTRY: u32 = 4;
+}
+
+/// Port I/O directions (`IoExit::direction`).
+pub const IO_OUT: u8 = 0;
+pub const IO_IN: u8 = 1;
+
+/// A port access. For OUT, the `size` bytes written are in `Run::data`; for IN, userspace
+/// puts the `size` bytes to read in `Run::data` before the next `RUN`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoExit {
+    pub port: u16,
+    pub size: u8,
+    pub direction: u8,
+    pub count: u32,
+}
+
+/// The raw SVM exit, for exits that carry no more specific description.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwExit {
+    pub exit_code: u64,
+    pub exit_info_1: u64,
+    pub exit_info_2: u64,
+    pub rip: u64,
+}
+
+/// Bytes of `Run::data`.
+pub const RUN_DATA_SIZE: usize = 2048;
+
+/// The page shared between the module and userspace for each vCPU (see [`RUN_MMAP_SIZE`]).
+/// The module writes it only while `RUN` is in progress on the same descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    /// One of the [`exit`] constants.
+    pub exit_reason: u32,
+    pub _pad: u32,
+    pub io: IoExit,
+    pub hw: HwExit,
+    pub data: [u8; RUN_DATA_SIZE],
+}
+
+const _: () = assert!(core::mem::size_of::<Run>() <= RUN_MMAP_SIZE);
+const _: () = assert!(core::mem::size_of::<Regs>() == 18 * 8);
+const _: () = assert!(core::mem::size_of::<Segment>() == 16);
+const _: () = assert!(core::mem::size_of::<Sregs>() == 8 * 16 + 2 * 16 + 5 * 8);
+const _: () = assert!(core::mem::size_of::<MemoryRegion>() == 32);

@@ -1,0 +1,76 @@
+//! Entering the guest in 64-bit long mode: identity-mapped page tables and a GDT in the
+//! boot area (see `layout`), then the register state of a CPU already in long mode.
+
+use crate::layout::*;
+use crate::sys::GuestMemory;
+use yakvm_abi as abi;
+
+// Page-table entry bits (AMD APM vol. 2, 5.3).
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const HUGE: u64 = 1 << 7;
+
+// Control-register bits.
+const CR0_PE: u64 = 1 << 0;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+
+/// GDT selectors.
+const CODE64_SELECTOR: u16 = 0x08;
+const DATA_SELECTOR: u16 = 0x10;
+/// GDT entries: null, 64-bit code, data (flat, DPL 0).
+const GDT: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+
+/// Segment attributes in the VMCB's packed form (type, S, DPL, P, AVL, L, D/B, G).
+const CODE64_ATTRIB: u16 = 0xa9b;
+const DATA_ATTRIB: u16 = 0xc93;
+const TSS_BUSY_ATTRIB: u16 = 0x08b;
+const LDT_ATTRIB: u16 = 0x082;
+
+fn put_u64s(mem: &GuestMemory, at: u64, values: impl IntoIterator<Item = u64>) -> Option<()> {
+    let bytes: Vec<u8> = values.into_iter().flat_map(u64::to_le_bytes).collect();
+    mem.write(at, &bytes)
+}
+
+/// Builds the boot area of `mem` and returns the registers of a long-mode CPU about to
+/// execute `entry` with the stack below the boot area.
+pub fn long_mode(mem: &GuestMemory, entry: u64) -> Option<(abi::Regs, abi::Sregs)> {
+    let ram = mem.len() as u64;
+    let base = boot_area(ram);
+    let (pml4, pdpt, pd) = (base + PML4_OFFSET, base + PDPT_OFFSET, base + PD_OFFSET);
+
+    put_u64s(mem, pml4, [pdpt | PRESENT | WRITABLE])?;
+    put_u64s(mem, pdpt, (0..PD_COUNT).map(|i| (pd + i * 0x1000) | PRESENT | WRITABLE))?;
+    put_u64s(mem, pd, (0..PD_COUNT * 512).map(|i| (i * 2 * MIB) | PRESENT | WRITABLE | HUGE))?;
+    put_u64s(mem, base + GDT_OFFSET, GDT)?;
+
+    let code = abi::Segment { selector: CODE64_SELECTOR, attrib: CODE64_ATTRIB, limit: u32::MAX, base: 0 };
+    let data = abi::Segment { selector: DATA_SELECTOR, attrib: DATA_ATTRIB, limit: u32::MAX, base: 0 };
+    let sregs = abi::Sregs {
+        cs: code,
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: abi::Segment { selector: 0, attrib: TSS_BUSY_ATTRIB, limit: 0x67, base: 0 },
+        ldt: abi::Segment { selector: 0, attrib: LDT_ATTRIB, limit: 0xffff, base: 0 },
+        gdt: abi::DescTable { base: base + GDT_OFFSET, limit: (GDT.len() * 8 - 1) as u32, _pad: 0 },
+        idt: abi::DescTable::default(),
+        cr0: CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
+        cr2: 0,
+        cr3: pml4,
+        cr4: CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT,
+        efer: EFER_LME | EFER_LMA,
+    };
+    let regs = abi::Regs { rip: entry, rsp: initial_rsp(ram), rflags: 2, ..Default::default() };
+    Some((regs, sregs))
+}

@@ -1,0 +1,201 @@
+//! The emulator's only contact with the kernel: `/dev/yakvm` ioctls and shared memory
+//! mappings, behind safe types. All of the emulator's `unsafe` is in this file.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use yakvm_abi as abi;
+
+mod ioctls {
+    use yakvm_abi as abi;
+    nix::ioctl_none_bad!(get_api_version, abi::GET_API_VERSION);
+    nix::ioctl_none_bad!(create_vm, abi::CREATE_VM);
+    nix::ioctl_write_ptr_bad!(set_memory_region, abi::SET_MEMORY_REGION, abi::MemoryRegion);
+    nix::ioctl_none_bad!(create_vcpu, abi::CREATE_VCPU);
+    nix::ioctl_none_bad!(run, abi::RUN);
+    nix::ioctl_read_bad!(get_regs, abi::GET_REGS, abi::Regs);
+    nix::ioctl_write_ptr_bad!(set_regs, abi::SET_REGS, abi::Regs);
+    nix::ioctl_read_bad!(get_sregs, abi::GET_SREGS, abi::Sregs);
+    nix::ioctl_write_ptr_bad!(set_sregs, abi::SET_SREGS, abi::Sregs);
+}
+
+/// Wraps an errno from an ioctl with the name of the call.
+fn ctx(what: &'static str) -> impl FnOnce(nix::Error) -> io::Error {
+    move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
+}
+
+/// Takes ownership of a descriptor an ioctl returned.
+fn owned_fd(fd: i32) -> OwnedFd {
+    // SAFETY: the kernel just created `fd` for us and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// An open `/dev/yakvm`.
+pub struct Device(File);
+
+impl Device {
+    pub fn open(path: &str) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot open {path}: {e} (is the yakvm module loaded?)"))
+        })?;
+        Ok(Self(file))
+    }
+
+    pub fn api_version(&self) -> io::Result<u32> {
+        // SAFETY: an argument-less ioctl on our own descriptor.
+        let v = unsafe { ioctls::get_api_version(self.0.as_raw_fd()) }.map_err(ctx("GET_API_VERSION"))?;
+        Ok(v as u32)
+    }
+
+    pub fn create_vm(&self) -> io::Result<Vm> {
+        // SAFETY: an argument-less ioctl on our own descriptor.
+        let fd = unsafe { ioctls::create_vm(self.0.as_raw_fd()) }.map_err(ctx("CREATE_VM"))?;
+        Ok(Vm(owned_fd(fd)))
+    }
+}
+
+/// A VM descriptor.
+pub struct Vm(OwnedFd);
+
+impl Vm {
+    /// Makes `mem` guest RAM at guest-physical `gpa`. The kernel pins it; `mem` must stay
+    /// mapped while the VM lives, which the caller ensures by keeping both together.
+    pub fn add_memory(&self, slot: u32, gpa: u64, mem: &GuestMemory) -> io::Result<()> {
+        let region = abi::MemoryRegion {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: mem.len() as u64,
+            userspace_addr: mem.ptr.as_ptr() as u64,
+        };
+        // SAFETY: `region` is a valid, live `MemoryRegion` for the duration of the call.
+        unsafe { ioctls::set_memory_region(self.0.as_raw_fd(), &region) }
+            .map_err(ctx("SET_MEMORY_REGION"))?;
+        Ok(())
+    }
+
+    pub fn create_vcpu(&self) -> io::Result<Vcpu> {
+        // SAFETY: an argument-less ioctl on our own descriptor.
+        let fd = owned_fd(unsafe { ioctls::create_vcpu(self.0.as_raw_fd()) }.map_err(ctx("CREATE_VCPU"))?);
+        let len = NonZeroUsize::new(abi::RUN_MMAP_SIZE).expect("non-zero");
+        // SAFETY: maps the vCPU's run page, a fresh mapping that aliases no Rust object.
+        let ptr = unsafe {
+            mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &fd, 0)
+        }
+        .map_err(ctx("mmap of the run page"))?;
+        Ok(Vcpu { fd, run: ptr.cast() })
+    }
+}
+
+/// A vCPU descriptor and its mapped run page.
+///
+/// # Invariants
+/// `run` points to the vCPU's mapped run page (`RUN_MMAP_SIZE` bytes, page aligned), which
+/// the kernel writes only during `RUN` on this descriptor; `&mut self` on every `run`
+/// keeps Rust references to it from living across a `RUN`.
+pub struct Vcpu {
+    fd: OwnedFd,
+    run: NonNull<abi::Run>,
+}
+
+impl Vcpu {
+    /// Runs until the next exit to userspace. `Ok(false)` when a signal interrupted RUN.
+    pub fn run(&mut self) -> io::Result<bool> {
+        // SAFETY: an argument-less ioctl on our own descriptor; no reference into the run
+        // page is alive (they borrow `self`).
+        match unsafe { ioctls::run(self.fd.as_raw_fd()) } {
+            Ok(_) => Ok(true),
+            Err(nix::Error::EINTR) => Ok(false),
+            Err(e) => Err(ctx("RUN")(e)),
+        }
+    }
+
+    /// The run page, as the last `run` left it.
+    pub fn run_page(&mut self) -> &mut abi::Run {
+        // SAFETY: valid and mapped for our life (type invariant); `abi::Run` is plain data
+        // for which any bytes are valid; exclusive through `&mut self`.
+        unsafe { self.run.as_mut() }
+    }
+
+    pub fn set_regs(&self, regs: &abi::Regs) -> io::Result<()> {
+        // SAFETY: `regs` is a valid `Regs` for the duration of the call.
+        unsafe { ioctls::set_regs(self.fd.as_raw_fd(), regs) }.map_err(ctx("SET_REGS"))?;
+        Ok(())
+    }
+
+    pub fn set_sregs(&self, sregs: &abi::Sregs) -> io::Result<()> {
+        // SAFETY: `sregs` is a valid `Sregs` for the duration of the call.
+        unsafe { ioctls::set_sregs(self.fd.as_raw_fd(), sregs) }.map_err(ctx("SET_SREGS"))?;
+        Ok(())
+    }
+}
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the run page mapped in `create_vcpu`; no reference to it outlives
+        // `self`.
+        let _ = unsafe { munmap(self.run.cast(), abi::RUN_MMAP_SIZE) };
+    }
+}
+
+/// Anonymous, zeroed memory used as guest RAM, accessed by the emulator only through
+/// bounds-checked copies.
+///
+/// # Invariants
+/// `ptr` is a private anonymous mapping of `len` bytes, owned by this value.
+pub struct GuestMemory {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl GuestMemory {
+    pub fn new(len: usize) -> io::Result<Self> {
+        let size = NonZeroUsize::new(len).ok_or_else(|| io::Error::other("guest RAM size is 0"))?;
+        // SAFETY: a fresh anonymous mapping that aliases nothing.
+        let ptr = unsafe {
+            mmap_anonymous(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                           MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE)
+        }
+        .map_err(ctx("mmap of guest RAM"))?;
+        Ok(Self { ptr: ptr.cast(), len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The byte range `[offset, offset + n)` if it lies inside RAM.
+    fn range(&self, offset: u64, n: usize) -> Option<usize> {
+        let start = usize::try_from(offset).ok()?;
+        (start.checked_add(n)? <= self.len).then_some(start)
+    }
+
+    /// Copies `data` into RAM at `offset`; `None` if it does not fit.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Option<()> {
+        let start = self.range(offset, data.len())?;
+        // SAFETY: the range is inside the mapping (checked). Guest RAM is shared with the
+        // guest, never borrowed as a Rust reference, so a byte copy cannot alias one.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(start), data.len()) };
+        Some(())
+    }
+
+    /// Copies RAM at `offset` into `out`; `None` if the range is outside RAM.
+    #[cfg_attr(not(test), allow(dead_code))] // the device models of the next issues read RAM
+    pub fn read(&self, offset: u64, out: &mut [u8]) -> Option<()> {
+        let start = self.range(offset, out.len())?;
+        // SAFETY: as in `write`.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(start), out.as_mut_ptr(), out.len()) };
+        Some(())
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        // SAFETY: unmaps our own mapping (type invariant); the kernel holds its own pins.
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The file descriptors userspace holds: `/dev/yakvm`, VMs and vCPUs, with one small
+//! method per ioctl called from one `match` each.
+
+use crate::abi;
+use crate::ffi::chardev::{self, FileOps, OpenFileOps, Vma};
+use crate::svm::vcpu::Vcpu;
+use crate::svm::vm::Vm;
+use crate::svm::Shared;
+use kernel::c_str;
+use kernel::prelude::*;
+use kernel::sync::{Arc, ArcBorrow};
+use kernel::uaccess::UserSlice;
+
+/// An open `/dev/yakvm`.
+pub(crate) struct Control {
+    shared: Arc<Shared>,
+}
+
+impl OpenFileOps for Control {
+    type Context = Shared;
+    fn open(shared: &Arc<Shared>) -> Result<Arc<Self>> {
+        Ok(Arc::new(Self { shared: shared.clone() }, GFP_KERNEL)?)
+    }
+}
+
+impl FileOps for Control {
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, _arg: usize) -> Result<isize> {
+        match cmd {
+            abi::GET_API_VERSION => Ok(abi::API_VERSION as isize),
+            abi::CREATE_VM => chardev::new_fd(c_str!("yakvm-vm"), Vm::new(this.shared.clone())?),
+            _ => Err(ENOTTY),
+        }
+    }
+}
+
+impl FileOps for Vm {
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            abi::SET_MEMORY_REGION => {
+                let region: abi::MemoryRegion = read_arg(arg)?;
+                this.add_region(&region)?;
+                Ok(0)
+            }
+            abi::CREATE_VCPU => chardev::new_fd(c_str!("yakvm-vcpu"), Vcpu::new(this.into())?),
+            _ => Err(ENOTTY),
+        }
+    }
+}
+
+impl FileOps for Vcpu {
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            abi::RUN => this.run().map(|()| 0),
+            abi::GET_REGS => write_arg(arg, &this.get_regs()).map(|()| 0),
+            abi::SET_REGS => this.set_regs(&read_arg(arg)?).pipe_ok(),
+            abi::GET_SREGS => write_arg(arg, &this.get_sregs()).map(|()| 0),
+            abi::SET_SREGS => this.set_sregs(&read_arg(arg)?).pipe_ok(),
+            _ => Err(ENOTTY),
+        }
+    }
+
+    fn mmap(this: ArcBorrow<'_, Self>, vma: &mut Vma) -> Result {
+        this.map_run(vma)
+    }
+}
+
+trait PipeOk {
+    fn pipe_ok(self) -> Result<isize>;
+}
+impl PipeOk for () {
+    fn pipe_ok(self) -> Result<isize> {
+        Ok(0)
+    }
+}
+
+fn read_arg<T: kernel::types::FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(arg, core::mem::size_of::<T>()).reader().read()
+}
+
+fn write_arg<T: kernel::types::AsBytes>(arg: usize, value: &T) -> Result {
+    UserSlice::new(arg, core::mem::size_of::<T>()).writer().write(value)
+}

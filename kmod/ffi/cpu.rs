@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: GPL-2.0
+//! CPU primitives: CPUID, MSRs, control registers, running code on every CPU, and
+//! pinning the current thread to its CPU.
+
+use super::glue;
+use kernel::ffi::c_void;
+
+/// The four registers CPUID returns.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuidResult {
+    pub(crate) eax: u32,
+    pub(crate) ebx: u32,
+    pub(crate) ecx: u32,
+    pub(crate) edx: u32,
+}
+
+/// Executes CPUID for `leaf`/`subleaf`.
+pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    // SAFETY: CPUID is available on every x86-64 CPU and only writes the four registers
+    // named here; `rbx` is reserved by LLVM, so it is saved around the instruction.
+    let (eax, rbx, ecx, edx): (u32, u64, u32, u32);
+    unsafe {
+        core::arch::asm!(
+            "mov {tmp}, rbx",
+            "cpuid",
+            "xchg {tmp}, rbx",
+            tmp = out(reg) rbx,
+            inout("eax") leaf => eax,
+            inout("ecx") subleaf => ecx,
+            out("edx") edx,
+            options(nostack, preserves_flags),
+        )
+    };
+    CpuidResult { eax, ebx: rbx as u32, ecx, edx }
+}
+
+/// MSRs yakvm uses (AMD APM vol. 2, appendix A).
+pub(crate) mod msr {
+    pub(crate) const EFER: u32 = 0xc000_0080;
+    /// SVM control; bit 4 SVMDIS disables SVM (APM 15.30.1).
+    pub(crate) const VM_CR: u32 = 0xc001_0114;
+    /// Physical address of the host save area used by VMRUN (APM 15.30.4).
+    pub(crate) const VM_HSAVE_PA: u32 = 0xc001_0117;
+}
+
+/// EFER.SVME: SVM enable (APM 15.4).
+pub(crate) const EFER_SVME: u64 = 1 << 12;
+/// VM_CR.SVMDIS.
+pub(crate) const VM_CR_SVMDIS: u64 = 1 << 4;
+/// CR4.LA57: five-level paging.
+pub(crate) const CR4_LA57: u64 = 1 << 12;
+
+/// An MSR yakvm may access. Only the MSRs of [`msr`] can be named, and the caller has
+/// checked (CPUID Fn8000_0001 ECX.SVM) that the SVM MSRs exist before reading them.
+#[derive(Clone, Copy)]
+pub(crate) struct Msr(u32);
+
+impl Msr {
+    pub(crate) const EFER: Msr = Msr(msr::EFER);
+    pub(crate) const VM_CR: Msr = Msr(msr::VM_CR);
+
+    /// Reads the MSR on the current CPU.
+    pub(crate) fn read(self) -> u64 {
+        let (lo, hi): (u32, u32);
+        // SAFETY: the MSR exists (type invariant), so RDMSR does not fault; it only writes
+        // edx:eax.
+        unsafe {
+            core::arch::asm!("rdmsr", in("ecx") self.0, out("eax") lo, out("edx") hi,
+                             options(nostack, preserves_flags))
+        };
+        (u64::from(hi) << 32) | u64::from(lo)
+    }
+}
+
+/// Sets or clears EFER.SVME on the current CPU; the only EFER bit yakvm changes.
+pub(crate) fn set_efer_svme(on: bool) {
+    let efer = Msr::EFER.read();
+    let efer = if on { efer | EFER_SVME } else { efer & !EFER_SVME };
+    // SAFETY: EFER exists on every x86-64 CPU; SVME is a valid bit here (the caller checked
+    // CPUID for SVM) and no other bit changes. Turning SVME on or off affects only the SVM
+    // instructions, which yakvm alone uses on this CPU.
+    unsafe { wrmsr(msr::EFER, efer) };
+}
+
+/// Points VM_HSAVE_PA at a host save area (0 to clear it).
+pub(crate) fn set_hsave_pa(pa: u64) {
+    // SAFETY: the MSR exists (SVM was checked); `pa` is the page-aligned address of a
+    // 4 KiB page owned by yakvm for as long as SVM stays enabled on this CPU (or 0).
+    unsafe { wrmsr(msr::VM_HSAVE_PA, pa) };
+}
+
+/// # Safety
+/// `msr` must exist and `value` must be valid for it and harmless to the host.
+unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32,
+                         in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
+    };
+}
+
+/// Reads CR4.
+pub(crate) fn read_cr4() -> u64 {
+    let cr4: u64;
+    // SAFETY: reading CR4 has no side effects at CPL 0.
+    unsafe { core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nostack, nomem, preserves_flags)) };
+    cr4
+}
+
+/// Reads XCR0 (the caller has checked CPUID.1:ECX.OSXSAVE).
+pub(crate) fn read_xcr0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: XGETBV with ECX=0 is valid when CR4.OSXSAVE is set, which the caller checked.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi,
+                         options(nostack, nomem, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Number of possible CPU ids (`nr_cpu_ids`).
+pub(crate) fn possible_cpus() -> usize {
+    // SAFETY: reads a variable fixed at boot.
+    unsafe { glue::yakvm_nr_cpu_ids() as usize }
+}
+
+/// Runs `f(cpu)` on every online CPU, one at a time per CPU with interrupts off, and
+/// waits for all of them.
+pub(crate) fn on_each_cpu<F: Fn(usize) + Sync>(f: &F) {
+    unsafe extern "C" fn trampoline<F: Fn(usize) + Sync>(info: *mut c_void) {
+        // SAFETY: `info` is the `&F` passed below, alive until `yakvm_on_each_cpu` returns
+        // (it waits); `F: Sync` makes calling it from several CPUs at once sound.
+        let f = unsafe { &*info.cast::<F>() };
+        // SAFETY: we run in an IPI or with preemption off, so the CPU id is stable.
+        f(unsafe { glue::yakvm_smp_processor_id() } as usize)
+    }
+    // SAFETY: `trampoline::<F>` matches the `smp_call_func_t` ABI and `f` outlives the
+    // call, which waits for every CPU.
+    unsafe { glue::yakvm_on_each_cpu(trampoline::<F>, f as *const F as *mut c_void) };
+}
+
+/// The current thread cannot be preempted or migrated while this value lives.
+pub(crate) struct NoPreempt(());
+
+impl NoPreempt {
+    pub(crate) fn new() -> Self {
+        // SAFETY: balanced by `drop`.
+        unsafe { glue::yakvm_preempt_disable() };
+        Self(())
+    }
+
+    /// The CPU this thread runs on (stable while `self` lives).
+    pub(crate) fn cpu(&self) -> usize {
+        // SAFETY: preemption is off, as `smp_processor_id` requires.
+        unsafe { glue::yakvm_smp_processor_id() as usize }
+    }
+}
+
+impl Drop for NoPreempt {
+    fn drop(&mut self) {
+        // SAFETY: balances the `preempt_disable` of `new`.
+        unsafe { glue::yakvm_preempt_enable() };
+    }
+}
+
+/// Lets the scheduler run another task if one is due (between guest entries).
+pub(crate) fn cond_resched() {
+    // SAFETY: called from process context with no locks that forbid sleeping held (the
+    // vCPU mutex is a sleeping lock).
+    unsafe { kernel::bindings::__cond_resched() };
+}

@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The unsafe boundary of yakvm. Everything that touches raw kernel interfaces, privileged
+//! instructions or raw memory lives under this module, behind safe APIs; the rest of the
+//! module (`svm`, `dev`) contains no `unsafe`.
+
+pub(crate) mod plain;
+pub(crate) mod chardev;
+pub(crate) mod cpu;
+pub(crate) mod mem;
+pub(crate) mod world;
+
+/// Functions of `glue.c`: thin C wrappers of the kernel's static inline helpers.
+mod glue {
+    use kernel::bindings;
+    use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
+
+    // Pointers to kernel structs are opaque handles here; the lint trips over the
+    // zero-sized fields bindgen gives some of them.
+    #[allow(improper_ctypes)]
+    extern "C" {
+        pub(super) fn yakvm_pages_alloc(order: c_uint) -> *mut c_void;
+        pub(super) fn yakvm_pages_free(addr: *mut c_void, order: c_uint);
+        pub(super) fn yakvm_virt_to_phys(addr: *mut c_void) -> u64;
+        pub(super) fn yakvm_virt_to_page(addr: *mut c_void) -> *mut bindings::page;
+        pub(super) fn yakvm_page_to_phys(page: *mut bindings::page) -> u64;
+        pub(super) fn yakvm_get_page(page: *mut bindings::page);
+        pub(super) fn yakvm_put_page(page: *mut bindings::page);
+        pub(super) fn yakvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
+        pub(super) fn yakvm_nr_cpu_ids() -> c_uint;
+        pub(super) fn yakvm_smp_processor_id() -> c_int;
+        pub(super) fn yakvm_preempt_disable();
+        pub(super) fn yakvm_preempt_enable();
+        pub(super) fn yakvm_local_irq_disable();
+        pub(super) fn yakvm_local_irq_enable();
+        pub(super) fn yakvm_file_private(file: *mut bindings::file) -> *mut c_void;
+        pub(super) fn yakvm_file_set_private(file: *mut bindings::file, data: *mut c_void);
+        pub(super) fn yakvm_vma_range(
+            vma: *mut bindings::vm_area_struct,
+            start: *mut c_ulong,
+            end: *mut c_ulong,
+            pgoff: *mut c_ulong,
+        );
+        pub(super) fn yakvm_vma_set_dontcopy(vma: *mut bindings::vm_area_struct);
+    }
+}

@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C glue for yakvm: the kernel helpers that are static inline or macros (so Rust cannot
+ * call them) and compile-time checks that the #[repr(C)] layouts in ffi/chardev.rs match
+ * the kernel headers. No policy lives here.
+ */
+#include <linux/anon_inodes.h>
+#include <linux/fs.h>
+#include <linux/gfp.h>
+#include <linux/io.h>
+#include <linux/irqflags.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/preempt.h>
+#include <linux/sched.h>
+#include <linux/smp.h>
+#include <linux/stddef.h>
+
+#include "glue.h"
+
+/* ffi/chardev.rs mirrors struct miscdevice: keep these in step with it. */
+static_assert(offsetof(struct miscdevice, minor) == 0);
+static_assert(offsetof(struct miscdevice, name) == 8);
+static_assert(offsetof(struct miscdevice, fops) == 16);
+static_assert(offsetof(struct miscdevice, mode) == 72);
+static_assert(sizeof(struct miscdevice) == 80);
+static_assert(MISC_DYNAMIC_MINOR == 255);
+
+void *yakvm_pages_alloc(unsigned int order)
+{
+	return (void *)__get_free_pages(GFP_KERNEL | __GFP_ZERO, order);
+}
+
+void yakvm_pages_free(void *addr, unsigned int order)
+{
+	free_pages((unsigned long)addr, order);
+}
+
+u64 yakvm_virt_to_phys(void *addr)
+{
+	return virt_to_phys(addr);
+}
+
+struct page *yakvm_virt_to_page(void *addr)
+{
+	return virt_to_page(addr);
+}
+
+u64 yakvm_page_to_phys(struct page *page)
+{
+	return page_to_phys(page);
+}
+
+void yakvm_on_each_cpu(void (*func)(void *), void *info)
+{
+	on_each_cpu(func, info, 1);
+}
+
+unsigned int yakvm_nr_cpu_ids(void)
+{
+	return nr_cpu_ids;
+}
+
+int yakvm_smp_processor_id(void)
+{
+	return smp_processor_id();
+}
+
+void yakvm_preempt_disable(void)
+{
+	preempt_disable();
+}
+
+void yakvm_preempt_enable(void)
+{
+	preempt_enable();
+}
+
+void yakvm_local_irq_disable(void)
+{
+	local_irq_disable();
+}
+
+void yakvm_local_irq_enable(void)
+{
+	local_irq_enable();
+}
+
+void *yakvm_file_private(struct file *file)
+{
+	return file->private_data;
+}
+
+void yakvm_file_set_private(struct file *file, void *data)
+{
+	file->private_data = data;
+}
+
+void yakvm_vma_range(struct vm_area_struct *vma, unsigned long *start,
+		     unsigned long *end, unsigned long *pgoff)
+{
+	*start = vma->vm_start;
+	*end = vma->vm_end;
+	*pgoff = vma->vm_pgoff;
+}
+
+/* The run page must never be copied into a child or grown with mremap. */
+void yakvm_vma_set_dontcopy(struct vm_area_struct *vma)
+{
+	vm_flags_set(vma, VM_DONTCOPY | VM_DONTEXPAND);
+}
+
+void yakvm_get_page(struct page *page)
+{
+	get_page(page);
+}
+
+void yakvm_put_page(struct page *page)
+{
+	put_page(page);
+}

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The C glue's functions, as ffi/mod.rs declares them to Rust. */
+#ifndef YAKVM_GLUE_H
+#define YAKVM_GLUE_H
+
+#include <linux/types.h>
+
+struct file;
+struct page;
+struct vm_area_struct;
+
+void *yakvm_pages_alloc(unsigned int order);
+void yakvm_pages_free(void *addr, unsigned int order);
+u64 yakvm_virt_to_phys(void *addr);
+struct page *yakvm_virt_to_page(void *addr);
+u64 yakvm_page_to_phys(struct page *page);
+unsigned int yakvm_nr_cpu_ids(void);
+int yakvm_smp_processor_id(void);
+void yakvm_preempt_disable(void);
+void yakvm_preempt_enable(void);
+void yakvm_local_irq_disable(void);
+void yakvm_local_irq_enable(void);
+void *yakvm_file_private(struct file *file);
+void yakvm_file_set_private(struct file *file, void *data);
+void yakvm_vma_range(struct vm_area_struct *vma, unsigned long *start,
+		     unsigned long *end, unsigned long *pgoff);
+void yakvm_on_each_cpu(void (*func)(void *), void *info);
+void yakvm_vma_set_dontcopy(struct vm_area_struct *vma);
+void yakvm_get_page(struct page *page);
+void yakvm_put_page(struct page *page);
+
+#endif

@@ -1,0 +1,342 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A virtual CPU: its VMCB, the registers VMRUN does not switch, its FPU state, its run
+//! page, and the exit handlers. Each handler answers one question: resume the guest, or
+//! return to userspace with this exit.
+
+use super::vm::Vm;
+use super::vmcb::{self, exit_code, intercept1 as i1, intercept2 as i2, Vmcb};
+use super::{Asid, Asids};
+use crate::abi;
+use crate::ffi::cpu::{self, NoPreempt};
+use crate::ffi::mem::{PageRef, Pages};
+use crate::ffi::world::{self, GuestFpu, GuestGprs};
+use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
+use kernel::new_mutex;
+
+/// What an exit handler decided.
+enum Next {
+    /// Re-enter the guest.
+    Resume,
+    /// Return from RUN; the exit is described in the run page.
+    ToUser,
+}
+
+/// A port IN that userspace completes before the next RUN: the data it wrote into the
+/// run page goes into the guest's RAX.
+#[derive(Clone, Copy)]
+struct PendingIn {
+    size: u8,
+}
+
+struct VcpuState {
+    vmcb: Pages<Vmcb>,
+    gprs: GuestGprs,
+    fpu: GuestFpu,
+    run: Pages<abi::Run>,
+    /// Held for the vCPU's life (in the VMCB); freed on drop.
+    _asid: Asid,
+    /// CPU of the last VMRUN; another CPU's TLB may hold stale entries for our ASID.
+    last_cpu: Option<usize>,
+    pending_in: Option<PendingIn>,
+    /// The guest shut down; its state is undefined and it may not run again.
+    dead: bool,
+}
+
+#[pin_data]
+pub(crate) struct Vcpu {
+    vm: Arc<Vm>,
+    /// The run page, for `mmap` (which must not take `state`: it runs under mmap_lock).
+    run_page: PageRef,
+    #[pin]
+    state: Mutex<VcpuState>,
+}
+
+/// EVENTINJ (APM 15.20): valid, type 3 (exception).
+const EVENT_VALID: u64 = 1 << 31;
+const EVENT_TYPE_EXCEPTION: u64 = 3 << 8;
+const UD_VECTOR: u64 = 6;
+
+impl Vcpu {
+    pub(crate) fn new(vm: Arc<Vm>) -> Result<Arc<Self>> {
+        vm.reserve_vcpu()?;
+        let asid = Asids::alloc(&vm.shared)?;
+        let mut vmcb = Pages::<Vmcb>::new()?;
+        init_vmcb(&mut vmcb, asid.value(), vm.shared.maps.addresses());
+        let run = Pages::<abi::Run>::new()?;
+        let run_page = run.page_ref().ok_or(EINVAL)?;
+        let state = VcpuState {
+            vmcb,
+            gprs: GuestGprs::default(),
+            fpu: GuestFpu::new()?,
+            run,
+            _asid: asid,
+            last_cpu: None,
+            pending_in: None,
+            dead: false,
+        };
+        Arc::pin_init(pin_init!(Self { vm, run_page, state <- new_mutex!(state, "yakvm_vcpu") }), GFP_KERNEL)
+    }
+
+    /// Maps the run page into userspace.
+    pub(crate) fn map_run(&self, vma: &mut crate::ffi::chardev::Vma) -> Result {
+        if vma.len() != abi::RUN_MMAP_SIZE || vma.pgoff() != 0 {
+            return Err(EINVAL);
+        }
+        vma.map_page(&self.run_page)
+    }
+
+    /// `RUN`: runs the guest until an exit needs userspace, a signal arrives (`EINTR`)
+    /// or the guest cannot run.
+    pub(crate) fn run(&self) -> Result {
+        let mut v = self.state.lock();
+        if v.dead {
+            return Err(EIO);
+        }
+        if v.vmcb.control.n_cr3 == 0 {
+            v.vmcb.control.n_cr3 = self.vm.start();
+        }
+        if let Some(p) = v.pending_in.take() {
+            let data = v.run.data;
+            v.vmcb.save.rax = merge_in(v.vmcb.save.rax, &data[..p.size as usize]);
+        }
+        let maps = self.vm.shared.maps.addresses();
+        loop {
+            if kernel::current!().signal_pending() {
+                return Err(EINTR);
+            }
+            cpu::cond_resched();
+            {
+                let pinned = NoPreempt::new();
+                let svm = self.vm.shared.cpus.this_cpu(&pinned)?;
+                let here = pinned.cpu();
+                v.vmcb.control.tlb_control = if v.last_cpu == Some(here) {
+                    0
+                } else {
+                    vmcb::TLB_CONTROL_FLUSH_ALL
+                };
+                v.last_cpu = Some(here);
+                let s = &mut *v;
+                world::run(&svm, &mut s.vmcb, &mut s.gprs, &mut s.fpu, maps)?;
+            }
+            // An injected event is delivered by the VMRUN that just ended.
+            v.vmcb.control.event_inj = 0;
+            if let Next::ToUser = handle_exit(&mut v) {
+                return Ok(());
+            }
+        }
+    }
+
+    pub(crate) fn get_regs(&self) -> abi::Regs {
+        let v = self.state.lock();
+        let (g, s) = (&v.gprs, &v.vmcb.save);
+        abi::Regs {
+            rax: s.rax, rbx: g.rbx, rcx: g.rcx, rdx: g.rdx, rsi: g.rsi, rdi: g.rdi,
+            rsp: s.rsp, rbp: g.rbp, r8: g.r8, r9: g.r9, r10: g.r10, r11: g.r11,
+            r12: g.r12, r13: g.r13, r14: g.r14, r15: g.r15, rip: s.rip, rflags: s.rflags,
+        }
+    }
+
+    pub(crate) fn set_regs(&self, r: &abi::Regs) {
+        let mut v = self.state.lock();
+        v.gprs = GuestGprs {
+            rbx: r.rbx, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi, rbp: r.rbp,
+            r8: r.r8, r9: r.r9, r10: r.r10, r11: r.r11, r12: r.r12, r13: r.r13,
+            r14: r.r14, r15: r.r15,
+        };
+        let s = &mut v.vmcb.save;
+        s.rax = r.rax;
+        s.rsp = r.rsp;
+        s.rip = r.rip;
+        // Bit 1 is always set; VMRUN checks nothing else here, the guest gets what it asks.
+        s.rflags = r.rflags | 2;
+        v.pending_in = None;
+    }
+
+    pub(crate) fn get_sregs(&self) -> abi::Sregs {
+        let v = self.state.lock();
+        let s = &v.vmcb.save;
+        let seg = |x: &vmcb::Segment| abi::Segment { selector: x.selector, attrib: x.attrib, limit: x.limit, base: x.base };
+        let dt = |x: &vmcb::Segment| abi::DescTable { base: x.base, limit: x.limit, _pad: 0 };
+        abi::Sregs {
+            cs: seg(&s.cs), ds: seg(&s.ds), es: seg(&s.es), fs: seg(&s.fs), gs: seg(&s.gs),
+            ss: seg(&s.ss), tr: seg(&s.tr), ldt: seg(&s.ldtr), gdt: dt(&s.gdtr), idt: dt(&s.idtr),
+            cr0: s.cr0, cr2: s.cr2, cr3: s.cr3, cr4: s.cr4,
+            efer: s.efer & !vmcb::EFER_SVME,
+        }
+    }
+
+    /// Loads segment and control registers. VMRUN checks their consistency itself (a bad
+    /// combination ends RUN with `FAIL_ENTRY`); none of them reaches the host.
+    pub(crate) fn set_sregs(&self, r: &abi::Sregs) {
+        let mut v = self.state.lock();
+        let s = &mut v.vmcb.save;
+        let seg = |x: &abi::Segment| vmcb::Segment { selector: x.selector, attrib: x.attrib, limit: x.limit, base: x.base };
+        let dt = |x: &abi::DescTable| vmcb::Segment { selector: 0, attrib: 0, limit: x.limit, base: x.base };
+        s.cs = seg(&r.cs);
+        s.ds = seg(&r.ds);
+        s.es = seg(&r.es);
+        s.fs = seg(&r.fs);
+        s.gs = seg(&r.gs);
+        s.ss = seg(&r.ss);
+        s.tr = seg(&r.tr);
+        s.ldtr = seg(&r.ldt);
+        s.gdtr = dt(&r.gdt);
+        s.idtr = dt(&r.idt);
+        s.cr0 = r.cr0;
+        s.cr2 = r.cr2;
+        s.cr3 = r.cr3;
+        s.cr4 = r.cr4;
+        // VMRUN requires EFER.SVME in the guest's EFER; the guest never sees it.
+        s.efer = r.efer | vmcb::EFER_SVME;
+        // The CPL is the DPL of SS (APM 15.5.1).
+        s.cpl = ((r.ss.attrib >> 5) & 3) as u8;
+    }
+}
+
+/// Puts the bytes of a port IN into RAX as the CPU would: 1 and 2 bytes keep the rest of
+/// RAX, 4 bytes zero-extend into RAX.
+fn merge_in(rax: u64, data: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes[..data.len()].copy_from_slice(data);
+    let value = u64::from_le_bytes(bytes);
+    match data.len() {
+        1 => (rax & !0xff) | value,
+        2 => (rax & !0xffff) | value,
+        _ => value,
+    }
+}
+
+/// A fresh VMCB: every intercept the host needs, nested paging, and a real-mode CPU at
+/// address 0 (userspace sets the real starting state).
+fn init_vmcb(vmcb: &mut Vmcb, asid: u32, (iopm, msrpm): (u64, u64)) {
+    let c = &mut vmcb.control;
+    c.intercept_exceptions = 0;
+    c.intercept_misc1 = i1::INTR       // host interrupts exit and are taken by the host
+        | i1::NMI
+        | i1::SMI
+        | i1::INIT
+        | i1::CPUID
+        | i1::INVD                     // would discard host cache lines
+        | i1::HLT
+        | i1::INVLPGA
+        | i1::IOIO_PROT                // every port, through the all-ones IOPM
+        | i1::MSR_PROT                 // every MSR, through the all-ones MSRPM
+        | i1::SHUTDOWN;
+    c.intercept_misc2 = i2::VMRUN      // required by VMRUN itself
+        | i2::VMMCALL
+        | i2::VMLOAD
+        | i2::VMSAVE
+        | i2::STGI
+        | i2::CLGI                     // a guest CLGI would block host interrupts
+        | i2::SKINIT
+        | i2::RDTSCP
+        | i2::ICEBP
+        | i2::WBINVD
+        | i2::MONITOR
+        | i2::MWAIT
+        | i2::MWAIT_COND
+        | i2::XSETBV;                  // XCR0 is the host's
+    c.iopm_base_pa = iopm;
+    c.msrpm_base_pa = msrpm;
+    c.guest_asid = asid;
+    c.tlb_control = vmcb::TLB_CONTROL_FLUSH_ALL;
+    c.v_intr = vmcb::V_INTR_MASKING;
+    c.np_control = vmcb::NP_ENABLE;
+
+    let s = &mut vmcb.save;
+    let code = vmcb::Segment { selector: 0, attrib: 0x9b, limit: 0xffff, base: 0 };
+    let data = vmcb::Segment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 };
+    s.cs = code;
+    s.ds = data;
+    s.es = data;
+    s.fs = data;
+    s.gs = data;
+    s.ss = data;
+    s.gdtr = vmcb::Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 };
+    s.idtr = s.gdtr;
+    s.ldtr = vmcb::Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
+    s.tr = vmcb::Segment { selector: 0, attrib: 0x8b, limit: 0xffff, base: 0 };
+    s.cr0 = 0x10; // ET
+    s.efer = vmcb::EFER_SVME;
+    s.rflags = 2;
+    s.dr6 = 0xffff_0ff0;
+    s.dr7 = 0x400;
+    s.g_pat = vmcb::PAT_DEFAULT;
+}
+
+/// Dispatches on the exit code.
+fn handle_exit(v: &mut VcpuState) -> Next {
+    match v.vmcb.control.exit_code {
+        // The host already took the interrupt (between STGI and here).
+        exit_code::INTR | exit_code::NMI | exit_code::SMI | exit_code::INIT => Next::Resume,
+        exit_code::IOIO => handle_ioio(v),
+        exit_code::HLT => handle_hlt(v),
+        exit_code::SHUTDOWN => {
+            v.dead = true;
+            to_user_hw(v, abi::exit::SHUTDOWN)
+        }
+        exit_code::INVALID => to_user_hw(v, abi::exit::FAIL_ENTRY),
+        code if is_svm_instruction(code) => inject_ud(v),
+        _ => to_user_hw(v, abi::exit::UNKNOWN),
+    }
+}
+
+/// VMRUN, VMMCALL (until hypercalls exist), VMLOAD, VMSAVE, STGI, CLGI, SKINIT and
+/// INVLPGA (0x7a): SVM is not offered to the guest, so they raise #UD as on a CPU without it.
+fn is_svm_instruction(code: u64) -> bool {
+    (exit_code::VMRUN..=exit_code::VMRUN + 6).contains(&code) || code == 0x7a
+}
+
+fn inject_ud(v: &mut VcpuState) -> Next {
+    v.vmcb.control.event_inj = EVENT_VALID | EVENT_TYPE_EXCEPTION | UD_VECTOR;
+    Next::Resume
+}
+
+fn handle_hlt(v: &mut VcpuState) -> Next {
+    // HLT is one byte; QEMU gives no next-RIP.
+    v.vmcb.save.rip += 1;
+    v.run.exit_reason = abi::exit::HLT;
+    Next::ToUser
+}
+
+fn handle_ioio(v: &mut VcpuState) -> Next {
+    use vmcb::ioio;
+    let info = v.vmcb.control.exit_info_1;
+    if info & ioio::STR != 0 {
+        // String port I/O comes with the module core (INS/OUTS need guest memory access).
+        return to_user_hw(v, abi::exit::UNKNOWN);
+    }
+    let size = ((info & ioio::SIZE_MASK) >> ioio::SIZE_SHIFT) as u8; // 1, 2 or 4
+    let port = (info >> ioio::PORT_SHIFT) as u16;
+    let is_in = info & ioio::TYPE_IN != 0;
+    v.run.exit_reason = abi::exit::IO;
+    v.run.io = abi::IoExit {
+        port,
+        size,
+        direction: if is_in { abi::IO_IN } else { abi::IO_OUT },
+        count: 1,
+    };
+    if is_in {
+        v.run.data[..size as usize].fill(0xff);
+        v.pending_in = Some(PendingIn { size });
+    } else {
+        let rax = v.vmcb.save.rax.to_le_bytes();
+        v.run.data[..size as usize].copy_from_slice(&rax[..size as usize]);
+    }
+    // EXITINFO2 holds the RIP after the instruction.
+    v.vmcb.save.rip = v.vmcb.control.exit_info_2;
+    Next::ToUser
+}
+
+fn to_user_hw(v: &mut VcpuState, reason: u32) -> Next {
+    let c = &v.vmcb.control;
+    v.run.hw = abi::HwExit {
+        exit_code: c.exit_code,
+        exit_info_1: c.exit_info_1,
+        exit_info_2: c.exit_info_2,
+        rip: v.vmcb.save.rip,
+    };
+    v.run.exit_reason = reason;
+    Next::ToUser
+}

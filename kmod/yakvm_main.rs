@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: GPL-2.0
+//! yakvm: a small AMD-V (SVM) hypervisor. This module checks for SVM, turns it on on every
+//! CPU, and exposes `/dev/yakvm`, through which userspace makes VMs and vCPUs and runs
+//! them. See the README for the design; `ffi` holds all the unsafe code.
+
+use kernel::c_str;
+use kernel::prelude::*;
+
+// The ABI shared with the emulator: the one definition of the ioctls and their structures.
+#[path = "../abi/src/abi.rs"]
+#[allow(unreachable_pub)]
+mod abi;
+mod dev;
+mod ffi;
+mod svm;
+
+module! {
+    type: Yakvm,
+    name: "yakvm",
+    author: "the yakvm developers",
+    description: "yakvm: a small AMD-V (SVM) hypervisor",
+    license: "GPL",
+}
+
+struct Yakvm {
+    // Fields drop in order: the device node goes first, then SVM is turned off when the
+    // last reference to `Shared` (no file can hold one any more) goes.
+    _device: ffi::chardev::MiscDevice<svm::Shared>,
+}
+
+impl kernel::Module for Yakvm {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let shared = svm::Shared::new()?;
+        let device = ffi::chardev::MiscDevice::register::<dev::Control>(c_str!("yakvm"), shared)?;
+        pr_info!("yakvm: SVM enabled on all CPUs, /dev/yakvm ready (ABI {})\n", abi::API_VERSION);
+        Ok(Self { _device: device })
+    }
+}
+
+impl Drop for Yakvm {
+    fn drop(&mut self) {
+        pr_info!("yakvm: unloading\n");
+    }
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Boots the yakvm environment image in QEMU with shares/ at /mnt/shares.
+#
+#   scripts/qemu.sh                 interactive: demo, then a shell
+#   CMD='...' scripts/qemu.sh       runs CMD in the image, prints its output, exits with its status
+#   GDB=1 scripts/qemu.sh           waits for gdb on localhost:1234 (see `make debug`)
+#   QEMU_CPU=... scripts/qemu.sh    overrides the CPU model (tests use one without SVM)
+#   QEMU_TIMEOUT=secs               kills a non-interactive run after that long (default 900)
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+kdir=$(kernel_dir)
+kernel="$kdir/arch/x86/boot/bzImage"
+initrd="$BUILD_DIR/initramfs.cpio.gz"
+[[ -f $kdir/.yakvm-built && -f $initrd ]] || die "the image is not built (run: make env)"
+
+# KVM with the host CPU where that gives nested SVM (an AMD host with kvm_amd nested=1),
+# QEMU's software SVM everywhere else. `-cpu max` would enable LA57: EPYC has svm and npt.
+accel=(-accel tcg -cpu "${QEMU_CPU:-EPYC}")
+mode="TCG (software SVM, -cpu ${QEMU_CPU:-EPYC})"
+nested=$(cat /sys/module/kvm_amd/parameters/nested 2>/dev/null || true)
+if [[ -z ${QEMU_CPU:-} && -w /dev/kvm ]] && grep -q AuthenticAMD /proc/cpuinfo && [[ $nested == 1 || $nested == Y ]]; then
+    accel=(-accel kvm -cpu host)
+    mode="KVM (nested SVM, -cpu host)"
+fi
+log "qemu: $mode"
+
+append="console=ttyS0 loglevel=4 panic=-1"
+args=(qemu-system-x86_64 "${accel[@]}" -smp 2 -m 2G -no-reboot
+      -kernel "$kernel" -initrd "$initrd"
+      -virtfs "local,path=$SHARES_DIR,mount_tag=shares,security_model=none,id=shares")
+[[ -n ${GDB:-} ]] && args+=(-s -S)
+
+if [[ -z ${CMD:-} ]]; then
+    exec "${args[@]}" -nographic -append "$append"
+fi
+
+# Non-interactive: the command goes through a script in the share; its exit status comes
+# back as the last line of the console output.
+mkdir -p "$SHARES_DIR/.run"
+cmdfile=".run/cmd.$$"
+printf '%s\n' "$CMD" > "$SHARES_DIR/$cmdfile"
+statusfile=$(mktemp)
+trap 'rm -f "$SHARES_DIR/$cmdfile" "$statusfile"' EXIT
+timeout "${QEMU_TIMEOUT:-900}" "${args[@]}" -display none -serial stdio -monitor none \
+    -append "$append yakvm.cmd=$cmdfile" < /dev/null |
+    awk -v status="$statusfile" '
+        /^YAKVM-EXIT-STATUS=/ { sub(/\r$/, ""); split($0, a, "="); print a[2] > status; next }
+        { print; fflush() }'
+rc=$(cat "$statusfile")
+if [[ -z $rc ]]; then
+    log "qemu: the image ended without reporting the command's status (crash or timeout)"
+    exit 125
+fi
+exit "$rc"

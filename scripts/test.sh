@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `make test`: every test. Host unit tests first, then the tests that run real guests in the
+# image (one boot with SVM, one on a CPU without it), then host-side checks of what the
+# guests wrote. Ends with "N passed, N failed" and fails if anything failed.
+set -uo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$YAKVM_ROOT"
+
+passed=0 failed=0 failures=()
+record() { # record NAME OK [WHY]
+    if [[ $2 == ok ]]; then passed=$((passed + 1)); echo "PASS $1";
+    else failed=$((failed + 1)); failures+=("$1"); echo "FAIL $1${3:+: $3}"; fi
+}
+start=$(date +%s)
+
+# 1. Host: unit tests of the workspace (each test counts).
+log "host unit tests"
+if out=$(cargo test -q --workspace --exclude yakvm-guests 2>&1); then ok=1; else ok=0; fi
+echo "$out" | grep -E '^test |panicked|error' | head -n 40
+n_pass=$(echo "$out" | sed -n 's/.*test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1/p' | paste -sd+ | bc)
+n_fail=$(echo "$out" | sed -n 's/.*test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\2/p' | paste -sd+ | bc)
+passed=$((passed + ${n_pass:-0})); failed=$((failed + ${n_fail:-0}))
+if ((ok == 0 && ${n_fail:-0} == 0)); then record cargo-test fail "cargo test did not run: $(echo "$out" | tail -n 5)"; fi
+echo "host unit tests: ${n_pass:-0} passed, ${n_fail:-0} failed"
+
+# 2. The image.
+log "building the image (make env)"
+if ! make -s env; then
+    record make-env fail "the image did not build"
+    echo "$passed passed, $failed failed"
+    exit 1
+fi
+rm -rf "$SHARES_DIR/out"
+
+# run_image NAME SCRIPT [CPU]: boots, runs SCRIPT, records its PASS/FAIL lines.
+run_image() {
+    local name=$1 script=$2 cpu=${3:-} log="$BUILD_DIR/test-$1.log" line
+    log "image: $name"
+    QEMU_CPU=$cpu CMD="sh tests/$script" QEMU_TIMEOUT=1200 scripts/qemu.sh > "$log" 2>&1
+    local rc=$? seen=0
+    while IFS= read -r line; do
+        case $line in
+            "PASS "*) record "${line#PASS }" ok; seen=$((seen + 1)) ;;
+            "FAIL "*) line=${line#FAIL }; record "${line%%:*}" fail "${line#*: }"; seen=$((seen + 1)) ;;
+        esac
+    done < <(tr -d '\r' < "$log")
+    if ((rc != 0 || seen == 0)); then
+        record "boot-$name" fail "the image run ended with status $rc after $seen tests (log: $log)"
+        tail -n 30 "$log"
+    fi
+}
+run_image svm basic.sh
+run_image no-svm no-svm.sh EPYC,-svm
+
+# 3. Host-side checks of the guests' output.
+expected=$(awk 'BEGIN { for (i = 0; i < 5000; i++) printf "%c", 97 + i % 26 }')
+if [[ -f $SHARES_DIR/out/count.out && "$(cat "$SHARES_DIR/out/count.out")" == "$expected" ]]; then
+    record count_bytes_in_order ok
+else
+    record count_bytes_in_order fail "output of guests/count.bin is not the 5000 expected bytes ($(stat -c %s "$SHARES_DIR/out/count.out" 2>/dev/null || echo no) bytes)"
+fi
+
+echo
+log "tests took $(($(date +%s) - start)) s"
+((failed == 0)) || echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+((failed == 0))
