@@ -25,9 +25,10 @@ impl OpenFileOps for Control {
 }
 
 impl FileOps for Control {
-    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, _arg: usize) -> Result<isize> {
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             abi::GET_API_VERSION => Ok(abi::API_VERSION as isize),
+            abi::CHECK_CAPABILITY => Ok(this.shared.capability(arg as u64) as isize),
             abi::CREATE_VM => chardev::new_fd(c_str!("yakvm-vm"), Vm::new(this.shared.clone())?),
             _ => Err(ENOTTY),
         }
@@ -56,6 +57,11 @@ impl FileOps for Vcpu {
             abi::SET_REGS => this.set_regs(&read_arg(arg)?).pipe_ok(),
             abi::GET_SREGS => write_arg(arg, &this.get_sregs()).map(|()| 0),
             abi::SET_SREGS => this.set_sregs(&read_arg(arg)?).pipe_ok(),
+            abi::GET_VMCB => {
+                let mut out = UserSlice::new(arg, core::mem::size_of::<abi::VmcbDump>()).writer();
+                this.dump_vmcb(&mut out).map(|()| 0)
+            }
+            abi::GET_STATS => write_arg(arg, &this.stats()).map(|()| 0),
             _ => Err(ENOTTY),
         }
     }

@@ -5,6 +5,8 @@
 # interrupted one resumes where make stopped. Prints the kernel directory on stdout.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+# Called from make: the outer make's flags (-s, its jobserver) must not reach the kernel's.
+unset MAKEFLAGS MFLAGS MAKELEVEL
 
 kdir=$(kernel_dir)
 if [[ -f $kdir/.yakvm-built ]]; then
@@ -39,7 +41,7 @@ if [[ ! -f .config ]] || ! cmp -s "$YAKVM_ROOT/env/kernel.config" .yakvm-fragmen
     cp "$YAKVM_ROOT/env/kernel.config" .yakvm-fragment
 fi
 
-log "kernel: building in $kdir (10-25 minutes cold on 2 cores; log: $kdir/build.log)"
+log "kernel: building in $kdir (5-25 minutes on 2 cores; log: $kdir/build.log)"
 start=$(date +%s)
 make "${KMAKE_ARGS[@]}" -j"$(nproc)" bzImage modules > build.log 2>&1 &
 pid=$!

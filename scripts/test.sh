@@ -49,7 +49,8 @@ run_image() {
         tail -n 30 "$log"
     fi
 }
-run_image svm basic.sh
+run_image svm env.sh
+run_image core core.sh
 run_image no-svm no-svm.sh EPYC,-svm
 
 # 3. Host-side checks of the guests' output.

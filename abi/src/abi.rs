@@ -40,6 +40,8 @@ const fn iow<T>(nr: u32) -> u32 {
 pub const GET_API_VERSION: u32 = io(0x00);
 /// Creates a VM; returns its file descriptor.
 pub const CREATE_VM: u32 = io(0x01);
+/// Asks about a capability (the argument is one of [`cap`]); returns its value, 0 if absent.
+pub const CHECK_CAPABILITY: u32 = io(0x02);
 
 // --- ioctls on a VM descriptor ---
 /// Adds guest RAM backed by userspace memory ([`MemoryRegion`]).
@@ -58,6 +60,26 @@ pub const SET_REGS: u32 = iow::<Regs>(0x22);
 pub const GET_SREGS: u32 = ior::<Sregs>(0x23);
 /// Writes segment, descriptor-table and control registers ([`Sregs`]).
 pub const SET_SREGS: u32 = iow::<Sregs>(0x24);
+/// Copies the vCPU's whole VMCB, read-only, for study ([`VmcbDump`]).
+pub const GET_VMCB: u32 = ior::<VmcbDump>(0x25);
+/// Reads the vCPU's exit counters ([`ExitStats`]).
+pub const GET_STATS: u32 = ior::<ExitStats>(0x26);
+
+/// Capabilities for [`CHECK_CAPABILITY`].
+pub mod cap {
+    /// Most vCPUs per VM.
+    pub const MAX_VCPUS: u64 = 1;
+    /// Most guest RAM per VM, in MiB.
+    pub const MAX_RAM_MIB: u64 = 2;
+    /// The CPU saves the next RIP on exits (CPUID Fn8000_000A EDX[3]): 1 or 0.
+    pub const NRIP_SAVE: u64 = 3;
+    /// The CPU gives decode assists (instruction bytes on #NPF): 1 or 0.
+    pub const DECODE_ASSISTS: u64 = 4;
+    /// Number of ASIDs the CPU has.
+    pub const ASIDS: u64 = 5;
+    /// SVM revision (CPUID Fn8000_000A EAX[7:0]).
+    pub const SVM_REVISION: u64 = 6;
+}
 
 /// Size of the [`Run`] page: `mmap` a vCPU descriptor with this length at offset 0.
 pub const RUN_MMAP_SIZE: usize = 4096;
@@ -162,14 +184,22 @@ pub mod exit {
     pub const SHUTDOWN: u32 = 3;
     /// VMRUN refused the guest state (VMEXIT_INVALID); `Run::hw` has the exit information.
     pub const FAIL_ENTRY: u32 = 4;
+    /// An access to guest-physical memory that is not RAM: `Run::mmio`. RIP is at the
+    /// instruction; userspace emulates it (decoding it from guest memory when
+    /// `insn_len` is 0), then sets the registers (`SET_REGS`) past it.
+    pub const MMIO: u32 = 5;
+    /// The guest executed VMMCALL: `Run::hypercall`. RIP is past it; RAX gets
+    /// `hypercall.ret` at the next `RUN`.
+    pub const HYPERCALL: u32 = 6;
 }
 
 /// Port I/O directions (`IoExit::direction`).
 pub const IO_OUT: u8 = 0;
 pub const IO_IN: u8 = 1;
 
-/// A port access. For OUT, the `size` bytes written are in `Run::data`; for IN, userspace
-/// puts the `size` bytes to read in `Run::data` before the next `RUN`.
+/// A port access of `count` elements of `size` bytes (`count` > 1 only for INS/OUTS).
+/// For OUT/OUTS, the `count * size` bytes written are in `Run::data`; for IN/INS,
+/// userspace puts the `count * size` bytes to read in `Run::data` before the next `RUN`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IoExit {
@@ -189,6 +219,59 @@ pub struct HwExit {
     pub rip: u64,
 }
 
+/// An access to guest-physical memory outside RAM.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmioExit {
+    pub gpa: u64,
+    /// 1 for a write, 0 for a read (from the #NPF error code).
+    pub is_write: u8,
+    /// Bytes of the faulting instruction in `insn_bytes` (0 without decode assists).
+    pub insn_len: u8,
+    pub _pad: [u8; 6],
+    pub insn_bytes: [u8; 16],
+}
+
+/// A VMMCALL: the number in RAX, arguments in RBX, RCX, RDX, RSI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HypercallExit {
+    pub nr: u64,
+    pub args: [u64; 4],
+    /// Set by userspace: the value RAX gets.
+    pub ret: u64,
+}
+
+/// A copy of a VMCB (AMD APM vol. 2, appendix B).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct VmcbDump {
+    pub bytes: [u8; 4096],
+}
+
+/// Exits of one vCPU by kind, since it was created.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitStats {
+    /// Every #VMEXIT.
+    pub total: u64,
+    /// RUN calls that returned to userspace.
+    pub to_user: u64,
+    pub io: u64,
+    pub mmio: u64,
+    pub hlt: u64,
+    pub cpuid: u64,
+    pub msr: u64,
+    pub hypercall: u64,
+    /// Physical interrupts, NMIs, SMIs, INITs taken by the host.
+    pub interrupt: u64,
+    pub shutdown: u64,
+    /// SVM instructions (and others) answered with #UD.
+    pub invalid_opcode: u64,
+    pub fail_entry: u64,
+    pub other: u64,
+}
+
 /// Bytes of `Run::data`.
 pub const RUN_DATA_SIZE: usize = 2048;
 
@@ -202,6 +285,8 @@ pub struct Run {
     pub _pad: u32,
     pub io: IoExit,
     pub hw: HwExit,
+    pub mmio: MmioExit,
+    pub hypercall: HypercallExit,
     pub data: [u8; RUN_DATA_SIZE],
 }
 
@@ -210,3 +295,5 @@ const _: () = assert!(core::mem::size_of::<Regs>() == 18 * 8);
 const _: () = assert!(core::mem::size_of::<Segment>() == 16);
 const _: () = assert!(core::mem::size_of::<Sregs>() == 8 * 16 + 2 * 16 + 5 * 8);
 const _: () = assert!(core::mem::size_of::<MemoryRegion>() == 32);
+const _: () = assert!(core::mem::size_of::<ExitStats>() == 13 * 8);
+const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);

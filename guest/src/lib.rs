@@ -2,6 +2,8 @@
 //! the entry point. Guests run in 64-bit mode, entered by the emulator with a stack.
 #![no_std]
 
+pub mod trap;
+
 /// Serial port: every byte written goes to the emulator's standard output.
 pub const SERIAL_PORT: u16 = 0x10;
 /// Exit port: writing V ends the run with exit status V.
@@ -51,4 +53,80 @@ macro_rules! entry {
 fn panic(_: &core::panic::PanicInfo) -> ! {
     print("guest panic\n");
     exit(101)
+}
+
+/// Writes `n` in decimal to the serial port.
+pub fn print_u64(mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        outb(SERIAL_PORT, b);
+    }
+}
+
+/// Reports one check: prints "ok <what>" or "FAIL <what>", and counts failures.
+pub struct Checks {
+    failed: u32,
+}
+
+impl Checks {
+    pub const fn new() -> Self {
+        Self { failed: 0 }
+    }
+
+    pub fn check(&mut self, what: &str, ok: bool) {
+        print(if ok { "ok " } else { "FAIL " });
+        print(what);
+        print("\n");
+        self.failed += u32::from(!ok);
+    }
+
+    /// Ends the run: status 0 if every check passed, 1 otherwise.
+    pub fn finish(self) -> ! {
+        exit(u8::from(self.failed != 0))
+    }
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// CPUID.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let (a, b, c, d): (u32, u64, u32, u32);
+    // SAFETY: CPUID only writes these registers (rbx is saved around it for LLVM).
+    unsafe {
+        core::arch::asm!("mov {t}, rbx", "cpuid", "xchg {t}, rbx", t = out(reg) b,
+            inout("eax") leaf => a, inout("ecx") subleaf => c, out("edx") d, options(nostack))
+    };
+    [a, b as u32, c, d]
+}
+
+/// RDMSR; `None` if it raised #GP (needs `trap::install`).
+pub fn rdmsr(msr: u32) -> Option<u64> {
+    let (mut lo, mut hi) = (0u32, 0u32);
+    // SAFETY: RDMSR in the guest either works or faults into our #GP handler, which skips it.
+    let fault = trap::expect_fault(2, || unsafe {
+        core::arch::asm!("rdmsr", in("ecx") msr, inout("eax") lo, inout("edx") hi, options(nostack))
+    });
+    fault.is_none().then_some((u64::from(hi) << 32) | u64::from(lo))
+}
+
+/// WRMSR; `false` if it raised #GP (needs `trap::install`).
+pub fn wrmsr(msr: u32, value: u64) -> bool {
+    // SAFETY: as for `rdmsr`.
+    trap::expect_fault(2, || unsafe {
+        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+    })
+    .is_none()
 }

@@ -169,3 +169,11 @@ pub(crate) fn cond_resched() {
     // vCPU mutex is a sleeping lock).
     unsafe { kernel::bindings::__cond_resched() };
 }
+
+/// Reads the time stamp counter.
+pub(crate) fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC has no side effects and only writes edx:eax.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nostack, nomem, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}

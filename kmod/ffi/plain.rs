@@ -30,5 +30,8 @@ macro_rules! user_copyable {
 }
 
 zeroable!(RawPage, Table, GuestGprs, crate::svm::Iopm, crate::svm::Msrpm, vmcb::Vmcb, vmcb::ControlArea, vmcb::SaveArea, vmcb::Segment);
-zeroable!(abi::Run, abi::IoExit, abi::HwExit);
-user_copyable!(abi::MemoryRegion, abi::Regs, abi::Sregs);
+zeroable!(abi::Run, abi::IoExit, abi::HwExit, abi::MmioExit, abi::HypercallExit);
+// The VMCB is copied out whole for study (GET_VMCB); its reserved areas are named fields.
+// SAFETY: plain data as described in the module documentation.
+unsafe impl AsBytes for vmcb::Vmcb {}
+user_copyable!(abi::MemoryRegion, abi::Regs, abi::Sregs, abi::VmcbDump, abi::ExitStats);

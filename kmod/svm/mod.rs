@@ -2,6 +2,8 @@
 //! SVM: checking for it, turning it on and off on every CPU, and what all VMs share (the
 //! permission maps and the ASID allocator). Plain Rust: the hardware access is in `ffi`.
 
+pub(crate) mod cpuid;
+pub(crate) mod msr;
 pub(crate) mod npt;
 pub(crate) mod vcpu;
 pub(crate) mod vm;
@@ -14,10 +16,16 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-/// What the CPU must offer, checked once at load (CPUID, APM vol. 3 appendix E).
+/// What the CPU offers, checked once at load (CPUID, APM vol. 3 appendix E).
+#[derive(Clone, Copy)]
 pub(crate) struct Features {
     /// Number of ASIDs (CPUID Fn8000_000A EBX).
     pub(crate) asids: u32,
+    /// SVM revision (Fn8000_000A EAX[7:0]).
+    pub(crate) revision: u32,
+    /// Next-RIP save and decode assists (Fn8000_000A EDX[3], EDX[7]).
+    pub(crate) nrip_save: bool,
+    pub(crate) decode_assists: bool,
 }
 
 /// Checks that this CPU can run yakvm; the error says exactly why not.
@@ -55,7 +63,12 @@ pub(crate) fn check_cpu() -> Result<Features> {
         pr_err!("yakvm: CPU reports {} ASIDs, need at least 2; not loading\n", svm.ebx);
         return Err(ENODEV);
     }
-    Ok(Features { asids: svm.ebx })
+    Ok(Features {
+        asids: svm.ebx,
+        revision: svm.eax & 0xff,
+        nrip_save: svm.edx & (1 << 3) != 0,
+        decode_assists: svm.edx & (1 << 7) != 0,
+    })
 }
 
 /// SVM state of one CPU.
@@ -227,6 +240,7 @@ impl Asids {
 
 /// What every VM shares: SVM on the CPUs, the permission maps, the ASIDs.
 pub(crate) struct Shared {
+    pub(crate) features: Features,
     pub(crate) cpus: Cpus,
     pub(crate) maps: PermissionMaps,
     pub(crate) asids: Asids,
@@ -239,6 +253,21 @@ impl Shared {
         let maps = PermissionMaps::new()?;
         let asids = Asids::new(features.asids)?;
         let cpus = Cpus::enable()?;
-        Ok(Arc::new(Self { cpus, maps, asids }, GFP_KERNEL)?)
+        Ok(Arc::new(Self { features, cpus, maps, asids }, GFP_KERNEL)?)
+    }
+
+    /// `CHECK_CAPABILITY`: the value of capability `cap`, 0 for unknown ones.
+    pub(crate) fn capability(&self, cap: u64) -> u64 {
+        use crate::abi::cap;
+        let f = &self.features;
+        match cap {
+            cap::MAX_VCPUS => crate::abi::MAX_VCPUS.into(),
+            cap::MAX_RAM_MIB => crate::abi::MAX_RAM_BYTES >> 20,
+            cap::NRIP_SAVE => f.nrip_save.into(),
+            cap::DECODE_ASSISTS => f.decode_assists.into(),
+            cap::ASIDS => f.asids.into(),
+            cap::SVM_REVISION => f.revision.into(),
+            _ => 0,
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use super::vm::Vm;
 use super::vmcb::{self, exit_code, intercept1 as i1, intercept2 as i2, Vmcb};
-use super::{Asid, Asids};
+use super::{cpuid, msr, Asid, Asids};
 use crate::abi;
 use crate::ffi::cpu::{self, NoPreempt};
 use crate::ffi::mem::{PageRef, Pages};
@@ -22,11 +22,13 @@ enum Next {
     ToUser,
 }
 
-/// A port IN that userspace completes before the next RUN: the data it wrote into the
-/// run page goes into the guest's RAX.
+/// Work userspace completes before the next RUN.
 #[derive(Clone, Copy)]
-struct PendingIn {
-    size: u8,
+enum Pending {
+    /// A port IN: the data userspace wrote into the run page goes into RAX.
+    In { size: u8 },
+    /// A hypercall: its return value goes into RAX.
+    Hypercall,
 }
 
 struct VcpuState {
@@ -38,7 +40,10 @@ struct VcpuState {
     _asid: Asid,
     /// CPU of the last VMRUN; another CPU's TLB may hold stale entries for our ASID.
     last_cpu: Option<usize>,
-    pending_in: Option<PendingIn>,
+    pending: Option<Pending>,
+    /// Index of this vCPU in its VM (its APIC id in CPUID).
+    id: u32,
+    stats: abi::ExitStats,
     /// The guest shut down; its state is undefined and it may not run again.
     dead: bool,
 }
@@ -55,11 +60,13 @@ pub(crate) struct Vcpu {
 /// EVENTINJ (APM 15.20): valid, type 3 (exception).
 const EVENT_VALID: u64 = 1 << 31;
 const EVENT_TYPE_EXCEPTION: u64 = 3 << 8;
+const EVENT_ERROR_VALID: u64 = 1 << 11;
 const UD_VECTOR: u64 = 6;
+const GP_VECTOR: u64 = 13;
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>) -> Result<Arc<Self>> {
-        vm.reserve_vcpu()?;
+        let id = vm.reserve_vcpu()?;
         let asid = Asids::alloc(&vm.shared)?;
         let mut vmcb = Pages::<Vmcb>::new()?;
         init_vmcb(&mut vmcb, asid.value(), vm.shared.maps.addresses());
@@ -72,7 +79,9 @@ impl Vcpu {
             run,
             _asid: asid,
             last_cpu: None,
-            pending_in: None,
+            pending: None,
+            id,
+            stats: abi::ExitStats::default(),
             dead: false,
         };
         Arc::pin_init(pin_init!(Self { vm, run_page, state <- new_mutex!(state, "yakvm_vcpu") }), GFP_KERNEL)
@@ -96,9 +105,13 @@ impl Vcpu {
         if v.vmcb.control.n_cr3 == 0 {
             v.vmcb.control.n_cr3 = self.vm.start();
         }
-        if let Some(p) = v.pending_in.take() {
-            let data = v.run.data;
-            v.vmcb.save.rax = merge_in(v.vmcb.save.rax, &data[..p.size as usize]);
+        match v.pending.take() {
+            Some(Pending::In { size }) => {
+                let data = v.run.data;
+                v.vmcb.save.rax = merge_in(v.vmcb.save.rax, &data[..size as usize]);
+            }
+            Some(Pending::Hypercall) => v.vmcb.save.rax = v.run.hypercall.ret,
+            None => {}
         }
         let maps = self.vm.shared.maps.addresses();
         loop {
@@ -122,6 +135,7 @@ impl Vcpu {
             // An injected event is delivered by the VMRUN that just ended.
             v.vmcb.control.event_inj = 0;
             if let Next::ToUser = handle_exit(&mut v) {
+                v.stats.to_user += 1;
                 return Ok(());
             }
         }
@@ -150,7 +164,18 @@ impl Vcpu {
         s.rip = r.rip;
         // Bit 1 is always set; VMRUN checks nothing else here, the guest gets what it asks.
         s.rflags = r.rflags | 2;
-        v.pending_in = None;
+        // Userspace set the registers itself: nothing is left to complete.
+        v.pending = None;
+    }
+
+    pub(crate) fn stats(&self) -> abi::ExitStats {
+        self.state.lock().stats
+    }
+
+    /// Copies the VMCB to userspace (`GET_VMCB`).
+    pub(crate) fn dump_vmcb(&self, out: &mut kernel::uaccess::UserSliceWriter) -> Result {
+        let v = self.state.lock();
+        out.write::<Vmcb>(&v.vmcb)
     }
 
     pub(crate) fn get_sregs(&self) -> abi::Sregs {
@@ -265,46 +290,152 @@ fn init_vmcb(vmcb: &mut Vmcb, asid: u32, (iopm, msrpm): (u64, u64)) {
     s.g_pat = vmcb::PAT_DEFAULT;
 }
 
-/// Dispatches on the exit code.
+/// Dispatches on the exit code: one handler per exit, each deciding to resume the guest
+/// or to return to userspace.
 fn handle_exit(v: &mut VcpuState) -> Next {
+    v.stats.total += 1;
     match v.vmcb.control.exit_code {
-        // The host already took the interrupt (between STGI and here).
-        exit_code::INTR | exit_code::NMI | exit_code::SMI | exit_code::INIT => Next::Resume,
+        // The host already took the interrupt (when it re-enabled interrupts).
+        exit_code::INTR | exit_code::NMI | exit_code::SMI | exit_code::INIT => {
+            v.stats.interrupt += 1;
+            Next::Resume
+        }
         exit_code::IOIO => handle_ioio(v),
         exit_code::HLT => handle_hlt(v),
+        exit_code::CPUID => handle_cpuid(v),
+        exit_code::MSR => handle_msr(v),
+        exit_code::VMMCALL => handle_vmmcall(v),
+        exit_code::NPF => handle_npf(v),
         exit_code::SHUTDOWN => {
+            v.stats.shutdown += 1;
             v.dead = true;
             to_user_hw(v, abi::exit::SHUTDOWN)
         }
-        exit_code::INVALID => to_user_hw(v, abi::exit::FAIL_ENTRY),
-        code if is_svm_instruction(code) => inject_ud(v),
-        _ => to_user_hw(v, abi::exit::UNKNOWN),
+        exit_code::INVALID => {
+            v.stats.fail_entry += 1;
+            to_user_hw(v, abi::exit::FAIL_ENTRY)
+        }
+        code if is_refused_instruction(code) => inject(v, UD_VECTOR, None),
+        _ => {
+            v.stats.other += 1;
+            to_user_hw(v, abi::exit::UNKNOWN)
+        }
     }
 }
 
-/// VMRUN, VMMCALL (until hypercalls exist), VMLOAD, VMSAVE, STGI, CLGI, SKINIT and
-/// INVLPGA (0x7a): SVM is not offered to the guest, so they raise #UD as on a CPU without it.
-fn is_svm_instruction(code: u64) -> bool {
-    (exit_code::VMRUN..=exit_code::VMRUN + 6).contains(&code) || code == 0x7a
+/// SVM and the intercepted extras are not offered to the guest (CPUID says so), so they
+/// raise #UD as on a CPU without them. (XSETBV too: CPUID offers no XSAVE.) ICEBP, WBINVD
+/// and INVD are not listed: they end the run.
+fn is_refused_instruction(code: u64) -> bool {
+    use exit_code::*;
+    matches!(
+        code,
+        VMRUN | VMLOAD | VMSAVE | STGI | CLGI | SKINIT | INVLPGA | RDTSCP | MONITOR | MWAIT
+            | MWAIT_COND | XSETBV
+    )
 }
 
-fn inject_ud(v: &mut VcpuState) -> Next {
-    v.vmcb.control.event_inj = EVENT_VALID | EVENT_TYPE_EXCEPTION | UD_VECTOR;
+/// Injects exception `vector` (with `error_code` if it has one); RIP stays at the
+/// faulting instruction.
+fn inject(v: &mut VcpuState, vector: u64, error_code: Option<u32>) -> Next {
+    v.stats.invalid_opcode += u64::from(vector == UD_VECTOR);
+    v.vmcb.control.event_inj = EVENT_VALID
+        | EVENT_TYPE_EXCEPTION
+        | vector
+        | error_code.map_or(0, |e| EVENT_ERROR_VALID | (u64::from(e) << 32));
     Next::Resume
 }
 
 fn handle_hlt(v: &mut VcpuState) -> Next {
+    v.stats.hlt += 1;
     // HLT is one byte; QEMU gives no next-RIP.
     v.vmcb.save.rip += 1;
     v.run.exit_reason = abi::exit::HLT;
     Next::ToUser
 }
 
+fn handle_cpuid(v: &mut VcpuState) -> Next {
+    v.stats.cpuid += 1;
+    let r = cpuid::guest_cpuid(v.vmcb.save.rax as u32, v.gprs.rcx as u32, v.id);
+    v.vmcb.save.rax = r.eax.into();
+    v.gprs.rbx = r.ebx.into();
+    v.gprs.rcx = r.ecx.into();
+    v.gprs.rdx = r.edx.into();
+    v.vmcb.save.rip += 2; // 0f a2
+    Next::Resume
+}
+
+fn handle_msr(v: &mut VcpuState) -> Next {
+    v.stats.msr += 1;
+    let index = v.gprs.rcx as u32;
+    let tsc = cpu::rdtsc();
+    let done = if v.vmcb.control.exit_info_1 == 0 {
+        msr::read(&v.vmcb.save, v.vmcb.control.tsc_offset, index, tsc).map(|value| {
+            v.vmcb.save.rax = value & 0xffff_ffff;
+            v.gprs.rdx = value >> 32;
+        })
+    } else {
+        let value = (v.vmcb.save.rax & 0xffff_ffff) | (v.gprs.rdx << 32);
+        let vmcb: &mut Vmcb = &mut v.vmcb;
+        msr::write(&mut vmcb.save, &mut vmcb.control.tsc_offset, index, value, tsc)
+    };
+    match done {
+        Ok(()) => {
+            v.vmcb.save.rip += 2; // 0f 32 / 0f 30
+            Next::Resume
+        }
+        Err(msr::Fault) => inject(v, GP_VECTOR, Some(0)),
+    }
+}
+
+fn handle_vmmcall(v: &mut VcpuState) -> Next {
+    v.stats.hypercall += 1;
+    let g = &v.gprs;
+    v.run.hypercall = abi::HypercallExit {
+        nr: v.vmcb.save.rax,
+        args: [g.rbx, g.rcx, g.rdx, g.rsi],
+        ret: 0,
+    };
+    v.run.exit_reason = abi::exit::HYPERCALL;
+    v.vmcb.save.rip += 3; // 0f 01 d9
+    v.pending = Some(Pending::Hypercall);
+    Next::ToUser
+}
+
+/// #NPF error code bits (APM 15.25.6): the page was present, the access was a write.
+const NPF_PRESENT: u64 = 1 << 0;
+const NPF_WRITE: u64 = 1 << 1;
+
+/// A nested page fault: only RAM is mapped, so a fault on a non-present page is an access
+/// to something else, which userspace emulates (MMIO). A fault on a present page cannot
+/// come from our tables; it is reported as it is.
+fn handle_npf(v: &mut VcpuState) -> Next {
+    let c = &v.vmcb.control;
+    if c.exit_info_1 & NPF_PRESENT != 0 {
+        v.stats.other += 1;
+        return to_user_hw(v, abi::exit::UNKNOWN);
+    }
+    v.stats.mmio += 1;
+    let len = c.insn_len.min(15);
+    let mut insn_bytes = [0u8; 16];
+    insn_bytes[..len as usize].copy_from_slice(&c.insn_bytes[..len as usize]);
+    v.run.mmio = abi::MmioExit {
+        gpa: c.exit_info_2,
+        is_write: u8::from(c.exit_info_1 & NPF_WRITE != 0),
+        insn_len: len,
+        _pad: [0; 6],
+        insn_bytes,
+    };
+    v.run.exit_reason = abi::exit::MMIO;
+    Next::ToUser
+}
+
 fn handle_ioio(v: &mut VcpuState) -> Next {
     use vmcb::ioio;
+    v.stats.io += 1;
     let info = v.vmcb.control.exit_info_1;
     if info & ioio::STR != 0 {
-        // String port I/O comes with the module core (INS/OUTS need guest memory access).
+        // INS/OUTS need the guest's memory at RSI/RDI: reported as they are for now.
         return to_user_hw(v, abi::exit::UNKNOWN);
     }
     let size = ((info & ioio::SIZE_MASK) >> ioio::SIZE_SHIFT) as u8; // 1, 2 or 4
@@ -319,7 +450,7 @@ fn handle_ioio(v: &mut VcpuState) -> Next {
     };
     if is_in {
         v.run.data[..size as usize].fill(0xff);
-        v.pending_in = Some(PendingIn { size });
+        v.pending = Some(Pending::In { size });
     } else {
         let rax = v.vmcb.save.rax.to_le_bytes();
         v.run.data[..size as usize].copy_from_slice(&rax[..size as usize]);

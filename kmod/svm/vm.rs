@@ -96,14 +96,14 @@ impl Vm {
         Ok(())
     }
 
-    /// Counts a new vCPU; `ENOSPC` past the limit.
-    pub(crate) fn reserve_vcpu(&self) -> Result {
+    /// Counts a new vCPU and returns its index; `ENOSPC` past the limit.
+    pub(crate) fn reserve_vcpu(&self) -> Result<u32> {
         let mut vm = self.state.lock();
         if vm.vcpus >= abi::MAX_VCPUS {
             return Err(ENOSPC);
         }
         vm.vcpus += 1;
-        Ok(())
+        Ok(vm.vcpus - 1)
     }
 
     /// N_CR3 for a VMCB, freezing the memory map: called before a vCPU first runs.

@@ -189,7 +189,19 @@ pub(crate) mod exit_code {
     pub(crate) const IOIO: u64 = 0x7b;
     pub(crate) const MSR: u64 = 0x7c;
     pub(crate) const SHUTDOWN: u64 = 0x7f;
+    pub(crate) const INVLPGA: u64 = 0x7a;
     pub(crate) const VMRUN: u64 = 0x80;
+    pub(crate) const VMMCALL: u64 = 0x81;
+    pub(crate) const VMLOAD: u64 = 0x82;
+    pub(crate) const VMSAVE: u64 = 0x83;
+    pub(crate) const STGI: u64 = 0x84;
+    pub(crate) const CLGI: u64 = 0x85;
+    pub(crate) const SKINIT: u64 = 0x86;
+    pub(crate) const RDTSCP: u64 = 0x87;
+    pub(crate) const MONITOR: u64 = 0x8a;
+    pub(crate) const MWAIT: u64 = 0x8b;
+    pub(crate) const MWAIT_COND: u64 = 0x8c;
+    pub(crate) const XSETBV: u64 = 0x8d;
     pub(crate) const NPF: u64 = 0x400;
     pub(crate) const INVALID: u64 = u64::MAX;
 }

@@ -1,0 +1,58 @@
+//! CPUID, MSRs and the SVM instructions as a guest sees them under yakvm.
+#![no_std]
+#![no_main]
+
+use yakvm_guests::{cpuid, rdmsr, trap, wrmsr, Checks};
+
+yakvm_guests::entry!(main);
+
+const EFER: u32 = 0xc000_0080;
+const LSTAR: u32 = 0xc000_0082;
+const VM_CR: u32 = 0xc001_0114;
+const VM_HSAVE_PA: u32 = 0xc001_0117;
+const EFER_SVME: u64 = 1 << 12;
+const EFER_LMSLE: u64 = 1 << 13;
+
+/// Runs one 3-byte SVM instruction and says whether it raised #UD.
+macro_rules! ud3 {
+    ($insn:literal) => {
+        // SAFETY: the instruction is intercepted by the hypervisor, which injects #UD;
+        // our handler skips its 3 bytes.
+        trap::expect_fault(3, || unsafe { core::arch::asm!($insn, in("rax") 0u64, in("ecx") 0u32, options(nostack)) })
+            == Some(trap::UD)
+    };
+}
+
+fn main() {
+    trap::install();
+    let mut t = Checks::new();
+
+    let v = cpuid(0, 0);
+    t.check("cpuid vendor is AuthenticAMD", [v[1], v[3], v[2]] == [0x6874_7541, 0x6974_6e65, 0x444d_4163]);
+    t.check("cpuid hypervisor bit", cpuid(1, 0)[2] & (1 << 31) != 0);
+    t.check("cpuid hides SVM", cpuid(0x8000_0001, 0)[2] & (1 << 2) == 0);
+    t.check("cpuid hides XSAVE", cpuid(1, 0)[2] & (1 << 26) == 0);
+    let brand = cpuid(0x8000_0002, 0);
+    t.check("cpuid brand string", brand[0].to_le_bytes() == *b"yakv");
+
+    let efer = rdmsr(EFER);
+    t.check("EFER reads LME|LMA, without SVME", efer.is_some_and(|e| e & 0x500 == 0x500 && e & EFER_SVME == 0));
+    let efer = efer.unwrap_or(0);
+    t.check("EFER.SVME write raises #GP", !wrmsr(EFER, efer | EFER_SVME));
+    t.check("EFER.LMSLE write raises #GP", !wrmsr(EFER, efer | EFER_LMSLE));
+    t.check("EFER.NXE write works", wrmsr(EFER, efer | (1 << 11)) && rdmsr(EFER) == Some(efer | (1 << 11)));
+    t.check("LSTAR write reads back", wrmsr(LSTAR, 0xffff_8000_1234_5678) && rdmsr(LSTAR) == Some(0xffff_8000_1234_5678));
+    t.check("non-canonical LSTAR raises #GP", !wrmsr(LSTAR, 0x8000_0000_0000_0000));
+    t.check("VM_HSAVE_PA write raises #GP", !wrmsr(VM_HSAVE_PA, 0x1000));
+    t.check("VM_HSAVE_PA read raises #GP", rdmsr(VM_HSAVE_PA).is_none());
+    t.check("VM_CR write raises #GP", !wrmsr(VM_CR, 0));
+
+    t.check("VMRUN raises #UD", ud3!("vmrun rax"));
+    t.check("VMLOAD raises #UD", ud3!("vmload rax"));
+    t.check("VMSAVE raises #UD", ud3!("vmsave rax"));
+    t.check("CLGI raises #UD", ud3!("clgi"));
+    t.check("STGI raises #UD", ud3!("stgi"));
+    t.check("SKINIT raises #UD", ud3!("skinit eax"));
+    t.check("INVLPGA raises #UD", ud3!("invlpga rax, ecx"));
+    t.finish()
+}

@@ -1,0 +1,100 @@
+//! Catching the exceptions a test provokes on purpose (#UD, #GP): `expect_fault` runs one
+//! instruction of known length; if it faults, the handler records the vector and resumes
+//! after it. Any other exception ends the run with a message.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Vector of the last caught exception, or NONE.
+static FAULT: AtomicU64 = AtomicU64::new(NONE);
+/// Bytes to skip when the instruction under test faults.
+static SKIP: AtomicU64 = AtomicU64::new(0);
+const NONE: u64 = u64::MAX;
+
+pub const UD: u64 = 6;
+pub const GP: u64 = 13;
+
+#[repr(C, align(16))]
+struct Idt([u64; 2 * 32]);
+static mut IDT: Idt = Idt([0; 64]);
+
+unsafe extern "C" {
+    fn yakvm_guest_ud();
+    fn yakvm_guest_gp();
+    fn yakvm_guest_other();
+}
+
+// Handlers: #UD has no error code, #GP has one. Both record the vector, move the saved
+// RIP past the instruction under test (SKIP bytes) and return.
+core::arch::global_asm!(
+    ".globl yakvm_guest_ud",
+    "yakvm_guest_ud:",
+    "push rax",
+    "mov rax, 6",
+    "jmp 2f",
+    ".globl yakvm_guest_gp",
+    "yakvm_guest_gp:",
+    "add rsp, 8",
+    "push rax",
+    "mov rax, 13",
+    "2:",
+    "mov [rip + {fault}], rax",
+    "mov rax, [rip + {skip}]",
+    "add [rsp + 8], rax",
+    "pop rax",
+    "iretq",
+    ".globl yakvm_guest_other",
+    "yakvm_guest_other:",
+    "mov dx, 0x10",
+    "mov al, 0x21", // '!'
+    "out dx, al",
+    "mov dx, 0xf4",
+    "mov al, 99",
+    "out dx, al",
+    "3: hlt",
+    "jmp 3b",
+    fault = sym FAULT,
+    skip = sym SKIP,
+);
+
+fn gate(handler: unsafe extern "C" fn()) -> [u64; 2] {
+    let a = handler as usize as u64;
+    // Present 64-bit interrupt gate, DPL 0, selector 0x08 (the emulator's GDT).
+    let lo = (a & 0xffff) | (0x08 << 16) | (0x8e00 << 32) | ((a >> 16) & 0xffff) << 48;
+    [lo, a >> 32]
+}
+
+/// Installs the IDT: #UD and #GP are caught, every other vector of 0..32 ends the run
+/// with status 99.
+pub fn install() {
+    // SAFETY: single vCPU, called before any exception can occur; the IDT is static.
+    unsafe {
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
+        for v in 0..32 {
+            let h: unsafe extern "C" fn() = match v as u64 {
+                UD => yakvm_guest_ud,
+                GP => yakvm_guest_gp,
+                _ => yakvm_guest_other,
+            };
+            let [lo, hi] = gate(h);
+            idt.0[2 * v] = lo;
+            idt.0[2 * v + 1] = hi;
+        }
+        let desc: [u16; 5] = {
+            let base = idt as *const Idt as u64;
+            [(64 * 8 - 1) as u16, base as u16, (base >> 16) as u16, (base >> 32) as u16, (base >> 48) as u16]
+        };
+        core::arch::asm!("lidt [{}]", in(reg) &desc, options(nostack));
+    }
+}
+
+/// Runs `f`, which executes one instruction of `len` bytes that may fault; returns the
+/// vector it raised, if any.
+pub fn expect_fault(len: u64, f: impl FnOnce()) -> Option<u64> {
+    FAULT.store(NONE, Ordering::SeqCst);
+    SKIP.store(len, Ordering::SeqCst);
+    f();
+    match FAULT.swap(NONE, Ordering::SeqCst) {
+        NONE => None,
+        v => Some(v),
+    }
+}
