@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu
+GUESTS   := hello count sse cpu mmio hypercall triple spin
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.

@@ -41,15 +41,22 @@ fn put_u64s(mem: &GuestMemory, at: u64, values: impl IntoIterator<Item = u64>) -
 }
 
 /// Builds the boot area of `mem` and returns the registers of a long-mode CPU about to
-/// execute `entry` with the stack below the boot area.
-pub fn long_mode(mem: &GuestMemory, entry: u64) -> Option<(abi::Regs, abi::Sregs)> {
+/// execute `entry` with the stack below the boot area. The identity map covers RAM, the
+/// first 4 GiB and everything up to `map_top` (the end of the MMIO window), at most
+/// `MAX_IDENTITY_MAP`; `None` if that is not enough.
+pub fn long_mode(mem: &GuestMemory, entry: u64, map_top: u64) -> Option<(abi::Regs, abi::Sregs)> {
     let ram = mem.len() as u64;
+    let top = map_top.max(ram).max(4 * GIB);
+    if top > MAX_IDENTITY_MAP {
+        return None;
+    }
+    let pds = top.div_ceil(GIB);
     let base = boot_area(ram);
     let (pml4, pdpt, pd) = (base + PML4_OFFSET, base + PDPT_OFFSET, base + PD_OFFSET);
 
     put_u64s(mem, pml4, [pdpt | PRESENT | WRITABLE])?;
-    put_u64s(mem, pdpt, (0..PD_COUNT).map(|i| (pd + i * 0x1000) | PRESENT | WRITABLE))?;
-    put_u64s(mem, pd, (0..PD_COUNT * 512).map(|i| (i * 2 * MIB) | PRESENT | WRITABLE | HUGE))?;
+    put_u64s(mem, pdpt, (0..pds).map(|i| (pd + i * 0x1000) | PRESENT | WRITABLE))?;
+    put_u64s(mem, pd, (0..pds * 512).map(|i| (i * 2 * MIB) | PRESENT | WRITABLE | HUGE))?;
     put_u64s(mem, base + GDT_OFFSET, GDT)?;
 
     let code = abi::Segment { selector: CODE64_SELECTOR, attrib: CODE64_ATTRIB, limit: u32::MAX, base: 0 };
@@ -73,4 +80,33 @@ pub fn long_mode(mem: &GuestMemory, entry: u64) -> Option<(abi::Regs, abi::Sregs
     };
     let regs = abi::Regs { rip: entry, rsp: initial_rsp(ram), rflags: 2, ..Default::default() };
     Some((regs, sregs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_area_maps_ram_and_sits_at_the_top() {
+        let mem = GuestMemory::new(2 * MIB as usize).unwrap();
+        let (regs, sregs) = long_mode(&mem, 0x1000, 0).unwrap();
+        let base = boot_area(2 * MIB);
+        assert_eq!(sregs.cr3, base);
+        assert_eq!(regs.rip, 0x1000);
+        assert_eq!(regs.rsp % 16, 0);
+        assert!(regs.rsp <= base);
+        // PML4[0] -> PDPT, PDPT[0] -> first PD, PD[1] maps 2 MiB..4 MiB as a large page.
+        let mut e = [0u8; 8];
+        mem.read(base, &mut e).unwrap();
+        assert_eq!(u64::from_le_bytes(e) & !0xfff, base + PDPT_OFFSET);
+        mem.read(base + PD_OFFSET + 8, &mut e).unwrap();
+        assert_eq!(u64::from_le_bytes(e), 2 * MIB | 0x83);
+    }
+
+    #[test]
+    fn identity_map_reaches_the_mmio_window_or_refuses() {
+        let mem = GuestMemory::new(MIB as usize).unwrap();
+        assert!(long_mode(&mem, 0, 9 * GIB).is_some());
+        assert!(long_mode(&mem, 0, MAX_IDENTITY_MAP + 1).is_none());
+    }
 }

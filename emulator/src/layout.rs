@@ -3,7 +3,7 @@
 //! ```text
 //! 0                                  RAM - 64 KiB                       RAM
 //! | guest image at load address ... stack (grows down) | boot area      |
-//!                                                      | PML4 PDPT PD×4 GDT
+//!                                                      | PML4 PDPT PDs.. GDT
 //! ```
 //! `[0, RAM - 64 KiB)` belongs to the guest; the top 64 KiB hold the page tables and GDT
 //! the emulator builds for long-mode entry.
@@ -22,10 +22,13 @@ pub const MAX_RAM: u64 = yakvm_abi::MAX_RAM_BYTES;
 /// Offsets inside the boot area.
 pub const PML4_OFFSET: u64 = 0;
 pub const PDPT_OFFSET: u64 = 0x1000;
-/// Four page directories of 2 MiB pages: an identity map of the first 4 GiB.
+/// Page directories of 2 MiB pages, one per GiB of the identity map (at least 4).
 pub const PD_OFFSET: u64 = 0x2000;
-pub const PD_COUNT: u64 = 4;
-pub const GDT_OFFSET: u64 = PD_OFFSET + PD_COUNT * 0x1000;
+/// The GDT, in the last page of the boot area.
+pub const GDT_OFFSET: u64 = BOOT_AREA_SIZE - 0x1000;
+/// How far the identity map can reach: one page directory per GiB between the PDPT and
+/// the GDT.
+pub const MAX_IDENTITY_MAP: u64 = (GDT_OFFSET - PD_OFFSET) / 0x1000 * GIB;
 
 /// Start of the boot area for `ram` bytes of RAM.
 pub fn boot_area(ram: u64) -> u64 {
@@ -35,4 +38,10 @@ pub fn boot_area(ram: u64) -> u64 {
 /// Initial stack pointer: 16-byte aligned, just below the boot area.
 pub fn initial_rsp(ram: u64) -> u64 {
     boot_area(ram) & !0xf
+}
+
+/// Default MMIO window: the first GiB boundary at or above the end of RAM, and at least
+/// 3 GiB (0xc000_0000), so every guest of up to 3 GiB finds its devices at the same place.
+pub fn default_mmio_base(ram: u64) -> u64 {
+    ram.next_multiple_of(GIB).max(3 * GIB)
 }

@@ -14,6 +14,7 @@ mod ioctls {
     use yakvm_abi as abi;
     nix::ioctl_none_bad!(get_api_version, abi::GET_API_VERSION);
     nix::ioctl_none_bad!(create_vm, abi::CREATE_VM);
+    nix::ioctl_write_int_bad!(check_capability, abi::CHECK_CAPABILITY);
     nix::ioctl_write_ptr_bad!(set_memory_region, abi::SET_MEMORY_REGION, abi::MemoryRegion);
     nix::ioctl_none_bad!(create_vcpu, abi::CREATE_VCPU);
     nix::ioctl_none_bad!(run, abi::RUN);
@@ -21,6 +22,8 @@ mod ioctls {
     nix::ioctl_write_ptr_bad!(set_regs, abi::SET_REGS, abi::Regs);
     nix::ioctl_read_bad!(get_sregs, abi::GET_SREGS, abi::Sregs);
     nix::ioctl_write_ptr_bad!(set_sregs, abi::SET_SREGS, abi::Sregs);
+    nix::ioctl_read_bad!(get_vmcb, abi::GET_VMCB, abi::VmcbDump);
+    nix::ioctl_read_bad!(get_stats, abi::GET_STATS, abi::ExitStats);
 }
 
 /// Wraps an errno from an ioctl with the name of the call.
@@ -43,6 +46,13 @@ impl Device {
             io::Error::new(e.kind(), format!("cannot open {path}: {e} (is the yakvm module loaded?)"))
         })?;
         Ok(Self(file))
+    }
+
+    /// `CHECK_CAPABILITY`: the value of capability `cap` (`abi::cap`).
+    pub fn capability(&self, cap: u64) -> io::Result<u64> {
+        // SAFETY: an ioctl whose argument is a plain number, not a pointer.
+        let v = unsafe { ioctls::check_capability(self.0.as_raw_fd(), cap as i32) }.map_err(ctx("CHECK_CAPABILITY"))?;
+        Ok(v as u64)
     }
 
     pub fn api_version(&self) -> io::Result<u32> {
@@ -121,6 +131,34 @@ impl Vcpu {
         unsafe { self.run.as_mut() }
     }
 
+    pub fn regs(&self) -> io::Result<abi::Regs> {
+        let mut regs = abi::Regs::default();
+        // SAFETY: `regs` is a valid `Regs` to write into.
+        unsafe { ioctls::get_regs(self.fd.as_raw_fd(), &mut regs) }.map_err(ctx("GET_REGS"))?;
+        Ok(regs)
+    }
+
+    pub fn sregs(&self) -> io::Result<abi::Sregs> {
+        let mut sregs = abi::Sregs::default();
+        // SAFETY: `sregs` is a valid `Sregs` to write into.
+        unsafe { ioctls::get_sregs(self.fd.as_raw_fd(), &mut sregs) }.map_err(ctx("GET_SREGS"))?;
+        Ok(sregs)
+    }
+
+    pub fn stats(&self) -> io::Result<abi::ExitStats> {
+        let mut stats = abi::ExitStats::default();
+        // SAFETY: `stats` is a valid `ExitStats` to write into.
+        unsafe { ioctls::get_stats(self.fd.as_raw_fd(), &mut stats) }.map_err(ctx("GET_STATS"))?;
+        Ok(stats)
+    }
+
+    pub fn vmcb(&self) -> io::Result<Box<abi::VmcbDump>> {
+        let mut dump = Box::new(abi::VmcbDump { bytes: [0; 4096] });
+        // SAFETY: `dump` is a valid `VmcbDump` to write into.
+        unsafe { ioctls::get_vmcb(self.fd.as_raw_fd(), &mut *dump) }.map_err(ctx("GET_VMCB"))?;
+        Ok(dump)
+    }
+
     pub fn set_regs(&self, regs: &abi::Regs) -> io::Result<()> {
         // SAFETY: `regs` is a valid `Regs` for the duration of the call.
         unsafe { ioctls::set_regs(self.fd.as_raw_fd(), regs) }.map_err(ctx("SET_REGS"))?;
@@ -184,7 +222,6 @@ impl GuestMemory {
     }
 
     /// Copies RAM at `offset` into `out`; `None` if the range is outside RAM.
-    #[cfg_attr(not(test), allow(dead_code))] // the device models of the next issues read RAM
     pub fn read(&self, offset: u64, out: &mut [u8]) -> Option<()> {
         let start = self.range(offset, out.len())?;
         // SAFETY: as in `write`.
@@ -197,5 +234,20 @@ impl Drop for GuestMemory {
     fn drop(&mut self) {
         // SAFETY: unmaps our own mapping (type invariant); the kernel holds its own pins.
         let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_memory_rejects_out_of_range_copies() {
+        let mem = GuestMemory::new(4096).unwrap();
+        assert!(mem.write(4090, &[0; 6]).is_some());
+        assert!(mem.write(4091, &[0; 6]).is_none());
+        assert!(mem.write(u64::MAX, &[0; 1]).is_none());
+        let mut buf = [0u8; 2];
+        assert!(mem.read(4095, &mut buf).is_none());
     }
 }

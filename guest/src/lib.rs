@@ -8,6 +8,8 @@ pub mod trap;
 pub const SERIAL_PORT: u16 = 0x10;
 /// Exit port: writing V ends the run with exit status V.
 pub const EXIT_PORT: u16 = 0xf4;
+/// The emulator's default MMIO window (for RAM up to 3 GiB): port P is at MMIO_BASE + P * 8.
+pub const MMIO_BASE: u64 = 0xc000_0000;
 
 /// Writes one byte to an I/O port.
 pub fn outb(port: u16, value: u8) {

@@ -1,0 +1,149 @@
+//! The devices and where the guest finds them: each device register is a port, reachable
+//! by port I/O and, at the same time, by MMIO at `mmio_base + port * 8`.
+//!
+//! | port | device | access |
+//! |---|---|---|
+//! | 0x10 | serial: the bytes written go to the output | OUT 1/2/4 |
+//! | 0xf4 | exit: a write of V ends the run with status V & 0xff | OUT 1/2/4 |
+//! | 0xff | scratch: keeps the last value written, reads it back | 1/2/4 (8 by MMIO) |
+//!
+//! Reads of write-only registers return all ones; bad accesses are counted and the first
+//! ones logged, never fatal.
+
+use std::io::{self, Write};
+
+pub const SERIAL_PORT: u16 = 0x10;
+pub const EXIT_PORT: u16 = 0xf4;
+pub const SCRATCH_PORT: u16 = 0xff;
+/// Bytes of MMIO space per port.
+pub const MMIO_STRIDE: u64 = 8;
+/// Ports reachable through the MMIO window.
+pub const MMIO_PORTS: u64 = 0x100;
+
+/// What the guest's access asks of the run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Effect {
+    Continue,
+    Exit(u8),
+}
+
+/// Bad accesses reported on stderr before the bus goes quiet about them.
+const LOGGED_BAD_ACCESSES: u64 = 10;
+
+pub struct Bus<W: Write> {
+    out: W,
+    scratch: u64,
+    mmio_base: u64,
+    /// Accesses nothing answers, or with a width the register does not take.
+    pub bad_accesses: u64,
+}
+
+impl<W: Write> Bus<W> {
+    pub fn new(out: W, mmio_base: u64) -> Self {
+        Self { out, scratch: 0, mmio_base, bad_accesses: 0 }
+    }
+
+    pub fn output(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    fn bad(&mut self, what: std::fmt::Arguments) {
+        self.bad_accesses += 1;
+        if self.bad_accesses <= LOGGED_BAD_ACCESSES {
+            eprintln!("yakvm: ignored {what}");
+        }
+    }
+
+    /// A write of `data` (1, 2, 4 or 8 bytes) to register `port`.
+    pub fn write(&mut self, port: u16, data: &[u8]) -> io::Result<Effect> {
+        let port_width = matches!(data.len(), 1 | 2 | 4);
+        match port {
+            SERIAL_PORT if port_width => self.out.write_all(data)?,
+            EXIT_PORT if port_width => return Ok(Effect::Exit(data[0])),
+            SCRATCH_PORT => self.scratch = le(data),
+            _ => self.bad(format_args!("{}-byte write of {:#x} to port {port:#x}", data.len(), le(data))),
+        }
+        Ok(Effect::Continue)
+    }
+
+    /// A read of `out.len()` bytes from register `port`.
+    pub fn read(&mut self, port: u16, out: &mut [u8]) {
+        match port {
+            SCRATCH_PORT => out.copy_from_slice(&self.scratch.to_le_bytes()[..out.len()]),
+            _ => {
+                out.fill(0xff);
+                self.bad(format_args!("{}-byte read of port {port:#x} (all ones)", out.len()));
+            }
+        }
+    }
+
+    /// The port behind guest-physical `gpa`, if it is a register's first byte.
+    fn mmio_port(&self, gpa: u64) -> Option<u16> {
+        let offset = gpa.checked_sub(self.mmio_base)?;
+        (offset % MMIO_STRIDE == 0 && offset / MMIO_STRIDE < MMIO_PORTS).then(|| (offset / MMIO_STRIDE) as u16)
+    }
+
+    pub fn mmio_write(&mut self, gpa: u64, data: &[u8]) -> io::Result<Effect> {
+        match self.mmio_port(gpa) {
+            Some(port) => self.write(port, data),
+            None => {
+                self.bad(format_args!("{}-byte MMIO write of {:#x} at {gpa:#x}", data.len(), le(data)));
+                Ok(Effect::Continue)
+            }
+        }
+    }
+
+    pub fn mmio_read(&mut self, gpa: u64, out: &mut [u8]) {
+        match self.mmio_port(gpa) {
+            Some(port) => self.read(port, out),
+            None => {
+                out.fill(0xff);
+                self.bad(format_args!("{}-byte MMIO read at {gpa:#x} (all ones)", out.len()));
+            }
+        }
+    }
+}
+
+fn le(data: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b[..data.len()].copy_from_slice(data);
+    u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_by_port_and_by_mmio() {
+        let mut bus = Bus::new(Vec::new(), 0x1000_0000);
+        assert_eq!(bus.write(SERIAL_PORT, b"hi").unwrap(), Effect::Continue);
+        bus.mmio_write(0x1000_0000 + 0x10 * 8, b"!!!!").unwrap();
+        assert_eq!(bus.output(), b"hi!!!!");
+        // 8 bytes is not a port width: ignored, counted.
+        bus.mmio_write(0x1000_0080, b"12345678").unwrap();
+        assert_eq!(bus.output(), b"hi!!!!");
+        assert_eq!(bus.bad_accesses, 1);
+    }
+
+    #[test]
+    fn exit_port_ends_the_run() {
+        let mut bus = Bus::new(Vec::new(), 0);
+        assert_eq!(bus.write(EXIT_PORT, &[7, 1]).unwrap(), Effect::Exit(7));
+    }
+
+    #[test]
+    fn scratch_reads_back_and_unknown_reads_all_ones() {
+        let mut bus = Bus::new(Vec::new(), 0x8000);
+        bus.mmio_write(0x8000 + 0xff * 8, &0x1122_3344_5566_7788u64.to_le_bytes()).unwrap();
+        let mut b = [0u8; 2];
+        bus.read(SCRATCH_PORT, &mut b);
+        assert_eq!(b, [0x88, 0x77]);
+        bus.mmio_read(0x8000 + 3, &mut b); // not a register's first byte
+        assert_eq!(b, [0xff, 0xff]);
+        let mut w = [0u8; 4];
+        bus.read(0x60, &mut w);
+        assert_eq!(w, [0xff; 4]);
+        assert_eq!(bus.bad_accesses, 2);
+    }
+}
