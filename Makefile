@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.
@@ -48,7 +48,7 @@ initramfs: deps
 env: deps kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests
 	@cp kmod/yakvm.ko $(SHARES)/yakvm.ko
-	@cp target/$(TARGET)/release/yakvm $(SHARES)/bin/yakvm
+	@cp target/$(TARGET)/release/yakvm target/$(TARGET)/release/yakvm-selftest $(SHARES)/bin/
 	@cp $(BUILD)/guests/*.bin $(SHARES)/guests/
 	@cp tests/image/*.sh $(SHARES)/tests/
 	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"

@@ -119,3 +119,8 @@ void yakvm_put_page(struct page *page)
 {
 	put_page(page);
 }
+
+void *yakvm_page_address(struct page *page)
+{
+	return page_address(page);
+}

@@ -28,5 +28,6 @@ void yakvm_on_each_cpu(void (*func)(void *), void *info);
 void yakvm_vma_set_dontcopy(struct vm_area_struct *vma);
 void yakvm_get_page(struct page *page);
 void yakvm_put_page(struct page *page);
+void *yakvm_page_address(struct page *page);
 
 #endif

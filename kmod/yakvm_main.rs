@@ -10,6 +10,10 @@ use kernel::prelude::*;
 #[path = "../abi/src/abi.rs"]
 #[allow(unreachable_pub)]
 mod abi;
+// The guest page walk, shared with the emulator the same way.
+#[path = "../abi/src/paging.rs"]
+#[allow(unreachable_pub)]
+mod paging;
 mod dev;
 mod ffi;
 mod svm;

@@ -209,7 +209,9 @@ pub struct IoExit {
     pub count: u32,
 }
 
-/// The raw SVM exit, for exits that carry no more specific description.
+/// The raw SVM exit, for exits that carry no more specific description. `exit_code` is
+/// the VMCB's EXITCODE; VMEXIT_INVALID reads 0xffff_ffff under QEMU (a 32-bit -1) and
+/// u64::MAX on hardware.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HwExit {

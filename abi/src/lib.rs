@@ -1,6 +1,8 @@
-//! yakvm's userspace ABI as a crate for the emulator. The definitions live in `abi.rs`,
-//! which the kernel module includes by path: one file, two users.
+//! yakvm's userspace ABI as a crate for the emulator. The definitions live in `abi.rs`
+//! (and the guest page walk in `paging.rs`), which the kernel module includes by path:
+//! one file, two users.
 #![no_std]
 
 mod abi;
 pub use abi::*;
+pub mod paging;

@@ -13,8 +13,8 @@ use yakvm_abi as abi;
 pub enum Outcome {
     /// HLT (status 0) or a write to the exit port (its value).
     Exit(u8),
-    /// A signal interrupted RUN.
-    Interrupted,
+    /// A signal interrupted RUN (SIGINT or SIGTERM: its number).
+    Interrupted(i32),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +97,12 @@ impl<W: Write> Machine<W> {
     /// Runs until the guest ends the run, a signal arrives, or something fails.
     pub fn run(&mut self) -> Result<Outcome, Error> {
         loop {
-            if !self.vcpu.run()? {
-                return Ok(Outcome::Interrupted);
+            let ran = self.vcpu.run()?;
+            if let Some(signal) = sys::stop_signal() {
+                return Ok(Outcome::Interrupted(signal));
+            }
+            if !ran {
+                continue; // another signal: run on
             }
             let run = *self.vcpu.run_page();
             let effect = match run.exit_reason {

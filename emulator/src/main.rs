@@ -65,6 +65,7 @@ fn parse_address(s: &str) -> Result<u64, String> {
 fn run(device: &str, guest: &PathBuf, config: &Config, stats: bool) -> Result<Outcome, String> {
     let image = std::fs::read(guest).map_err(|e| format!("cannot read guest {}: {e}", guest.display()))?;
     let dev = sys::Device::open(device).map_err(|e| e.to_string())?;
+    sys::catch_stop_signals().map_err(|e| e.to_string())?;
     let out = io::LineWriter::new(io::stdout().lock());
     let mut machine = Machine::new(&dev, config, &image, out).map_err(|e| e.to_string())?;
     let outcome = machine.run();
@@ -98,9 +99,10 @@ fn main() -> ExitCode {
         Command::Run { guest, mem, mmio_base, stats } => {
             match run(&cli.device, &guest, &Config { mem, mmio_base }, stats) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
-                Ok(Outcome::Interrupted) => {
-                    eprintln!("yakvm: interrupted");
-                    ExitCode::from(130)
+                Ok(Outcome::Interrupted(signal)) => {
+                    eprintln!("yakvm: stopped by signal {signal}");
+                    // The shells' convention for a process ended by a signal.
+                    ExitCode::from(128 + signal as u8)
                 }
                 Err(msg) => {
                     eprintln!("yakvm: error: {msg}");

@@ -4,10 +4,11 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
-use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+pub use nix::sys::mman::ProtFlags;
+use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags};
 use yakvm_abi as abi;
 
 mod ioctls {
@@ -26,9 +27,24 @@ mod ioctls {
     nix::ioctl_read_bad!(get_stats, abi::GET_STATS, abi::ExitStats);
 }
 
-/// Wraps an errno from an ioctl with the name of the call.
-fn ctx(what: &'static str) -> impl FnOnce(nix::Error) -> io::Error {
-    move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
+/// A failed system call: which one and its errno.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}: {errno}")]
+pub struct SysError {
+    pub call: &'static str,
+    pub errno: nix::errno::Errno,
+}
+
+/// Wraps an errno from a call with the name of the call.
+fn ctx(call: &'static str) -> impl FnOnce(nix::Error) -> io::Error {
+    move |errno| io::Error::new(io::Error::from(errno).kind(), SysError { call, errno })
+}
+
+/// The errno behind an error of this module, if it has one.
+pub fn errno_of(e: &io::Error) -> Option<nix::errno::Errno> {
+    e.raw_os_error()
+        .map(nix::errno::Errno::from_raw)
+        .or_else(|| e.get_ref()?.downcast_ref::<SysError>().map(|s| s.errno))
 }
 
 /// Takes ownership of a descriptor an ioctl returned.
@@ -80,11 +96,16 @@ impl Vm {
             flags: 0,
             guest_phys_addr: gpa,
             memory_size: mem.len() as u64,
-            userspace_addr: mem.ptr.as_ptr() as u64,
+            userspace_addr: mem.host_address(),
         };
-        // SAFETY: `region` is a valid, live `MemoryRegion` for the duration of the call.
-        unsafe { ioctls::set_memory_region(self.0.as_raw_fd(), &region) }
-            .map_err(ctx("SET_MEMORY_REGION"))?;
+        self.set_memory_region(&region)
+    }
+
+    /// `SET_MEMORY_REGION` with any contents (for tests of the module's checks): the
+    /// module validates every field, including the user address.
+    pub fn set_memory_region(&self, region: &abi::MemoryRegion) -> io::Result<()> {
+        // SAFETY: `region` is valid for the call; the kernel checks the address it names.
+        unsafe { ioctls::set_memory_region(self.0.as_raw_fd(), region) }.map_err(ctx("SET_MEMORY_REGION"))?;
         Ok(())
     }
 
@@ -101,6 +122,24 @@ impl Vm {
     }
 }
 
+impl AsFd for Vm {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsFd for Vcpu {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// A vCPU descriptor and its mapped run page.
 ///
 /// # Invariants
@@ -111,6 +150,10 @@ pub struct Vcpu {
     fd: OwnedFd,
     run: NonNull<abi::Run>,
 }
+
+// SAFETY: a `Vcpu` owns its descriptor and its run-page mapping; moving both to another
+// thread is fine (a vCPU is meant to run on its own thread).
+unsafe impl Send for Vcpu {}
 
 impl Vcpu {
     /// Runs until the next exit to userspace. `Ok(false)` when a signal interrupted RUN.
@@ -190,20 +233,33 @@ pub struct GuestMemory {
     len: usize,
 }
 
+// SAFETY: all access goes through bounds-checked byte copies of a mapping this value owns;
+// guest RAM is written concurrently by the guest anyway, never referenced by Rust.
+unsafe impl Send for GuestMemory {}
+// SAFETY: as above.
+unsafe impl Sync for GuestMemory {}
+
 impl GuestMemory {
     pub fn new(len: usize) -> io::Result<Self> {
+        Self::with_protection(len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
+    }
+
+    /// Memory with other protections (tests: the module must refuse read-only memory).
+    pub fn with_protection(len: usize, prot: ProtFlags) -> io::Result<Self> {
         let size = NonZeroUsize::new(len).ok_or_else(|| io::Error::other("guest RAM size is 0"))?;
         // SAFETY: a fresh anonymous mapping that aliases nothing.
-        let ptr = unsafe {
-            mmap_anonymous(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                           MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE)
-        }
+        let ptr = unsafe { mmap_anonymous(None, size, prot, MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE) }
         .map_err(ctx("mmap of guest RAM"))?;
         Ok(Self { ptr: ptr.cast(), len })
     }
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The userspace address of the memory (for `SET_MEMORY_REGION`).
+    pub fn host_address(&self) -> u64 {
+        self.ptr.as_ptr() as u64
     }
 
     /// The byte range `[offset, offset + n)` if it lies inside RAM.
@@ -235,6 +291,55 @@ impl Drop for GuestMemory {
         // SAFETY: unmaps our own mapping (type invariant); the kernel holds its own pins.
         let _ = unsafe { munmap(self.ptr.cast(), self.len) };
     }
+}
+
+/// The stop signal that arrived (SIGINT or SIGTERM), 0 for none.
+static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn note_stop_signal(signal: nix::libc::c_int) {
+    STOP_SIGNAL.store(signal, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Catches SIGINT and SIGTERM (even where the parent ignored them, as shells do for
+/// background jobs): a blocked `RUN` then returns `EINTR` and the run can end cleanly,
+/// with its output flushed. `stop_signal` tells which arrived.
+pub fn catch_stop_signals() -> io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    // No SA_RESTART: the interrupted RUN must return instead of being restarted.
+    let action = SigAction::new(SigHandler::Handler(note_stop_signal), SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(signal, &action) }.map_err(ctx("sigaction"))?;
+    }
+    Ok(())
+}
+
+/// The stop signal caught since `catch_stop_signals`, if any.
+pub fn stop_signal() -> Option<i32> {
+    match STOP_SIGNAL.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Issues `_IO('Y', nr)` on `fd` (tests: numbers the module does not know must fail with
+/// ENOTTY). Only our own ioctl type is allowed, which the VFS never interprets itself.
+pub fn io_command(fd: BorrowedFd<'_>, nr: u8) -> io::Result<i32> {
+    let cmd = (yakvm_abi::IOCTL_TYPE << 8) | u32::from(nr);
+    // SAFETY: an `_IO` command (no argument) of yakvm's type: the VFS passes it to the
+    // module, which reads no memory for it.
+    let ret = unsafe { nix::libc::ioctl(fd.as_raw_fd(), cmd as _, 0) };
+    nix::errno::Errno::result(ret).map_err(ctx("ioctl"))
+}
+
+/// Maps `len` bytes of `fd` at `offset` and unmaps them again (tests of `mmap` checks).
+pub fn try_map(fd: BorrowedFd<'_>, len: usize, offset: i64) -> io::Result<()> {
+    let size = NonZeroUsize::new(len).ok_or_else(|| io::Error::other("zero length"))?;
+    // SAFETY: a fresh shared mapping that aliases nothing; unmapped right below.
+    let ptr = unsafe { mmap(None, size, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, fd, offset) }.map_err(ctx("mmap"))?;
+    // SAFETY: the mapping made just above, used by nothing.
+    unsafe { munmap(ptr, len) }.map_err(ctx("munmap"))?;
+    Ok(())
 }
 
 #[cfg(test)]

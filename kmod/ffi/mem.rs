@@ -134,7 +134,8 @@ pub(crate) struct Table {
 /// `pages` holds `pages.len()` pages pinned by `pin_user_pages_fast` with `FOLL_LONGTERM`,
 /// each released exactly once, in `drop`.
 pub(crate) struct PinnedPages {
-    pages: KVec<*mut bindings::page>,
+    /// One pointer per page: 8 MiB for 4 GiB of RAM, hence `KVVec` (vmalloc when large).
+    pages: KVVec<*mut bindings::page>,
 }
 
 // SAFETY: the pins are references counted by the kernel; any thread may drop them.
@@ -145,8 +146,8 @@ unsafe impl Sync for PinnedPages {}
 impl PinnedPages {
     /// Pins `count` writable pages of the calling process starting at `addr` (page aligned).
     pub(crate) fn pin(addr: usize, count: usize) -> Result<Self> {
-        let mut pages: KVec<*mut bindings::page> = KVec::with_capacity(count, GFP_KERNEL)?;
-        let mut this = Self { pages: KVec::new() };
+        let mut pages: KVVec<*mut bindings::page> = KVVec::with_capacity(count, GFP_KERNEL)?;
+        let mut this = Self { pages: KVVec::new() };
         while pages.len() < count {
             let done = pages.len();
             let want = (count - done).min(512);
@@ -182,6 +183,36 @@ impl PinnedPages {
 
     pub(crate) fn len(&self) -> usize {
         self.pages.len()
+    }
+
+    /// Kernel address of byte `offset` of page `index`, with room for `len` bytes.
+    fn byte_ptr(&self, index: usize, offset: usize, len: usize) -> Result<*mut u8> {
+        let page = *self.pages.get(index).ok_or(EFAULT)?;
+        if offset.checked_add(len).is_none_or(|end| end > PAGE_SIZE) {
+            return Err(EFAULT);
+        }
+        // SAFETY: the page is pinned (type invariant) and, on x86-64, in the direct map.
+        let base = unsafe { glue::yakvm_page_address(page) }.cast::<u8>();
+        // SAFETY: `offset + len <= PAGE_SIZE`, inside the page.
+        Ok(unsafe { base.add(offset) })
+    }
+
+    /// Copies bytes of page `index` from `offset` into `out` (within one page).
+    pub(crate) fn read(&self, index: usize, offset: usize, out: &mut [u8]) -> Result {
+        let src = self.byte_ptr(index, offset, out.len())?;
+        // SAFETY: `src` has `out.len()` readable bytes (checked). Guest RAM is never
+        // referenced by Rust; the guest and userspace may write it concurrently, so this is
+        // a plain byte copy, like `copy_from_user`.
+        unsafe { core::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` into page `index` at `offset` (within one page).
+    pub(crate) fn write(&self, index: usize, offset: usize, data: &[u8]) -> Result {
+        let dst = self.byte_ptr(index, offset, data.len())?;
+        // SAFETY: as in `read`; the page is pinned writable (FOLL_WRITE).
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+        Ok(())
     }
 }
 

@@ -25,6 +25,7 @@ mod glue {
         pub(super) fn yakvm_page_to_phys(page: *mut bindings::page) -> u64;
         pub(super) fn yakvm_get_page(page: *mut bindings::page);
         pub(super) fn yakvm_put_page(page: *mut bindings::page);
+        pub(super) fn yakvm_page_address(page: *mut bindings::page) -> *mut c_void;
         pub(super) fn yakvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
         pub(super) fn yakvm_nr_cpu_ids() -> c_uint;
         pub(super) fn yakvm_smp_processor_id() -> c_int;

@@ -10,6 +10,7 @@ use crate::abi;
 use crate::ffi::cpu::{self, NoPreempt};
 use crate::ffi::mem::{PageRef, Pages};
 use crate::ffi::world::{self, GuestFpu, GuestGprs};
+use crate::paging::PagingRegs;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::new_mutex;
@@ -29,6 +30,17 @@ enum Pending {
     In { size: u8 },
     /// A hypercall: its return value goes into RAX.
     Hypercall,
+    /// INS: the data userspace wrote goes to ES:RDI.
+    Ins(StringIo),
+}
+
+/// A string port instruction being completed.
+#[derive(Clone, Copy)]
+struct StringIo {
+    size: usize,
+    count: usize,
+    /// RIP once the instruction is done (a REP with elements left re-executes instead).
+    next_rip: u64,
 }
 
 struct VcpuState {
@@ -111,6 +123,13 @@ impl Vcpu {
                 v.vmcb.save.rax = merge_in(v.vmcb.save.rax, &data[..size as usize]);
             }
             Some(Pending::Hypercall) => v.vmcb.save.rax = v.run.hypercall.ret,
+            Some(Pending::Ins(io)) => {
+                let data = v.run.data;
+                if complete_ins(&self.vm, &mut v, io, &data).is_err() {
+                    // The destination is not guest RAM: as the CPU would for a bad address.
+                    inject(&mut v, GP_VECTOR, Some(0));
+                }
+            }
             None => {}
         }
         let maps = self.vm.shared.maps.addresses();
@@ -134,7 +153,7 @@ impl Vcpu {
             }
             // An injected event is delivered by the VMRUN that just ended.
             v.vmcb.control.event_inj = 0;
-            if let Next::ToUser = handle_exit(&mut v) {
+            if let Next::ToUser = handle_exit(&self.vm, &mut v) {
                 v.stats.to_user += 1;
                 return Ok(());
             }
@@ -292,7 +311,7 @@ fn init_vmcb(vmcb: &mut Vmcb, asid: u32, (iopm, msrpm): (u64, u64)) {
 
 /// Dispatches on the exit code: one handler per exit, each deciding to resume the guest
 /// or to return to userspace.
-fn handle_exit(v: &mut VcpuState) -> Next {
+fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
     v.stats.total += 1;
     match v.vmcb.control.exit_code {
         // The host already took the interrupt (when it re-enabled interrupts).
@@ -300,7 +319,7 @@ fn handle_exit(v: &mut VcpuState) -> Next {
             v.stats.interrupt += 1;
             Next::Resume
         }
-        exit_code::IOIO => handle_ioio(v),
+        exit_code::IOIO => handle_ioio(vm, v),
         exit_code::HLT => handle_hlt(v),
         exit_code::CPUID => handle_cpuid(v),
         exit_code::MSR => handle_msr(v),
@@ -326,7 +345,7 @@ fn handle_exit(v: &mut VcpuState) -> Next {
 /// SVM and the intercepted extras are not offered to the guest (CPUID says so), so they
 /// raise #UD as on a CPU without them. (XSETBV too: CPUID offers no XSAVE.) ICEBP, WBINVD
 /// and INVD are not listed: they end the run.
-fn is_refused_instruction(code: u64) -> bool {
+fn is_refused_instruction(code: u32) -> bool {
     use exit_code::*;
     matches!(
         code,
@@ -430,24 +449,19 @@ fn handle_npf(v: &mut VcpuState) -> Next {
     Next::ToUser
 }
 
-fn handle_ioio(v: &mut VcpuState) -> Next {
+fn handle_ioio(vm: &Vm, v: &mut VcpuState) -> Next {
     use vmcb::ioio;
     v.stats.io += 1;
     let info = v.vmcb.control.exit_info_1;
-    if info & ioio::STR != 0 {
-        // INS/OUTS need the guest's memory at RSI/RDI: reported as they are for now.
-        return to_user_hw(v, abi::exit::UNKNOWN);
-    }
     let size = ((info & ioio::SIZE_MASK) >> ioio::SIZE_SHIFT) as u8; // 1, 2 or 4
     let port = (info >> ioio::PORT_SHIFT) as u16;
     let is_in = info & ioio::TYPE_IN != 0;
+    let direction = if is_in { abi::IO_IN } else { abi::IO_OUT };
+    if info & ioio::STR != 0 {
+        return handle_string_io(vm, v, port, size, direction);
+    }
     v.run.exit_reason = abi::exit::IO;
-    v.run.io = abi::IoExit {
-        port,
-        size,
-        direction: if is_in { abi::IO_IN } else { abi::IO_OUT },
-        count: 1,
-    };
+    v.run.io = abi::IoExit { port, size, direction, count: 1 };
     if is_in {
         v.run.data[..size as usize].fill(0xff);
         v.pending = Some(Pending::In { size });
@@ -460,10 +474,105 @@ fn handle_ioio(v: &mut VcpuState) -> Next {
     Next::ToUser
 }
 
+const RFLAGS_DF: u64 = 1 << 10;
+const EFER_LMA: u64 = 1 << 10;
+const CS_L: u16 = 1 << 9;
+const CS_D: u16 = 1 << 10;
+
+/// Mask of the address size of string instructions: EXITINFO1 says it on hardware
+/// (bits 7-9); QEMU leaves those bits clear, so then it follows from the code segment.
+fn address_mask(info: u64, s: &vmcb::SaveArea) -> u64 {
+    match (info >> 7) & 0b111 {
+        0b001 => 0xffff,
+        0b010 => 0xffff_ffff,
+        0b100 => u64::MAX,
+        _ if s.efer & EFER_LMA != 0 && s.cs.attrib & CS_L != 0 => u64::MAX,
+        _ if s.cs.attrib & CS_D != 0 => 0xffff_ffff,
+        _ => 0xffff,
+    }
+}
+
+/// Writes `value` into the `mask`-sized part of `reg` (a 32-bit address size clears the
+/// upper half in 64-bit mode, a 16-bit one keeps it).
+fn set_masked(reg: &mut u64, value: u64, mask: u64) {
+    *reg = if mask == 0xffff { (*reg & !0xffff) | (value & 0xffff) } else { value & mask };
+}
+
+fn paging(s: &vmcb::SaveArea) -> PagingRegs {
+    PagingRegs { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer }
+}
+
+/// Element `i`'s address from `start`, walking up, or down when RFLAGS.DF is set.
+fn element(start: u64, i: usize, size: usize, down: bool, mask: u64) -> u64 {
+    let step = (i * size) as u64;
+    (if down { start.wrapping_sub(step) } else { start.wrapping_add(step) }) & mask
+}
+
+/// INS and OUTS, with or without REP: as many elements as fit the run page go to or come
+/// from userspace per exit; a REP with elements left is executed again (RIP stays).
+/// Segment overrides are not seen (QEMU does not report them): DS for OUTS, ES for INS.
+fn handle_string_io(vm: &Vm, v: &mut VcpuState, port: u16, size: u8, direction: u8) -> Next {
+    let info = v.vmcb.control.exit_info_1;
+    let mask = address_mask(info, &v.vmcb.save);
+    let rep = info & vmcb::ioio::REP != 0;
+    let size_bytes = size as usize;
+    let wanted = if rep { v.gprs.rcx & mask } else { 1 };
+    if wanted == 0 {
+        v.vmcb.save.rip = v.vmcb.control.exit_info_2;
+        return Next::Resume;
+    }
+    let count = (wanted as usize).min(abi::RUN_DATA_SIZE / size_bytes);
+    let done_rip = if wanted as usize > count { v.vmcb.save.rip } else { v.vmcb.control.exit_info_2 };
+    let io = StringIo { size: size_bytes, count, next_rip: done_rip };
+    v.run.io = abi::IoExit { port, size, direction, count: count as u32 };
+    v.run.exit_reason = abi::exit::IO;
+    if direction == abi::IO_IN {
+        v.run.data[..count * size_bytes].fill(0xff);
+        v.pending = Some(Pending::Ins(io));
+        return Next::ToUser;
+    }
+    let s = &v.vmcb.save;
+    let (down, map, base, rsi) = (s.rflags & RFLAGS_DF != 0, paging(s), s.ds.base, v.gprs.rsi);
+    for i in 0..count {
+        let va = base.wrapping_add(element(rsi, i, size_bytes, down, mask));
+        let out = &mut v.run.data[i * size_bytes..(i + 1) * size_bytes];
+        if vm.read_virt(&map, va, out).is_err() {
+            // The source is not guest RAM: as the CPU would for a bad address.
+            return inject(v, GP_VECTOR, Some(0));
+        }
+    }
+    set_masked(&mut v.gprs.rsi, element(rsi, count, size_bytes, down, mask), mask);
+    if rep {
+        let left = (v.gprs.rcx & mask) - count as u64;
+        set_masked(&mut v.gprs.rcx, left, mask);
+    }
+    v.vmcb.save.rip = io.next_rip;
+    Next::ToUser
+}
+
+/// Stores the data of an INS that userspace completed, and moves RDI, RCX and RIP on.
+fn complete_ins(vm: &Vm, v: &mut VcpuState, io: StringIo, data: &[u8]) -> Result {
+    let info = v.vmcb.control.exit_info_1;
+    let mask = address_mask(info, &v.vmcb.save);
+    let s = &v.vmcb.save;
+    let (down, map, base, rdi) = (s.rflags & RFLAGS_DF != 0, paging(s), s.es.base, v.gprs.rdi);
+    for i in 0..io.count {
+        let va = base.wrapping_add(element(rdi, i, io.size, down, mask));
+        vm.write_virt(&map, va, &data[i * io.size..(i + 1) * io.size])?;
+    }
+    set_masked(&mut v.gprs.rdi, element(rdi, io.count, io.size, down, mask), mask);
+    if info & vmcb::ioio::REP != 0 {
+        let left = (v.gprs.rcx & mask) - io.count as u64;
+        set_masked(&mut v.gprs.rcx, left, mask);
+    }
+    v.vmcb.save.rip = io.next_rip;
+    Ok(())
+}
+
 fn to_user_hw(v: &mut VcpuState, reason: u32) -> Next {
     let c = &v.vmcb.control;
     v.run.hw = abi::HwExit {
-        exit_code: c.exit_code,
+        exit_code: (u64::from(c.exit_code_hi) << 32) | u64::from(c.exit_code),
         exit_info_1: c.exit_info_1,
         exit_info_2: c.exit_info_2,
         rip: v.vmcb.save.rip,

@@ -6,6 +6,7 @@ use super::npt::Npt;
 use super::Shared;
 use crate::abi;
 use crate::ffi::mem::{PinnedPages, PAGE_SIZE};
+use crate::paging::PagingRegs;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::new_mutex;
@@ -59,6 +60,10 @@ impl Vm {
         if end > abi::MAX_GUEST_PHYS || r.userspace_addr.checked_add(r.memory_size).is_none() {
             return Err(EINVAL);
         }
+        // The limit first: pinning allocates in proportion to the size.
+        if r.memory_size > abi::MAX_RAM_BYTES {
+            return Err(E2BIG);
+        }
         // Pin before taking the VM lock: pinning takes mmap_lock, which `mmap` holds while
         // it takes our locks.
         let count = (r.memory_size / page) as usize;
@@ -104,6 +109,72 @@ impl Vm {
         }
         vm.vcpus += 1;
         Ok(vm.vcpus - 1)
+    }
+
+    /// Copies guest-physical memory at `gpa` into `out`; `EFAULT` if any of it is not RAM.
+    pub(crate) fn read_guest(&self, gpa: u64, out: &mut [u8]) -> Result {
+        self.each_page(gpa, out.len(), |pages, index, offset, range| pages.read(index, offset, &mut out[range]))
+    }
+
+    /// Copies `data` into guest-physical memory at `gpa`; `EFAULT` if any of it is not RAM.
+    pub(crate) fn write_guest(&self, gpa: u64, data: &[u8]) -> Result {
+        self.each_page(gpa, data.len(), |pages, index, offset, range| pages.write(index, offset, &data[range]))
+    }
+
+    /// Copies guest memory at linear address `va` (translated by the guest's page tables)
+    /// into `out`; `EFAULT` if a page is not mapped or not RAM.
+    pub(crate) fn read_virt(&self, paging: &PagingRegs, va: u64, out: &mut [u8]) -> Result {
+        self.each_virt_page(paging, va, out.len(), |gpa, range| self.read_guest(gpa, &mut out[range]))
+    }
+
+    /// Copies `data` into guest memory at linear address `va`.
+    pub(crate) fn write_virt(&self, paging: &PagingRegs, va: u64, data: &[u8]) -> Result {
+        self.each_virt_page(paging, va, data.len(), |gpa, range| self.write_guest(gpa, &data[range]))
+    }
+
+    fn each_virt_page(
+        &self,
+        paging: &PagingRegs,
+        va: u64,
+        len: usize,
+        mut f: impl FnMut(u64, core::ops::Range<usize>) -> Result,
+    ) -> Result {
+        let mut done = 0;
+        while done < len {
+            let addr = va.wrapping_add(done as u64);
+            let gpa = crate::paging::translate(paging, addr, |gpa, bytes| {
+                let mut entry = [0u8; 8];
+                self.read_guest(gpa, &mut entry[..bytes]).ok()?;
+                Some(u64::from_le_bytes(entry))
+            })
+            .ok_or(EFAULT)?;
+            let n = (len - done).min(PAGE_SIZE - (addr % PAGE_SIZE as u64) as usize);
+            f(gpa, done..done + n)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Calls `f(pages, page index, offset in page, range of the caller's buffer)` for each
+    /// page-sized piece of `[gpa, gpa + len)`.
+    fn each_page(
+        &self,
+        gpa: u64,
+        len: usize,
+        mut f: impl FnMut(&PinnedPages, usize, usize, core::ops::Range<usize>) -> Result,
+    ) -> Result {
+        let vm = self.state.lock();
+        let mut done = 0;
+        while done < len {
+            let addr = gpa.checked_add(done as u64).ok_or(EFAULT)?;
+            let region = vm.regions.iter().find(|r| r.gpa <= addr && addr < r.end()).ok_or(EFAULT)?;
+            let index = ((addr - region.gpa) / PAGE_SIZE as u64) as usize;
+            let offset = (addr % PAGE_SIZE as u64) as usize;
+            let n = (len - done).min(PAGE_SIZE - offset);
+            f(&region.pages, index, offset, done..done + n)?;
+            done += n;
+        }
+        Ok(())
     }
 
     /// N_CR3 for a VMCB, freezing the memory map: called before a vCPU first runs.

@@ -26,7 +26,8 @@ pub(crate) struct ControlArea {
     _reserved_05d: [u8; 3],               // +0x05d
     pub(crate) v_intr: u64,               // +0x060 V_TPR, V_IRQ, V_INTR_MASKING, ...
     pub(crate) interrupt_shadow: u64,     // +0x068
-    pub(crate) exit_code: u64,            // +0x070
+    pub(crate) exit_code: u32,            // +0x070 (QEMU writes VMEXIT_INVALID as 32-bit -1)
+    pub(crate) exit_code_hi: u32,         // +0x074
     pub(crate) exit_info_1: u64,          // +0x078
     pub(crate) exit_info_2: u64,          // +0x080
     pub(crate) exit_int_info: u64,        // +0x088
@@ -179,31 +180,32 @@ pub(crate) const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 /// Exit codes (APM appendix C).
 #[allow(dead_code)] // the full catalogue, named once
 pub(crate) mod exit_code {
-    pub(crate) const EXCP_BASE: u64 = 0x40;
-    pub(crate) const INTR: u64 = 0x60;
-    pub(crate) const NMI: u64 = 0x61;
-    pub(crate) const SMI: u64 = 0x62;
-    pub(crate) const INIT: u64 = 0x63;
-    pub(crate) const CPUID: u64 = 0x72;
-    pub(crate) const HLT: u64 = 0x78;
-    pub(crate) const IOIO: u64 = 0x7b;
-    pub(crate) const MSR: u64 = 0x7c;
-    pub(crate) const SHUTDOWN: u64 = 0x7f;
-    pub(crate) const INVLPGA: u64 = 0x7a;
-    pub(crate) const VMRUN: u64 = 0x80;
-    pub(crate) const VMMCALL: u64 = 0x81;
-    pub(crate) const VMLOAD: u64 = 0x82;
-    pub(crate) const VMSAVE: u64 = 0x83;
-    pub(crate) const STGI: u64 = 0x84;
-    pub(crate) const CLGI: u64 = 0x85;
-    pub(crate) const SKINIT: u64 = 0x86;
-    pub(crate) const RDTSCP: u64 = 0x87;
-    pub(crate) const MONITOR: u64 = 0x8a;
-    pub(crate) const MWAIT: u64 = 0x8b;
-    pub(crate) const MWAIT_COND: u64 = 0x8c;
-    pub(crate) const XSETBV: u64 = 0x8d;
-    pub(crate) const NPF: u64 = 0x400;
-    pub(crate) const INVALID: u64 = u64::MAX;
+    // Dispatched on the low 32 bits of EXITCODE, as KVM does.
+    pub(crate) const EXCP_BASE: u32 = 0x40;
+    pub(crate) const INTR: u32 = 0x60;
+    pub(crate) const NMI: u32 = 0x61;
+    pub(crate) const SMI: u32 = 0x62;
+    pub(crate) const INIT: u32 = 0x63;
+    pub(crate) const CPUID: u32 = 0x72;
+    pub(crate) const HLT: u32 = 0x78;
+    pub(crate) const IOIO: u32 = 0x7b;
+    pub(crate) const MSR: u32 = 0x7c;
+    pub(crate) const SHUTDOWN: u32 = 0x7f;
+    pub(crate) const INVLPGA: u32 = 0x7a;
+    pub(crate) const VMRUN: u32 = 0x80;
+    pub(crate) const VMMCALL: u32 = 0x81;
+    pub(crate) const VMLOAD: u32 = 0x82;
+    pub(crate) const VMSAVE: u32 = 0x83;
+    pub(crate) const STGI: u32 = 0x84;
+    pub(crate) const CLGI: u32 = 0x85;
+    pub(crate) const SKINIT: u32 = 0x86;
+    pub(crate) const RDTSCP: u32 = 0x87;
+    pub(crate) const MONITOR: u32 = 0x8a;
+    pub(crate) const MWAIT: u32 = 0x8b;
+    pub(crate) const MWAIT_COND: u32 = 0x8c;
+    pub(crate) const XSETBV: u32 = 0x8d;
+    pub(crate) const NPF: u32 = 0x400;
+    pub(crate) const INVALID: u32 = u32::MAX;
 }
 
 /// EXITINFO1 of an IOIO exit (APM 15.10.2, figure 15-2).

@@ -1,0 +1,250 @@
+//! `yakvm-selftest GUESTS_DIR`: tests of the module through its ioctls, for what a single
+//! guest cannot show: argument validation, several vCPUs at once, the VMCB dump, the
+//! exit counters. Prints "PASS name" or "FAIL name: why" per test (like the image tests)
+//! and exits non-zero if any failed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use nix::errno::Errno;
+use yakvm::sys::{self, Device, GuestMemory, ProtFlags};
+use yakvm::{boot, layout};
+use yakvm_abi as abi;
+
+type TestResult = Result<(), String>;
+
+/// `r` must have failed with `want`.
+fn expect_errno<T>(what: &str, r: io::Result<T>, want: Errno) -> TestResult {
+    match r {
+        Ok(_) => Err(format!("{what}: succeeded, expected {want}")),
+        Err(e) if sys::errno_of(&e) == Some(want) => Ok(()),
+        Err(e) => Err(format!("{what}: {e}, expected {want}")),
+    }
+}
+
+fn region(slot: u32, gpa: u64, size: u64, uaddr: u64) -> abi::MemoryRegion {
+    abi::MemoryRegion { slot, flags: 0, guest_phys_addr: gpa, memory_size: size, userspace_addr: uaddr }
+}
+
+fn memory_regions_are_validated(dev: &Device) -> TestResult {
+    let vm = dev.create_vm().map_err(|e| e.to_string())?;
+    let mem = GuestMemory::new(64 << 10).map_err(|e| e.to_string())?;
+    let ua = mem.host_address();
+    let e = |what, r: abi::MemoryRegion, want| expect_errno(what, vm.set_memory_region(&r), want);
+    e("unaligned guest address", region(0, 0x800, 4096, ua), Errno::EINVAL)?;
+    e("unaligned size", region(0, 0, 100, ua), Errno::EINVAL)?;
+    e("zero size", region(0, 0, 0, ua), Errno::EINVAL)?;
+    e("unaligned user address", region(0, 0, 4096, ua + 8), Errno::EINVAL)?;
+    e("flags", abi::MemoryRegion { flags: 1, ..region(0, 0, 4096, ua) }, Errno::EINVAL)?;
+    e("slot out of range", region(abi::MAX_MEMORY_REGIONS, 0, 4096, ua), Errno::EINVAL)?;
+    e("wrapping guest range", region(0, u64::MAX - 4095, 8192, ua), Errno::EINVAL)?;
+    e("beyond 48 bits", region(0, 1 << 48, 4096, ua), Errno::EINVAL)?;
+    e("more than the RAM limit", region(0, 0, abi::MAX_RAM_BYTES + 4096, ua), Errno::E2BIG)?;
+    e("unmapped user memory", region(0, 0, 4096, 0x1000), Errno::EFAULT)?;
+    e("kernel address as user memory", region(0, 0, 4096, 0xffff_8880_0000_0000), Errno::EFAULT)?;
+    let ro = GuestMemory::with_protection(4096, ProtFlags::PROT_READ).map_err(|e| e.to_string())?;
+    e("read-only user memory", region(0, 0, 4096, ro.host_address()), Errno::EFAULT)?;
+    vm.set_memory_region(&region(0, 0, 32 << 10, ua)).map_err(|e| format!("valid region: {e}"))?;
+    e("overlapping region", region(1, 0x4000, 4096, ua + (32 << 10)), Errno::EEXIST)?;
+    e("slot in use", region(0, 1 << 20, 4096, ua + (32 << 10)), Errno::EEXIST)?;
+    vm.set_memory_region(&region(1, 1 << 20, 32 << 10, ua + (32 << 10))).map_err(|e| format!("second region: {e}"))?;
+    // A guest that halts at once; after its first RUN the memory map is frozen.
+    mem.write(0, &[0xf4]).ok_or("write")?;
+    let mut vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
+    vcpu.run().map_err(|e| e.to_string())?;
+    let reason = vcpu.run_page().exit_reason;
+    if reason != abi::exit::HLT {
+        return Err(format!("real-mode HLT guest: exit {reason}"));
+    }
+    e("region after the first run", region(2, 2 << 20, 4096, ua), Errno::EBUSY)
+}
+
+/// A vCPU of a VM without RAM: its first fetch is an MMIO exit, not a host problem.
+fn run_without_memory(dev: &Device) -> TestResult {
+    let vm = dev.create_vm().map_err(|e| e.to_string())?;
+    let mut vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
+    vcpu.run().map_err(|e| e.to_string())?;
+    let run = *vcpu.run_page();
+    if run.exit_reason != abi::exit::MMIO || run.mmio.gpa != 0 {
+        return Err(format!("exit {} at gpa {:#x}, expected MMIO at 0", run.exit_reason, run.mmio.gpa));
+    }
+    Ok(())
+}
+
+fn bad_commands_and_mappings(dev: &Device) -> TestResult {
+    let vm = dev.create_vm().map_err(|e| e.to_string())?;
+    let vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
+    use std::os::fd::AsFd;
+    expect_errno("unknown ioctl on /dev/yakvm", sys::io_command(dev.as_fd(), 0x7f), Errno::ENOTTY)?;
+    expect_errno("unknown ioctl on a VM", sys::io_command(vm.as_fd(), 0x7f), Errno::ENOTTY)?;
+    expect_errno("unknown ioctl on a vCPU", sys::io_command(vcpu.as_fd(), 0x7f), Errno::ENOTTY)?;
+    expect_errno("vCPU ioctl on a VM", sys::io_command(vm.as_fd(), 0x20), Errno::ENOTTY)?;
+    expect_errno("mmap of two pages", sys::try_map(vcpu.as_fd(), 8192, 0), Errno::EINVAL)?;
+    expect_errno("mmap at offset 1", sys::try_map(vcpu.as_fd(), 4096, 4096), Errno::EINVAL)?;
+    expect_errno("mmap of a VM", sys::try_map(vm.as_fd(), 4096, 0), Errno::ENODEV)?;
+    Ok(())
+}
+
+fn vcpu_limit_and_capabilities(dev: &Device) -> TestResult {
+    let cap = |c| dev.capability(c).map_err(|e| e.to_string());
+    if cap(abi::cap::MAX_VCPUS)? != u64::from(abi::MAX_VCPUS) || cap(9999)? != 0 {
+        return Err("capabilities".into());
+    }
+    let vm = dev.create_vm().map_err(|e| e.to_string())?;
+    let vcpus: Vec<_> = (0..abi::MAX_VCPUS).map(|_| vm.create_vcpu()).collect::<io::Result<_>>().map_err(|e| e.to_string())?;
+    expect_errno("one vCPU past the limit", vm.create_vcpu(), Errno::ENOSPC)?;
+    drop(vcpus);
+    Ok(())
+}
+
+/// Loads `image` into a fresh VM with `vcpus` vCPUs entered in long mode, each with its
+/// own stack.
+fn long_mode_vm(dev: &Device, image: &[u8], vcpus: usize) -> Result<(sys::Vm, GuestMemory, Vec<sys::Vcpu>), String> {
+    let vm = dev.create_vm().map_err(|e| e.to_string())?;
+    let mem = GuestMemory::new(4 << 20).map_err(|e| e.to_string())?;
+    vm.add_memory(0, 0, &mem).map_err(|e| e.to_string())?;
+    mem.write(0, image).ok_or("image too big")?;
+    let (regs, sregs) = boot::long_mode(&mem, 0, 0).ok_or("boot area")?;
+    let mut list = Vec::new();
+    for i in 0..vcpus {
+        let vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
+        vcpu.set_sregs(&sregs).map_err(|e| e.to_string())?;
+        let rsp = layout::initial_rsp(mem.len() as u64) - (i as u64) * (64 << 10);
+        vcpu.set_regs(&abi::Regs { rsp, ..regs }).map_err(|e| e.to_string())?;
+        list.push(vcpu);
+    }
+    Ok((vm, mem, list))
+}
+
+/// Runs a vCPU to HLT, collecting what it writes to the serial port.
+fn run_to_hlt(vcpu: &mut sys::Vcpu) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        if !vcpu.run().map_err(|e| e.to_string())? {
+            return Err("interrupted".into());
+        }
+        let run = vcpu.run_page();
+        match run.exit_reason {
+            abi::exit::IO if run.io.port == 0x10 => out.extend_from_slice(&run.data[..run.io.size as usize * run.io.count as usize]),
+            abi::exit::HLT => return Ok(out),
+            r => return Err(format!("unexpected exit {r} (hw {:#x})", run.hw.exit_code)),
+        }
+    }
+}
+
+fn two_vcpus_at_once(dev: &Device, guests: &Path) -> TestResult {
+    let image = std::fs::read(guests.join("count.bin")).map_err(|e| e.to_string())?;
+    let (_vm, _mem, vcpus) = long_mode_vm(dev, &image, 2)?;
+    let expected: Vec<u8> = (0..5000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let handles: Vec<_> = vcpus.into_iter().map(|mut v| thread::spawn(move || run_to_hlt(&mut v))).collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let out = h.join().map_err(|_| "thread panicked")??;
+        if out != expected {
+            return Err(format!("vCPU {i} wrote {} bytes, not the 5000 expected", out.len()));
+        }
+    }
+    Ok(())
+}
+
+fn vmcb_dump_and_stats(dev: &Device, guests: &Path) -> TestResult {
+    let image = std::fs::read(guests.join("hello.bin")).map_err(|e| e.to_string())?;
+    let (_vm, _mem, mut vcpus) = long_mode_vm(dev, &image, 1)?;
+    let vcpu = &mut vcpus[0];
+    let out = run_to_hlt(vcpu)?;
+    let vmcb = vcpu.vmcb().map_err(|e| e.to_string())?;
+    let word = |off: usize| u64::from_le_bytes(vmcb.bytes[off..off + 8].try_into().unwrap());
+    let asid = word(0x58) as u32;
+    if asid == 0 || word(0x10) & 1 == 0 || word(0x70) != 0x78 || word(0x90) & 1 == 0 {
+        return Err(format!("VMCB: asid {asid}, intercepts {:#x}, exit code {:#x}, np {:#x}", word(0x10), word(0x70), word(0x90)));
+    }
+    let stats = vcpu.stats().map_err(|e| e.to_string())?;
+    if stats.io != out.len() as u64 || stats.hlt != 1 || stats.to_user != stats.io + 1 {
+        return Err(format!("stats {stats:?} for {} bytes of output", out.len()));
+    }
+    Ok(())
+}
+
+/// A real-mode VM running `code` at address 0.
+fn real_mode_vm(dev: &Device, code: &[u8]) -> Result<(sys::Vm, GuestMemory, sys::Vcpu), String> {
+    let vm = dev.create_vm().map_err(|e| e.to_string())?;
+    let mem = GuestMemory::new(64 << 10).map_err(|e| e.to_string())?;
+    vm.add_memory(0, 0, &mem).map_err(|e| e.to_string())?;
+    mem.write(0, code).ok_or("code too big")?;
+    let vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
+    Ok((vm, mem, vcpu))
+}
+
+/// A state VMRUN refuses (CR0.NW without CR0.CD) comes back as FAIL_ENTRY.
+fn invalid_state_fails_entry(dev: &Device) -> TestResult {
+    let (_vm, _mem, mut vcpu) = real_mode_vm(dev, &[0xf4])?;
+    let mut sregs = vcpu.sregs().map_err(|e| e.to_string())?;
+    sregs.cr0 = (1 << 29) | 0x10; // NW=1, CD=0
+    vcpu.set_sregs(&sregs).map_err(|e| e.to_string())?;
+    vcpu.run().map_err(|e| e.to_string())?;
+    let run = *vcpu.run_page();
+    if run.exit_reason != abi::exit::FAIL_ENTRY || run.hw.exit_code as u32 != u32::MAX {
+        return Err(format!("exit {} code {:#x}", run.exit_reason, run.hw.exit_code));
+    }
+    Ok(())
+}
+
+/// An intercepted instruction the module has no handler for (WBINVD) ends RUN with an
+/// exit that names its code. (Not ICEBP: QEMU does not intercept it.)
+fn unknown_exit_is_reported(dev: &Device) -> TestResult {
+    let (_vm, _mem, mut vcpu) = real_mode_vm(dev, &[0x0f, 0x09, 0xf4])?;
+    vcpu.run().map_err(|e| e.to_string())?;
+    let run = *vcpu.run_page();
+    if run.exit_reason != abi::exit::UNKNOWN || run.hw.exit_code != 0x89 || run.hw.rip != 0 {
+        return Err(format!("exit {} code {:#x} rip {:#x}", run.exit_reason, run.hw.exit_code, run.hw.rip));
+    }
+    Ok(())
+}
+
+/// A guest that computes for a while is interrupted by the host's timer: those exits are
+/// taken by the host and the guest resumes without userspace seeing them.
+fn interrupts_exit_to_host(dev: &Device) -> TestResult {
+    // mov ecx, 50000000; 1: dec ecx; jnz 1b; hlt   (16-bit code)
+    let code = [0x66, 0xb9, 0x80, 0xf0, 0xfa, 0x02, 0x66, 0x49, 0x75, 0xfc, 0xf4];
+    let (_vm, _mem, mut vcpu) = real_mode_vm(dev, &code)?;
+    vcpu.run().map_err(|e| e.to_string())?;
+    let reason = vcpu.run_page().exit_reason;
+    let stats = vcpu.stats().map_err(|e| e.to_string())?;
+    if reason != abi::exit::HLT || stats.interrupt == 0 || stats.to_user != 1 {
+        return Err(format!("exit {reason}, stats {stats:?}"));
+    }
+    Ok(())
+}
+
+fn main() {
+    let guests: PathBuf = std::env::args().nth(1).unwrap_or_else(|| "/mnt/shares/guests".into()).into();
+    let dev = match Device::open("/dev/yakvm") {
+        Ok(d) => d,
+        Err(e) => {
+            println!("FAIL selftest_open: {e}");
+            std::process::exit(1);
+        }
+    };
+    let tests: Vec<(&str, Box<dyn Fn() -> TestResult>)> = vec![
+        ("memory_regions_are_validated", Box::new(|| memory_regions_are_validated(&dev))),
+        ("run_without_memory", Box::new(|| run_without_memory(&dev))),
+        ("bad_commands_and_mappings", Box::new(|| bad_commands_and_mappings(&dev))),
+        ("vcpu_limit_and_capabilities", Box::new(|| vcpu_limit_and_capabilities(&dev))),
+        ("two_vcpus_at_once", Box::new(|| two_vcpus_at_once(&dev, &guests))),
+        ("vmcb_dump_and_stats", Box::new(|| vmcb_dump_and_stats(&dev, &guests))),
+        ("invalid_state_fails_entry", Box::new(|| invalid_state_fails_entry(&dev))),
+        ("unknown_exit_is_reported", Box::new(|| unknown_exit_is_reported(&dev))),
+        ("interrupts_exit_to_host", Box::new(|| interrupts_exit_to_host(&dev))),
+    ];
+    let mut failed = 0;
+    for (name, test) in &tests {
+        match test() {
+            Ok(()) => println!("PASS {name}"),
+            Err(why) => {
+                failed += 1;
+                println!("FAIL {name}: {why}");
+            }
+        }
+    }
+    std::process::exit(i32::from(failed != 0));
+}
