@@ -36,13 +36,13 @@ impl kernel::Module for Yakvm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let shared = svm::Shared::new()?;
         let device = ffi::chardev::MiscDevice::register::<dev::Control>(c_str!("yakvm"), shared)?;
-        pr_info!("yakvm: SVM enabled on all CPUs, /dev/yakvm ready (ABI {})\n", abi::API_VERSION);
+        pr_info!("SVM enabled on all CPUs, /dev/yakvm ready (ABI {})\n", abi::API_VERSION);
         Ok(Self { _device: device })
     }
 }
 
 impl Drop for Yakvm {
     fn drop(&mut self) {
-        pr_info!("yakvm: unloading\n");
+        pr_info!("unloading\n");
     }
 }

@@ -52,6 +52,7 @@ run_image() {
 run_image svm env.sh
 run_image core core.sh
 run_image no-svm no-svm.sh EPYC,-svm
+run_image la57 la57.sh EPYC,+la57
 
 # 3. Host-side checks of the guests' output.
 expected=$(awk 'BEGIN { for (i = 0; i < 5000; i++) printf "%c", 97 + i % 26 }')

@@ -107,7 +107,7 @@ pub(crate) fn run(
         || c.guest_asid == 0
         || (c.iopm_base_pa, c.msrpm_base_pa) != permission_maps
     {
-        pr_err!("yakvm: refusing to run a VMCB without its protections\n");
+        pr_err!("refusing to run a VMCB without its protections\n");
         return Err(EPERM);
     }
     let _ = cpu.pinned;

@@ -32,35 +32,35 @@ pub(crate) struct Features {
 pub(crate) fn check_cpu() -> Result<Features> {
     let ext = cpu::cpuid(0x8000_0000, 0).eax;
     if ext < 0x8000_000a || cpu::cpuid(0x8000_0001, 0).ecx & (1 << 2) == 0 {
-        pr_err!("yakvm: this CPU has no SVM (CPUID Fn8000_0001_ECX[SVM] = 0); not loading\n");
+        pr_err!("this CPU has no SVM (CPUID Fn8000_0001_ECX[SVM] = 0); not loading\n");
         return Err(ENODEV);
     }
     if Msr::VM_CR.read() & cpu::VM_CR_SVMDIS != 0 {
-        pr_err!("yakvm: SVM is disabled by the firmware (VM_CR.SVMDIS = 1); not loading\n");
+        pr_err!("SVM is disabled by the firmware (VM_CR.SVMDIS = 1); not loading\n");
         return Err(ENODEV);
     }
     let svm = cpu::cpuid(0x8000_000a, 0);
     if svm.edx & 1 == 0 {
-        pr_err!("yakvm: this CPU has no nested paging (CPUID Fn8000_000A_EDX[NP] = 0); not loading\n");
+        pr_err!("this CPU has no nested paging (CPUID Fn8000_000A_EDX[NP] = 0); not loading\n");
         return Err(ENODEV);
     }
     if cpu::read_cr4() & cpu::CR4_LA57 != 0 {
-        pr_err!("yakvm: the host uses 5-level paging, yakvm's nested page tables are 4-level; not loading (boot with no5lvl)\n");
+        pr_err!("the host uses 5-level paging, yakvm's nested page tables are 4-level; not loading (boot with no5lvl)\n");
         return Err(ENODEV);
     }
     let leaf1 = cpu::cpuid(1, 0);
     if leaf1.ecx & (1 << 27) == 0 {
-        pr_err!("yakvm: XSAVE is not enabled by the host (CPUID.1:ECX[OSXSAVE] = 0); not loading\n");
+        pr_err!("XSAVE is not enabled by the host (CPUID.1:ECX[OSXSAVE] = 0); not loading\n");
         return Err(ENODEV);
     }
     let xsave_size = cpu::cpuid(0xd, 0).ebx;
     if xsave_size as usize > crate::ffi::mem::PAGE_SIZE {
-        pr_err!("yakvm: XSAVE area of {} bytes (XCR0 {:#x}) exceeds one page; not loading\n",
+        pr_err!("XSAVE area of {} bytes (XCR0 {:#x}) exceeds one page; not loading\n",
                 xsave_size, cpu::read_xcr0());
         return Err(ENODEV);
     }
     if svm.ebx < 2 {
-        pr_err!("yakvm: CPU reports {} ASIDs, need at least 2; not loading\n", svm.ebx);
+        pr_err!("CPU reports {} ASIDs, need at least 2; not loading\n", svm.ebx);
         return Err(ENODEV);
     }
     Ok(Features {
@@ -117,7 +117,7 @@ impl Cpus {
             pc.enabled.store(true, Ordering::Relaxed);
         });
         if let Some(id) = this.per_cpu.iter().position(|pc| pc.busy.load(Ordering::Relaxed)) {
-            pr_err!("yakvm: SVM is already in use on CPU {} (EFER.SVME = 1): is kvm_amd loaded? not loading\n", id);
+            pr_err!("SVM is already in use on CPU {} (EFER.SVME = 1): is kvm_amd loaded? not loading\n", id);
             return Err(EBUSY); // `drop` turns SVM off where we turned it on.
         }
         Ok(this)
