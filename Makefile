@@ -51,6 +51,8 @@ env: deps kernel module emulator guests initramfs
 	@cp target/$(TARGET)/release/yakvm target/$(TARGET)/release/yakvm-selftest $(SHARES)/bin/
 	@cp $(BUILD)/guests/*.bin $(SHARES)/guests/
 	@cp tests/image/*.sh $(SHARES)/tests/
+	@mkdir -p $(SHARES)/kvm
+	@cp $(KDIR)/virt/lib/irqbypass.ko $(KDIR)/arch/x86/kvm/kvm.ko $(KDIR)/arch/x86/kvm/kvm-amd.ko $(SHARES)/kvm/
 	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"
 
 run: env
@@ -67,5 +69,5 @@ disk:
 	@echo "disk.img: 8192 bytes (16 sectors of 512)"
 
 clean:
-	rm -rf $(BUILD) target $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/yakvm.ko $(SHARES)/.run
+	rm -rf $(BUILD) target $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
 	-$(MAKE) -s -C kmod KDIR=$(KDIR) clean

@@ -48,6 +48,19 @@ busy_module_cannot_unload() {
     grep -q '^yakvm ' /proc/modules
 }
 
+# kvm_amd turns SVM on at load and owns VM_HSAVE_PA: yakvm must refuse to load beside it,
+# and load again once it is gone.
+refuses_beside_kvm_amd() {
+    rmmod yakvm || { echo "rmmod yakvm failed"; return 1; }
+    insmod kvm/irqbypass.ko && insmod kvm/kvm.ko && insmod kvm/kvm-amd.ko || { echo "kvm_amd did not load"; return 1; }
+    if insmod /mnt/shares/yakvm.ko 2>/dev/null; then echo "yakvm loaded beside kvm_amd"; rc=1; else rc=0; fi
+    dmesg | grep -q 'yakvm: SVM is already in use on CPU [0-9]* (EFER.SVME = 1): is kvm_amd loaded' || { echo "no message"; rc=1; }
+    rmmod kvm_amd kvm irqbypass || { echo "could not unload kvm"; return 1; }
+    insmod /mnt/shares/yakvm.ko || { echo "yakvm did not load after kvm_amd left"; return 1; }
+    hello_output || return 1
+    return $rc
+}
+
 check module_loaded module_loaded
 check hello_output hello_output
 check count_writes count_writes
@@ -55,4 +68,5 @@ check sse_survives_exits sse_survives_exits
 check missing_guest_is_an_error missing_guest_is_an_error
 check busy_module_cannot_unload busy_module_cannot_unload
 check reload_twice reload_twice
+check refuses_beside_kvm_amd refuses_beside_kvm_amd
 check dmesg_clean dmesg_clean
