@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin ports
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.
@@ -40,6 +40,7 @@ guests:
 	RUSTFLAGS="-C relocation-model=static" cargo build -q -p yakvm-guests --profile guest --target $(TARGET)
 	@mkdir -p $(BUILD)/guests
 	@for g in $(GUESTS); do objcopy -O binary $(GUEST_OUT)/$$g $(BUILD)/guests/$$g.bin; done
+	@cp $(GUEST_OUT)/hello $(BUILD)/guests/hello.elf
 
 initramfs: deps
 	@scripts/initramfs.sh
@@ -49,7 +50,7 @@ env: deps kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests
 	@cp kmod/yakvm.ko $(SHARES)/yakvm.ko
 	@cp target/$(TARGET)/release/yakvm target/$(TARGET)/release/yakvm-selftest $(SHARES)/bin/
-	@cp $(BUILD)/guests/*.bin $(SHARES)/guests/
+	@cp $(BUILD)/guests/* $(SHARES)/guests/
 	@cp tests/image/*.sh $(SHARES)/tests/
 	@mkdir -p $(SHARES)/kvm
 	@cp $(KDIR)/virt/lib/irqbypass.ko $(KDIR)/arch/x86/kvm/kvm.ko $(KDIR)/arch/x86/kvm/kvm-amd.ko $(SHARES)/kvm/

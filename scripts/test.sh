@@ -51,6 +51,7 @@ run_image() {
 }
 run_image svm env.sh
 run_image core core.sh
+run_image emulator emulator.sh
 run_image no-svm no-svm.sh EPYC,-svm
 run_image la57 la57.sh EPYC,+la57
 
@@ -69,6 +70,19 @@ if cmp -s "$SHARES_DIR/out/ports.out" tests/expected/ports.out; then
 else
     record ports_output_exact fail "guests/ports.bin output differs from tests/expected/ports.out"
 fi
+
+# The disk images the two disk suites left: every sector s holds byte
+# (s * 16 + i) mod 256, xor 0x00 (ports) or 0x80 (MMIO).
+for variant in ports:0 mmio:128; do
+    name=${variant%%:*} marker=${variant#*:}
+    want=$(for ((s = 0; s < 16; s++)); do for ((i = 0; i < 512; i++)); do printf '%02x' $(( ((s * 16 + i) % 256) ^ marker )); done; done)
+    got=$(od -An -v -tx1 "$SHARES_DIR/out/disk-$name.img" 2>/dev/null | tr -d ' \n')
+    if [[ -n $got && $got == "$want" ]]; then
+        record "disk_image_$name" ok
+    else
+        record "disk_image_$name" fail "out/disk-$name.img does not hold the suite's final pattern"
+    fi
+done
 
 echo
 log "tests took $(($(date +%s) - start)) s"

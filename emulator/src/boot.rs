@@ -1,5 +1,8 @@
-//! Entering the guest in 64-bit long mode: identity-mapped page tables and a GDT in the
-//! boot area (see `layout`), then the register state of a CPU already in long mode.
+//! The state a guest starts in, for each entry mode:
+//! - long: 64-bit mode, identity-mapped page tables and a GDT in the boot area (see
+//!   `layout`), flat segments;
+//! - protected: 32-bit flat segments, paging off;
+//! - real: 16-bit real mode with every segment based at the load address.
 
 use crate::layout::*;
 use crate::sys::GuestMemory;
@@ -31,6 +34,9 @@ const GDT: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
 
 /// Segment attributes in the VMCB's packed form (type, S, DPL, P, AVL, L, D/B, G).
 const CODE64_ATTRIB: u16 = 0xa9b;
+const CODE32_ATTRIB: u16 = 0xc9b;
+const CODE16_ATTRIB: u16 = 0x09b;
+const DATA16_ATTRIB: u16 = 0x093;
 const DATA_ATTRIB: u16 = 0xc93;
 const TSS_BUSY_ATTRIB: u16 = 0x08b;
 const LDT_ATTRIB: u16 = 0x082;
@@ -80,6 +86,48 @@ pub fn long_mode(mem: &GuestMemory, entry: u64, map_top: u64) -> Option<(abi::Re
     };
     let regs = abi::Regs { rip: entry, rsp: initial_rsp(ram), rflags: 2, ..Default::default() };
     Some((regs, sregs))
+}
+
+/// A CPU in 32-bit protected mode with flat 4 GiB segments and paging off, about to
+/// execute `entry`, ESP just below the boot area.
+pub fn protected_mode(ram: u64, entry: u64) -> (abi::Regs, abi::Sregs) {
+    let code = abi::Segment { selector: CODE64_SELECTOR, attrib: CODE32_ATTRIB, limit: u32::MAX, base: 0 };
+    let data = abi::Segment { selector: DATA_SELECTOR, attrib: DATA_ATTRIB, limit: u32::MAX, base: 0 };
+    let sregs = abi::Sregs {
+        cs: code,
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: abi::Segment { selector: 0, attrib: TSS_BUSY_ATTRIB, limit: 0x67, base: 0 },
+        ldt: abi::Segment { selector: 0, attrib: LDT_ATTRIB, limit: 0xffff, base: 0 },
+        cr0: CR0_PE | CR0_ET,
+        ..Default::default()
+    };
+    (abi::Regs { rip: entry, rsp: initial_rsp(ram), rflags: 2, ..Default::default() }, sregs)
+}
+
+/// A CPU in real mode with CS, DS, ES, FS, GS and SS all at `base` (16-byte aligned,
+/// below 1 MiB), IP = `entry - base`, SP at the top of the 64 KiB segment.
+pub fn real_mode(base: u64, entry: u64) -> (abi::Regs, abi::Sregs) {
+    let seg = |attrib| abi::Segment { selector: (base >> 4) as u16, attrib, limit: 0xffff, base };
+    let data = seg(DATA16_ATTRIB);
+    let sregs = abi::Sregs {
+        cs: seg(CODE16_ATTRIB),
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: abi::Segment { selector: 0, attrib: TSS_BUSY_ATTRIB, limit: 0xffff, base: 0 },
+        ldt: abi::Segment { selector: 0, attrib: LDT_ATTRIB, limit: 0xffff, base: 0 },
+        gdt: abi::DescTable { base: 0, limit: 0xffff, _pad: 0 },
+        idt: abi::DescTable { base: 0, limit: 0x3ff, _pad: 0 },
+        cr0: CR0_ET,
+        ..Default::default()
+    };
+    (abi::Regs { rip: entry - base, rsp: 0xfff0, rflags: 2, ..Default::default() }, sregs)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! | port | device | access |
 //! |---|---|---|
 //! | 0x10 | serial: the bytes written go to the output | OUT 1/2/4 |
+//! | 0x20-0x22 | DMA disk (see `disk`) | OUT 4, 4, 1 |
 //! | 0xf4 | exit: a write of V ends the run with status V & 0xff | OUT 1/2/4 |
 //! | 0xff | scratch: keeps the last value written, reads it back | 1/2/4 (8 by MMIO) |
 //!
@@ -11,6 +12,8 @@
 //! ones logged, never fatal.
 
 use std::io::{self, Write};
+
+use crate::disk::{Backing, Disk, Dma};
 
 pub const SERIAL_PORT: u16 = 0x10;
 pub const EXIT_PORT: u16 = 0xf4;
@@ -30,17 +33,18 @@ pub enum Effect {
 /// Bad accesses reported on stderr before the bus goes quiet about them.
 const LOGGED_BAD_ACCESSES: u64 = 10;
 
-pub struct Bus<W: Write> {
+pub struct Bus<W: Write, B: Backing> {
     out: W,
+    pub disk: Disk<B>,
     scratch: u64,
     mmio_base: u64,
     /// Accesses nothing answers, or with a width the register does not take.
     pub bad_accesses: u64,
 }
 
-impl<W: Write> Bus<W> {
-    pub fn new(out: W, mmio_base: u64) -> Self {
-        Self { out, scratch: 0, mmio_base, bad_accesses: 0 }
+impl<W: Write, B: Backing> Bus<W, B> {
+    pub fn new(out: W, disk: Disk<B>, mmio_base: u64) -> Self {
+        Self { out, disk, scratch: 0, mmio_base, bad_accesses: 0 }
     }
 
     pub fn output(&mut self) -> &mut W {
@@ -54,11 +58,13 @@ impl<W: Write> Bus<W> {
         }
     }
 
-    /// A write of `data` (1, 2, 4 or 8 bytes) to register `port`.
-    pub fn write(&mut self, port: u16, data: &[u8]) -> io::Result<Effect> {
+    /// A write of `data` (1, 2, 4 or 8 bytes) to register `port`; `mem` is guest RAM for
+    /// the devices that do DMA.
+    pub fn write(&mut self, port: u16, data: &[u8], mem: &impl Dma) -> io::Result<Effect> {
         let port_width = matches!(data.len(), 1 | 2 | 4);
         match port {
             SERIAL_PORT if port_width => self.out.write_all(data)?,
+            p if Disk::<B>::owns(p) => self.disk.write(p, data, mem),
             EXIT_PORT if port_width => return Ok(Effect::Exit(data[0])),
             SCRATCH_PORT => self.scratch = le(data),
             _ => self.bad(format_args!("{}-byte write of {:#x} to port {port:#x}", data.len(), le(data))),
@@ -83,9 +89,9 @@ impl<W: Write> Bus<W> {
         (offset % MMIO_STRIDE == 0 && offset / MMIO_STRIDE < MMIO_PORTS).then(|| (offset / MMIO_STRIDE) as u16)
     }
 
-    pub fn mmio_write(&mut self, gpa: u64, data: &[u8]) -> io::Result<Effect> {
+    pub fn mmio_write(&mut self, gpa: u64, data: &[u8], mem: &impl Dma) -> io::Result<Effect> {
         match self.mmio_port(gpa) {
-            Some(port) => self.write(port, data),
+            Some(port) => self.write(port, data, mem),
             None => {
                 self.bad(format_args!("{}-byte MMIO write of {:#x} at {gpa:#x}", data.len(), le(data)));
                 Ok(Effect::Continue)
@@ -113,29 +119,44 @@ fn le(data: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::NoDisk;
+
+    struct NoRam;
+    impl Dma for NoRam {
+        fn read(&self, _: u64, _: &mut [u8]) -> Option<()> {
+            None
+        }
+        fn write(&self, _: u64, _: &[u8]) -> Option<()> {
+            None
+        }
+    }
+
+    fn bus(base: u64) -> Bus<Vec<u8>, NoDisk> {
+        Bus::new(Vec::new(), Disk::new(NoDisk), base)
+    }
 
     #[test]
     fn serial_by_port_and_by_mmio() {
-        let mut bus = Bus::new(Vec::new(), 0x1000_0000);
-        assert_eq!(bus.write(SERIAL_PORT, b"hi").unwrap(), Effect::Continue);
-        bus.mmio_write(0x1000_0000 + 0x10 * 8, b"!!!!").unwrap();
+        let mut bus = bus(0x1000_0000);
+        assert_eq!(bus.write(SERIAL_PORT, b"hi", &NoRam).unwrap(), Effect::Continue);
+        bus.mmio_write(0x1000_0000 + 0x10 * 8, b"!!!!", &NoRam).unwrap();
         assert_eq!(bus.output(), b"hi!!!!");
         // 8 bytes is not a port width: ignored, counted.
-        bus.mmio_write(0x1000_0080, b"12345678").unwrap();
+        bus.mmio_write(0x1000_0080, b"12345678", &NoRam).unwrap();
         assert_eq!(bus.output(), b"hi!!!!");
         assert_eq!(bus.bad_accesses, 1);
     }
 
     #[test]
     fn exit_port_ends_the_run() {
-        let mut bus = Bus::new(Vec::new(), 0);
-        assert_eq!(bus.write(EXIT_PORT, &[7, 1]).unwrap(), Effect::Exit(7));
+        let mut bus = bus(0);
+        assert_eq!(bus.write(EXIT_PORT, &[7, 1], &NoRam).unwrap(), Effect::Exit(7));
     }
 
     #[test]
     fn scratch_reads_back_and_unknown_reads_all_ones() {
-        let mut bus = Bus::new(Vec::new(), 0x8000);
-        bus.mmio_write(0x8000 + 0xff * 8, &0x1122_3344_5566_7788u64.to_le_bytes()).unwrap();
+        let mut bus = bus(0x8000);
+        bus.mmio_write(0x8000 + 0xff * 8, &0x1122_3344_5566_7788u64.to_le_bytes(), &NoRam).unwrap();
         let mut b = [0u8; 2];
         bus.read(SCRATCH_PORT, &mut b);
         assert_eq!(b, [0x88, 0x77]);

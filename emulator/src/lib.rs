@@ -2,8 +2,10 @@
 
 pub mod boot;
 pub mod bus;
+pub mod disk;
 pub mod insn;
 pub mod layout;
+pub mod loader;
 pub mod machine;
 pub mod mmu;
 pub mod sys;

@@ -2,9 +2,12 @@
 //! module returns.
 
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 use crate::bus::{Bus, Effect};
+use crate::disk::{Backing, Disk};
 use crate::insn::{self, Access, Source};
+use crate::loader::{self, LoadError};
 use crate::{boot, layout, mmu, sys};
 use yakvm_abi as abi;
 
@@ -41,6 +44,14 @@ pub enum Error {
     Fetch { gpa: u64, rip: u64 },
     #[error("unknown exit reason {0} from the module")]
     UnknownReason(u32),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the guest's bytes at {start:#x}..{end:#x} do not fit in guest RAM below the boot area ({limit:#x} with --mem {mem})")]
+    DoesNotFit { start: u64, end: u64, limit: u64, mem: u64 },
+    #[error("--entry real needs a load address below 1 MiB, 16-byte aligned, with its 64 KiB segment in RAM below the boot area (got {0:#x})")]
+    RealModeBase(u64),
+    #[error("the entry point {entry:#x} is outside the real-mode code segment at {base:#x}")]
+    RealModeEntry { entry: u64, base: u64 },
 }
 
 /// Hypercalls the emulator answers (VMMCALL with the number in RAX).
@@ -51,21 +62,48 @@ pub mod hypercall {
     pub const UNKNOWN: u64 = u64::MAX;
 }
 
+/// The CPU mode the guest starts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EntryMode {
+    /// 16-bit real mode, segments based at the load address, IP 0.
+    Real,
+    /// 32-bit protected mode, flat segments, paging off.
+    Protected,
+    /// 64-bit long mode, identity-mapped paging.
+    Long,
+}
+
 pub struct Config {
     pub mem: u64,
     pub mmio_base: Option<u64>,
+    /// `None`: long, or protected for a 32-bit ELF file.
+    pub entry: Option<EntryMode>,
+    pub load_addr: u64,
+    /// One line per exit on stderr.
+    pub trace: bool,
 }
 
-pub struct Machine<W: Write> {
+/// Where the time went, for `--stats`.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Times {
+    /// Inside RUN: the guest and the module.
+    pub guest: Duration,
+    /// Outside RUN: the emulator handling exits.
+    pub emulator: Duration,
+}
+
+pub struct Machine<W: Write, B: Backing> {
     _vm: sys::Vm,
     mem: sys::GuestMemory,
     vcpu: sys::Vcpu,
-    pub bus: Bus<W>,
+    pub bus: Bus<W, B>,
+    trace: bool,
+    pub times: Times,
 }
 
-impl<W: Write> Machine<W> {
-    /// Builds a machine running `image` (loaded at 0, entered in 64-bit mode).
-    pub fn new(dev: &sys::Device, config: &Config, image: &[u8], out: W) -> Result<Self, Error> {
+impl<W: Write, B: Backing> Machine<W, B> {
+    /// Builds a machine running `image` (flat or ELF) with the given disk.
+    pub fn new(dev: &sys::Device, config: &Config, image: &[u8], out: W, disk: B) -> Result<Self, Error> {
         let ram = config.mem;
         if ram % 4096 != 0 || !(layout::MIN_RAM..=layout::MAX_RAM).contains(&ram) {
             return Err(Error::BadMemSize(ram));
@@ -75,9 +113,24 @@ impl<W: Write> Machine<W> {
         if mmio_base % 4096 != 0 || mmio_base < ram || mmio_top.is_none_or(|t| t > layout::MAX_IDENTITY_MAP) {
             return Err(Error::BadMmioBase { base: mmio_base, ram, max: layout::MAX_IDENTITY_MAP });
         }
-        let room = layout::boot_area(ram);
-        if image.len() as u64 > room {
-            return Err(Error::TooBig { size: image.len(), room, mem: ram });
+        let image = loader::parse(image, config.load_addr)?;
+        let limit = layout::boot_area(ram);
+        for seg in &image.segments {
+            let end = seg.gpa.checked_add(seg.mem_size).filter(|&e| e <= limit);
+            if end.is_none() {
+                let end = seg.gpa.saturating_add(seg.mem_size);
+                return Err(Error::DoesNotFit { start: seg.gpa, end, limit, mem: ram });
+            }
+        }
+        let mode = config.entry.unwrap_or(if image.elf_bits == Some(32) { EntryMode::Protected } else { EntryMode::Long });
+        let base = config.load_addr;
+        if mode == EntryMode::Real {
+            if base % 16 != 0 || base >= 1 << 20 || base + 0x1_0000 > limit {
+                return Err(Error::RealModeBase(base));
+            }
+            if !(base..base + 0x1_0000).contains(&image.entry) {
+                return Err(Error::RealModeEntry { entry: image.entry, base });
+            }
         }
         let version = dev.api_version()?;
         if version != abi::API_VERSION {
@@ -86,18 +139,38 @@ impl<W: Write> Machine<W> {
         let vm = dev.create_vm()?;
         let mem = sys::GuestMemory::new(ram as usize)?;
         vm.add_memory(0, 0, &mem)?;
-        mem.write(0, image).expect("checked to fit");
-        let (regs, sregs) = boot::long_mode(&mem, 0, mmio_top.unwrap_or(0)).expect("checked to fit");
+        for seg in &image.segments {
+            mem.write(seg.gpa, seg.bytes).expect("checked to fit");
+        }
+        let (regs, sregs) = match mode {
+            EntryMode::Long => boot::long_mode(&mem, image.entry, mmio_top.unwrap_or(0)).expect("checked to fit"),
+            EntryMode::Protected => boot::protected_mode(ram, image.entry),
+            EntryMode::Real => boot::real_mode(base, image.entry),
+        };
         let vcpu = vm.create_vcpu()?;
         vcpu.set_sregs(&sregs)?;
         vcpu.set_regs(&regs)?;
-        Ok(Self { _vm: vm, mem, vcpu, bus: Bus::new(out, mmio_base) })
+        let bus = Bus::new(out, Disk::new(disk), mmio_base);
+        Ok(Self { _vm: vm, mem, vcpu, bus, trace: config.trace, times: Times::default() })
+    }
+
+    /// Flushes the output and puts the disk's writes on stable storage: call it however
+    /// the run ended.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let flushed = self.bus.output().flush();
+        self.bus.disk.sync()?;
+        flushed
     }
 
     /// Runs until the guest ends the run, a signal arrives, or something fails.
     pub fn run(&mut self) -> Result<Outcome, Error> {
+        let mut mark = Instant::now();
         loop {
-            let ran = self.vcpu.run()?;
+            let ran = self.vcpu.run();
+            let now = Instant::now();
+            self.times.guest += now - mark;
+            mark = now;
+            let ran = ran?;
             if let Some(signal) = sys::stop_signal() {
                 return Ok(Outcome::Interrupted(signal));
             }
@@ -105,8 +178,25 @@ impl<W: Write> Machine<W> {
                 continue; // another signal: run on
             }
             let run = *self.vcpu.run_page();
+            if self.trace {
+                self.trace_exit(&run);
+            }
+            let result = self.handle(&run);
+            let now = Instant::now();
+            self.times.emulator += now - mark;
+            mark = now;
+            match result? {
+                Effect::Continue => {}
+                Effect::Exit(status) => return Ok(Outcome::Exit(status)),
+            }
+        }
+    }
+
+    /// One exit: what the emulator does about it.
+    fn handle(&mut self, run: &abi::Run) -> Result<Effect, Error> {
+        {
             let effect = match run.exit_reason {
-                abi::exit::IO => self.port_io(&run)?,
+                abi::exit::IO => self.port_io(run)?,
                 abi::exit::MMIO => self.mmio(&run.mmio)?,
                 abi::exit::HYPERCALL => {
                     let h = run.hypercall;
@@ -125,10 +215,34 @@ impl<W: Write> Machine<W> {
                 }
                 other => return Err(Error::UnknownReason(other)),
             };
-            if let Effect::Exit(status) = effect {
-                return Ok(Outcome::Exit(status));
-            }
+            Ok(effect)
         }
+    }
+
+    /// `--trace`: one line per exit that reaches userspace (the module handles CPUID,
+    /// MSRs and interrupts itself; `--stats` counts those).
+    fn trace_exit(&self, run: &abi::Run) {
+        let rip = self.vcpu.regs().map(|r| r.rip).unwrap_or(u64::MAX);
+        let line = match run.exit_reason {
+            abi::exit::IO => {
+                let io = run.io;
+                let dir = if io.direction == abi::IO_OUT { "out" } else { "in" };
+                let n = io.size as usize * io.count as usize;
+                let data: String = run.data[..n.min(16)].iter().map(|b| format!("{b:02x}")).collect();
+                let more = if n > 16 { "..." } else { "" };
+                format!("io {dir} port={:#x} size={} count={} data={data}{more}", io.port, io.size, io.count)
+            }
+            abi::exit::MMIO => {
+                let m = run.mmio;
+                format!("mmio {} gpa={:#x}", if m.is_write != 0 { "write" } else { "read" }, m.gpa)
+            }
+            abi::exit::HYPERCALL => format!("hypercall nr={:#x} args={:x?}", run.hypercall.nr, run.hypercall.args),
+            abi::exit::HLT => "hlt".into(),
+            abi::exit::SHUTDOWN => "shutdown".into(),
+            abi::exit::FAIL_ENTRY => "fail-entry".into(),
+            _ => format!("exit {:#x} info1={:#x} info2={:#x}", run.hw.exit_code, run.hw.exit_info_1, run.hw.exit_info_2),
+        };
+        eprintln!("[trace] rip={rip:#x} {line}");
     }
 
     fn port_io(&mut self, run: &abi::Run) -> Result<Effect, Error> {
@@ -137,7 +251,7 @@ impl<W: Write> Machine<W> {
         if io.direction == abi::IO_OUT {
             let mut effect = Effect::Continue;
             for chunk in run.data[..len].chunks(io.size as usize) {
-                effect = self.bus.write(io.port, chunk)?;
+                effect = self.bus.write(io.port, chunk, &self.mem)?;
                 if effect != Effect::Continue {
                     break;
                 }
@@ -180,12 +294,18 @@ impl<W: Write> Machine<W> {
                     Source::Immediate(v) => v,
                     Source::Register(r) => insn::read_register(&regs, r).unwrap_or(0),
                 };
-                effect = self.bus.mmio_write(m.gpa, &value.to_le_bytes()[..size])?;
+                if self.trace {
+                    eprintln!("[trace]   mmio write size={size} value={value:#x}");
+                }
+                effect = self.bus.mmio_write(m.gpa, &value.to_le_bytes()[..size], &self.mem)?;
             }
             Access::Read { size, dest, extend } => {
                 let mut data = [0u8; 8];
                 self.bus.mmio_read(m.gpa, &mut data[..size]);
                 let value = insn::loaded_value(u64::from_le_bytes(data), size, extend);
+                if self.trace {
+                    eprintln!("[trace]   mmio read size={size} value={value:#x} into {dest:?}");
+                }
                 insn::write_register(&mut regs, dest, value);
             }
         }

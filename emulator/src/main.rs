@@ -1,11 +1,13 @@
 //! `yakvm`: runs a guest program under the yakvm kernel module.
 
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use yakvm::machine::{Config, Machine, Outcome};
+use yakvm::disk::SECTOR_SIZE;
+use yakvm::machine::{Config, EntryMode, Machine, Outcome};
 use yakvm::{layout, sys};
 use yakvm_abi as abi;
 
@@ -21,27 +23,48 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a guest: a flat binary loaded at address 0 and entered in 64-bit mode.
+    /// Run a guest program.
     ///
-    /// Port 0x10 is the serial port (stdout), an OUT of V to port 0xf4 ends the run with
-    /// exit status V, HLT ends it with status 0. Every port is also reachable by MMIO at
-    /// MMIO-BASE + port * 8.
+    /// A flat binary is copied to --load-addr and entered there; an ELF file is loaded by
+    /// its program headers and entered at its entry point. Devices: port 0x10 is the serial
+    /// port (stdout); ports 0x20-0x22 drive the DMA disk; an OUT of V to port 0xf4 ends the
+    /// run with exit status V; HLT ends it with status 0. Every port P is also reachable by
+    /// MMIO at MMIO-BASE + P * 8. The top 64 KiB of RAM hold the page tables and GDT the
+    /// emulator builds.
     Run {
-        /// The guest program (flat binary).
+        /// The guest program (flat binary or ELF).
         guest: PathBuf,
         /// Guest RAM size, in bytes or with a K, M or G suffix.
         #[arg(long, default_value = "16M", value_parser = parse_size)]
         mem: u64,
+        /// CPU mode at entry [default: long; protected for a 32-bit ELF file].
+        #[arg(long, value_enum)]
+        entry: Option<EntryMode>,
+        /// Where a flat binary goes (for real mode: the segment base, below 1 MiB).
+        #[arg(long, default_value = "0", value_parser = parse_address)]
+        load_addr: u64,
+        /// Disk image behind the DMA disk (a multiple of 512 bytes) [default: a disk of size 0].
+        #[arg(long)]
+        disk: Option<PathBuf>,
         /// Guest-physical base of the MMIO window [default: the first GiB boundary above RAM, at least 0xc0000000].
         #[arg(long, value_parser = parse_address)]
         mmio_base: Option<u64>,
-        /// At the end, print the exit counters of the vCPU on stderr.
+        /// End the run after this many seconds (exit status 124).
+        #[arg(long)]
+        timeout: Option<u32>,
+        /// Print every exit that reaches the emulator on stderr.
+        #[arg(long)]
+        trace: bool,
+        /// At the end, print exit counts by reason and where the time went on stderr.
         #[arg(long)]
         stats: bool,
     },
-    /// Show what the module and the CPU's SVM offer.
+    /// Show what the CPU's SVM and the module offer.
     Info,
 }
+
+/// Exit status of a run ended by --timeout (as timeout(1)).
+const TIMEOUT_STATUS: u8 = 124;
 
 fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, mult) = match s.as_bytes().last() {
@@ -62,21 +85,64 @@ fn parse_address(s: &str) -> Result<u64, String> {
     parsed.map_err(|_| format!("'{s}' is not an address (examples: 0x200000, 2097152)"))
 }
 
-fn run(device: &str, guest: &PathBuf, config: &Config, stats: bool) -> Result<Outcome, String> {
-    let image = std::fs::read(guest).map_err(|e| format!("cannot read guest {}: {e}", guest.display()))?;
+struct RunArgs {
+    guest: PathBuf,
+    config: Config,
+    disk: Option<PathBuf>,
+    timeout: Option<u32>,
+    stats: bool,
+}
+
+fn open_disk(path: &PathBuf) -> Result<File, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open disk {}: {e}", path.display()))?;
+    let len = file.metadata().map_err(|e| format!("disk {}: {e}", path.display()))?.len();
+    if len % SECTOR_SIZE as u64 != 0 {
+        return Err(format!("disk {} is {len} bytes, not a multiple of {SECTOR_SIZE}", path.display()));
+    }
+    Ok(file)
+}
+
+fn run(device: &str, args: &RunArgs) -> Result<Outcome, String> {
+    let image = std::fs::read(&args.guest).map_err(|e| format!("cannot read guest {}: {e}", args.guest.display()))?;
+    let disk = args.disk.as_ref().map(open_disk).transpose()?;
     let dev = sys::Device::open(device).map_err(|e| e.to_string())?;
     sys::catch_stop_signals().map_err(|e| e.to_string())?;
     let out = io::LineWriter::new(io::stdout().lock());
-    let mut machine = Machine::new(&dev, config, &image, out).map_err(|e| e.to_string())?;
+    let mut machine = Machine::new(&dev, &args.config, &image, out, disk).map_err(|e| e.to_string())?;
+    if let Some(secs) = args.timeout {
+        sys::alarm(secs);
+    }
     let outcome = machine.run();
-    machine.bus.output().flush().map_err(|e| format!("writing the guest's output: {e}"))?;
-    if stats {
-        if let Ok(s) = machine.stats() {
-            eprintln!("exits: {} in all, {} to userspace; io {} mmio {} hlt {} cpuid {} msr {} hypercall {} interrupt {} #UD {} shutdown {} other {}",
-                s.total, s.to_user, s.io, s.mmio, s.hlt, s.cpuid, s.msr, s.hypercall, s.interrupt, s.invalid_opcode, s.shutdown, s.other);
-        }
+    // Whatever happened: the output flushed, the disk's writes on stable storage.
+    machine.finish().map_err(|e| format!("flushing the output or the disk: {e}"))?;
+    if args.stats {
+        print_stats(&machine);
     }
     outcome.map_err(|e| e.to_string())
+}
+
+fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
+    let t = machine.times;
+    if let Ok(s) = machine.stats() {
+        eprintln!("exits: {} in all, {} reached the emulator", s.total, s.to_user);
+        for (name, n) in [
+            ("io", s.io), ("mmio", s.mmio), ("hlt", s.hlt), ("cpuid", s.cpuid), ("msr", s.msr),
+            ("hypercall", s.hypercall), ("interrupt", s.interrupt), ("#UD", s.invalid_opcode),
+            ("shutdown", s.shutdown), ("fail-entry", s.fail_entry), ("other", s.other),
+        ] {
+            if n > 0 {
+                eprintln!("  {name:<10} {n}");
+            }
+        }
+    }
+    eprintln!("time: {:.3} s in the guest (and module), {:.3} s in the emulator", t.guest.as_secs_f64(), t.emulator.as_secs_f64());
+    if machine.bus.bad_accesses + machine.bus.disk.ignored > 0 {
+        eprintln!("ignored accesses: {} bus, {} disk", machine.bus.bad_accesses, machine.bus.disk.ignored);
+    }
 }
 
 fn info(device: &str) -> Result<(), String> {
@@ -96,9 +162,14 @@ fn info(device: &str) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, mem, mmio_base, stats } => {
-            match run(&cli.device, &guest, &Config { mem, mmio_base }, stats) {
+        Command::Run { guest, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats } => {
+            let config = Config { mem, mmio_base, entry, load_addr, trace };
+            match run(&cli.device, &RunArgs { guest, config, disk, timeout, stats }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
+                Ok(Outcome::Interrupted(signal)) if signal == nix::libc::SIGALRM => {
+                    eprintln!("yakvm: timed out after {} s", timeout.unwrap_or(0));
+                    ExitCode::from(TIMEOUT_STATUS)
+                }
                 Ok(Outcome::Interrupted(signal)) => {
                     eprintln!("yakvm: stopped by signal {signal}");
                     // The shells' convention for a process ended by a signal.

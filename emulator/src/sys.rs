@@ -286,6 +286,15 @@ impl GuestMemory {
     }
 }
 
+impl crate::disk::Dma for GuestMemory {
+    fn read(&self, gpa: u64, out: &mut [u8]) -> Option<()> {
+        GuestMemory::read(self, gpa, out)
+    }
+    fn write(&self, gpa: u64, data: &[u8]) -> Option<()> {
+        GuestMemory::write(self, gpa, data)
+    }
+}
+
 impl Drop for GuestMemory {
     fn drop(&mut self) {
         // SAFETY: unmaps our own mapping (type invariant); the kernel holds its own pins.
@@ -300,18 +309,23 @@ extern "C" fn note_stop_signal(signal: nix::libc::c_int) {
     STOP_SIGNAL.store(signal, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// Catches SIGINT and SIGTERM (even where the parent ignored them, as shells do for
-/// background jobs): a blocked `RUN` then returns `EINTR` and the run can end cleanly,
+/// Catches SIGINT, SIGTERM and SIGALRM (even where the parent ignored them, as shells do
+/// for background jobs): a blocked `RUN` then returns `EINTR` and the run can end cleanly,
 /// with its output flushed. `stop_signal` tells which arrived.
 pub fn catch_stop_signals() -> io::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     // No SA_RESTART: the interrupted RUN must return instead of being restarted.
     let action = SigAction::new(SigHandler::Handler(note_stop_signal), SaFlags::empty(), SigSet::empty());
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGALRM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(signal, &action) }.map_err(ctx("sigaction"))?;
     }
     Ok(())
+}
+
+/// Sends this process SIGALRM in `secs` seconds (`--timeout`; caught as a stop signal).
+pub fn alarm(secs: u32) {
+    nix::unistd::alarm::set(secs);
 }
 
 /// The stop signal caught since `catch_stop_signals`, if any.

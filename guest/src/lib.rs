@@ -2,6 +2,7 @@
 //! the entry point. Guests run in 64-bit mode, entered by the emulator with a stack.
 #![no_std]
 
+pub mod disk_suite;
 pub mod trap;
 
 /// Serial port: every byte written goes to the emulator's standard output.

@@ -20,7 +20,7 @@ cpu_guest() { guest_checks cpu 21; }
 ports_guest() { yakvm run guests/ports.bin > "$OUT/ports.out"; }
 # MMIO reads and writes of 1/2/4/8 bytes, MOV imm, MOVZX, MOVSX, high-byte registers.
 mmio_guest() {
-    guest_checks mmio 10 || return 1
+    guest_checks mmio 14 || return 1
     grep -q '^via mmio$' "$OUT/mmio.out" && grep -q '^4by$' "$OUT/mmio.out" || { echo "serial by MMIO missing"; return 1; }
 }
 hypercall_guest() { guest_checks hypercall 2; }

@@ -49,6 +49,28 @@ fn main() {
         t.check("load into ah keeps the rest", hi == 0x4211);
         t.check("32-bit load zero-extends", r32 == 0xffff_fffe);
 
+        // The remaining forms: moffs (A2/A0 with a 64-bit address), imm16 and imm32 stores,
+        // MOVZX of a word, MOVSXD, a 16-bit register store.
+        let (mut a, mut zw, mut sxd): (u64, u64, u64) = (0x55, 0, 0);
+        core::arch::asm!(
+            "movabs [{addr}], al",
+            "xor eax, eax",
+            "movabs al, [{addr}]",
+            "mov word ptr [rsi], 0xfedc",
+            "movzx {zw:e}, word ptr [rsi]",
+            "mov dword ptr [rsi], 0x80000000",
+            "movsxd {sxd}, dword ptr [rsi]",
+            "mov word ptr [rsi], cx",
+            addr = const SCRATCH,
+            zw = inout(reg) zw, sxd = inout(reg) sxd,
+            inout("rax") a, in("rsi") SCRATCH, in("cx") 0x4242u16,
+            options(nostack),
+        );
+        t.check("moffs store and load", a == 0x55);
+        t.check("imm16 store + movzx word", zw == 0xfedc);
+        t.check("imm32 store + movsxd", sxd == 0xffff_ffff_8000_0000);
+        t.check("16-bit register store", read_volatile(scratch as *const u16) == 0x4242);
+
         t.check("unbacked mmio reads all ones (4)", read_volatile(NOWHERE as *const u32) == u32::MAX);
         t.check("unbacked mmio reads all ones (1)", read_volatile(NOWHERE as *const u8) == 0xff);
 

@@ -1,0 +1,335 @@
+//! The DMA disk of the simple-kvm-io spec: 512-byte sectors moved between a backing file
+//! and guest memory, driven by three write-only ports.
+//!
+//! | port | width | meaning |
+//! |---|---|---|
+//! | 0x20 | 4 | sector number |
+//! | 0x21 | 4 | guest-physical DMA address |
+//! | 0x22 | 1 | command: 0 read, 1 write, 2 setup |
+//!
+//! `setup` places the status structure at the DMA address: `u64` disk size in bytes at
+//! offset 0, `i32` last error at offset 8, 16 bytes in all. After every later command the
+//! status is updated in place, before the guest's OUT completes. Errors: EINVAL (22) for a
+//! sector past the end or an unknown command, EFAULT (14) for a DMA range not entirely in
+//! RAM, EBUSY (16) for a second setup (the status stays where it was), EIO (5) when the
+//! backing file fails. A command before setup, or a setup whose structure is outside RAM,
+//! has nowhere to report: it is ignored and logged.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+
+pub const SECTOR_PORT: u16 = 0x20;
+pub const DMA_PORT: u16 = 0x21;
+pub const COMMAND_PORT: u16 = 0x22;
+
+pub const SECTOR_SIZE: usize = 512;
+const STATUS_SIZE: usize = 16;
+
+const CMD_READ: u8 = 0;
+const CMD_WRITE: u8 = 1;
+const CMD_SETUP: u8 = 2;
+
+pub const EIO: i32 = 5;
+pub const EFAULT: i32 = 14;
+pub const EBUSY: i32 = 16;
+pub const EINVAL: i32 = 22;
+
+/// Guest memory as a DMA engine sees it: `None` when the range is not entirely RAM.
+pub trait Dma {
+    fn read(&self, gpa: u64, out: &mut [u8]) -> Option<()>;
+    fn write(&self, gpa: u64, data: &[u8]) -> Option<()>;
+}
+
+/// What holds the disk's bytes.
+pub trait Backing {
+    fn len(&self) -> u64;
+    fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()>;
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Puts every write on stable storage.
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+impl Backing for std::fs::File {
+    fn len(&self) -> u64 {
+        self.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+    fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.read_exact_at(out, offset)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_all_at(data, offset)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
+/// No `--disk`: a disk of size 0.
+pub struct NoDisk;
+
+impl Backing for NoDisk {
+    fn len(&self) -> u64 {
+        0
+    }
+    fn read_at(&mut self, _: u64, _: &mut [u8]) -> io::Result<()> {
+        Err(io::ErrorKind::UnexpectedEof.into())
+    }
+    fn write_at(&mut self, _: u64, _: &[u8]) -> io::Result<()> {
+        Err(io::ErrorKind::UnexpectedEof.into())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `--disk FILE` or none (a disk of size 0).
+impl Backing for Option<std::fs::File> {
+    fn len(&self) -> u64 {
+        self.as_ref().map_or(0, Backing::len)
+    }
+    fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        match self {
+            Some(f) => Backing::read_at(f, offset, out),
+            None => NoDisk.read_at(offset, out),
+        }
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        match self {
+            Some(f) => Backing::write_at(f, offset, data),
+            None => NoDisk.write_at(offset, data),
+        }
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.as_mut().map_or(Ok(()), Backing::sync)
+    }
+}
+
+/// An in-memory disk (tests).
+impl Backing for Vec<u8> {
+    fn len(&self) -> u64 {
+        Vec::len(self) as u64
+    }
+    fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let start = offset as usize;
+        out.copy_from_slice(self.get(start..start + out.len()).ok_or(io::ErrorKind::UnexpectedEof)?);
+        Ok(())
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let start = offset as usize;
+        self.get_mut(start..start + data.len()).ok_or(io::ErrorKind::UnexpectedEof)?.copy_from_slice(data);
+        Ok(())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct Disk<B: Backing> {
+    backing: B,
+    sector: u32,
+    dma: u32,
+    /// Where the status structure lives, once set up.
+    status: Option<u64>,
+    /// Commands that could not be reported (before setup), and bad accesses.
+    pub ignored: u64,
+}
+
+impl<B: Backing> Disk<B> {
+    pub fn new(backing: B) -> Self {
+        Self { backing, sector: 0, dma: 0, status: None, ignored: 0 }
+    }
+
+    pub fn owns(port: u16) -> bool {
+        (SECTOR_PORT..=COMMAND_PORT).contains(&port)
+    }
+
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.backing.sync()
+    }
+
+    fn ignore(&mut self, what: std::fmt::Arguments) {
+        self.ignored += 1;
+        if self.ignored <= 10 {
+            eprintln!("yakvm: disk: ignored {what}");
+        }
+    }
+
+    /// An OUT of `data` to one of the disk's ports.
+    pub fn write(&mut self, port: u16, data: &[u8], mem: &impl Dma) {
+        let value = data.iter().rev().fold(0u32, |a, &b| (a << 8) | u32::from(b));
+        match (port, data.len()) {
+            (SECTOR_PORT, 4) => self.sector = value,
+            (DMA_PORT, 4) => self.dma = value,
+            (COMMAND_PORT, 1) => self.command(data[0], mem),
+            _ => self.ignore(format_args!("{}-byte write to port {port:#x} (wrong width)", data.len())),
+        }
+    }
+
+    fn command(&mut self, command: u8, mem: &impl Dma) {
+        let Some(status) = self.status else {
+            if command == CMD_SETUP {
+                self.setup(mem);
+            } else {
+                self.ignore(format_args!("command {command} before setup"));
+            }
+            return;
+        };
+        let error = match command {
+            CMD_SETUP => EBUSY,
+            CMD_READ | CMD_WRITE => self.transfer(command == CMD_WRITE, mem),
+            _ => EINVAL,
+        };
+        self.report(status, error, mem);
+    }
+
+    fn setup(&mut self, mem: &impl Dma) {
+        let at = u64::from(self.dma);
+        if mem.read(at, &mut [0u8; STATUS_SIZE]).is_none() {
+            self.ignore(format_args!("setup with the status at {at:#x}, outside RAM"));
+            return;
+        }
+        self.status = Some(at);
+        self.report(at, 0, mem);
+    }
+
+    /// Moves one sector; returns the error code (0 on success).
+    fn transfer(&mut self, to_disk: bool, mem: &impl Dma) -> i32 {
+        let offset = u64::from(self.sector) * SECTOR_SIZE as u64;
+        if offset + SECTOR_SIZE as u64 > self.backing.len() {
+            return EINVAL;
+        }
+        let dma = u64::from(self.dma);
+        let mut buf = [0u8; SECTOR_SIZE];
+        if to_disk {
+            if mem.read(dma, &mut buf).is_none() {
+                return EFAULT;
+            }
+            if self.backing.write_at(offset, &buf).is_err() {
+                return EIO;
+            }
+        } else {
+            // Check the destination before touching the file.
+            if mem.read(dma, &mut [0u8; SECTOR_SIZE]).is_none() {
+                return EFAULT;
+            }
+            if self.backing.read_at(offset, &mut buf).is_err() {
+                return EIO;
+            }
+            mem.write(dma, &buf).expect("checked above");
+        }
+        0
+    }
+
+    fn report(&mut self, at: u64, error: i32, mem: &impl Dma) {
+        let mut status = [0u8; STATUS_SIZE];
+        status[..8].copy_from_slice(&self.backing.len().to_le_bytes());
+        status[8..12].copy_from_slice(&error.to_le_bytes());
+        // Inside RAM: checked at setup, and RAM does not move.
+        let _ = mem.write(at, &status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Guest RAM of the tests.
+    struct Ram(RefCell<Vec<u8>>);
+
+    impl Dma for Ram {
+        fn read(&self, gpa: u64, out: &mut [u8]) -> Option<()> {
+            let s = gpa as usize;
+            out.copy_from_slice(self.0.borrow().get(s..s.checked_add(out.len())?)?);
+            Some(())
+        }
+        fn write(&self, gpa: u64, data: &[u8]) -> Option<()> {
+            let s = gpa as usize;
+            self.0.borrow_mut().get_mut(s..s.checked_add(data.len())?)?.copy_from_slice(data);
+            Some(())
+        }
+    }
+
+    fn status(ram: &Ram, at: usize) -> (u64, i32) {
+        let r = ram.0.borrow();
+        (u64::from_le_bytes(r[at..at + 8].try_into().unwrap()), i32::from_le_bytes(r[at + 8..at + 12].try_into().unwrap()))
+    }
+
+    fn out(disk: &mut Disk<Vec<u8>>, ram: &Ram, port: u16, value: u32) {
+        let bytes = value.to_le_bytes();
+        let data = if port == COMMAND_PORT { &bytes[..1] } else { &bytes[..] };
+        disk.write(port, data, ram);
+    }
+
+    fn setup() -> (Disk<Vec<u8>>, Ram) {
+        let mut disk = Disk::new(vec![0u8; 8192]);
+        let ram = Ram(RefCell::new(vec![0u8; 4096]));
+        out(&mut disk, &ram, DMA_PORT, 0x100);
+        out(&mut disk, &ram, COMMAND_PORT, 2);
+        (disk, ram)
+    }
+
+    #[test]
+    fn setup_reports_the_size() {
+        let (_, ram) = setup();
+        assert_eq!(status(&ram, 0x100), (8192, 0));
+    }
+
+    #[test]
+    fn write_then_read_back() {
+        let (mut disk, ram) = setup();
+        ram.0.borrow_mut()[0x200..0x400].fill(0xab);
+        out(&mut disk, &ram, SECTOR_PORT, 15);
+        out(&mut disk, &ram, DMA_PORT, 0x200);
+        out(&mut disk, &ram, COMMAND_PORT, 1);
+        assert_eq!(status(&ram, 0x100), (8192, 0));
+        assert_eq!(&disk.backing[15 * 512..16 * 512], &[0xab; 512]);
+        out(&mut disk, &ram, DMA_PORT, 0x600);
+        out(&mut disk, &ram, COMMAND_PORT, 0);
+        assert_eq!(&ram.0.borrow()[0x600..0x800], &[0xab; 512]);
+    }
+
+    #[test]
+    fn errors_land_in_the_status() {
+        let (mut disk, ram) = setup();
+        out(&mut disk, &ram, SECTOR_PORT, 16); // one past the last sector
+        out(&mut disk, &ram, COMMAND_PORT, 0);
+        assert_eq!(status(&ram, 0x100).1, EINVAL);
+        out(&mut disk, &ram, SECTOR_PORT, 0);
+        out(&mut disk, &ram, DMA_PORT, 4096 - 511); // crosses the end of RAM
+        out(&mut disk, &ram, COMMAND_PORT, 1);
+        assert_eq!(status(&ram, 0x100).1, EFAULT);
+        out(&mut disk, &ram, COMMAND_PORT, 7);
+        assert_eq!(status(&ram, 0x100).1, EINVAL);
+        out(&mut disk, &ram, DMA_PORT, 0x300);
+        out(&mut disk, &ram, COMMAND_PORT, 2); // second setup: EBUSY where it was
+        assert_eq!(status(&ram, 0x100).1, EBUSY);
+        assert_eq!(status(&ram, 0x300), (0, 0));
+        assert!(disk.backing.iter().all(|&b| b == 0), "no failed command touched the disk");
+    }
+
+    #[test]
+    fn commands_before_setup_and_bad_widths_are_ignored() {
+        let mut disk = Disk::new(vec![0u8; 1024]);
+        let ram = Ram(RefCell::new(vec![0u8; 4096]));
+        out(&mut disk, &ram, COMMAND_PORT, 0);
+        disk.write(SECTOR_PORT, &[1, 0], &ram);
+        out(&mut disk, &ram, DMA_PORT, 0x10_0000); // status outside RAM
+        out(&mut disk, &ram, COMMAND_PORT, 2);
+        assert_eq!(disk.ignored, 3);
+        assert!(disk.status.is_none());
+        assert!(ram.0.borrow().iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn no_disk_has_size_zero() {
+        let mut disk = Disk::new(NoDisk);
+        let ram = Ram(RefCell::new(vec![0u8; 1024]));
+        disk.write(DMA_PORT, &0u32.to_le_bytes(), &ram);
+        disk.write(COMMAND_PORT, &[2], &ram);
+        disk.write(COMMAND_PORT, &[0], &ram);
+        let r = ram.0.borrow();
+        assert_eq!(u64::from_le_bytes(r[0..8].try_into().unwrap()), 0);
+        assert_eq!(i32::from_le_bytes(r[8..12].try_into().unwrap()), EINVAL);
+    }
+}
