@@ -29,8 +29,9 @@ const EFER_LMA: u64 = 1 << 10;
 /// GDT selectors.
 const CODE64_SELECTOR: u16 = 0x08;
 const DATA_SELECTOR: u16 = 0x10;
-/// GDT entries: null, 64-bit code, data (flat, DPL 0).
-const GDT: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+const CODE32_SELECTOR: u16 = 0x18;
+/// GDT entries: null, 64-bit code, data, 32-bit code (flat 4 GiB, DPL 0).
+const GDT: [u64; 4] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff, 0x00cf_9b00_0000_ffff];
 
 /// Segment attributes in the VMCB's packed form (type, S, DPL, P, AVL, L, D/B, G).
 const CODE64_ATTRIB: u16 = 0xa9b;
@@ -63,37 +64,27 @@ pub fn long_mode(mem: &GuestMemory, entry: u64, map_top: u64) -> Option<(abi::Re
     put_u64s(mem, pml4, [pdpt | PRESENT | WRITABLE])?;
     put_u64s(mem, pdpt, (0..pds).map(|i| (pd + i * 0x1000) | PRESENT | WRITABLE))?;
     put_u64s(mem, pd, (0..pds * 512).map(|i| (i * 2 * MIB) | PRESENT | WRITABLE | HUGE))?;
-    put_u64s(mem, base + GDT_OFFSET, GDT)?;
-
-    let code = abi::Segment { selector: CODE64_SELECTOR, attrib: CODE64_ATTRIB, limit: u32::MAX, base: 0 };
-    let data = abi::Segment { selector: DATA_SELECTOR, attrib: DATA_ATTRIB, limit: u32::MAX, base: 0 };
     let sregs = abi::Sregs {
-        cs: code,
-        ds: data,
-        es: data,
-        fs: data,
-        gs: data,
-        ss: data,
-        tr: abi::Segment { selector: 0, attrib: TSS_BUSY_ATTRIB, limit: 0x67, base: 0 },
-        ldt: abi::Segment { selector: 0, attrib: LDT_ATTRIB, limit: 0xffff, base: 0 },
-        gdt: abi::DescTable { base: base + GDT_OFFSET, limit: (GDT.len() * 8 - 1) as u32, _pad: 0 },
-        idt: abi::DescTable::default(),
         cr0: CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
         cr2: 0,
         cr3: pml4,
         cr4: CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT,
         efer: EFER_LME | EFER_LMA,
+        ..flat_segments(mem, CODE64_SELECTOR, CODE64_ATTRIB)?
     };
     let regs = abi::Regs { rip: entry, rsp: initial_rsp(ram), rflags: 2, ..Default::default() };
     Some((regs, sregs))
 }
 
-/// A CPU in 32-bit protected mode with flat 4 GiB segments and paging off, about to
-/// execute `entry`, ESP just below the boot area.
-pub fn protected_mode(ram: u64, entry: u64) -> (abi::Regs, abi::Sregs) {
-    let code = abi::Segment { selector: CODE64_SELECTOR, attrib: CODE32_ATTRIB, limit: u32::MAX, base: 0 };
+/// Writes the GDT into the boot area and returns flat 4 GiB code (`code_selector`,
+/// `code_attrib`) and data segments from it, a busy TSS and an LDT, as both protected and
+/// long mode start with them.
+fn flat_segments(mem: &GuestMemory, code_selector: u16, code_attrib: u16) -> Option<abi::Sregs> {
+    let gdt = boot_area(mem.len() as u64) + GDT_OFFSET;
+    put_u64s(mem, gdt, GDT)?;
+    let code = abi::Segment { selector: code_selector, attrib: code_attrib, limit: u32::MAX, base: 0 };
     let data = abi::Segment { selector: DATA_SELECTOR, attrib: DATA_ATTRIB, limit: u32::MAX, base: 0 };
-    let sregs = abi::Sregs {
+    Some(abi::Sregs {
         cs: code,
         ds: data,
         es: data,
@@ -102,10 +93,17 @@ pub fn protected_mode(ram: u64, entry: u64) -> (abi::Regs, abi::Sregs) {
         ss: data,
         tr: abi::Segment { selector: 0, attrib: TSS_BUSY_ATTRIB, limit: 0x67, base: 0 },
         ldt: abi::Segment { selector: 0, attrib: LDT_ATTRIB, limit: 0xffff, base: 0 },
-        cr0: CR0_PE | CR0_ET,
+        gdt: abi::DescTable { base: gdt, limit: (GDT.len() * 8 - 1) as u32, _pad: 0 },
         ..Default::default()
-    };
-    (abi::Regs { rip: entry, rsp: initial_rsp(ram), rflags: 2, ..Default::default() }, sregs)
+    })
+}
+
+/// A CPU in 32-bit protected mode with flat 4 GiB segments and paging off, about to
+/// execute `entry`, ESP just below the boot area.
+pub fn protected_mode(mem: &GuestMemory, entry: u64) -> Option<(abi::Regs, abi::Sregs)> {
+    let sregs = abi::Sregs { cr0: CR0_PE | CR0_ET, ..flat_segments(mem, CODE32_SELECTOR, CODE32_ATTRIB)? };
+    let rsp = initial_rsp(mem.len() as u64);
+    Some((abi::Regs { rip: entry, rsp, rflags: 2, ..Default::default() }, sregs))
 }
 
 /// A CPU in real mode with CS, DS, ES, FS, GS and SS all at `base` (16-byte aligned,

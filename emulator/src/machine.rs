@@ -144,7 +144,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
         }
         let (regs, sregs) = match mode {
             EntryMode::Long => boot::long_mode(&mem, image.entry, mmio_top.unwrap_or(0)).expect("checked to fit"),
-            EntryMode::Protected => boot::protected_mode(ram, image.entry),
+            EntryMode::Protected => boot::protected_mode(&mem, image.entry).expect("boot area in RAM"),
             EntryMode::Real => boot::real_mode(base, image.entry),
         };
         let vcpu = vm.create_vcpu()?;

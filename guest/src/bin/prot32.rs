@@ -1,5 +1,6 @@
 //! A 32-bit protected-mode guest (assembly). Run with `--entry protected` at load address
-//! 0: flat segments, paging off. It checks CR0 (PE set, PG clear), the stack, a 32-bit
+//! 0: flat segments, paging off. It checks CR0 (PE set, PG clear), reloads its segments
+//! from the emulator's GDT, checks the stack, a 32-bit
 //! MMIO store to the serial port at the default MMIO window, then exits with status 0.
 #![no_std]
 #![no_main]
@@ -15,7 +16,11 @@ core::arch::global_asm!(
     "    andl $0x80000001, %eax",   // PE set, PG clear
     "    cmpl $1, %eax",
     "    jne 9f",
-    "    pushl $0x89abcdef",
+    "    movw $0x10, %ax",          // reload DS and SS from the emulator's GDT
+    "    movw %ax, %ds",
+    "    movw %ax, %ss",
+    "    ljmp $0x18, $5f",          // and CS (32-bit code)
+    "5:  pushl $0x89abcdef",
     "    popl %ebx",
     "    cmpl $0x89abcdef, %ebx",
     "    jne 9f",
