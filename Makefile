@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.
@@ -11,13 +11,14 @@ KDIR      = $(eval KDIR := $$(shell scripts/kernel.sh))$(KDIR)
 GUEST_OUT = target/$(TARGET)/guest
 export CMD
 
-.PHONY: help deps kernel module emulator guests initramfs env run debug test disk clean
+.PHONY: help deps kernel module emulator guests initramfs env run debug test soak disk clean
 
 help:
 	@echo "yakvm make targets:"
 	@echo "  make run            build what is missing, boot the image: demo guest, then a shell"
 	@echo "  make run CMD='...'  run one command in the image; fails if the command fails"
 	@echo "  make test           run every test (host unit tests and tests in the image)"
+	@echo "  make soak           the robustness suite with 20x the guests, ioctls and cycles"
 	@echo "  make env            build the image: kernel, initramfs, module, emulator, guests"
 	@echo "  make debug          boot the image stopped, with gdb attached to its kernel"
 	@echo "  make disk           create the empty 8 KiB disk image disk.img"
@@ -49,7 +50,7 @@ initramfs: deps
 env: deps kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests
 	@cp kmod/yakvm.ko $(SHARES)/yakvm.ko
-	@cp target/$(TARGET)/release/yakvm target/$(TARGET)/release/yakvm-selftest $(SHARES)/bin/
+	@cp target/$(TARGET)/release/yakvm target/$(TARGET)/release/yakvm-selftest target/$(TARGET)/release/yakvm-stress $(SHARES)/bin/
 	@cp $(BUILD)/guests/* $(SHARES)/guests/
 	@cp tests/image/*.sh $(SHARES)/tests/
 	@mkdir -p $(SHARES)/kvm
@@ -64,6 +65,9 @@ debug: env
 
 test:
 	@scripts/test.sh
+
+soak: env
+	@SOAK=1 QEMU_TIMEOUT=7200 scripts/test.sh robust
 
 disk:
 	dd if=/dev/zero of=disk.img bs=512 count=16 status=none

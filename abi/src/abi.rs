@@ -79,6 +79,10 @@ pub mod cap {
     pub const ASIDS: u64 = 5;
     /// SVM revision (CPUID Fn8000_000A EAX[7:0]).
     pub const SVM_REVISION: u64 = 6;
+    /// Kernel pages the module holds now (VMCBs, page tables, save areas, ...).
+    pub const PAGES_HELD: u64 = 7;
+    /// Guest RAM pages the module has pinned now.
+    pub const PAGES_PINNED: u64 = 8;
 }
 
 /// Size of the [`Run`] page: `mmap` a vCPU descriptor with this length at offset 0.

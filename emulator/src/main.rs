@@ -156,6 +156,7 @@ fn info(device: &str) -> Result<(), String> {
     println!("decode assists:   {}", if cap(abi::cap::DECODE_ASSISTS)? != 0 { "yes" } else { "no" });
     println!("vCPUs per VM:     {}", cap(abi::cap::MAX_VCPUS)?);
     println!("RAM per VM:       {} MiB", cap(abi::cap::MAX_RAM_MIB)?);
+    println!("pages in use:     {} held, {} pinned", cap(abi::cap::PAGES_HELD)?, cap(abi::cap::PAGES_PINNED)?);
     Ok(())
 }
 

@@ -336,6 +336,94 @@ pub fn stop_signal() -> Option<i32> {
     }
 }
 
+/// Set when SIGALRM arrives after `interrupt_on_alarm`; cleared by `alarm_after`.
+static ALARM_FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_alarm(signal: nix::libc::c_int) {
+    if signal == nix::libc::SIGALRM {
+        ALARM_FIRED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Whether the alarm set by `alarm_after` has gone off (it may arrive while the caller
+/// is outside `RUN`, so a bounded run loop checks this too).
+pub fn alarm_fired() -> bool {
+    ALARM_FIRED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Makes SIGALRM and SIGUSR1 interrupt a blocked `RUN` (it returns `EINTR`) without
+/// ending the process: for programs that bound each run themselves (the stress tests).
+pub fn interrupt_on_alarm() -> io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(note_alarm), SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGALRM, Signal::SIGUSR1] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(signal, &action) }.map_err(ctx("sigaction"))?;
+    }
+    Ok(())
+}
+
+/// Sends this process SIGALRM once, after `after` (zero: cancels a pending one).
+pub fn alarm_after(after: std::time::Duration) -> io::Result<()> {
+    ALARM_FIRED.store(false, std::sync::atomic::Ordering::SeqCst);
+    let value = nix::libc::itimerval {
+        it_interval: nix::libc::timeval { tv_sec: 0, tv_usec: 0 },
+        it_value: nix::libc::timeval { tv_sec: after.as_secs() as _, tv_usec: after.subsec_micros() as _ },
+    };
+    // SAFETY: `value` is a valid itimerval; the old value is not asked for.
+    let ret = unsafe { nix::libc::setitimer(nix::libc::ITIMER_REAL, &value, std::ptr::null_mut()) };
+    nix::errno::Errno::result(ret).map(drop).map_err(ctx("setitimer"))
+}
+
+/// `RUN` on a vCPU descriptor given by number (tests that RUN one vCPU from several
+/// threads). `Ok(false)` when interrupted by a signal.
+pub fn run_fd(fd: i32) -> io::Result<bool> {
+    // SAFETY: an argument-less ioctl; if `fd` is not a vCPU the kernel refuses it.
+    match unsafe { ioctls::run(fd) } {
+        Ok(_) => Ok(true),
+        Err(nix::Error::EINTR) => Ok(false),
+        Err(e) => Err(ctx("RUN")(e)),
+    }
+}
+
+/// The pthread of a spawned thread, to signal it.
+pub fn thread_id<T>(handle: &std::thread::JoinHandle<T>) -> nix::sys::pthread::Pthread {
+    use std::os::unix::thread::JoinHandleExt;
+    handle.as_pthread_t() as _
+}
+
+/// Sends SIGUSR1 to a thread (after `interrupt_on_alarm`, it interrupts a blocked RUN).
+pub fn signal_thread(thread: nix::sys::pthread::Pthread) {
+    let _ = nix::sys::pthread::pthread_kill(thread, nix::sys::signal::Signal::SIGUSR1);
+}
+
+/// What an ioctl of the fuzzer passes as its argument.
+#[derive(Clone, Copy, Debug)]
+pub enum FuzzArg {
+    /// A number (also: NULL, unmapped and kernel addresses, which the kernel must refuse).
+    Value(u64),
+    /// A pointer to the caller's buffer.
+    Buffer,
+}
+
+/// Bytes of the buffer `fuzz_ioctl` lends: more than any ioctl number can say (14 bits).
+pub const FUZZ_BUFFER: usize = 1 << 14;
+
+/// Issues ioctl `cmd` of yakvm's type on `fd` with `arg` (the fuzzer). The type byte is
+/// forced to yakvm's, which the VFS never interprets itself: only the module sees it, and
+/// it reads or writes at most the size the number encodes, which `buffer` covers.
+pub fn fuzz_ioctl(fd: BorrowedFd<'_>, cmd: u32, arg: FuzzArg, buffer: &mut [u8; FUZZ_BUFFER]) -> Result<i32, nix::errno::Errno> {
+    let cmd = (cmd & !0xff00) | (yakvm_abi::IOCTL_TYPE << 8);
+    let arg = match arg {
+        FuzzArg::Value(v) => v,
+        FuzzArg::Buffer => buffer.as_mut_ptr() as u64,
+    };
+    // SAFETY: see above: the kernel can only write into `buffer` (when `arg` points to it)
+    // or refuse the address; numbers and foreign addresses are checked by the kernel.
+    let ret = unsafe { nix::libc::ioctl(fd.as_raw_fd(), cmd as _, arg) };
+    nix::errno::Errno::result(ret)
+}
+
 /// Issues `_IO('Y', nr)` on `fd` (tests: numbers the module does not know must fail with
 /// ENOTTY). Only our own ioctl type is allowed, which the VFS never interprets itself.
 pub fn io_command(fd: BorrowedFd<'_>, nr: u8) -> io::Result<i32> {

@@ -39,16 +39,25 @@ pub fn halt() -> ! {
     }
 }
 
-/// Declares `$main` the guest's entry: `_start` calls it, then halts.
+/// Declares `$main` the guest's entry: `_start` calls it, then halts. The emulator enters
+/// with RSP 16-byte aligned (as Linux enters a process); the `call` leaves it 8 below a
+/// multiple of 16, which is what the ABI promises a function at entry (SSE spills of the
+/// compiler rely on it).
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
-        #[unsafe(no_mangle)]
-        #[unsafe(link_section = ".text.start")]
-        pub extern "C" fn _start() -> ! {
+        extern "C" fn yakvm_guest_main() -> ! {
             $main();
             $crate::halt()
         }
+        core::arch::global_asm!(
+            ".pushsection .text.start, \"ax\"",
+            ".globl _start",
+            "_start:",
+            "call {main}",
+            ".popsection",
+            main = sym yakvm_guest_main,
+        );
     };
 }
 

@@ -5,12 +5,23 @@
 
 use super::glue;
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::bindings;
 use kernel::init::Zeroable;
 use kernel::prelude::*;
 
 /// Size of a page.
 pub(crate) const PAGE_SIZE: usize = 4096;
+
+/// Kernel pages held by `Pages` values, and user pages pinned by `PinnedPages` values,
+/// module-wide: both return to zero when every VM is gone (the leak tests read them).
+static PAGES_HELD: AtomicUsize = AtomicUsize::new(0);
+static PAGES_PINNED: AtomicUsize = AtomicUsize::new(0);
+
+/// (kernel pages held, user pages pinned) right now.
+pub(crate) fn pages_in_use() -> (usize, usize) {
+    (PAGES_HELD.load(Ordering::Relaxed), PAGES_PINNED.load(Ordering::Relaxed))
+}
 
 /// `1 << order` zeroed, physically contiguous pages, viewed as a `T`.
 ///
@@ -40,6 +51,7 @@ impl<T: Zeroable> Pages<T> {
         if virt.is_null() {
             return Err(ENOMEM);
         }
+        PAGES_HELD.fetch_add(1 << order, Ordering::Relaxed);
         // INVARIANT: a fresh, zeroed allocation of `1 << order` pages, large enough for `T`;
         // zeroed memory is a valid `T` because `T: Zeroable`.
         Ok(Self { virt, order, _owns: PhantomData })
@@ -111,6 +123,7 @@ impl<T: Zeroable> Drop for Pages<T> {
         // SAFETY: allocated by `yakvm_pages_alloc(self.order)` and not freed before (type
         // invariant); nothing refers to it once its owner is dropped.
         unsafe { glue::yakvm_pages_free(self.virt.cast(), self.order) };
+        PAGES_HELD.fetch_sub(1 << self.order, Ordering::Relaxed);
     }
 }
 
@@ -169,6 +182,7 @@ impl PinnedPages {
             }
             // SAFETY: the call initialised `got` more entries (`got <= want`).
             unsafe { pages.set_len(done + got as usize) };
+            PAGES_PINNED.fetch_add(got as usize, Ordering::Relaxed);
         }
         // INVARIANT: every entry was pinned by the calls above.
         this.pages = pages;
@@ -226,5 +240,6 @@ impl Drop for PinnedPages {
         unsafe {
             bindings::unpin_user_pages_dirty_lock(self.pages.as_mut_ptr(), self.pages.len() as _, true)
         };
+        PAGES_PINNED.fetch_sub(self.pages.len(), Ordering::Relaxed);
     }
 }

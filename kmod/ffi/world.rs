@@ -71,7 +71,8 @@ pub(crate) struct SvmCpu<'a> {
 }
 
 /// Intercepts that must be on for any guest to run: without them a guest could block the
-/// host's interrupts (CLGI), reach host ports or MSRs, or use SVM itself.
+/// host's interrupts (CLGI), reach host ports, MSRs or debug registers (every DR access,
+/// checked below), or use SVM itself.
 const REQUIRED_MISC1: u32 = vmcb::intercept1::INTR
     | vmcb::intercept1::NMI
     | vmcb::intercept1::IOIO_PROT
@@ -102,6 +103,7 @@ pub(crate) fn run(
 ) -> Result {
     let c = &vmcb.control;
     if c.intercept_misc1 & REQUIRED_MISC1 != REQUIRED_MISC1
+        || c.intercept_dr != u32::MAX
         || c.intercept_misc2 & REQUIRED_MISC2 != REQUIRED_MISC2
         || c.np_control & vmcb::NP_ENABLE == 0
         || c.guest_asid == 0

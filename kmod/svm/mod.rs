@@ -3,6 +3,7 @@
 //! permission maps and the ASID allocator). Plain Rust: the hardware access is in `ffi`.
 
 pub(crate) mod cpuid;
+pub(crate) mod dr;
 pub(crate) mod msr;
 pub(crate) mod npt;
 pub(crate) mod vcpu;
@@ -267,6 +268,8 @@ impl Shared {
             cap::DECODE_ASSISTS => f.decode_assists.into(),
             cap::ASIDS => f.asids.into(),
             cap::SVM_REVISION => f.revision.into(),
+            cap::PAGES_HELD => crate::ffi::mem::pages_in_use().0 as u64,
+            cap::PAGES_PINNED => crate::ffi::mem::pages_in_use().1 as u64,
             _ => 0,
         }
     }

@@ -5,6 +5,7 @@
 
 use super::vm::Vm;
 use super::vmcb::{self, exit_code, intercept1 as i1, intercept2 as i2, Vmcb};
+use super::dr::{self, DebugRegs};
 use super::{cpuid, msr, Asid, Asids};
 use crate::abi;
 use crate::ffi::cpu::{self, NoPreempt};
@@ -55,6 +56,8 @@ struct VcpuState {
     pending: Option<Pending>,
     /// Index of this vCPU in its VM (its APIC id in CPUID).
     id: u32,
+    /// The guest's debug registers (the hardware ones are never the guest's).
+    debug: DebugRegs,
     stats: abi::ExitStats,
     /// The guest shut down; its state is undefined and it may not run again.
     dead: bool,
@@ -93,6 +96,7 @@ impl Vcpu {
             last_cpu: None,
             pending: None,
             id,
+            debug: DebugRegs::default(),
             stats: abi::ExitStats::default(),
             dead: false,
         };
@@ -255,6 +259,7 @@ fn merge_in(rax: u64, data: &[u8]) -> u64 {
 /// address 0 (userspace sets the real starting state).
 fn init_vmcb(vmcb: &mut Vmcb, asid: u32, (iopm, msrpm): (u64, u64)) {
     let c = &mut vmcb.control;
+    c.intercept_dr = 0xffff_ffff;         // every DR read and write (dr.rs)
     c.intercept_exceptions = 0;
     c.intercept_misc1 = i1::INTR       // host interrupts exit and are taken by the host
         | i1::NMI
@@ -304,8 +309,9 @@ fn init_vmcb(vmcb: &mut Vmcb, asid: u32, (iopm, msrpm): (u64, u64)) {
     s.cr0 = 0x10; // ET
     s.efer = vmcb::EFER_SVME;
     s.rflags = 2;
-    s.dr6 = 0xffff_0ff0;
-    s.dr7 = 0x400;
+    // The hardware's DR6/DR7 while the guest runs: no breakpoint armed, ever (dr.rs).
+    s.dr6 = dr::DR6_RESET;
+    s.dr7 = dr::DR7_RESET;
     s.g_pat = vmcb::PAT_DEFAULT;
 }
 
@@ -325,6 +331,7 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         exit_code::MSR => handle_msr(v),
         exit_code::VMMCALL => handle_vmmcall(v),
         exit_code::NPF => handle_npf(v),
+        code @ exit_code::READ_DR0..=0x3f => handle_dr(vm, v, code),
         exit_code::SHUTDOWN => {
             v.stats.shutdown += 1;
             v.dead = true;
@@ -419,6 +426,66 @@ fn handle_vmmcall(v: &mut VcpuState) -> Next {
     v.vmcb.save.rip += 3; // 0f 01 d9
     v.pending = Some(Pending::Hypercall);
     Next::ToUser
+}
+
+/// The general-purpose register `n` (0 = RAX ... 15 = R15).
+fn gpr(v: &VcpuState, n: usize) -> u64 {
+    let g = &v.gprs;
+    [v.vmcb.save.rax, g.rcx, g.rdx, g.rbx, v.vmcb.save.rsp, g.rbp, g.rsi, g.rdi, g.r8, g.r9, g.r10, g.r11, g.r12, g.r13, g.r14, g.r15][n & 15]
+}
+
+fn set_gpr(v: &mut VcpuState, n: usize, value: u64) {
+    let g = &mut v.gprs;
+    let slot = match n & 15 {
+        0 => &mut v.vmcb.save.rax,
+        1 => &mut g.rcx,
+        2 => &mut g.rdx,
+        3 => &mut g.rbx,
+        4 => &mut v.vmcb.save.rsp,
+        5 => &mut g.rbp,
+        6 => &mut g.rsi,
+        7 => &mut g.rdi,
+        8 => &mut g.r8,
+        9 => &mut g.r9,
+        10 => &mut g.r10,
+        11 => &mut g.r11,
+        12 => &mut g.r12,
+        13 => &mut g.r13,
+        14 => &mut g.r14,
+        _ => &mut g.r15,
+    };
+    *slot = value;
+}
+
+/// MOV to or from a debug register: emulated on the vCPU's copies (dr.rs). QEMU gives no
+/// decode assists, so the instruction is read from guest memory at RIP.
+fn handle_dr(vm: &Vm, v: &mut VcpuState, code: u32) -> Next {
+    let s = &v.vmcb.save;
+    let long = s.efer & EFER_LMA != 0 && s.cs.attrib & CS_L != 0;
+    let at = s.cs.base.wrapping_add(s.rip);
+    let mut bytes = [0u8; 15];
+    // The instruction may end before an unmapped page: take what can be read.
+    let n = (1..=bytes.len()).rev().find(|&n| vm.read_virt(&paging(s), at, &mut bytes[..n]).is_ok()).unwrap_or(0);
+    let Some(mov) = dr::decode(&bytes[..n], long) else {
+        v.stats.other += 1;
+        return to_user_hw(v, abi::exit::UNKNOWN);
+    };
+    let expected = if mov.to_dr { exit_code::WRITE_DR0 } else { exit_code::READ_DR0 } + mov.dr as u32;
+    if code != expected {
+        v.stats.other += 1;
+        return to_user_hw(v, abi::exit::UNKNOWN);
+    }
+    // Outside 64-bit mode the operand is 32 bits.
+    let mask = if long { u64::MAX } else { 0xffff_ffff };
+    if mov.to_dr {
+        let value = gpr(v, mov.gpr) & mask;
+        v.debug.write(mov.dr, value);
+    } else {
+        let value = v.debug.read(mov.dr) & mask;
+        set_gpr(v, mov.gpr, value);
+    }
+    v.vmcb.save.rip += mov.len;
+    Next::Resume
 }
 
 /// #NPF error code bits (APM 15.25.6): the page was present, the access was a write.

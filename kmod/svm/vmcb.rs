@@ -181,6 +181,9 @@ pub(crate) const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 #[allow(dead_code)] // the full catalogue, named once
 pub(crate) mod exit_code {
     // Dispatched on the low 32 bits of EXITCODE, as KVM does.
+    /// MOV from DRn: READ_DR0 + n; MOV to DRn: WRITE_DR0 + n.
+    pub(crate) const READ_DR0: u32 = 0x20;
+    pub(crate) const WRITE_DR0: u32 = 0x30;
     pub(crate) const EXCP_BASE: u32 = 0x40;
     pub(crate) const INTR: u32 = 0x60;
     pub(crate) const NMI: u32 = 0x61;
