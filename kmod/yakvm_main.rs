@@ -14,8 +14,11 @@ mod abi;
 #[path = "../abi/src/paging.rs"]
 #[allow(unreachable_pub)]
 mod paging;
+// The driver logic has no `unsafe`: all of it is in `ffi`, behind safe APIs.
+#[deny(unsafe_code)]
 mod dev;
 mod ffi;
+#[deny(unsafe_code)]
 mod svm;
 
 module! {

@@ -10,6 +10,8 @@ unset MAKEFLAGS MFLAGS MAKELEVEL
 
 kdir=$(kernel_dir)
 if [[ -f $kdir/.yakvm-built ]]; then
+    # The gdb helpers (lx-symbols) for `make debug`; quick, and missing from older caches.
+    [[ -e $kdir/vmlinux-gdb.py ]] || make -C "$kdir" -s "${KMAKE_ARGS[@]}" scripts_gdb >/dev/null 2>&1 || true
     log "kernel: cached at $kdir"
     echo "$kdir"
     exit 0
@@ -43,7 +45,7 @@ fi
 
 log "kernel: building in $kdir (5-25 minutes on 2 cores; log: $kdir/build.log)"
 start=$(date +%s)
-make "${KMAKE_ARGS[@]}" -j"$(nproc)" bzImage modules > build.log 2>&1 &
+make "${KMAKE_ARGS[@]}" -j"$(nproc)" bzImage modules scripts_gdb > build.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null' EXIT
 while kill -0 $pid 2>/dev/null; do

@@ -1,11 +1,20 @@
-//! The yakvm emulator as a library: the `yakvm` command and the selftests use it.
+//! The yakvm emulator as a library: the `yakvm` command and the test programs use it.
+//! All of its `unsafe` code is in `sys`; the other modules may not have any.
 
+#[deny(unsafe_code)]
 pub mod boot;
+#[deny(unsafe_code)]
 pub mod bus;
+#[deny(unsafe_code)]
 pub mod disk;
+#[deny(unsafe_code)]
 pub mod insn;
+#[deny(unsafe_code)]
 pub mod layout;
+#[deny(unsafe_code)]
 pub mod loader;
+#[deny(unsafe_code)]
 pub mod machine;
+#[deny(unsafe_code)]
 pub mod mmu;
 pub mod sys;

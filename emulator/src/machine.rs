@@ -220,7 +220,8 @@ impl<W: Write, B: Backing> Machine<W, B> {
     }
 
     /// `--trace`: one line per exit that reaches userspace (the module handles CPUID,
-    /// MSRs and interrupts itself; `--stats` counts those).
+    /// MSRs and interrupts itself; `--stats` counts those). MMIO exits are traced by
+    /// `mmio`, with the decoded access.
     fn trace_exit(&self, run: &abi::Run) {
         let rip = self.vcpu.regs().map(|r| r.rip).unwrap_or(u64::MAX);
         let line = match run.exit_reason {
@@ -232,10 +233,8 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 let more = if n > 16 { "..." } else { "" };
                 format!("io {dir} port={:#x} size={} count={} data={data}{more}", io.port, io.size, io.count)
             }
-            abi::exit::MMIO => {
-                let m = run.mmio;
-                format!("mmio {} gpa={:#x}", if m.is_write != 0 { "write" } else { "read" }, m.gpa)
-            }
+            // Traced by `mmio` once the access is decoded.
+            abi::exit::MMIO => return,
             abi::exit::HYPERCALL => format!("hypercall nr={:#x} args={:x?}", run.hypercall.nr, run.hypercall.args),
             abi::exit::HLT => "hlt".into(),
             abi::exit::SHUTDOWN => "shutdown".into(),
@@ -295,7 +294,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
                     Source::Register(r) => insn::read_register(&regs, r).unwrap_or(0),
                 };
                 if self.trace {
-                    eprintln!("[trace]   mmio write size={size} value={value:#x}");
+                    eprintln!("[trace] rip={:#x} mmio write gpa={:#x} size={size} value={value:#x}", regs.rip, m.gpa);
                 }
                 effect = self.bus.mmio_write(m.gpa, &value.to_le_bytes()[..size], &self.mem)?;
             }
@@ -304,7 +303,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 self.bus.mmio_read(m.gpa, &mut data[..size]);
                 let value = insn::loaded_value(u64::from_le_bytes(data), size, extend);
                 if self.trace {
-                    eprintln!("[trace]   mmio read size={size} value={value:#x} into {dest:?}");
+                    eprintln!("[trace] rip={:#x} mmio read gpa={:#x} size={size} value={value:#x} into {dest:?}", regs.rip, m.gpa);
                 }
                 insn::write_register(&mut regs, dest, value);
             }

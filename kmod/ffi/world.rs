@@ -130,11 +130,10 @@ pub(crate) fn run(
     // that interrupts are off while the guest runs.
     unsafe { glue::yakvm_local_irq_disable() };
 
-    // SAFETY: SVM is on for this CPU and VM_HSAVE_PA is set (`SvmCpu`); `host_pa` is a page
-    // for VMSAVE of host state and `vmcb_pa` a VMCB whose protective intercepts, nested
-    // paging and ASID were checked above, so the guest can only reach its own memory and
-    // exits on everything that could touch the host. `gprs` is a live, exclusive
-    // `GuestGprs`. Interrupts are off (the routine's contract).
+    // SAFETY: SVM on with VM_HSAVE_PA set (`SvmCpu`), interrupts off; `host_pa` is the host
+    // VMSAVE page; `vmcb_pa`'s protective intercepts, nested paging and ASID were checked
+    // above, so the guest reaches only its own memory and exits on all that touches the
+    // host; `gprs` is live and exclusive.
     unsafe { yakvm_vmrun(gprs, host_pa, vmcb_pa) };
 
     // SAFETY: balances `yakvm_local_irq_disable` above; a pending host interrupt that made

@@ -79,6 +79,10 @@ trace_and_stats() {
     grep -q '^  io  *26$' "$OUT/trace.err" || { echo "io count: $(tail -n 4 "$OUT/trace.err")"; return 1; }
     grep -q '^time: [0-9.]* s in the guest (and module), [0-9.]* s in the emulator$' "$OUT/trace.err" || { echo "no times"; return 1; }
 }
+trace_of_mmio() {
+    yakvm run --trace --entry protected guests/prot32.bin > /dev/null 2> "$OUT/trace-mmio.err" || return 1
+    grep -q '^\[trace\] rip=0x[0-9a-f]* mmio write gpa=0xc0000080 size=4 value=0xa6f696d$' "$OUT/trace-mmio.err" || { echo "no mmio line: $(grep mmio "$OUT/trace-mmio.err")"; return 1; }
+}
 info_command() {
     out=$(yakvm info) || return 1
     echo "$out" | grep -q '^nested paging: *yes' && echo "$out" | grep -q '^ASIDs: *[0-9]' &&
@@ -111,6 +115,7 @@ check exit_port_status exit_port_status
 check output_through_a_pipe output_through_a_pipe
 check timeout_ends_a_run timeout_ends_a_run
 check trace_and_stats trace_and_stats
+check trace_of_mmio trace_of_mmio
 check info_command info_command
 check help_text help_text
 check bad_input_errors bad_input_errors
