@@ -53,6 +53,7 @@ env: deps kernel module emulator guests initramfs
 	@cp target/$(TARGET)/release/yakvm target/$(TARGET)/release/yakvm-selftest target/$(TARGET)/release/yakvm-stress $(SHARES)/bin/
 	@cp $(BUILD)/guests/* $(SHARES)/guests/
 	@cp tests/image/*.sh $(SHARES)/tests/
+	@mkdir -p $(SHARES)/tests/expected && cp tests/expected/* $(SHARES)/tests/expected/
 	@mkdir -p $(SHARES)/kvm
 	@cp $(KDIR)/virt/lib/irqbypass.ko $(KDIR)/arch/x86/kvm/kvm.ko $(KDIR)/arch/x86/kvm/kvm-amd.ko $(SHARES)/kvm/
 	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"

@@ -52,31 +52,23 @@ impl FileOps for Vm {
 impl FileOps for Vcpu {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
-            abi::RUN => this.run().map(|()| 0),
-            abi::GET_REGS => write_arg(arg, &this.get_regs()).map(|()| 0),
-            abi::SET_REGS => this.set_regs(&read_arg(arg)?).pipe_ok(),
-            abi::GET_SREGS => write_arg(arg, &this.get_sregs()).map(|()| 0),
-            abi::SET_SREGS => this.set_sregs(&read_arg(arg)?).pipe_ok(),
+            abi::RUN => this.run()?,
+            abi::GET_REGS => write_arg(arg, &this.get_regs())?,
+            abi::SET_REGS => this.set_regs(&read_arg(arg)?),
+            abi::GET_SREGS => write_arg(arg, &this.get_sregs())?,
+            abi::SET_SREGS => this.set_sregs(&read_arg(arg)?),
             abi::GET_VMCB => {
                 let mut out = UserSlice::new(arg, core::mem::size_of::<abi::VmcbDump>()).writer();
-                this.dump_vmcb(&mut out).map(|()| 0)
+                this.dump_vmcb(&mut out)?
             }
-            abi::GET_STATS => write_arg(arg, &this.stats()).map(|()| 0),
-            _ => Err(ENOTTY),
+            abi::GET_STATS => write_arg(arg, &this.stats())?,
+            _ => return Err(ENOTTY),
         }
+        Ok(0)
     }
 
     fn mmap(this: ArcBorrow<'_, Self>, vma: &mut Vma) -> Result {
         this.map_run(vma)
-    }
-}
-
-trait PipeOk {
-    fn pipe_ok(self) -> Result<isize>;
-}
-impl PipeOk for () {
-    fn pipe_ok(self) -> Result<isize> {
-        Ok(0)
     }
 }
 

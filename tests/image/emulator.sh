@@ -19,14 +19,22 @@ new_disk() { dd if=/dev/zero of="$1" bs=512 count=16 2>/dev/null; }
 disk_suite_ports() {
     new_disk "$OUT/disk-ports.img"
     out=$(yakvm run --mem 2M --disk "$OUT/disk-ports.img" guests/disk.bin 2>/dev/null); rc=$?
+    echo "$out" > "$OUT/disk-ports.out"
     [ $rc -eq 0 ] || { echo "status $rc: $(echo "$out" | grep -v '^ok' | head -n 3)"; return 1; }
     [ "$(echo "$out" | grep -c '^ok ')" -eq 18 ] || { echo "$(echo "$out" | grep -vc '^ok ') lines not ok: $out"; return 1; }
 }
 disk_suite_mmio() {
     new_disk "$OUT/disk-mmio.img"
     out=$(yakvm run --mem 2M --mmio-base 0x200000 --disk "$OUT/disk-mmio.img" guests/disk_mmio.bin 2>/dev/null); rc=$?
+    echo "$out" > "$OUT/disk-mmio.out"
     [ $rc -eq 0 ] || { echo "status $rc: $(echo "$out" | grep -v '^ok' | head -n 3)"; return 1; }
     [ "$(echo "$out" | grep -c '^ok ')" -eq 18 ] || { echo "$(echo "$out" | grep -vc '^ok ') lines not ok: $out"; return 1; }
+}
+disk_suite_exact_output() {
+    # Both suites print the same lines (stdout), compared whole.
+    for v in ports mmio; do
+        cmp -s "$OUT/disk-$v.out" /mnt/shares/tests/expected/disk.out || { echo "$v: $(diff "$OUT/disk-$v.out" /mnt/shares/tests/expected/disk.out | head -n 4)"; return 1; }
+    done
 }
 no_disk_is_size_zero() {
     # Without --disk the suite's setup sees size 0: its first size check fails, cleanly.
@@ -92,6 +100,11 @@ help_text() {
     yakvm run --help | grep -q -- '--disk <DISK>' && yakvm --help | grep -q 'info' || { echo "help is missing flags"; return 1; }
 }
 
+unemulatable_mmio_instruction() {
+    # mov eax, 0xc0000080; add [rax], eax; hlt -- ADD to MMIO cannot be emulated.
+    printf '\270\200\000\000\300\001\000\364' > "$OUT/add-mmio.bin"
+    expect_error "cannot emulate 'add \[rax\],eax' (\[01, 00\]) at rip 0x5 on MMIO" yakvm run "$OUT/add-mmio.bin"
+}
 bad_input_errors() {
     dd if=/dev/zero of="$OUT/odd.img" bs=100 count=1 2>/dev/null
     dd if=/dev/zero of="$OUT/big.bin" bs=1024 count=100 2>/dev/null
@@ -107,6 +120,7 @@ bad_input_errors() {
 
 check disk_suite_ports disk_suite_ports
 check disk_suite_mmio disk_suite_mmio
+check disk_suite_exact_output disk_suite_exact_output
 check no_disk_is_size_zero no_disk_is_size_zero
 check real_mode_guest real_mode_guest
 check protected_mode_guest protected_mode_guest
@@ -118,5 +132,6 @@ check trace_and_stats trace_and_stats
 check trace_of_mmio trace_of_mmio
 check info_command info_command
 check help_text help_text
+check unemulatable_mmio_instruction unemulatable_mmio_instruction
 check bad_input_errors bad_input_errors
 check dmesg_clean_emulator dmesg_clean
