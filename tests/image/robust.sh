@@ -52,13 +52,14 @@ leak_check() {
     leaks=$(grep -c 'unreferenced object' "$OUT/kmemleak.txt")
     sync; echo 3 > /proc/sys/vm/drop_caches
     free_after=$(awk '/^nr_free_pages/ { print $2 }' /proc/vmstat)
-    echo "  kmemleak: $leaks leaks; free pages $free_before before the cycles, $free_after after" >&2
+    echo "  kmemleak: $leaks leaks; free pages $free_before before the cycles, $free_after after" > "$OUT/leak-figures"
     [ "$leaks" -eq 0 ] || { echo "$leaks leaks: $(grep -m1 -A12 'unreferenced object' "$OUT/kmemleak.txt" | tr '\n' ' ')"; return 1; }
     # The system's free pages drift with caches and per-CPU lists: a coarse check (4 MiB,
     # where one leaked 1 MiB region per cycle would cost 100 MiB).
     [ $((free_before - free_after)) -le 1024 ] || { echo "free pages fell by $((free_before - free_after))"; return 1; }
 }
 check kmemleak_and_free_memory leak_check
+cat "$OUT/leak-figures" 2>/dev/null
 
 # Kill the disk writer mid-run: after SIGINT and SIGTERM every reported write is in the
 # file; after SIGKILL at most the sector being written differs.
@@ -84,5 +85,5 @@ check kill_writer_term kill_writer_term
 check kill_writer_kill kill_writer_kill
 
 faults=$(dmesg | grep -cE 'WARNING:|BUG:|Oops|general protection|soft lockup|hard LOCKUP|Call Trace')
-echo "  host kernel: $faults faults seen in dmesg" >&2
+echo "  host kernel: $faults faults seen in dmesg"
 check dmesg_clean_robust dmesg_clean
