@@ -177,11 +177,10 @@ impl<W: Write, B: Backing> Machine<W, B> {
             if !ran {
                 continue; // another signal: run on
             }
-            let run = *self.vcpu.run_page();
             if self.trace {
-                self.trace_exit(&run);
+                self.trace_exit();
             }
-            let result = self.handle(&run);
+            let result = self.handle();
             let now = Instant::now();
             self.times.emulator += now - mark;
             mark = now;
@@ -192,15 +191,20 @@ impl<W: Write, B: Backing> Machine<W, B> {
         }
     }
 
-    /// One exit: what the emulator does about it.
-    fn handle(&mut self, run: &abi::Run) -> Result<Effect, Error> {
+    /// One exit, as the run page describes it: what the emulator does about it. (The page
+    /// is read in place: exits are the hot path, and it holds 2 KiB of data.)
+    fn handle(&mut self) -> Result<Effect, Error> {
         {
+            let run = self.vcpu.run_page();
             let effect = match run.exit_reason {
-                abi::exit::IO => self.port_io(run)?,
-                abi::exit::MMIO => self.mmio(&run.mmio)?,
+                abi::exit::IO => self.port_io()?,
+                abi::exit::MMIO => {
+                    let m = run.mmio;
+                    self.mmio(&m)?
+                }
                 abi::exit::HYPERCALL => {
-                    let h = run.hypercall;
-                    self.vcpu.run_page().hypercall.ret = match h.nr {
+                    let h = &mut run.hypercall;
+                    h.ret = match h.nr {
                         hypercall::ADD => h.args.iter().fold(0u64, |a, &b| a.wrapping_add(b)),
                         _ => hypercall::UNKNOWN,
                     };
@@ -222,8 +226,9 @@ impl<W: Write, B: Backing> Machine<W, B> {
     /// `--trace`: one line per exit that reaches userspace (the module handles CPUID,
     /// MSRs and interrupts itself; `--stats` counts those). MMIO exits are traced by
     /// `mmio`, with the decoded access.
-    fn trace_exit(&self, run: &abi::Run) {
+    fn trace_exit(&mut self) {
         let rip = self.vcpu.regs().map(|r| r.rip).unwrap_or(u64::MAX);
+        let run = self.vcpu.run_page();
         let line = match run.exit_reason {
             abi::exit::IO => {
                 let io = run.io;
@@ -244,22 +249,23 @@ impl<W: Write, B: Backing> Machine<W, B> {
         eprintln!("[trace] rip={rip:#x} {line}");
     }
 
-    fn port_io(&mut self, run: &abi::Run) -> Result<Effect, Error> {
+    fn port_io(&mut self) -> Result<Effect, Error> {
+        let Self { vcpu, bus, mem, .. } = self;
+        let run = vcpu.run_page();
         let io = run.io;
         let len = io.size as usize * io.count as usize;
         if io.direction == abi::IO_OUT {
             let mut effect = Effect::Continue;
             for chunk in run.data[..len].chunks(io.size as usize) {
-                effect = self.bus.write(io.port, chunk, &self.mem)?;
+                effect = bus.write(io.port, chunk, &*mem)?;
                 if effect != Effect::Continue {
                     break;
                 }
             }
             Ok(effect)
         } else {
-            let data = &mut self.vcpu.run_page().data;
-            for chunk in data[..len].chunks_mut(io.size as usize) {
-                self.bus.read(io.port, chunk);
+            for chunk in run.data[..len].chunks_mut(io.size as usize) {
+                bus.read(io.port, chunk);
             }
             Ok(Effect::Continue)
         }
