@@ -2,6 +2,8 @@
 //! All of its `unsafe` code is in `sys`; the other modules may not have any.
 
 #[deny(unsafe_code)]
+pub mod bare;
+#[deny(unsafe_code)]
 pub mod boot;
 #[deny(unsafe_code)]
 pub mod bus;

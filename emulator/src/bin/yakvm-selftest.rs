@@ -9,7 +9,8 @@ use std::thread;
 
 use nix::errno::Errno;
 use yakvm::sys::{self, Device, GuestMemory, ProtFlags};
-use yakvm::{boot, layout};
+use yakvm::bare::{bare_vm, BareVm};
+use yakvm::machine::EntryMode;
 use yakvm_abi as abi;
 
 type TestResult = Result<(), String>;
@@ -98,25 +99,6 @@ fn vcpu_limit_and_capabilities(dev: &Device) -> TestResult {
     Ok(())
 }
 
-/// Loads `image` into a fresh VM with `vcpus` vCPUs entered in long mode, each with its
-/// own stack.
-fn long_mode_vm(dev: &Device, image: &[u8], vcpus: usize) -> Result<(sys::Vm, GuestMemory, Vec<sys::Vcpu>), String> {
-    let vm = dev.create_vm().map_err(|e| e.to_string())?;
-    let mem = GuestMemory::new(4 << 20).map_err(|e| e.to_string())?;
-    vm.add_memory(0, 0, &mem).map_err(|e| e.to_string())?;
-    mem.write(0, image).ok_or("image too big")?;
-    let (regs, sregs) = boot::long_mode(&mem, 0, 0).ok_or("boot area")?;
-    let mut list = Vec::new();
-    for i in 0..vcpus {
-        let vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
-        vcpu.set_sregs(&sregs).map_err(|e| e.to_string())?;
-        let rsp = layout::initial_rsp(mem.len() as u64) - (i as u64) * (64 << 10);
-        vcpu.set_regs(&abi::Regs { rsp, ..regs }).map_err(|e| e.to_string())?;
-        list.push(vcpu);
-    }
-    Ok((vm, mem, list))
-}
-
 /// Runs a vCPU to HLT, collecting what it writes to the serial port.
 fn run_to_hlt(vcpu: &mut sys::Vcpu) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
@@ -135,7 +117,7 @@ fn run_to_hlt(vcpu: &mut sys::Vcpu) -> Result<Vec<u8>, String> {
 
 fn two_vcpus_at_once(dev: &Device, guests: &Path) -> TestResult {
     let image = std::fs::read(guests.join("count.bin")).map_err(|e| e.to_string())?;
-    let (_vm, _mem, vcpus) = long_mode_vm(dev, &image, 2)?;
+    let BareVm { vm: _vm, mem: _mem, vcpus } = bare_vm(dev, 4 << 20, &image, EntryMode::Long, 2)?;
     let expected: Vec<u8> = (0..5000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let handles: Vec<_> = vcpus.into_iter().map(|mut v| thread::spawn(move || run_to_hlt(&mut v))).collect();
     for (i, h) in handles.into_iter().enumerate() {
@@ -149,7 +131,7 @@ fn two_vcpus_at_once(dev: &Device, guests: &Path) -> TestResult {
 
 fn vmcb_dump_and_stats(dev: &Device, guests: &Path) -> TestResult {
     let image = std::fs::read(guests.join("hello.bin")).map_err(|e| e.to_string())?;
-    let (_vm, _mem, mut vcpus) = long_mode_vm(dev, &image, 1)?;
+    let BareVm { vm: _vm, mem: _mem, mut vcpus } = bare_vm(dev, 4 << 20, &image, EntryMode::Long, 1)?;
     let vcpu = &mut vcpus[0];
     let out = run_to_hlt(vcpu)?;
     let vmcb = vcpu.vmcb().map_err(|e| e.to_string())?;
@@ -167,12 +149,8 @@ fn vmcb_dump_and_stats(dev: &Device, guests: &Path) -> TestResult {
 
 /// A real-mode VM running `code` at address 0.
 fn real_mode_vm(dev: &Device, code: &[u8]) -> Result<(sys::Vm, GuestMemory, sys::Vcpu), String> {
-    let vm = dev.create_vm().map_err(|e| e.to_string())?;
-    let mem = GuestMemory::new(64 << 10).map_err(|e| e.to_string())?;
-    vm.add_memory(0, 0, &mem).map_err(|e| e.to_string())?;
-    mem.write(0, code).ok_or("code too big")?;
-    let vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
-    Ok((vm, mem, vcpu))
+    let BareVm { vm, mem, mut vcpus } = bare_vm(dev, 64 << 10, code, EntryMode::Real, 1)?;
+    Ok((vm, mem, vcpus.remove(0)))
 }
 
 /// A state VMRUN refuses (CR0.NW without CR0.CD) comes back as FAIL_ENTRY.

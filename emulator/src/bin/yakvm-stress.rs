@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use yakvm::machine::EntryMode;
 use yakvm::sys::{self, Device, FuzzArg, GuestMemory, FUZZ_BUFFER};
-use yakvm::boot;
+use yakvm::bare::{bare_vm, BareVm};
 use yakvm_abi as abi;
 
 /// xorshift64*: reproducible from the printed seed.
@@ -76,18 +76,8 @@ const RANDOM_EXIT_LIMIT: u32 = 2000;
 /// is not EINTR is an error of the module or the emulator.
 fn run_random(dev: &Device, page: &[u8], mode: EntryMode, rng: &mut Rng, t: &mut Tally) -> Result<(), String> {
     t.runs += 1;
-    let vm = dev.create_vm().map_err(|e| e.to_string())?;
-    let mem = GuestMemory::new(RANDOM_RAM).map_err(|e| e.to_string())?;
-    vm.add_memory(0, 0, &mem).map_err(|e| e.to_string())?;
-    mem.write(0, page).ok_or("page")?;
-    let (regs, sregs) = match mode {
-        EntryMode::Real => boot::real_mode(0, 0),
-        EntryMode::Protected => boot::protected_mode(&mem, 0).ok_or("boot")?,
-        EntryMode::Long => boot::long_mode(&mem, 0, 0).ok_or("boot")?,
-    };
-    let mut vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
-    vcpu.set_sregs(&sregs).map_err(|e| e.to_string())?;
-    vcpu.set_regs(&regs).map_err(|e| e.to_string())?;
+    let BareVm { vm: _vm, mem: _mem, mut vcpus } = bare_vm(dev, RANDOM_RAM, page, mode, 1)?;
+    let vcpu = &mut vcpus[0];
     sys::alarm_after(RANDOM_TIMEOUT).map_err(|e| e.to_string())?;
     let result = (|| {
         for _ in 0..RANDOM_EXIT_LIMIT {
@@ -308,15 +298,8 @@ fn many_descriptors(dev: &Device) -> Result<(), String> {
 
 fn spin_vcpu(dev: &Device, guests: &str) -> Result<(sys::Vm, GuestMemory, sys::Vcpu), String> {
     let image = std::fs::read(format!("{guests}/spin.bin")).map_err(|e| e.to_string())?;
-    let vm = dev.create_vm().map_err(|e| e.to_string())?;
-    let mem = GuestMemory::new(1 << 20).map_err(|e| e.to_string())?;
-    vm.add_memory(0, 0, &mem).map_err(|e| e.to_string())?;
-    mem.write(0, &image).ok_or("image")?;
-    let (regs, sregs) = boot::long_mode(&mem, 0, 0).ok_or("boot")?;
-    let vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
-    vcpu.set_sregs(&sregs).map_err(|e| e.to_string())?;
-    vcpu.set_regs(&regs).map_err(|e| e.to_string())?;
-    Ok((vm, mem, vcpu))
+    let BareVm { vm, mem, mut vcpus } = bare_vm(dev, 1 << 20, &image, EntryMode::Long, 1)?;
+    Ok((vm, mem, vcpus.remove(0)))
 }
 
 /// Keeps `vcpu` running (RUN again after every exit) on a thread until `stop`, counting
@@ -414,14 +397,8 @@ fn lifecycle(dev: &Device, cycles: u64, guest: &str) -> bool {
     let result = (|| -> Result<(), String> {
         let image = std::fs::read(guest).map_err(|e| e.to_string())?;
         for n in 0..cycles {
-            let vm = dev.create_vm().map_err(|e| e.to_string())?;
-            let mem = GuestMemory::new(1 << 20).map_err(|e| e.to_string())?;
-            vm.add_memory(0, 0, &mem).map_err(|e| e.to_string())?;
-            mem.write(0, &image).ok_or("image")?;
-            let (regs, sregs) = boot::long_mode(&mem, 0, 0).ok_or("boot")?;
-            let mut vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
-            vcpu.set_sregs(&sregs).map_err(|e| e.to_string())?;
-            vcpu.set_regs(&regs).map_err(|e| e.to_string())?;
+            let BareVm { vm: _vm, mem: _mem, mut vcpus } = bare_vm(dev, 1 << 20, &image, EntryMode::Long, 1)?;
+            let vcpu = &mut vcpus[0];
             loop {
                 vcpu.run().map_err(|e| e.to_string())?;
                 match vcpu.run_page().exit_reason {
