@@ -3,12 +3,15 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer diskread
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.
 KDIR      = $(eval KDIR := $$(shell scripts/kernel.sh))$(KDIR)
 GUEST_OUT = target/$(TARGET)/guest
+# CMD reaches the image byte for byte: make must not expand the `$` of a shell command
+# (`$(value)` takes it as written, on the command line or in the environment).
+override CMD := $(value CMD)
 export CMD
 
 .PHONY: help deps kernel module emulator guests initramfs env run debug test soak disk clean

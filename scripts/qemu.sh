@@ -35,21 +35,25 @@ if [[ -z ${CMD:-} ]]; then
     exec "${args[@]}" -nographic -append "$append"
 fi
 
-# Non-interactive: the command goes through a script in the share; its exit status comes
-# back as the last line of the console output.
+# Non-interactive: the command goes through a script in the share; the image writes its
+# exit status to a file beside it (never through the console, where the command's own
+# output could hide or fake it).
 mkdir -p "$SHARES_DIR/.run"
 cmdfile=".run/cmd.$$"
 printf '%s\n' "$CMD" > "$SHARES_DIR/$cmdfile"
-statusfile=$(mktemp)
+statusfile="$SHARES_DIR/$cmdfile.status"
+rm -f "$statusfile"
 trap 'rm -f "$SHARES_DIR/$cmdfile" "$statusfile"' EXIT
+qemu_rc=0
 timeout "${QEMU_TIMEOUT:-900}" "${args[@]}" -display none -serial stdio -monitor none \
-    -append "$append yakvm.cmd=$cmdfile" < /dev/null |
-    awk -v status="$statusfile" '
-        /^YAKVM-EXIT-STATUS=/ { sub(/\r$/, ""); split($0, a, "="); print a[2] > status; next }
-        { print; fflush() }'
-rc=$(cat "$statusfile")
-if [[ -z $rc ]]; then
-    log "qemu: the image ended without reporting the command's status (crash or timeout)"
+    -append "$append yakvm.cmd=$cmdfile" < /dev/null || qemu_rc=$?
+rc=$(cat "$statusfile" 2>/dev/null || true)
+if [[ ! $rc =~ ^[0-9]+$ ]]; then
+    if ((qemu_rc == 124)); then
+        log "qemu: timed out after ${QEMU_TIMEOUT:-900} s without the command's status"
+    else
+        log "qemu: the image ended without reporting the command's status (crash?)"
+    fi
     exit 125
 fi
 exit "$rc"

@@ -32,13 +32,11 @@ if ! make -s env; then
 fi
 rm -rf "$SHARES_DIR/out"
 
-# run_image NAME SCRIPT [CPU]: boots, runs SCRIPT, records its PASS/FAIL lines and shows
-# the figures it prints (lines starting with two spaces or ending in a colon).
-run_image() {
-    local name=$1 script=$2 cpu=${3:-} log="$BUILD_DIR/test-$1.log" line
-    log "image: $name"
-    QEMU_CPU=$cpu CMD="${SOAK:+SOAK=1 }sh tests/$script" QEMU_TIMEOUT=${QEMU_TIMEOUT:-1200} scripts/qemu.sh > "$log" 2>&1
-    local rc=$? seen=0
+# collect LOG: records the PASS/FAIL lines of a run's log and shows the figures it prints
+# (lines starting with two spaces, or the robustness summaries); sets `seen`.
+collect() {
+    local log=$1 line
+    seen=0
     while IFS= read -r line; do
         case $line in
             "PASS "*) record "${line#PASS }" ok; seen=$((seen + 1)) ;;
@@ -46,8 +44,32 @@ run_image() {
             "  "*|"random guests:"*|"ioctl fuzzing:"*|"lifecycle:"*) echo "$line" ;;
         esac
     done < <(tr -d '\r' < "$log")
+}
+
+# run_image NAME SCRIPT [CPU]: boots, runs SCRIPT in the image, collects its results.
+run_image() {
+    local name=$1 script=$2 cpu=${3:-} log="$BUILD_DIR/test-$1.log"
+    log "image: $name"
+    QEMU_CPU=$cpu CMD="${SOAK:+SOAK=1 }sh tests/$script" QEMU_TIMEOUT=${QEMU_TIMEOUT:-1200} scripts/qemu.sh > "$log" 2>&1
+    local rc=$?
+    collect "$log"
     if ((rc != 0 || seen == 0)); then
         record "boot-$name" fail "the image run ended with status $rc after $seen tests (log: $log)"
+        tail -n 30 "$log"
+    fi
+}
+
+# run_host NAME PROGRAM: a test program on the host that boots the image itself.
+run_host() {
+    local name=$1 log="$BUILD_DIR/test-$1.log"
+    shift
+    log "host: $name"
+    "$@" > "$log" 2>&1
+    local rc=$?
+    collect "$log"
+    # A failed check prints its FAIL line and makes the program fail: nothing more to say.
+    if ((seen == 0)) || { ((rc != 0)) && ! grep -q '^FAIL' "$log"; }; then
+        record "host-$name" fail "$* ended with status $rc after $seen tests (log: $log)"
         tail -n 30 "$log"
     fi
 }
@@ -60,6 +82,9 @@ want emulator && run_image emulator emulator.sh
 want robust && run_image robust robust.sh
 want no-svm && run_image no-svm no-svm.sh EPYC,-svm
 want la57 && run_image la57 la57.sh EPYC,+la57
+# The host's entry points as users call them: make run CMD=..., the interactive shell.
+want scripts && run_host scripts tests/host/scripts.sh
+want interactive && run_host interactive python3 tests/host/session.py poweroff reboot ctrl-d
 
 # 3. Host-side checks of the guests' output.
 if want svm; then

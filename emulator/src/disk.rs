@@ -126,6 +126,9 @@ impl Backing for Vec<u8> {
 
 pub struct Disk<B: Backing> {
     backing: B,
+    /// The backing's size, read once: the disk is ours for the run, and asking the file
+    /// on every command cost two `fstat`s per sector (each a round trip on a 9p share).
+    size: u64,
     sector: u32,
     dma: u32,
     /// Where the status structure lives, once set up.
@@ -136,7 +139,8 @@ pub struct Disk<B: Backing> {
 
 impl<B: Backing> Disk<B> {
     pub fn new(backing: B) -> Self {
-        Self { backing, sector: 0, dma: 0, status: None, ignored: 0 }
+        let size = backing.len();
+        Self { backing, size, sector: 0, dma: 0, status: None, ignored: 0 }
     }
 
     pub fn owns(port: u16) -> bool {
@@ -195,7 +199,7 @@ impl<B: Backing> Disk<B> {
     /// Moves one sector; returns the error code (0 on success).
     fn transfer(&mut self, to_disk: bool, mem: &impl Dma) -> i32 {
         let offset = u64::from(self.sector) * SECTOR_SIZE as u64;
-        if offset + SECTOR_SIZE as u64 > self.backing.len() {
+        if offset + SECTOR_SIZE as u64 > self.size {
             return EINVAL;
         }
         let dma = u64::from(self.dma);
@@ -222,7 +226,7 @@ impl<B: Backing> Disk<B> {
 
     fn report(&mut self, at: u64, error: i32, mem: &impl Dma) {
         let mut status = [0u8; STATUS_SIZE];
-        status[..8].copy_from_slice(&self.backing.len().to_le_bytes());
+        status[..8].copy_from_slice(&self.size.to_le_bytes());
         status[8..12].copy_from_slice(&error.to_le_bytes());
         // Inside RAM: checked at setup, and RAM does not move.
         let _ = mem.write(at, &status);
@@ -319,6 +323,60 @@ mod tests {
         assert_eq!(disk.ignored, 3);
         assert!(disk.status.is_none());
         assert!(ram.0.borrow().iter().all(|&b| b == 0));
+    }
+
+    /// A backing store that counts the calls made to it.
+    #[derive(Default)]
+    struct Counting {
+        bytes: Vec<u8>,
+        lens: std::cell::Cell<u32>,
+        reads: u32,
+        writes: u32,
+    }
+
+    impl Backing for Counting {
+        fn len(&self) -> u64 {
+            self.lens.set(self.lens.get() + 1);
+            self.bytes.len() as u64
+        }
+        fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+            self.reads += 1;
+            self.bytes.read_at(offset, out)
+        }
+        fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.writes += 1;
+            self.bytes.write_at(offset, data)
+        }
+        fn sync(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Each sector moved is one call to the backing file and nothing else: on a 9p share
+    /// every call is a round trip to the host (the size was asked twice per sector once,
+    /// which made the disk 2.35 times slower than on KVM).
+    #[test]
+    fn one_backing_call_per_sector() {
+        let mut disk = Disk::new(Counting { bytes: vec![0u8; 64 * 512], ..Default::default() });
+        let ram = Ram(RefCell::new(vec![0u8; 4096]));
+        let out = |disk: &mut Disk<Counting>, port: u16, value: u32| {
+            let bytes = value.to_le_bytes();
+            disk.write(port, if port == COMMAND_PORT { &bytes[..1] } else { &bytes[..] }, &ram);
+        };
+        out(&mut disk, DMA_PORT, 0x100);
+        out(&mut disk, COMMAND_PORT, u32::from(CMD_SETUP));
+        out(&mut disk, DMA_PORT, 0x200);
+        for pass in 0..4 {
+            for s in 0..64 {
+                out(&mut disk, SECTOR_PORT, s);
+                out(&mut disk, COMMAND_PORT, u32::from(if pass == 3 { CMD_WRITE } else { CMD_READ }));
+            }
+        }
+        out(&mut disk, SECTOR_PORT, 64); // past the end: refused without asking the file
+        out(&mut disk, COMMAND_PORT, u32::from(CMD_READ));
+        assert_eq!(status(&ram, 0x100), (64 * 512, EINVAL));
+        let b = &disk.backing;
+        assert_eq!((b.lens.get(), b.reads, b.writes), (1, 3 * 64, 64));
     }
 
     #[test]
