@@ -62,6 +62,8 @@ impl FileOps for Vcpu {
                 this.dump_vmcb(&mut out)?
             }
             abi::GET_STATS => write_arg(arg, &this.stats())?,
+            abi::INTERRUPT => this.interrupt(&read_arg(arg)?)?,
+            abi::GET_MSR_STATS => write_arg(arg, &this.msr_stats())?,
             _ => return Err(ENOTTY),
         }
         Ok(0)

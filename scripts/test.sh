@@ -79,6 +79,7 @@ want() { [[ -z $ONLY || " $ONLY " == *" $1 "* ]]; }
 want svm && run_image svm env.sh
 want core && run_image core core.sh
 want emulator && run_image emulator emulator.sh
+want pc && run_image pc pc.sh
 want robust && run_image robust robust.sh
 want no-svm && run_image no-svm no-svm.sh EPYC,-svm
 want la57 && run_image la57 la57.sh EPYC,+la57

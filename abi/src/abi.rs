@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 /// Version of this ABI; bumped on every incompatible change.
-pub const API_VERSION: u32 = 1;
+pub const API_VERSION: u32 = 2;
 
 /// The ioctl "type" byte of every yakvm command.
 pub const IOCTL_TYPE: u32 = b'Y' as u32;
@@ -64,6 +64,13 @@ pub const SET_SREGS: u32 = iow::<Sregs>(0x24);
 pub const GET_VMCB: u32 = ior::<VmcbDump>(0x25);
 /// Reads the vCPU's exit counters ([`ExitStats`]).
 pub const GET_STATS: u32 = ior::<ExitStats>(0x26);
+/// Queues an external interrupt ([`Interrupt`]), as from an interrupt controller in
+/// userspace. It is delivered at the first instruction boundary where the guest can take
+/// it (RFLAGS.IF set, no interrupt shadow, no other event being delivered). `EEXIST` if
+/// one is already queued, `EINVAL` for a vector below 32 (those are exceptions).
+pub const INTERRUPT: u32 = iow::<Interrupt>(0x27);
+/// Reads which MSRs the guest accessed, and how often ([`MsrStats`]).
+pub const GET_MSR_STATS: u32 = ior::<MsrStats>(0x28);
 
 /// Capabilities for [`CHECK_CAPABILITY`].
 pub mod cap {
@@ -182,7 +189,10 @@ pub mod exit {
     pub const UNKNOWN: u32 = 0;
     /// Port I/O: `Run::io`, data in `Run::data`.
     pub const IO: u32 = 1;
-    /// The guest executed HLT (RIP is past it).
+    /// The guest executed HLT (RIP is past it) and has nothing queued to wake it.
+    /// `Run::if_flag` tells the two meanings: with interrupts enabled the guest waits
+    /// for one (userspace waits for its next event, then uses `INTERRUPT`); with them
+    /// disabled nothing can wake it (it stopped).
     pub const HLT: u32 = 2;
     /// The guest shut down (triple fault); `Run::hw` has the exit information.
     pub const SHUTDOWN: u32 = 3;
@@ -195,6 +205,46 @@ pub mod exit {
     /// The guest executed VMMCALL: `Run::hypercall`. RIP is past it; RAX gets
     /// `hypercall.ret` at the next `RUN`.
     pub const HYPERCALL: u32 = 6;
+    /// Userspace set `Run::request_interrupt_window` and the guest can now take an
+    /// interrupt: `INTERRUPT` will be delivered before the next instruction.
+    pub const IRQ_WINDOW_OPEN: u32 = 7;
+}
+
+/// The argument of [`INTERRUPT`]: the vector to deliver (32..=255).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interrupt {
+    pub vector: u32,
+}
+
+/// Reads and writes of one MSR by the guest (`faults`: the accesses answered with #GP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsrCount {
+    pub index: u32,
+    pub reads: u32,
+    pub writes: u32,
+    pub faults: u32,
+}
+
+/// Most distinct MSRs [`MsrStats`] tells apart; later ones are only counted in `others`.
+pub const MSR_STATS_ENTRIES: usize = 64;
+
+/// The MSRs a vCPU's guest accessed, in the order it first touched them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MsrStats {
+    /// Entries in use.
+    pub count: u32,
+    /// Accesses to MSRs beyond the first [`MSR_STATS_ENTRIES`] distinct ones.
+    pub others: u32,
+    pub entries: [MsrCount; MSR_STATS_ENTRIES],
+}
+
+impl Default for MsrStats {
+    fn default() -> Self {
+        Self { count: 0, others: 0, entries: [MsrCount::default(); MSR_STATS_ENTRIES] }
+    }
 }
 
 /// Port I/O directions (`IoExit::direction`).
@@ -276,6 +326,12 @@ pub struct ExitStats {
     pub invalid_opcode: u64,
     pub fail_entry: u64,
     pub other: u64,
+    /// Interrupts delivered from `INTERRUPT`.
+    pub injected: u64,
+    /// Events re-delivered because an exit interrupted their delivery (EXITINTINFO).
+    pub reinjected: u64,
+    /// Exits when the guest became able to take an interrupt (VINTR).
+    pub irq_window: u64,
 }
 
 /// Bytes of `Run::data`.
@@ -288,7 +344,19 @@ pub const RUN_DATA_SIZE: usize = 2048;
 pub struct Run {
     /// One of the [`exit`] constants.
     pub exit_reason: u32,
-    pub _pad: u32,
+    /// Set by userspace: return from `RUN` with [`exit::IRQ_WINDOW_OPEN`] as soon as the
+    /// guest can take an interrupt (and no interrupt is queued).
+    pub request_interrupt_window: u8,
+    /// Set by userspace (typically by a signal handler that kicks the vCPU thread): the
+    /// next `RUN` returns `EINTR` at once, without entering the guest. Closes the race of
+    /// a kick that arrives just before `RUN`. Userspace clears it.
+    pub immediate_exit: u8,
+    /// Set by the module on every return from `RUN`: `INTERRUPT` would be delivered
+    /// before the guest's next instruction (RFLAGS.IF set, no interrupt shadow, nothing
+    /// queued or being delivered).
+    pub ready_for_interrupt_injection: u8,
+    /// Set by the module on every return from `RUN`: the guest's RFLAGS.IF.
+    pub if_flag: u8,
     pub io: IoExit,
     pub hw: HwExit,
     pub mmio: MmioExit,
@@ -301,5 +369,6 @@ const _: () = assert!(core::mem::size_of::<Regs>() == 18 * 8);
 const _: () = assert!(core::mem::size_of::<Segment>() == 16);
 const _: () = assert!(core::mem::size_of::<Sregs>() == 8 * 16 + 2 * 16 + 5 * 8);
 const _: () = assert!(core::mem::size_of::<MemoryRegion>() == 32);
-const _: () = assert!(core::mem::size_of::<ExitStats>() == 13 * 8);
+const _: () = assert!(core::mem::size_of::<ExitStats>() == 16 * 8);
+const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENTRIES);
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);

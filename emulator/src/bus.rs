@@ -10,10 +10,16 @@
 //!
 //! Reads of write-only registers return all ones; bad accesses are counted and the first
 //! ones logged, never fatal.
+//!
+//! On the pc machine (`pc::board`), port I/O goes to the PC's devices first; the serial
+//! port (0x10) and the exit port (0xf4) stay, and the disk moves to
+//! `pc::board::DISK_PORT_BASE` (its seed ports belong to the PIC). The MMIO window keeps
+//! the seed's register numbers on both machines.
 
 use std::io::{self, Write};
 
-use crate::disk::{Backing, Disk, Dma};
+use crate::disk::{Backing, Disk, Dma, COMMAND_PORT, SECTOR_PORT};
+use crate::pc::board::{Board, PortEffect, DISK_PORT_BASE};
 
 pub const SERIAL_PORT: u16 = 0x10;
 pub const EXIT_PORT: u16 = 0xf4;
@@ -28,6 +34,8 @@ pub const MMIO_PORTS: u64 = 0x100;
 pub enum Effect {
     Continue,
     Exit(u8),
+    /// The guest reset the machine (pc: the i8042's reset line).
+    Reset,
 }
 
 /// Bad accesses reported on stderr before the bus goes quiet about them.
@@ -40,11 +48,18 @@ pub struct Bus<W: Write, B: Backing> {
     mmio_base: u64,
     /// Accesses nothing answers, or with a width the register does not take.
     pub bad_accesses: u64,
+    /// The PC's devices, on the pc machine.
+    pub board: Option<Board>,
 }
 
 impl<W: Write, B: Backing> Bus<W, B> {
     pub fn new(out: W, disk: Disk<B>, mmio_base: u64) -> Self {
-        Self { out, disk, scratch: 0, mmio_base, bad_accesses: 0 }
+        Self { out, disk, scratch: 0, mmio_base, bad_accesses: 0, board: None }
+    }
+
+    /// The pc machine's bus: the seed's registers plus `board`.
+    pub fn with_board(out: W, disk: Disk<B>, mmio_base: u64, board: Board) -> Self {
+        Self { board: Some(board), ..Self::new(out, disk, mmio_base) }
     }
 
     pub fn output(&mut self) -> &mut W {
@@ -58,9 +73,50 @@ impl<W: Write, B: Backing> Bus<W, B> {
         }
     }
 
-    /// A write of `data` (1, 2, 4 or 8 bytes) to register `port`; `mem` is guest RAM for
+    /// A port write (OUT) of `data` (1, 2 or 4 bytes) to `port`; `mem` is guest RAM for
     /// the devices that do DMA.
     pub fn write(&mut self, port: u16, data: &[u8], mem: &impl Dma) -> io::Result<Effect> {
+        let Some(board) = self.board.as_mut() else {
+            return self.register_write(port, data, mem);
+        };
+        match port {
+            SERIAL_PORT | EXIT_PORT => self.register_write(port, data, mem),
+            p if (DISK_PORT_BASE..=DISK_PORT_BASE + (COMMAND_PORT - SECTOR_PORT)).contains(&p) => {
+                self.register_write(p - DISK_PORT_BASE + SECTOR_PORT, data, mem)
+            }
+            _ => {
+                // A wide OUT writes consecutive ports, as on the ISA bus.
+                let mut effect = Effect::Continue;
+                for (i, &byte) in data.iter().enumerate() {
+                    if board.write(port.wrapping_add(i as u16), byte)? == PortEffect::Reset {
+                        effect = Effect::Reset;
+                    }
+                }
+                let uart_out = board.uart.output();
+                if !uart_out.is_empty() {
+                    self.out.write_all(uart_out)?;
+                    self.out.flush()?;
+                    uart_out.clear();
+                }
+                Ok(effect)
+            }
+        }
+    }
+
+    /// A port read (IN) of `out.len()` bytes from `port`.
+    pub fn read(&mut self, port: u16, out: &mut [u8]) {
+        match self.board.as_mut() {
+            None => self.register_read(port, out),
+            Some(board) => {
+                for (i, byte) in out.iter_mut().enumerate() {
+                    *byte = board.read(port.wrapping_add(i as u16));
+                }
+            }
+        }
+    }
+
+    /// A write of `data` (1, 2, 4 or 8 bytes) to the seed's register `port`.
+    fn register_write(&mut self, port: u16, data: &[u8], mem: &impl Dma) -> io::Result<Effect> {
         let port_width = matches!(data.len(), 1 | 2 | 4);
         match port {
             SERIAL_PORT if port_width => self.out.write_all(data)?,
@@ -72,8 +128,8 @@ impl<W: Write, B: Backing> Bus<W, B> {
         Ok(Effect::Continue)
     }
 
-    /// A read of `out.len()` bytes from register `port`.
-    pub fn read(&mut self, port: u16, out: &mut [u8]) {
+    /// A read of `out.len()` bytes from the seed's register `port`.
+    fn register_read(&mut self, port: u16, out: &mut [u8]) {
         match port {
             SCRATCH_PORT => out.copy_from_slice(&self.scratch.to_le_bytes()[..out.len()]),
             _ => {
@@ -91,7 +147,7 @@ impl<W: Write, B: Backing> Bus<W, B> {
 
     pub fn mmio_write(&mut self, gpa: u64, data: &[u8], mem: &impl Dma) -> io::Result<Effect> {
         match self.mmio_port(gpa) {
-            Some(port) => self.write(port, data, mem),
+            Some(port) => self.register_write(port, data, mem),
             None => {
                 self.bad(format_args!("{}-byte MMIO write of {:#x} at {gpa:#x}", data.len(), le(data)));
                 Ok(Effect::Continue)
@@ -101,7 +157,7 @@ impl<W: Write, B: Backing> Bus<W, B> {
 
     pub fn mmio_read(&mut self, gpa: u64, out: &mut [u8]) {
         match self.mmio_port(gpa) {
-            Some(port) => self.read(port, out),
+            Some(port) => self.register_read(port, out),
             None => {
                 out.fill(0xff);
                 self.bad(format_args!("{}-byte MMIO read at {gpa:#x} (all ones)", out.len()));

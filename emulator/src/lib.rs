@@ -10,6 +10,8 @@ pub mod bus;
 #[deny(unsafe_code)]
 pub mod disk;
 #[deny(unsafe_code)]
+pub mod events;
+#[deny(unsafe_code)]
 pub mod insn;
 #[deny(unsafe_code)]
 pub mod layout;
@@ -19,4 +21,6 @@ pub mod loader;
 pub mod machine;
 #[deny(unsafe_code)]
 pub mod mmu;
+#[deny(unsafe_code)]
+pub mod pc;
 pub mod sys;

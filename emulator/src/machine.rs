@@ -2,23 +2,52 @@
 //! module returns.
 
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use crate::bus::{Bus, Effect};
 use crate::disk::{Backing, Disk};
+use crate::events::{Event, Events, HostTimer};
 use crate::insn::{self, Access, Source};
 use crate::loader::{self, LoadError};
+use crate::pc::board::Board;
+use crate::pc::console::{Escape, Key};
+use crate::pc::pit::IrqTimer;
 use crate::{boot, layout, mmu, sys};
 use yakvm_abi as abi;
 
 /// How a run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// HLT (status 0) or a write to the exit port (its value).
+    /// HLT (seed: status 0) or a write to the exit port (its value).
     Exit(u8),
     /// A signal interrupted RUN (SIGINT or SIGTERM: its number).
     Interrupted(i32),
+    /// pc: the guest halted with interrupts disabled; nothing can wake it (a power-off).
+    Halted,
+    /// pc: the guest reset the machine (i8042 reset line): a reboot, which ends the run.
+    Reset,
+    /// pc: the user typed Ctrl-A X at the console.
+    Quit,
 }
+
+/// The board a guest runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MachineKind {
+    /// The seed machine: port 0x10 serial, DMA disk at 0x20-0x22, exit port, MMIO window;
+    /// HLT ends the run.
+    #[default]
+    Seed,
+    /// A PC: 8259A PICs, 8254 PIT, 16550A UART console, CMOS RTC, i8042 reset; HLT waits
+    /// for an interrupt.
+    Pc,
+}
+
+/// The fastest timer interrupt rate yakvm delivers (KVM's PIT has the same floor): a
+/// guest that programs the PIT faster gets its ticks merged.
+pub const MIN_TIMER_PERIOD: Duration = Duration::from_micros(200);
+/// How long a halted guest's wait lasts before the stop signals are checked again.
+const HALT_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,6 +81,8 @@ pub enum Error {
     RealModeBase(u64),
     #[error("the entry point {entry:#x} is outside the real-mode code segment at {base:#x}")]
     RealModeEntry { entry: u64, base: u64 },
+    #[error("the guest waits for an interrupt (HLT at rip {0:#x}) that nothing can send: no timer is running and the console's input has ended")]
+    WaitsForever(u64),
 }
 
 /// Hypercalls the emulator answers (VMMCALL with the number in RAX).
@@ -73,6 +104,7 @@ pub enum EntryMode {
     Long,
 }
 
+#[derive(Clone)]
 pub struct Config {
     pub mem: u64,
     pub mmio_base: Option<u64>,
@@ -81,6 +113,9 @@ pub struct Config {
     pub load_addr: u64,
     /// One line per exit on stderr.
     pub trace: bool,
+    pub machine: MachineKind,
+    /// pc: the console's input is a terminal (Ctrl-A commands are read from it).
+    pub console_is_terminal: bool,
 }
 
 /// Where the time went, for `--stats`.
@@ -99,6 +134,22 @@ pub struct Machine<W: Write, B: Backing> {
     pub bus: Bus<W, B>,
     trace: bool,
     pub times: Times,
+    /// The pc machine's outside world.
+    pc: Option<PcWorld>,
+}
+
+/// What the pc machine needs beyond its devices: the host timer behind the PIT, the
+/// event thread, the console's escape keys.
+struct PcWorld {
+    timer: HostTimer,
+    events: Events,
+    /// Ctrl-A commands, when the console is a terminal.
+    escape: Option<Escape>,
+    /// Standard input has not ended.
+    input_open: bool,
+    /// The host timer is armed.
+    timer_armed: bool,
+    warned_fast_timer: bool,
 }
 
 impl<W: Write, B: Backing> Machine<W, B> {
@@ -150,8 +201,19 @@ impl<W: Write, B: Backing> Machine<W, B> {
         let vcpu = vm.create_vcpu()?;
         vcpu.set_sregs(&sregs)?;
         vcpu.set_regs(&regs)?;
-        let bus = Bus::new(out, Disk::new(disk), mmio_base);
-        Ok(Self { _vm: vm, mem, vcpu, bus, trace: config.trace, times: Times::default() })
+        let (bus, pc) = match config.machine {
+            MachineKind::Seed => (Bus::new(out, Disk::new(disk), mmio_base), None),
+            MachineKind::Pc => {
+                let timer = HostTimer::new()?;
+                // The console's input: standard input, read by the event thread.
+                let input = std::io::stdin().as_fd().try_clone_to_owned()?;
+                let events = Events::start(timer.clone(), Some(input), vcpu.kickable()?)?;
+                let escape = config.console_is_terminal.then(Escape::new);
+                let world = PcWorld { timer, events, escape, input_open: true, timer_armed: false, warned_fast_timer: false };
+                (Bus::with_board(out, Disk::new(disk), mmio_base, Board::new(ram)), Some(world))
+            }
+        };
+        Ok(Self { _vm: vm, mem, vcpu, bus, trace: config.trace, times: Times::default(), pc })
     }
 
     /// Flushes the output and puts the disk's writes on stable storage: call it however
@@ -166,6 +228,14 @@ impl<W: Write, B: Backing> Machine<W, B> {
     pub fn run(&mut self) -> Result<Outcome, Error> {
         let mut mark = Instant::now();
         loop {
+            if self.pc.is_some() {
+                // Clear the kick first: a kick from here on makes RUN return at once.
+                self.vcpu.clear_kick();
+                if let Some(outcome) = self.pc_events()? {
+                    return Ok(outcome);
+                }
+                self.deliver_interrupts()?;
+            }
             let ran = self.vcpu.run();
             let now = Instant::now();
             self.times.guest += now - mark;
@@ -175,7 +245,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 return Ok(Outcome::Interrupted(signal));
             }
             if !ran {
-                continue; // another signal: run on
+                continue; // a kick or another signal: run on
             }
             if self.trace {
                 self.trace_exit();
@@ -184,43 +254,117 @@ impl<W: Write, B: Backing> Machine<W, B> {
             let now = Instant::now();
             self.times.emulator += now - mark;
             mark = now;
-            match result? {
-                Effect::Continue => {}
-                Effect::Exit(status) => return Ok(Outcome::Exit(status)),
+            if let Some(outcome) = result? {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// pc: what the event thread saw (timer expiries, console input), and the host timer
+    /// following the PIT. `Some` when the user asked to quit.
+    fn pc_events(&mut self) -> Result<Option<Outcome>, Error> {
+        let (Some(pc), Some(board)) = (self.pc.as_mut(), self.bus.board.as_mut()) else {
+            return Ok(None);
+        };
+        let events: Vec<Event> = pc.events.drain().collect();
+        for event in events {
+            if let Some(outcome) = pc.handle_event(event, board) {
+                return Ok(Some(outcome));
+            }
+        }
+        if let Some(timer) = board.timer_update() {
+            pc.arm(timer, board.now_ns())?;
+        }
+        Ok(None)
+    }
+
+    /// pc: the PIC's request goes to the CPU when it can take it (the module delivers
+    /// it); until then the module is asked to report the interrupt window.
+    fn deliver_interrupts(&mut self) -> Result<(), Error> {
+        let Some(board) = self.bus.board.as_mut() else {
+            return Ok(());
+        };
+        let run = self.vcpu.run_page();
+        let ready = run.ready_for_interrupt_injection != 0;
+        if board.pic.has_interrupt() && ready {
+            if let Some(vector) = board.acknowledge() {
+                if self.trace {
+                    eprintln!("[trace] interrupt vector={vector:#x}");
+                }
+                self.vcpu.interrupt(vector)?;
+            }
+        }
+        // More to deliver (or the CPU was not ready): come back when it can take one.
+        let waiting = board.pic.has_interrupt();
+        self.vcpu.run_page().request_interrupt_window = u8::from(waiting);
+        Ok(())
+    }
+
+    /// pc: HLT with interrupts enabled: waits, without spinning, for an event that makes
+    /// the PIC request an interrupt (or for the user or a signal to end the run).
+    fn wait_for_interrupt(&mut self) -> Result<Option<Outcome>, Error> {
+        loop {
+            if let Some(signal) = sys::stop_signal() {
+                return Ok(Some(Outcome::Interrupted(signal)));
+            }
+            if let Some(outcome) = self.pc_events()? {
+                return Ok(Some(outcome));
+            }
+            let (Some(pc), Some(board)) = (self.pc.as_mut(), self.bus.board.as_mut()) else {
+                return Ok(None);
+            };
+            if board.pic.has_interrupt() {
+                return Ok(None);
+            }
+            if !pc.timer_armed && !pc.input_open {
+                return Err(Error::WaitsForever(self.vcpu.regs().map_or(0, |r| r.rip)));
+            }
+            if let Some(event) = pc.events.wait(HALT_POLL) {
+                if let Some(outcome) = pc.handle_event(event, board) {
+                    return Ok(Some(outcome));
+                }
             }
         }
     }
 
     /// One exit, as the run page describes it: what the emulator does about it. (The page
     /// is read in place: exits are the hot path, and it holds 2 KiB of data.)
-    fn handle(&mut self) -> Result<Effect, Error> {
-        {
-            let run = self.vcpu.run_page();
-            let effect = match run.exit_reason {
-                abi::exit::IO => self.port_io()?,
-                abi::exit::MMIO => {
-                    let m = run.mmio;
-                    self.mmio(&m)?
-                }
-                abi::exit::HYPERCALL => {
-                    let h = &mut run.hypercall;
-                    h.ret = match h.nr {
-                        hypercall::ADD => h.args.iter().fold(0u64, |a, &b| a.wrapping_add(b)),
-                        _ => hypercall::UNKNOWN,
-                    };
-                    Effect::Continue
-                }
-                abi::exit::HLT => Effect::Exit(0),
-                abi::exit::SHUTDOWN => return Err(Error::Shutdown(run.hw.rip)),
-                abi::exit::FAIL_ENTRY => return Err(Error::FailEntry(run.hw.rip)),
-                abi::exit::UNKNOWN => {
-                    let hw = run.hw;
-                    return Err(Error::Unhandled { code: hw.exit_code, rip: hw.rip, info1: hw.exit_info_1, info2: hw.exit_info_2 });
-                }
-                other => return Err(Error::UnknownReason(other)),
-            };
-            Ok(effect)
-        }
+    /// `None`: the guest runs on; `Some`: the run ends so.
+    fn handle(&mut self) -> Result<Option<Outcome>, Error> {
+        let run = self.vcpu.run_page();
+        let effect = match run.exit_reason {
+            abi::exit::IO => self.port_io()?,
+            abi::exit::MMIO => {
+                let m = run.mmio;
+                self.mmio(&m)?
+            }
+            abi::exit::HYPERCALL => {
+                let h = &mut run.hypercall;
+                h.ret = match h.nr {
+                    hypercall::ADD => h.args.iter().fold(0u64, |a, &b| a.wrapping_add(b)),
+                    _ => hypercall::UNKNOWN,
+                };
+                Effect::Continue
+            }
+            // seed: HLT ends the run. pc: it waits for an interrupt, unless none can come.
+            abi::exit::HLT if self.pc.is_none() => Effect::Exit(0),
+            abi::exit::HLT if run.if_flag == 0 => return Ok(Some(Outcome::Halted)),
+            abi::exit::HLT => return self.wait_for_interrupt(),
+            // The loop delivers what the PIC has.
+            abi::exit::IRQ_WINDOW_OPEN => Effect::Continue,
+            abi::exit::SHUTDOWN => return Err(Error::Shutdown(run.hw.rip)),
+            abi::exit::FAIL_ENTRY => return Err(Error::FailEntry(run.hw.rip)),
+            abi::exit::UNKNOWN => {
+                let hw = run.hw;
+                return Err(Error::Unhandled { code: hw.exit_code, rip: hw.rip, info1: hw.exit_info_1, info2: hw.exit_info_2 });
+            }
+            other => return Err(Error::UnknownReason(other)),
+        };
+        Ok(match effect {
+            Effect::Continue => None,
+            Effect::Exit(status) => Some(Outcome::Exit(status)),
+            Effect::Reset => Some(Outcome::Reset),
+        })
     }
 
     /// `--trace`: one line per exit that reaches userspace (the module handles CPUID,
@@ -241,7 +385,8 @@ impl<W: Write, B: Backing> Machine<W, B> {
             // Traced by `mmio` once the access is decoded.
             abi::exit::MMIO => return,
             abi::exit::HYPERCALL => format!("hypercall nr={:#x} args={:x?}", run.hypercall.nr, run.hypercall.args),
-            abi::exit::HLT => "hlt".into(),
+            abi::exit::HLT => format!("hlt if={}", run.if_flag),
+            abi::exit::IRQ_WINDOW_OPEN => "irq-window-open".into(),
             abi::exit::SHUTDOWN => "shutdown".into(),
             abi::exit::FAIL_ENTRY => "fail-entry".into(),
             _ => format!("exit {:#x} info1={:#x} info2={:#x}", run.hw.exit_code, run.hw.exit_info_1, run.hw.exit_info_2),
@@ -321,5 +466,58 @@ impl<W: Write, B: Backing> Machine<W, B> {
 
     pub fn stats(&self) -> io::Result<abi::ExitStats> {
         self.vcpu.stats()
+    }
+
+    pub fn msr_stats(&self) -> io::Result<abi::MsrStats> {
+        self.vcpu.msr_stats()
+    }
+}
+
+impl PcWorld {
+    /// One event of the event thread; `Some` when it ends the run.
+    fn handle_event(&mut self, event: Event, board: &mut Board) -> Option<Outcome> {
+        match event {
+            Event::Timer => board.timer_tick(),
+            Event::Input(bytes) => {
+                let Some(escape) = self.escape.as_mut() else {
+                    board.console_input(&bytes);
+                    return None;
+                };
+                let mut to_guest = Vec::with_capacity(bytes.len());
+                let mut rest = &bytes[..];
+                while !rest.is_empty() {
+                    let (key, used) = escape.filter(rest, &mut to_guest);
+                    rest = &rest[used..];
+                    match key {
+                        Some(Key::Quit) => return Some(Outcome::Quit),
+                        Some(Key::Help) => eprint!("\r\n{}\r\n", crate::pc::console::HELP.replace('\n', "\r\n")),
+                        _ => {}
+                    }
+                }
+                board.console_input(&to_guest);
+            }
+            Event::InputClosed => self.input_open = false,
+        }
+        None
+    }
+
+    /// Arms the host timer for channel 0 as the PIT now has it.
+    fn arm(&mut self, timer: Option<IrqTimer>, now_ns: u64) -> io::Result<()> {
+        let Some(t) = timer else {
+            self.timer_armed = false;
+            return self.timer.arm(None, None);
+        };
+        let period = t.period_ns.map(Duration::from_nanos);
+        if period.is_some_and(|p| p < MIN_TIMER_PERIOD) && !self.warned_fast_timer {
+            self.warned_fast_timer = true;
+            eprintln!(
+                "yakvm: the guest runs the PIT at {:.0} Hz; timer interrupts are delivered at most every {} us (the others merge)",
+                1e9 / t.period_ns.unwrap_or(1) as f64,
+                MIN_TIMER_PERIOD.as_micros()
+            );
+        }
+        self.timer_armed = true;
+        let delay = Duration::from_nanos(t.next_ns.saturating_sub(now_ns));
+        self.timer.arm(Some(delay), period.map(|p| p.max(MIN_TIMER_PERIOD)))
     }
 }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use yakvm::disk::SECTOR_SIZE;
-use yakvm::machine::{Config, EntryMode, Machine, Outcome};
+use yakvm::machine::{Config, EntryMode, Machine, MachineKind, Outcome};
+use yakvm::pc::console::RawMode;
 use yakvm::{layout, sys};
 use yakvm_abi as abi;
 
@@ -26,14 +27,26 @@ enum Command {
     /// Run a guest program.
     ///
     /// A flat binary is copied to --load-addr and entered there; an ELF file is loaded by
-    /// its program headers and entered at its entry point. Devices: port 0x10 is the serial
-    /// port (stdout); ports 0x20-0x22 drive the DMA disk; an OUT of V to port 0xf4 ends the
-    /// run with exit status V; HLT ends it with status 0. Every port P is also reachable by
-    /// MMIO at MMIO-BASE + P * 8. The top 64 KiB of RAM hold the page tables and GDT the
-    /// emulator builds.
+    /// its program headers and entered at its entry point. The top 64 KiB of RAM hold the
+    /// page tables and GDT the emulator builds.
+    ///
+    /// --machine seed: port 0x10 is the serial port (stdout); ports 0x20-0x22 drive the DMA
+    /// disk; an OUT of V to port 0xf4 ends the run with exit status V; HLT ends it with
+    /// status 0. Every register R is also reachable by MMIO at MMIO-BASE + R * 8.
+    ///
+    /// --machine pc: a PC with 8259A PICs (0x20, 0xa0), an 8254 PIT (0x40-0x43, 0x61), a
+    /// 16550A UART at 0x3f8 on IRQ4 as the console (stdin and stdout), a CMOS RTC (0x70),
+    /// the i8042 reset line (0xfe to port 0x64 ends the run, status 0), port 0x80 as a
+    /// sink, the exit port 0xf4, the seed serial port 0x10, the DMA disk at 0x1020-0x1022
+    /// and the MMIO window. HLT waits for an interrupt; with interrupts disabled it ends
+    /// the run (status 0). On a terminal the console is raw: Ctrl-A X quits, Ctrl-A H
+    /// helps, Ctrl-A Ctrl-A sends Ctrl-A.
     Run {
         /// The guest program (flat binary or ELF).
         guest: PathBuf,
+        /// The board: seed (the simple machine) or pc.
+        #[arg(long, value_enum, default_value = "seed")]
+        machine: MachineKind,
         /// Guest RAM size, in bytes or with a K, M or G suffix.
         #[arg(long, default_value = "16M", value_parser = parse_size)]
         mem: u64,
@@ -112,13 +125,21 @@ fn run(device: &str, args: &RunArgs) -> Result<Outcome, String> {
     let dev = sys::Device::open(device).map_err(|e| e.to_string())?;
     sys::catch_stop_signals().map_err(|e| e.to_string())?;
     let out = io::LineWriter::new(io::stdout().lock());
-    let mut machine = Machine::new(&dev, &args.config, &image, out, disk).map_err(|e| e.to_string())?;
+    // pc: a terminal on stdin becomes the guest's raw console until the run ends (the
+    // guard restores it on every path out of this function).
+    let raw = match args.config.machine {
+        MachineKind::Pc => RawMode::enable().map_err(|e| format!("cannot put the terminal in raw mode: {e}"))?,
+        MachineKind::Seed => None,
+    };
+    let config = Config { console_is_terminal: raw.is_some(), ..args.config.clone() };
+    let mut machine = Machine::new(&dev, &config, &image, out, disk).map_err(|e| e.to_string())?;
     if let Some(secs) = args.timeout {
         sys::alarm(secs);
     }
     let outcome = machine.run();
     // Whatever happened: the output flushed, the disk's writes on stable storage.
     machine.finish().map_err(|e| format!("flushing the output or the disk: {e}"))?;
+    drop(raw);
     if args.stats {
         print_stats(&machine);
     }
@@ -133,9 +154,40 @@ fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
             ("io", s.io), ("mmio", s.mmio), ("hlt", s.hlt), ("cpuid", s.cpuid), ("msr", s.msr),
             ("hypercall", s.hypercall), ("interrupt", s.interrupt), ("#UD", s.invalid_opcode),
             ("shutdown", s.shutdown), ("fail-entry", s.fail_entry), ("other", s.other),
+            ("irq-window", s.irq_window),
         ] {
             if n > 0 {
                 eprintln!("  {name:<10} {n}");
+            }
+        }
+        if s.injected + s.reinjected > 0 {
+            eprintln!("interrupts: {} injected, {} re-injected after an exit cut their delivery", s.injected, s.reinjected);
+        }
+    }
+    if let Ok(m) = machine.msr_stats() {
+        if m.count > 0 {
+            eprintln!("MSRs: index reads writes #GP");
+            for e in &m.entries[..m.count as usize] {
+                eprintln!("  {:#010x} {} {} {}", e.index, e.reads, e.writes, e.faults);
+            }
+            if m.others > 0 {
+                eprintln!("  and {} accesses to other MSRs", m.others);
+            }
+        }
+    }
+    if let Some(board) = &machine.bus.board {
+        let st = &board.stats;
+        let irqs: Vec<String> = st.irqs.iter().enumerate().filter(|(_, &n)| n > 0).map(|(i, n)| format!("irq{i} {n}")).collect();
+        if !irqs.is_empty() {
+            eprintln!("interrupts by line: {}", irqs.join(", "));
+        }
+        if st.merged_ticks > 0 {
+            eprintln!("timer ticks merged (the guest was not taking them fast enough): {}", st.merged_ticks);
+        }
+        eprintln!("port accesses by device (bytes):");
+        for (device, n) in yakvm::pc::board::Device::ALL.iter().zip(st.port_accesses) {
+            if n > 0 {
+                eprintln!("  {:<28} {n}", device.name());
             }
         }
     }
@@ -163,10 +215,22 @@ fn info(device: &str) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats } => {
-            let config = Config { mem, mmio_base, entry, load_addr, trace };
+        Command::Run { guest, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats } => {
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false };
             match run(&cli.device, &RunArgs { guest, config, disk, timeout, stats }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
+                Ok(Outcome::Halted) => {
+                    eprintln!("yakvm: the guest halted with interrupts disabled");
+                    ExitCode::SUCCESS
+                }
+                Ok(Outcome::Reset) => {
+                    eprintln!("yakvm: the guest reset the machine");
+                    ExitCode::SUCCESS
+                }
+                Ok(Outcome::Quit) => {
+                    eprintln!("yakvm: quit (Ctrl-A X)");
+                    ExitCode::SUCCESS
+                }
                 Ok(Outcome::Interrupted(signal)) if signal == nix::libc::SIGALRM => {
                     eprintln!("yakvm: timed out after {} s", timeout.unwrap_or(0));
                     ExitCode::from(TIMEOUT_STATUS)

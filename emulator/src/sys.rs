@@ -25,6 +25,8 @@ mod ioctls {
     nix::ioctl_write_ptr_bad!(set_sregs, abi::SET_SREGS, abi::Sregs);
     nix::ioctl_read_bad!(get_vmcb, abi::GET_VMCB, abi::VmcbDump);
     nix::ioctl_read_bad!(get_stats, abi::GET_STATS, abi::ExitStats);
+    nix::ioctl_write_ptr_bad!(interrupt, abi::INTERRUPT, abi::Interrupt);
+    nix::ioctl_read_bad!(get_msr_stats, abi::GET_MSR_STATS, abi::MsrStats);
 }
 
 /// A failed system call: which one and its errno.
@@ -195,6 +197,44 @@ impl Vcpu {
         Ok(stats)
     }
 
+    /// `INTERRUPT`: queues external interrupt `vector` (see the ABI for when it lands).
+    pub fn interrupt(&self, vector: u8) -> io::Result<()> {
+        let irq = abi::Interrupt { vector: vector.into() };
+        // SAFETY: `irq` is a valid `Interrupt` for the duration of the call.
+        unsafe { ioctls::interrupt(self.fd.as_raw_fd(), &irq) }.map_err(ctx("INTERRUPT"))?;
+        Ok(())
+    }
+
+    pub fn msr_stats(&self) -> io::Result<abi::MsrStats> {
+        let mut stats = abi::MsrStats::default();
+        // SAFETY: `stats` is a valid `MsrStats` to write into.
+        unsafe { ioctls::get_msr_stats(self.fd.as_raw_fd(), &mut stats) }.map_err(ctx("GET_MSR_STATS"))?;
+        Ok(stats)
+    }
+
+    /// Makes this vCPU's thread kickable: after this, `Kicker::kick` from any thread makes
+    /// a `RUN` in progress return promptly (`Ok(false)`), and a `RUN` about to start
+    /// return at once, through the run page's `immediate_exit`. Call it on the thread
+    /// that runs the vCPU; `clear_kick` before looking for work, then `run`.
+    pub fn kickable(&self) -> io::Result<Kicker> {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+        KICK_RUN.store(self.run.as_ptr(), std::sync::atomic::Ordering::SeqCst);
+        // No SA_RESTART: the interrupted RUN must return.
+        let action = SigAction::new(SigHandler::Handler(note_kick), SaFlags::empty(), SigSet::empty());
+        // SAFETY: the handler only does a volatile byte store into the mapped run page
+        // (async-signal-safe); the page stays mapped while `KICK_RUN` points to it
+        // (cleared in `Drop` before the unmap).
+        unsafe { sigaction(KICK_SIGNAL, &action) }.map_err(ctx("sigaction"))?;
+        Ok(Kicker(Some(nix::sys::pthread::pthread_self())))
+    }
+
+    /// Clears `immediate_exit` (set by a kick): call it before checking for work.
+    pub fn clear_kick(&mut self) {
+        // SAFETY: the run page is mapped (type invariant); a volatile store of one byte
+        // of plain data, which the signal handler may also write (both only store).
+        unsafe { std::ptr::addr_of_mut!((*self.run.as_ptr()).immediate_exit).write_volatile(0) };
+    }
+
     pub fn vmcb(&self) -> io::Result<Box<abi::VmcbDump>> {
         let mut dump = Box::new(abi::VmcbDump { bytes: [0; 4096] });
         // SAFETY: `dump` is a valid `VmcbDump` to write into.
@@ -217,6 +257,8 @@ impl Vcpu {
 
 impl Drop for Vcpu {
     fn drop(&mut self) {
+        // A late kick must not write into the page once it is gone.
+        let _ = KICK_RUN.compare_exchange(self.run.as_ptr(), std::ptr::null_mut(), std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst);
         // SAFETY: unmaps the run page mapped in `create_vcpu`; no reference to it outlives
         // `self`.
         let _ = unsafe { munmap(self.run.cast(), abi::RUN_MMAP_SIZE) };
@@ -299,6 +341,38 @@ impl Drop for GuestMemory {
     fn drop(&mut self) {
         // SAFETY: unmaps our own mapping (type invariant); the kernel holds its own pins.
         let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// The signal that kicks a vCPU thread out of `RUN`.
+const KICK_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR2;
+
+/// The run page of the kickable vCPU (one per process: the machine has one vCPU).
+static KICK_RUN: std::sync::atomic::AtomicPtr<abi::Run> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+extern "C" fn note_kick(_: nix::libc::c_int) {
+    let run = KICK_RUN.load(std::sync::atomic::Ordering::SeqCst);
+    if !run.is_null() {
+        // SAFETY: `KICK_RUN` points to a mapped run page (cleared before it is unmapped);
+        // a volatile one-byte store of plain data.
+        unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
+    }
+}
+
+/// Makes a vCPU thread return from `RUN` (see `Vcpu::kickable`). Any thread may kick.
+#[derive(Clone, Copy)]
+pub struct Kicker(Option<nix::sys::pthread::Pthread>);
+
+impl Kicker {
+    /// A kicker that kicks nobody (tests of the event thread).
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub fn kick(&self) {
+        if let Some(thread) = self.0 {
+            let _ = nix::sys::pthread::pthread_kill(thread, KICK_SIGNAL);
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 #![no_std]
 
 pub mod disk_suite;
+pub mod pc;
 pub mod trap;
 
 /// Serial port: every byte written goes to the emulator's standard output.

@@ -35,3 +35,11 @@ zeroable!(abi::Run, abi::IoExit, abi::HwExit, abi::MmioExit, abi::HypercallExit)
 // SAFETY: plain data as described in the module documentation.
 unsafe impl AsBytes for vmcb::Vmcb {}
 user_copyable!(abi::MemoryRegion, abi::Regs, abi::Sregs, abi::VmcbDump, abi::ExitStats);
+user_copyable!(abi::Interrupt, abi::MsrStats, abi::MsrCount);
+
+/// Reads a value that another party (userspace, through a shared page) may write at any
+/// time: one read the compiler may not repeat, merge or tear into a second one.
+pub(crate) fn read_once<T: Copy>(place: &T) -> T {
+    // SAFETY: `place` is a valid, aligned reference to initialised plain data.
+    unsafe { core::ptr::read_volatile(place) }
+}

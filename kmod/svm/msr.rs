@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 //! RDMSR and WRMSR from the guest. Every MSR access exits (the MSR permission map is all
-//! ones). The few MSRs a 64-bit guest needs are emulated on the guest's own copies in the
-//! VMCB; everything else, above all the host's SVM MSRs (VM_HSAVE_PA, VM_CR) and
+//! ones). The MSRs a 64-bit guest needs are emulated on the guest's own copies in the
+//! VMCB; those a real OS touches at boot (PMU, HWCR, the patch level, machine-check banks,
+//! TSC_AUX, SPEC_CTRL and friends) are answered as KVM answers an AMD guest, on copies in
+//! [`GuestMsrs`]; everything else, above all the host's SVM MSRs (VM_HSAVE_PA, VM_CR) and
 //! EFER.SVME, raises #GP in the guest. No guest value ever reaches a host MSR.
 
 use super::vmcb::{SaveArea, EFER_SVME};
+use crate::abi;
 
 /// MSR numbers (AMD APM vol. 2, appendix A).
 mod nr {
@@ -21,6 +24,98 @@ mod nr {
     pub(super) const FS_BASE: u32 = 0xc000_0100;
     pub(super) const GS_BASE: u32 = 0xc000_0101;
     pub(super) const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    pub(super) const TSC_AUX: u32 = 0xc000_0103;
+    pub(super) const SPEC_CTRL: u32 = 0x48;
+    pub(super) const PRED_CMD: u32 = 0x49;
+    pub(super) const PATCH_LEVEL: u32 = 0x8b;
+    pub(super) const MCG_CAP: u32 = 0x179;
+    pub(super) const MCG_STATUS: u32 = 0x17a;
+    /// MCi_CTL, MCi_STATUS, MCi_ADDR, MCi_MISC of bank i at MC0_CTL + 4 * i.
+    pub(super) const MC0_CTL: u32 = 0x400;
+    /// Legacy AMD performance counters: PERF_CTL0-3, then PERF_CTR0-3.
+    pub(super) const K7_PERF_CTL0: u32 = 0xc001_0000;
+    pub(super) const K7_PERF_CTR3: u32 = 0xc001_0007;
+    /// Family 15h core counters: PERF_CTL0, PERF_CTR0, ... PERF_CTR5, interleaved.
+    pub(super) const F15H_PERF_CTL0: u32 = 0xc001_0200;
+    pub(super) const F15H_PERF_CTR5: u32 = 0xc001_020b;
+    pub(super) const SYSCFG: u32 = 0xc001_0010;
+    pub(super) const HWCR: u32 = 0xc001_0015;
+    pub(super) const NB_CFG: u32 = 0xc001_001f;
+    pub(super) const VIRT_SPEC_CTRL: u32 = 0xc001_011f;
+    pub(super) const DE_CFG: u32 = 0xc001_1029;
+}
+
+/// Machine-check banks the guest has (MCG_CAP's count; no MCG_CTL).
+const MC_BANKS: u32 = 4;
+/// What the patch level reads (KVM's default for AMD guests).
+const PATCH_LEVEL: u64 = 0x0100_0065;
+/// HWCR bits: TscFreqSel (24, read as set: the TSC runs at a fixed rate), McStatusWrEn
+/// (18, lets the guest write MCi_STATUS); the guest may set or clear these.
+const HWCR_TSC_FREQ_SEL: u64 = 1 << 24;
+const HWCR_MC_STATUS_WR_EN: u64 = 1 << 18;
+/// HWCR bits writes may carry and that are ignored, as KVM does: TLB cache disable (3),
+/// flush filter disable (6), IGNNE emulation (8).
+const HWCR_IGNORED: u64 = (1 << 3) | (1 << 6) | (1 << 8);
+/// SPEC_CTRL bits a guest may set: IBRS, STIBP, SSBD. They are kept, not applied.
+const SPEC_CTRL_BITS: u64 = 0b111;
+/// VIRT_SPEC_CTRL: SSBD.
+const VIRT_SSBD: u64 = 1 << 2;
+/// DE_CFG bit 1: LFENCE is dispatch-serialising (reads as set, as on current CPUs).
+const DE_CFG_LFENCE_SERIALIZE: u64 = 1 << 1;
+
+/// The guest's MSRs that do not live in the VMCB.
+pub(crate) struct GuestMsrs {
+    hwcr: u64,
+    mcg_status: u64,
+    /// CTL, STATUS, ADDR, MISC of each bank.
+    mc_banks: [[u64; 4]; MC_BANKS as usize],
+    tsc_aux: u64,
+    spec_ctrl: u64,
+    virt_spec_ctrl: u64,
+}
+
+impl Default for GuestMsrs {
+    fn default() -> Self {
+        Self {
+            hwcr: HWCR_TSC_FREQ_SEL,
+            mcg_status: 0,
+            // MCi_CTL reset to all ones (every error reporting enabled).
+            mc_banks: [[u64::MAX, 0, 0, 0]; MC_BANKS as usize],
+            tsc_aux: 0,
+            spec_ctrl: 0,
+            virt_spec_ctrl: 0,
+        }
+    }
+}
+
+/// The machine-check bank register `msr` names: (bank, register 0-3).
+fn mc_bank(msr: u32) -> Option<(usize, usize)> {
+    let offset = msr.checked_sub(nr::MC0_CTL)?;
+    (offset < 4 * MC_BANKS).then_some(((offset / 4) as usize, (offset % 4) as usize))
+}
+
+fn is_pmu(msr: u32) -> bool {
+    (nr::K7_PERF_CTL0..=nr::K7_PERF_CTR3).contains(&msr) || (nr::F15H_PERF_CTL0..=nr::F15H_PERF_CTR5).contains(&msr)
+}
+
+/// Counts one access in the guest's MSR statistics.
+pub(crate) fn count(stats: &mut abi::MsrStats, msr: u32, is_write: bool, fault: bool) {
+    let used = stats.count as usize;
+    let entry = match stats.entries[..used].iter().position(|e| e.index == msr) {
+        Some(i) => &mut stats.entries[i],
+        None if used < stats.entries.len() => {
+            stats.count += 1;
+            stats.entries[used] = abi::MsrCount { index: msr, ..Default::default() };
+            &mut stats.entries[used]
+        }
+        None => {
+            stats.others = stats.others.saturating_add(1);
+            return;
+        }
+    };
+    let n = if is_write { &mut entry.writes } else { &mut entry.reads };
+    *n = n.saturating_add(1);
+    entry.faults = entry.faults.saturating_add(u32::from(fault));
 }
 
 /// EFER bits a guest may set: SCE, LME, LMA, NXE, FFXSR. SVME (SVM is not offered),
@@ -40,7 +135,7 @@ fn valid_pat(v: u64) -> bool {
 }
 
 /// RDMSR of `msr`. `host_tsc` is the host's time stamp counter now.
-pub(crate) fn read(s: &SaveArea, tsc_offset: u64, msr: u32, host_tsc: u64) -> Result<u64, Fault> {
+pub(crate) fn read(s: &SaveArea, tsc_offset: u64, m: &GuestMsrs, msr: u32, host_tsc: u64) -> Result<u64, Fault> {
     Ok(match msr {
         nr::TSC => host_tsc.wrapping_add(tsc_offset),
         nr::SYSENTER_CS => s.sysenter_cs,
@@ -55,12 +150,34 @@ pub(crate) fn read(s: &SaveArea, tsc_offset: u64, msr: u32, host_tsc: u64) -> Re
         nr::FS_BASE => s.fs.base,
         nr::GS_BASE => s.gs.base,
         nr::KERNEL_GS_BASE => s.kernel_gs_base,
-        _ => return Err(Fault),
+        nr::TSC_AUX => m.tsc_aux,
+        nr::SPEC_CTRL => m.spec_ctrl,
+        nr::VIRT_SPEC_CTRL => m.virt_spec_ctrl,
+        nr::PATCH_LEVEL => PATCH_LEVEL,
+        nr::MCG_CAP => u64::from(MC_BANKS),
+        nr::MCG_STATUS => m.mcg_status,
+        nr::HWCR => m.hwcr,
+        nr::DE_CFG => DE_CFG_LFENCE_SERIALIZE,
+        // No counters: they read zero (KVM without a guest PMU).
+        x if is_pmu(x) => 0,
+        // Northbridge and system configuration: nothing to report.
+        nr::SYSCFG | nr::NB_CFG => 0,
+        x => match mc_bank(x) {
+            Some((bank, reg)) => m.mc_banks[bank][reg],
+            None => return Err(Fault),
+        },
     })
 }
 
 /// WRMSR of `value` to `msr`. A TSC write moves the guest's TSC offset.
-pub(crate) fn write(s: &mut SaveArea, tsc_offset: &mut u64, msr: u32, value: u64, host_tsc: u64) -> Result<(), Fault> {
+pub(crate) fn write(
+    s: &mut SaveArea,
+    tsc_offset: &mut u64,
+    m: &mut GuestMsrs,
+    msr: u32,
+    value: u64,
+    host_tsc: u64,
+) -> Result<(), Fault> {
     let base = |v: u64| if canonical(v) { Ok(v) } else { Err(Fault) };
     match msr {
         nr::TSC => *tsc_offset = value.wrapping_sub(host_tsc),
@@ -80,7 +197,28 @@ pub(crate) fn write(s: &mut SaveArea, tsc_offset: &mut u64, msr: u32, value: u64
         nr::FS_BASE => s.fs.base = base(value)?,
         nr::GS_BASE => s.gs.base = base(value)?,
         nr::KERNEL_GS_BASE => s.kernel_gs_base = base(value)?,
-        _ => return Err(Fault),
+        nr::TSC_AUX if value >> 32 == 0 => m.tsc_aux = value,
+        nr::SPEC_CTRL if value & !SPEC_CTRL_BITS == 0 => m.spec_ctrl = value,
+        // IBPB (bit 0) is accepted and does nothing: the guest shares no predictor state
+        // with anything it could attack through us that a host IBPB would clear.
+        nr::PRED_CMD if value & !1 == 0 => {}
+        nr::VIRT_SPEC_CTRL if value & !VIRT_SSBD == 0 => m.virt_spec_ctrl = value,
+        // Writing the patch level is how a microcode update starts: ignored.
+        nr::PATCH_LEVEL => {}
+        nr::MCG_STATUS => m.mcg_status = value,
+        nr::HWCR if value & !(HWCR_TSC_FREQ_SEL | HWCR_MC_STATUS_WR_EN | HWCR_IGNORED) == 0 => {
+            m.hwcr = value & !HWCR_IGNORED;
+        }
+        nr::DE_CFG | nr::SYSCFG | nr::NB_CFG => {}
+        x if is_pmu(x) => {}
+        x => match mc_bank(x) {
+            // MCi_CTL: all or nothing (as KVM); MCi_STATUS: only clearing, unless HWCR
+            // allows writes; ADDR and MISC: anything.
+            Some((bank, 0)) if value == 0 || value == u64::MAX => m.mc_banks[bank][0] = value,
+            Some((bank, 1)) if value == 0 || m.hwcr & HWCR_MC_STATUS_WR_EN != 0 => m.mc_banks[bank][1] = value,
+            Some((bank, reg @ (2 | 3))) => m.mc_banks[bank][reg] = value,
+            _ => return Err(Fault),
+        },
     }
     Ok(())
 }

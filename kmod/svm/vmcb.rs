@@ -140,6 +140,7 @@ pub(crate) mod intercept1 {
     pub(crate) const NMI: u32 = 1 << 1;
     pub(crate) const SMI: u32 = 1 << 2;
     pub(crate) const INIT: u32 = 1 << 3;
+    pub(crate) const VINTR: u32 = 1 << 4;
     pub(crate) const CPUID: u32 = 1 << 18;
     pub(crate) const INVD: u32 = 1 << 22;
     pub(crate) const HLT: u32 = 1 << 24;
@@ -172,6 +173,28 @@ pub(crate) mod intercept2 {
 pub(crate) const NP_ENABLE: u64 = 1 << 0;
 /// `v_intr` bit 24: V_INTR_MASKING (guest RFLAGS.IF masks only virtual interrupts).
 pub(crate) const V_INTR_MASKING: u64 = 1 << 24;
+/// `v_intr` bit 8: V_IRQ, a virtual interrupt is pending (APM 15.21.4). With the VINTR
+/// intercept it only tells when the guest can take an interrupt: never delivered.
+pub(crate) const V_IRQ: u64 = 1 << 8;
+/// `v_intr` bits 19:16: V_INTR_PRIO; bit 20: V_IGN_TPR (the guest's TPR does not mask it).
+pub(crate) const V_INTR_PRIO_MAX: u64 = 0xf << 16;
+pub(crate) const V_IGN_TPR: u64 = 1 << 20;
+/// `interrupt_shadow` bit 0: the guest is in an STI or MOV SS shadow (APM 15.21.5).
+pub(crate) const INTERRUPT_SHADOW: u64 = 1 << 0;
+
+/// EVENTINJ and EXITINTINFO share one format (APM 15.20, 15.7.2): vector in 7:0, type in
+/// 10:8, error code valid in 11, valid in 31, the error code in 63:32.
+#[allow(dead_code)] // the full catalogue, named once
+pub(crate) mod event {
+    pub(crate) const VECTOR_MASK: u64 = 0xff;
+    pub(crate) const TYPE_MASK: u64 = 7 << 8;
+    pub(crate) const TYPE_INTR: u64 = 0 << 8;
+    pub(crate) const TYPE_NMI: u64 = 2 << 8;
+    pub(crate) const TYPE_EXCEPTION: u64 = 3 << 8;
+    pub(crate) const TYPE_SOFT_INT: u64 = 4 << 8;
+    pub(crate) const ERROR_VALID: u64 = 1 << 11;
+    pub(crate) const VALID: u64 = 1 << 31;
+}
 /// `tlb_control`: flush every ASID's TLB entries on VMRUN (the only value QEMU honours).
 pub(crate) const TLB_CONTROL_FLUSH_ALL: u8 = 1;
 /// Power-on value of the PAT, used as the guest PAT (VMRUN rejects invalid types).
@@ -189,6 +212,7 @@ pub(crate) mod exit_code {
     pub(crate) const NMI: u32 = 0x61;
     pub(crate) const SMI: u32 = 0x62;
     pub(crate) const INIT: u32 = 0x63;
+    pub(crate) const VINTR: u32 = 0x64;
     pub(crate) const CPUID: u32 = 0x72;
     pub(crate) const HLT: u32 = 0x78;
     pub(crate) const IOIO: u32 = 0x7b;

@@ -11,6 +11,18 @@ const LSTAR: u32 = 0xc000_0082;
 const VM_CR: u32 = 0xc001_0114;
 const VM_HSAVE_PA: u32 = 0xc001_0117;
 const EFER_SVME: u64 = 1 << 12;
+const SPEC_CTRL: u32 = 0x48;
+const PRED_CMD: u32 = 0x49;
+const PATCH_LEVEL: u32 = 0x8b;
+const MCG_CAP: u32 = 0x179;
+const MCG_STATUS: u32 = 0x17a;
+const MC0_CTL: u32 = 0x400;
+const MC0_STATUS: u32 = 0x401;
+const PERF_CTL0: u32 = 0xc001_0000;
+const PERF_CTR0: u32 = 0xc001_0004;
+const F15H_PERF_CTR5: u32 = 0xc001_020b;
+const HWCR: u32 = 0xc001_0015;
+const TSC_AUX: u32 = 0xc000_0103;
 const EFER_LMSLE: u64 = 1 << 13;
 
 /// Runs one 3-byte SVM instruction and says whether it raised #UD.
@@ -46,6 +58,24 @@ fn main() {
     t.check("VM_HSAVE_PA write raises #GP", !wrmsr(VM_HSAVE_PA, 0x1000));
     t.check("VM_HSAVE_PA read raises #GP", rdmsr(VM_HSAVE_PA).is_none());
     t.check("VM_CR write raises #GP", !wrmsr(VM_CR, 0));
+
+    // The MSRs an OS touches at boot, answered as KVM answers an AMD guest.
+    t.check("PMU event selects and counters read 0, ignore writes",
+        wrmsr(PERF_CTL0, 0x53_0076) && rdmsr(PERF_CTL0) == Some(0) && rdmsr(PERF_CTR0) == Some(0)
+            && wrmsr(F15H_PERF_CTR5, 5) && rdmsr(F15H_PERF_CTR5) == Some(0));
+    t.check("HWCR reads TscFreqSel, keeps McStatusWrEn",
+        rdmsr(HWCR) == Some(1 << 24) && wrmsr(HWCR, (1 << 24) | (1 << 18)) && rdmsr(HWCR) == Some((1 << 24) | (1 << 18)));
+    t.check("patch level reads, writes ignored", rdmsr(PATCH_LEVEL).is_some_and(|v| v != 0) && wrmsr(PATCH_LEVEL, 0));
+    t.check("MCG_CAP has 4 banks, MCG_STATUS keeps its value",
+        rdmsr(MCG_CAP) == Some(4) && wrmsr(MCG_STATUS, 0) && rdmsr(MCG_STATUS) == Some(0));
+    t.check("MC0_CTL all ones or nothing", rdmsr(MC0_CTL) == Some(u64::MAX) && !wrmsr(MC0_CTL, 1) && wrmsr(MC0_CTL, 0));
+    t.check("MC0_STATUS takes 0 always, others with McStatusWrEn",
+        wrmsr(MC0_STATUS, 0) && wrmsr(MC0_STATUS, 7) && wrmsr(HWCR, 1 << 24) && !wrmsr(MC0_STATUS, 7));
+    t.check("no bank 4", rdmsr(MC0_CTL + 16).is_none());
+    t.check("TSC_AUX reads back", wrmsr(TSC_AUX, 3) && rdmsr(TSC_AUX) == Some(3));
+    t.check("SPEC_CTRL keeps SSBD, PRED_CMD takes IBPB and cannot be read",
+        wrmsr(SPEC_CTRL, 4) && rdmsr(SPEC_CTRL) == Some(4) && wrmsr(PRED_CMD, 1) && rdmsr(PRED_CMD).is_none());
+    t.check("an unknown MSR raises #GP", rdmsr(0xc001_1234).is_none() && !wrmsr(0x1234_5678, 0));
 
     t.check("VMRUN raises #UD", ud3!("vmrun rax"));
     t.check("VMLOAD raises #UD", ud3!("vmload rax"));

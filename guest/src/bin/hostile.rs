@@ -16,23 +16,25 @@ const EFER: u32 = 0xc000_0080;
 const EFER_SVME: u64 = 1 << 12;
 
 /// MSRs that belong to the host or the platform: every write and read must raise #GP.
+/// (SYSCFG, HWCR, SPEC_CTRL, PRED_CMD and TSC_AUX are the guest's own copies: checked
+/// below and in `cpu`.)
 const HOST_MSRS: &[(u32, &str)] = &[
     (0xc001_0117, "VM_HSAVE_PA"),
     (0xc001_0114, "VM_CR"),
-    (0xc001_0010, "SYSCFG"),
-    (0xc001_0015, "HWCR"),
     (0xc001_001a, "TOP_MEM"),
     (0xc001_001d, "TOP_MEM2"),
     (0xc001_0020, "PATCH_LOADER"),
     (0xc001_0111, "SMM_BASE"),
     (0xc001_0113, "SMM_MASK"),
     (0x0000_001b, "APIC_BASE"),
-    (0x0000_0048, "SPEC_CTRL"),
-    (0x0000_0049, "PRED_CMD"),
     (0x0000_02ff, "MTRR_DEF_TYPE"),
     (0x0000_01d9, "DEBUGCTL"),
-    (0xc000_0103, "TSC_AUX"),
 ];
+
+const SYSCFG: u32 = 0xc001_0010;
+const HWCR: u32 = 0xc001_0015;
+const SPEC_CTRL: u32 = 0x48;
+const TSC_AUX: u32 = 0xc000_0103;
 
 #[repr(C, align(4096))]
 struct Pdpt([u64; 512]);
@@ -78,6 +80,11 @@ fn main() {
         let ok = !wrmsr(msr, 0) && !wrmsr(msr, u64::MAX) && rdmsr(msr).is_none();
         t.check(name, ok);
     }
+    // The emulated platform MSRs: a write lands in the guest's copy, or is refused.
+    t.check("SYSCFG write is dropped", wrmsr(SYSCFG, u64::MAX) && rdmsr(SYSCFG) == Some(0));
+    t.check("HWCR reserved bits raise #GP", !wrmsr(HWCR, u64::MAX) && !wrmsr(HWCR, 1));
+    t.check("SPEC_CTRL reserved bits raise #GP", !wrmsr(SPEC_CTRL, u64::MAX));
+    t.check("TSC_AUX upper half raises #GP", !wrmsr(TSC_AUX, 1 << 32));
     let efer = rdmsr(EFER).unwrap_or(0);
     t.check("EFER write without SVME keeps the guest running", wrmsr(EFER, efer & !EFER_SVME) && rdmsr(EFER) == Some(efer));
     t.check("EFER.SVME set raises #GP", !wrmsr(EFER, efer | EFER_SVME));

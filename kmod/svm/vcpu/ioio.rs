@@ -3,6 +3,7 @@
 //! data in the run page; INS and OUTS, with REP and the direction flag, move their data
 //! between guest memory and the run page here, up to a run page's worth per exit.
 
+use super::events::complete_instruction;
 use super::{inject, Next, Pending, VcpuState, GP_VECTOR};
 use crate::abi;
 use crate::paging::PagingRegs;
@@ -53,7 +54,7 @@ pub(super) fn handle_ioio(vm: &Vm, v: &mut VcpuState) -> Next {
         v.run.data[..size as usize].copy_from_slice(&rax[..size as usize]);
     }
     // EXITINFO2 holds the RIP after the instruction.
-    v.vmcb.save.rip = v.vmcb.control.exit_info_2;
+    complete_instruction(v, v.vmcb.control.exit_info_2);
     Next::ToUser
 }
 
@@ -101,7 +102,7 @@ fn handle_string_io(vm: &Vm, v: &mut VcpuState, port: u16, size: u8, direction: 
     let size_bytes = size as usize;
     let wanted = if rep { v.gprs.rcx & mask } else { 1 };
     if wanted == 0 {
-        v.vmcb.save.rip = v.vmcb.control.exit_info_2;
+        complete_instruction(v, v.vmcb.control.exit_info_2);
         return Next::Resume;
     }
     let count = (wanted as usize).min(abi::RUN_DATA_SIZE / size_bytes);
@@ -129,7 +130,7 @@ fn handle_string_io(vm: &Vm, v: &mut VcpuState, port: u16, size: u8, direction: 
         let left = (v.gprs.rcx & mask) - count as u64;
         set_masked(&mut v.gprs.rcx, left, mask);
     }
-    v.vmcb.save.rip = io.next_rip;
+    complete_instruction(v, io.next_rip);
     Next::ToUser
 }
 
@@ -148,6 +149,6 @@ pub(super) fn complete_ins(vm: &Vm, v: &mut VcpuState, io: StringIo, data: &[u8]
         let left = (v.gprs.rcx & mask) - io.count as u64;
         set_masked(&mut v.gprs.rcx, left, mask);
     }
-    v.vmcb.save.rip = io.next_rip;
+    complete_instruction(v, io.next_rip);
     Ok(())
 }

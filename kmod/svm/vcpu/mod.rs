@@ -3,16 +3,18 @@
 //! page, and the exit handlers. Each handler answers one question: resume the guest, or
 //! return to userspace with this exit.
 
+mod events;
 mod ioio;
 
 use super::dr::{self, DebugRegs};
 use super::vm::Vm;
-use super::vmcb::{self, exit_code, intercept1 as i1, intercept2 as i2, Vmcb};
+use super::vmcb::{self, event, exit_code, intercept1 as i1, intercept2 as i2, Vmcb};
 use super::{cpuid, msr, Asid, Asids};
 use ioio::{complete_ins, handle_ioio, merge_in, paging, StringIo, CS_L, EFER_LMA};
 use crate::abi;
 use crate::ffi::cpu::{self, NoPreempt};
 use crate::ffi::mem::{PageRef, Pages};
+use crate::ffi::plain::read_once;
 use crate::ffi::world::{self, GuestFpu, GuestGprs};
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
@@ -52,6 +54,11 @@ struct VcpuState {
     /// The guest's debug registers (the hardware ones are never the guest's).
     debug: DebugRegs,
     stats: abi::ExitStats,
+    /// The MSRs the guest has that are not in the VMCB, and its MSR accesses by index.
+    msrs: msr::GuestMsrs,
+    msr_stats: abi::MsrStats,
+    /// The external interrupt userspace queued (`INTERRUPT`), not delivered yet.
+    queued: Option<u8>,
     /// The guest shut down; its state is undefined and it may not run again.
     dead: bool,
 }
@@ -65,10 +72,6 @@ pub(crate) struct Vcpu {
     state: Mutex<VcpuState>,
 }
 
-/// EVENTINJ (APM 15.20): valid, type 3 (exception).
-const EVENT_VALID: u64 = 1 << 31;
-const EVENT_TYPE_EXCEPTION: u64 = 3 << 8;
-const EVENT_ERROR_VALID: u64 = 1 << 11;
 const UD_VECTOR: u64 = 6;
 const GP_VECTOR: u64 = 13;
 
@@ -91,6 +94,9 @@ impl Vcpu {
             id,
             debug: DebugRegs::default(),
             stats: abi::ExitStats::default(),
+            msrs: msr::GuestMsrs::default(),
+            msr_stats: abi::MsrStats::default(),
+            queued: None,
             dead: false,
         };
         Arc::pin_init(pin_init!(Self { vm, run_page, state <- new_mutex!(state, "yakvm_vcpu") }), GFP_KERNEL)
@@ -106,6 +112,12 @@ impl Vcpu {
 
     /// `RUN`: runs the guest until an exit needs userspace, a signal arrives (`EINTR`)
     /// or the guest cannot run.
+    ///
+    /// Making a running vCPU return (a "kick" from another thread): send its thread a
+    /// signal that has a handler; RUN returns `EINTR` before the next guest instruction
+    /// that follows the signal. A kick that arrives just before RUN, while the thread is
+    /// still in userspace, is not lost if the handler sets `Run::immediate_exit`: RUN
+    /// then returns `EINTR` at once.
     pub(crate) fn run(&self) -> Result {
         let mut v = self.state.lock();
         if v.dead {
@@ -129,10 +141,23 @@ impl Vcpu {
             }
             None => {}
         }
+        // Userspace's requests, read once: it may write the page while we run.
+        let window_requested = read_once(&v.run.request_interrupt_window) != 0;
+        if read_once(&v.run.immediate_exit) != 0 {
+            report_events(&mut v);
+            return Err(EINTR);
+        }
         let maps = self.vm.shared.maps.addresses();
         loop {
             if kernel::current!().signal_pending() {
+                report_events(&mut v);
                 return Err(EINTR);
+            }
+            if events::prepare_entry(&mut v, window_requested) {
+                v.run.exit_reason = abi::exit::IRQ_WINDOW_OPEN;
+                v.stats.to_user += 1;
+                report_events(&mut v);
+                return Ok(());
             }
             cpu::cond_resched();
             {
@@ -148,13 +173,30 @@ impl Vcpu {
                 let s = &mut *v;
                 world::run(&svm, &mut s.vmcb, &mut s.gprs, &mut s.fpu, maps)?;
             }
-            // An injected event is delivered by the VMRUN that just ended.
-            v.vmcb.control.event_inj = 0;
+            // The injected event was delivered, or its delivery is redone next time.
+            events::after_exit(&mut v);
             if let Next::ToUser = handle_exit(&self.vm, &mut v) {
                 v.stats.to_user += 1;
+                report_events(&mut v);
                 return Ok(());
             }
         }
+    }
+
+    /// `INTERRUPT`: queues external interrupt `vector` (any of 0-255: a PIC in real mode
+    /// uses vectors 8-15). It is delivered by a later `RUN` when the guest can take it.
+    pub(crate) fn interrupt(&self, irq: &abi::Interrupt) -> Result {
+        let vector = u8::try_from(irq.vector).map_err(|_| EINVAL)?;
+        let mut v = self.state.lock();
+        if v.queued.is_some() {
+            return Err(EEXIST);
+        }
+        v.queued = Some(vector);
+        Ok(())
+    }
+
+    pub(crate) fn msr_stats(&self) -> abi::MsrStats {
+        self.state.lock().msr_stats
     }
 
     pub(crate) fn get_regs(&self) -> abi::Regs {
@@ -174,10 +216,11 @@ impl Vcpu {
             r8: r.r8, r9: r.r9, r10: r.r10, r11: r.r11, r12: r.r12, r13: r.r13,
             r14: r.r14, r15: r.r15,
         };
+        // Userspace emulated an instruction (MMIO) if it moved RIP: its shadow ends.
+        events::complete_instruction(&mut v, r.rip);
         let s = &mut v.vmcb.save;
         s.rax = r.rax;
         s.rsp = r.rsp;
-        s.rip = r.rip;
         // Bit 1 is always set; VMRUN checks nothing else here, the guest gets what it asks.
         s.rflags = r.rflags | 2;
         // Userspace set the registers itself: nothing is left to complete.
@@ -305,6 +348,10 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
             v.stats.interrupt += 1;
             Next::Resume
         }
+        exit_code::VINTR => {
+            events::window_opened(v);
+            Next::Resume
+        }
         exit_code::IOIO => handle_ioio(vm, v),
         exit_code::HLT => handle_hlt(v),
         exit_code::CPUID => handle_cpuid(v),
@@ -345,17 +392,35 @@ fn is_refused_instruction(code: u32) -> bool {
 /// faulting instruction.
 fn inject(v: &mut VcpuState, vector: u64, error_code: Option<u32>) -> Next {
     v.stats.invalid_opcode += u64::from(vector == UD_VECTOR);
-    v.vmcb.control.event_inj = EVENT_VALID
-        | EVENT_TYPE_EXCEPTION
+    v.vmcb.control.event_inj = event::VALID
+        | event::TYPE_EXCEPTION
         | vector
-        | error_code.map_or(0, |e| EVENT_ERROR_VALID | (u64::from(e) << 32));
+        | error_code.map_or(0, |e| event::ERROR_VALID | (u64::from(e) << 32));
     Next::Resume
 }
 
+/// Moves RIP past the `len` bytes of the instruction the module emulated.
+fn skip(v: &mut VcpuState, len: u64) {
+    let next = v.vmcb.save.rip.wrapping_add(len);
+    events::complete_instruction(v, next);
+}
+
+/// Fills in the run page's view of the guest's interrupt state (every return from RUN).
+fn report_events(v: &mut VcpuState) {
+    v.run.ready_for_interrupt_injection = u8::from(events::ready_for_injection(v));
+    v.run.if_flag = u8::from(v.vmcb.save.rflags & events::RFLAGS_IF != 0);
+}
+
+/// HLT waits for an interrupt. With one queued and interrupts enabled, it is delivered
+/// at once; otherwise userspace decides (`Run::if_flag` tells it whether anything could
+/// ever wake the guest).
 fn handle_hlt(v: &mut VcpuState) -> Next {
     v.stats.hlt += 1;
     // HLT is one byte; QEMU gives no next-RIP.
-    v.vmcb.save.rip += 1;
+    skip(v, 1);
+    if v.queued.is_some() && v.vmcb.save.rflags & events::RFLAGS_IF != 0 {
+        return Next::Resume;
+    }
     v.run.exit_reason = abi::exit::HLT;
     Next::ToUser
 }
@@ -367,27 +432,29 @@ fn handle_cpuid(v: &mut VcpuState) -> Next {
     v.gprs.rbx = r.ebx.into();
     v.gprs.rcx = r.ecx.into();
     v.gprs.rdx = r.edx.into();
-    v.vmcb.save.rip += 2; // 0f a2
+    skip(v, 2); // 0f a2
     Next::Resume
 }
 
 fn handle_msr(v: &mut VcpuState) -> Next {
     v.stats.msr += 1;
     let index = v.gprs.rcx as u32;
+    let is_write = v.vmcb.control.exit_info_1 != 0;
     let tsc = cpu::rdtsc();
-    let done = if v.vmcb.control.exit_info_1 == 0 {
-        msr::read(&v.vmcb.save, v.vmcb.control.tsc_offset, index, tsc).map(|value| {
+    let done = if !is_write {
+        msr::read(&v.vmcb.save, v.vmcb.control.tsc_offset, &v.msrs, index, tsc).map(|value| {
             v.vmcb.save.rax = value & 0xffff_ffff;
             v.gprs.rdx = value >> 32;
         })
     } else {
         let value = (v.vmcb.save.rax & 0xffff_ffff) | (v.gprs.rdx << 32);
         let vmcb: &mut Vmcb = &mut v.vmcb;
-        msr::write(&mut vmcb.save, &mut vmcb.control.tsc_offset, index, value, tsc)
+        msr::write(&mut vmcb.save, &mut vmcb.control.tsc_offset, &mut v.msrs, index, value, tsc)
     };
+    msr::count(&mut v.msr_stats, index, is_write, done.is_err());
     match done {
         Ok(()) => {
-            v.vmcb.save.rip += 2; // 0f 32 / 0f 30
+            skip(v, 2); // 0f 32 / 0f 30
             Next::Resume
         }
         Err(msr::Fault) => inject(v, GP_VECTOR, Some(0)),
@@ -403,7 +470,7 @@ fn handle_vmmcall(v: &mut VcpuState) -> Next {
         ret: 0,
     };
     v.run.exit_reason = abi::exit::HYPERCALL;
-    v.vmcb.save.rip += 3; // 0f 01 d9
+    skip(v, 3); // 0f 01 d9
     v.pending = Some(Pending::Hypercall);
     Next::ToUser
 }
@@ -464,7 +531,7 @@ fn handle_dr(vm: &Vm, v: &mut VcpuState, code: u32) -> Next {
         let value = v.debug.read(mov.dr) & mask;
         set_gpr(v, mov.gpr, value);
     }
-    v.vmcb.save.rip += mov.len;
+    skip(v, mov.len);
     Next::Resume
 }
 

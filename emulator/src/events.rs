@@ -1,0 +1,182 @@
+//! The machine's outside world, seen from the vCPU thread: the host timer behind the PIT
+//! and the console's input. One helper thread waits on both (poll) and hands what it
+//! found to the vCPU thread through a channel, then kicks it out of `RUN`
+//! (`sys::Kicker`): the vCPU thread alone touches the devices, so they need no locks.
+//!
+//! ```text
+//!  event thread: poll(timerfd, stdin) -> channel -> kick (SIGUSR2 -> immediate_exit)
+//!  vCPU thread:  clear kick, drain channel, update devices, inject, RUN ...
+//! ```
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+
+use crate::sys::Kicker;
+
+/// What the event thread saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The host timer expired (the PIT's next edge is due).
+    Timer,
+    /// Bytes from standard input.
+    Input(Vec<u8>),
+    /// Standard input reached its end (or failed): no more input.
+    InputClosed,
+}
+
+/// The host timer the PIT programs: a monotonic timerfd, shared with the event thread.
+#[derive(Clone)]
+pub struct HostTimer(Arc<TimerFd>);
+
+impl HostTimer {
+    pub fn new() -> io::Result<Self> {
+        let fd = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
+        Ok(Self(Arc::new(fd)))
+    }
+
+    /// Fires after `delay`, then every `period` if there is one; `None` disarms it.
+    pub fn arm(&self, delay: Option<Duration>, period: Option<Duration>) -> io::Result<()> {
+        let Some(delay) = delay else {
+            return Ok(self.0.unset()?);
+        };
+        // A zero delay would disarm the timer: the smallest real one instead.
+        let delay = TimeSpec::from_duration(delay.max(Duration::from_nanos(1)));
+        let expiration = match period {
+            Some(p) => Expiration::IntervalDelayed(delay, TimeSpec::from_duration(p)),
+            None => Expiration::OneShot(delay),
+        };
+        Ok(self.0.set(expiration, TimerSetTimeFlags::empty())?)
+    }
+
+    /// Consumes the expirations so far (so poll stops reporting it).
+    fn acknowledge(&self) {
+        // Non-blocking: EAGAIN when another reader took them first is fine.
+        let _ = self.0.wait();
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Receives what the event thread saw. Dropping it ends the thread within
+/// `POLL_PERIOD_MS`.
+pub struct Events {
+    rx: Receiver<Event>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// How long the event thread sleeps in poll before checking whether it is still wanted.
+const POLL_PERIOD_MS: u16 = 200;
+
+impl Events {
+    /// Starts the event thread on `timer` and, if there is one, the `input` descriptor
+    /// (the console: standard input); it kicks `kicker` after each event.
+    pub fn start(timer: HostTimer, input: Option<OwnedFd>, kicker: Kicker) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("yakvm-events".into())
+            .spawn(move || event_loop(timer, input, &tx, kicker, &stopped))?;
+        Ok(Self { rx, stop })
+    }
+
+    /// Everything that happened since the last call, without waiting.
+    pub fn drain(&self) -> impl Iterator<Item = Event> + '_ {
+        self.rx.try_iter()
+    }
+
+    /// Waits up to `timeout` for the next event.
+    pub fn wait(&self, timeout: Duration) -> Option<Event> {
+        // A timeout, or the thread gone: nothing to report.
+        self.rx.recv_timeout(timeout).ok()
+    }
+}
+
+fn event_loop(timer: HostTimer, mut input: Option<OwnedFd>, tx: &Sender<Event>, kicker: Kicker, stop: &AtomicBool) {
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds = vec![PollFd::new(timer.fd(), PollFlags::POLLIN)];
+        if let Some(fd) = &input {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::from(POLL_PERIOD_MS)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        let mut events = Vec::new();
+        if ready(&fds[0]) {
+            timer.acknowledge();
+            events.push(Event::Timer);
+        }
+        let input_ready = fds.get(1).is_some_and(ready);
+        drop(fds);
+        if let (true, Some(fd)) = (input_ready, &input) {
+            match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+                Ok(n) if n > 0 => events.push(Event::Input(buf[..n].to_vec())),
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                // The end (or a broken descriptor): no more input.
+                _ => {
+                    input = None;
+                    events.push(Event::InputClosed);
+                }
+            }
+        }
+        for event in events {
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+        kicker.kick();
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_and_its_end_arrive_in_order() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let events = Events::start(HostTimer::new().unwrap(), Some(read), Kicker::none()).unwrap();
+        nix::unistd::write(&write, b"hello").unwrap();
+        drop(write);
+        let mut got = Vec::new();
+        while let Some(event) = events.wait(Duration::from_secs(5)) {
+            let end = event == Event::InputClosed;
+            got.push(event);
+            if end {
+                break;
+            }
+        }
+        assert_eq!(got, [Event::Input(b"hello".to_vec()), Event::InputClosed]);
+    }
+
+    #[test]
+    fn the_timer_fires() {
+        let timer = HostTimer::new().unwrap();
+        let events = Events::start(timer.clone(), None, Kicker::none()).unwrap();
+        timer.arm(Some(Duration::from_millis(5)), Some(Duration::from_millis(5))).unwrap();
+        for _ in 0..3 {
+            assert_eq!(events.wait(Duration::from_secs(5)), Some(Event::Timer));
+        }
+    }
+}

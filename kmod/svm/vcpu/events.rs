@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Events into the guest (AMD APM vol. 2, 15.20 and 15.21): the external interrupt that
+//! userspace queued with `INTERRUPT`, the event an exit cut short, and the interrupt
+//! window. The same design as KVM's `svm.c` with a userspace interrupt controller:
+//!
+//! - an interrupt is delivered through EVENTINJ, only when the guest can take it
+//!   (RFLAGS.IF set, no STI/MOV SS shadow, no other event on its way);
+//! - when it cannot, the VINTR intercept with a dummy virtual interrupt (V_IRQ) makes
+//!   the CPU exit at the first instruction boundary where it could: the window;
+//! - an exit that happens while the CPU delivers an event (EXITINTINFO) re-delivers it on
+//!   the next entry, so nothing is lost or delivered twice.
+
+use super::VcpuState;
+use crate::svm::vmcb::{self, event, intercept1};
+
+/// RFLAGS.IF.
+pub(super) const RFLAGS_IF: u64 = 1 << 9;
+/// The vectors of INT3 (#BP) and INTO (#OF): raised by instructions, like INT n.
+const BP_VECTOR: u64 = 3;
+const OF_VECTOR: u64 = 4;
+
+/// Whether an external interrupt injected now would be taken before the guest's next
+/// instruction.
+pub(super) fn interrupt_allowed(v: &VcpuState) -> bool {
+    let c = &v.vmcb.control;
+    v.vmcb.save.rflags & RFLAGS_IF != 0
+        && c.interrupt_shadow & vmcb::INTERRUPT_SHADOW == 0
+        && c.event_inj & event::VALID == 0
+}
+
+/// What the module reports in the run page on every return from `RUN`.
+pub(super) fn ready_for_injection(v: &VcpuState) -> bool {
+    v.queued.is_none() && interrupt_allowed(v)
+}
+
+/// Before each VMRUN. Delivers the queued interrupt if the guest can take it, else opens
+/// the window to deliver it as soon as it can. Returns `true` when userspace asked for
+/// the window, nothing is queued, and the window is open now: `RUN` returns
+/// `IRQ_WINDOW_OPEN` instead of entering the guest.
+pub(super) fn prepare_entry(v: &mut VcpuState, window_requested: bool) -> bool {
+    close_window(v);
+    match v.queued {
+        Some(vector) if interrupt_allowed(v) => {
+            v.vmcb.control.event_inj = event::VALID | event::TYPE_INTR | u64::from(vector);
+            v.queued = None;
+            v.stats.injected += 1;
+            // Userspace may have more: its window opens once the guest re-enables them.
+            if window_requested {
+                open_window(v);
+            }
+            false
+        }
+        Some(_) => {
+            open_window(v);
+            false
+        }
+        None if window_requested => {
+            if interrupt_allowed(v) {
+                return true;
+            }
+            open_window(v);
+            false
+        }
+        None => false,
+    }
+}
+
+/// After each VMRUN: the injected event has been delivered, unless the exit interrupted
+/// its delivery (or that of an event of the guest's own, such as a page fault); then
+/// EXITINTINFO describes it and it is delivered again on the next entry.
+pub(super) fn after_exit(v: &mut VcpuState) {
+    let info = v.vmcb.control.exit_int_info;
+    v.vmcb.control.event_inj = 0;
+    if info & event::VALID == 0 {
+        return;
+    }
+    let vector = info & event::VECTOR_MASK;
+    let soft = match info & event::TYPE_MASK {
+        event::TYPE_SOFT_INT => true,
+        event::TYPE_EXCEPTION => vector == BP_VECTOR || vector == OF_VECTOR,
+        _ => false,
+    };
+    // INT n, INT3 and INTO: RIP is still at the instruction (no next-RIP on QEMU), which
+    // raises the event again when it runs again. Everything else is re-injected as it
+    // was, error code included (same format, APM 15.7.2).
+    if !soft {
+        v.vmcb.control.event_inj = info;
+        v.stats.reinjected += 1;
+    }
+}
+
+/// Makes the CPU exit (VINTR) as soon as the guest can take an interrupt.
+fn open_window(v: &mut VcpuState) {
+    let c = &mut v.vmcb.control;
+    c.v_intr |= vmcb::V_IRQ | vmcb::V_INTR_PRIO_MAX | vmcb::V_IGN_TPR;
+    c.intercept_misc1 |= intercept1::VINTR;
+}
+
+/// Withdraws the dummy V_IRQ (it is never delivered) and the VINTR intercept.
+fn close_window(v: &mut VcpuState) {
+    let c = &mut v.vmcb.control;
+    c.v_intr &= !(vmcb::V_IRQ | vmcb::V_INTR_PRIO_MAX | vmcb::V_IGN_TPR);
+    c.intercept_misc1 &= !intercept1::VINTR;
+}
+
+/// The VINTR exit: the window is open; the next entry injects what is queued or
+/// reports the window to userspace.
+pub(super) fn window_opened(v: &mut VcpuState) {
+    close_window(v);
+    v.stats.irq_window += 1;
+}
+
+/// Moves RIP to `next_rip` after an instruction the module or userspace emulated. An STI
+/// or MOV SS shadow covered only that instruction, so it ends (`sti; hlt` then wakes on
+/// the next interrupt, as on hardware).
+pub(super) fn complete_instruction(v: &mut VcpuState, next_rip: u64) {
+    if next_rip != v.vmcb.save.rip {
+        v.vmcb.control.interrupt_shadow &= !vmcb::INTERRUPT_SHADOW;
+    }
+    v.vmcb.save.rip = next_rip;
+}

@@ -1,0 +1,94 @@
+# Tests of the pc machine (interrupts, PIC, PIT, UART console, hostile guests), run inside
+# the image by scripts/test.sh. Each guest reports through the UART; the figures printed
+# start with two spaces.
+. /mnt/shares/tests/lib.sh
+cd /mnt/shares
+# Figures go straight to the console (`check` keeps a test's own output for its message).
+exec 3>&1
+
+# Hundredths of a second since boot (busybox date has no %N).
+now_cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
+
+# 100 PIT ticks at 100 Hz in `sti; hlt` loops: about 1 s of host time, whatever the exits.
+# (The time is the run's own, from --stats: the VM's setup takes most of a second too
+# under QEMU's software SVM.)
+timer_100hz() {
+    out=$(yakvm run --machine pc --stats guests/pc_timer.bin 2>&1 < /dev/null); rc=$?
+    ms=$(echo "$out" | sed -n 's/^time: \([0-9]*\)\.\([0-9]*\) s in the guest.*, \([0-9]*\)\.\([0-9]*\) s in the emulator$/\1\2 \3\4/p' |
+        awk '{ print $1 + $2 }')
+    echo "  pc_timer: 100 ticks at 100 Hz took ${ms:-?} ms" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $out"; return 1; }
+    echo "$out" | grep -qx 'ticks 100' || { echo "output: $out"; return 1; }
+    echo "$out" | grep -qx 'ok pit counter moves' || { echo "output: $out"; return 1; }
+    echo "$out" | grep -q '^interrupts by line: irq0 100$' || { echo "output: $out"; return 1; }
+    # The 100th tick comes 1.0000015 s after programming.
+    [ -n "$ms" ] && [ "$ms" -ge 1000 ] && [ "$ms" -le 1300 ] || { echo "took $ms ms, not about 1 s"; return 1; }
+}
+
+# Bytes piped on stdin arrive by receive interrupts and are echoed (uppercased) through
+# the transmit ring, driven by THR-empty interrupts.
+uart_echo() {
+    out=$(printf 'hello\nquit\n' | yakvm run --machine pc guests/pc_uart.bin 2>&1); rc=$?
+    [ $rc -eq 0 ] || { echo "status $rc: $out"; return 1; }
+    [ "$(echo "$out" | head -n 2)" = "$(printf 'HELLO\nQUIT')" ] || { echo "output: $out"; return 1; }
+    echo "$out" | grep -qE '^rx 11 tx-irqs [1-9][0-9]*$' || { echo "output: $out"; return 1; }
+}
+
+# Timer interrupts while the guest does MMIO in a tight loop: the guest's handler count
+# equals the interrupts the emulator injected (none lost in an exit, none doubled).
+ticks_during_mmio() {
+    yakvm run --machine pc --stats guests/pc_mmio_ticks.bin > "$OUT/pc_mmio_ticks.out" 2> "$OUT/pc_mmio_ticks.err" < /dev/null; rc=$?
+    [ $rc -eq 0 ] || { echo "status $rc: $(cat "$OUT/pc_mmio_ticks.out" "$OUT/pc_mmio_ticks.err")"; return 1; }
+    guest=$(sed -n 's/^ticks \([0-9]*\) mmio \([0-9]*\)$/\1/p' "$OUT/pc_mmio_ticks.out")
+    mmio=$(sed -n 's/^ticks \([0-9]*\) mmio \([0-9]*\)$/\2/p' "$OUT/pc_mmio_ticks.out")
+    injected=$(sed -n 's/^interrupts by line:.*irq0 \([0-9]*\).*/\1/p' "$OUT/pc_mmio_ticks.err")
+    reinjected=$(sed -n 's/^interrupts: [0-9]* injected, \([0-9]*\) re-injected.*/\1/p' "$OUT/pc_mmio_ticks.err")
+    echo "  pc_mmio_ticks: $guest ticks counted by the guest, ${injected:-?} injected, ${reinjected:-?} re-injected, $mmio MMIO round trips" >&3
+    [ -n "$guest" ] && [ "$guest" -ge 300 ] && [ "$guest" = "$injected" ] ||
+        { echo "guest counted '$guest', emulator injected '$injected': $(cat "$OUT/pc_mmio_ticks.out")"; return 1; }
+}
+
+# hostile CMD: the guest misbehaves forever (see guests/pc_hostile.bin); Ctrl-C (SIGINT)
+# still ends the run at once, with the signal's status, and the host stays responsive.
+hostile() {
+    printf '%s' "$1" | yakvm run --machine pc guests/pc_hostile.bin > "$OUT/hostile-$1.out" 2>&1 &
+    pid=$!
+    # Meanwhile the other host CPU does real work: 50000 shell iterations.
+    t0=$(now_cs)
+    i=0; while [ $i -lt 50000 ]; do i=$((i + 1)); done
+    busy=$(( $(now_cs) - t0 ))
+    [ "$busy" -lt 100 ] && sleep 1
+    kill -INT $pid
+    t0=$(now_cs)
+    wait $pid; rc=$?
+    stop=$(( $(now_cs) - t0 ))
+    echo "  pc_hostile $1: the host's loop took ${busy}0 ms meanwhile; Ctrl-C ended the run in ${stop}0 ms" >&3
+    [ $rc -eq 130 ] || { echo "status $rc (want 130): $(head -c 300 "$OUT/hostile-$1.out")"; return 1; }
+    [ "$stop" -le 100 ] || { echo "SIGINT took ${stop}0 ms"; return 1; }
+    grep -q "hostile $1" "$OUT/hostile-$1.out" || { echo "the guest did not start: $(head -c 300 "$OUT/hostile-$1.out")"; return 1; }
+}
+fastest_pit_never_eoi() { hostile p; }
+fast_pit_with_eoi() { hostile e; }
+uart_flood() { hostile u; }
+
+# HLT with interrupts disabled ends the run (status 0), with a message.
+halt_with_if_clear() {
+    out=$(printf h | yakvm run --machine pc guests/pc_hostile.bin 2>&1); rc=$?
+    [ $rc -eq 0 ] && echo "$out" | grep -q 'halted with interrupts disabled' || { echo "status $rc: $out"; return 1; }
+}
+
+# Waiting for an interrupt nothing can send (no timer, input ended): a clear error.
+waits_forever() {
+    out=$(printf i | yakvm run --machine pc --timeout 30 guests/pc_hostile.bin 2>&1); rc=$?
+    [ $rc -eq 1 ] && echo "$out" | grep -q 'nothing can send' || { echo "status $rc: $out"; return 1; }
+}
+
+check pc_timer_100hz timer_100hz
+check pc_uart_echo_by_interrupts uart_echo
+check pc_ticks_during_mmio_exactly_once ticks_during_mmio
+check pc_hostile_fastest_pit_never_eoi fastest_pit_never_eoi
+check pc_hostile_fast_pit fast_pit_with_eoi
+check pc_hostile_uart_flood uart_flood
+check pc_halt_with_interrupts_disabled halt_with_if_clear
+check pc_wait_for_an_interrupt_that_cannot_come waits_forever
+check dmesg_clean_pc dmesg_clean
