@@ -85,7 +85,7 @@ want no-svm && run_image no-svm no-svm.sh EPYC,-svm
 want la57 && run_image la57 la57.sh EPYC,+la57
 # The host's entry points as users call them: make run CMD=..., the interactive shell.
 want scripts && run_host scripts tests/host/scripts.sh
-want interactive && run_host interactive python3 tests/host/session.py poweroff reboot ctrl-d
+want interactive && run_host interactive python3 tests/host/session.py poweroff reboot ctrl-d console
 
 # 3. Host-side checks of the guests' output.
 if want svm; then

@@ -385,7 +385,8 @@ impl<W: Write, B: Backing> Machine<W, B> {
             // Traced by `mmio` once the access is decoded.
             abi::exit::MMIO => return,
             abi::exit::HYPERCALL => format!("hypercall nr={:#x} args={:x?}", run.hypercall.nr, run.hypercall.args),
-            abi::exit::HLT => format!("hlt if={}", run.if_flag),
+            abi::exit::HLT if run.if_flag != 0 => "hlt (interrupts enabled)".into(),
+            abi::exit::HLT => "hlt".into(),
             abi::exit::IRQ_WINDOW_OPEN => "irq-window-open".into(),
             abi::exit::SHUTDOWN => "shutdown".into(),
             abi::exit::FAIL_ENTRY => "fail-entry".into(),

@@ -2,9 +2,12 @@
 """The interactive image (`make run`) driven through a pseudo-terminal, as a user drives it:
 wait for the shell prompt, type what should leave QEMU, check that QEMU ends.
 
-    tests/host/session.py poweroff reboot ctrl-d
+    tests/host/session.py poweroff reboot ctrl-d console
 
-Prints one "PASS <name>" or "FAIL <name>: <why>" line per key sequence (one boot each).
+Prints one "PASS <name>" or "FAIL <name>: <why>" line per scenario (one boot each).
+`console` runs a pc guest on yakvm's console in the image's terminal: typed keys reach the
+guest, Ctrl-A X (sent as Ctrl-A Ctrl-A X: QEMU's console takes the first Ctrl-A) quits
+yakvm, and the terminal's settings are back as they were.
 """
 import os
 import pty
@@ -14,7 +17,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KEYS = {"poweroff": b"poweroff\r", "reboot": b"reboot\r", "ctrl-d": b"\x04"}
+KEYS = {"poweroff": b"poweroff\r", "reboot": b"reboot\r", "ctrl-d": b"\x04", "console": b"poweroff\r"}
 BOOT_TIMEOUT = 300  # seconds until the shell prompt (TCG boot + the demo guest)
 EXIT_TIMEOUT = 60   # seconds QEMU may take to end after the keys
 
@@ -46,11 +49,16 @@ def session(name: str) -> str | None:
 
     try:
         deadline = time.monotonic() + BOOT_TIMEOUT
-        # The demo's last line, then the shell's prompt ("... # ").
-        while not (b"leaves QEMU" in seen and seen.rstrip().endswith(b"#")):
+        # The demo's last line, then the shell's prompt (followed by the line editor's
+        # cursor-position query, ESC [ 6 n, which needs no answer).
+        while not (b"leaves QEMU" in seen and b"/mnt/shares # " in seen[seen.index(b"leaves QEMU"):]):
             if time.monotonic() > deadline or not pump(1.0):
                 return f"no shell prompt within {BOOT_TIMEOUT} s; console ended with {seen[-200:]!r}"
         time.sleep(0.5)
+        if name == "console":
+            why = console(fd, pump, lambda: seen)
+            if why:
+                return why
         os.write(fd, KEYS[name])
         deadline = time.monotonic() + EXIT_TIMEOUT
         while time.monotonic() < deadline:
@@ -65,6 +73,36 @@ def session(name: str) -> str | None:
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+def console(fd: int, pump, seen) -> str | None:
+    """yakvm's console in the image's terminal; None if it behaved."""
+    def expect(what: bytes, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        start = len(seen())
+        while what not in seen()[start - 200 if start > 200 else 0:]:
+            if time.monotonic() > deadline or not pump(0.5):
+                return False
+        return True
+
+    def type_line(line: bytes) -> None:
+        os.write(fd, line + b"\r")
+
+    type_line(b"stty -g > /tmp/tty.before; yakvm run --machine pc guests/pc_uart.bin")
+    time.sleep(3)
+    for byte in b"typed":
+        os.write(fd, bytes([byte]))
+        time.sleep(0.05)
+    if not expect(b"TYPED", 60):
+        return f"the guest did not echo the typed keys; console ended with {seen()[-200:]!r}"
+    os.write(fd, b"\x01\x01x")
+    if not expect(b"quit (Ctrl-A X)", 30):
+        return f"Ctrl-A X did not quit yakvm; console ended with {seen()[-200:]!r}"
+    time.sleep(0.5)
+    type_line(b"stty -g > /tmp/tty.after; cmp -s /tmp/tty.before /tmp/tty.after && echo TTY-$((20+1))-RESTORED")
+    if not expect(b"TTY-21-RESTORED", 30):
+        return f"the terminal's settings changed; console ended with {seen()[-200:]!r}"
+    return None
 
 
 def main() -> int:
