@@ -109,11 +109,12 @@ def main() -> int:
     failed = 0
     for name in sys.argv[1:] or list(KEYS):
         why = session(name)
+        test = "interactive_yakvm_console" if name == "console" else f"interactive_{name.replace('-', '_')}_leaves_qemu"
         if why is None:
-            print(f"PASS interactive_{name.replace('-', '_')}_leaves_qemu", flush=True)
+            print(f"PASS {test}", flush=True)
         else:
             failed += 1
-            print(f"FAIL interactive_{name.replace('-', '_')}_leaves_qemu: {why}", flush=True)
+            print(f"FAIL {test}: {why}", flush=True)
     return 1 if failed else 0
 
 
