@@ -14,7 +14,7 @@ GUEST_OUT = target/$(TARGET)/guest
 override CMD := $(value CMD)
 export CMD
 
-.PHONY: help deps kernel module emulator guests initramfs env run debug test soak disk clean
+.PHONY: help deps kernel guest-kernel module emulator guests initramfs env run debug test soak disk clean
 
 help:
 	@echo "yakvm make targets:"
@@ -23,6 +23,7 @@ help:
 	@echo "  make test           run every test (host unit tests and tests in the image)"
 	@echo "  make soak           the robustness suite with 20x the guests, ioctls and cycles"
 	@echo "  make env            build the image: kernel, initramfs, module, emulator, guests"
+	@echo "  make guest-kernel   build the Linux guest: its kernel (cached) and initramfs"
 	@echo "  make debug          boot the image stopped, with gdb attached to its kernel"
 	@echo "  make disk           create the empty 8 KiB disk image disk.img"
 	@echo "  make deps           install the Debian packages and bindgen-cli (as root)"
@@ -33,6 +34,11 @@ deps:
 
 kernel: deps
 	@scripts/kernel.sh >/dev/null
+
+# The Linux that yakvm boots as a guest: bzImage in ~/.cache/yakvm, initramfs in build/.
+guest-kernel: deps
+	@scripts/guest-kernel.sh >/dev/null
+	@scripts/guest-initramfs.sh
 
 module: kernel
 	@$(MAKE) -s -C kmod KDIR=$(KDIR)
@@ -45,12 +51,14 @@ guests:
 	@mkdir -p $(BUILD)/guests
 	@for g in $(GUESTS); do objcopy -O binary $(GUEST_OUT)/$$g $(BUILD)/guests/$$g.bin; done
 	@cp $(GUEST_OUT)/hello $(BUILD)/guests/hello.elf
+	@# The Multiboot test kernel stays an ELF file (linked at 1 MiB by guest/multiboot.ld).
+	@cp $(GUEST_OUT)/multiboot $(BUILD)/guests/multiboot.elf
 
 initramfs: deps
 	@scripts/initramfs.sh
 
 # Everything the image sees comes through the share: stage it there.
-env: deps kernel module emulator guests initramfs
+env: deps kernel guest-kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests
 	@cp kmod/yakvm.ko $(SHARES)/yakvm.ko
 	@cp target/$(TARGET)/release/yakvm target/$(TARGET)/release/yakvm-selftest target/$(TARGET)/release/yakvm-stress $(SHARES)/bin/
@@ -59,6 +67,9 @@ env: deps kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/tests/expected && cp tests/expected/* $(SHARES)/tests/expected/
 	@mkdir -p $(SHARES)/kvm
 	@cp $(KDIR)/virt/lib/irqbypass.ko $(KDIR)/arch/x86/kvm/kvm.ko $(KDIR)/arch/x86/kvm/kvm-amd.ko $(SHARES)/kvm/
+	@mkdir -p $(SHARES)/linux
+	@gkdir=$$(scripts/guest-kernel.sh) && cp "$$gkdir/arch/x86/boot/bzImage" $(SHARES)/linux/bzImage
+	@cp $(BUILD)/guest-initramfs.cpio.gz $(SHARES)/linux/initramfs.cpio.gz
 	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"
 
 run: env
@@ -78,5 +89,5 @@ disk:
 	@echo "disk.img: 8192 bytes (16 sectors of 512)"
 
 clean:
-	rm -rf $(BUILD) target $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
+	rm -rf $(BUILD) target $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
 	-$(MAKE) -s -C kmod KDIR=$(KDIR) clean

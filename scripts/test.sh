@@ -80,12 +80,13 @@ want svm && run_image svm env.sh
 want core && run_image core core.sh
 want emulator && run_image emulator emulator.sh
 want pc && run_image pc pc.sh
+want kernels && run_image kernels kernels.sh
 want robust && run_image robust robust.sh
 want no-svm && run_image no-svm no-svm.sh EPYC,-svm
 want la57 && run_image la57 la57.sh EPYC,+la57
 # The host's entry points as users call them: make run CMD=..., the interactive shell.
 want scripts && run_host scripts tests/host/scripts.sh
-want interactive && run_host interactive python3 tests/host/session.py poweroff reboot ctrl-d console
+want interactive && run_host interactive python3 tests/host/session.py poweroff reboot ctrl-d console linux
 
 # 3. Host-side checks of the guests' output.
 if want svm; then

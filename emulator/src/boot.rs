@@ -30,8 +30,16 @@ const EFER_LMA: u64 = 1 << 10;
 const CODE64_SELECTOR: u16 = 0x08;
 const DATA_SELECTOR: u16 = 0x10;
 const CODE32_SELECTOR: u16 = 0x18;
-/// GDT entries: null, 64-bit code, data, 32-bit code (flat 4 GiB, DPL 0).
-const GDT: [u64; 4] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff, 0x00cf_9b00_0000_ffff];
+/// Flat 4 GiB descriptors, DPL 0.
+const CODE64_DESC: u64 = 0x00af_9b00_0000_ffff;
+const DATA_DESC: u64 = 0x00cf_9300_0000_ffff;
+const CODE32_DESC: u64 = 0x00cf_9b00_0000_ffff;
+/// GDT entries: null, 64-bit code, data, 32-bit code.
+const GDT: [u64; 4] = [0, CODE64_DESC, DATA_DESC, CODE32_DESC];
+/// Linux's 64-bit boot protocol wants `__BOOT_CS` = 0x10 and `__BOOT_DS` = 0x18.
+const LINUX_CODE_SELECTOR: u16 = 0x10;
+const LINUX_DATA_SELECTOR: u16 = 0x18;
+const LINUX_GDT: [u64; 4] = [0, 0, CODE64_DESC, DATA_DESC];
 
 /// Segment attributes in the VMCB's packed form (type, S, DPL, P, AVL, L, D/B, G).
 const CODE64_ATTRIB: u16 = 0xa9b;
@@ -52,6 +60,20 @@ fn put_u64s(mem: &GuestMemory, at: u64, values: impl IntoIterator<Item = u64>) -
 /// first 4 GiB and everything up to `map_top` (the end of the MMIO window), at most
 /// `MAX_IDENTITY_MAP`; `None` if that is not enough.
 pub fn long_mode(mem: &GuestMemory, entry: u64, map_top: u64) -> Option<(abi::Regs, abi::Sregs)> {
+    let segments = flat_segments(mem, &GDT, CODE64_SELECTOR, CODE64_ATTRIB, DATA_SELECTOR)?;
+    paged_long_mode(mem, entry, map_top, segments)
+}
+
+/// Long mode as Linux's 64-bit boot protocol asks: as `long_mode`, with the kernel's own
+/// selectors, interrupts off, and RSI = `boot_params`.
+pub fn linux_long_mode(mem: &GuestMemory, entry: u64, boot_params: u64, map_top: u64) -> Option<(abi::Regs, abi::Sregs)> {
+    let segments = flat_segments(mem, &LINUX_GDT, LINUX_CODE_SELECTOR, CODE64_ATTRIB, LINUX_DATA_SELECTOR)?;
+    let (regs, sregs) = paged_long_mode(mem, entry, map_top, segments)?;
+    Some((abi::Regs { rsi: boot_params, ..regs }, sregs))
+}
+
+/// The identity-mapped page tables in the boot area, and a 64-bit CPU on `segments`.
+fn paged_long_mode(mem: &GuestMemory, entry: u64, map_top: u64, segments: abi::Sregs) -> Option<(abi::Regs, abi::Sregs)> {
     let ram = mem.len() as u64;
     let top = map_top.max(ram).max(4 * GIB);
     if top > MAX_IDENTITY_MAP {
@@ -70,20 +92,20 @@ pub fn long_mode(mem: &GuestMemory, entry: u64, map_top: u64) -> Option<(abi::Re
         cr3: pml4,
         cr4: CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT,
         efer: EFER_LME | EFER_LMA,
-        ..flat_segments(mem, CODE64_SELECTOR, CODE64_ATTRIB)?
+        ..segments
     };
     let regs = abi::Regs { rip: entry, rsp: initial_rsp(ram), rflags: 2, ..Default::default() };
     Some((regs, sregs))
 }
 
-/// Writes the GDT into the boot area and returns flat 4 GiB code (`code_selector`,
-/// `code_attrib`) and data segments from it, a busy TSS and an LDT, as both protected and
-/// long mode start with them.
-fn flat_segments(mem: &GuestMemory, code_selector: u16, code_attrib: u16) -> Option<abi::Sregs> {
+/// Writes `gdt` into the boot area and returns flat 4 GiB code (`code_selector`,
+/// `code_attrib`) and data (`data_selector`) segments from it, a busy TSS and an LDT, as
+/// both protected and long mode start with them.
+fn flat_segments(mem: &GuestMemory, gdt_entries: &[u64], code_selector: u16, code_attrib: u16, data_selector: u16) -> Option<abi::Sregs> {
     let gdt = boot_area(mem.len() as u64) + GDT_OFFSET;
-    put_u64s(mem, gdt, GDT)?;
+    put_u64s(mem, gdt, gdt_entries.iter().copied())?;
     let code = abi::Segment { selector: code_selector, attrib: code_attrib, limit: u32::MAX, base: 0 };
-    let data = abi::Segment { selector: DATA_SELECTOR, attrib: DATA_ATTRIB, limit: u32::MAX, base: 0 };
+    let data = abi::Segment { selector: data_selector, attrib: DATA_ATTRIB, limit: u32::MAX, base: 0 };
     Some(abi::Sregs {
         cs: code,
         ds: data,
@@ -93,7 +115,7 @@ fn flat_segments(mem: &GuestMemory, code_selector: u16, code_attrib: u16) -> Opt
         ss: data,
         tr: abi::Segment { selector: 0, attrib: TSS_BUSY_ATTRIB, limit: 0x67, base: 0 },
         ldt: abi::Segment { selector: 0, attrib: LDT_ATTRIB, limit: 0xffff, base: 0 },
-        gdt: abi::DescTable { base: gdt, limit: (GDT.len() * 8 - 1) as u32, _pad: 0 },
+        gdt: abi::DescTable { base: gdt, limit: (gdt_entries.len() * 8 - 1) as u32, _pad: 0 },
         ..Default::default()
     })
 }
@@ -101,7 +123,8 @@ fn flat_segments(mem: &GuestMemory, code_selector: u16, code_attrib: u16) -> Opt
 /// A CPU in 32-bit protected mode with flat 4 GiB segments and paging off, about to
 /// execute `entry`, ESP just below the boot area.
 pub fn protected_mode(mem: &GuestMemory, entry: u64) -> Option<(abi::Regs, abi::Sregs)> {
-    let sregs = abi::Sregs { cr0: CR0_PE | CR0_ET, ..flat_segments(mem, CODE32_SELECTOR, CODE32_ATTRIB)? };
+    let segments = flat_segments(mem, &GDT, CODE32_SELECTOR, CODE32_ATTRIB, DATA_SELECTOR)?;
+    let sregs = abi::Sregs { cr0: CR0_PE | CR0_ET, ..segments };
     let rsp = initial_rsp(mem.len() as u64);
     Some((abi::Regs { rip: entry, rsp, rflags: 2, ..Default::default() }, sregs))
 }

@@ -14,6 +14,8 @@ pub mod events;
 #[deny(unsafe_code)]
 pub mod insn;
 #[deny(unsafe_code)]
+pub mod kernel;
+#[deny(unsafe_code)]
 pub mod layout;
 #[deny(unsafe_code)]
 pub mod loader;

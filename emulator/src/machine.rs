@@ -9,6 +9,7 @@ use crate::bus::{Bus, Effect};
 use crate::disk::{Backing, Disk};
 use crate::events::{Event, Events, HostTimer};
 use crate::insn::{self, Access, Source};
+use crate::kernel::{BootImage, KernelEntry};
 use crate::loader::{self, LoadError};
 use crate::pc::board::Board;
 use crate::pc::console::{Escape, Key};
@@ -46,6 +47,8 @@ pub enum MachineKind {
 /// The fastest timer interrupt rate yakvm delivers (KVM's PIT has the same floor): a
 /// guest that programs the PIT faster gets its ticks merged.
 pub const MIN_TIMER_PERIOD: Duration = Duration::from_micros(200);
+/// Console output without a newline (a prompt) waits at most this long for more.
+const CONSOLE_FLUSH_DELAY: Duration = Duration::from_millis(20);
 /// How long a halted guest's wait lasts before the stop signals are checked again.
 const HALT_POLL: Duration = Duration::from_millis(100);
 
@@ -156,14 +159,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
     /// Builds a machine running `image` (flat or ELF) with the given disk.
     pub fn new(dev: &sys::Device, config: &Config, image: &[u8], out: W, disk: B) -> Result<Self, Error> {
         let ram = config.mem;
-        if ram % 4096 != 0 || !(layout::MIN_RAM..=layout::MAX_RAM).contains(&ram) {
-            return Err(Error::BadMemSize(ram));
-        }
-        let mmio_base = config.mmio_base.unwrap_or_else(|| layout::default_mmio_base(ram));
-        let mmio_top = mmio_base.checked_add(crate::bus::MMIO_PORTS * crate::bus::MMIO_STRIDE);
-        if mmio_base % 4096 != 0 || mmio_base < ram || mmio_top.is_none_or(|t| t > layout::MAX_IDENTITY_MAP) {
-            return Err(Error::BadMmioBase { base: mmio_base, ram, max: layout::MAX_IDENTITY_MAP });
-        }
+        let mmio_top = check_layout(config)?;
         let image = loader::parse(image, config.load_addr)?;
         let limit = layout::boot_area(ram);
         for seg in &image.segments {
@@ -183,6 +179,54 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 return Err(Error::RealModeEntry { entry: image.entry, base });
             }
         }
+        Self::build(dev, config, out, disk, |mem| {
+            for seg in &image.segments {
+                mem.write(seg.gpa, seg.bytes).expect("checked to fit");
+            }
+            match mode {
+                EntryMode::Long => boot::long_mode(mem, image.entry, mmio_top).expect("checked to fit"),
+                EntryMode::Protected => boot::protected_mode(mem, image.entry).expect("boot area in RAM"),
+                EntryMode::Real => boot::real_mode(base, image.entry),
+            }
+        })
+    }
+
+    /// A machine that boots a kernel (`kernel::linux` or `kernel::multiboot` made
+    /// `image`, checked to fit in `config.mem`).
+    pub fn with_kernel(dev: &sys::Device, config: &Config, image: &BootImage, out: W, disk: B) -> Result<Self, Error> {
+        let mmio_top = check_layout(config)?;
+        let limit = layout::boot_area(config.mem);
+        for (at, bytes) in &image.writes {
+            let end = at.saturating_add(bytes.len() as u64);
+            if end > limit {
+                return Err(Error::DoesNotFit { start: *at, end, limit, mem: config.mem });
+            }
+        }
+        Self::build(dev, config, out, disk, |mem| {
+            for (at, bytes) in &image.writes {
+                mem.write(*at, bytes).expect("checked to fit");
+            }
+            match image.entry {
+                KernelEntry::Long64 { rip, rsi } => boot::linux_long_mode(mem, rip, rsi, mmio_top).expect("checked to fit"),
+                KernelEntry::Protected32 { eip, eax, ebx } => {
+                    let (regs, sregs) = boot::protected_mode(mem, eip.into()).expect("boot area in RAM");
+                    (abi::Regs { rax: eax.into(), rbx: ebx.into(), ..regs }, sregs)
+                }
+            }
+        })
+    }
+
+    /// The VM, its RAM (filled in by `place`, which returns the vCPU's first state), the
+    /// vCPU and the board.
+    fn build(
+        dev: &sys::Device,
+        config: &Config,
+        out: W,
+        disk: B,
+        place: impl FnOnce(&sys::GuestMemory) -> (abi::Regs, abi::Sregs),
+    ) -> Result<Self, Error> {
+        let ram = config.mem;
+        let mmio_base = config.mmio_base.unwrap_or_else(|| layout::default_mmio_base(ram));
         let version = dev.api_version()?;
         if version != abi::API_VERSION {
             return Err(Error::AbiVersion(version, abi::API_VERSION));
@@ -190,14 +234,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
         let vm = dev.create_vm()?;
         let mem = sys::GuestMemory::new(ram as usize)?;
         vm.add_memory(0, 0, &mem)?;
-        for seg in &image.segments {
-            mem.write(seg.gpa, seg.bytes).expect("checked to fit");
-        }
-        let (regs, sregs) = match mode {
-            EntryMode::Long => boot::long_mode(&mem, image.entry, mmio_top.unwrap_or(0)).expect("checked to fit"),
-            EntryMode::Protected => boot::protected_mode(&mem, image.entry).expect("boot area in RAM"),
-            EntryMode::Real => boot::real_mode(base, image.entry),
-        };
+        let (regs, sregs) = place(&mem);
         let vcpu = vm.create_vcpu()?;
         vcpu.set_sregs(&sregs)?;
         vcpu.set_regs(&regs)?;
@@ -263,6 +300,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
     /// pc: what the event thread saw (timer expiries, console input), and the host timer
     /// following the PIT. `Some` when the user asked to quit.
     fn pc_events(&mut self) -> Result<Option<Outcome>, Error> {
+        self.bus.flush_stale(CONSOLE_FLUSH_DELAY)?;
         let (Some(pc), Some(board)) = (self.pc.as_mut(), self.bus.board.as_mut()) else {
             return Ok(None);
         };
@@ -303,6 +341,8 @@ impl<W: Write, B: Backing> Machine<W, B> {
     /// pc: HLT with interrupts enabled: waits, without spinning, for an event that makes
     /// the PIC request an interrupt (or for the user or a signal to end the run).
     fn wait_for_interrupt(&mut self) -> Result<Option<Outcome>, Error> {
+        // The guest idles: what it printed is all there is for now.
+        self.bus.flush_stale(Duration::ZERO)?;
         loop {
             if let Some(signal) = sys::stop_signal() {
                 return Ok(Some(Outcome::Interrupted(signal)));
@@ -471,6 +511,20 @@ impl<W: Write, B: Backing> Machine<W, B> {
 
     pub fn msr_stats(&self) -> io::Result<abi::MsrStats> {
         self.vcpu.msr_stats()
+    }
+}
+
+/// Checks `--mem` and `--mmio-base`; returns the end of the MMIO window.
+fn check_layout(config: &Config) -> Result<u64, Error> {
+    let ram = config.mem;
+    if ram % 4096 != 0 || !(layout::MIN_RAM..=layout::MAX_RAM).contains(&ram) {
+        return Err(Error::BadMemSize(ram));
+    }
+    let mmio_base = config.mmio_base.unwrap_or_else(|| layout::default_mmio_base(ram));
+    let mmio_top = mmio_base.checked_add(crate::bus::MMIO_PORTS * crate::bus::MMIO_STRIDE);
+    match mmio_top {
+        Some(top) if mmio_base % 4096 == 0 && mmio_base >= ram && top <= layout::MAX_IDENTITY_MAP => Ok(top),
+        _ => Err(Error::BadMmioBase { base: mmio_base, ram, max: layout::MAX_IDENTITY_MAP }),
     }
 }
 

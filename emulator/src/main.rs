@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use yakvm::disk::SECTOR_SIZE;
 use yakvm::machine::{Config, EntryMode, Machine, MachineKind, Outcome};
+use yakvm::kernel::{linux, multiboot, BootImage};
 use yakvm::pc::console::RawMode;
 use yakvm::{layout, sys};
 use yakvm_abi as abi;
@@ -41,15 +42,34 @@ enum Command {
     /// and the MMIO window. HLT waits for an interrupt; with interrupts disabled it ends
     /// the run (status 0). On a terminal the console is raw: Ctrl-A X quits, Ctrl-A H
     /// helps, Ctrl-A Ctrl-A sends Ctrl-A.
+    ///
+    /// --kernel boots a kernel instead of a guest program, as QEMU's -kernel does: a Linux
+    /// bzImage (64-bit boot protocol; --initrd, --append adds to yakvm's default command
+    /// line) or a Multiboot v1 kernel (--append is its whole command line; --module
+    /// FILE[,STRING], repeatable). A kernel that powers off (HLT with interrupts off) or
+    /// reboots (the i8042 reset) ends the run with status 0.
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["guest", "kernel"]))]
     Run {
         /// The guest program (flat binary or ELF).
-        guest: PathBuf,
-        /// The board: seed (the simple machine) or pc.
-        #[arg(long, value_enum, default_value = "seed")]
-        machine: MachineKind,
-        /// Guest RAM size, in bytes or with a K, M or G suffix.
-        #[arg(long, default_value = "16M", value_parser = parse_size)]
-        mem: u64,
+        guest: Option<PathBuf>,
+        /// Boot this kernel (a Linux bzImage or a Multiboot v1 kernel) instead of GUEST.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// The initial ramdisk of a Linux kernel.
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
+        /// Linux: added to yakvm's default command line; Multiboot: the command line.
+        #[arg(long, requires = "kernel")]
+        append: Option<String>,
+        /// A Multiboot module: FILE, or FILE,STRING (STRING defaults to FILE). Repeatable.
+        #[arg(long = "module", requires = "kernel")]
+        modules: Vec<String>,
+        /// The board: seed (the simple machine) or pc [default: seed; pc with --kernel].
+        #[arg(long, value_enum)]
+        machine: Option<MachineKind>,
+        /// Guest RAM size, in bytes or with a K, M or G suffix [default: 16M; 256M with --kernel].
+        #[arg(long, value_parser = parse_size)]
+        mem: Option<u64>,
         /// CPU mode at entry [default: long; protected for a 32-bit ELF file].
         #[arg(long, value_enum)]
         entry: Option<EntryMode>,
@@ -98,8 +118,14 @@ fn parse_address(s: &str) -> Result<u64, String> {
     parsed.map_err(|_| format!("'{s}' is not an address (examples: 0x200000, 2097152)"))
 }
 
+/// What a run boots.
+enum Payload {
+    Program(PathBuf),
+    Kernel { path: PathBuf, initrd: Option<PathBuf>, append: Option<String>, modules: Vec<String> },
+}
+
 struct RunArgs {
-    guest: PathBuf,
+    payload: Payload,
     config: Config,
     disk: Option<PathBuf>,
     timeout: Option<u32>,
@@ -119,8 +145,52 @@ fn open_disk(path: &PathBuf) -> Result<File, String> {
     Ok(file)
 }
 
+fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+/// Reads and checks a kernel and what goes with it: what the machine will write.
+fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>, modules: &[String], mem: u64) -> Result<BootImage, String> {
+    let kernel = read_file("kernel", path)?;
+    let name = path.display();
+    if linux::detect(&kernel) {
+        if !modules.is_empty() {
+            return Err(format!("{name} is a Linux bzImage: --module is for Multiboot kernels"));
+        }
+        let initrd = initrd.as_ref().map(|p| read_file("initrd", p)).transpose()?;
+        let mut cmdline = linux::default_cmdline(Some(sys::tsc_khz(std::time::Duration::from_millis(50))));
+        if let Some(extra) = append {
+            cmdline.push(' ');
+            cmdline.push_str(extra);
+        }
+        return linux::load(&kernel, initrd.as_deref(), &cmdline, mem).map_err(|e| format!("{name}: {e}"));
+    }
+    if multiboot::detect(&kernel) {
+        if initrd.is_some() {
+            return Err(format!("{name} is a Multiboot kernel: give its files as --module, not --initrd"));
+        }
+        let files: Vec<(Vec<u8>, String)> = modules
+            .iter()
+            .map(|m| {
+                let (file, string) = m.split_once(',').unwrap_or((m.as_str(), m.as_str()));
+                read_file("module", &PathBuf::from(file)).map(|bytes| (bytes, string.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let modules: Vec<multiboot::Module> = files.iter().map(|(bytes, string)| multiboot::Module { bytes, string }).collect();
+        let cmdline = append.as_deref().unwrap_or("");
+        return multiboot::load(&kernel, cmdline, &modules, mem, layout::BOOT_AREA_SIZE).map_err(|e| format!("{name}: {e}"));
+    }
+    Err(format!(
+        "{name} is neither a Linux bzImage (no \"HdrS\" setup header at offset 0x202) nor a Multiboot v1 kernel (no header in its first 8192 bytes)"
+    ))
+}
+
 fn run(device: &str, args: &RunArgs) -> Result<Outcome, String> {
-    let image = std::fs::read(&args.guest).map_err(|e| format!("cannot read guest {}: {e}", args.guest.display()))?;
+    // Everything read and checked before the VM exists.
+    let payload = match &args.payload {
+        Payload::Program(path) => Err(read_file("guest", path)?),
+        Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, args.config.mem)?),
+    };
     let disk = args.disk.as_ref().map(open_disk).transpose()?;
     let dev = sys::Device::open(device).map_err(|e| e.to_string())?;
     sys::catch_stop_signals().map_err(|e| e.to_string())?;
@@ -132,7 +202,11 @@ fn run(device: &str, args: &RunArgs) -> Result<Outcome, String> {
         MachineKind::Seed => None,
     };
     let config = Config { console_is_terminal: raw.is_some(), ..args.config.clone() };
-    let mut machine = Machine::new(&dev, &config, &image, out, disk).map_err(|e| e.to_string())?;
+    let machine = match &payload {
+        Err(program) => Machine::new(&dev, &config, program, out, disk),
+        Ok(kernel) => Machine::with_kernel(&dev, &config, kernel, out, disk),
+    };
+    let mut machine = machine.map_err(|e| e.to_string())?;
     if let Some(secs) = args.timeout {
         sys::alarm(secs);
     }
@@ -215,9 +289,17 @@ fn info(device: &str) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats } => {
+            let is_kernel = kernel.is_some();
+            let payload = match (guest, kernel) {
+                (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
+                (Some(path), None) => Payload::Program(path),
+                (None, None) => unreachable!("clap requires one of them"),
+            };
+            let machine = machine.unwrap_or(if is_kernel { MachineKind::Pc } else { MachineKind::Seed });
+            let mem = mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
             let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false };
-            match run(&cli.device, &RunArgs { guest, config, disk, timeout, stats }) {
+            match run(&cli.device, &RunArgs { payload, config, disk, timeout, stats }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {
                     eprintln!("yakvm: the guest halted with interrupts disabled");

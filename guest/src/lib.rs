@@ -69,7 +69,12 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 }
 
 /// Writes `n` in decimal to the serial port.
-pub fn print_u64(mut n: u64) {
+pub fn print_u64(n: u64) {
+    put_u64(n, |b| outb(SERIAL_PORT, b));
+}
+
+/// Writes `n` in decimal, a byte at a time, with `put` (the serial port, the UART, ...).
+pub fn put_u64(mut n: u64, put: impl FnMut(u8)) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -80,9 +85,7 @@ pub fn print_u64(mut n: u64) {
             break;
         }
     }
-    for &b in &buf[i..] {
-        outb(SERIAL_PORT, b);
-    }
+    buf[i..].iter().copied().for_each(put);
 }
 
 /// Reports one check: prints "ok <what>" or "FAIL <what>", and counts failures.

@@ -480,18 +480,8 @@ pub fn print(s: &str) {
 }
 
 /// Writes `n` in decimal to COM1 (polling).
-pub fn print_u64(mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf[i..].iter().copied().for_each(putc);
+pub fn print_u64(n: u64) {
+    crate::put_u64(n, putc);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@
 //! | 0x20-0x21, 0xa0-0xa1 | master and slave 8259A PIC (slave on IRQ2) |
 //! | 0x40-0x43, 0x61 | 8254 PIT (channel 0 on IRQ0), port B (speaker gate, OUT2) |
 //! | 0x60, 0x64 | i8042: 0xfe to 0x64 pulses the reset line (ends the run as a reboot) |
+//! | 0x92 | system control port A: bit 0 is a fast reset; bit 1 (A20) reads as set |
+//! | 0xcf9 | reset control: a write with bit 2 (reset CPU) set resets |
 //! | 0x70-0x71 | CMOS RTC with the host's time |
 //! | 0x80 | POST code sink |
 //! | 0x3f8-0x3ff | 16550A UART (COM1) on IRQ4: the console |
@@ -34,6 +36,15 @@ pub const POST_PORT: u16 = 0x80;
 /// The UART's FIFO control register and its "clear the receive FIFO" bit.
 const UART_FCR: u16 = super::uart::COM1_BASE + 2;
 const FCR_CLEAR_RX: u8 = 1 << 1;
+/// System control port A (fast reset in bit 0, A20 gate in bit 1) and the reset control
+/// register of PC chipsets (reset the CPU in bit 2): two more ways a PC reboots.
+const PORT_A: u16 = 0x92;
+const PORT_A_FAST_RESET: u8 = 1 << 0;
+const PORT_A_A20: u8 = 1 << 1;
+const RESET_CONTROL: u16 = 0xcf9;
+const RESET_CONTROL_CPU: u8 = 1 << 2;
+/// Accesses to ports nothing answers that are told on stderr (all are counted).
+const LOGGED_UNCLAIMED: u64 = 5;
 /// The PIT's channel 0 drives this line.
 pub const PIT_IRQ: u8 = 0;
 
@@ -54,12 +65,15 @@ pub enum Device {
     Cmos,
     Post,
     Uart,
+    /// Port A and the reset control register.
+    Reset,
     /// No device: reads all ones, writes dropped.
     Unclaimed,
 }
 
 impl Device {
-    pub const ALL: [Device; 7] = [Device::Pic, Device::Pit, Device::I8042, Device::Cmos, Device::Post, Device::Uart, Device::Unclaimed];
+    pub const ALL: [Device; 8] =
+        [Device::Pic, Device::Pit, Device::I8042, Device::Cmos, Device::Post, Device::Uart, Device::Reset, Device::Unclaimed];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -69,6 +83,7 @@ impl Device {
             Device::Cmos => "cmos (0x70-0x71)",
             Device::Post => "post (0x80)",
             Device::Uart => "uart (0x3f8-0x3ff)",
+            Device::Reset => "reset (0x92, 0xcf9)",
             Device::Unclaimed => "unclaimed",
         }
     }
@@ -81,6 +96,7 @@ impl Device {
             p if Cmos::owns(p) => Device::Cmos,
             POST_PORT => Device::Post,
             p if Uart::<Vec<u8>>::owns(p) => Device::Uart,
+            PORT_A | RESET_CONTROL => Device::Reset,
             _ => Device::Unclaimed,
         }
     }
@@ -135,9 +151,13 @@ impl Board {
         self.start.elapsed().as_nanos() as u64
     }
 
-    fn count(&mut self, device: Device) {
+    fn count(&mut self, device: Device, port: u16, what: &str) {
         let i = Device::ALL.iter().position(|&d| d == device).unwrap_or(Device::ALL.len() - 1);
         self.stats.port_accesses[i] += 1;
+        let unclaimed = self.stats.port_accesses[Device::ALL.len() - 1];
+        if device == Device::Unclaimed && unclaimed <= LOGGED_UNCLAIMED {
+            eprintln!("yakvm: pc: nothing at port {port:#x} ({what}){}", if unclaimed == LOGGED_UNCLAIMED { "; not saying it again" } else { "" });
+        }
     }
 
     /// Whether `port` is one of the board's (else the bus tries its own registers).
@@ -148,7 +168,7 @@ impl Board {
     /// A byte written to `port`.
     pub fn write(&mut self, port: u16, value: u8) -> std::io::Result<PortEffect> {
         let device = Device::of(port);
-        self.count(device);
+        self.count(device, port, "write dropped");
         let now = self.now_ns();
         match device {
             Device::Pic => self.pic.write(port, value),
@@ -167,6 +187,15 @@ impl Board {
                 self.uart.write(port, value)?;
                 self.wire_uart();
             }
+            Device::Reset => {
+                let reset = match port {
+                    PORT_A => value & PORT_A_FAST_RESET != 0,
+                    _ => value & RESET_CONTROL_CPU != 0,
+                };
+                if reset {
+                    return Ok(PortEffect::Reset);
+                }
+            }
             Device::Post | Device::Unclaimed => {}
         }
         Ok(PortEffect::Continue)
@@ -175,7 +204,7 @@ impl Board {
     /// A byte read from `port`.
     pub fn read(&mut self, port: u16) -> u8 {
         let device = Device::of(port);
-        self.count(device);
+        self.count(device, port, "read as 0xff");
         let now = self.now_ns();
         match device {
             Device::Pic => self.pic.read(port),
@@ -189,6 +218,9 @@ impl Board {
                 self.wire_uart();
                 value
             }
+            // A20 is always on; the reset control register reads as idle.
+            Device::Reset if port == PORT_A => PORT_A_A20,
+            Device::Reset => 0,
             Device::Post | Device::Unclaimed => 0xff,
         }
     }
@@ -270,5 +302,16 @@ mod tests {
         assert_eq!(board.read(0x3f8), b'p');
         assert_eq!(board.read(0x3f8), b'q');
         assert_eq!(board.read(0x3fd) & 1, 0, "no more data");
+    }
+
+    #[test]
+    fn the_ways_a_pc_resets() {
+        let mut board = Board::new(16 << 20);
+        assert_eq!(board.write(0x64, 0xfe).unwrap(), PortEffect::Reset);
+        assert_eq!(board.write(0x92, PORT_A_A20).unwrap(), PortEffect::Continue);
+        assert_eq!(board.write(0x92, PORT_A_A20 | PORT_A_FAST_RESET).unwrap(), PortEffect::Reset);
+        assert_eq!(board.write(0xcf9, 0x02).unwrap(), PortEffect::Continue);
+        assert_eq!(board.write(0xcf9, 0x06).unwrap(), PortEffect::Reset);
+        assert_eq!(board.read(0x92), PORT_A_A20);
     }
 }

@@ -1,0 +1,284 @@
+//! Linux's x86 boot protocol (`Documentation/arch/x86/boot.rst`), entered through its
+//! 64-bit entry point, as QEMU's and Firecracker's `-kernel` do without firmware.
+//!
+//! 64-bit rather than 32-bit: the kernel then starts with paging as we set it up and
+//! never runs its real-mode or 32-bit setup code; it needs boot protocol 2.12 and
+//! `XLF_KERNEL_64`, which every x86-64 kernel since 3.8 has.
+//!
+//! The layout in guest RAM:
+//!
+//! | address | what |
+//! |---|---|
+//! | 0x7000 | the zero page (`struct boot_params`), with the setup header copied from the file |
+//! | 0x20000 | the command line |
+//! | 0x100000 | the protected-mode kernel (the file past its setup sectors); entry at +0x200 |
+//! | `pref_address` (16 MiB by default) | where it decompresses itself: `init_size` bytes |
+//! | top of RAM below `initrd_addr_max` and the emulator's 64 KiB | the initrd, page-aligned |
+//!
+//! The structures come from rust-vmm's `linux-loader` (`bootparam`, generated from the
+//! kernel's own headers). Its `BzImage::load` and `LinuxBootConfigurator` write into a
+//! `vm-memory` guest memory, which our loaders do not have (they describe what to write,
+//! for the machine to apply, so they can be tested as plain functions): the copying they
+//! do is the few lines below.
+
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+use vm_memory::ByteValued;
+
+use super::{BootImage, KernelEntry};
+use crate::layout::{MIB, BOOT_AREA_SIZE};
+
+/// "HdrS" at 0x202.
+const HDRS_MAGIC: u32 = 0x5372_6448;
+/// Where the setup header starts in the file and in the zero page.
+const SETUP_HEADER_OFFSET: usize = 0x1f1;
+/// The setup header's length is 0x202 plus the byte at 0x201, minus its start.
+const SETUP_HEADER_JUMP_LEN: usize = 0x201;
+/// Oldest protocol with a 64-bit entry point (2.12).
+const MIN_PROTOCOL: u16 = 0x020c;
+/// Protocols we know: 2.x.
+const MAX_PROTOCOL_MAJOR: u16 = 2;
+/// `xloadflags`: the kernel has the 64-bit entry point at `load address + 0x200`.
+const XLF_KERNEL_64: u16 = 1 << 0;
+const ENTRY_64_OFFSET: u64 = 0x200;
+/// `loadflags`: loaded at 1 MiB (a bzImage); the heap end pointer is valid.
+const LOADED_HIGH: u8 = 1 << 0;
+const CAN_USE_HEAP: u8 = 1 << 7;
+/// `type_of_loader`: a loader without an assigned id.
+const LOADER_UNDEFINED: u8 = 0xff;
+/// `vid_mode`: "normal".
+const VID_MODE_NORMAL: u16 = 0xffff;
+/// `heap_end_ptr`: the end of the setup heap, relative to the real-mode code (unused
+/// with the 64-bit entry, but the protocol asks for it with `CAN_USE_HEAP`).
+const HEAP_END: u16 = 0xfe00;
+
+pub const ZERO_PAGE: u64 = 0x7000;
+pub const CMDLINE: u64 = 0x2_0000;
+pub const KERNEL_LOAD: u64 = MIB;
+/// Memory the kernel never sees as usable: the EBDA and the BIOS area of a PC.
+const EBDA: u64 = 0x9_fc00;
+const BIOS_AREA: (u64, u64) = (0xf_0000, MIB);
+/// e820 types.
+const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
+const PAGE: u64 = 4096;
+
+/// Why a file cannot be booted as Linux.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LinuxError {
+    #[error("the bzImage is truncated: {0}")]
+    Truncated(String),
+    #[error("not a bzImage: no \"HdrS\" setup header at offset 0x202")]
+    NotBzImage,
+    #[error("the bzImage speaks boot protocol {0}.{1:02}; yakvm boots 2.12 and newer 2.x (the 64-bit entry point)")]
+    Protocol(u16, u16),
+    #[error("the kernel has no 64-bit entry point (xloadflags bit 0): a 32-bit kernel?")]
+    No64BitEntry,
+    #[error("the kernel needs {need:#x} bytes from {at:#x} (init_size) but RAM ends at {end:#x} (--mem {mem})")]
+    KernelDoesNotFit { at: u64, need: u64, end: u64, mem: u64 },
+    #[error("the initrd of {size} bytes does not fit in RAM above the kernel (it ends at {kernel_end:#x}, RAM usable up to {limit:#x}; --mem {mem})")]
+    InitrdDoesNotFit { size: u64, kernel_end: u64, limit: u64, mem: u64 },
+    #[error("the command line is {len} bytes; this kernel takes at most {max}")]
+    CmdlineTooLong { len: usize, max: u32 },
+}
+
+/// Whether `file` is a bzImage (the setup header's magic).
+pub fn detect(file: &[u8]) -> bool {
+    file.get(0x202..0x206).is_some_and(|m| u32::from_le_bytes(m.try_into().unwrap()) == HDRS_MAGIC)
+}
+
+/// The default command line for yakvm's pc machine: the console on the UART, the PIC and
+/// PIT only (no local APIC, no ACPI), and the TSC frequency `tsc_khz` so the kernel does
+/// not calibrate it (unreliable under nested virtualization).
+pub fn default_cmdline(tsc_khz: Option<u64>) -> String {
+    let mut line = String::from("console=ttyS0 earlyprintk=serial,ttyS0,115200 noapic nolapic acpi=off pci=off");
+    if let Some(khz) = tsc_khz {
+        line.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    line
+}
+
+/// Loads bzImage `file` with `initrd` and `cmdline` for a guest of `ram` bytes, whose top
+/// `BOOT_AREA_SIZE` bytes are the emulator's.
+pub fn load(file: &[u8], initrd: Option<&[u8]>, cmdline: &str, ram: u64) -> Result<BootImage, LinuxError> {
+    if file.len() < 0x202 + 4 {
+        return Err(LinuxError::Truncated(format!("{} bytes, shorter than the setup header", file.len())));
+    }
+    if !detect(file) {
+        return Err(LinuxError::NotBzImage);
+    }
+    let header_end = (0x202 + usize::from(file[SETUP_HEADER_JUMP_LEN])).min(SETUP_HEADER_OFFSET + std::mem::size_of::<setup_header>());
+    let mut hdr = setup_header::default();
+    let n = header_end - SETUP_HEADER_OFFSET;
+    hdr.as_mut_slice()[..n].copy_from_slice(&file[SETUP_HEADER_OFFSET..header_end]);
+
+    let version = hdr.version;
+    if version >> 8 > MAX_PROTOCOL_MAJOR || version < MIN_PROTOCOL {
+        return Err(LinuxError::Protocol(version >> 8, version & 0xff));
+    }
+    let xloadflags = hdr.xloadflags;
+    if xloadflags & XLF_KERNEL_64 == 0 {
+        return Err(LinuxError::No64BitEntry);
+    }
+    let setup_sects = if hdr.setup_sects == 0 { 4 } else { u64::from(hdr.setup_sects) };
+    let kernel_start = (setup_sects + 1) * 512;
+    // syssize: the protected-mode code's size in 16-byte paragraphs.
+    let kernel_len = u64::from(hdr.syssize) * 16;
+    let file_len = file.len() as u64;
+    if kernel_start + kernel_len > file_len {
+        return Err(LinuxError::Truncated(format!(
+            "the header says {} bytes (setup {kernel_start} + kernel {kernel_len}), the file has {file_len}",
+            kernel_start + kernel_len
+        )));
+    }
+    let usable_end = ram.saturating_sub(BOOT_AREA_SIZE);
+    // The compressed kernel at 1 MiB decompresses itself to its preferred address
+    // (protocol 2.10 and newer say it; LOAD_PHYSICAL_ADDR, 16 MiB, by default) and needs
+    // init_size bytes there.
+    let init_size = u64::from(hdr.init_size).max(kernel_len);
+    let run_at = if version >= 0x020a { hdr.pref_address.max(KERNEL_LOAD) } else { KERNEL_LOAD };
+    let kernel_end = (run_at + init_size).max(KERNEL_LOAD + kernel_len);
+    if kernel_end > usable_end {
+        return Err(LinuxError::KernelDoesNotFit { at: run_at, need: init_size, end: usable_end, mem: ram });
+    }
+    let max_cmdline = if version >= 0x0206 { hdr.cmdline_size } else { 255 };
+    if cmdline.len() > max_cmdline as usize {
+        return Err(LinuxError::CmdlineTooLong { len: cmdline.len(), max: max_cmdline });
+    }
+
+    let mut writes = vec![(KERNEL_LOAD, file[kernel_start as usize..].to_vec())];
+    let mut cmdline_bytes = cmdline.as_bytes().to_vec();
+    cmdline_bytes.push(0);
+    writes.push((CMDLINE, cmdline_bytes));
+
+    hdr.type_of_loader = LOADER_UNDEFINED;
+    hdr.loadflags |= LOADED_HIGH | CAN_USE_HEAP;
+    hdr.heap_end_ptr = HEAP_END;
+    hdr.vid_mode = VID_MODE_NORMAL;
+    hdr.code32_start = KERNEL_LOAD as u32;
+    hdr.cmd_line_ptr = CMDLINE as u32;
+    let mut params = boot_params { hdr, ..Default::default() };
+    params.ext_cmd_line_ptr = (CMDLINE >> 32) as u32;
+
+    if let Some(initrd) = initrd {
+        let size = initrd.len() as u64;
+        // As high as allowed, below the emulator's area, page-aligned, above the kernel.
+        let limit = usable_end.min(u64::from(hdr.initrd_addr_max) + 1);
+        let at = limit.checked_sub(size).map(|a| a & !(PAGE - 1)).filter(|&a| a >= kernel_end);
+        let Some(at) = at else {
+            return Err(LinuxError::InitrdDoesNotFit { size, kernel_end, limit, mem: ram });
+        };
+        params.hdr.ramdisk_image = at as u32;
+        params.hdr.ramdisk_size = size as u32;
+        params.ext_ramdisk_image = (at >> 32) as u32;
+        params.ext_ramdisk_size = (size >> 32) as u32;
+        writes.push((at, initrd.to_vec()));
+    }
+
+    let map = e820(ram);
+    for (slot, &(addr, size, type_)) in params.e820_table.iter_mut().zip(&map) {
+        *slot = boot_e820_entry { addr, size, r#type: type_ };
+    }
+    params.e820_entries = map.len() as u8;
+    writes.push((ZERO_PAGE, params.as_slice().to_vec()));
+
+    Ok(BootImage { writes, entry: KernelEntry::Long64 { rip: KERNEL_LOAD + ENTRY_64_OFFSET, rsi: ZERO_PAGE } })
+}
+
+/// The memory map of the pc machine: RAM but for the PC's EBDA and BIOS holes and the
+/// emulator's top 64 KiB (page tables and GDT). (address, size, type)
+pub fn e820(ram: u64) -> Vec<(u64, u64, u32)> {
+    let usable_end = ram - BOOT_AREA_SIZE;
+    vec![
+        (0, EBDA, E820_RAM),
+        (EBDA, 0xa_0000 - EBDA, E820_RESERVED),
+        (BIOS_AREA.0, BIOS_AREA.1 - BIOS_AREA.0, E820_RESERVED),
+        (MIB, usable_end - MIB, E820_RAM),
+        (usable_end, BOOT_AREA_SIZE, E820_RESERVED),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic bzImage: `setup_sects` setup sectors, then `kernel` bytes.
+    fn bzimage(version: u16, xloadflags: u16, kernel: usize) -> Vec<u8> {
+        let setup_sects = 4u8;
+        let mut file = vec![0u8; (usize::from(setup_sects) + 1) * 512 + kernel];
+        let mut hdr = setup_header { setup_sects, version, xloadflags, ..Default::default() };
+        hdr.header = HDRS_MAGIC;
+        hdr.syssize = (kernel / 16) as u32;
+        hdr.init_size = (kernel * 4) as u32;
+        hdr.pref_address = 0x100_0000;
+        hdr.cmdline_size = 2047;
+        hdr.initrd_addr_max = 0x7fff_ffff;
+        hdr.loadflags = LOADED_HIGH;
+        let bytes = hdr.as_slice();
+        file[SETUP_HEADER_OFFSET..SETUP_HEADER_OFFSET + bytes.len()].copy_from_slice(bytes);
+        file[SETUP_HEADER_JUMP_LEN] = (SETUP_HEADER_OFFSET + bytes.len() - 0x202) as u8;
+        for (i, b) in file[5 * 512..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        file
+    }
+
+    fn params_of(image: &BootImage) -> boot_params {
+        let (_, bytes) = image.writes.iter().find(|(at, _)| *at == ZERO_PAGE).unwrap();
+        let mut p = boot_params::default();
+        p.as_mut_slice().copy_from_slice(bytes);
+        p
+    }
+
+    #[test]
+    fn loads_kernel_cmdline_initrd_and_zero_page() {
+        let file = bzimage(0x020f, XLF_KERNEL_64, 64 * 1024);
+        let image = load(&file, Some(&[7u8; 10_000]), "console=ttyS0", 64 * MIB).unwrap();
+        assert_eq!(image.entry, KernelEntry::Long64 { rip: MIB + 0x200, rsi: ZERO_PAGE });
+        assert_eq!(image.writes[0], (MIB, file[5 * 512..].to_vec()));
+        assert_eq!(image.writes[1], (CMDLINE, b"console=ttyS0\0".to_vec()));
+        let p = params_of(&image);
+        let (initrd_at, size) = (p.hdr.ramdisk_image, p.hdr.ramdisk_size);
+        assert_eq!(size, 10_000);
+        assert_eq!(u64::from(initrd_at) % PAGE, 0);
+        assert!(u64::from(initrd_at) + 10_000 <= 64 * MIB - BOOT_AREA_SIZE);
+        assert!(image.writes.contains(&(u64::from(initrd_at), vec![7u8; 10_000])));
+        let (loader, flags, cmd) = (p.hdr.type_of_loader, p.hdr.loadflags, p.hdr.cmd_line_ptr);
+        assert_eq!((loader, flags & CAN_USE_HEAP, cmd), (0xff, CAN_USE_HEAP, CMDLINE as u32));
+        assert_eq!(p.e820_entries, 5);
+        let last = p.e820_table[4];
+        let (addr, len, kind) = (last.addr, last.size, last.r#type);
+        assert_eq!((addr, len, kind), (64 * MIB - BOOT_AREA_SIZE, BOOT_AREA_SIZE, E820_RESERVED));
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        assert!(matches!(load(&[0u8; 100], None, "", 64 * MIB), Err(LinuxError::Truncated(_))));
+        assert_eq!(load(&vec![0u8; 8192], None, "", 64 * MIB), Err(LinuxError::NotBzImage));
+        let file = bzimage(0x020f, XLF_KERNEL_64, 64 * 1024);
+        assert!(matches!(load(&file[..file.len() - 1], None, "", 64 * MIB), Err(LinuxError::Truncated(_))));
+        assert_eq!(load(&bzimage(0x0204, XLF_KERNEL_64, 4096), None, "", 64 * MIB), Err(LinuxError::Protocol(2, 4)));
+        assert_eq!(load(&bzimage(0x0300, XLF_KERNEL_64, 4096), None, "", 64 * MIB), Err(LinuxError::Protocol(3, 0)));
+        assert_eq!(load(&bzimage(0x020f, 0, 4096), None, "", 64 * MIB), Err(LinuxError::No64BitEntry));
+        // It runs at 16 MiB (pref_address), 256 KiB of it: 16 MiB of RAM is not enough.
+        assert!(matches!(load(&file, None, "", 16 * MIB), Err(LinuxError::KernelDoesNotFit { .. })));
+        assert!(load(&file, None, "", 18 * MIB).is_ok());
+        assert!(matches!(load(&file, Some(&vec![0u8; 50 * MIB as usize]), "", 64 * MIB), Err(LinuxError::InitrdDoesNotFit { .. })));
+        assert!(matches!(load(&file, None, &"x".repeat(3000), 64 * MIB), Err(LinuxError::CmdlineTooLong { .. })));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        for _ in 0..2000 {
+            let mut file = bzimage(0x020f, XLF_KERNEL_64, 4096);
+            for _ in 0..8 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let i = 0x1f0 + (seed as usize % 0x80);
+                file[i] = (seed >> 32) as u8;
+            }
+            let _ = load(&file, Some(&[1, 2, 3]), "x", 64 * MIB);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the guest Linux's root filesystem: busybox (static) and env/guest-init, as a
+# gzipped cpio in build/guest-initramfs.cpio.gz.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+out="$BUILD_DIR/guest-initramfs.cpio.gz"
+root="$BUILD_DIR/guest-initramfs"
+[[ -x /bin/busybox ]] || die "/bin/busybox is missing (run: make deps)"
+rm -rf "$root"
+mkdir -p "$root"/{bin,dev,proc,sys,root}
+cp /bin/busybox "$root/bin/busybox"
+install -m 0755 "$YAKVM_ROOT/env/guest-init" "$root/init"
+(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet | gzip -9) > "$out.tmp"
+mv "$out.tmp" "$out"
+log "guest initramfs: $out"

@@ -1,0 +1,147 @@
+# Kernels booted with `yakvm run --kernel` on the pc machine: a real Linux (the guest
+# kernel and initramfs `make env` built, in shares/linux) driven through its console, and
+# our Multiboot kernel checking what the specification promises.
+. /mnt/shares/tests/lib.sh
+cd /mnt/shares
+exec 3>&1
+
+KERNEL=linux/bzImage
+INITRD=linux/initramfs.cpio.gz
+# Hundredths of a second since the image booted.
+now_cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
+# wait_for FILE TEXT TICKS [PERIOD]: prints when TEXT first appeared in FILE, polled every
+# PERIOD seconds (default 0.05) for at most TICKS polls. (Polling costs the image CPU time
+# that the guest's boot would use: the boot's marker is polled more slowly.)
+wait_for() {
+    file=$1 text=$2 limit=$3 period=${4:-0.05}
+    t=0
+    while [ $t -lt "$limit" ]; do
+        grep -q "$text" "$file" 2>/dev/null && { now_cs; return 0; }
+        sleep "$period"; t=$((t + 1))
+    done
+    return 1
+}
+
+# One boot serves every check. The commands are typed once the shell is up, as a user
+# would: Linux's 8250 driver discards what arrives before it starts (as on hardware).
+boot_linux() {
+    rm -f "$OUT/linux.out" "$OUT/linux.err" /tmp/linux.in
+    mkfifo /tmp/linux.in
+    t0=$(now_cs)
+    yakvm run --kernel $KERNEL --initrd $INITRD --mem 128M --stats < /tmp/linux.in > "$OUT/linux.out" 2> "$OUT/linux.err" &
+    pid=$!
+    exec 5> /tmp/linux.in
+    up=$(wait_for "$OUT/linux.out" YAKVM-GUEST-LINUX-UP 1200 0.25) || { kill $pid; exec 5>&-; echo "no marker: $(tail -c 600 "$OUT/linux.out")"; return 1; }
+    wait_for "$OUT/linux.out" '/ # ' 600 > /dev/null
+    printf 'uname -r\n' >&5
+    printf 'grep -m1 "model name" /proc/cpuinfo\n' >&5
+    printf 'echo SLEEP-START; sleep 2; echo SLEEP-END\n' >&5
+    s1=$(wait_for "$OUT/linux.out" '^SLEEP-START' 2000) || { kill $pid; exec 5>&-; echo "no SLEEP-START: $(tail -c 300 "$OUT/linux.out")"; return 1; }
+    s2=$(wait_for "$OUT/linux.out" '^SLEEP-END' 2000) || { kill $pid; exec 5>&-; echo "no SLEEP-END"; return 1; }
+    printf 'cat /proc/interrupts\n' >&5
+    printf 'read line; echo "answer: $line"\n' >&5
+    sleep 1
+    printf 'yakvm-says-hello\n' >&5
+    printf 'poweroff -f\n' >&5
+    wait $pid; rc=$?
+    exec 5>&-
+    rm -f /tmp/linux.in
+    echo $rc > "$OUT/linux.rc"
+    echo $(( s2 - s1 )) > "$OUT/linux.sleep_cs"
+    b=$(( up - t0 ))
+    echo "  Linux on yakvm: yakvm start to init's marker $((b / 100)).$(printf %02d $((b % 100))) s; 'sleep 2' took $(( (s2 - s1) * 10 )) ms of host time" >&3
+    sed -n '/^exits:/,$p' "$OUT/linux.err" | sed 's/^/  | /' >&3
+}
+# reboot -f: Linux resets through the i8042; yakvm ends with status 0 and says so.
+reboot_linux() {
+    rm -f /tmp/reboot.in; mkfifo /tmp/reboot.in
+    yakvm run --kernel $KERNEL --initrd $INITRD --mem 64M < /tmp/reboot.in > "$OUT/reboot.out" 2>&1 &
+    pid=$!
+    exec 6> /tmp/reboot.in
+    wait_for "$OUT/reboot.out" '/ # ' 1200 0.25 > /dev/null || { kill $pid; exec 6>&-; echo "no shell: $(tail -c 300 "$OUT/reboot.out")"; return 1; }
+    printf 'reboot -f\n' >&6
+    wait $pid; rc=$?
+    exec 6>&-
+    rm -f /tmp/reboot.in
+    [ $rc -eq 0 ] && grep -q 'the guest reset the machine' "$OUT/reboot.out" || { echo "status $rc: $(tail -c 300 "$OUT/reboot.out")"; return 1; }
+}
+boots_to_init() { [ -f "$OUT/linux.rc" ] && grep -q '^YAKVM-GUEST-LINUX-UP' "$OUT/linux.out"; }
+uname_r() { grep -q '^6\.12\.' "$OUT/linux.out" || { echo "no 6.12.x in the output"; return 1; }; }
+cpuinfo() { grep -q 'model name.*yakvm virtual CPU' "$OUT/linux.out" || { echo "$(grep 'model name' "$OUT/linux.out")"; return 1; }; }
+interrupts_count() {
+    timer=$(tr -d '\r' < "$OUT/linux.out" | awk '$1 == "0:" { print $2 }')
+    uart=$(tr -d '\r' < "$OUT/linux.out" | awk '$1 == "4:" { print $2 }')
+    [ "${timer:-0}" -gt 100 ] && [ "${uart:-0}" -gt 0 ] || { echo "timer '$timer', uart '$uart': $(grep -A6 CPU0 "$OUT/linux.out")"; return 1; }
+}
+sleep_2s() {
+    t=$(cat "$OUT/linux.sleep_cs")
+    # 2 s, within 10% (plus the console's 50 ms polling here)
+    [ "$t" -ge 180 ] && [ "$t" -le 225 ] || { echo "sleep 2 took ${t}0 ms"; return 1; }
+}
+stdin_line_answered() { grep -q '^answer: yakvm-says-hello' "$OUT/linux.out" || { echo "$(tail -c 300 "$OUT/linux.out")"; return 1; }; }
+powers_off() {
+    [ "$(cat "$OUT/linux.rc")" = 0 ] && grep -q 'halted with interrupts disabled' "$OUT/linux.err" ||
+        { echo "status $(cat "$OUT/linux.rc"): $(tail -n 3 "$OUT/linux.err")"; return 1; }
+}
+
+# expect_error WANT COMMAND...: fails with one error line holding WANT, before any VM runs.
+expect_error() {
+    want=$1; shift
+    msg=$("$@" 2>&1 >/dev/null < /dev/null); rc=$?
+    [ $rc -ne 0 ] || { echo "status 0 for: $*"; return 1; }
+    echo "$msg" | grep -q -- "$want" || { echo "for '$*' got: $msg"; return 1; }
+    [ "$(echo "$msg" | wc -l)" -le 2 ] || { echo "more than one error for '$*': $msg"; return 1; }
+}
+# patch FILE OFFSET BYTES...: writes bytes (octal escapes) at OFFSET of a copy of FILE.
+patched() {
+    cp "$1" "$2"; printf "$4" | dd of="$2" bs=1 seek=$(($3)) conv=notrunc 2>/dev/null
+}
+kernel_bad_input() {
+    head -c 200000 $KERNEL > /tmp/truncated
+    expect_error 'truncated' yakvm run --kernel /tmp/truncated || return 1
+    patched $KERNEL /tmp/old 0x206 '\004\002'           # protocol 2.04
+    expect_error 'boot protocol 2.04' yakvm run --kernel /tmp/old || return 1
+    patched $KERNEL /tmp/new 0x206 '\000\003'           # protocol 3.00
+    expect_error 'boot protocol 3.00' yakvm run --kernel /tmp/new || return 1
+    dd if=/dev/zero of=/tmp/big-initrd bs=1M count=40 2>/dev/null
+    expect_error 'initrd of 41943040 bytes does not fit' yakvm run --kernel $KERNEL --initrd /tmp/big-initrd --mem 48M || return 1
+    expect_error 'neither a Linux bzImage' yakvm run --kernel guests/hello.bin || return 1
+    expect_error 'cannot read kernel' yakvm run --kernel /nonexistent || return 1
+    rm -f /tmp/truncated /tmp/old /tmp/new /tmp/big-initrd
+}
+
+# Our Multiboot kernel checks the magic, the memory map against --mem, the command line,
+# two modules with their strings and contents, and the boot loader's name.
+multiboot_contract() {
+    printf 'MODULE-ONE and more' > /tmp/m1.bin
+    printf 'MODULE-TWO' > /tmp/m2.bin
+    out=$(yakvm run --mem 32M --kernel guests/multiboot.elf --append "mem=32M answer=42" \
+        --module "/tmp/m1.bin,first arg1" --module /tmp/m2.bin,second 2>&1 < /dev/null); rc=$?
+    echo "$out" > "$OUT/multiboot.out"
+    [ $rc -eq 0 ] || { echo "status $rc: $(echo "$out" | grep -v '^ok' | head -n 5)"; return 1; }
+    [ "$(echo "$out" | grep -c '^ok ')" -eq 20 ] && ! echo "$out" | grep -q FAIL || { echo "$(echo "$out" | grep -v '^ok' | head -n 5)"; return 1; }
+    echo "$out" | grep -qx 'cmdline mem=32M answer=42' || { echo "cmdline: $(grep cmdline "$OUT/multiboot.out")"; return 1; }
+}
+multiboot_bad_input() {
+    # The header's checksum is the third word of the header, at file offset 0x1000.
+    off=$(( 0x1008 ))
+    patched guests/multiboot.elf /tmp/badsum.elf $off '\001\002\003\004'
+    expect_error 'checksum is wrong' yakvm run --kernel /tmp/badsum.elf || return 1
+    expect_error 'outside RAM' yakvm run --mem 1152K --kernel guests/multiboot.elf || return 1
+    expect_error 'is a Multiboot kernel: give its files as --module' yakvm run --kernel guests/multiboot.elf --initrd /tmp/m1.bin || return 1
+    rm -f /tmp/badsum.elf
+}
+
+check kernel_bad_input kernel_bad_input
+check multiboot_contract multiboot_contract
+check multiboot_bad_input multiboot_bad_input
+check linux_boots boot_linux
+check linux_reaches_init boots_to_init
+check linux_uname uname_r
+check linux_cpuinfo_shows_yakvm cpuinfo
+check linux_interrupts_timer_and_uart interrupts_count
+check linux_sleep_2s_is_2s_of_host_time sleep_2s
+check linux_reads_stdin_and_answers stdin_line_answered
+check linux_poweroff_ends_yakvm powers_off
+check linux_reboot_ends_yakvm reboot_linux
+check dmesg_clean_linux dmesg_clean
