@@ -96,9 +96,9 @@ impl Events {
         Ok(Self { rx, stop })
     }
 
-    /// Everything that happened since the last call, without waiting.
-    pub fn drain(&self) -> impl Iterator<Item = Event> + '_ {
-        self.rx.try_iter()
+    /// The next event that already happened, without waiting.
+    pub fn try_next(&self) -> Option<Event> {
+        self.rx.try_recv().ok()
     }
 
     /// Waits up to `timeout` for the next event.

@@ -126,8 +126,10 @@ pub struct Config {
 pub struct Times {
     /// Inside RUN: the guest and the module.
     pub guest: Duration,
-    /// Outside RUN: the emulator handling exits.
+    /// Outside RUN: the emulator handling exits (including `halted`).
     pub emulator: Duration,
+    /// pc: waiting for an interrupt while the guest is halted (HLT with IF set).
+    pub halted: Duration,
 }
 
 pub struct Machine<W: Write, B: Backing> {
@@ -304,8 +306,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
         let (Some(pc), Some(board)) = (self.pc.as_mut(), self.bus.board.as_mut()) else {
             return Ok(None);
         };
-        let events: Vec<Event> = pc.events.drain().collect();
-        for event in events {
+        while let Some(event) = pc.events.try_next() {
             if let Some(outcome) = pc.handle_event(event, board) {
                 return Ok(Some(outcome));
             }
@@ -343,6 +344,13 @@ impl<W: Write, B: Backing> Machine<W, B> {
     fn wait_for_interrupt(&mut self) -> Result<Option<Outcome>, Error> {
         // The guest idles: what it printed is all there is for now.
         self.bus.flush_stale(Duration::ZERO)?;
+        let start = Instant::now();
+        let woken = self.wait_for_event();
+        self.times.halted += start.elapsed();
+        woken
+    }
+
+    fn wait_for_event(&mut self) -> Result<Option<Outcome>, Error> {
         loop {
             if let Some(signal) = sys::stop_signal() {
                 return Ok(Some(Outcome::Interrupted(signal)));
@@ -532,7 +540,13 @@ impl PcWorld {
     /// One event of the event thread; `Some` when it ends the run.
     fn handle_event(&mut self, event: Event, board: &mut Board) -> Option<Outcome> {
         match event {
-            Event::Timer => board.timer_tick(),
+            Event::Timer => {
+                board.timer_tick();
+                // A one-shot count that has run out wakes nobody any more.
+                if board.pit.irq0_timer(board.now_ns()).is_none() {
+                    self.timer_armed = false;
+                }
+            }
             Event::Input(bytes) => {
                 let Some(escape) = self.escape.as_mut() else {
                     board.console_input(&bytes);

@@ -265,7 +265,11 @@ fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
             }
         }
     }
-    eprintln!("time: {:.3} s in the guest (and module), {:.3} s in the emulator", t.guest.as_secs_f64(), t.emulator.as_secs_f64());
+    eprint!("time: {:.3} s in the guest (and module), {:.3} s in the emulator", t.guest.as_secs_f64(), t.emulator.as_secs_f64());
+    if t.halted > std::time::Duration::ZERO {
+        eprint!(" ({:.3} s of it waiting for interrupts while the guest halted)", t.halted.as_secs_f64());
+    }
+    eprintln!();
     if machine.bus.bad_accesses + machine.bus.disk.ignored > 0 {
         eprintln!("ignored accesses: {} bus, {} disk", machine.bus.bad_accesses, machine.bus.disk.ignored);
     }
