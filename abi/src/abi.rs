@@ -67,7 +67,7 @@ pub const GET_STATS: u32 = ior::<ExitStats>(0x26);
 /// Queues an external interrupt ([`Interrupt`]), as from an interrupt controller in
 /// userspace. It is delivered at the first instruction boundary where the guest can take
 /// it (RFLAGS.IF set, no interrupt shadow, no other event being delivered). `EEXIST` if
-/// one is already queued, `EINVAL` for a vector below 32 (those are exceptions).
+/// one is already queued, `EINVAL` for a vector above 255.
 pub const INTERRUPT: u32 = iow::<Interrupt>(0x27);
 /// Reads which MSRs the guest accessed, and how often ([`MsrStats`]).
 pub const GET_MSR_STATS: u32 = ior::<MsrStats>(0x28);
@@ -210,7 +210,8 @@ pub mod exit {
     pub const IRQ_WINDOW_OPEN: u32 = 7;
 }
 
-/// The argument of [`INTERRUPT`]: the vector to deliver (32..=255).
+/// The argument of [`INTERRUPT`]: the vector to deliver (0..=255: a PIC in real mode
+/// sends vectors 8-15).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Interrupt {

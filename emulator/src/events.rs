@@ -11,7 +11,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +72,10 @@ impl HostTimer {
 pub struct Events {
     rx: Receiver<Event>,
     stop: Arc<AtomicBool>,
+    /// Input bytes read and not yet taken by the guest (the machine keeps it current):
+    /// the thread stops reading standard input above `INPUT_BACKLOG`, so a large file on
+    /// stdin waits in the file, not in memory.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl Drop for Events {
@@ -82,6 +86,10 @@ impl Drop for Events {
 
 /// How long the event thread sleeps in poll before checking whether it is still wanted.
 const POLL_PERIOD_MS: u16 = 200;
+/// Input the guest has not taken yet beyond which standard input is not read.
+pub const INPUT_BACKLOG: usize = 64 * 1024;
+/// How often the thread looks again while the backlog is full.
+const BACKLOG_POLL_MS: u16 = 10;
 
 impl Events {
     /// Starts the event thread on `timer` and, if there is one, the `input` descriptor
@@ -89,11 +97,18 @@ impl Events {
     pub fn start(timer: HostTimer, input: Option<OwnedFd>, kicker: Kicker) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let (stopped, pending) = (stop.clone(), backlog.clone());
         std::thread::Builder::new()
             .name("yakvm-events".into())
-            .spawn(move || event_loop(timer, input, &tx, kicker, &stopped))?;
-        Ok(Self { rx, stop })
+            .spawn(move || event_loop(timer, input, &tx, kicker, &stopped, &pending))?;
+        Ok(Self { rx, stop, backlog })
+    }
+
+    /// Tells the thread how much input the guest has not taken yet (after the machine
+    /// has taken every event).
+    pub fn set_backlog(&self, bytes: usize) {
+        self.backlog.store(bytes, Ordering::SeqCst);
     }
 
     /// The next event that already happened, without waiting.
@@ -108,14 +123,24 @@ impl Events {
     }
 }
 
-fn event_loop(timer: HostTimer, mut input: Option<OwnedFd>, tx: &Sender<Event>, kicker: Kicker, stop: &AtomicBool) {
+fn event_loop(
+    timer: HostTimer,
+    mut input: Option<OwnedFd>,
+    tx: &Sender<Event>,
+    kicker: Kicker,
+    stop: &AtomicBool,
+    backlog: &AtomicUsize,
+) {
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
         let mut fds = vec![PollFd::new(timer.fd(), PollFlags::POLLIN)];
-        if let Some(fd) = &input {
-            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        let throttled = backlog.load(Ordering::SeqCst) >= INPUT_BACKLOG;
+        match &input {
+            Some(fd) if !throttled => fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+            _ => {}
         }
-        match poll(&mut fds, PollTimeout::from(POLL_PERIOD_MS)) {
+        let period = if throttled { BACKLOG_POLL_MS } else { POLL_PERIOD_MS };
+        match poll(&mut fds, PollTimeout::from(period)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
             Err(_) => return,
@@ -130,7 +155,10 @@ fn event_loop(timer: HostTimer, mut input: Option<OwnedFd>, tx: &Sender<Event>, 
         drop(fds);
         if let (true, Some(fd)) = (input_ready, &input) {
             match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-                Ok(n) if n > 0 => events.push(Event::Input(buf[..n].to_vec())),
+                Ok(n) if n > 0 => {
+                    backlog.fetch_add(n, Ordering::SeqCst);
+                    events.push(Event::Input(buf[..n].to_vec()));
+                }
                 Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
                 // The end (or a broken descriptor): no more input.
                 _ => {
@@ -168,6 +196,17 @@ mod tests {
             }
         }
         assert_eq!(got, [Event::Input(b"hello".to_vec()), Event::InputClosed]);
+    }
+
+    #[test]
+    fn a_full_backlog_stops_reading() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let events = Events::start(HostTimer::new().unwrap(), Some(read), Kicker::none()).unwrap();
+        events.set_backlog(INPUT_BACKLOG);
+        nix::unistd::write(&write, b"later").unwrap();
+        assert_eq!(events.wait(Duration::from_millis(300)), None, "read while the backlog was full");
+        events.set_backlog(0);
+        assert_eq!(events.wait(Duration::from_secs(5)), Some(Event::Input(b"later".to_vec())));
     }
 
     #[test]

@@ -311,6 +311,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 return Ok(Some(outcome));
             }
         }
+        pc.events.set_backlog(board.input_backlog());
         if let Some(timer) = board.timer_update() {
             pc.arm(timer, board.now_ns())?;
         }
@@ -371,6 +372,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 if let Some(outcome) = pc.handle_event(event, board) {
                     return Ok(Some(outcome));
                 }
+                pc.events.set_backlog(board.input_backlog());
             }
         }
     }

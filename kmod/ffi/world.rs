@@ -93,14 +93,15 @@ const REQUIRED_MISC2: u32 = vmcb::intercept2::VMRUN
 /// exit is described in `vmcb.control`.
 ///
 /// Refuses (`EPERM`) a VMCB without the intercepts that protect the host, without nested
-/// paging, or whose permission maps are not the all-intercepting ones given.
+/// paging, or whose permission maps are not the all-intercepting ones given. `Ok(false)`:
+/// a signal is pending, the guest was not entered.
 pub(crate) fn run(
     cpu: &SvmCpu<'_>,
     vmcb: &mut Pages<Vmcb>,
     gprs: &mut GuestGprs,
     fpu: &mut GuestFpu,
     permission_maps: (u64, u64),
-) -> Result {
+) -> Result<bool> {
     let c = &vmcb.control;
     if c.intercept_misc1 & REQUIRED_MISC1 != REQUIRED_MISC1
         || c.intercept_dr != u32::MAX
@@ -129,6 +130,16 @@ pub(crate) fn run(
     // SAFETY: balanced by `yakvm_local_irq_enable` below; tells lockdep and the tracers
     // that interrupts are off while the guest runs.
     unsafe { glue::yakvm_local_irq_disable() };
+    // A signal that came since the caller's check, before interrupts went off, would
+    // otherwise wait for the guest's next exit: with them off, a later one makes the guest
+    // exit at once (its interrupt is pending at VMRUN). As KVM's kvm_vcpu_exit_request.
+    if kernel::current!().signal_pending() {
+        // SAFETY: balances the disable just above.
+        unsafe { glue::yakvm_local_irq_enable() };
+        // SAFETY: ends the FPU section begun above, on the same CPU (preemption is off).
+        unsafe { bindings::kernel_fpu_end() };
+        return Ok(false);
+    }
 
     // SAFETY: SVM on with VM_HSAVE_PA set (`SvmCpu`), interrupts off; `host_pa` is the host
     // VMSAVE page; `vmcb_pa`'s protective intercepts, nested paging and ASID were checked
@@ -146,7 +157,7 @@ pub(crate) fn run(
     };
     // SAFETY: ends the section begun above, still on the same CPU (preemption is off).
     unsafe { bindings::kernel_fpu_end() };
-    Ok(())
+    Ok(true)
 }
 
 /// `kernel_fpu_begin_mask` flags (arch/x86/include/asm/fpu/api.h): reset the x87 control

@@ -240,6 +240,11 @@ impl Board {
         self.wire_uart();
     }
 
+    /// Console input the UART has not taken yet.
+    pub fn input_backlog(&self) -> usize {
+        self.input.len()
+    }
+
     fn feed_uart(&mut self) {
         while !self.input.is_empty() && self.uart.can_receive() {
             let (front, _) = self.input.as_slices();

@@ -69,6 +69,10 @@ pub(super) fn prepare_entry(v: &mut VcpuState, window_requested: bool) -> bool {
 /// its delivery (or that of an event of the guest's own, such as a page fault); then
 /// EXITINTINFO describes it and it is delivered again on the next entry.
 pub(super) fn after_exit(v: &mut VcpuState) {
+    // A VMRUN that failed its checks delivered nothing: the event stays for the next one.
+    if v.vmcb.control.exit_code == vmcb::exit_code::INVALID {
+        return;
+    }
     let info = v.vmcb.control.exit_int_info;
     v.vmcb.control.event_inj = 0;
     if info & event::VALID == 0 {

@@ -114,8 +114,9 @@ impl Vcpu {
     /// or the guest cannot run.
     ///
     /// Making a running vCPU return (a "kick" from another thread): send its thread a
-    /// signal that has a handler; RUN returns `EINTR` before the next guest instruction
-    /// that follows the signal. A kick that arrives just before RUN, while the thread is
+    /// signal that has a handler; RUN returns `EINTR` promptly: the check is repeated
+    /// with interrupts off just before VMRUN, and a signal sent while the guest runs
+    /// makes it exit (the host interrupt that delivers the signal). A kick that arrives just before RUN, while the thread is
     /// still in userspace, is not lost if the handler sets `Run::immediate_exit`: RUN
     /// then returns `EINTR` at once.
     pub(crate) fn run(&self) -> Result {
@@ -171,7 +172,11 @@ impl Vcpu {
                 };
                 v.last_cpu = Some(here);
                 let s = &mut *v;
-                world::run(&svm, &mut s.vmcb, &mut s.gprs, &mut s.fpu, maps)?;
+                if !world::run(&svm, &mut s.vmcb, &mut s.gprs, &mut s.fpu, maps)? {
+                    // A signal came after the check above: not entered.
+                    report_events(&mut v);
+                    return Err(EINTR);
+                }
             }
             // The injected event was delivered, or its delivery is redone next time.
             events::after_exit(&mut v);
@@ -544,6 +549,13 @@ const NPF_WRITE: u64 = 1 << 1;
 /// come from our tables; it is reported as it is.
 fn handle_npf(v: &mut VcpuState) -> Next {
     let c = &v.vmcb.control;
+    // The fault came while the CPU delivered an event (its IDT or stack is not RAM): the
+    // instruction at RIP is not the one that touched memory, so there is nothing to
+    // emulate. Reported as it is (KVM: a delivery-event internal error).
+    if c.exit_int_info & event::VALID != 0 {
+        v.stats.other += 1;
+        return to_user_hw(v, abi::exit::UNKNOWN);
+    }
     if c.exit_info_1 & NPF_PRESENT != 0 {
         v.stats.other += 1;
         return to_user_hw(v, abi::exit::UNKNOWN);
