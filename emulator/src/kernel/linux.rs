@@ -24,7 +24,7 @@
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use vm_memory::ByteValued;
 
-use super::{BootImage, KernelEntry};
+use super::{memory_map, BootImage, KernelEntry};
 use crate::layout::{MIB, BOOT_AREA_SIZE};
 
 /// "HdrS" at 0x202.
@@ -54,12 +54,6 @@ const HEAP_END: u16 = 0xfe00;
 pub const ZERO_PAGE: u64 = 0x7000;
 pub const CMDLINE: u64 = 0x2_0000;
 pub const KERNEL_LOAD: u64 = MIB;
-/// Memory the kernel never sees as usable: the EBDA and the BIOS area of a PC.
-const EBDA: u64 = 0x9_fc00;
-const BIOS_AREA: (u64, u64) = (0xf_0000, MIB);
-/// e820 types.
-const E820_RAM: u32 = 1;
-const E820_RESERVED: u32 = 2;
 const PAGE: u64 = 4096;
 
 /// Why a file cannot be booted as Linux.
@@ -174,27 +168,14 @@ pub fn load(file: &[u8], initrd: Option<&[u8]>, cmdline: &str, ram: u64) -> Resu
         writes.push((at, initrd.to_vec()));
     }
 
-    let map = e820(ram);
-    for (slot, &(addr, size, type_)) in params.e820_table.iter_mut().zip(&map) {
-        *slot = boot_e820_entry { addr, size, r#type: type_ };
+    let map = memory_map(ram, usable_end);
+    for (slot, r) in params.e820_table.iter_mut().zip(&map) {
+        *slot = boot_e820_entry { addr: r.base, size: r.length, r#type: r.kind };
     }
     params.e820_entries = map.len() as u8;
     writes.push((ZERO_PAGE, params.as_slice().to_vec()));
 
     Ok(BootImage { writes, entry: KernelEntry::Long64 { rip: KERNEL_LOAD + ENTRY_64_OFFSET, rsi: ZERO_PAGE } })
-}
-
-/// The memory map of the pc machine: RAM but for the PC's EBDA and BIOS holes and the
-/// emulator's top 64 KiB (page tables and GDT). (address, size, type)
-pub fn e820(ram: u64) -> Vec<(u64, u64, u32)> {
-    let usable_end = ram - BOOT_AREA_SIZE;
-    vec![
-        (0, EBDA, E820_RAM),
-        (EBDA, 0xa_0000 - EBDA, E820_RESERVED),
-        (BIOS_AREA.0, BIOS_AREA.1 - BIOS_AREA.0, E820_RESERVED),
-        (MIB, usable_end - MIB, E820_RAM),
-        (usable_end, BOOT_AREA_SIZE, E820_RESERVED),
-    ]
 }
 
 #[cfg(test)]
@@ -247,7 +228,7 @@ mod tests {
         assert_eq!(p.e820_entries, 5);
         let last = p.e820_table[4];
         let (addr, len, kind) = (last.addr, last.size, last.r#type);
-        assert_eq!((addr, len, kind), (64 * MIB - BOOT_AREA_SIZE, BOOT_AREA_SIZE, E820_RESERVED));
+        assert_eq!((addr, len, kind), (64 * MIB - BOOT_AREA_SIZE, BOOT_AREA_SIZE, crate::kernel::RESERVED));
     }
 
     #[test]

@@ -24,5 +24,42 @@ pub enum KernelEntry {
     Long64 { rip: u64, rsi: u64 },
 }
 
+/// A range of the pc machine's memory map (the e820 map of Linux and the Multiboot
+/// memory map number their types alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRange {
+    pub base: u64,
+    pub length: u64,
+    pub kind: u32,
+}
+
+/// Usable RAM, in both maps.
+pub const RAM: u32 = 1;
+/// Reserved: not for the kernel.
+pub const RESERVED: u32 = 2;
+
+/// The PC's extended BIOS data area, VGA hole and BIOS area, reserved on every PC.
+pub const EBDA: u64 = 0x9_fc00;
+const VGA: u64 = 0xa_0000;
+const BIOS: u64 = 0xf_0000;
+const MIB: u64 = crate::layout::MIB;
+
+/// The memory map of the pc machine with `ram` bytes of RAM whose top, from `usable_top`
+/// on, is the emulator's (its page tables and GDT): RAM but for the PC's EBDA and BIOS
+/// holes and that top. Empty ranges are left out.
+pub fn memory_map(ram: u64, usable_top: u64) -> Vec<MemoryRange> {
+    [
+        (0, EBDA, RAM),
+        (EBDA, VGA - EBDA, RESERVED),
+        (BIOS, MIB - BIOS, RESERVED),
+        (MIB, usable_top - MIB, RAM),
+        (usable_top, ram - usable_top, RESERVED),
+    ]
+    .into_iter()
+    .filter(|&(_, length, _)| length > 0)
+    .map(|(base, length, kind)| MemoryRange { base, length, kind })
+    .collect()
+}
+
 pub mod linux;
 pub mod multiboot;

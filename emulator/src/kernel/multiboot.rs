@@ -42,7 +42,7 @@ use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::{Endian, Endianness};
 
-use super::{BootImage, KernelEntry};
+use super::{memory_map, BootImage, KernelEntry};
 use crate::layout::{GIB, KIB, MIB};
 
 /// The header's magic value.
@@ -108,15 +108,9 @@ const MMAP_LENGTH: usize = 12;
 const MMAP_TYPE: usize = 20;
 const MMAP_ENTRY_LEN: usize = 24;
 const MMAP_SIZE_VALUE: u32 = 20;
-const MMAP_AVAILABLE: u32 = 1;
-const MMAP_RESERVED: u32 = 2;
 
 /// `mem_lower`, in KiB.
 const MEM_LOWER_KIB: u32 = 639;
-/// The PC's extended BIOS data area, VGA hole and BIOS area.
-const EBDA: u64 = 0x9_fc00;
-const VGA: u64 = 0xa_0000;
-const BIOS: u64 = 0xf_0000;
 const PAGE: u64 = 4096;
 /// The structure's addresses are 32-bit.
 const ADDRESS_LIMIT: u64 = 4 * GIB;
@@ -357,21 +351,6 @@ fn elf_segments<'a, H: FileHeader<Endian = Endianness>>(
     Ok(Kernel { segments, entry })
 }
 
-/// The memory map of a pc machine with `ram` bytes of RAM whose top from `usable_top` on
-/// is the emulator's: (base, length, type), empty entries left out.
-fn memory_map(ram: u64, usable_top: u64) -> Vec<(u64, u64, u32)> {
-    [
-        (0, EBDA, MMAP_AVAILABLE),
-        (EBDA, VGA - EBDA, MMAP_RESERVED),
-        (BIOS, MIB - BIOS, MMAP_RESERVED),
-        (MIB, usable_top - MIB, MMAP_AVAILABLE),
-        (usable_top, ram - usable_top, MMAP_RESERVED),
-    ]
-    .into_iter()
-    .filter(|&(_, length, _)| length > 0)
-    .collect()
-}
-
 /// The boot information block being built: the bytes that go to `base`.
 struct Block {
     base: u64,
@@ -462,7 +441,7 @@ pub fn load(kernel: &[u8], cmdline: &str, modules: &[Module], ram: u64, reserved
     block.put_u32(I_FLAGS, IF_MEMORY | IF_CMDLINE | IF_MODS | IF_MMAP | IF_BOOT_LOADER_NAME);
     block.put_u32(I_MEM_LOWER, MEM_LOWER_KIB);
     block.put_u32(I_MEM_UPPER, ((usable_top - MIB) / KIB).min(u32::MAX.into()) as u32);
-    for (i, &(base, length, kind)) in map.iter().enumerate() {
+    for (i, &super::MemoryRange { base, length, kind }) in map.iter().enumerate() {
         let at = mmap_at + i * MMAP_ENTRY_LEN;
         block.put_u32(at + MMAP_SIZE, MMAP_SIZE_VALUE);
         block.put_u64(at + MMAP_BASE, base);

@@ -657,28 +657,13 @@ mod tests {
     #[test]
     fn alarms_and_ram_are_stored_and_nmi_bit_is_ignored() {
         let mut c = Cmos::new(0);
-        for (i, r) in [
-            REG_SECONDS_ALARM,
-            REG_MINUTES_ALARM,
-            REG_HOURS_ALARM,
-            0x40,
-            0x7f,
-        ]
-        .into_iter()
-        .enumerate()
+        let registers = [REG_SECONDS_ALARM, REG_MINUTES_ALARM, REG_HOURS_ALARM, 0x40, 0x7f];
+        for (i, r) in registers.into_iter().enumerate()
         {
             set(&mut c, r, 0xa0 + i as u8);
         }
         // With the NMI-disable bit set, the same registers are reached.
-        for (i, r) in [
-            REG_SECONDS_ALARM,
-            REG_MINUTES_ALARM,
-            REG_HOURS_ALARM,
-            0x40,
-            0x7f,
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, r) in registers.into_iter().enumerate()
         {
             c.write(INDEX_PORT, r | INDEX_NMI_DISABLE);
             assert!(c.nmi_disabled());
