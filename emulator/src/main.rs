@@ -10,7 +10,7 @@ use yakvm::disk::SECTOR_SIZE;
 use yakvm::machine::{Config, EntryMode, Machine, MachineKind, Outcome};
 use yakvm::kernel::{linux, multiboot, BootImage};
 use yakvm::pc::console::RawMode;
-use yakvm::{layout, sys};
+use yakvm::{hypervisor, layout, sys};
 use yakvm_abi as abi;
 
 #[derive(Parser)]
@@ -91,6 +91,10 @@ enum Command {
         /// At the end, print exit counts by reason and where the time went on stderr.
         #[arg(long)]
         stats: bool,
+        /// The hypervisor: yakvm's module or Linux KVM (kvm_amd loaded, yakvm not), with the
+        /// same machine and devices in this program, for comparisons.
+        #[arg(long, value_enum, default_value = "yakvm")]
+        hypervisor: hypervisor::Kind,
     },
     /// Show what the CPU's SVM and the module offer.
     Info,
@@ -185,14 +189,13 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
     ))
 }
 
-fn run(device: &str, args: &RunArgs) -> Result<Outcome, String> {
+fn run(args: &RunArgs) -> Result<Outcome, String> {
     // Everything read and checked before the VM exists.
     let payload = match &args.payload {
         Payload::Program(path) => Err(read_file("guest", path)?),
         Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, args.config.mem)?),
     };
     let disk = args.disk.as_ref().map(open_disk).transpose()?;
-    let dev = sys::Device::open(device).map_err(|e| e.to_string())?;
     sys::catch_stop_signals().map_err(|e| e.to_string())?;
     let out = io::LineWriter::new(io::stdout().lock());
     // pc: a terminal on stdin becomes the guest's raw console until the run ends (the
@@ -203,8 +206,8 @@ fn run(device: &str, args: &RunArgs) -> Result<Outcome, String> {
     };
     let config = Config { console_is_terminal: raw.is_some(), ..args.config.clone() };
     let machine = match &payload {
-        Err(program) => Machine::new(&dev, &config, program, out, disk),
-        Ok(kernel) => Machine::with_kernel(&dev, &config, kernel, out, disk),
+        Err(program) => Machine::new(&config, program, out, disk),
+        Ok(kernel) => Machine::with_kernel(&config, kernel, out, disk),
     };
     let mut machine = machine.map_err(|e| e.to_string())?;
     if let Some(secs) = args.timeout {
@@ -222,7 +225,12 @@ fn run(device: &str, args: &RunArgs) -> Result<Outcome, String> {
 
 fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
     let t = machine.times;
-    if let Ok(s) = machine.stats() {
+    let c = &machine.exits;
+    eprintln!(
+        "exits handled by the emulator: {} (io {}, mmio {}, hlt {}, irq-window {}, hypercall {})",
+        c.total(), c.io, c.mmio, c.hlt, c.irq_window, c.hypercall
+    );
+    if let Some(s) = machine.stats() {
         eprintln!("exits: {} in all, {} reached the emulator", s.total, s.to_user);
         for (name, n) in [
             ("io", s.io), ("mmio", s.mmio), ("hlt", s.hlt), ("cpuid", s.cpuid), ("msr", s.msr),
@@ -238,7 +246,7 @@ fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
             eprintln!("interrupts: {} injected, {} re-injected after an exit cut their delivery", s.injected, s.reinjected);
         }
     }
-    if let Ok(m) = machine.msr_stats() {
+    if let Some(m) = machine.msr_stats() {
         if m.count > 0 {
             eprintln!("MSRs: index reads writes #GP");
             for e in &m.entries[..m.count as usize] {
@@ -293,7 +301,7 @@ fn info(device: &str) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -302,8 +310,8 @@ fn main() -> ExitCode {
             };
             let machine = machine.unwrap_or(if is_kernel { MachineKind::Pc } else { MachineKind::Seed });
             let mem = mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false };
-            match run(&cli.device, &RunArgs { payload, config, disk, timeout, stats }) {
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device };
+            match run(&RunArgs { payload, config, disk, timeout, stats }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {
                     eprintln!("yakvm: the guest halted with interrupts disabled");
