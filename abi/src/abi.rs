@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 /// Version of this ABI; bumped on every incompatible change.
-pub const API_VERSION: u32 = 2;
+pub const API_VERSION: u32 = 3;
 
 /// The ioctl "type" byte of every yakvm command.
 pub const IOCTL_TYPE: u32 = b'Y' as u32;
@@ -335,6 +335,24 @@ pub struct ExitStats {
     pub irq_window: u64,
 }
 
+/// Register sets the run page carries (`Run::sync_valid`, `Run::sync_dirty`).
+pub mod sync {
+    /// `SyncRegs::regs`: as `GET_REGS` / `SET_REGS`.
+    pub const REGS: u32 = 1 << 0;
+    /// `SyncRegs::sregs`: as `GET_SREGS` / `SET_SREGS`.
+    pub const SREGS: u32 = 1 << 1;
+    pub const ALL: u32 = REGS | SREGS;
+}
+
+/// The vCPU's registers in the run page, as KVM's `kvm_sync_regs`: an exit that needs
+/// them (MMIO, which userspace emulates) costs no `GET_*`/`SET_*` ioctls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncRegs {
+    pub regs: Regs,
+    pub sregs: Sregs,
+}
+
 /// Bytes of `Run::data`.
 pub const RUN_DATA_SIZE: usize = 2048;
 
@@ -362,6 +380,13 @@ pub struct Run {
     pub hw: HwExit,
     pub mmio: MmioExit,
     pub hypercall: HypercallExit,
+    /// Set by userspace: the register sets ([`sync`]) the module copies into `sync_regs`
+    /// on every return from `RUN`.
+    pub sync_valid: u32,
+    /// Set by userspace: the register sets it changed in `sync_regs`. The next `RUN` loads
+    /// them first (exactly as `SET_REGS` / `SET_SREGS` would) and clears this.
+    pub sync_dirty: u32,
+    pub sync_regs: SyncRegs,
     pub data: [u8; RUN_DATA_SIZE],
 }
 
@@ -373,3 +398,4 @@ const _: () = assert!(core::mem::size_of::<MemoryRegion>() == 32);
 const _: () = assert!(core::mem::size_of::<ExitStats>() == 16 * 8);
 const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENTRIES);
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
+const _: () = assert!(core::mem::size_of::<SyncRegs>() == 18 * 8 + 8 * 16 + 2 * 16 + 5 * 8);

@@ -100,8 +100,11 @@ pub fn create(kind: Kind, yakvm_device: &str, mem: &GuestMemory) -> Result<(Box<
             }
             let vm = dev.create_vm()?;
             vm.add_memory(0, 0, mem)?;
-            let vcpu = vm.create_vcpu()?;
-            Ok((Box::new(vm), Box::new(YakvmVcpu(vcpu))))
+            let mut vcpu = vm.create_vcpu()?;
+            // The module puts the registers in the run page at every exit: MMIO emulation
+            // reads and sets them there, without ioctls.
+            vcpu.run_page().sync_valid = abi::sync::ALL;
+            Ok((Box::new(vm), Box::new(YakvmVcpu { vcpu, synced: false })))
         }
         Kind::Kvm => {
             let kvm = kvm_ioctls::Kvm::new().map_err(|e| Error::Kvm(format!("cannot open /dev/kvm: {e} (is kvm_amd loaded?)")))?;
@@ -124,16 +127,23 @@ pub enum Error {
     Kvm(String),
 }
 
-/// yakvm's vCPU: the run page is the exit.
-struct YakvmVcpu(sys::Vcpu);
+/// yakvm's vCPU: the run page is the exit, and holds the registers (`abi::SyncRegs`).
+struct YakvmVcpu {
+    vcpu: sys::Vcpu,
+    /// A RUN has returned: the run page holds the registers (until then, the ioctls).
+    synced: bool,
+}
 
 impl Vcpu for YakvmVcpu {
     fn run(&mut self) -> io::Result<bool> {
-        self.0.run()
+        let ran = self.vcpu.run();
+        // Every return from RUN, interrupted or not, fills the run page's registers.
+        self.synced = ran.is_ok();
+        ran
     }
 
     fn exit(&mut self) -> Exit<'_> {
-        let run = self.0.run_page();
+        let run = self.vcpu.run_page();
         match run.exit_reason {
             abi::exit::IO => {
                 let io = run.io;
@@ -155,40 +165,58 @@ impl Vcpu for YakvmVcpu {
     }
 
     fn regs(&self) -> io::Result<abi::Regs> {
-        self.0.regs()
+        if self.synced {
+            return Ok(self.vcpu.run_page_ref().sync_regs.regs);
+        }
+        self.vcpu.regs()
     }
     fn set_regs(&mut self, regs: &abi::Regs) -> io::Result<()> {
-        self.0.set_regs(regs)
+        if !self.synced {
+            return self.vcpu.set_regs(regs);
+        }
+        let run = self.vcpu.run_page();
+        run.sync_regs.regs = *regs;
+        run.sync_dirty |= abi::sync::REGS;
+        Ok(())
     }
     fn sregs(&self) -> io::Result<abi::Sregs> {
-        self.0.sregs()
+        if self.synced {
+            return Ok(self.vcpu.run_page_ref().sync_regs.sregs);
+        }
+        self.vcpu.sregs()
     }
     fn set_sregs(&mut self, sregs: &abi::Sregs) -> io::Result<()> {
-        self.0.set_sregs(sregs)
+        if !self.synced {
+            return self.vcpu.set_sregs(sregs);
+        }
+        let run = self.vcpu.run_page();
+        run.sync_regs.sregs = *sregs;
+        run.sync_dirty |= abi::sync::SREGS;
+        Ok(())
     }
     fn interrupt(&mut self, vector: u8) -> io::Result<()> {
-        self.0.interrupt(vector)
+        self.vcpu.interrupt(vector)
     }
     fn ready_for_interrupt(&mut self) -> bool {
-        self.0.run_page().ready_for_interrupt_injection != 0
+        self.vcpu.run_page().ready_for_interrupt_injection != 0
     }
     fn if_flag(&mut self) -> bool {
-        self.0.run_page().if_flag != 0
+        self.vcpu.run_page().if_flag != 0
     }
     fn request_interrupt_window(&mut self, on: bool) {
-        self.0.run_page().request_interrupt_window = u8::from(on);
+        self.vcpu.run_page().request_interrupt_window = u8::from(on);
     }
     fn kickable(&mut self) -> io::Result<Kicker> {
-        self.0.kickable()
+        self.vcpu.kickable()
     }
     fn clear_kick(&mut self) {
-        self.0.clear_kick()
+        self.vcpu.clear_kick()
     }
     fn stats(&self) -> Option<abi::ExitStats> {
-        self.0.stats().ok()
+        self.vcpu.stats().ok()
     }
     fn msr_stats(&self) -> Option<abi::MsrStats> {
-        self.0.msr_stats().ok()
+        self.vcpu.msr_stats().ok()
     }
 }
 

@@ -169,6 +169,13 @@ impl Vcpu {
         }
     }
 
+    /// The run page, as the last `run` left it, to read.
+    pub fn run_page_ref(&self) -> &abi::Run {
+        // SAFETY: valid and mapped for our life (type invariant); `abi::Run` is plain data
+        // for which any bytes are valid; RUN (the kernel's writer) needs `&mut self`.
+        unsafe { self.run.as_ref() }
+    }
+
     /// The run page, as the last `run` left it.
     pub fn run_page(&mut self) -> &mut abi::Run {
         // SAFETY: valid and mapped for our life (type invariant); `abi::Run` is plain data
