@@ -71,6 +71,13 @@ pub const GET_STATS: u32 = ior::<ExitStats>(0x26);
 pub const INTERRUPT: u32 = iow::<Interrupt>(0x27);
 /// Reads which MSRs the guest accessed, and how often ([`MsrStats`]).
 pub const GET_MSR_STATS: u32 = ior::<MsrStats>(0x28);
+/// Sets the ports whose writes are coalesced ([`CoalescedIo`]; all zones empty: none). An
+/// `OUT` (not `OUTS`) of 1, 2 or 4 bytes inside a zone does not exit: the module appends
+/// it to the run page's `coalesced` list and the guest runs on. Userspace applies the
+/// list, in order, after every return from `RUN` and before handling the exit, then
+/// empties it (`coalesced_count = 0`). When the list is full the write exits as usual.
+/// As KVM's coalesced PIO, for registers whose writes need no answer at once.
+pub const SET_COALESCED_IO: u32 = iow::<CoalescedIo>(0x2a);
 
 /// Capabilities for [`CHECK_CAPABILITY`].
 pub mod cap {
@@ -248,6 +255,37 @@ impl Default for MsrStats {
     }
 }
 
+/// Zones of [`CoalescedIo`].
+pub const COALESCED_ZONES: usize = 4;
+
+/// Ports `port..port + len` (`len` 0: an unused zone).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoalescedZone {
+    pub port: u16,
+    pub len: u16,
+}
+
+/// The argument of [`SET_COALESCED_IO`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoalescedIo {
+    pub zones: [CoalescedZone; COALESCED_ZONES],
+}
+
+/// Entries of `Run::coalesced`.
+pub const COALESCED_ENTRIES: usize = 64;
+
+/// One coalesced `OUT`: `size` (1, 2 or 4) bytes of `value` to `port`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoalescedWrite {
+    pub port: u16,
+    pub size: u8,
+    pub _pad: u8,
+    pub value: u32,
+}
+
 /// Port I/O directions (`IoExit::direction`).
 pub const IO_OUT: u8 = 0;
 pub const IO_IN: u8 = 1;
@@ -333,6 +371,8 @@ pub struct ExitStats {
     pub reinjected: u64,
     /// Exits when the guest became able to take an interrupt (VINTR).
     pub irq_window: u64,
+    /// Port writes coalesced ([`SET_COALESCED_IO`]) instead of going to userspace.
+    pub coalesced: u64,
 }
 
 /// Register sets the run page carries (`Run::sync_valid`, `Run::sync_dirty`).
@@ -387,6 +427,11 @@ pub struct Run {
     /// them first (exactly as `SET_REGS` / `SET_SREGS` would) and clears this.
     pub sync_dirty: u32,
     pub sync_regs: SyncRegs,
+    /// Writes coalesced since userspace last emptied the list ([`SET_COALESCED_IO`]):
+    /// `coalesced[..coalesced_count]`, oldest first. Userspace sets the count back to 0.
+    pub coalesced_count: u32,
+    pub _pad: u32,
+    pub coalesced: [CoalescedWrite; COALESCED_ENTRIES],
     pub data: [u8; RUN_DATA_SIZE],
 }
 
@@ -395,7 +440,7 @@ const _: () = assert!(core::mem::size_of::<Regs>() == 18 * 8);
 const _: () = assert!(core::mem::size_of::<Segment>() == 16);
 const _: () = assert!(core::mem::size_of::<Sregs>() == 8 * 16 + 2 * 16 + 5 * 8);
 const _: () = assert!(core::mem::size_of::<MemoryRegion>() == 32);
-const _: () = assert!(core::mem::size_of::<ExitStats>() == 16 * 8);
+const _: () = assert!(core::mem::size_of::<ExitStats>() == 17 * 8);
 const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENTRIES);
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
 const _: () = assert!(core::mem::size_of::<SyncRegs>() == 18 * 8 + 8 * 16 + 2 * 16 + 5 * 8);

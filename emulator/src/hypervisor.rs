@@ -86,11 +86,19 @@ pub trait Vcpu: Send {
     fn stats(&self) -> Option<abi::ExitStats>;
     /// The guest's MSR accesses (yakvm only).
     fn msr_stats(&self) -> Option<abi::MsrStats>;
+    /// Gives `apply` each port write the hypervisor coalesced (see `create`), oldest first,
+    /// and forgets them. Call it after every `run`, before handling the exit.
+    fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8]));
 }
 
 /// A VM of either hypervisor with one vCPU and `mem` as its RAM at address 0. Keep
-/// `mem` alive as long as this (the machine owns both).
-pub fn create(kind: Kind, yakvm_device: &str, mem: &GuestMemory) -> Result<(Box<dyn std::any::Any + Send>, Box<dyn Vcpu>), Error> {
+/// `mem` alive as long as this (the machine owns both). OUTs to the ports of `coalesced`
+/// (`(port, len)` zones) do not exit: the hypervisor lists them for `drain_coalesced`
+/// (yakvm's `SET_COALESCED_IO`, KVM's coalesced PIO).
+pub fn create(kind: Kind, yakvm_device: &str, mem: &GuestMemory, coalesced: &[(u16, u16)]) -> Result<(Box<dyn std::any::Any + Send>, Box<dyn Vcpu>), Error> {
+    if coalesced.len() > abi::COALESCED_ZONES {
+        return Err(Error::Kvm(format!("at most {} coalesced port zones", abi::COALESCED_ZONES)));
+    }
     match kind {
         Kind::Yakvm => {
             let dev = sys::Device::open(yakvm_device)?;
@@ -104,6 +112,11 @@ pub fn create(kind: Kind, yakvm_device: &str, mem: &GuestMemory) -> Result<(Box<
             // The module puts the registers in the run page at every exit: MMIO emulation
             // reads and sets them there, without ioctls.
             vcpu.run_page().sync_valid = abi::sync::ALL;
+            let mut zones = abi::CoalescedIo::default();
+            for (zone, &(port, len)) in zones.zones.iter_mut().zip(coalesced) {
+                *zone = abi::CoalescedZone { port, len };
+            }
+            vcpu.set_coalesced_io(&zones)?;
             Ok((Box::new(vm), Box::new(YakvmVcpu { vcpu, synced: false })))
         }
         Kind::Kvm => {
@@ -112,7 +125,15 @@ pub fn create(kind: Kind, yakvm_device: &str, mem: &GuestMemory) -> Result<(Box<
             sys::kvm::add_memory(&vm, 0, 0, mem)?;
             let fd = vm.create_vcpu(0).map_err(|e| Error::Kvm(format!("KVM_CREATE_VCPU: {e}")))?;
             fd.set_cpuid2(&kvm_cpuid()?).map_err(|e| Error::Kvm(format!("KVM_SET_CPUID2: {e}")))?;
-            Ok((Box::new((kvm, vm)), Box::new(KvmVcpu(sys::kvm::Vcpu::new(fd)))))
+            let mut vcpu = sys::kvm::Vcpu::new(fd);
+            if !coalesced.is_empty() {
+                for &(port, len) in coalesced {
+                    vm.register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(port.into()), len.into())
+                        .map_err(|e| Error::Kvm(format!("KVM_REGISTER_COALESCED_MMIO (port {port:#x}): {e}")))?;
+                }
+                vcpu.map_coalesced_ring()?;
+            }
+            Ok((Box::new((kvm, vm)), Box::new(KvmVcpu(vcpu))))
         }
     }
 }
@@ -218,6 +239,15 @@ impl Vcpu for YakvmVcpu {
     fn msr_stats(&self) -> Option<abi::MsrStats> {
         self.vcpu.msr_stats().ok()
     }
+    fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {
+        let run = self.vcpu.run_page();
+        let n = (run.coalesced_count as usize).min(abi::COALESCED_ENTRIES);
+        for w in &run.coalesced[..n] {
+            let size = usize::from(w.size).clamp(1, 4);
+            apply(w.port, &w.value.to_le_bytes()[..size]);
+        }
+        run.coalesced_count = 0;
+    }
 }
 
 /// KVM's vCPU: `kvm_run` describes the exit; registers through KVM's own structures.
@@ -318,6 +348,11 @@ impl Vcpu for KvmVcpu {
     }
     fn msr_stats(&self) -> Option<abi::MsrStats> {
         None
+    }
+    fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {
+        while let Some((port, data, len)) = self.0.coalesced_write() {
+            apply(port, &data[..len]);
+        }
     }
 }
 

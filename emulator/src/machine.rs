@@ -124,6 +124,9 @@ pub struct Config {
     pub hypervisor: hypervisor::Kind,
     /// yakvm's device (`--device`).
     pub device: String,
+    /// Coalesce the writes to the serial port and the disk's sector and address registers
+    /// (off with `--trace`, which shows every exit).
+    pub coalesced_io: bool,
 }
 
 /// Where the time went, for `--stats`.
@@ -266,7 +269,16 @@ impl<W: Write, B: Backing> Machine<W, B> {
         let ram = config.mem;
         let mmio_base = config.mmio_base.unwrap_or_else(|| layout::default_mmio_base(ram));
         let mem = sys::GuestMemory::new(ram as usize)?;
-        let (vm, mut vcpu) = hypervisor::create(config.hypervisor, &config.device, &mem)?;
+        // Registers whose writes need no answer at once: the serial port's bytes, the disk's
+        // sector number and buffer address (the command that uses them exits, and the
+        // coalesced writes are applied before it).
+        let disk_base = match config.machine {
+            MachineKind::Seed => crate::disk::SECTOR_PORT,
+            MachineKind::Pc => crate::pc::board::DISK_PORT_BASE,
+        };
+        let zones = [(crate::bus::SERIAL_PORT, 1), (disk_base, 2)];
+        let coalesced: &[(u16, u16)] = if config.coalesced_io && !config.trace { &zones } else { &[] };
+        let (vm, mut vcpu) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced)?;
         let (regs, sregs) = place(&mem);
         vcpu.set_sregs(&sregs)?;
         vcpu.set_regs(&regs)?;
@@ -310,8 +322,13 @@ impl<W: Write, B: Backing> Machine<W, B> {
             self.times.guest += now - mark;
             mark = now;
             let ran = ran?;
+            // Writes the hypervisor held back happened before this exit (or this stop).
+            let coalesced = self.apply_coalesced();
             if let Some(signal) = sys::stop_signal() {
                 return Ok(Outcome::Interrupted(signal));
+            }
+            if let Some(outcome) = coalesced? {
+                return Ok(outcome);
             }
             if !ran {
                 continue; // a kick or another signal: run on
@@ -327,6 +344,23 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 return Ok(outcome);
             }
         }
+    }
+
+    /// Applies the port writes the hypervisor coalesced, in order. `Some` if one of them
+    /// ended the run.
+    fn apply_coalesced(&mut self) -> Result<Option<Outcome>, Error> {
+        let Self { vcpu, bus, mem, .. } = self;
+        let mut result = Ok(Effect::Continue);
+        vcpu.drain_coalesced(&mut |port, data| {
+            if matches!(result, Ok(Effect::Continue)) {
+                result = bus.write(port, data, &*mem);
+            }
+        });
+        Ok(match result? {
+            Effect::Continue => None,
+            Effect::Exit(status) => Some(Outcome::Exit(status)),
+            Effect::Reset => Some(Outcome::Reset),
+        })
     }
 
     /// pc: what the event thread saw (timer expiries, console input), and the host timer

@@ -91,6 +91,10 @@ enum Command {
         /// At the end, print exit counts by reason and where the time went on stderr.
         #[arg(long)]
         stats: bool,
+        /// Let every write to the serial port and the disk's sector and address registers
+        /// exit to the emulator (they are coalesced by default; --trace implies this).
+        #[arg(long)]
+        no_coalesced_io: bool,
         /// The hypervisor: yakvm's module or Linux KVM (kvm_amd loaded, yakvm not), with the
         /// same machine and devices in this program, for comparisons.
         #[arg(long, value_enum, default_value = "yakvm")]
@@ -236,7 +240,7 @@ fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
             ("io", s.io), ("mmio", s.mmio), ("hlt", s.hlt), ("cpuid", s.cpuid), ("msr", s.msr),
             ("hypercall", s.hypercall), ("interrupt", s.interrupt), ("#UD", s.invalid_opcode),
             ("shutdown", s.shutdown), ("fail-entry", s.fail_entry), ("other", s.other),
-            ("irq-window", s.irq_window),
+            ("irq-window", s.irq_window), ("coalesced", s.coalesced),
         ] {
             if n > 0 {
                 eprintln!("  {name:<10} {n}");
@@ -301,7 +305,7 @@ fn info(device: &str) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -310,7 +314,7 @@ fn main() -> ExitCode {
             };
             let machine = machine.unwrap_or(if is_kernel { MachineKind::Pc } else { MachineKind::Seed });
             let mem = mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device };
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io: !no_coalesced_io };
             match run(&RunArgs { payload, config, disk, timeout, stats }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {

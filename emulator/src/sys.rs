@@ -27,6 +27,7 @@ mod ioctls {
     nix::ioctl_read_bad!(get_stats, abi::GET_STATS, abi::ExitStats);
     nix::ioctl_write_ptr_bad!(interrupt, abi::INTERRUPT, abi::Interrupt);
     nix::ioctl_read_bad!(get_msr_stats, abi::GET_MSR_STATS, abi::MsrStats);
+    nix::ioctl_write_ptr_bad!(set_coalesced_io, abi::SET_COALESCED_IO, abi::CoalescedIo);
 }
 
 /// A failed system call: which one and its errno.
@@ -212,6 +213,13 @@ impl Vcpu {
         Ok(())
     }
 
+    /// `SET_COALESCED_IO`: OUTs to these ports go to the run page's list (see the ABI).
+    pub fn set_coalesced_io(&self, zones: &abi::CoalescedIo) -> io::Result<()> {
+        // SAFETY: `zones` is a valid `CoalescedIo` for the duration of the call.
+        unsafe { ioctls::set_coalesced_io(self.fd.as_raw_fd(), zones) }.map_err(ctx("SET_COALESCED_IO"))?;
+        Ok(())
+    }
+
     pub fn msr_stats(&self) -> io::Result<abi::MsrStats> {
         let mut stats = abi::MsrStats::default();
         // SAFETY: `stats` is a valid `MsrStats` to write into.
@@ -390,6 +398,17 @@ pub mod kvm {
 
         pub fn run_page(&mut self) -> &mut kvm_run {
             self.fd.get_kvm_run()
+        }
+
+        /// Maps KVM's coalesced-write ring (before `coalesced_write`).
+        pub fn map_coalesced_ring(&mut self) -> io::Result<()> {
+            self.fd.map_coalesced_mmio_ring().map_err(|e| io::Error::other(format!("mapping the coalesced ring: {e}")))
+        }
+
+        /// The oldest port write in KVM's coalesced ring: port, data, length.
+        pub fn coalesced_write(&mut self) -> Option<(u16, [u8; 8], usize)> {
+            let e = self.fd.coalesced_mmio_read().ok()??;
+            Some((e.phys_addr as u16, e.data, (e.len as usize).min(8)))
         }
 
         /// `KVM_INTERRUPT`: queues external interrupt `vector` (no in-kernel irqchip).

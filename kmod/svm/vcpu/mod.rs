@@ -59,6 +59,8 @@ struct VcpuState {
     msr_stats: abi::MsrStats,
     /// The external interrupt userspace queued (`INTERRUPT`), not delivered yet.
     queued: Option<u8>,
+    /// Ports whose OUTs go to the run page's list instead of exiting (`SET_COALESCED_IO`).
+    coalesced: abi::CoalescedIo,
     /// The guest shut down; its state is undefined and it may not run again.
     dead: bool,
 }
@@ -97,6 +99,7 @@ impl Vcpu {
             msrs: msr::GuestMsrs::default(),
             msr_stats: abi::MsrStats::default(),
             queued: None,
+            coalesced: abi::CoalescedIo::default(),
             dead: false,
         };
         Arc::pin_init(pin_init!(Self { vm, run_page, state <- new_mutex!(state, "yakvm_vcpu") }), GFP_KERNEL)
@@ -210,6 +213,15 @@ impl Vcpu {
             return Err(EEXIST);
         }
         v.queued = Some(vector);
+        Ok(())
+    }
+
+    /// `SET_COALESCED_IO`: zones must lie inside the port space.
+    pub(crate) fn set_coalesced_io(&self, io: &abi::CoalescedIo) -> Result {
+        if io.zones.iter().any(|z| u32::from(z.port) + u32::from(z.len) > 0x1_0000) {
+            return Err(EINVAL);
+        }
+        self.state.lock().coalesced = *io;
         Ok(())
     }
 
