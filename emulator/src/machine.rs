@@ -124,8 +124,8 @@ pub struct Config {
     pub hypervisor: hypervisor::Kind,
     /// yakvm's device (`--device`).
     pub device: String,
-    /// Coalesce the writes to the serial port and the disk's sector and address registers
-    /// (off with `--trace`, which shows every exit).
+    /// Coalesce the writes to the serial port (off with `--trace`, which shows every
+    /// exit).
     pub coalesced_io: bool,
 }
 
@@ -269,14 +269,10 @@ impl<W: Write, B: Backing> Machine<W, B> {
         let ram = config.mem;
         let mmio_base = config.mmio_base.unwrap_or_else(|| layout::default_mmio_base(ram));
         let mem = sys::GuestMemory::new(ram as usize)?;
-        // Registers whose writes need no answer at once: the serial port's bytes, the disk's
-        // sector number and buffer address (the command that uses them exits, and the
-        // coalesced writes are applied before it).
-        let disk_base = match config.machine {
-            MachineKind::Seed => crate::disk::SECTOR_PORT,
-            MachineKind::Pc => crate::pc::board::DISK_PORT_BASE,
-        };
-        let zones = [(crate::bus::SERIAL_PORT, 1), (disk_base, 2)];
+        // Registers whose writes need no answer at once: the serial port's bytes. (Not the
+        // disk's sector and address registers: their 4-byte writes cover the next ports,
+        // the command's among them, and coalesced zones are byte ranges, as KVM's are.)
+        let zones = [(crate::bus::SERIAL_PORT, 1)];
         let coalesced: &[(u16, u16)] = if config.coalesced_io && !config.trace { &zones } else { &[] };
         let (vm, mut vcpu) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced)?;
         let (regs, sregs) = place(&mem);

@@ -91,8 +91,8 @@ enum Command {
         /// At the end, print exit counts by reason and where the time went on stderr.
         #[arg(long)]
         stats: bool,
-        /// Let every write to the serial port and the disk's sector and address registers
-        /// exit to the emulator (they are coalesced by default; --trace implies this).
+        /// Let every write to the serial port exit to the emulator (they are coalesced by
+        /// default; --trace implies this).
         #[arg(long)]
         no_coalesced_io: bool,
         /// The hypervisor: yakvm's module or Linux KVM (kvm_amd loaded, yakvm not), with the
