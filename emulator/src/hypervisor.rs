@@ -91,11 +91,14 @@ pub trait Vcpu: Send {
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8]));
 }
 
+/// Whatever keeps a VM alive (its descriptors), for the machine to hold until the end.
+pub type VmHandle = Box<dyn std::any::Any + Send>;
+
 /// A VM of either hypervisor with one vCPU and `mem` as its RAM at address 0. Keep
 /// `mem` alive as long as this (the machine owns both). OUTs to the ports of `coalesced`
 /// (`(port, len)` zones) do not exit: the hypervisor lists them for `drain_coalesced`
 /// (yakvm's `SET_COALESCED_IO`, KVM's coalesced PIO).
-pub fn create(kind: Kind, yakvm_device: &str, mem: &GuestMemory, coalesced: &[(u16, u16)]) -> Result<(Box<dyn std::any::Any + Send>, Box<dyn Vcpu>), Error> {
+pub fn create(kind: Kind, yakvm_device: &str, mem: &GuestMemory, coalesced: &[(u16, u16)]) -> Result<(VmHandle, Box<dyn Vcpu>), Error> {
     if coalesced.len() > abi::COALESCED_ZONES {
         return Err(Error::Kvm(format!("at most {} coalesced port zones", abi::COALESCED_ZONES)));
     }

@@ -173,7 +173,7 @@ impl ExitCounts {
 pub struct Machine<W: Write, B: Backing> {
     // Field order is drop order: the vCPU and the VM go before the RAM they use.
     vcpu: Box<dyn hypervisor::Vcpu>,
-    _vm: Box<dyn std::any::Any + Send>,
+    _vm: hypervisor::VmHandle,
     mem: sys::GuestMemory,
     pub bus: Bus<W, B>,
     trace: bool,
