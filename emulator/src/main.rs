@@ -250,6 +250,10 @@ fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
             eprintln!("interrupts: {} injected, {} re-injected after an exit cut their delivery", s.injected, s.reinjected);
         }
     }
+    let kvm: Vec<String> = machine.kvm_stats().iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name} {n}")).collect();
+    if !kvm.is_empty() {
+        eprintln!("KVM's counters: {}", kvm.join(", "));
+    }
     if let Some(m) = machine.msr_stats() {
         if m.count > 0 {
             eprintln!("MSRs: index reads writes #GP");

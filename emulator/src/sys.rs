@@ -286,6 +286,7 @@ pub mod kvm {
     use std::ptr::NonNull;
 
     nix::ioctl_write_ptr!(kvm_interrupt, kvm_bindings::KVMIO, 0x86, kvm_bindings::kvm_interrupt);
+    nix::ioctl_none!(kvm_get_stats_fd, kvm_bindings::KVMIO, 0xce);
 
     /// Makes `mem` guest RAM at guest-physical `gpa` in memory slot `slot`.
     pub fn add_memory(vm: &VmFd, slot: u32, gpa: u64, mem: &GuestMemory) -> io::Result<()> {
@@ -417,6 +418,14 @@ pub mod kvm {
             // SAFETY: `irq` is a valid `kvm_interrupt` for the duration of the call.
             unsafe { kvm_interrupt(self.fd.as_raw_fd(), &irq) }.map_err(ctx("KVM_INTERRUPT"))?;
             Ok(())
+        }
+
+        /// `KVM_GET_STATS_FD`: the descriptor of the vCPU's binary statistics (see
+        /// `hypervisor::kvm_stats`).
+        pub fn stats_fd(&self) -> io::Result<std::fs::File> {
+            // SAFETY: an argument-less ioctl on our own vCPU descriptor.
+            let fd = unsafe { kvm_get_stats_fd(self.fd.as_raw_fd()) }.map_err(ctx("KVM_GET_STATS_FD"))?;
+            Ok(super::owned_fd(fd).into())
         }
 
         /// As `super::Vcpu::kickable`, through `kvm_run.immediate_exit`.

@@ -82,9 +82,23 @@ expected_results() {
     [ "$(cat $D/kvm/multiboot.rc)" = 0 ] || { echo "multiboot on kvm: $(tail -n 3 $D/kvm/multiboot.out)"; return 1; }
 }
 
+# --stats on KVM shows KVM's own counters (its binary statistics) beside the emulator's.
+kvm_stats_shown() {
+    yakvm run --hypervisor kvm --stats --no-coalesced-io guests/hello.bin > /dev/null 2> $D/kvm-stats.err || return 1
+    grep -q '^exits handled by the emulator: 27 (io 26, mmio 0, hlt 1,' $D/kvm-stats.err || { echo "$(cat $D/kvm-stats.err)"; return 1; }
+    grep "^KVM's counters:" $D/kvm-stats.err | grep -qE ' io_exits 26(,|$)' || { echo "$(cat $D/kvm-stats.err)"; return 1; }
+}
+# Without /dev/kvm (yakvm loaded, kvm_amd not), --hypervisor kvm says what is missing.
+kvm_missing_is_explained() {
+    msg=$(yakvm run --hypervisor kvm guests/hello.bin 2>&1); rc=$?
+    [ $rc -ne 0 ] && echo "$msg" | grep -q 'cannot open /dev/kvm.*is kvm_amd loaded' || { echo "status $rc: $msg"; return 1; }
+}
+
+check kvm_missing_is_explained kvm_missing_is_explained
 run_all yakvm
 if check kvm_loads use_kvm; then
     run_all kvm
+    check kvm_stats_shown kvm_stats_shown
     check yakvm_reloads use_yakvm
     echo "$GUESTS" | while read -r name args; do check "same_on_kvm_$name" same "$name"; done
     check differential_results_meaningful expected_results
