@@ -199,7 +199,7 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
         Payload::Program(path) => Err(read_file("guest", path)?),
         Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, args.config.mem)?),
     };
-    let disk = args.disk.as_ref().map(open_disk).transpose()?;
+    let disk = args.disk.as_ref().map(open_disk).transpose()?.map(yakvm::disk::DiskFile::new);
     sys::catch_stop_signals().map_err(|e| e.to_string())?;
     let out = io::LineWriter::new(io::stdout().lock());
     // pc: a terminal on stdin becomes the guest's raw console until the run ends (the
