@@ -53,16 +53,26 @@ ticks_during_mmio() {
 hostile() {
     printf '%s' "$1" | yakvm run --machine pc guests/pc_hostile.bin > "$OUT/hostile-$1.out" 2>&1 &
     pid=$!
-    # Meanwhile the other host CPU does real work: 50000 shell iterations.
+    # Meanwhile the other host CPU does real work: 50000 shell iterations (at most 60 s).
     t0=$(now_cs)
-    i=0; while [ $i -lt 50000 ]; do i=$((i + 1)); done
+    i=0; while [ $i -lt 50000 ]; do
+        i=$((i + 1))
+        [ $((i % 5000)) -ne 0 ] || [ $(( $(now_cs) - t0 )) -lt 6000 ] || break
+    done
     busy=$(( $(now_cs) - t0 ))
     [ "$busy" -lt 100 ] && sleep 1
     kill -INT $pid
     t0=$(now_cs)
+    # It must end: after 10 s say what its threads are doing, and kill it.
+    n=0; while kill -0 $pid 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+    if kill -0 $pid 2>/dev/null; then
+        threads=$(for t in /proc/$pid/task/*; do echo "[$(grep State $t/status | tr -d '\t') $(head -n 4 $t/stack | tr '\n' ' ')]"; done)
+        kill -9 $pid; wait $pid
+        echo "still running 10 s after SIGINT (loop of $i iterations took ${busy}0 ms): $threads"; return 1
+    fi
     wait $pid; rc=$?
     stop=$(( $(now_cs) - t0 ))
-    echo "  pc_hostile $1: the host's loop took ${busy}0 ms meanwhile; Ctrl-C ended the run in ${stop}0 ms" >&3
+    echo "  pc_hostile $1: the host's loop ($i iterations) took ${busy}0 ms meanwhile; Ctrl-C ended the run in ${stop}0 ms" >&3
     [ $rc -eq 130 ] || { echo "status $rc (want 130): $(head -c 300 "$OUT/hostile-$1.out")"; return 1; }
     [ "$stop" -le 100 ] || { echo "SIGINT took ${stop}0 ms"; return 1; }
     grep -q "hostile $1" "$OUT/hostile-$1.out" || { echo "the guest did not start: $(head -c 300 "$OUT/hostile-$1.out")"; return 1; }
