@@ -305,6 +305,10 @@ impl<W: Write, B: Backing> Machine<W, B> {
     pub fn run(&mut self) -> Result<Outcome, Error> {
         let mut mark = Instant::now();
         loop {
+            // A stop signal may have come before the first entry (while loading).
+            if let Some(signal) = sys::stop_signal() {
+                return Ok(Outcome::Interrupted(signal));
+            }
             if self.pc.is_some() {
                 // Clear the kick first: a kick from here on makes RUN return at once.
                 self.vcpu.clear_kick();

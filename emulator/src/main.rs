@@ -200,7 +200,6 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
         Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, args.config.mem)?),
     };
     let disk = args.disk.as_ref().map(open_disk).transpose()?.map(yakvm::disk::DiskFile::new);
-    sys::catch_stop_signals().map_err(|e| e.to_string())?;
     let out = io::LineWriter::new(io::stdout().lock());
     // pc: a terminal on stdin becomes the guest's raw console until the run ends (the
     // guard restores it on every path out of this function).
@@ -307,6 +306,13 @@ fn info(device: &str) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // First of all: a SIGINT or SIGTERM that arrives while the guest is being loaded must
+    // end the run too (a shell's background job starts with SIGINT ignored, and a signal
+    // ignored then would be lost). The run loop looks at it before entering the guest.
+    if let Err(e) = sys::catch_stop_signals() {
+        eprintln!("yakvm: error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run { guest, kernel, initrd, append, modules, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io } => {

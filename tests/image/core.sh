@@ -37,7 +37,10 @@ triple_fault() {
 ctrl_c_busy_guest() {
     yakvm run guests/spin.bin > "$OUT/spin.out" 2>&1 &
     pid=$!
-    sleep 3
+    # Once the guest runs (it says so first; a busy machine may take a while to start
+    # yakvm, and a shell's background job ignores SIGINT until yakvm catches it)...
+    n=0; while [ $n -lt 600 ] && ! grep -q spinning "$OUT/spin.out" 2>/dev/null; do sleep 0.1; n=$((n + 1)); done
+    sleep 1
     kill -0 $pid 2>/dev/null || { echo "spin guest ended by itself: $(cat "$OUT/spin.out")"; return 1; }
     kill -INT $pid
     for i in 1 2 3 4 5 6 7 8 9 10; do

@@ -53,7 +53,10 @@ ticks_during_mmio() {
 hostile() {
     printf '%s' "$1" | yakvm run --machine pc guests/pc_hostile.bin > "$OUT/hostile-$1.out" 2>&1 &
     pid=$!
-    # Meanwhile the other host CPU does real work: 50000 shell iterations (at most 60 s).
+    # Once the guest runs (it says so first)...
+    n=0; while [ $n -lt 600 ] && ! grep -q "hostile $1" "$OUT/hostile-$1.out"; do sleep 0.1; n=$((n + 1)); done
+    grep -q "hostile $1" "$OUT/hostile-$1.out" || { kill -9 $pid; wait $pid; echo "the guest did not start in 60 s: $(head -c 300 "$OUT/hostile-$1.out")"; return 1; }
+    # ...the other host CPU does real work meanwhile: 50000 shell iterations (at most 60 s).
     t0=$(now_cs)
     i=0; while [ $i -lt 50000 ]; do
         i=$((i + 1))
@@ -75,7 +78,6 @@ hostile() {
     echo "  pc_hostile $1: the host's loop ($i iterations) took ${busy}0 ms meanwhile; Ctrl-C ended the run in ${stop}0 ms" >&3
     [ $rc -eq 130 ] || { echo "status $rc (want 130): $(head -c 300 "$OUT/hostile-$1.out")"; return 1; }
     [ "$stop" -le 100 ] || { echo "SIGINT took ${stop}0 ms"; return 1; }
-    grep -q "hostile $1" "$OUT/hostile-$1.out" || { echo "the guest did not start: $(head -c 300 "$OUT/hostile-$1.out")"; return 1; }
 }
 fastest_pit_never_eoi() { hostile p; }
 fast_pit_with_eoi() { hostile e; }

@@ -73,8 +73,18 @@ kill_writer() {
     yakvm run --mem 2M --disk "$img" guests/writer.bin > "$log" 2>&1 &
     pid=$!
     # Kill it once it has reported writes (a busy machine may take a while to start it).
-    i=0; while [ $i -lt 600 ] && [ "$(grep -c '^w ' "$log")" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    # (Read through cat: the file may not exist yet, and then counts 0 lines.)
+    writes() { cat "$log" 2>/dev/null | grep -c '^w '; }
+    i=0; while [ $i -lt 600 ] && [ "$(writes)" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    [ "$(writes)" -ge 100 ] || { kill -9 $pid; wait $pid; echo "no 100 writes reported after $i polls: $(head -c 300 "$log")"; return 1; }
     kill -$sig $pid
+    # It must end: after 20 s say so (and what its thread does) instead of waiting forever.
+    n=0; while kill -0 $pid 2>/dev/null && [ $n -lt 200 ]; do sleep 0.1; n=$((n + 1)); done
+    if kill -0 $pid 2>/dev/null; then
+        state=$(grep -E 'State|SigCgt|SigIgn' /proc/$pid/status | tr -d '\t' | tr '\n' ' ')
+        kill -9 $pid; wait $pid
+        echo "still running 20 s after SIG$sig: $state"; return 1
+    fi
     wait $pid; rc=$?
     [ $rc -eq $want ] || { echo "status $rc, want $want"; return 1; }
     killed=; [ $sig = KILL ] && killed=--killed
