@@ -3,6 +3,7 @@
 //! page, and the exit handlers. Each handler answers one question: resume the guest, or
 //! return to userspace with this exit.
 
+mod debug;
 mod events;
 mod ioio;
 
@@ -61,6 +62,8 @@ struct VcpuState {
     queued: Option<u8>,
     /// The guest shut down; its state is undefined and it may not run again.
     dead: bool,
+    /// A debugger in userspace (`SET_GUEST_DEBUG`).
+    debugger: debug::Debugger,
 }
 
 #[pin_data]
@@ -98,6 +101,7 @@ impl Vcpu {
             msr_stats: abi::MsrStats::default(),
             queued: None,
             dead: false,
+            debugger: debug::Debugger::default(),
         };
         Arc::pin_init(pin_init!(Self { vm, run_page, state <- new_mutex!(state, "yakvm_vcpu") }), GFP_KERNEL)
     }
@@ -154,6 +158,11 @@ impl Vcpu {
                 report_events(&mut v);
                 return Err(EINTR);
             }
+            if debug::step_reported(&mut v) {
+                v.stats.to_user += 1;
+                report_events(&mut v);
+                return Ok(());
+            }
             if events::prepare_entry(&mut v, window_requested) {
                 v.run.exit_reason = abi::exit::IRQ_WINDOW_OPEN;
                 v.stats.to_user += 1;
@@ -171,8 +180,11 @@ impl Vcpu {
                     vmcb::TLB_CONTROL_FLUSH_ALL
                 };
                 v.last_cpu = Some(here);
+                let exit_at_once = debug::before_entry(&mut v);
                 let s = &mut *v;
-                if !world::run(&svm, &mut s.vmcb, &mut s.gprs, &mut s.fpu, maps)? {
+                let entered = world::run(&svm, &mut s.vmcb, &mut s.gprs, &mut s.fpu, maps, exit_at_once);
+                debug::after_exit(&mut v, matches!(entered, Ok(true)));
+                if !entered? {
                     // A signal came after the check above: not entered.
                     report_events(&mut v);
                     return Err(EINTR);
@@ -198,6 +210,11 @@ impl Vcpu {
         }
         v.queued = Some(vector);
         Ok(())
+    }
+
+    /// `SET_GUEST_DEBUG`: single-stepping and software breakpoints (debug.rs).
+    pub(crate) fn set_guest_debug(&self, dbg: &abi::GuestDebug) -> Result {
+        debug::set(&mut self.state.lock(), dbg)
     }
 
     pub(crate) fn msr_stats(&self) -> abi::MsrStats {
@@ -363,6 +380,10 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         exit_code::MSR => handle_msr(v),
         exit_code::VMMCALL => handle_vmmcall(v),
         exit_code::NPF => handle_npf(v),
+        exit_code::PUSHF => debug::handle_pushf(v),
+        exit_code::SWINT => debug::handle_int(vm, v),
+        code if code == exit_code::EXCP_BASE + 1 => debug::handle_db(vm, v),
+        code @ exit_code::EXCP_BASE..=0x5f => debug::handle_exception(vm, v, code - exit_code::EXCP_BASE),
         code @ exit_code::READ_DR0..=0x3f => handle_dr(vm, v, code),
         exit_code::SHUTDOWN => {
             v.stats.shutdown += 1;
