@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile diskread
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile diskread step16 step32 step64 debuggee
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.
@@ -51,6 +51,8 @@ guests:
 	@mkdir -p $(BUILD)/guests
 	@for g in $(GUESTS); do objcopy -O binary $(GUEST_OUT)/$$g $(BUILD)/guests/$$g.bin; done
 	@cp $(GUEST_OUT)/hello $(BUILD)/guests/hello.elf
+	@# gdb reads the symbols of the debugger tests' guest from its ELF file.
+	@cp $(GUEST_OUT)/debuggee $(BUILD)/guests/debuggee.elf
 	@# The Multiboot test kernel stays an ELF file (linked at 1 MiB by guest/multiboot.ld).
 	@cp $(GUEST_OUT)/multiboot $(BUILD)/guests/multiboot.elf
 

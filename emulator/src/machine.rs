@@ -3,6 +3,8 @@
 
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bus::{Bus, Effect};
@@ -14,6 +16,7 @@ use crate::loader::{self, LoadError};
 use crate::pc::board::Board;
 use crate::pc::console::{Escape, Key};
 use crate::pc::pit::IrqTimer;
+use crate::steptrace::StepTrace;
 use crate::{boot, layout, mmu, sys};
 use yakvm_abi as abi;
 
@@ -30,6 +33,9 @@ pub enum Outcome {
     Reset,
     /// pc: the user typed Ctrl-A X at the console.
     Quit,
+    /// A debugger's stop (gdb.rs): the module's DEBUG exit, or `None` when the debugger
+    /// asked for the stop (`Machine::set_stop_request`).
+    Debug(Option<abi::DebugExit>),
 }
 
 /// The board a guest runs on.
@@ -141,6 +147,10 @@ pub struct Machine<W: Write, B: Backing> {
     pub times: Times,
     /// The pc machine's outside world.
     pc: Option<PcWorld>,
+    /// `--step-trace`: every guest instruction (steptrace.rs).
+    step_trace: Option<StepTrace>,
+    /// A debugger's request to stop the guest (set by its thread, which then kicks us).
+    stop_request: Option<Arc<AtomicBool>>,
 }
 
 /// What the pc machine needs beyond its devices: the host timer behind the PIT, the
@@ -252,12 +262,42 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 (Bus::with_board(out, Disk::new(disk), mmio_base, Board::new(ram)), Some(world))
             }
         };
-        Ok(Self { _vm: vm, mem, vcpu, bus, trace: config.trace, times: Times::default(), pc })
+        Ok(Self { _vm: vm, mem, vcpu, bus, trace: config.trace, times: Times::default(), pc, step_trace: None, stop_request: None })
+    }
+
+    // --- Hooks for debuggers (gdb.rs, steptrace.rs) ---
+
+    /// Single-steps the guest from now on, writing one line per instruction to `out`.
+    pub fn set_step_trace(&mut self, out: Box<dyn Write + Send>) -> io::Result<()> {
+        self.vcpu.set_guest_debug(StepTrace::CONTROL)?;
+        self.step_trace = Some(StepTrace::new(out));
+        Ok(())
+    }
+
+    /// Instructions step-traced so far.
+    pub fn steps_traced(&self) -> u64 {
+        self.step_trace.as_ref().map_or(0, |t| t.steps)
+    }
+
+    /// `run` returns `Outcome::Debug(None)` once `flag` is set (and the vCPU kicked).
+    pub fn set_stop_request(&mut self, flag: Arc<AtomicBool>) {
+        self.stop_request = Some(flag);
+    }
+
+    pub fn vcpu(&self) -> &sys::Vcpu {
+        &self.vcpu
+    }
+
+    pub fn memory(&self) -> &sys::GuestMemory {
+        &self.mem
     }
 
     /// Flushes the output and puts the disk's writes on stable storage: call it however
     /// the run ended.
     pub fn finish(&mut self) -> io::Result<()> {
+        if let Some(t) = self.step_trace.as_mut() {
+            t.finish()?;
+        }
         let flushed = self.bus.output().flush();
         self.bus.disk.sync()?;
         flushed
@@ -267,13 +307,19 @@ impl<W: Write, B: Backing> Machine<W, B> {
     pub fn run(&mut self) -> Result<Outcome, Error> {
         let mut mark = Instant::now();
         loop {
+            // Clear the kick first: a kick from here on makes RUN return at once.
+            self.vcpu.clear_kick();
+            if self.stop_request.as_ref().is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
+                return Ok(Outcome::Debug(None));
+            }
             if self.pc.is_some() {
-                // Clear the kick first: a kick from here on makes RUN return at once.
-                self.vcpu.clear_kick();
                 if let Some(outcome) = self.pc_events()? {
                     return Ok(outcome);
                 }
                 self.deliver_interrupts()?;
+            }
+            if let Some(t) = self.step_trace.as_mut() {
+                t.before_run(&self.vcpu, &self.mem)?;
             }
             let ran = self.vcpu.run();
             let now = Instant::now();
@@ -288,6 +334,10 @@ impl<W: Write, B: Backing> Machine<W, B> {
             }
             if self.trace {
                 self.trace_exit();
+            }
+            if let Some(t) = self.step_trace.as_mut() {
+                let run = self.vcpu.run_page();
+                t.after_exit(run, || describe_exit(run))?;
             }
             let result = self.handle();
             let now = Instant::now();
@@ -402,6 +452,9 @@ impl<W: Write, B: Backing> Machine<W, B> {
             abi::exit::HLT => return self.wait_for_interrupt(),
             // The loop delivers what the PIC has.
             abi::exit::IRQ_WINDOW_OPEN => Effect::Continue,
+            // A step of --step-trace (written by it), or a debugger's stop.
+            abi::exit::DEBUG if self.step_trace.is_some() => Effect::Continue,
+            abi::exit::DEBUG => return Ok(Some(Outcome::Debug(Some(run.debug)))),
             abi::exit::SHUTDOWN => return Err(Error::Shutdown(run.hw.rip)),
             abi::exit::FAIL_ENTRY => return Err(Error::FailEntry(run.hw.rip)),
             abi::exit::UNKNOWN => {
@@ -423,26 +476,10 @@ impl<W: Write, B: Backing> Machine<W, B> {
     fn trace_exit(&mut self) {
         let rip = self.vcpu.regs().map(|r| r.rip).unwrap_or(u64::MAX);
         let run = self.vcpu.run_page();
-        let line = match run.exit_reason {
-            abi::exit::IO => {
-                let io = run.io;
-                let dir = if io.direction == abi::IO_OUT { "out" } else { "in" };
-                let n = io.size as usize * io.count as usize;
-                let data: String = run.data[..n.min(16)].iter().map(|b| format!("{b:02x}")).collect();
-                let more = if n > 16 { "..." } else { "" };
-                format!("io {dir} port={:#x} size={} count={} data={data}{more}", io.port, io.size, io.count)
-            }
-            // Traced by `mmio` once the access is decoded.
-            abi::exit::MMIO => return,
-            abi::exit::HYPERCALL => format!("hypercall nr={:#x} args={:x?}", run.hypercall.nr, run.hypercall.args),
-            abi::exit::HLT if run.if_flag != 0 => "hlt (interrupts enabled)".into(),
-            abi::exit::HLT => "hlt".into(),
-            abi::exit::IRQ_WINDOW_OPEN => "irq-window-open".into(),
-            abi::exit::SHUTDOWN => "shutdown".into(),
-            abi::exit::FAIL_ENTRY => "fail-entry".into(),
-            _ => format!("exit {:#x} info1={:#x} info2={:#x}", run.hw.exit_code, run.hw.exit_info_1, run.hw.exit_info_2),
-        };
-        eprintln!("[trace] rip={rip:#x} {line}");
+        // MMIO is traced by `mmio` once the access is decoded.
+        if run.exit_reason != abi::exit::MMIO {
+            eprintln!("[trace] rip={rip:#x} {}", describe_exit(run));
+        }
     }
 
     fn port_io(&mut self) -> Result<Effect, Error> {
@@ -521,6 +558,32 @@ impl<W: Write, B: Backing> Machine<W, B> {
 
     pub fn msr_stats(&self) -> io::Result<abi::MsrStats> {
         self.vcpu.msr_stats()
+    }
+}
+
+/// One exit, as `--trace` and `--step-trace` show it.
+fn describe_exit(run: &abi::Run) -> String {
+    match run.exit_reason {
+        abi::exit::IO => {
+            let io = run.io;
+            let dir = if io.direction == abi::IO_OUT { "out" } else { "in" };
+            let n = io.size as usize * io.count as usize;
+            let data: String = run.data[..n.min(16)].iter().map(|b| format!("{b:02x}")).collect();
+            let more = if n > 16 { "..." } else { "" };
+            format!("io {dir} port={:#x} size={} count={} data={data}{more}", io.port, io.size, io.count)
+        }
+        abi::exit::MMIO => {
+            let dir = if run.mmio.is_write != 0 { "write" } else { "read" };
+            format!("mmio {dir} gpa={:#x}", run.mmio.gpa)
+        }
+        abi::exit::HYPERCALL => format!("hypercall nr={:#x} args={:x?}", run.hypercall.nr, run.hypercall.args),
+        abi::exit::HLT if run.if_flag != 0 => "hlt (interrupts enabled)".into(),
+        abi::exit::HLT => "hlt".into(),
+        abi::exit::IRQ_WINDOW_OPEN => "irq-window-open".into(),
+        abi::exit::SHUTDOWN => "shutdown".into(),
+        abi::exit::FAIL_ENTRY => "fail-entry".into(),
+        abi::exit::DEBUG => format!("debug exception={} pc={:#x} dr6={:#x}", run.debug.exception, run.debug.pc, run.debug.dr6),
+        _ => format!("exit {:#x} info1={:#x} info2={:#x}", run.hw.exit_code, run.hw.exit_info_1, run.hw.exit_info_2),
     }
 }
 
