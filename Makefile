@@ -72,6 +72,7 @@ env: deps kernel guest-kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/linux
 	@gkdir=$$(scripts/guest-kernel.sh) && cp "$$gkdir/arch/x86/boot/bzImage" $(SHARES)/linux/bzImage
 	@cp $(BUILD)/guest-initramfs.cpio.gz $(SHARES)/linux/initramfs.cpio.gz
+	@scripts/stage-gdb.sh $(SHARES)/gdb
 	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"
 
 run: env
@@ -91,5 +92,5 @@ disk:
 	@echo "disk.img: 8192 bytes (16 sectors of 512)"
 
 clean:
-	rm -rf $(BUILD) target $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
+	rm -rf $(BUILD) target $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/gdb $(SHARES)/bin/gdb $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
 	-$(MAKE) -s -C kmod KDIR=$(KDIR) clean
