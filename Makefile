@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile diskread step16 step32 step64 debuggee
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile diskread bench_pio bench_mmio bench_cpuid bench_timer step16 step32 step64 debuggee
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.
@@ -14,13 +14,14 @@ GUEST_OUT = target/$(TARGET)/guest
 override CMD := $(value CMD)
 export CMD
 
-.PHONY: help deps kernel guest-kernel module emulator guests initramfs env run debug test soak disk clean
+.PHONY: help deps kernel guest-kernel module emulator guests initramfs env run debug test bench soak disk clean
 
 help:
 	@echo "yakvm make targets:"
 	@echo "  make run            build what is missing, boot the image: demo guest, then a shell"
 	@echo "  make run CMD='...'  run one command in the image; fails if the command fails"
 	@echo "  make test           run every test (host unit tests and tests in the image)"
+	@echo "  make bench          yakvm against KVM, side by side in one boot: a table, CSV in build/"
 	@echo "  make soak           the robustness suite with 20x the guests, ioctls and cycles"
 	@echo "  make env            build the image: kernel, initramfs, module, emulator, guests"
 	@echo "  make guest-kernel   build the Linux guest: its kernel (cached) and initramfs"
@@ -66,6 +67,7 @@ env: deps kernel guest-kernel module emulator guests initramfs
 	@cp target/$(TARGET)/release/yakvm target/$(TARGET)/release/yakvm-selftest target/$(TARGET)/release/yakvm-stress $(SHARES)/bin/
 	@cp $(BUILD)/guests/* $(SHARES)/guests/
 	@cp tests/image/*.sh $(SHARES)/tests/
+	@mkdir -p $(SHARES)/bench && cp bench/image.sh $(SHARES)/bench/
 	@mkdir -p $(SHARES)/tests/expected && cp tests/expected/* $(SHARES)/tests/expected/
 	@mkdir -p $(SHARES)/kvm
 	@cp $(KDIR)/virt/lib/irqbypass.ko $(KDIR)/arch/x86/kvm/kvm.ko $(KDIR)/arch/x86/kvm/kvm-amd.ko $(SHARES)/kvm/
@@ -84,6 +86,9 @@ debug: env
 test:
 	@scripts/test.sh
 
+bench: env
+	@scripts/bench.sh
+
 soak: env
 	@SOAK=1 QEMU_TIMEOUT=7200 scripts/test.sh robust
 
@@ -92,5 +97,5 @@ disk:
 	@echo "disk.img: 8192 bytes (16 sectors of 512)"
 
 clean:
-	rm -rf $(BUILD) target $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/gdb $(SHARES)/bin/gdb $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
+	rm -rf $(BUILD) target $(SHARES)/bench $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/gdb $(SHARES)/bin/gdb $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
 	-$(MAKE) -s -C kmod KDIR=$(KDIR) clean

@@ -5,6 +5,7 @@
  * the kernel headers. No policy lives here.
  */
 #include <linux/anon_inodes.h>
+#include <asm/fpu/api.h>
 #include <linux/fs.h>
 #include <linux/gfp.h>
 #include <linux/io.h>
@@ -74,6 +75,15 @@ void yakvm_preempt_disable(void)
 void yakvm_preempt_enable(void)
 {
 	preempt_enable();
+}
+
+/* After a context switch the FPU registers are loaded lazily, on the way back to user
+ * mode: make them the current task's (the guest's, during RUN) before VMRUN, as KVM's
+ * vcpu_enter_guest does. Interrupts are off. */
+void yakvm_fpu_load_current(void)
+{
+	if (test_thread_flag(TIF_NEED_FPU_LOAD))
+		switch_fpu_return();
 }
 
 void yakvm_local_irq_disable(void)

@@ -14,6 +14,10 @@ mod abi;
 #[path = "../abi/src/paging.rs"]
 #[allow(unreachable_pub)]
 mod paging;
+// The guest's CPUID table, shared with the emulator's KVM backend the same way.
+#[path = "../abi/src/cpuid.rs"]
+#[allow(unreachable_pub)]
+mod guest_cpuid;
 // The driver logic has no `unsafe`: all of it is in `ffi`, behind safe APIs.
 #[deny(unsafe_code)]
 mod dev;

@@ -81,6 +81,7 @@ want core && run_image core core.sh
 want emulator && run_image emulator emulator.sh
 want pc && run_image pc pc.sh
 want kernels && run_image kernels kernels.sh
+want kvm && run_image kvm kvm.sh
 want robust && run_image robust robust.sh
 want debug && run_image debug debug.sh
 want no-svm && run_image no-svm no-svm.sh EPYC,-svm

@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 /// Version of this ABI; bumped on every incompatible change.
-pub const API_VERSION: u32 = 3;
+pub const API_VERSION: u32 = 4;
 
 /// The ioctl "type" byte of every yakvm command.
 pub const IOCTL_TYPE: u32 = b'Y' as u32;
@@ -76,6 +76,13 @@ pub const GET_MSR_STATS: u32 = ior::<MsrStats>(0x28);
 /// [`exit::DEBUG`]. `EINVAL` for unknown control bits (hardware breakpoints are not
 /// offered: the hardware's DR0-DR3 are never given to a guest).
 pub const SET_GUEST_DEBUG: u32 = iow::<GuestDebug>(0x29);
+/// Sets the ports whose writes are coalesced ([`CoalescedIo`]; all zones empty: none). An
+/// `OUT` (not `OUTS`) of 1, 2 or 4 bytes inside a zone does not exit: the module appends
+/// it to the run page's `coalesced` list and the guest runs on. Userspace applies the
+/// list, in order, after every return from `RUN` and before handling the exit, then
+/// empties it (`coalesced_count = 0`). When the list is full the write exits as usual.
+/// As KVM's coalesced PIO, for registers whose writes need no answer at once.
+pub const SET_COALESCED_IO: u32 = iow::<CoalescedIo>(0x2a);
 
 /// Capabilities for [`CHECK_CAPABILITY`].
 pub mod cap {
@@ -307,6 +314,37 @@ impl Default for MsrStats {
     }
 }
 
+/// Zones of [`CoalescedIo`].
+pub const COALESCED_ZONES: usize = 4;
+
+/// Ports `port..port + len` (`len` 0: an unused zone).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoalescedZone {
+    pub port: u16,
+    pub len: u16,
+}
+
+/// The argument of [`SET_COALESCED_IO`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoalescedIo {
+    pub zones: [CoalescedZone; COALESCED_ZONES],
+}
+
+/// Entries of `Run::coalesced`.
+pub const COALESCED_ENTRIES: usize = 64;
+
+/// One coalesced `OUT`: `size` (1, 2 or 4) bytes of `value` to `port`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoalescedWrite {
+    pub port: u16,
+    pub size: u8,
+    pub _pad: u8,
+    pub value: u32,
+}
+
 /// Port I/O directions (`IoExit::direction`).
 pub const IO_OUT: u8 = 0;
 pub const IO_IN: u8 = 1;
@@ -392,6 +430,26 @@ pub struct ExitStats {
     pub reinjected: u64,
     /// Exits when the guest became able to take an interrupt (VINTR).
     pub irq_window: u64,
+    /// Port writes coalesced ([`SET_COALESCED_IO`]) instead of going to userspace.
+    pub coalesced: u64,
+}
+
+/// Register sets the run page carries (`Run::sync_valid`, `Run::sync_dirty`).
+pub mod sync {
+    /// `SyncRegs::regs`: as `GET_REGS` / `SET_REGS`.
+    pub const REGS: u32 = 1 << 0;
+    /// `SyncRegs::sregs`: as `GET_SREGS` / `SET_SREGS`.
+    pub const SREGS: u32 = 1 << 1;
+    pub const ALL: u32 = REGS | SREGS;
+}
+
+/// The vCPU's registers in the run page, as KVM's `kvm_sync_regs`: an exit that needs
+/// them (MMIO, which userspace emulates) costs no `GET_*`/`SET_*` ioctls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncRegs {
+    pub regs: Regs,
+    pub sregs: Sregs,
 }
 
 /// Bytes of `Run::data`.
@@ -422,6 +480,18 @@ pub struct Run {
     pub mmio: MmioExit,
     pub hypercall: HypercallExit,
     pub debug: DebugExit,
+    /// Set by userspace: the register sets ([`sync`]) the module copies into `sync_regs`
+    /// on every return from `RUN`.
+    pub sync_valid: u32,
+    /// Set by userspace: the register sets it changed in `sync_regs`. The next `RUN` loads
+    /// them first (exactly as `SET_REGS` / `SET_SREGS` would) and clears this.
+    pub sync_dirty: u32,
+    pub sync_regs: SyncRegs,
+    /// Writes coalesced since userspace last emptied the list ([`SET_COALESCED_IO`]):
+    /// `coalesced[..coalesced_count]`, oldest first. Userspace sets the count back to 0.
+    pub coalesced_count: u32,
+    pub _pad: u32,
+    pub coalesced: [CoalescedWrite; COALESCED_ENTRIES],
     pub data: [u8; RUN_DATA_SIZE],
 }
 
@@ -430,8 +500,9 @@ const _: () = assert!(core::mem::size_of::<Regs>() == 18 * 8);
 const _: () = assert!(core::mem::size_of::<Segment>() == 16);
 const _: () = assert!(core::mem::size_of::<Sregs>() == 8 * 16 + 2 * 16 + 5 * 8);
 const _: () = assert!(core::mem::size_of::<MemoryRegion>() == 32);
-const _: () = assert!(core::mem::size_of::<ExitStats>() == 16 * 8);
+const _: () = assert!(core::mem::size_of::<ExitStats>() == 17 * 8);
 const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENTRIES);
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
 const _: () = assert!(core::mem::size_of::<GuestDebug>() == 8 + 8 * 8);
 const _: () = assert!(core::mem::size_of::<DebugExit>() == 5 * 8);
+const _: () = assert!(core::mem::size_of::<SyncRegs>() == 18 * 8 + 8 * 16 + 2 * 16 + 5 * 8);

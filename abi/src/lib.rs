@@ -6,3 +6,4 @@
 mod abi;
 pub use abi::*;
 pub mod paging;
+pub mod cpuid;

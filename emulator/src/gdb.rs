@@ -54,9 +54,10 @@ pub fn run<W: Write, B: Backing>(machine: &mut Machine<W, B>, port: u16, wait: b
     let accept_stop = stop.clone();
     std::thread::spawn(move || {
         if let Ok((stream, _)) = listener.accept() {
-            let _ = conn_tx.send(stream);
+            // The stop first: once the connection is taken the flag is cleared.
             accept_stop.store(true, Ordering::SeqCst);
             kicker.kick();
+            let _ = conn_tx.send(stream);
         }
     });
     let conn = if wait {
@@ -97,7 +98,7 @@ struct Debuggee<'m, W: Write, B: Backing> {
 }
 
 impl<W: Write, B: Backing> Debuggee<'_, W, B> {
-    fn sregs(&self) -> io::Result<abi::Sregs> {
+    fn sregs(&mut self) -> io::Result<abi::Sregs> {
         self.machine.vcpu().sregs()
     }
 
@@ -115,7 +116,10 @@ impl<W: Write, B: Backing> Debuggee<'_, W, B> {
             watcher.finish();
             self.stop.store(false, Ordering::SeqCst);
             let reason = match outcome {
-                Ok(Outcome::Debug(None)) => return Ok(run_blocking::Event::IncomingData(conn.read()?)),
+                Ok(Outcome::Debug(None)) => match conn.peek()? {
+                    Some(_) => return Ok(run_blocking::Event::IncomingData(conn.read()?)),
+                    None => continue, // nothing came after all: run on
+                },
                 Ok(Outcome::Debug(Some(d))) if d.exception == BP_VECTOR => {
                     if !self.breakpoints.contains_key(&d.pc) {
                         // The guest's own INT3: it gets its #BP, and runs on.

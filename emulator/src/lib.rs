@@ -11,6 +11,8 @@ pub mod bus;
 pub mod disk;
 #[deny(unsafe_code)]
 pub mod events;
+/// The hypervisor under the machine: yakvm or KVM.
+pub mod hypervisor;
 #[deny(unsafe_code)]
 pub mod insn;
 #[deny(unsafe_code)]

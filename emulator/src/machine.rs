@@ -2,14 +2,15 @@
 //! module returns.
 
 use std::io::{self, Write};
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use crate::bus::{Bus, Effect};
 use crate::disk::{Backing, Disk};
 use crate::events::{Event, Events, HostTimer};
+use crate::hypervisor::{self, Exit};
 use crate::insn::{self, Access, Source};
 use crate::kernel::{BootImage, KernelEntry};
 use crate::loader::{self, LoadError};
@@ -33,8 +34,8 @@ pub enum Outcome {
     Reset,
     /// pc: the user typed Ctrl-A X at the console.
     Quit,
-    /// A debugger's stop (gdb.rs): the module's DEBUG exit, or `None` when the debugger
-    /// asked for the stop (`Machine::set_stop_request`).
+    /// A debugger's stop (gdb.rs): the hypervisor's DEBUG exit, or `None` when the
+    /// debugger asked for the stop (`Machine::set_stop_request`).
     Debug(Option<abi::DebugExit>),
 }
 
@@ -70,18 +71,18 @@ pub enum Error {
     BadMemSize(u64),
     #[error("--mmio-base {base:#x}: the MMIO window must be 4 KiB aligned, above RAM (which ends at {ram:#x}) and below {max:#x}")]
     BadMmioBase { base: u64, ram: u64, max: u64 },
-    #[error("module ABI version {0}, this yakvm speaks {1}")]
-    AbiVersion(u32, u32),
-    #[error("guest shut down (triple fault) at rip {0:#x}")]
-    Shutdown(u64),
-    #[error("VMRUN refused the guest state (VMEXIT_INVALID) at rip {0:#x}")]
-    FailEntry(u64),
+    #[error(transparent)]
+    Hypervisor(#[from] hypervisor::Error),
+    #[error("guest shut down (triple fault){}", .0.map(|rip| format!(" at rip {rip:#x}")).unwrap_or_default())]
+    Shutdown(Option<u64>),
+    #[error("VMRUN refused the guest state (VMEXIT_INVALID, reason {reason:#x}) at rip {rip:#x}")]
+    FailEntry { rip: u64, reason: u64 },
     #[error("unhandled exit {code:#x} at rip {rip:#x} (exit_info_1 {info1:#x}, exit_info_2 {info2:#x})")]
     Unhandled { code: u64, rip: u64, info1: u64, info2: u64 },
     #[error("MMIO at {gpa:#x}: cannot fetch the instruction at rip {rip:#x} (not mapped in guest RAM)")]
     Fetch { gpa: u64, rip: u64 },
-    #[error("unknown exit reason {0} from the module")]
-    UnknownReason(u32),
+    #[error("{0}")]
+    UnknownExit(String),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("the guest's bytes at {start:#x}..{end:#x} do not fit in guest RAM below the boot area ({limit:#x} with --mem {mem})")]
@@ -125,6 +126,13 @@ pub struct Config {
     pub machine: MachineKind,
     /// pc: the console's input is a terminal (Ctrl-A commands are read from it).
     pub console_is_terminal: bool,
+    /// The hypervisor that runs the guest.
+    pub hypervisor: hypervisor::Kind,
+    /// yakvm's device (`--device`).
+    pub device: String,
+    /// Coalesce the writes to the serial port (off with `--trace`, which shows every
+    /// exit).
+    pub coalesced_io: bool,
 }
 
 /// Where the time went, for `--stats`.
@@ -138,13 +146,45 @@ pub struct Times {
     pub halted: Duration,
 }
 
+/// Exits that reached the emulator, by kind (both hypervisors; yakvm's module counts
+/// the ones it handles itself too, see `stats`).
+#[derive(Default, Debug, Clone, Copy)]
+pub struct ExitCounts {
+    pub io: u64,
+    pub mmio: u64,
+    pub hlt: u64,
+    pub irq_window: u64,
+    pub hypercall: u64,
+    pub other: u64,
+}
+
+impl ExitCounts {
+    pub fn total(&self) -> u64 {
+        self.io + self.mmio + self.hlt + self.irq_window + self.hypercall + self.other
+    }
+
+    fn count(&mut self, exit: &Exit<'_>) {
+        let n = match exit {
+            Exit::Io { .. } => &mut self.io,
+            Exit::MmioInstruction { .. } | Exit::Mmio { .. } => &mut self.mmio,
+            Exit::Hlt => &mut self.hlt,
+            Exit::IrqWindowOpen => &mut self.irq_window,
+            Exit::Hypercall(_) => &mut self.hypercall,
+            _ => &mut self.other,
+        };
+        *n += 1;
+    }
+}
+
 pub struct Machine<W: Write, B: Backing> {
-    _vm: sys::Vm,
+    // Field order is drop order: the vCPU and the VM go before the RAM they use.
+    vcpu: Box<dyn hypervisor::Vcpu>,
+    _vm: hypervisor::VmHandle,
     mem: sys::GuestMemory,
-    vcpu: sys::Vcpu,
     pub bus: Bus<W, B>,
     trace: bool,
     pub times: Times,
+    pub exits: ExitCounts,
     /// The pc machine's outside world.
     pc: Option<PcWorld>,
     /// `--step-trace`: every guest instruction (steptrace.rs).
@@ -169,7 +209,7 @@ struct PcWorld {
 
 impl<W: Write, B: Backing> Machine<W, B> {
     /// Builds a machine running `image` (flat or ELF) with the given disk.
-    pub fn new(dev: &sys::Device, config: &Config, image: &[u8], out: W, disk: B) -> Result<Self, Error> {
+    pub fn new(config: &Config, image: &[u8], out: W, disk: B) -> Result<Self, Error> {
         let ram = config.mem;
         let mmio_top = check_layout(config)?;
         let image = loader::parse(image, config.load_addr)?;
@@ -191,7 +231,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 return Err(Error::RealModeEntry { entry: image.entry, base });
             }
         }
-        Self::build(dev, config, out, disk, |mem| {
+        Self::build(config, out, disk, |mem| {
             for seg in &image.segments {
                 mem.write(seg.gpa, seg.bytes).expect("checked to fit");
             }
@@ -205,7 +245,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
 
     /// A machine that boots a kernel (`kernel::linux` or `kernel::multiboot` made
     /// `image`, checked to fit in `config.mem`).
-    pub fn with_kernel(dev: &sys::Device, config: &Config, image: &BootImage, out: W, disk: B) -> Result<Self, Error> {
+    pub fn with_kernel(config: &Config, image: &BootImage, out: W, disk: B) -> Result<Self, Error> {
         let mmio_top = check_layout(config)?;
         let limit = layout::boot_area(config.mem);
         for (at, bytes) in &image.writes {
@@ -214,7 +254,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 return Err(Error::DoesNotFit { start: *at, end, limit, mem: config.mem });
             }
         }
-        Self::build(dev, config, out, disk, |mem| {
+        Self::build(config, out, disk, |mem| {
             for (at, bytes) in &image.writes {
                 mem.write(*at, bytes).expect("checked to fit");
             }
@@ -231,7 +271,6 @@ impl<W: Write, B: Backing> Machine<W, B> {
     /// The VM, its RAM (filled in by `place`, which returns the vCPU's first state), the
     /// vCPU and the board.
     fn build(
-        dev: &sys::Device,
         config: &Config,
         out: W,
         disk: B,
@@ -239,15 +278,14 @@ impl<W: Write, B: Backing> Machine<W, B> {
     ) -> Result<Self, Error> {
         let ram = config.mem;
         let mmio_base = config.mmio_base.unwrap_or_else(|| layout::default_mmio_base(ram));
-        let version = dev.api_version()?;
-        if version != abi::API_VERSION {
-            return Err(Error::AbiVersion(version, abi::API_VERSION));
-        }
-        let vm = dev.create_vm()?;
         let mem = sys::GuestMemory::new(ram as usize)?;
-        vm.add_memory(0, 0, &mem)?;
+        // Registers whose writes need no answer at once: the serial port's bytes. (Not the
+        // disk's sector and address registers: their 4-byte writes cover the next ports,
+        // the command's among them, and coalesced zones are byte ranges, as KVM's are.)
+        let zones = [(crate::bus::SERIAL_PORT, 1)];
+        let coalesced: &[(u16, u16)] = if config.coalesced_io && !config.trace { &zones } else { &[] };
+        let (vm, mut vcpu) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced)?;
         let (regs, sregs) = place(&mem);
-        let vcpu = vm.create_vcpu()?;
         vcpu.set_sregs(&sregs)?;
         vcpu.set_regs(&regs)?;
         let (bus, pc) = match config.machine {
@@ -262,7 +300,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 (Bus::with_board(out, Disk::new(disk), mmio_base, Board::new(ram)), Some(world))
             }
         };
-        Ok(Self { _vm: vm, mem, vcpu, bus, trace: config.trace, times: Times::default(), pc, step_trace: None, stop_request: None })
+        Ok(Self { _vm: vm, mem, vcpu, bus, trace: config.trace, times: Times::default(), exits: ExitCounts::default(), pc, step_trace: None, stop_request: None })
     }
 
     // --- Hooks for debuggers (gdb.rs, steptrace.rs) ---
@@ -284,8 +322,8 @@ impl<W: Write, B: Backing> Machine<W, B> {
         self.stop_request = Some(flag);
     }
 
-    pub fn vcpu(&self) -> &sys::Vcpu {
-        &self.vcpu
+    pub fn vcpu(&mut self) -> &mut dyn hypervisor::Vcpu {
+        &mut *self.vcpu
     }
 
     pub fn memory(&self) -> &sys::GuestMemory {
@@ -307,8 +345,10 @@ impl<W: Write, B: Backing> Machine<W, B> {
     pub fn run(&mut self) -> Result<Outcome, Error> {
         let mut mark = Instant::now();
         loop {
-            // Clear the kick first: a kick from here on makes RUN return at once.
-            self.vcpu.clear_kick();
+            if self.pc.is_some() || self.stop_request.is_some() {
+                // Clear the kick first: a kick from here on makes RUN return at once.
+                self.vcpu.clear_kick();
+            }
             if self.stop_request.as_ref().is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
                 return Ok(Outcome::Debug(None));
             }
@@ -319,15 +359,20 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 self.deliver_interrupts()?;
             }
             if let Some(t) = self.step_trace.as_mut() {
-                t.before_run(&self.vcpu, &self.mem)?;
+                t.before_run(&*self.vcpu, &self.mem)?;
             }
             let ran = self.vcpu.run();
             let now = Instant::now();
             self.times.guest += now - mark;
             mark = now;
             let ran = ran?;
+            // Writes the hypervisor held back happened before this exit (or this stop).
+            let coalesced = self.apply_coalesced();
             if let Some(signal) = sys::stop_signal() {
                 return Ok(Outcome::Interrupted(signal));
+            }
+            if let Some(outcome) = coalesced? {
+                return Ok(outcome);
             }
             if !ran {
                 continue; // a kick or another signal: run on
@@ -335,9 +380,16 @@ impl<W: Write, B: Backing> Machine<W, B> {
             if self.trace {
                 self.trace_exit();
             }
-            if let Some(t) = self.step_trace.as_mut() {
-                let run = self.vcpu.run_page();
-                t.after_exit(run, || describe_exit(run))?;
+            if self.step_trace.is_some() {
+                let if_flag = self.vcpu.if_flag();
+                let exit = self.vcpu.exit();
+                let (debug, what) = match exit {
+                    Exit::Debug(d) => (Some(d), String::new()),
+                    other => (None, describe_exit(&other, if_flag)),
+                };
+                if let Some(t) = self.step_trace.as_mut() {
+                    t.after_exit(debug, what)?;
+                }
             }
             let result = self.handle();
             let now = Instant::now();
@@ -347,6 +399,23 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 return Ok(outcome);
             }
         }
+    }
+
+    /// Applies the port writes the hypervisor coalesced, in order. `Some` if one of them
+    /// ended the run.
+    fn apply_coalesced(&mut self) -> Result<Option<Outcome>, Error> {
+        let Self { vcpu, bus, mem, .. } = self;
+        let mut result = Ok(Effect::Continue);
+        vcpu.drain_coalesced(&mut |port, data| {
+            if matches!(result, Ok(Effect::Continue)) {
+                result = bus.write(port, data, &*mem);
+            }
+        });
+        Ok(match result? {
+            Effect::Continue => None,
+            Effect::Exit(status) => Some(Outcome::Exit(status)),
+            Effect::Reset => Some(Outcome::Reset),
+        })
     }
 
     /// pc: what the event thread saw (timer expiries, console input), and the host timer
@@ -374,8 +443,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
         let Some(board) = self.bus.board.as_mut() else {
             return Ok(());
         };
-        let run = self.vcpu.run_page();
-        let ready = run.ready_for_interrupt_injection != 0;
+        let ready = self.vcpu.ready_for_interrupt();
         if board.pic.has_interrupt() && ready {
             if let Some(vector) = board.acknowledge() {
                 if self.trace {
@@ -386,7 +454,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
         }
         // More to deliver (or the CPU was not ready): come back when it can take one.
         let waiting = board.pic.has_interrupt();
-        self.vcpu.run_page().request_interrupt_window = u8::from(waiting);
+        self.vcpu.request_interrupt_window(waiting);
         Ok(())
     }
 
@@ -427,19 +495,34 @@ impl<W: Write, B: Backing> Machine<W, B> {
         }
     }
 
-    /// One exit, as the run page describes it: what the emulator does about it. (The page
-    /// is read in place: exits are the hot path, and it holds 2 KiB of data.)
-    /// `None`: the guest runs on; `Some`: the run ends so.
+    /// One exit: what the emulator does about it. (The exit's data is read in place:
+    /// exits are the hot path.) `None`: the guest runs on; `Some`: the run ends so.
     fn handle(&mut self) -> Result<Option<Outcome>, Error> {
-        let run = self.vcpu.run_page();
-        let effect = match run.exit_reason {
-            abi::exit::IO => self.port_io()?,
-            abi::exit::MMIO => {
-                let m = run.mmio;
-                self.mmio(&m)?
+        let if_flag = self.vcpu.if_flag();
+        let Self { vcpu, bus, mem, pc, trace, exits, .. } = self;
+        let exit = vcpu.exit();
+        exits.count(&exit);
+        let effect = match exit {
+            Exit::Io { port, size, out, data } => port_io(bus, mem, port, size, out, data)?,
+            Exit::MmioInstruction { gpa, insn } => {
+                let mut bytes = [0u8; 15];
+                bytes[..insn.len()].copy_from_slice(insn);
+                let n = insn.len();
+                self.mmio(gpa, &bytes[..n])?
             }
-            abi::exit::HYPERCALL => {
-                let h = &mut run.hypercall;
+            Exit::Mmio { gpa, write, data } => {
+                if *trace {
+                    let dir = if write { "write" } else { "read" };
+                    eprintln!("[trace] mmio {dir} gpa={gpa:#x} size={}", data.len());
+                }
+                if write {
+                    bus.mmio_write(gpa, data, &*mem)?
+                } else {
+                    bus.mmio_read(gpa, data);
+                    Effect::Continue
+                }
+            }
+            Exit::Hypercall(h) => {
                 h.ret = match h.nr {
                     hypercall::ADD => h.args.iter().fold(0u64, |a, &b| a.wrapping_add(b)),
                     _ => hypercall::UNKNOWN,
@@ -447,21 +530,20 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 Effect::Continue
             }
             // seed: HLT ends the run. pc: it waits for an interrupt, unless none can come.
-            abi::exit::HLT if self.pc.is_none() => Effect::Exit(0),
-            abi::exit::HLT if run.if_flag == 0 => return Ok(Some(Outcome::Halted)),
-            abi::exit::HLT => return self.wait_for_interrupt(),
+            Exit::Hlt if pc.is_none() => Effect::Exit(0),
+            Exit::Hlt if !if_flag => return Ok(Some(Outcome::Halted)),
+            Exit::Hlt => return self.wait_for_interrupt(),
             // The loop delivers what the PIC has.
-            abi::exit::IRQ_WINDOW_OPEN => Effect::Continue,
-            // A step of --step-trace (written by it), or a debugger's stop.
-            abi::exit::DEBUG if self.step_trace.is_some() => Effect::Continue,
-            abi::exit::DEBUG => return Ok(Some(Outcome::Debug(Some(run.debug)))),
-            abi::exit::SHUTDOWN => return Err(Error::Shutdown(run.hw.rip)),
-            abi::exit::FAIL_ENTRY => return Err(Error::FailEntry(run.hw.rip)),
-            abi::exit::UNKNOWN => {
-                let hw = run.hw;
+            Exit::IrqWindowOpen => Effect::Continue,
+            Exit::Shutdown { rip } => return Err(Error::Shutdown(rip)),
+            Exit::FailEntry { reason } => return Err(Error::FailEntry { rip: self.rip(), reason }),
+            Exit::Unhandled(hw) => {
                 return Err(Error::Unhandled { code: hw.exit_code, rip: hw.rip, info1: hw.exit_info_1, info2: hw.exit_info_2 });
             }
-            other => return Err(Error::UnknownReason(other)),
+            Exit::Other(what) => return Err(Error::UnknownExit(what)),
+            // A step of --step-trace (written by it), or a debugger's stop.
+            Exit::Debug(_) if self.step_trace.is_some() => Effect::Continue,
+            Exit::Debug(d) => return Ok(Some(Outcome::Debug(Some(d)))),
         };
         Ok(match effect {
             Effect::Continue => None,
@@ -470,54 +552,39 @@ impl<W: Write, B: Backing> Machine<W, B> {
         })
     }
 
-    /// `--trace`: one line per exit that reaches userspace (the module handles CPUID,
-    /// MSRs and interrupts itself; `--stats` counts those). MMIO exits are traced by
-    /// `mmio`, with the decoded access.
+    /// The guest's RIP, for messages (`u64::MAX` if it cannot be read).
+    fn rip(&self) -> u64 {
+        self.vcpu.regs().map_or(u64::MAX, |r| r.rip)
+    }
+
+    /// `--trace`: one line per exit that reaches userspace (the hypervisor handles CPUID,
+    /// MSRs and interrupts itself; `--stats` counts those on yakvm). MMIO exits are traced
+    /// with the decoded access.
     fn trace_exit(&mut self) {
-        let rip = self.vcpu.regs().map(|r| r.rip).unwrap_or(u64::MAX);
-        let run = self.vcpu.run_page();
-        // MMIO is traced by `mmio` once the access is decoded.
-        if run.exit_reason != abi::exit::MMIO {
-            eprintln!("[trace] rip={rip:#x} {}", describe_exit(run));
+        let rip = self.rip();
+        let if_flag = self.vcpu.if_flag();
+        let exit = self.vcpu.exit();
+        // Traced once the access is decoded.
+        if let Exit::MmioInstruction { .. } | Exit::Mmio { .. } = exit {
+            return;
         }
+        eprintln!("[trace] rip={rip:#x} {}", describe_exit(&exit, if_flag));
     }
 
-    fn port_io(&mut self) -> Result<Effect, Error> {
-        let Self { vcpu, bus, mem, .. } = self;
-        let run = vcpu.run_page();
-        let io = run.io;
-        let len = io.size as usize * io.count as usize;
-        if io.direction == abi::IO_OUT {
-            let mut effect = Effect::Continue;
-            for chunk in run.data[..len].chunks(io.size as usize) {
-                effect = bus.write(io.port, chunk, &*mem)?;
-                if effect != Effect::Continue {
-                    break;
-                }
-            }
-            Ok(effect)
-        } else {
-            for chunk in run.data[..len].chunks_mut(io.size as usize) {
-                bus.read(io.port, chunk);
-            }
-            Ok(Effect::Continue)
-        }
-    }
-
-    /// Emulates the instruction that touched guest-physical `m.gpa` outside RAM.
-    fn mmio(&mut self, m: &abi::MmioExit) -> Result<Effect, Error> {
+    /// yakvm: emulates the instruction that touched guest-physical `gpa` outside RAM
+    /// (`insn`: its bytes if the CPU gave them).
+    fn mmio(&mut self, gpa: u64, insn_bytes: &[u8]) -> Result<Effect, Error> {
         let mut regs = self.vcpu.regs()?;
         let sregs = self.vcpu.sregs()?;
         let mut bytes = [0u8; 15];
-        let n = if m.insn_len > 0 {
-            let n = m.insn_len as usize;
-            bytes[..n].copy_from_slice(&m.insn_bytes[..n]);
-            n
+        let n = if !insn_bytes.is_empty() {
+            bytes[..insn_bytes.len()].copy_from_slice(insn_bytes);
+            insn_bytes.len()
         } else {
             mmu::read_virt(&self.mem, &sregs, sregs.cs.base.wrapping_add(regs.rip), &mut bytes)
         };
         if n == 0 {
-            return Err(Error::Fetch { gpa: m.gpa, rip: regs.rip });
+            return Err(Error::Fetch { gpa, rip: regs.rip });
         }
         let bitness = match (sregs.cs.attrib >> 9 & 1, sregs.cs.attrib >> 10 & 1) {
             (1, _) => 64,
@@ -533,16 +600,16 @@ impl<W: Write, B: Backing> Machine<W, B> {
                     Source::Register(r) => insn::read_register(&regs, r).unwrap_or(0),
                 };
                 if self.trace {
-                    eprintln!("[trace] rip={:#x} mmio write gpa={:#x} size={size} value={value:#x}", regs.rip, m.gpa);
+                    eprintln!("[trace] rip={:#x} mmio write gpa={gpa:#x} size={size} value={value:#x}", regs.rip);
                 }
-                effect = self.bus.mmio_write(m.gpa, &value.to_le_bytes()[..size], &self.mem)?;
+                effect = self.bus.mmio_write(gpa, &value.to_le_bytes()[..size], &self.mem)?;
             }
             Access::Read { size, dest, extend } => {
                 let mut data = [0u8; 8];
-                self.bus.mmio_read(m.gpa, &mut data[..size]);
+                self.bus.mmio_read(gpa, &mut data[..size]);
                 let value = insn::loaded_value(u64::from_le_bytes(data), size, extend);
                 if self.trace {
-                    eprintln!("[trace] rip={:#x} mmio read gpa={:#x} size={size} value={value:#x} into {dest:?}", regs.rip, m.gpa);
+                    eprintln!("[trace] rip={:#x} mmio read gpa={gpa:#x} size={size} value={value:#x} into {dest:?}", regs.rip);
                 }
                 insn::write_register(&mut regs, dest, value);
             }
@@ -552,39 +619,59 @@ impl<W: Write, B: Backing> Machine<W, B> {
         Ok(effect)
     }
 
-    pub fn stats(&self) -> io::Result<abi::ExitStats> {
+    /// The hypervisor's exit counters (yakvm only).
+    pub fn stats(&self) -> Option<abi::ExitStats> {
         self.vcpu.stats()
     }
 
-    pub fn msr_stats(&self) -> io::Result<abi::MsrStats> {
+    /// The guest's MSR accesses (yakvm only).
+    pub fn msr_stats(&self) -> Option<abi::MsrStats> {
         self.vcpu.msr_stats()
     }
 }
 
 /// One exit, as `--trace` and `--step-trace` show it.
-fn describe_exit(run: &abi::Run) -> String {
-    match run.exit_reason {
-        abi::exit::IO => {
-            let io = run.io;
-            let dir = if io.direction == abi::IO_OUT { "out" } else { "in" };
-            let n = io.size as usize * io.count as usize;
-            let data: String = run.data[..n.min(16)].iter().map(|b| format!("{b:02x}")).collect();
-            let more = if n > 16 { "..." } else { "" };
-            format!("io {dir} port={:#x} size={} count={} data={data}{more}", io.port, io.size, io.count)
+fn describe_exit(exit: &Exit<'_>, if_flag: bool) -> String {
+    match exit {
+        &Exit::Io { port, size, out, ref data } => {
+            let dir = if out { "out" } else { "in" };
+            let hex: String = data[..data.len().min(16)].iter().map(|b| format!("{b:02x}")).collect();
+            let more = if data.len() > 16 { "..." } else { "" };
+            let count = data.len() / usize::from(size.max(1));
+            let shown = if out { format!(" data={hex}{more}") } else { String::new() };
+            format!("io {dir} port={port:#x} size={size} count={count}{shown}")
         }
-        abi::exit::MMIO => {
-            let dir = if run.mmio.is_write != 0 { "write" } else { "read" };
-            format!("mmio {dir} gpa={:#x}", run.mmio.gpa)
-        }
-        abi::exit::HYPERCALL => format!("hypercall nr={:#x} args={:x?}", run.hypercall.nr, run.hypercall.args),
-        abi::exit::HLT if run.if_flag != 0 => "hlt (interrupts enabled)".into(),
-        abi::exit::HLT => "hlt".into(),
-        abi::exit::IRQ_WINDOW_OPEN => "irq-window-open".into(),
-        abi::exit::SHUTDOWN => "shutdown".into(),
-        abi::exit::FAIL_ENTRY => "fail-entry".into(),
-        abi::exit::DEBUG => format!("debug exception={} pc={:#x} dr6={:#x}", run.debug.exception, run.debug.pc, run.debug.dr6),
-        _ => format!("exit {:#x} info1={:#x} info2={:#x}", run.hw.exit_code, run.hw.exit_info_1, run.hw.exit_info_2),
+        Exit::MmioInstruction { gpa, .. } => format!("mmio gpa={gpa:#x}"),
+        Exit::Mmio { gpa, write, data } => format!("mmio {} gpa={gpa:#x} size={}", if *write { "write" } else { "read" }, data.len()),
+        Exit::Hypercall(h) => format!("hypercall nr={:#x} args={:x?}", h.nr, h.args),
+        Exit::Hlt if if_flag => "hlt (interrupts enabled)".into(),
+        Exit::Hlt => "hlt".into(),
+        Exit::IrqWindowOpen => "irq-window-open".into(),
+        Exit::Shutdown { .. } => "shutdown".into(),
+        &Exit::FailEntry { reason } => format!("fail-entry reason={reason:#x}"),
+        Exit::Unhandled(hw) => format!("exit {:#x} info1={:#x} info2={:#x}", hw.exit_code, hw.exit_info_1, hw.exit_info_2),
+        Exit::Other(what) => what.clone(),
+        Exit::Debug(d) => format!("debug exception={} pc={:#x} dr6={:#x}", d.exception, d.pc, d.dr6),
     }
+}
+
+/// Port I/O of `size`-byte elements: OUT's bytes go to the bus in order (stopping at the
+/// first that ends the run), IN's are read from it.
+fn port_io<W: Write, B: Backing>(bus: &mut Bus<W, B>, mem: &sys::GuestMemory, port: u16, size: u8, out: bool, data: &mut [u8]) -> Result<Effect, Error> {
+    let size = usize::from(size.max(1));
+    if out {
+        for chunk in data.chunks(size) {
+            let effect = bus.write(port, chunk, mem)?;
+            if effect != Effect::Continue {
+                return Ok(effect);
+            }
+        }
+    } else {
+        for chunk in data.chunks_mut(size) {
+            bus.read(port, chunk);
+        }
+    }
+    Ok(Effect::Continue)
 }
 
 /// Checks `--mem` and `--mmio-base`; returns the end of the MMIO window.

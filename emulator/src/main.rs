@@ -10,7 +10,7 @@ use yakvm::disk::SECTOR_SIZE;
 use yakvm::machine::{Config, EntryMode, Machine, MachineKind, Outcome};
 use yakvm::kernel::{linux, multiboot, BootImage};
 use yakvm::pc::console::RawMode;
-use yakvm::{layout, sys};
+use yakvm::{hypervisor, layout, sys};
 use yakvm_abi as abi;
 
 #[derive(Parser)]
@@ -91,6 +91,14 @@ enum Command {
         /// At the end, print exit counts by reason and where the time went on stderr.
         #[arg(long)]
         stats: bool,
+        /// Let every write to the serial port exit to the emulator (they are coalesced by
+        /// default; --trace implies this).
+        #[arg(long)]
+        no_coalesced_io: bool,
+        /// The hypervisor: yakvm's module or Linux KVM (kvm_amd loaded, yakvm not), with the
+        /// same machine and devices in this program, for comparisons.
+        #[arg(long, value_enum, default_value = "yakvm")]
+        hypervisor: hypervisor::Kind,
         /// Serve gdb on localhost:PORT (gdb: target remote :PORT): registers, memory at
         /// guest-virtual addresses, software breakpoints, stepi, Ctrl-C. The guest stops
         /// when gdb connects.
@@ -201,14 +209,13 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
     ))
 }
 
-fn run(device: &str, args: &RunArgs) -> Result<Outcome, String> {
+fn run(args: &RunArgs) -> Result<Outcome, String> {
     // Everything read and checked before the VM exists.
     let payload = match &args.payload {
         Payload::Program(path) => Err(read_file("guest", path)?),
         Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, args.config.mem)?),
     };
     let disk = args.disk.as_ref().map(open_disk).transpose()?;
-    let dev = sys::Device::open(device).map_err(|e| e.to_string())?;
     sys::catch_stop_signals().map_err(|e| e.to_string())?;
     let out = io::LineWriter::new(io::stdout().lock());
     // pc: a terminal on stdin becomes the guest's raw console until the run ends (the
@@ -219,8 +226,8 @@ fn run(device: &str, args: &RunArgs) -> Result<Outcome, String> {
     };
     let config = Config { console_is_terminal: raw.is_some(), ..args.config.clone() };
     let machine = match &payload {
-        Err(program) => Machine::new(&dev, &config, program, out, disk),
-        Ok(kernel) => Machine::with_kernel(&dev, &config, kernel, out, disk),
+        Err(program) => Machine::new(&config, program, out, disk),
+        Ok(kernel) => Machine::with_kernel(&config, kernel, out, disk),
     };
     let mut machine = machine.map_err(|e| e.to_string())?;
     if let Some(path) = &args.step_trace {
@@ -248,13 +255,18 @@ fn run(device: &str, args: &RunArgs) -> Result<Outcome, String> {
 
 fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
     let t = machine.times;
-    if let Ok(s) = machine.stats() {
+    let c = &machine.exits;
+    eprintln!(
+        "exits handled by the emulator: {} (io {}, mmio {}, hlt {}, irq-window {}, hypercall {})",
+        c.total(), c.io, c.mmio, c.hlt, c.irq_window, c.hypercall
+    );
+    if let Some(s) = machine.stats() {
         eprintln!("exits: {} in all, {} reached the emulator", s.total, s.to_user);
         for (name, n) in [
             ("io", s.io), ("mmio", s.mmio), ("hlt", s.hlt), ("cpuid", s.cpuid), ("msr", s.msr),
             ("hypercall", s.hypercall), ("interrupt", s.interrupt), ("#UD", s.invalid_opcode),
             ("shutdown", s.shutdown), ("fail-entry", s.fail_entry), ("other", s.other),
-            ("irq-window", s.irq_window),
+            ("irq-window", s.irq_window), ("coalesced", s.coalesced),
         ] {
             if n > 0 {
                 eprintln!("  {name:<10} {n}");
@@ -264,7 +276,7 @@ fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
             eprintln!("interrupts: {} injected, {} re-injected after an exit cut their delivery", s.injected, s.reinjected);
         }
     }
-    if let Ok(m) = machine.msr_stats() {
+    if let Some(m) = machine.msr_stats() {
         if m.count > 0 {
             eprintln!("MSRs: index reads writes #GP");
             for e in &m.entries[..m.count as usize] {
@@ -319,7 +331,7 @@ fn info(device: &str) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, gdb, gdb_wait, step_trace } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -328,8 +340,10 @@ fn main() -> ExitCode {
             };
             let machine = machine.unwrap_or(if is_kernel { MachineKind::Pc } else { MachineKind::Seed });
             let mem = mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false };
-            match run(&cli.device, &RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace }) {
+            // --trace and --step-trace show every port write as an exit.
+            let coalesced_io = !no_coalesced_io && step_trace.is_none();
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io };
+            match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {
                     eprintln!("yakvm: the guest halted with interrupts disabled");

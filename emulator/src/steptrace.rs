@@ -13,6 +13,7 @@ use std::io::{self, Write};
 
 use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 
+use crate::hypervisor::Vcpu;
 use crate::{mmu, sys};
 use yakvm_abi as abi;
 
@@ -52,7 +53,7 @@ impl StepTrace {
 
     /// Before `RUN`: notes the instruction at RIP, unless one is still in progress (its
     /// exit is being completed).
-    pub fn before_run(&mut self, vcpu: &sys::Vcpu, mem: &sys::GuestMemory) -> io::Result<()> {
+    pub fn before_run(&mut self, vcpu: &dyn Vcpu, mem: &sys::GuestMemory) -> io::Result<()> {
         if self.current.is_some() {
             return Ok(());
         }
@@ -77,16 +78,17 @@ impl StepTrace {
         Ok(())
     }
 
-    /// After `RUN` returned with an exit (`what` describes it): a DEBUG exit ends the
-    /// step and writes its line; any other exit belongs to the instruction in progress.
-    pub fn after_exit(&mut self, run: &abi::Run, what: impl FnOnce() -> String) -> io::Result<()> {
-        if run.exit_reason != abi::exit::DEBUG {
+    /// After `RUN` returned with an exit: a DEBUG exit (`debug`) ends the step and writes
+    /// its line; any other exit (`what` describes it) belongs to the instruction in
+    /// progress.
+    pub fn after_exit(&mut self, debug: Option<abi::DebugExit>, what: String) -> io::Result<()> {
+        let Some(debug) = debug else {
             if let Some(c) = self.current.as_mut() {
-                c.exits.push(what());
+                c.exits.push(what);
             }
             return Ok(());
-        }
-        let event = run.debug.event;
+        };
+        let event = debug.event;
         if event != 0 && event & EVENT_TYPE_MASK == EVENT_TYPE_INTR {
             // An external interrupt was delivered before the instruction ran: a line of
             // its own; the instruction is fetched again from the handler.

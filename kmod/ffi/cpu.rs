@@ -5,14 +5,7 @@
 use super::glue;
 use kernel::ffi::c_void;
 
-/// The four registers CPUID returns.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct CpuidResult {
-    pub(crate) eax: u32,
-    pub(crate) ebx: u32,
-    pub(crate) ecx: u32,
-    pub(crate) edx: u32,
-}
+pub(crate) use crate::guest_cpuid::CpuidResult;
 
 /// Executes CPUID for `leaf`/`subleaf`.
 pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {

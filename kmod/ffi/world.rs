@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The world switch: from the host into the guest with VMRUN and back (AMD APM vol. 2,
-//! 15.5 "VMRUN Instruction" and 15.6 "#VMEXIT"), with the guest's extended (FPU/SSE/AVX)
-//! state swapped in around it.
+//! 15.5 "VMRUN Instruction" and 15.6 "#VMEXIT"), and the guest's extended (FPU/SSE/AVX)
+//! state, which is loaded for a whole RUN.
 //!
 //! VMRUN itself saves and restores only part of the host state (RIP, RSP, RAX, CR0/3/4,
 //! EFER, RFLAGS, GDTR/IDTR, ES/CS/SS/DS) in the host save area of VM_HSAVE_PA. The rest is
 //! done here: VMSAVE/VMLOAD switch FS, GS, TR, LDTR, KernelGsBase, STAR, LSTAR, CSTAR,
 //! SFMASK and the SYSENTER MSRs through a per-CPU host VMCB; the asm block swaps the
-//! general-purpose registers; XSAVE/XRSTOR swap the extended state inside a kernel FPU
-//! section.
+//! general-purpose registers. The extended state is the kernel's business, as for KVM:
+//! during RUN the guest's state is the task's FPU state (`GuestFpu::enter`), so exits
+//! handled in the module neither save nor restore it, and a context switch in between
+//! saves and restores the guest's registers, never mixing them with the host's.
 
 use super::cpu::NoPreempt;
 use super::glue;
@@ -39,27 +41,66 @@ pub(crate) struct GuestGprs {
     pub(crate) r15: u64,
 }
 
-/// The guest's extended state in XSAVE's standard format.
+/// The guest's extended state, kept by the kernel's FPU code (`struct fpu_guest`, as KVM's).
 ///
 /// # Invariants
-/// The area always holds either the initial image built by [`GuestFpu::new`] or what
-/// XSAVE stored from the CPU, so XRSTOR of it cannot fault (no reserved MXCSR bits, a
-/// valid header). Userspace cannot write it.
-pub(crate) struct GuestFpu(Pages<RawPage>);
+/// `guest` was set up by `fpu_alloc_guest_fpstate` and is freed on drop. `entered` tells
+/// whether the current task's FPU state is the guest's: `enter` and `leave` are paired
+/// inside one RUN, on its task (`Vcpu::run` calls both, in order, under the vCPU's lock).
+pub(crate) struct GuestFpu {
+    guest: KBox<bindings::fpu_guest>,
+    entered: bool,
+}
 
-/// Offset of MXCSR in the XSAVE legacy region.
-const XSAVE_MXCSR: usize = 24;
-/// MXCSR after reset: all SIMD exceptions masked.
-const MXCSR_RESET: u32 = 0x1f80;
+// SAFETY: the guest state is plain memory owned by this value; it is only swapped in by
+// the task that runs the vCPU, under its lock.
+unsafe impl Send for GuestFpu {}
 
 impl GuestFpu {
-    /// A guest FPU in its reset state.
+    /// A guest FPU in its reset state (the kernel's initial FPU state: MXCSR 0x1f80,
+    /// x87 control word 0x37f).
     pub(crate) fn new() -> Result<Self> {
-        let mut area = Pages::<RawPage>::new()?;
-        // INVARIANT: zeroed area (XSTATE_BV = 0: every component in its initial state) with
-        // the reset MXCSR, which XRSTOR loads whenever SSE or AVX state is requested.
-        area.bytes[XSAVE_MXCSR..XSAVE_MXCSR + 4].copy_from_slice(&MXCSR_RESET.to_le_bytes());
-        Ok(Self(area))
+        let mut guest = KBox::new(bindings::fpu_guest::default(), GFP_KERNEL)?;
+        // SAFETY: `guest` is a zeroed `fpu_guest`, which this call fills in (and which
+        // `Drop` frees).
+        if !unsafe { bindings::fpu_alloc_guest_fpstate(&mut *guest) } {
+            return Err(ENOMEM);
+        }
+        Ok(Self { guest, entered: false })
+    }
+
+    /// Makes the guest's state the current task's FPU state (the host task's is saved)
+    /// until `leave`.
+    pub(crate) fn enter(&mut self) -> Result {
+        if self.entered {
+            return Err(EBUSY);
+        }
+        // SAFETY: process context (an ioctl); `guest` is a live guest FPU (invariant) not
+        // entered on any task; `leave` swaps back before RUN returns.
+        let err = unsafe { bindings::fpu_swap_kvm_fpstate(&mut *self.guest, true) };
+        if err != 0 {
+            return Err(Error::from_errno(err));
+        }
+        self.entered = true;
+        Ok(())
+    }
+
+    /// Gives the task its own FPU state back (the guest's is saved).
+    pub(crate) fn leave(&mut self) {
+        if !self.entered {
+            return;
+        }
+        // SAFETY: the task entered the guest FPU with `enter` in this same RUN (invariant).
+        unsafe { bindings::fpu_swap_kvm_fpstate(&mut *self.guest, false) };
+        self.entered = false;
+    }
+}
+
+impl Drop for GuestFpu {
+    fn drop(&mut self) {
+        self.leave();
+        // SAFETY: allocated in `new`, no longer the state of any task (left above).
+        unsafe { bindings::fpu_free_guest_fpstate(&mut *self.guest) };
     }
 }
 
@@ -92,8 +133,8 @@ const DR7_ENABLES: u64 = 0xff;
 /// Runs the guest of `vmcb` until its next #VMEXIT, on the CPU `cpu` is pinned to.
 ///
 /// The guest's RAX, RSP, RIP and the rest of its architectural state are in `vmcb`; the
-/// other general-purpose registers are in `gprs` and its extended state in `fpu`. The
-/// exit is described in `vmcb.control`.
+/// other general-purpose registers are in `gprs`; its extended state must be the task's
+/// (`fpu` entered). The exit is described in `vmcb.control`.
 ///
 /// `exit_at_once`: the guest exits (INTR) at its first instruction boundary, after
 /// VMRUN delivered the event in EVENTINJ: a self-IPI is pending as VMRUN starts (KVM's
@@ -102,15 +143,20 @@ const DR7_ENABLES: u64 = 0xff;
 /// Refuses (`EPERM`) a VMCB without the intercepts that protect the host, without nested
 /// paging, with a breakpoint enabled in the DR7 the guest runs with (the hardware's
 /// DR0-DR3 would be the host's), or whose permission maps are not the all-intercepting
-/// ones given. `Ok(false)`: a signal is pending, the guest was not entered.
+/// ones given, and a guest FPU not entered (the guest would see the host's registers).
+/// `Ok(false)`: a signal is pending, the guest was not entered.
 pub(crate) fn run(
     cpu: &SvmCpu<'_>,
     vmcb: &mut Pages<Vmcb>,
     gprs: &mut GuestGprs,
-    fpu: &mut GuestFpu,
+    fpu: &GuestFpu,
     permission_maps: (u64, u64),
     exit_at_once: bool,
 ) -> Result<bool> {
+    if !fpu.entered {
+        pr_err!("refusing to run a guest without its FPU state\n");
+        return Err(EPERM);
+    }
     let c = &vmcb.control;
     if c.intercept_misc1 & REQUIRED_MISC1 != REQUIRED_MISC1
         || c.intercept_dr != u32::MAX
@@ -126,17 +172,7 @@ pub(crate) fn run(
     let _ = cpu.pinned;
     let vmcb_pa = vmcb.phys();
     let host_pa = cpu.host_save.phys();
-    let fpu_area = fpu.0.bytes.as_mut_ptr();
 
-    // SAFETY: preemption is off (`cpu.pinned`), as kernel_fpu_begin requires; the section
-    // ends below on every path. Inside it the FPU registers are ours to change.
-    unsafe { bindings::kernel_fpu_begin_mask(KFPU_387 | KFPU_MXCSR) };
-    // SAFETY: the area is 64-byte aligned (a page) and valid for XRSTOR (invariant of
-    // `GuestFpu`); the FPU registers are owned by this kernel FPU section.
-    unsafe {
-        core::arch::asm!("xrstor64 [{}]", in(reg) fpu_area, in("eax") u32::MAX,
-                         in("edx") u32::MAX, options(nostack, preserves_flags))
-    };
     // SAFETY: balanced by `yakvm_local_irq_enable` below; tells lockdep and the tracers
     // that interrupts are off while the guest runs.
     unsafe { glue::yakvm_local_irq_disable() };
@@ -146,10 +182,11 @@ pub(crate) fn run(
     if kernel::current!().signal_pending() {
         // SAFETY: balances the disable just above.
         unsafe { glue::yakvm_local_irq_enable() };
-        // SAFETY: ends the FPU section begun above, on the same CPU (preemption is off).
-        unsafe { bindings::kernel_fpu_end() };
         return Ok(false);
     }
+    // SAFETY: interrupts are off and the task's FPU state is the guest's (`fpu` entered):
+    // after a context switch since `enter`, this loads the guest's registers.
+    unsafe { glue::yakvm_fpu_load_current() };
     if exit_at_once {
         // SAFETY: interrupts are off, so the IPI stays pending until VMRUN sets GIF with
         // the INTR intercept on (checked above); the reschedule IPI does nothing harmful
@@ -166,20 +203,8 @@ pub(crate) fn run(
     // SAFETY: balances `yakvm_local_irq_disable` above; a pending host interrupt that made
     // the guest exit is taken here.
     unsafe { glue::yakvm_local_irq_enable() };
-    // SAFETY: same area and FPU section as the XRSTOR above; XSAVE keeps the area valid.
-    unsafe {
-        core::arch::asm!("xsave64 [{}]", in(reg) fpu_area, in("eax") u32::MAX,
-                         in("edx") u32::MAX, options(nostack, preserves_flags))
-    };
-    // SAFETY: ends the section begun above, still on the same CPU (preemption is off).
-    unsafe { bindings::kernel_fpu_end() };
     Ok(true)
 }
-
-/// `kernel_fpu_begin_mask` flags (arch/x86/include/asm/fpu/api.h): reset the x87 control
-/// word and MXCSR to the kernel's defaults.
-const KFPU_387: u32 = 1 << 0;
-const KFPU_MXCSR: u32 = 1 << 1;
 
 extern "C" {
     /// The world switch (below): loads `gprs` and the guest state of `vmcb_pa`, runs the

@@ -76,6 +76,22 @@ timeout_ends_a_run() {
     echo "$msg" | grep -q 'timed out after 2 s' || { echo "message: $msg"; return 1; }
     [ $took -le 10 ] || { echo "took $took s"; return 1; }
 }
+# Coalesced writes: count.bin's 5000 serial OUTs wait in the run page's list (64
+# entries) and reach the emulator in batches: every 65th OUT, the list being full,
+# exits, so 76 exits carry them all (plus the final HLT); the output is the same byte for
+# byte. --no-coalesced-io makes every OUT an exit again.
+coalesced_io() {
+    want=$(awk 'BEGIN { for (i = 0; i < 5000; i++) printf "%c", 97 + i % 26 }')
+    out=$(yakvm run --stats guests/count.bin 2> "$OUT/coalesced.err") || return 1
+    [ "$out" = "$want" ] || { echo "output differs ($(echo -n "$out" | wc -c) bytes)"; return 1; }
+    grep -q '^  coalesced  *4924$' "$OUT/coalesced.err" || { echo "coalesced count: $(cat "$OUT/coalesced.err")"; return 1; }
+    grep -q '^exits handled by the emulator: 77 (io 76, mmio 0, hlt 1,' "$OUT/coalesced.err" || { echo "exits: $(cat "$OUT/coalesced.err")"; return 1; }
+    out=$(yakvm run --stats --no-coalesced-io guests/count.bin 2> "$OUT/coalesced.err") || return 1
+    [ "$out" = "$want" ] || { echo "output differs without coalescing"; return 1; }
+    grep -q '^exits handled by the emulator: 5001 (io 5000,' "$OUT/coalesced.err" || { echo "exits without coalescing: $(cat "$OUT/coalesced.err")"; return 1; }
+    ! grep -q 'coalesced' "$OUT/coalesced.err" || { echo "coalesced without coalescing"; return 1; }
+}
+
 trace_and_stats() {
     yakvm run --trace --stats guests/hello.bin > "$OUT/trace.out" 2> "$OUT/trace.err" || return 1
     n=$(grep -c '^\[trace\] rip=0x[0-9a-f]* io out port=0x10 size=1 count=1 data=' "$OUT/trace.err")
@@ -128,6 +144,7 @@ check elf_guest elf_guest
 check exit_port_status exit_port_status
 check output_through_a_pipe output_through_a_pipe
 check timeout_ends_a_run timeout_ends_a_run
+check coalesced_io coalesced_io
 check trace_and_stats trace_and_stats
 check trace_of_mmio trace_of_mmio
 check info_command info_command

@@ -84,6 +84,15 @@ fn run_random(dev: &Device, page: &[u8], mode: EntryMode, debug: u32, rng: &mut 
     if debug != 0 {
         vcpu.set_guest_debug(debug).map_err(|e| format!("SET_GUEST_DEBUG: {e}"))?;
     }
+    // Half the guests have random coalesced port zones: their OUTs may wait in the list.
+    if rng.below(2) == 0 {
+        let mut io = abi::CoalescedIo::default();
+        for z in &mut io.zones {
+            let port = rng.next() as u16;
+            *z = abi::CoalescedZone { port, len: (rng.below(0x100) as u16).min(u16::MAX - port) };
+        }
+        vcpu.set_coalesced_io(&io).map_err(|e| format!("SET_COALESCED_IO: {e}"))?;
+    }
     sys::alarm_after(RANDOM_TIMEOUT).map_err(|e| e.to_string())?;
     let result = (|| {
         for _ in 0..RANDOM_EXIT_LIMIT {
@@ -104,6 +113,23 @@ fn run_random(dev: &Device, page: &[u8], mode: EntryMode, debug: u32, rng: &mut 
                     t.io += 1;
                     let n = run.io.size as usize * run.io.count as usize;
                     rng.fill(&mut run.data[..n]);
+                    // The run page's other inputs, at random now and then: registers for
+                    // the module to load, a coalesced list of any length.
+                    if rng.below(4) == 0 {
+                        run.sync_valid = rng.next() as u32;
+                        run.sync_dirty = rng.next() as u32;
+                        run.coalesced_count = rng.next() as u32;
+                        let mut r = [0u64; 18];
+                        r.iter_mut().for_each(|x| *x = rng.next());
+                        run.sync_regs.regs = abi::Regs {
+                            rax: r[0], rbx: r[1], rcx: r[2], rdx: r[3], rsi: r[4], rdi: r[5],
+                            rsp: r[6], rbp: r[7], r8: r[8], r9: r[9], r10: r[10], r11: r[11],
+                            r12: r[12], r13: r[13], r14: r[14], r15: r[15], rip: r[16], rflags: r[17],
+                        };
+                        let s = &mut run.sync_regs.sregs;
+                        (s.cr0, s.cr3, s.cr4, s.efer) = (rng.next(), rng.next(), rng.next(), rng.next());
+                        s.cs.attrib = rng.next() as u16;
+                    }
                 }
                 abi::exit::HYPERCALL => {
                     t.hypercall += 1;
@@ -206,7 +232,7 @@ fn fuzz_arg(rng: &mut Rng) -> FuzzArg {
 const KNOWN: &[u32] = &[
     abi::GET_API_VERSION, abi::CREATE_VM, abi::CHECK_CAPABILITY, abi::SET_MEMORY_REGION,
     abi::CREATE_VCPU, abi::RUN, abi::GET_REGS, abi::SET_REGS, abi::GET_SREGS, abi::SET_SREGS,
-    abi::GET_VMCB, abi::GET_STATS, abi::INTERRUPT, abi::GET_MSR_STATS, abi::SET_GUEST_DEBUG,
+    abi::GET_VMCB, abi::GET_STATS, abi::INTERRUPT, abi::GET_MSR_STATS, abi::SET_COALESCED_IO, abi::SET_GUEST_DEBUG,
 ];
 
 fn fuzz_cmd(rng: &mut Rng) -> u32 {

@@ -87,6 +87,9 @@ pub(super) fn set(v: &mut VcpuState, dbg: &abi::GuestDebug) -> Result {
     if dbg.control & !ctl::ALL != 0 {
         return Err(EINVAL);
     }
+    // Registers the debugger changed in the run page are loaded now, as RUN would: a RIP
+    // it moved is its own doing, not an emulated instruction (no step is reported for it).
+    super::sync_in(v);
     if dbg.control & (ctl::ENABLE | ctl::INJECT_BP) == ctl::ENABLE | ctl::INJECT_BP {
         if v.vmcb.control.event_inj & event::VALID != 0 {
             return Err(EBUSY);

@@ -9,6 +9,7 @@ use crate::abi;
 use crate::paging::PagingRegs;
 use crate::svm::vm::Vm;
 use crate::svm::vmcb;
+use crate::ffi::plain::read_once;
 use kernel::prelude::*;
 
 /// A string port instruction being completed.
@@ -44,6 +45,10 @@ pub(super) fn handle_ioio(vm: &Vm, v: &mut VcpuState) -> Next {
     if info & ioio::STR != 0 {
         return handle_string_io(vm, v, port, size, direction);
     }
+    if !is_in && coalesce(v, port, size) {
+        complete_instruction(v, v.vmcb.control.exit_info_2);
+        return Next::Resume;
+    }
     v.run.exit_reason = abi::exit::IO;
     v.run.io = abi::IoExit { port, size, direction, count: 1 };
     if is_in {
@@ -56,6 +61,27 @@ pub(super) fn handle_ioio(vm: &Vm, v: &mut VcpuState) -> Next {
     // EXITINFO2 holds the RIP after the instruction.
     complete_instruction(v, v.vmcb.control.exit_info_2);
     Next::ToUser
+}
+
+/// Appends an OUT to a coalesced port to the run page's list; `false` if the port is not
+/// coalesced or the list is full (then the OUT exits as usual).
+fn coalesce(v: &mut VcpuState, port: u16, size: u8) -> bool {
+    let inside = |z: &abi::CoalescedZone| {
+        port >= z.port && u32::from(port) + u32::from(size) <= u32::from(z.port) + u32::from(z.len)
+    };
+    if !v.coalesced.zones.iter().any(inside) {
+        return false;
+    }
+    // Userspace empties the list; it may write anything there: read once, check.
+    let n = read_once(&v.run.coalesced_count) as usize;
+    if n >= abi::COALESCED_ENTRIES {
+        return false;
+    }
+    let value = v.vmcb.save.rax as u32 & (u32::MAX >> (32 - 8 * u32::from(size)));
+    v.run.coalesced[n] = abi::CoalescedWrite { port, size, _pad: 0, value };
+    v.run.coalesced_count = n as u32 + 1;
+    v.stats.coalesced += 1;
+    true
 }
 
 const RFLAGS_DF: u64 = 1 << 10;

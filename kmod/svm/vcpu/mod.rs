@@ -60,6 +60,8 @@ struct VcpuState {
     msr_stats: abi::MsrStats,
     /// The external interrupt userspace queued (`INTERRUPT`), not delivered yet.
     queued: Option<u8>,
+    /// Ports whose OUTs go to the run page's list instead of exiting (`SET_COALESCED_IO`).
+    coalesced: abi::CoalescedIo,
     /// The guest shut down; its state is undefined and it may not run again.
     dead: bool,
     /// A debugger in userspace (`SET_GUEST_DEBUG`).
@@ -100,6 +102,7 @@ impl Vcpu {
             msrs: msr::GuestMsrs::default(),
             msr_stats: abi::MsrStats::default(),
             queued: None,
+            coalesced: abi::CoalescedIo::default(),
             dead: false,
             debugger: debug::Debugger::default(),
         };
@@ -131,6 +134,9 @@ impl Vcpu {
         if v.vmcb.control.n_cr3 == 0 {
             v.vmcb.control.n_cr3 = self.vm.start();
         }
+        // Registers userspace changed in the run page come first (they may end `pending`,
+        // as SET_REGS does).
+        sync_in(&mut v);
         match v.pending.take() {
             Some(Pending::In { size }) => {
                 let data = v.run.data;
@@ -152,21 +158,32 @@ impl Vcpu {
             report_events(&mut v);
             return Err(EINTR);
         }
+        // The guest's FPU state is the task's for the rest of RUN: exits handled here
+        // neither save nor restore it.
+        v.fpu.enter()?;
+        let ran = self.run_guest(&mut v, window_requested);
+        v.fpu.leave();
+        ran
+    }
+
+    /// Enters the guest until an exit needs userspace (or a signal comes); the guest's
+    /// FPU is entered.
+    fn run_guest(&self, v: &mut VcpuState, window_requested: bool) -> Result {
         let maps = self.vm.shared.maps.addresses();
         loop {
             if kernel::current!().signal_pending() {
-                report_events(&mut v);
+                report_events(v);
                 return Err(EINTR);
             }
-            if debug::step_reported(&mut v) {
+            if debug::step_reported(v) {
                 v.stats.to_user += 1;
-                report_events(&mut v);
+                report_events(v);
                 return Ok(());
             }
-            if events::prepare_entry(&mut v, window_requested) {
+            if events::prepare_entry(v, window_requested) {
                 v.run.exit_reason = abi::exit::IRQ_WINDOW_OPEN;
                 v.stats.to_user += 1;
-                report_events(&mut v);
+                report_events(v);
                 return Ok(());
             }
             cpu::cond_resched();
@@ -180,21 +197,20 @@ impl Vcpu {
                     vmcb::TLB_CONTROL_FLUSH_ALL
                 };
                 v.last_cpu = Some(here);
-                let exit_at_once = debug::before_entry(&mut v);
-                let s = &mut *v;
-                let entered = world::run(&svm, &mut s.vmcb, &mut s.gprs, &mut s.fpu, maps, exit_at_once);
-                debug::after_exit(&mut v, matches!(entered, Ok(true)));
+                let exit_at_once = debug::before_entry(v);
+                let entered = world::run(&svm, &mut v.vmcb, &mut v.gprs, &v.fpu, maps, exit_at_once);
+                debug::after_exit(v, matches!(entered, Ok(true)));
                 if !entered? {
                     // A signal came after the check above: not entered.
-                    report_events(&mut v);
+                    report_events(v);
                     return Err(EINTR);
                 }
             }
             // The injected event was delivered, or its delivery is redone next time.
-            events::after_exit(&mut v);
-            if let Next::ToUser = handle_exit(&self.vm, &mut v) {
+            events::after_exit(v);
+            if let Next::ToUser = handle_exit(&self.vm, v) {
                 v.stats.to_user += 1;
-                report_events(&mut v);
+                report_events(v);
                 return Ok(());
             }
         }
@@ -217,36 +233,25 @@ impl Vcpu {
         debug::set(&mut self.state.lock(), dbg)
     }
 
+    /// `SET_COALESCED_IO`: zones must lie inside the port space.
+    pub(crate) fn set_coalesced_io(&self, io: &abi::CoalescedIo) -> Result {
+        if io.zones.iter().any(|z| u32::from(z.port) + u32::from(z.len) > 0x1_0000) {
+            return Err(EINVAL);
+        }
+        self.state.lock().coalesced = *io;
+        Ok(())
+    }
+
     pub(crate) fn msr_stats(&self) -> abi::MsrStats {
         self.state.lock().msr_stats
     }
 
     pub(crate) fn get_regs(&self) -> abi::Regs {
-        let v = self.state.lock();
-        let (g, s) = (&v.gprs, &v.vmcb.save);
-        abi::Regs {
-            rax: s.rax, rbx: g.rbx, rcx: g.rcx, rdx: g.rdx, rsi: g.rsi, rdi: g.rdi,
-            rsp: s.rsp, rbp: g.rbp, r8: g.r8, r9: g.r9, r10: g.r10, r11: g.r11,
-            r12: g.r12, r13: g.r13, r14: g.r14, r15: g.r15, rip: s.rip, rflags: s.rflags,
-        }
+        regs_of(&self.state.lock())
     }
 
     pub(crate) fn set_regs(&self, r: &abi::Regs) {
-        let mut v = self.state.lock();
-        v.gprs = GuestGprs {
-            rbx: r.rbx, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi, rbp: r.rbp,
-            r8: r.r8, r9: r.r9, r10: r.r10, r11: r.r11, r12: r.r12, r13: r.r13,
-            r14: r.r14, r15: r.r15,
-        };
-        // Userspace emulated an instruction (MMIO) if it moved RIP: its shadow ends.
-        events::complete_instruction(&mut v, r.rip);
-        let s = &mut v.vmcb.save;
-        s.rax = r.rax;
-        s.rsp = r.rsp;
-        // Bit 1 is always set; VMRUN checks nothing else here, the guest gets what it asks.
-        s.rflags = r.rflags | 2;
-        // Userspace set the registers itself: nothing is left to complete.
-        v.pending = None;
+        load_regs(&mut self.state.lock(), r)
     }
 
     pub(crate) fn stats(&self) -> abi::ExitStats {
@@ -260,43 +265,105 @@ impl Vcpu {
     }
 
     pub(crate) fn get_sregs(&self) -> abi::Sregs {
-        let v = self.state.lock();
-        let s = &v.vmcb.save;
-        let seg = |x: &vmcb::Segment| abi::Segment { selector: x.selector, attrib: x.attrib, limit: x.limit, base: x.base };
-        let dt = |x: &vmcb::Segment| abi::DescTable { base: x.base, limit: x.limit, _pad: 0 };
-        abi::Sregs {
-            cs: seg(&s.cs), ds: seg(&s.ds), es: seg(&s.es), fs: seg(&s.fs), gs: seg(&s.gs),
-            ss: seg(&s.ss), tr: seg(&s.tr), ldt: seg(&s.ldtr), gdt: dt(&s.gdtr), idt: dt(&s.idtr),
-            cr0: s.cr0, cr2: s.cr2, cr3: s.cr3, cr4: s.cr4,
-            efer: s.efer & !vmcb::EFER_SVME,
-        }
+        sregs_of(&self.state.lock())
     }
 
     /// Loads segment and control registers. VMRUN checks their consistency itself (a bad
     /// combination ends RUN with `FAIL_ENTRY`); none of them reaches the host.
     pub(crate) fn set_sregs(&self, r: &abi::Sregs) {
-        let mut v = self.state.lock();
-        let s = &mut v.vmcb.save;
-        let seg = |x: &abi::Segment| vmcb::Segment { selector: x.selector, attrib: x.attrib, limit: x.limit, base: x.base };
-        let dt = |x: &abi::DescTable| vmcb::Segment { selector: 0, attrib: 0, limit: x.limit, base: x.base };
-        s.cs = seg(&r.cs);
-        s.ds = seg(&r.ds);
-        s.es = seg(&r.es);
-        s.fs = seg(&r.fs);
-        s.gs = seg(&r.gs);
-        s.ss = seg(&r.ss);
-        s.tr = seg(&r.tr);
-        s.ldtr = seg(&r.ldt);
-        s.gdtr = dt(&r.gdt);
-        s.idtr = dt(&r.idt);
-        s.cr0 = r.cr0;
-        s.cr2 = r.cr2;
-        s.cr3 = r.cr3;
-        s.cr4 = r.cr4;
-        // VMRUN requires EFER.SVME in the guest's EFER; the guest never sees it.
-        s.efer = r.efer | vmcb::EFER_SVME;
-        // The CPL is the DPL of SS (APM 15.5.1).
-        s.cpl = ((r.ss.attrib >> 5) & 3) as u8;
+        load_sregs(&mut self.state.lock(), r)
+    }
+}
+
+fn regs_of(v: &VcpuState) -> abi::Regs {
+    let (g, s) = (&v.gprs, &v.vmcb.save);
+    abi::Regs {
+        rax: s.rax, rbx: g.rbx, rcx: g.rcx, rdx: g.rdx, rsi: g.rsi, rdi: g.rdi,
+        rsp: s.rsp, rbp: g.rbp, r8: g.r8, r9: g.r9, r10: g.r10, r11: g.r11,
+        r12: g.r12, r13: g.r13, r14: g.r14, r15: g.r15, rip: s.rip, rflags: s.rflags,
+    }
+}
+
+fn load_regs(v: &mut VcpuState, r: &abi::Regs) {
+    v.gprs = GuestGprs {
+        rbx: r.rbx, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi, rbp: r.rbp,
+        r8: r.r8, r9: r.r9, r10: r.r10, r11: r.r11, r12: r.r12, r13: r.r13,
+        r14: r.r14, r15: r.r15,
+    };
+    // Userspace emulated an instruction (MMIO) if it moved RIP: its shadow ends.
+    events::complete_instruction(v, r.rip);
+    let s = &mut v.vmcb.save;
+    s.rax = r.rax;
+    s.rsp = r.rsp;
+    // Bit 1 is always set; VMRUN checks nothing else here, the guest gets what it asks.
+    s.rflags = r.rflags | 2;
+    // Userspace set the registers itself: nothing is left to complete.
+    v.pending = None;
+}
+
+fn sregs_of(v: &VcpuState) -> abi::Sregs {
+    let s = &v.vmcb.save;
+    let seg = |x: &vmcb::Segment| abi::Segment { selector: x.selector, attrib: x.attrib, limit: x.limit, base: x.base };
+    let dt = |x: &vmcb::Segment| abi::DescTable { base: x.base, limit: x.limit, _pad: 0 };
+    abi::Sregs {
+        cs: seg(&s.cs), ds: seg(&s.ds), es: seg(&s.es), fs: seg(&s.fs), gs: seg(&s.gs),
+        ss: seg(&s.ss), tr: seg(&s.tr), ldt: seg(&s.ldtr), gdt: dt(&s.gdtr), idt: dt(&s.idtr),
+        cr0: s.cr0, cr2: s.cr2, cr3: s.cr3, cr4: s.cr4,
+        efer: s.efer & !vmcb::EFER_SVME,
+    }
+}
+
+fn load_sregs(v: &mut VcpuState, r: &abi::Sregs) {
+    let s = &mut v.vmcb.save;
+    let seg = |x: &abi::Segment| vmcb::Segment { selector: x.selector, attrib: x.attrib, limit: x.limit, base: x.base };
+    let dt = |x: &abi::DescTable| vmcb::Segment { selector: 0, attrib: 0, limit: x.limit, base: x.base };
+    s.cs = seg(&r.cs);
+    s.ds = seg(&r.ds);
+    s.es = seg(&r.es);
+    s.fs = seg(&r.fs);
+    s.gs = seg(&r.gs);
+    s.ss = seg(&r.ss);
+    s.tr = seg(&r.tr);
+    s.ldtr = seg(&r.ldt);
+    s.gdtr = dt(&r.gdt);
+    s.idtr = dt(&r.idt);
+    s.cr0 = r.cr0;
+    s.cr2 = r.cr2;
+    s.cr3 = r.cr3;
+    s.cr4 = r.cr4;
+    // VMRUN requires EFER.SVME in the guest's EFER; the guest never sees it.
+    s.efer = r.efer | vmcb::EFER_SVME;
+    // The CPL is the DPL of SS (APM 15.5.1).
+    s.cpl = ((r.ss.attrib >> 5) & 3) as u8;
+}
+
+/// Loads the register sets userspace changed in the run page (`Run::sync_dirty`), as
+/// `SET_REGS` / `SET_SREGS` would, at the start of `RUN`. Each is read once: userspace
+/// may write the page meanwhile, and any values are only the guest's problem.
+fn sync_in(v: &mut VcpuState) {
+    let dirty = read_once(&v.run.sync_dirty);
+    if dirty == 0 {
+        return;
+    }
+    v.run.sync_dirty = 0;
+    if dirty & abi::sync::SREGS != 0 {
+        let sregs = v.run.sync_regs.sregs;
+        load_sregs(v, &sregs);
+    }
+    if dirty & abi::sync::REGS != 0 {
+        let regs = v.run.sync_regs.regs;
+        load_regs(v, &regs);
+    }
+}
+
+/// Copies the register sets userspace asked for (`Run::sync_valid`) into the run page.
+fn sync_out(v: &mut VcpuState) {
+    let valid = read_once(&v.run.sync_valid);
+    if valid & abi::sync::REGS != 0 {
+        v.run.sync_regs.regs = regs_of(v);
+    }
+    if valid & abi::sync::SREGS != 0 {
+        v.run.sync_regs.sregs = sregs_of(v);
     }
 }
 
@@ -431,10 +498,12 @@ fn skip(v: &mut VcpuState, len: u64) {
     events::complete_instruction(v, next);
 }
 
-/// Fills in the run page's view of the guest's interrupt state (every return from RUN).
+/// Fills in the run page's view of the guest's interrupt state and the registers userspace
+/// asked for (every return from RUN).
 fn report_events(v: &mut VcpuState) {
     v.run.ready_for_interrupt_injection = u8::from(events::ready_for_injection(v));
     v.run.if_flag = u8::from(v.vmcb.save.rflags & events::RFLAGS_IF != 0);
+    sync_out(v);
 }
 
 /// HLT waits for an interrupt. With one queued and interrupts enabled, it is delivered

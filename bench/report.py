@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""`make bench`: the table from the image's raw CSV. For each workload, the median of each
+hypervisor's runs with their min-max, the ratio yakvm/KVM of the median times (lower is
+better for yakvm), and the per-unit figure. Writes the summary CSV too."""
+import csv
+import statistics
+import sys
+
+# workload -> (what a unit is, how to show the per-unit figure from seconds and units)
+PER_UNIT = {
+    "pio": ("port I/O round trip to userspace", lambda s, u: f"{s / u * 1e6:.1f} us/exit"),
+    "mmio": ("MMIO round trip to userspace", lambda s, u: f"{s / u * 1e6:.1f} us/exit"),
+    "cpuid": ("exit handled in the hypervisor (CPUID)", lambda s, u: f"{s / u * 1e6:.1f} us/exit"),
+    "disk": ("seed DMA disk, 4 MiB in 512-byte reads", lambda s, u: f"{u / s / 1e6:.2f} MB/s"),
+    "timer": ("timer interrupts (PIT 5 kHz, 2000 taken)", lambda s, u: f"{u / s:.0f} irq/s"),
+    "linux": ("Linux boot to init and power-off", lambda s, u: f"{s:.2f} s"),
+}
+
+
+def main(raw, summary):
+    runs = {}
+    with open(raw) as f:
+        for row in csv.DictReader(f):
+            key = (row["workload"], row["hypervisor"])
+            runs.setdefault(key, []).append((float(row["seconds"]), float(row["units"])))
+    rows = []
+    print(f"{'workload':<8} {'yakvm median (min-max) s':<28} {'KVM median (min-max) s':<28} {'yakvm/KVM':>9}  per unit (yakvm | KVM)")
+    for w, (what, unit) in PER_UNIT.items():
+        y, k = runs.get((w, "yakvm")), runs.get((w, "kvm"))
+        if not y or not k:
+            print(f"{w:<8} missing runs (yakvm {len(y or [])}, kvm {len(k or [])})")
+            continue
+        ym, km = statistics.median(s for s, _ in y), statistics.median(s for s, _ in k)
+        span = lambda r: f"{statistics.median(s for s, _ in r):.3f} ({min(s for s, _ in r):.3f}-{max(s for s, _ in r):.3f})"
+        ratio = ym / km
+        print(f"{w:<8} {span(y):<28} {span(k):<28} {ratio:>9.2f}  {unit(ym, y[0][1])} | {unit(km, k[0][1])}")
+        rows.append([w, what, len(y), f"{ym:.6f}", f"{min(s for s, _ in y):.6f}", f"{max(s for s, _ in y):.6f}",
+                     len(k), f"{km:.6f}", f"{min(s for s, _ in k):.6f}", f"{max(s for s, _ in k):.6f}",
+                     f"{ratio:.3f}", unit(ym, y[0][1]), unit(km, k[0][1])])
+    with open(summary, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["workload", "what", "yakvm_runs", "yakvm_median_s", "yakvm_min_s", "yakvm_max_s",
+                      "kvm_runs", "kvm_median_s", "kvm_min_s", "kvm_max_s", "ratio_yakvm_kvm",
+                      "yakvm_per_unit", "kvm_per_unit"])
+        out.writerows(rows)
+    print("\nratio: yakvm's median time / KVM's (below 1: yakvm is faster). Per unit: time per exit,")
+    print("throughput, or the boot time. Raw runs and this summary: " + raw + ", " + summary)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

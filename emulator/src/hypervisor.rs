@@ -1,0 +1,436 @@
+//! The hypervisor under the machine: yakvm (`/dev/yakvm`) or KVM (`/dev/kvm`), behind one
+//! small trait. The machine, its devices, loaders, `--trace` and `--stats` are the same on
+//! both; only what differs in the two APIs is here (how an exit is described, where the
+//! registers and run page live, KVM's in-kernel MMIO decoding). The unsafe parts of both
+//! are in `sys`.
+
+use std::io;
+
+use crate::sys::{self, GuestMemory, Kicker};
+use yakvm_abi::cpuid::{guest_cpuid, CpuidResult, LEAVES};
+use yakvm_abi as abi;
+
+/// Which hypervisor runs the guest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// yakvm's kernel module (`/dev/yakvm`).
+    #[default]
+    Yakvm,
+    /// Linux KVM (`/dev/kvm`, kvm_amd), with the same userspace devices (no in-kernel
+    /// irqchip or PIT): for comparisons.
+    Kvm,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Yakvm => "yakvm",
+            Kind::Kvm => "kvm",
+        }
+    }
+}
+
+/// An exit to userspace, as the machine handles it.
+pub enum Exit<'a> {
+    /// Port I/O of `data.len() / size` elements of `size` bytes: the bytes written (OUT),
+    /// or to fill in (IN).
+    Io { port: u16, size: u8, out: bool, data: &'a mut [u8] },
+    /// yakvm: an access to guest-physical `gpa` outside RAM. The machine emulates the
+    /// instruction (its bytes in `insn` when the CPU gave them, else fetched from RAM) and
+    /// sets RIP past it.
+    MmioInstruction { gpa: u64, insn: &'a [u8] },
+    /// KVM: an access to `gpa` outside RAM that KVM decoded and completes itself: the
+    /// bytes written, or to fill in for a read.
+    Mmio { gpa: u64, write: bool, data: &'a mut [u8] },
+    /// yakvm: VMMCALL (KVM answers hypercalls itself).
+    Hypercall(&'a mut abi::HypercallExit),
+    /// HLT, RIP past it.
+    Hlt,
+    /// The guest can take the interrupt asked for with `request_interrupt_window`.
+    IrqWindowOpen,
+    /// Triple fault, at `rip` if the hypervisor still knows it (KVM resets the vCPU).
+    Shutdown { rip: Option<u64> },
+    /// VMRUN refused the guest state (`reason`: the hardware's code).
+    FailEntry { reason: u64 },
+    /// yakvm: an exit the module does not handle.
+    Unhandled(abi::HwExit),
+    /// yakvm: a stop a debugger asked for (`set_guest_debug`): a single step or an INT3.
+    Debug(abi::DebugExit),
+    /// Anything else the hypervisor reports (described).
+    Other(String),
+}
+
+/// One vCPU of either hypervisor.
+pub trait Vcpu: Send {
+    /// Runs until the next exit to userspace; `Ok(false)` when a signal or a kick
+    /// interrupted it (no exit to handle).
+    fn run(&mut self) -> io::Result<bool>;
+    /// The exit the last `run` returned with.
+    fn exit(&mut self) -> Exit<'_>;
+    fn regs(&self) -> io::Result<abi::Regs>;
+    fn set_regs(&mut self, regs: &abi::Regs) -> io::Result<()>;
+    fn sregs(&self) -> io::Result<abi::Sregs>;
+    fn set_sregs(&mut self, sregs: &abi::Sregs) -> io::Result<()>;
+    /// Queues external interrupt `vector` (delivered when the guest can take it).
+    fn interrupt(&mut self, vector: u8) -> io::Result<()>;
+    /// After `run`: an interrupt queued now is delivered before the next instruction.
+    fn ready_for_interrupt(&mut self) -> bool;
+    /// After `run`: the guest's RFLAGS.IF.
+    fn if_flag(&mut self) -> bool;
+    /// Asks `run` to return (`Exit::IrqWindowOpen`) once the guest can take an interrupt.
+    fn request_interrupt_window(&mut self, on: bool);
+    /// Makes the calling thread's `run` interruptible by `Kicker::kick` (see
+    /// `sys::Vcpu::kickable`).
+    fn kickable(&mut self) -> io::Result<Kicker>;
+    /// Clears a kick before looking for work.
+    fn clear_kick(&mut self);
+    /// The hypervisor's own exit counters (yakvm's module keeps them; `None` on KVM).
+    fn stats(&self) -> Option<abi::ExitStats>;
+    /// The guest's MSR accesses (yakvm only).
+    fn msr_stats(&self) -> Option<abi::MsrStats>;
+    /// The debugger's controls (`abi::guest_debug` bits: single-stepping, software
+    /// breakpoints); yakvm only.
+    fn set_guest_debug(&mut self, control: u32) -> io::Result<()>;
+    /// Gives `apply` each port write the hypervisor coalesced (see `create`), oldest first,
+    /// and forgets them. Call it after every `run`, before handling the exit.
+    fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8]));
+}
+
+/// Whatever keeps a VM alive (its descriptors), for the machine to hold until the end.
+pub type VmHandle = Box<dyn std::any::Any + Send>;
+
+/// A VM of either hypervisor with one vCPU and `mem` as its RAM at address 0. Keep
+/// `mem` alive as long as this (the machine owns both). OUTs to the ports of `coalesced`
+/// (`(port, len)` zones) do not exit: the hypervisor lists them for `drain_coalesced`
+/// (yakvm's `SET_COALESCED_IO`, KVM's coalesced PIO).
+pub fn create(kind: Kind, yakvm_device: &str, mem: &GuestMemory, coalesced: &[(u16, u16)]) -> Result<(VmHandle, Box<dyn Vcpu>), Error> {
+    if coalesced.len() > abi::COALESCED_ZONES {
+        return Err(Error::Kvm(format!("at most {} coalesced port zones", abi::COALESCED_ZONES)));
+    }
+    match kind {
+        Kind::Yakvm => {
+            let dev = sys::Device::open(yakvm_device)?;
+            let version = dev.api_version()?;
+            if version != abi::API_VERSION {
+                return Err(Error::AbiVersion(version, abi::API_VERSION));
+            }
+            let vm = dev.create_vm()?;
+            vm.add_memory(0, 0, mem)?;
+            let mut vcpu = vm.create_vcpu()?;
+            // The module puts the registers in the run page at every exit: MMIO emulation
+            // reads and sets them there, without ioctls.
+            vcpu.run_page().sync_valid = abi::sync::ALL;
+            let mut zones = abi::CoalescedIo::default();
+            for (zone, &(port, len)) in zones.zones.iter_mut().zip(coalesced) {
+                *zone = abi::CoalescedZone { port, len };
+            }
+            vcpu.set_coalesced_io(&zones)?;
+            Ok((Box::new(vm), Box::new(YakvmVcpu { vcpu, synced: false })))
+        }
+        Kind::Kvm => {
+            let kvm = kvm_ioctls::Kvm::new().map_err(|e| Error::Kvm(format!("cannot open /dev/kvm: {e} (is kvm_amd loaded?)")))?;
+            let vm = kvm.create_vm().map_err(|e| Error::Kvm(format!("KVM_CREATE_VM: {e}")))?;
+            sys::kvm::add_memory(&vm, 0, 0, mem)?;
+            let fd = vm.create_vcpu(0).map_err(|e| Error::Kvm(format!("KVM_CREATE_VCPU: {e}")))?;
+            fd.set_cpuid2(&kvm_cpuid()?).map_err(|e| Error::Kvm(format!("KVM_SET_CPUID2: {e}")))?;
+            let mut vcpu = sys::kvm::Vcpu::new(fd);
+            if !coalesced.is_empty() {
+                for &(port, len) in coalesced {
+                    vm.register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(port.into()), len.into())
+                        .map_err(|e| Error::Kvm(format!("KVM_REGISTER_COALESCED_MMIO (port {port:#x}): {e}")))?;
+                }
+                vcpu.map_coalesced_ring()?;
+            }
+            Ok((Box::new((kvm, vm)), Box::new(KvmVcpu(vcpu))))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("module ABI version {0}, this yakvm speaks {1}")]
+    AbiVersion(u32, u32),
+    #[error("{0}")]
+    Kvm(String),
+}
+
+/// yakvm's vCPU: the run page is the exit, and holds the registers (`abi::SyncRegs`).
+struct YakvmVcpu {
+    vcpu: sys::Vcpu,
+    /// A RUN has returned: the run page holds the registers (until then, the ioctls).
+    synced: bool,
+}
+
+impl Vcpu for YakvmVcpu {
+    fn run(&mut self) -> io::Result<bool> {
+        let ran = self.vcpu.run();
+        // Every return from RUN, interrupted or not, fills the run page's registers.
+        self.synced = ran.is_ok();
+        ran
+    }
+
+    fn exit(&mut self) -> Exit<'_> {
+        let run = self.vcpu.run_page();
+        match run.exit_reason {
+            abi::exit::IO => {
+                let io = run.io;
+                let len = io.size as usize * io.count as usize;
+                Exit::Io { port: io.port, size: io.size, out: io.direction == abi::IO_OUT, data: &mut run.data[..len] }
+            }
+            abi::exit::MMIO => {
+                let m = &run.mmio;
+                Exit::MmioInstruction { gpa: m.gpa, insn: &m.insn_bytes[..(m.insn_len as usize).min(15)] }
+            }
+            abi::exit::HYPERCALL => Exit::Hypercall(&mut run.hypercall),
+            abi::exit::HLT => Exit::Hlt,
+            abi::exit::IRQ_WINDOW_OPEN => Exit::IrqWindowOpen,
+            abi::exit::SHUTDOWN => Exit::Shutdown { rip: Some(run.hw.rip) },
+            abi::exit::FAIL_ENTRY => Exit::FailEntry { reason: run.hw.exit_code },
+            abi::exit::UNKNOWN => Exit::Unhandled(run.hw),
+            abi::exit::DEBUG => Exit::Debug(run.debug),
+            other => Exit::Other(format!("unknown exit reason {other} from the module")),
+        }
+    }
+
+    fn regs(&self) -> io::Result<abi::Regs> {
+        if self.synced {
+            return Ok(self.vcpu.run_page_ref().sync_regs.regs);
+        }
+        self.vcpu.regs()
+    }
+    fn set_regs(&mut self, regs: &abi::Regs) -> io::Result<()> {
+        if !self.synced {
+            return self.vcpu.set_regs(regs);
+        }
+        let run = self.vcpu.run_page();
+        run.sync_regs.regs = *regs;
+        run.sync_dirty |= abi::sync::REGS;
+        Ok(())
+    }
+    fn sregs(&self) -> io::Result<abi::Sregs> {
+        if self.synced {
+            return Ok(self.vcpu.run_page_ref().sync_regs.sregs);
+        }
+        self.vcpu.sregs()
+    }
+    fn set_sregs(&mut self, sregs: &abi::Sregs) -> io::Result<()> {
+        if !self.synced {
+            return self.vcpu.set_sregs(sregs);
+        }
+        let run = self.vcpu.run_page();
+        run.sync_regs.sregs = *sregs;
+        run.sync_dirty |= abi::sync::SREGS;
+        Ok(())
+    }
+    fn interrupt(&mut self, vector: u8) -> io::Result<()> {
+        self.vcpu.interrupt(vector)
+    }
+    fn ready_for_interrupt(&mut self) -> bool {
+        self.vcpu.run_page().ready_for_interrupt_injection != 0
+    }
+    fn if_flag(&mut self) -> bool {
+        self.vcpu.run_page().if_flag != 0
+    }
+    fn request_interrupt_window(&mut self, on: bool) {
+        self.vcpu.run_page().request_interrupt_window = u8::from(on);
+    }
+    fn kickable(&mut self) -> io::Result<Kicker> {
+        self.vcpu.kickable()
+    }
+    fn clear_kick(&mut self) {
+        self.vcpu.clear_kick()
+    }
+    fn stats(&self) -> Option<abi::ExitStats> {
+        self.vcpu.stats().ok()
+    }
+    fn msr_stats(&self) -> Option<abi::MsrStats> {
+        self.vcpu.msr_stats().ok()
+    }
+    fn set_guest_debug(&mut self, control: u32) -> io::Result<()> {
+        self.vcpu.set_guest_debug(control)
+    }
+    fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {
+        let run = self.vcpu.run_page();
+        let n = (run.coalesced_count as usize).min(abi::COALESCED_ENTRIES);
+        for w in &run.coalesced[..n] {
+            let size = usize::from(w.size).clamp(1, 4);
+            apply(w.port, &w.value.to_le_bytes()[..size]);
+        }
+        run.coalesced_count = 0;
+    }
+}
+
+/// KVM's vCPU: `kvm_run` describes the exit; registers through KVM's own structures.
+struct KvmVcpu(sys::kvm::Vcpu);
+
+fn kvm_error(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> io::Error {
+    move |e| io::Error::new(io::Error::from_raw_os_error(e.errno()).kind(), format!("{call}: {e}"))
+}
+
+impl Vcpu for KvmVcpu {
+    fn run(&mut self) -> io::Result<bool> {
+        self.0.run()
+    }
+
+    fn exit(&mut self) -> Exit<'_> {
+        use sys::kvm::Exit as K;
+        let (exit, data) = self.0.exit();
+        match exit {
+            K::Io { port, size, out } => Exit::Io { port, size, out, data },
+            K::MmioRead { gpa } => Exit::Mmio { gpa, write: false, data },
+            K::MmioWrite { gpa } => Exit::Mmio { gpa, write: true, data },
+            K::Hlt => Exit::Hlt,
+            K::IrqWindowOpen => Exit::IrqWindowOpen,
+            K::Shutdown => Exit::Shutdown { rip: None },
+            K::FailEntry { reason } => Exit::FailEntry { reason },
+            K::InternalError { suberror } => Exit::Other(format!("KVM internal error (suberror {suberror})")),
+            K::Other { reason } => Exit::Other(format!("KVM exit reason {reason}, which yakvm does not handle")),
+        }
+    }
+
+    fn regs(&self) -> io::Result<abi::Regs> {
+        let r = self.0.fd().get_regs().map_err(kvm_error("KVM_GET_REGS"))?;
+        Ok(abi::Regs {
+            rax: r.rax, rbx: r.rbx, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi, rsp: r.rsp,
+            rbp: r.rbp, r8: r.r8, r9: r.r9, r10: r.r10, r11: r.r11, r12: r.r12, r13: r.r13,
+            r14: r.r14, r15: r.r15, rip: r.rip, rflags: r.rflags,
+        })
+    }
+
+    fn set_regs(&mut self, r: &abi::Regs) -> io::Result<()> {
+        let regs = kvm_bindings::kvm_regs {
+            rax: r.rax, rbx: r.rbx, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi, rsp: r.rsp,
+            rbp: r.rbp, r8: r.r8, r9: r.r9, r10: r.r10, r11: r.r11, r12: r.r12, r13: r.r13,
+            r14: r.r14, r15: r.r15, rip: r.rip, rflags: r.rflags | 2,
+        };
+        self.0.fd().set_regs(&regs).map_err(kvm_error("KVM_SET_REGS"))
+    }
+
+    fn sregs(&self) -> io::Result<abi::Sregs> {
+        let s = self.0.fd().get_sregs().map_err(kvm_error("KVM_GET_SREGS"))?;
+        let dt = |d: &kvm_bindings::kvm_dtable| abi::DescTable { base: d.base, limit: d.limit.into(), _pad: 0 };
+        Ok(abi::Sregs {
+            cs: from_kvm_segment(&s.cs), ds: from_kvm_segment(&s.ds), es: from_kvm_segment(&s.es),
+            fs: from_kvm_segment(&s.fs), gs: from_kvm_segment(&s.gs), ss: from_kvm_segment(&s.ss),
+            tr: from_kvm_segment(&s.tr), ldt: from_kvm_segment(&s.ldt),
+            gdt: dt(&s.gdt), idt: dt(&s.idt),
+            cr0: s.cr0, cr2: s.cr2, cr3: s.cr3, cr4: s.cr4, efer: s.efer,
+        })
+    }
+
+    fn set_sregs(&mut self, r: &abi::Sregs) -> io::Result<()> {
+        let mut s = self.0.fd().get_sregs().map_err(kvm_error("KVM_GET_SREGS"))?;
+        let dt = |d: &abi::DescTable| kvm_bindings::kvm_dtable { base: d.base, limit: d.limit as u16, padding: [0; 3] };
+        s.cs = to_kvm_segment(&r.cs);
+        s.ds = to_kvm_segment(&r.ds);
+        s.es = to_kvm_segment(&r.es);
+        s.fs = to_kvm_segment(&r.fs);
+        s.gs = to_kvm_segment(&r.gs);
+        s.ss = to_kvm_segment(&r.ss);
+        s.tr = to_kvm_segment(&r.tr);
+        s.ldt = to_kvm_segment(&r.ldt);
+        s.gdt = dt(&r.gdt);
+        s.idt = dt(&r.idt);
+        (s.cr0, s.cr2, s.cr3, s.cr4, s.efer) = (r.cr0, r.cr2, r.cr3, r.cr4, r.efer);
+        self.0.fd().set_sregs(&s).map_err(kvm_error("KVM_SET_SREGS"))
+    }
+
+    fn interrupt(&mut self, vector: u8) -> io::Result<()> {
+        self.0.interrupt(vector)
+    }
+    fn ready_for_interrupt(&mut self) -> bool {
+        self.0.run_page().ready_for_interrupt_injection != 0
+    }
+    fn if_flag(&mut self) -> bool {
+        self.0.run_page().if_flag != 0
+    }
+    fn request_interrupt_window(&mut self, on: bool) {
+        self.0.run_page().request_interrupt_window = u8::from(on);
+    }
+    fn kickable(&mut self) -> io::Result<Kicker> {
+        self.0.kickable()
+    }
+    fn clear_kick(&mut self) {
+        self.0.clear_kick()
+    }
+    fn stats(&self) -> Option<abi::ExitStats> {
+        None
+    }
+    fn msr_stats(&self) -> Option<abi::MsrStats> {
+        None
+    }
+    fn set_guest_debug(&mut self, _control: u32) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "--gdb and --step-trace are not supported on --hypervisor kvm (yakvm only)"))
+    }
+    fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {
+        while let Some((port, data, len)) = self.0.coalesced_write() {
+            apply(port, &data[..len]);
+        }
+    }
+}
+
+/// yakvm's packed attributes (the VMCB's form, see `abi::Segment`) from KVM's fields.
+fn from_kvm_segment(s: &kvm_bindings::kvm_segment) -> abi::Segment {
+    let attrib = u16::from(s.type_ & 0xf)
+        | u16::from(s.s & 1) << 4
+        | u16::from(s.dpl & 3) << 5
+        | u16::from(s.present & 1) << 7
+        | u16::from(s.avl & 1) << 8
+        | u16::from(s.l & 1) << 9
+        | u16::from(s.db & 1) << 10
+        | u16::from(s.g & 1) << 11;
+    abi::Segment { selector: s.selector, attrib, limit: s.limit, base: s.base }
+}
+
+fn to_kvm_segment(s: &abi::Segment) -> kvm_bindings::kvm_segment {
+    let bit = |n: u16| ((s.attrib >> n) & 1) as u8;
+    kvm_bindings::kvm_segment {
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        type_: (s.attrib & 0xf) as u8,
+        present: bit(7),
+        dpl: ((s.attrib >> 5) & 3) as u8,
+        db: bit(10),
+        s: bit(4),
+        l: bit(9),
+        g: bit(11),
+        avl: bit(8),
+        // A segment that is not present is unusable (as KVM's SVM code reports it).
+        unusable: 1 - bit(7),
+        padding: 0,
+    }
+}
+
+/// The CPUID table yakvm's module answers with (`abi::cpuid`), computed from this CPU's
+/// answers, for KVM: a guest sees the same CPU on both (no APIC, no KVM signature).
+fn kvm_cpuid() -> io::Result<kvm_bindings::CpuId> {
+    let entries: Vec<kvm_bindings::kvm_cpuid_entry2> = LEAVES
+        .iter()
+        .map(|&leaf| {
+            let host = std::arch::x86_64::__cpuid_count(leaf, 0);
+            let host = CpuidResult { eax: host.eax, ebx: host.ebx, ecx: host.ecx, edx: host.edx };
+            let r = guest_cpuid(leaf, 0, 0, host);
+            let flags = if leaf == 7 { kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 };
+            kvm_bindings::kvm_cpuid_entry2 { function: leaf, index: 0, flags, eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx, ..Default::default() }
+        })
+        .collect();
+    kvm_bindings::CpuId::from_entries(&entries).map_err(|e| io::Error::other(format!("CPUID table: {e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_convert_both_ways() {
+        for attrib in [0x9b, 0x93, 0xa09b, 0xc093, 0x8b, 0x82, 0, 0x29b, 0xc9b, 0x4f3] {
+            let seg = abi::Segment { selector: 0x10, attrib, limit: 0xffff, base: 0x1000 };
+            assert_eq!(from_kvm_segment(&to_kvm_segment(&seg)), abi::Segment { attrib: attrib & 0xfff, ..seg });
+        }
+        assert_eq!(to_kvm_segment(&abi::Segment::default()).unusable, 1);
+        assert_eq!(to_kvm_segment(&abi::Segment { attrib: 0x9b, ..Default::default() }).unusable, 0);
+    }
+}

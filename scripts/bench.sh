@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make bench`: yakvm against KVM in one boot of the image, on the same emulator and
+# devices (bench/image.sh runs the workloads there), then the table (bench/report.py).
+# A benchmark, not a test: it reports, it never fails on a figure.
+set -uo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$YAKVM_ROOT"
+rm -f "$SHARES_DIR/out/bench.csv"
+log "bench: ${ROUNDS:-3} rounds of 6 workloads on yakvm and KVM (about 5 minutes here)"
+CMD="ROUNDS=${ROUNDS:-3} sh bench/image.sh" QEMU_TIMEOUT=3600 scripts/qemu.sh | tee "$BUILD_DIR/bench.log"
+[[ -s $SHARES_DIR/out/bench.csv ]] || die "the image wrote no results (log: $BUILD_DIR/bench.log)"
+cp "$SHARES_DIR/out/bench.csv" "$BUILD_DIR/bench-runs.csv"
+echo
+python3 bench/report.py "$BUILD_DIR/bench-runs.csv" "$BUILD_DIR/bench.csv"
