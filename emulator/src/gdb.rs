@@ -69,6 +69,7 @@ pub fn run<W: Write, B: Backing>(machine: &mut Machine<W, B>, port: u16, wait: b
         }
     };
     stop.store(false, Ordering::SeqCst);
+    eprintln!("yakvm: gdb connected; the guest stopped");
     conn.set_nodelay(true)?;
     let mut target = Debuggee { machine, breakpoints: HashMap::new(), step: false, ended: None, kicker, stop };
     let result = GdbStub::new(conn).run_blocking::<Loop<W, B>>(&mut target);

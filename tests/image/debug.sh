@@ -131,8 +131,8 @@ gdb_ctrl_c() {
     timeout 60 gdb -nx -batch -x /tmp/ctrlc.gdb > "$OUT/gdb-ctrlc.log" 2>&1 &
     gdb=$!
     i=0
-    until grep -q attached "$OUT/gdb-ctrlc.log"; do i=$((i + 1)); [ $i -lt 100 ] || break; sleep 0.1; done
-    sleep 1
+    until grep -q 'gdb connected' "$OUT/gdb-ctrlc.err"; do i=$((i + 1)); [ $i -lt 100 ] || break; sleep 0.1; done
+    sleep 2     # gdb continues the guest
     kill -INT $gdb
     i=0
     while kill -0 $gdb 2>/dev/null; do i=$((i + 1)); [ $i -lt 100 ] || { kill -9 $gdb; break; }; sleep 0.1; done
