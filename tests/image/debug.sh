@@ -122,16 +122,18 @@ check gdb_abrupt_disconnect gdb_abrupt
 cat > /tmp/ctrlc.gdb <<'EOF'
 target remote :1234
 printf "attached\n"
+shell touch /tmp/gdb-attached
 continue
 printf "interrupted rip=%#lx\n", $pc
 kill
 EOF
 gdb_ctrl_c() {
+    rm -f /tmp/gdb-attached
     start_stub gdb-ctrlc guests/spin.bin --gdb 1234 || { echo "the stub did not start"; return 1; }
     timeout 60 gdb -nx -batch -x /tmp/ctrlc.gdb > "$OUT/gdb-ctrlc.log" 2>&1 &
     gdb=$!
     i=0
-    until grep -q 'gdb connected' "$OUT/gdb-ctrlc.err"; do i=$((i + 1)); [ $i -lt 100 ] || break; sleep 0.1; done
+    until [ -e /tmp/gdb-attached ]; do i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.1; done
     sleep 2     # gdb continues the guest
     kill -INT $gdb
     i=0
