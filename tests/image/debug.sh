@@ -77,6 +77,8 @@ gdb_session() {
     grep -q '^answer=100$' "$OUT/gdb-session.out" || { echo "guest output: $(cat "$OUT/gdb-session.out")"; return 1; }
     grep -q '^counter=1234$' "$OUT/gdb-session.out" || { echo "guest output: $(cat "$OUT/gdb-session.out")"; return 1; }
     grep -q '^<>$' "$OUT/gdb-session.out" || { echo "the OUT and MMIO bytes: $(cat "$OUT/gdb-session.out")"; return 1; }
+    # The guest's own TF and INT3 (not gdb's: its #BP is given back to it) still work.
+    grep -q '^own tf traps=3 own int3=1$' "$OUT/gdb-session.out" || { echo "guest output: $(cat "$OUT/gdb-session.out")"; return 1; }
 }
 check gdb_session gdb_session
 
@@ -170,7 +172,12 @@ step_trace_speed() {
 }
 step_trace_speed || fail step_trace_speed "count.bin traced: $(cat "$OUT/count-trace.err")"
 
-# Without a debugger the same guests run as they always did.
-check untraced_guests_unchanged sh -c 'yakvm run guests/step16.bin --entry real --load-addr 0x10000 && yakvm run guests/step64.bin && yakvm run guests/debuggee.elf'
+# Without a debugger the same guests run as they always did, their own TF and INT3 too.
+untraced() {
+    yakvm run guests/step16.bin --entry real --load-addr 0x10000 > /dev/null && yakvm run guests/step64.bin > /dev/null || return 1
+    out=$(yakvm run guests/debuggee.elf) || { echo "debuggee: $out"; return 1; }
+    echo "$out" | grep -q '^own tf traps=3 own int3=1$' || { echo "debuggee: $out"; return 1; }
+}
+check untraced_guests_unchanged untraced
 
 check dmesg_clean dmesg_clean
