@@ -119,6 +119,38 @@ gdb_abrupt() {
 }
 check gdb_abrupt_disconnect gdb_abrupt
 
+# 16- and 32-bit guests: gdb's x86-64 registers, its 16/32-bit disassembly, stepi across
+# an OUT (and in 32-bit code an MMIO store), the guest's end.
+cat > /tmp/real.gdb <<'EOF'
+target remote :1234
+set architecture i8086
+stepi 3
+printf "ip=%#x cs=%#x\n", $pc, $cs
+x/i $cs*16+$pc
+continue
+EOF
+cat > /tmp/prot.gdb <<'EOF'
+target remote :1234
+set architecture i386
+stepi 4
+printf "eip=%#x\n", $pc
+x/i $pc
+continue
+EOF
+gdb_16_32() {
+    start_stub gdb-real guests/step16.bin --entry real --load-addr 0x10000 --gdb 1234 --gdb-wait || { echo "the stub did not start"; return 1; }
+    timeout 60 gdb -nx -batch -x /tmp/real.gdb > "$OUT/gdb-real.log" 2>&1
+    stub_status || { echo "step16 under gdb: $(cat "$OUT/gdb-real.err")"; return 1; }
+    grep -q 'ip=0x6 cs=0x1000' "$OUT/gdb-real.log" && grep -q 'pushf' "$OUT/gdb-real.log" && grep -q 'exited normally' "$OUT/gdb-real.log" ||
+        { echo "real mode: $(tail -n 4 "$OUT/gdb-real.log")"; return 1; }
+    start_stub gdb-prot guests/step32.bin --entry protected --gdb 1234 --gdb-wait || { echo "the stub did not start"; return 1; }
+    timeout 60 gdb -nx -batch -x /tmp/prot.gdb > "$OUT/gdb-prot.log" 2>&1
+    stub_status || { echo "step32 under gdb: $(cat "$OUT/gdb-prot.err")"; return 1; }
+    grep -q 'eip=0x11' "$OUT/gdb-prot.log" && grep -q 'pushf' "$OUT/gdb-prot.log" && grep -q 'exited normally' "$OUT/gdb-prot.log" ||
+        { echo "protected mode: $(tail -n 4 "$OUT/gdb-prot.log")"; return 1; }
+}
+check gdb_16_and_32_bit gdb_16_32
+
 # Ctrl-C stops a guest that never exits (spin.bin), then gdb kills it. gdb attaches to a
 # guest already running (no --gdb-wait).
 cat > /tmp/ctrlc.gdb <<'EOF'
