@@ -44,6 +44,8 @@ const BP_VECTOR: u32 = 3;
 /// Runs `machine` with a gdb stub on localhost:`port`. With `wait` the guest waits for
 /// gdb before its first instruction; otherwise it runs, and stops when gdb connects.
 pub fn run<W: Write, B: Backing>(machine: &mut Machine<W, B>, port: u16, wait: bool) -> Result<Outcome, Error> {
+    // The hypervisor must be able to stop the guest for gdb (KVM cannot, here).
+    machine.vcpu().set_guest_debug(0)?;
     let listener = TcpListener::bind(("127.0.0.1", port))?;
     eprintln!("yakvm: gdb stub on localhost:{port} (gdb: target remote :{port})");
     let stop = Arc::new(AtomicBool::new(false));
