@@ -26,10 +26,13 @@ cp -r /usr/share/gdb "$dest/share/gdb"
 # The Python gdb embeds (libpython3.X): its standard library, without what gdb never uses.
 pyver=$(ldd "$gdb" | sed -n 's/.*libpython\([0-9.]*[0-9]\)\.so.*/\1/p' | head -n 1)
 [[ -n $pyver && -d /usr/lib/python$pyver ]] || die "gdb's Python standard library (/usr/lib/python$pyver) is missing"
-tar -C /usr/lib -cf - --exclude='__pycache__' --exclude="python$pyver/test" --exclude="python$pyver/idlelib" \
+# The compiled modules (__pycache__) come too: compiling them at every start is slow there.
+tar -C /usr/lib -cf - --exclude="python$pyver/test" --exclude="python$pyver/idlelib" \
     --exclude="python$pyver/tkinter" --exclude="python$pyver/ensurepip" --exclude="python$pyver/lib2to3" \
     --exclude="python$pyver/pydoc_data" --exclude="python$pyver/config-*" --exclude="python$pyver/dist-packages" \
     --exclude="python$pyver/site-packages" "python$pyver" | tar -C "$dest/python/lib" -xf -
+# gdb's own Python modules, compiled once here (by the same Python version).
+"/usr/bin/python$pyver" -m compileall -q "$dest/share/gdb/python" > /dev/null
 mkdir -p "$(dirname "$dest")/bin"
 cat > "$(dirname "$dest")/bin/gdb" <<'WRAP'
 #!/bin/sh

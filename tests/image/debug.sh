@@ -5,6 +5,10 @@
 cd /mnt/shares
 export HOME=/root
 ip link set lo up 2>/dev/null
+# gdb runs from memory: its binary, libraries and Python (95 MB) start slowly over 9p.
+if cp -a /mnt/shares/gdb /tmp/gdb && mkdir -p /tmp/bin && cp /mnt/shares/bin/gdb /tmp/bin/gdb; then
+    export PATH=/tmp/bin:$PATH
+fi
 
 # start_stub NAME ARGS...: yakvm run ARGS... in the background, its output in
 # $OUT/NAME.out and .err; waits until its gdb stub listens. Sets $stub.
@@ -29,8 +33,8 @@ stub_status() {
     wait $stub
 }
 
-# gdb_run SCRIPT LOG: gdb in batch mode on the guest's symbols (a minute at most).
-gdb_run() { timeout 60 gdb -nx -batch -x "$1" guests/debuggee.elf > "$2" 2>&1; }
+# gdb_run SCRIPT LOG: gdb in batch mode on the guest's symbols (two minutes at most).
+gdb_run() { timeout 120 gdb -nx -batch -x "$1" guests/debuggee.elf > "$2" 2>&1; }
 
 # The whole session: a breakpoint on a symbol, registers and memory, a register and a
 # variable written (the guest's output changes), stepi across an OUT and an MMIO store
@@ -139,12 +143,12 @@ continue
 EOF
 gdb_16_32() {
     start_stub gdb-real guests/step16.bin --entry real --load-addr 0x10000 --gdb 1234 --gdb-wait || { echo "the stub did not start"; return 1; }
-    timeout 60 gdb -nx -batch -x /tmp/real.gdb > "$OUT/gdb-real.log" 2>&1
+    timeout 120 gdb -nx -batch -x /tmp/real.gdb > "$OUT/gdb-real.log" 2>&1
     stub_status || { echo "step16 under gdb: $(cat "$OUT/gdb-real.err")"; return 1; }
     grep -q 'ip=0x6 cs=0x1000' "$OUT/gdb-real.log" && grep -q 'pushf' "$OUT/gdb-real.log" && grep -q 'exited normally' "$OUT/gdb-real.log" ||
         { echo "real mode: $(tail -n 4 "$OUT/gdb-real.log")"; return 1; }
     start_stub gdb-prot guests/step32.bin --entry protected --gdb 1234 --gdb-wait || { echo "the stub did not start"; return 1; }
-    timeout 60 gdb -nx -batch -x /tmp/prot.gdb > "$OUT/gdb-prot.log" 2>&1
+    timeout 120 gdb -nx -batch -x /tmp/prot.gdb > "$OUT/gdb-prot.log" 2>&1
     stub_status || { echo "step32 under gdb: $(cat "$OUT/gdb-prot.err")"; return 1; }
     grep -q 'eip=0x11' "$OUT/gdb-prot.log" && grep -q 'pushf' "$OUT/gdb-prot.log" && grep -q 'exited normally' "$OUT/gdb-prot.log" ||
         { echo "protected mode: $(tail -n 4 "$OUT/gdb-prot.log")"; return 1; }
@@ -164,7 +168,7 @@ EOF
 gdb_ctrl_c() {
     rm -f /tmp/gdb-attached
     start_stub gdb-ctrlc guests/spin.bin --gdb 1234 || { echo "the stub did not start"; return 1; }
-    timeout 60 gdb -nx -batch -x /tmp/ctrlc.gdb > "$OUT/gdb-ctrlc.log" 2>&1 &
+    timeout 120 gdb -nx -batch -x /tmp/ctrlc.gdb > "$OUT/gdb-ctrlc.log" 2>&1 &
     gdb=$!
     i=0
     until [ -e /tmp/gdb-attached ]; do i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.1; done
