@@ -82,8 +82,53 @@ impl Backing for NoDisk {
     }
 }
 
+/// A disk image file (`--disk`): memory-mapped where the file system allows it (a sector is
+/// then a copy), read and written with `pread`/`pwrite` otherwise (a 9p share without a
+/// page cache).
+pub struct DiskFile {
+    file: std::fs::File,
+    map: Option<crate::sys::FileMapping>,
+}
+
+impl DiskFile {
+    pub fn new(file: std::fs::File) -> Self {
+        let len = Backing::len(&file);
+        let map = usize::try_from(len).ok().and_then(|len| crate::sys::FileMapping::new(&file, len).ok());
+        Self { file, map }
+    }
+
+    /// Whether the file is memory-mapped.
+    pub fn is_mapped(&self) -> bool {
+        self.map.is_some()
+    }
+}
+
+impl Backing for DiskFile {
+    fn len(&self) -> u64 {
+        Backing::len(&self.file)
+    }
+    fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        match &self.map {
+            Some(map) => map.read(offset, out).ok_or_else(|| io::ErrorKind::UnexpectedEof.into()),
+            None => Backing::read_at(&mut self.file, offset, out),
+        }
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        match &self.map {
+            Some(map) => map.write(offset, data).ok_or_else(|| io::ErrorKind::UnexpectedEof.into()),
+            None => Backing::write_at(&mut self.file, offset, data),
+        }
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        if let Some(map) = &self.map {
+            map.sync()?;
+        }
+        self.file.sync_data()
+    }
+}
+
 /// `--disk FILE` or none (a disk of size 0).
-impl Backing for Option<std::fs::File> {
+impl Backing for Option<DiskFile> {
     fn len(&self) -> u64 {
         self.as_ref().map_or(0, Backing::len)
     }
@@ -389,5 +434,38 @@ mod tests {
         let r = ram.0.borrow();
         assert_eq!(u64::from_le_bytes(r[0..8].try_into().unwrap()), 0);
         assert_eq!(i32::from_le_bytes(r[8..12].try_into().unwrap()), EINVAL);
+    }
+
+    #[test]
+    fn a_mapped_disk_file_reads_writes_and_syncs_like_the_file() {
+        let path = std::env::temp_dir().join(format!("yakvm-disk-test-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 4 * SECTOR_SIZE]).unwrap();
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let mut disk = DiskFile::new(file);
+        assert!(disk.is_mapped(), "a file in the temporary directory can be mapped");
+        assert_eq!(Backing::len(&disk), 4 * SECTOR_SIZE as u64);
+        disk.write_at(SECTOR_SIZE as u64, &[1u8; SECTOR_SIZE]).unwrap();
+        let mut back = [0u8; SECTOR_SIZE];
+        disk.read_at(SECTOR_SIZE as u64, &mut back).unwrap();
+        assert_eq!(back, [1u8; SECTOR_SIZE]);
+        assert!(disk.read_at(4 * SECTOR_SIZE as u64, &mut back).is_err(), "past the end");
+        assert!(disk.write_at(u64::MAX, &[0]).is_err());
+        disk.sync().unwrap();
+        // The file itself has the write (another reader sees it).
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[SECTOR_SIZE..2 * SECTOR_SIZE], &[1u8; SECTOR_SIZE][..]);
+        assert_eq!(bytes[0], 7);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn an_empty_disk_file_is_not_mapped() {
+        let path = std::env::temp_dir().join(format!("yakvm-disk-empty-{}", std::process::id()));
+        std::fs::write(&path, b"").unwrap();
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let mut disk = DiskFile::new(file);
+        assert!(!disk.is_mapped());
+        assert!(disk.read_at(0, &mut [0u8; SECTOR_SIZE]).is_err());
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -151,7 +151,8 @@ fn event_loop(
             timer.acknowledge();
             events.push(Event::Timer);
         }
-        let input_ready = fds.get(1).is_some_and(ready);
+        // The backlog may have filled while the thread waited in poll: read only below it.
+        let input_ready = fds.get(1).is_some_and(ready) && backlog.load(Ordering::SeqCst) < INPUT_BACKLOG;
         drop(fds);
         if let (true, Some(fd)) = (input_ready, &input) {
             match nix::unistd::read(fd.as_raw_fd(), &mut buf) {

@@ -84,8 +84,12 @@ pub trait Vcpu: Send {
     fn kickable(&mut self) -> io::Result<Kicker>;
     /// Clears a kick before looking for work.
     fn clear_kick(&mut self);
-    /// The hypervisor's own exit counters (yakvm's module keeps them; `None` on KVM).
+    /// The hypervisor's own exit counters (yakvm's module keeps them).
     fn stats(&self) -> Option<abi::ExitStats>;
+    /// KVM's own counters by name (its binary statistics; empty on yakvm).
+    fn kvm_stats(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
     /// The guest's MSR accesses (yakvm only).
     fn msr_stats(&self) -> Option<abi::MsrStats>;
     /// The debugger's controls (`abi::guest_debug` bits: single-stepping, software
@@ -358,6 +362,9 @@ impl Vcpu for KvmVcpu {
     fn stats(&self) -> Option<abi::ExitStats> {
         None
     }
+    fn kvm_stats(&self) -> Vec<(String, u64)> {
+        self.0.stats_fd().and_then(|f| read_kvm_stats(&f)).unwrap_or_default()
+    }
     fn msr_stats(&self) -> Option<abi::MsrStats> {
         None
     }
@@ -369,6 +376,36 @@ impl Vcpu for KvmVcpu {
             apply(port, &data[..len]);
         }
     }
+}
+
+/// Reads KVM's binary statistics (Documentation/virt/kvm/api.rst, `KVM_GET_STATS_FD`): a
+/// header, descriptors with names, then the values; the cumulative and instant counters
+/// of 64-bit size, by name.
+fn read_kvm_stats(file: &std::fs::File) -> io::Result<Vec<(String, u64)>> {
+    use std::os::unix::fs::FileExt;
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    let mut header = [0u8; 24];
+    file.read_exact_at(&mut header, 0)?;
+    let (name_size, count) = (u32_at(&header, 4) as usize, u32_at(&header, 8) as usize);
+    let (desc_offset, data_offset) = (u32_at(&header, 16) as u64, u32_at(&header, 20) as u64);
+    // A descriptor: flags, exponent (i16), size (u16), offset, bucket_size, then the name.
+    let desc_size = 16 + name_size;
+    let mut descs = vec![0u8; desc_size * count.min(1024)];
+    file.read_exact_at(&mut descs, desc_offset)?;
+    let mut stats = Vec::new();
+    for d in descs.chunks_exact(desc_size) {
+        let size = u16::from_le_bytes([d[6], d[7]]);
+        let unit = u32_at(d, 0) >> 4 & 0xf; // KVM_STATS_UNIT_*: 0 = none (a count)
+        if size != 1 || unit != 0 {
+            continue;
+        }
+        let mut value = [0u8; 8];
+        file.read_exact_at(&mut value, data_offset + u64::from(u32_at(d, 8)))?;
+        let name = &d[16..];
+        let name = String::from_utf8_lossy(&name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())]).into_owned();
+        stats.push((name, u64::from_le_bytes(value)));
+    }
+    Ok(stats)
 }
 
 /// yakvm's packed attributes (the VMCB's form, see `abi::Segment`) from KVM's fields.

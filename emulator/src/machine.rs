@@ -624,6 +624,11 @@ impl<W: Write, B: Backing> Machine<W, B> {
         self.vcpu.stats()
     }
 
+    /// KVM's own counters by name (KVM only).
+    pub fn kvm_stats(&self) -> Vec<(String, u64)> {
+        self.vcpu.kvm_stats()
+    }
+
     /// The guest's MSR accesses (yakvm only).
     pub fn msr_stats(&self) -> Option<abi::MsrStats> {
         self.vcpu.msr_stats()

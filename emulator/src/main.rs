@@ -215,7 +215,7 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
         Payload::Program(path) => Err(read_file("guest", path)?),
         Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, args.config.mem)?),
     };
-    let disk = args.disk.as_ref().map(open_disk).transpose()?;
+    let disk = args.disk.as_ref().map(open_disk).transpose()?.map(yakvm::disk::DiskFile::new);
     sys::catch_stop_signals().map_err(|e| e.to_string())?;
     let out = io::LineWriter::new(io::stdout().lock());
     // pc: a terminal on stdin becomes the guest's raw console until the run ends (the
@@ -275,6 +275,10 @@ fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
         if s.injected + s.reinjected > 0 {
             eprintln!("interrupts: {} injected, {} re-injected after an exit cut their delivery", s.injected, s.reinjected);
         }
+    }
+    let kvm: Vec<String> = machine.kvm_stats().iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name} {n}")).collect();
+    if !kvm.is_empty() {
+        eprintln!("KVM's counters: {}", kvm.join(", "));
     }
     if let Some(m) = machine.msr_stats() {
         if m.count > 0 {

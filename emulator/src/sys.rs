@@ -295,6 +295,7 @@ pub mod kvm {
     use std::ptr::NonNull;
 
     nix::ioctl_write_ptr!(kvm_interrupt, kvm_bindings::KVMIO, 0x86, kvm_bindings::kvm_interrupt);
+    nix::ioctl_none!(kvm_get_stats_fd, kvm_bindings::KVMIO, 0xce);
 
     /// Makes `mem` guest RAM at guest-physical `gpa` in memory slot `slot`.
     pub fn add_memory(vm: &VmFd, slot: u32, gpa: u64, mem: &GuestMemory) -> io::Result<()> {
@@ -428,6 +429,14 @@ pub mod kvm {
             Ok(())
         }
 
+        /// `KVM_GET_STATS_FD`: the descriptor of the vCPU's binary statistics (see
+        /// `hypervisor::kvm_stats`).
+        pub fn stats_fd(&self) -> io::Result<std::fs::File> {
+            // SAFETY: an argument-less ioctl on our own vCPU descriptor.
+            let fd = unsafe { kvm_get_stats_fd(self.fd.as_raw_fd()) }.map_err(ctx("KVM_GET_STATS_FD"))?;
+            Ok(super::owned_fd(fd).into())
+        }
+
         /// As `super::Vcpu::kickable`, through `kvm_run.immediate_exit`.
         pub fn kickable(&mut self) -> io::Result<Kicker> {
             self.kick_flag = std::ptr::addr_of_mut!(self.fd.get_kvm_run().immediate_exit);
@@ -525,6 +534,70 @@ impl crate::disk::Dma for GuestMemory {
 impl Drop for GuestMemory {
     fn drop(&mut self) {
         // SAFETY: unmaps our own mapping (type invariant); the kernel holds its own pins.
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A file mapped shared into memory, for the disk: a sector is a copy, not a system call.
+/// Writes land in the file's page cache at once (as `pwrite`'s do); `sync` puts them on
+/// stable storage.
+///
+/// # Invariants
+/// `ptr` is a shared read-write mapping of the first `len` bytes of a file, owned by this
+/// value. The file must not shrink while it is mapped (the emulator holds its disk for
+/// the run; a file truncated by someone else would raise SIGBUS, as for any mapping).
+pub struct FileMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: all access goes through bounds-checked byte copies of a mapping this value owns.
+unsafe impl Send for FileMapping {}
+
+impl FileMapping {
+    /// Maps the first `len` bytes of `file`; fails where the file system cannot (a 9p
+    /// share without a page cache maps read-only at best).
+    pub fn new(file: &File, len: usize) -> io::Result<Self> {
+        let size = NonZeroUsize::new(len).ok_or_else(|| io::Error::other("empty file"))?;
+        // SAFETY: a fresh shared mapping that aliases no Rust object; only byte copies
+        // ever touch it.
+        let ptr = unsafe { mmap(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, file, 0) }
+            .map_err(ctx("mmap of the disk"))?;
+        Ok(Self { ptr: ptr.cast(), len })
+    }
+
+    fn range(&self, offset: u64, n: usize) -> Option<usize> {
+        let start = usize::try_from(offset).ok()?;
+        (start.checked_add(n)? <= self.len).then_some(start)
+    }
+
+    /// Copies `out.len()` bytes at `offset` out of the file; `None` past its end.
+    pub fn read(&self, offset: u64, out: &mut [u8]) -> Option<()> {
+        let start = self.range(offset, out.len())?;
+        // SAFETY: the range is inside the mapping (checked); the mapping is never borrowed
+        // as a Rust reference, so a byte copy aliases nothing.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(start), out.as_mut_ptr(), out.len()) };
+        Some(())
+    }
+
+    /// Copies `data` into the file at `offset`; `None` past its end.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Option<()> {
+        let start = self.range(offset, data.len())?;
+        // SAFETY: as in `read`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(start), data.len()) };
+        Some(())
+    }
+
+    /// Writes the mapping's dirty pages back to the file (`msync`).
+    pub fn sync(&self) -> io::Result<()> {
+        // SAFETY: our own mapping (type invariant), `len` bytes.
+        unsafe { nix::sys::mman::msync(self.ptr.cast(), self.len, nix::sys::mman::MsFlags::MS_SYNC) }.map_err(ctx("msync of the disk"))
+    }
+}
+
+impl Drop for FileMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps our own mapping (type invariant); nothing refers to it.
         let _ = unsafe { munmap(self.ptr.cast(), self.len) };
     }
 }

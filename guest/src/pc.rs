@@ -400,6 +400,40 @@ pub fn pit_init(hz: u32) {
     pit_start(pit_divisor(hz));
 }
 
+/// Timer interrupts counted by `start_tick_counter`'s handler.
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+fn count_tick() {
+    TICKS.fetch_add(1, Ordering::SeqCst);
+    eoi(0);
+}
+
+/// The IDT, the PICs with only IRQ0 unmasked, and the PIT at `hz`, with a handler that
+/// counts each timer interrupt once (`ticks`) and sends its EOI.
+pub fn start_tick_counter(hz: u32) {
+    install();
+    set_handler(0, count_tick);
+    pic_init(1 << 0);
+    pit_init(hz);
+}
+
+/// The timer interrupts counted since `start_tick_counter`.
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::SeqCst)
+}
+
+/// Waits with `sti; hlt` until `n` ticks were counted, checking with interrupts off so
+/// that no tick is missed in between; returns with interrupts off.
+pub fn wait_for_ticks(n: u64) {
+    loop {
+        cli();
+        if ticks() >= n {
+            return;
+        }
+        sti_hlt();
+    }
+}
+
 /// Channel 0's current count, latched (counter latch command), then read low and high.
 pub fn pit_read() -> u16 {
     outb(PIT_CMD, 0x00);

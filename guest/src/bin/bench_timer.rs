@@ -5,31 +5,13 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU64, Ordering};
 use yakvm_guests::{exit, pc};
 
 yakvm_guests::entry!(main);
 
-const TICKS_WANTED: u64 = 2000;
-static TICKS: AtomicU64 = AtomicU64::new(0);
-
-fn on_tick() {
-    TICKS.fetch_add(1, Ordering::SeqCst);
-    pc::eoi(0);
-}
-
 fn main() {
-    pc::install();
-    pc::set_handler(0, on_tick);
-    pc::pic_init(1 << 0);
-    pc::pit_init(5000);
-    loop {
-        pc::cli();
-        if TICKS.load(Ordering::SeqCst) >= TICKS_WANTED {
-            break;
-        }
-        pc::sti_hlt();
-    }
+    pc::start_tick_counter(5000);
+    pc::wait_for_ticks(2000);
     pc::mask_irq(0);
     exit(0)
 }

@@ -8,35 +8,18 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU64, Ordering};
 use yakvm_guests::{exit, outb, pc};
 
 yakvm_guests::entry!(main);
 
 const TICKS_WANTED: u64 = 100;
-static TICKS: AtomicU64 = AtomicU64::new(0);
-
-fn on_tick() {
-    TICKS.fetch_add(1, Ordering::SeqCst);
-    pc::eoi(0);
-}
 
 fn main() {
     pc::uart_init(0, pc::MCR_DTR_RTS);
-    pc::install();
-    pc::set_handler(0, on_tick);
-    pc::pic_init(1 << 0);
-    pc::pit_init(100);
-    // Check with interrupts off, then wait with `sti; hlt`: no tick is missed in between.
-    loop {
-        pc::cli();
-        if TICKS.load(Ordering::SeqCst) >= TICKS_WANTED {
-            break;
-        }
-        pc::sti_hlt();
-    }
+    pc::start_tick_counter(100);
+    pc::wait_for_ticks(TICKS_WANTED);
     pc::mask_irq(0);
-    let ticks = TICKS.load(Ordering::SeqCst);
+    let ticks = pc::ticks();
     pc::print("ticks ");
     pc::print_u64(ticks);
     pc::print("\n");
