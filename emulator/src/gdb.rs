@@ -309,7 +309,18 @@ impl<W: Write, B: Backing> MonitorCmd for Debuggee<'_, W, B> {
                 }
                 outputln!(out, "gdt base {:#x} limit {:#x}; idt base {:#x} limit {:#x}", s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit);
             }
-            _ => outputln!(out, "yakvm monitor commands: sregs (control, segment and descriptor-table registers)"),
+            _ if cmd.starts_with(b"disas") => {
+                let count = std::str::from_utf8(&cmd[5..]).ok().and_then(|n| n.trim().parse().ok()).unwrap_or(5).min(64);
+                let (vcpu, mem) = self.machine.vcpu_and_memory();
+                for line in crate::steptrace::disassemble(vcpu, mem, count)? {
+                    outputln!(out, "{line}");
+                }
+            }
+            _ => {
+                outputln!(out, "yakvm monitor commands:");
+                outputln!(out, "  sregs      control, segment and descriptor-table registers");
+                outputln!(out, "  disas [N]  N instructions at CS:RIP in the guest's current mode (16, 32 or 64-bit)");
+            }
         }
         Ok(())
     }

@@ -330,6 +330,10 @@ impl<W: Write, B: Backing> Machine<W, B> {
         &self.mem
     }
 
+    pub fn vcpu_and_memory(&mut self) -> (&mut dyn hypervisor::Vcpu, &sys::GuestMemory) {
+        (&mut *self.vcpu, &self.mem)
+    }
+
     /// Flushes the output and puts the disk's writes on stable storage: call it however
     /// the run ended.
     pub fn finish(&mut self) -> io::Result<()> {

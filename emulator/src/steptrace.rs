@@ -22,6 +22,33 @@ const EVENT_TYPE_MASK: u64 = 7 << 8;
 const EVENT_TYPE_INTR: u64 = 0;
 const EVENT_TYPE_EXCEPTION: u64 = 3 << 8;
 
+/// The code size of the guest's current mode: 64 (long mode, CS.L), 32 (CS.D) or 16.
+fn bitness(sregs: &abi::Sregs) -> u32 {
+    match (sregs.efer >> 10 & 1, sregs.cs.attrib >> 9 & 1, sregs.cs.attrib >> 10 & 1) {
+        (1, 1, _) => 64,
+        (_, _, 1) => 32,
+        _ => 16,
+    }
+}
+
+/// The `count` instructions at CS:RIP, decoded in the guest's current mode (gdb's
+/// `monitor disas`: gdb itself decodes as 64-bit code), one line each.
+pub fn disassemble(vcpu: &dyn Vcpu, mem: &sys::GuestMemory, count: usize) -> io::Result<Vec<String>> {
+    let (regs, sregs) = (vcpu.regs()?, vcpu.sregs()?);
+    let mut bytes = vec![0u8; 15 * count];
+    let n = mmu::read_virt(mem, &sregs, sregs.cs.base.wrapping_add(regs.rip), &mut bytes);
+    let mut decoder = Decoder::with_ip(bitness(&sregs), &bytes[..n], regs.rip, DecoderOptions::NONE);
+    let mut formatter = IntelFormatter::new();
+    let mut lines = Vec::new();
+    while lines.len() < count && decoder.can_decode() {
+        let insn = decoder.decode();
+        let mut text = String::new();
+        formatter.format(&insn, &mut text);
+        lines.push(format!("{:04x}:{:016x}  {text}", sregs.cs.selector, insn.ip()));
+    }
+    Ok(lines)
+}
+
 /// The instruction being stepped.
 struct Current {
     cs: u16,
@@ -60,12 +87,7 @@ impl StepTrace {
         let (regs, sregs) = (vcpu.regs()?, vcpu.sregs()?);
         let mut bytes = [0u8; 15];
         let n = mmu::read_virt(mem, &sregs, sregs.cs.base.wrapping_add(regs.rip), &mut bytes);
-        let bitness = match (sregs.efer >> 10 & 1, sregs.cs.attrib >> 9 & 1, sregs.cs.attrib >> 10 & 1) {
-            (1, 1, _) => 64,
-            (_, _, 1) => 32,
-            _ => 16,
-        };
-        let mut decoder = Decoder::with_ip(bitness, &bytes[..n], regs.rip, DecoderOptions::NONE);
+        let mut decoder = Decoder::with_ip(bitness(&sregs), &bytes[..n], regs.rip, DecoderOptions::NONE);
         let insn = decoder.decode();
         let (len, text) = if insn.is_invalid() {
             (n.min(1), "(undecodable)".to_string())

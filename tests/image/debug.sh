@@ -123,22 +123,21 @@ gdb_abrupt() {
 }
 check gdb_abrupt_disconnect gdb_abrupt
 
-# 16- and 32-bit guests: gdb's x86-64 registers, its 16/32-bit disassembly, stepi across
-# an OUT (and in 32-bit code an MMIO store), the guest's end.
+# 16- and 32-bit guests: the stub's x86-64 registers (gdb's `set architecture i8086` or
+# i386 would expect a smaller register packet), `monitor disas` decoding in the guest's
+# mode, stepi across an OUT (and in 32-bit code an MMIO store), the guest's end.
 cat > /tmp/real.gdb <<'EOF'
 target remote :1234
-set architecture i8086
 stepi 3
 printf "ip=%#x cs=%#x\n", $pc, $cs
-x/i $cs*16+$pc
+monitor disas 1
 continue
 EOF
 cat > /tmp/prot.gdb <<'EOF'
 target remote :1234
-set architecture i386
 stepi 4
 printf "eip=%#x\n", $pc
-x/i $pc
+monitor disas 1
 continue
 EOF
 gdb_16_32() {
