@@ -213,7 +213,7 @@ fn clear_pushed_tf(vm: &Vm, v: &mut VcpuState) {
 
 /// An exception intercepted while stepping, RIP at the faulting instruction: injected
 /// again, so it is delivered without the module's TF and the step ends at its handler.
-pub(super) fn handle_exception(vm: &Vm, v: &mut VcpuState, vector: u32) -> Next {
+pub(super) fn handle_exception(v: &mut VcpuState, vector: u32) -> Next {
     if vector == BP_VECTOR {
         // The #BP intercept of a CPU that reports INT3 as an exception (QEMU reports it
         // as INT n); RIP is at the INT3.
@@ -226,7 +226,6 @@ pub(super) fn handle_exception(vm: &Vm, v: &mut VcpuState, vector: u32) -> Next 
         v.debugger.native = true;
         return Next::Resume;
     }
-    let _ = vm;
     let error = if ERROR_CODE_VECTORS & (1 << vector) != 0 {
         event::ERROR_VALID | (c.exit_info_1 << 32)
     } else {

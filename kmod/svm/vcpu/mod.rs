@@ -450,7 +450,7 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         exit_code::PUSHF => debug::handle_pushf(v),
         exit_code::SWINT => debug::handle_int(vm, v),
         code if code == exit_code::EXCP_BASE + 1 => debug::handle_db(vm, v),
-        code @ exit_code::EXCP_BASE..=0x5f => debug::handle_exception(vm, v, code - exit_code::EXCP_BASE),
+        code @ exit_code::EXCP_BASE..=0x5f => debug::handle_exception(v, code - exit_code::EXCP_BASE),
         code @ exit_code::READ_DR0..=0x3f => handle_dr(vm, v, code),
         exit_code::SHUTDOWN => {
             v.stats.shutdown += 1;
