@@ -92,7 +92,7 @@ enum Command {
         #[arg(long)]
         stats: bool,
         /// Let every write to the serial port exit to the emulator (they are coalesced by
-        /// default; --trace implies this).
+        /// default; --trace and --step-trace imply this).
         #[arg(long)]
         no_coalesced_io: bool,
         /// The hypervisor: yakvm's module or Linux KVM (kvm_amd loaded, yakvm not), with the
