@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile diskread bench_pio bench_mmio bench_cpuid bench_timer
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile diskread bench_pio bench_mmio bench_cpuid bench_timer step16 step32 step64 debuggee
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.
@@ -52,6 +52,8 @@ guests:
 	@mkdir -p $(BUILD)/guests
 	@for g in $(GUESTS); do objcopy -O binary $(GUEST_OUT)/$$g $(BUILD)/guests/$$g.bin; done
 	@cp $(GUEST_OUT)/hello $(BUILD)/guests/hello.elf
+	@# gdb reads the symbols of the debugger tests' guest from its ELF file.
+	@cp $(GUEST_OUT)/debuggee $(BUILD)/guests/debuggee.elf
 	@# The Multiboot test kernel stays an ELF file (linked at 1 MiB by guest/multiboot.ld).
 	@cp $(GUEST_OUT)/multiboot $(BUILD)/guests/multiboot.elf
 
@@ -72,6 +74,7 @@ env: deps kernel guest-kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/linux
 	@gkdir=$$(scripts/guest-kernel.sh) && cp "$$gkdir/arch/x86/boot/bzImage" $(SHARES)/linux/bzImage
 	@cp $(BUILD)/guest-initramfs.cpio.gz $(SHARES)/linux/initramfs.cpio.gz
+	@scripts/stage-gdb.sh $(SHARES)/gdb
 	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"
 
 run: env
@@ -94,5 +97,5 @@ disk:
 	@echo "disk.img: 8192 bytes (16 sectors of 512)"
 
 clean:
-	rm -rf $(BUILD) target $(SHARES)/bench $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
+	rm -rf $(BUILD) target $(SHARES)/bench $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/gdb $(SHARES)/bin/gdb $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
 	-$(MAKE) -s -C kmod KDIR=$(KDIR) clean

@@ -64,6 +64,7 @@ impl FileOps for Vcpu {
             abi::GET_STATS => write_arg(arg, &this.stats())?,
             abi::INTERRUPT => this.interrupt(&read_arg(arg)?)?,
             abi::GET_MSR_STATS => write_arg(arg, &this.msr_stats())?,
+            abi::SET_GUEST_DEBUG => this.set_guest_debug(&read_arg(arg)?)?,
             abi::SET_COALESCED_IO => this.set_coalesced_io(&read_arg(arg)?)?,
             _ => return Err(ENOTTY),
         }

@@ -96,6 +96,15 @@ void yakvm_local_irq_enable(void)
 	local_irq_enable();
 }
 
+/*
+ * A reschedule IPI to this CPU (interrupts off: it stays pending): the guest entered next
+ * exits at its first instruction boundary. KVM's __kvm_request_immediate_exit.
+ */
+void yakvm_self_ipi(void)
+{
+	arch_smp_send_reschedule(smp_processor_id());
+}
+
 void *yakvm_file_private(struct file *file)
 {
 	return file->private_data;

@@ -20,6 +20,7 @@ void yakvm_preempt_disable(void);
 void yakvm_preempt_enable(void);
 void yakvm_local_irq_disable(void);
 void yakvm_local_irq_enable(void);
+void yakvm_self_ipi(void);
 void yakvm_fpu_load_current(void);
 void *yakvm_file_private(struct file *file);
 void yakvm_file_set_private(struct file *file, void *data);

@@ -41,7 +41,7 @@ collect() {
         case $line in
             "PASS "*) record "${line#PASS }" ok; seen=$((seen + 1)) ;;
             "FAIL "*) line=${line#FAIL }; record "${line%%:*}" fail "${line#*: }"; seen=$((seen + 1)) ;;
-            "  "*|"random guests:"*|"ioctl fuzzing:"*|"lifecycle:"*) echo "$line" ;;
+            "  "*|"random guests:"*|"random stepped guests:"*|"ioctl fuzzing:"*|"lifecycle:"*|"step-trace:"*) echo "$line" ;;
         esac
     done < <(tr -d '\r' < "$log")
 }
@@ -83,6 +83,7 @@ want pc && run_image pc pc.sh
 want kernels && run_image kernels kernels.sh
 want kvm && run_image kvm kvm.sh
 want robust && run_image robust robust.sh
+want debug && run_image debug debug.sh
 want no-svm && run_image no-svm no-svm.sh EPYC,-svm
 want la57 && run_image la57 la57.sh EPYC,+la57
 # The host's entry points as users call them: make run CMD=..., the interactive shell.

@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 /// Version of this ABI; bumped on every incompatible change.
-pub const API_VERSION: u32 = 3;
+pub const API_VERSION: u32 = 4;
 
 /// The ioctl "type" byte of every yakvm command.
 pub const IOCTL_TYPE: u32 = b'Y' as u32;
@@ -71,6 +71,11 @@ pub const GET_STATS: u32 = ior::<ExitStats>(0x26);
 pub const INTERRUPT: u32 = iow::<Interrupt>(0x27);
 /// Reads which MSRs the guest accessed, and how often ([`MsrStats`]).
 pub const GET_MSR_STATS: u32 = ior::<MsrStats>(0x28);
+/// Sets the vCPU's debug controls for a debugger in userspace ([`GuestDebug`]), as KVM's
+/// `KVM_SET_GUEST_DEBUG`: single-stepping and software breakpoints, reported as
+/// [`exit::DEBUG`]. `EINVAL` for unknown control bits (hardware breakpoints are not
+/// offered: the hardware's DR0-DR3 are never given to a guest).
+pub const SET_GUEST_DEBUG: u32 = iow::<GuestDebug>(0x29);
 /// Sets the ports whose writes are coalesced ([`CoalescedIo`]; all zones empty: none). An
 /// `OUT` (not `OUTS`) of 1, 2 or 4 bytes inside a zone does not exit: the module appends
 /// it to the run page's `coalesced` list and the guest runs on. Userspace applies the
@@ -215,6 +220,60 @@ pub mod exit {
     /// Userspace set `Run::request_interrupt_window` and the guest can now take an
     /// interrupt: `INTERRUPT` will be delivered before the next instruction.
     pub const IRQ_WINDOW_OPEN: u32 = 7;
+    /// A debug event userspace asked for with [`SET_GUEST_DEBUG`](super::SET_GUEST_DEBUG):
+    /// `Run::debug` says which.
+    pub const DEBUG: u32 = 8;
+}
+
+/// [`GuestDebug::control`] bits (KVM's `KVM_GUESTDBG_*` values).
+pub mod guest_debug {
+    /// Debugging on; without it the other bits are ignored and the guest's own INT3, TF
+    /// and debug registers work as they do without a debugger.
+    pub const ENABLE: u32 = 1 << 0;
+    /// Stop after every guest instruction (and after every event delivered: the guest
+    /// then stands at the handler's first instruction): `DebugExit::exception` 1, DR6.BS.
+    /// The module's TF is hidden from the guest (PUSHF, interrupt and exception frames)
+    /// and from `GET_REGS`.
+    pub const SINGLESTEP: u32 = 1 << 1;
+    /// INT3 in the guest is reported (`DebugExit::exception` 3, RIP at the INT3) instead
+    /// of being delivered to the guest.
+    pub const SW_BP: u32 = 1 << 16;
+    /// Delivers a #BP to the guest now, as the INT3 at RIP would have (RIP moves past it):
+    /// for an INT3 reported with `SW_BP` that is the guest's own, not the debugger's.
+    pub const INJECT_BP: u32 = 1 << 3;
+    /// While single-stepping, external interrupts wait (they are not delivered).
+    pub const BLOCK_IRQ: u32 = 1 << 21;
+    /// Every bit the module knows.
+    pub const ALL: u32 = ENABLE | SINGLESTEP | SW_BP | INJECT_BP | BLOCK_IRQ;
+}
+
+/// The argument of [`SET_GUEST_DEBUG`] (KVM's `kvm_guest_debug`). `debugreg` is KVM's
+/// place for hardware breakpoints; yakvm offers none (no `HW_BP` control bit) and ignores it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestDebug {
+    /// [`guest_debug`] bits.
+    pub control: u32,
+    pub _pad: u32,
+    pub debugreg: [u64; 8],
+}
+
+/// Why the guest stopped for the debugger ([`exit::DEBUG`]), as KVM's `kvm_debug_exit_arch`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DebugExit {
+    /// 1 (#DB): a single step completed; 3 (#BP): an INT3, RIP at it.
+    pub exception: u32,
+    pub _pad: u32,
+    /// Linear address of the instruction the guest stands at (CS base + RIP).
+    pub pc: u64,
+    /// DR6 as the CPU reports it (BS, bit 14, for a single step) and the DR7 the guest ran
+    /// with (never a breakpoint armed).
+    pub dr6: u64,
+    pub dr7: u64,
+    /// The event delivered during this step (EVENTINJ format: vector in bits 7:0, type in
+    /// 10:8, valid in 31), 0 if none: the guest now stands at its handler.
+    pub event: u64,
 }
 
 /// The argument of [`INTERRUPT`]: the vector to deliver (0..=255: a PIC in real mode
@@ -420,6 +479,7 @@ pub struct Run {
     pub hw: HwExit,
     pub mmio: MmioExit,
     pub hypercall: HypercallExit,
+    pub debug: DebugExit,
     /// Set by userspace: the register sets ([`sync`]) the module copies into `sync_regs`
     /// on every return from `RUN`.
     pub sync_valid: u32,
@@ -443,4 +503,6 @@ const _: () = assert!(core::mem::size_of::<MemoryRegion>() == 32);
 const _: () = assert!(core::mem::size_of::<ExitStats>() == 17 * 8);
 const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENTRIES);
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
+const _: () = assert!(core::mem::size_of::<GuestDebug>() == 8 + 8 * 8);
+const _: () = assert!(core::mem::size_of::<DebugExit>() == 5 * 8);
 const _: () = assert!(core::mem::size_of::<SyncRegs>() == 18 * 8 + 8 * 16 + 2 * 16 + 5 * 8);

@@ -54,6 +54,8 @@ pub enum Exit<'a> {
     FailEntry { reason: u64 },
     /// yakvm: an exit the module does not handle.
     Unhandled(abi::HwExit),
+    /// yakvm: a stop a debugger asked for (`set_guest_debug`): a single step or an INT3.
+    Debug(abi::DebugExit),
     /// Anything else the hypervisor reports (described).
     Other(String),
 }
@@ -90,6 +92,9 @@ pub trait Vcpu: Send {
     }
     /// The guest's MSR accesses (yakvm only).
     fn msr_stats(&self) -> Option<abi::MsrStats>;
+    /// The debugger's controls (`abi::guest_debug` bits: single-stepping, software
+    /// breakpoints); yakvm only.
+    fn set_guest_debug(&mut self, control: u32) -> io::Result<()>;
     /// Gives `apply` each port write the hypervisor coalesced (see `create`), oldest first,
     /// and forgets them. Call it after every `run`, before handling the exit.
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8]));
@@ -188,6 +193,7 @@ impl Vcpu for YakvmVcpu {
             abi::exit::SHUTDOWN => Exit::Shutdown { rip: Some(run.hw.rip) },
             abi::exit::FAIL_ENTRY => Exit::FailEntry { reason: run.hw.exit_code },
             abi::exit::UNKNOWN => Exit::Unhandled(run.hw),
+            abi::exit::DEBUG => Exit::Debug(run.debug),
             other => Exit::Other(format!("unknown exit reason {other} from the module")),
         }
     }
@@ -245,6 +251,9 @@ impl Vcpu for YakvmVcpu {
     }
     fn msr_stats(&self) -> Option<abi::MsrStats> {
         self.vcpu.msr_stats().ok()
+    }
+    fn set_guest_debug(&mut self, control: u32) -> io::Result<()> {
+        self.vcpu.set_guest_debug(control)
     }
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {
         let run = self.vcpu.run_page();
@@ -358,6 +367,9 @@ impl Vcpu for KvmVcpu {
     }
     fn msr_stats(&self) -> Option<abi::MsrStats> {
         None
+    }
+    fn set_guest_debug(&mut self, _control: u32) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "--gdb and --step-trace are not supported on --hypervisor kvm (yakvm only)"))
     }
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {
         while let Some((port, data, len)) = self.0.coalesced_write() {

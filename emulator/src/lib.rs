@@ -27,4 +27,8 @@ pub mod machine;
 pub mod mmu;
 #[deny(unsafe_code)]
 pub mod pc;
+#[deny(unsafe_code)]
+pub mod steptrace;
+#[deny(unsafe_code)]
+pub mod gdb;
 pub mod sys;

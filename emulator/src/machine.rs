@@ -2,6 +2,8 @@
 //! module returns.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ use crate::loader::{self, LoadError};
 use crate::pc::board::Board;
 use crate::pc::console::{Escape, Key};
 use crate::pc::pit::IrqTimer;
+use crate::steptrace::StepTrace;
 use crate::{boot, layout, mmu, sys};
 use yakvm_abi as abi;
 
@@ -31,6 +34,9 @@ pub enum Outcome {
     Reset,
     /// pc: the user typed Ctrl-A X at the console.
     Quit,
+    /// A debugger's stop (gdb.rs): the hypervisor's DEBUG exit, or `None` when the
+    /// debugger asked for the stop (`Machine::set_stop_request`).
+    Debug(Option<abi::DebugExit>),
 }
 
 /// The board a guest runs on.
@@ -181,6 +187,10 @@ pub struct Machine<W: Write, B: Backing> {
     pub exits: ExitCounts,
     /// The pc machine's outside world.
     pc: Option<PcWorld>,
+    /// `--step-trace`: every guest instruction (steptrace.rs).
+    step_trace: Option<StepTrace>,
+    /// A debugger's request to stop the guest (set by its thread, which then kicks us).
+    stop_request: Option<Arc<AtomicBool>>,
 }
 
 /// What the pc machine needs beyond its devices: the host timer behind the PIT, the
@@ -290,12 +300,46 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 (Bus::with_board(out, Disk::new(disk), mmio_base, Board::new(ram)), Some(world))
             }
         };
-        Ok(Self { _vm: vm, mem, vcpu, bus, trace: config.trace, times: Times::default(), exits: ExitCounts::default(), pc })
+        Ok(Self { _vm: vm, mem, vcpu, bus, trace: config.trace, times: Times::default(), exits: ExitCounts::default(), pc, step_trace: None, stop_request: None })
+    }
+
+    // --- Hooks for debuggers (gdb.rs, steptrace.rs) ---
+
+    /// Single-steps the guest from now on, writing one line per instruction to `out`.
+    pub fn set_step_trace(&mut self, out: Box<dyn Write + Send>) -> io::Result<()> {
+        self.vcpu.set_guest_debug(StepTrace::CONTROL)?;
+        self.step_trace = Some(StepTrace::new(out));
+        Ok(())
+    }
+
+    /// Instructions step-traced so far.
+    pub fn steps_traced(&self) -> u64 {
+        self.step_trace.as_ref().map_or(0, |t| t.steps)
+    }
+
+    /// `run` returns `Outcome::Debug(None)` once `flag` is set (and the vCPU kicked).
+    pub fn set_stop_request(&mut self, flag: Arc<AtomicBool>) {
+        self.stop_request = Some(flag);
+    }
+
+    pub fn vcpu(&mut self) -> &mut dyn hypervisor::Vcpu {
+        &mut *self.vcpu
+    }
+
+    pub fn memory(&self) -> &sys::GuestMemory {
+        &self.mem
+    }
+
+    pub fn vcpu_and_memory(&mut self) -> (&mut dyn hypervisor::Vcpu, &sys::GuestMemory) {
+        (&mut *self.vcpu, &self.mem)
     }
 
     /// Flushes the output and puts the disk's writes on stable storage: call it however
     /// the run ended.
     pub fn finish(&mut self) -> io::Result<()> {
+        if let Some(t) = self.step_trace.as_mut() {
+            t.finish()?;
+        }
         let flushed = self.bus.output().flush();
         self.bus.disk.sync()?;
         flushed
@@ -309,13 +353,21 @@ impl<W: Write, B: Backing> Machine<W, B> {
             if let Some(signal) = sys::stop_signal() {
                 return Ok(Outcome::Interrupted(signal));
             }
-            if self.pc.is_some() {
+            if self.pc.is_some() || self.stop_request.is_some() {
                 // Clear the kick first: a kick from here on makes RUN return at once.
                 self.vcpu.clear_kick();
+            }
+            if self.stop_request.as_ref().is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
+                return Ok(Outcome::Debug(None));
+            }
+            if self.pc.is_some() {
                 if let Some(outcome) = self.pc_events()? {
                     return Ok(outcome);
                 }
                 self.deliver_interrupts()?;
+            }
+            if let Some(t) = self.step_trace.as_mut() {
+                t.before_run(&*self.vcpu, &self.mem)?;
             }
             let ran = self.vcpu.run();
             let now = Instant::now();
@@ -335,6 +387,17 @@ impl<W: Write, B: Backing> Machine<W, B> {
             }
             if self.trace {
                 self.trace_exit();
+            }
+            if self.step_trace.is_some() {
+                let if_flag = self.vcpu.if_flag();
+                let exit = self.vcpu.exit();
+                let (debug, what) = match exit {
+                    Exit::Debug(d) => (Some(d), String::new()),
+                    other => (None, describe_exit(&other, if_flag)),
+                };
+                if let Some(t) = self.step_trace.as_mut() {
+                    t.after_exit(debug, what)?;
+                }
             }
             let result = self.handle();
             let now = Instant::now();
@@ -486,6 +549,9 @@ impl<W: Write, B: Backing> Machine<W, B> {
                 return Err(Error::Unhandled { code: hw.exit_code, rip: hw.rip, info1: hw.exit_info_1, info2: hw.exit_info_2 });
             }
             Exit::Other(what) => return Err(Error::UnknownExit(what)),
+            // A step of --step-trace (written by it), or a debugger's stop.
+            Exit::Debug(_) if self.step_trace.is_some() => Effect::Continue,
+            Exit::Debug(d) => return Ok(Some(Outcome::Debug(Some(d)))),
         };
         Ok(match effect {
             Effect::Continue => None,
@@ -505,27 +571,12 @@ impl<W: Write, B: Backing> Machine<W, B> {
     fn trace_exit(&mut self) {
         let rip = self.rip();
         let if_flag = self.vcpu.if_flag();
-        let line = match self.vcpu.exit() {
-            Exit::Io { port, size, out, data } => {
-                let dir = if out { "out" } else { "in" };
-                let hex: String = data[..data.len().min(16)].iter().map(|b| format!("{b:02x}")).collect();
-                let more = if data.len() > 16 { "..." } else { "" };
-                let count = data.len() / usize::from(size.max(1));
-                let shown = if out { format!(" data={hex}{more}") } else { String::new() };
-                format!("io {dir} port={port:#x} size={size} count={count}{shown}")
-            }
-            // Traced once the access is decoded.
-            Exit::MmioInstruction { .. } | Exit::Mmio { .. } => return,
-            Exit::Hypercall(h) => format!("hypercall nr={:#x} args={:x?}", h.nr, h.args),
-            Exit::Hlt if if_flag => "hlt (interrupts enabled)".into(),
-            Exit::Hlt => "hlt".into(),
-            Exit::IrqWindowOpen => "irq-window-open".into(),
-            Exit::Shutdown { .. } => "shutdown".into(),
-            Exit::FailEntry { reason } => format!("fail-entry reason={reason:#x}"),
-            Exit::Unhandled(hw) => format!("exit {:#x} info1={:#x} info2={:#x}", hw.exit_code, hw.exit_info_1, hw.exit_info_2),
-            Exit::Other(what) => what,
-        };
-        eprintln!("[trace] rip={rip:#x} {line}");
+        let exit = self.vcpu.exit();
+        // Traced once the access is decoded.
+        if let Exit::MmioInstruction { .. } | Exit::Mmio { .. } = exit {
+            return;
+        }
+        eprintln!("[trace] rip={rip:#x} {}", describe_exit(&exit, if_flag));
     }
 
     /// yakvm: emulates the instruction that touched guest-physical `gpa` outside RAM
@@ -589,6 +640,31 @@ impl<W: Write, B: Backing> Machine<W, B> {
     /// The guest's MSR accesses (yakvm only).
     pub fn msr_stats(&self) -> Option<abi::MsrStats> {
         self.vcpu.msr_stats()
+    }
+}
+
+/// One exit, as `--trace` and `--step-trace` show it.
+fn describe_exit(exit: &Exit<'_>, if_flag: bool) -> String {
+    match exit {
+        &Exit::Io { port, size, out, ref data } => {
+            let dir = if out { "out" } else { "in" };
+            let hex: String = data[..data.len().min(16)].iter().map(|b| format!("{b:02x}")).collect();
+            let more = if data.len() > 16 { "..." } else { "" };
+            let count = data.len() / usize::from(size.max(1));
+            let shown = if out { format!(" data={hex}{more}") } else { String::new() };
+            format!("io {dir} port={port:#x} size={size} count={count}{shown}")
+        }
+        Exit::MmioInstruction { gpa, .. } => format!("mmio gpa={gpa:#x}"),
+        Exit::Mmio { gpa, write, data } => format!("mmio {} gpa={gpa:#x} size={}", if *write { "write" } else { "read" }, data.len()),
+        Exit::Hypercall(h) => format!("hypercall nr={:#x} args={:x?}", h.nr, h.args),
+        Exit::Hlt if if_flag => "hlt (interrupts enabled)".into(),
+        Exit::Hlt => "hlt".into(),
+        Exit::IrqWindowOpen => "irq-window-open".into(),
+        Exit::Shutdown { .. } => "shutdown".into(),
+        &Exit::FailEntry { reason } => format!("fail-entry reason={reason:#x}"),
+        Exit::Unhandled(hw) => format!("exit {:#x} info1={:#x} info2={:#x}", hw.exit_code, hw.exit_info_1, hw.exit_info_2),
+        Exit::Other(what) => what.clone(),
+        Exit::Debug(d) => format!("debug exception={} pc={:#x} dr6={:#x}", d.exception, d.pc, d.dr6),
     }
 }
 

@@ -32,6 +32,22 @@ pub fn read_virt(mem: &GuestMemory, sregs: &abi::Sregs, va: u64, out: &mut [u8])
     done
 }
 
+/// Writes up to `data.len()` bytes at linear address `va`, page by page (a debugger's
+/// memory writes); returns how many bytes were written.
+pub fn write_virt(mem: &GuestMemory, sregs: &abi::Sregs, va: u64, data: &[u8]) -> usize {
+    let mut done = 0;
+    while done < data.len() {
+        let addr = va.wrapping_add(done as u64);
+        let Some(pa) = translate(mem, sregs, addr) else { break };
+        let n = (data.len() - done).min((0x1000 - (addr & 0xfff)) as usize);
+        if mem.write(pa, &data[done..done + n]).is_none() {
+            break;
+        }
+        done += n;
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +69,17 @@ mod tests {
         assert_eq!(translate(&mem, &sregs, 0x1234), Some(0x1234));
         let mut b = [0u8; 4];
         assert_eq!(read_virt(&mem, &sregs, 8190, &mut b), 2);
+    }
+
+    #[test]
+    fn writes_go_through_the_page_tables() {
+        let mem = GuestMemory::new(4 << 20).unwrap();
+        let (_, sregs) = crate::boot::long_mode(&mem, 0, 0).unwrap();
+        assert_eq!(write_virt(&mem, &sregs, 0x1ffe, &[1, 2, 3, 4]), 4);
+        let mut b = [0u8; 4];
+        mem.read(0x1ffe, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        // Beyond the identity map nothing is written.
+        assert_eq!(write_virt(&mem, &sregs, 1 << 39, &[1]), 0);
     }
 }

@@ -27,6 +27,7 @@ mod ioctls {
     nix::ioctl_read_bad!(get_stats, abi::GET_STATS, abi::ExitStats);
     nix::ioctl_write_ptr_bad!(interrupt, abi::INTERRUPT, abi::Interrupt);
     nix::ioctl_read_bad!(get_msr_stats, abi::GET_MSR_STATS, abi::MsrStats);
+    nix::ioctl_write_ptr_bad!(set_guest_debug, abi::SET_GUEST_DEBUG, abi::GuestDebug);
     nix::ioctl_write_ptr_bad!(set_coalesced_io, abi::SET_COALESCED_IO, abi::CoalescedIo);
 }
 
@@ -225,6 +226,14 @@ impl Vcpu {
         // SAFETY: `stats` is a valid `MsrStats` to write into.
         unsafe { ioctls::get_msr_stats(self.fd.as_raw_fd(), &mut stats) }.map_err(ctx("GET_MSR_STATS"))?;
         Ok(stats)
+    }
+
+    /// `SET_GUEST_DEBUG`: the debugger's controls (`abi::guest_debug` bits).
+    pub fn set_guest_debug(&self, control: u32) -> io::Result<()> {
+        let dbg = abi::GuestDebug { control, ..Default::default() };
+        // SAFETY: `dbg` is a valid `GuestDebug` for the duration of the call.
+        unsafe { ioctls::set_guest_debug(self.fd.as_raw_fd(), &dbg) }.map_err(ctx("SET_GUEST_DEBUG"))?;
+        Ok(())
     }
 
     /// Makes this vCPU's thread kickable: after this, `Kicker::kick` from any thread makes

@@ -33,6 +33,7 @@ mod glue {
         pub(super) fn yakvm_preempt_enable();
         pub(super) fn yakvm_local_irq_disable();
         pub(super) fn yakvm_local_irq_enable();
+        pub(super) fn yakvm_self_ipi();
         pub(super) fn yakvm_fpu_load_current();
         pub(super) fn yakvm_file_private(file: *mut bindings::file) -> *mut c_void;
         pub(super) fn yakvm_file_set_private(file: *mut bindings::file, data: *mut c_void);

@@ -127,22 +127,31 @@ const REQUIRED_MISC2: u32 = vmcb::intercept2::VMRUN
     | vmcb::intercept2::SKINIT
     | vmcb::intercept2::XSETBV;
 
+/// DR7's L0-L3 and G0-G3: no breakpoint may be enabled while a guest runs.
+const DR7_ENABLES: u64 = 0xff;
+
 /// Runs the guest of `vmcb` until its next #VMEXIT, on the CPU `cpu` is pinned to.
 ///
 /// The guest's RAX, RSP, RIP and the rest of its architectural state are in `vmcb`; the
 /// other general-purpose registers are in `gprs`; its extended state must be the task's
 /// (`fpu` entered). The exit is described in `vmcb.control`.
 ///
+/// `exit_at_once`: the guest exits (INTR) at its first instruction boundary, after
+/// VMRUN delivered the event in EVENTINJ: a self-IPI is pending as VMRUN starts (KVM's
+/// "immediate exit"; single-stepping into an event handler, vcpu/debug.rs).
+///
 /// Refuses (`EPERM`) a VMCB without the intercepts that protect the host, without nested
-/// paging, or whose permission maps are not the all-intercepting ones given, and a guest
-/// FPU not entered (the guest would see the host's registers). `Ok(false)`: a signal is
-/// pending, the guest was not entered.
+/// paging, with a breakpoint enabled in the DR7 the guest runs with (the hardware's
+/// DR0-DR3 would be the host's), or whose permission maps are not the all-intercepting
+/// ones given, and a guest FPU not entered (the guest would see the host's registers).
+/// `Ok(false)`: a signal is pending, the guest was not entered.
 pub(crate) fn run(
     cpu: &SvmCpu<'_>,
     vmcb: &mut Pages<Vmcb>,
     gprs: &mut GuestGprs,
     fpu: &GuestFpu,
     permission_maps: (u64, u64),
+    exit_at_once: bool,
 ) -> Result<bool> {
     if !fpu.entered {
         pr_err!("refusing to run a guest without its FPU state\n");
@@ -151,6 +160,7 @@ pub(crate) fn run(
     let c = &vmcb.control;
     if c.intercept_misc1 & REQUIRED_MISC1 != REQUIRED_MISC1
         || c.intercept_dr != u32::MAX
+        || vmcb.save.dr7 & DR7_ENABLES != 0
         || c.intercept_misc2 & REQUIRED_MISC2 != REQUIRED_MISC2
         || c.np_control & vmcb::NP_ENABLE == 0
         || c.guest_asid == 0
@@ -177,6 +187,12 @@ pub(crate) fn run(
     // SAFETY: interrupts are off and the task's FPU state is the guest's (`fpu` entered):
     // after a context switch since `enter`, this loads the guest's registers.
     unsafe { glue::yakvm_fpu_load_current() };
+    if exit_at_once {
+        // SAFETY: interrupts are off, so the IPI stays pending until VMRUN sets GIF with
+        // the INTR intercept on (checked above); the reschedule IPI does nothing harmful
+        // to a CPU that takes it (KVM sends the same one to itself for the same purpose).
+        unsafe { glue::yakvm_self_ipi() };
+    }
 
     // SAFETY: SVM on with VM_HSAVE_PA set (`SvmCpu`), interrupts off; `host_pa` is the host
     // VMSAVE page; `vmcb_pa`'s protective intercepts, nested paging and ASID were checked

@@ -3,7 +3,7 @@
 . /mnt/shares/tests/lib.sh
 cd /mnt/shares
 
-if [ -n "$SOAK" ]; then GUESTS=20000 ROUNDS=5000 CYCLES=1000 RELOADS=50; else GUESTS=1000 ROUNDS=300 CYCLES=100 RELOADS=5; fi
+if [ -n "$SOAK" ]; then GUESTS=20000 STEPPED=5000 ROUNDS=5000 CYCLES=1000 RELOADS=50; else GUESTS=1000 STEPPED=300 ROUNDS=300 CYCLES=100 RELOADS=5; fi
 
 # Escape attempts from inside a guest, each checked by the guest itself.
 hostile_guest() {
@@ -21,6 +21,8 @@ hostile_guest() {
 check hostile_guest hostile_guest
 
 yakvm-stress random-guests $GUESTS
+# The same random pages, single-stepped (SET_GUEST_DEBUG): every instruction an exit.
+yakvm-stress random-steps $STEPPED
 yakvm-stress ioctls $ROUNDS
 
 # Lifecycle under kmemleak: VMs made and destroyed, the module unloaded and reloaded; then

@@ -66,6 +66,8 @@ struct Tally {
     io: u64,
     hypercall: u64,
     errors: u64,
+    /// DEBUG exits (single steps and INT3s) of single-stepped guests.
+    steps: u64,
 }
 
 const RANDOM_RAM: usize = 256 << 10;
@@ -74,10 +76,14 @@ const RANDOM_EXIT_LIMIT: u32 = 2000;
 
 /// Runs one random page in `mode`; every way it can end is counted; an ioctl error that
 /// is not EINTR is an error of the module or the emulator.
-fn run_random(dev: &Device, page: &[u8], mode: EntryMode, rng: &mut Rng, t: &mut Tally) -> Result<(), String> {
+/// `debug`: the guest runs under these `SET_GUEST_DEBUG` controls (0: none).
+fn run_random(dev: &Device, page: &[u8], mode: EntryMode, debug: u32, rng: &mut Rng, t: &mut Tally) -> Result<(), String> {
     t.runs += 1;
     let BareVm { vm: _vm, mem: _mem, mut vcpus } = bare_vm(dev, RANDOM_RAM, page, mode, 1)?;
     let vcpu = &mut vcpus[0];
+    if debug != 0 {
+        vcpu.set_guest_debug(debug).map_err(|e| format!("SET_GUEST_DEBUG: {e}"))?;
+    }
     // Half the guests have random coalesced port zones: their OUTs may wait in the list.
     if rng.below(2) == 0 {
         let mut io = abi::CoalescedIo::default();
@@ -150,6 +156,13 @@ fn run_random(dev: &Device, page: &[u8], mode: EntryMode, rng: &mut Rng, t: &mut
                     t.unknown += 1;
                     return Ok(());
                 }
+                abi::exit::DEBUG if debug != 0 => {
+                    t.steps += 1;
+                    // An INT3: half of them go to the guest as its own #BP.
+                    if run.debug.exception == 3 && rng.below(2) == 0 {
+                        vcpu.set_guest_debug(debug | abi::guest_debug::INJECT_BP).map_err(|e| format!("SET_GUEST_DEBUG: {e}"))?;
+                    }
+                }
                 other => return Err(format!("unknown exit reason {other}")),
             }
         }
@@ -160,8 +173,14 @@ fn run_random(dev: &Device, page: &[u8], mode: EntryMode, rng: &mut Rng, t: &mut
     result
 }
 
-fn random_guests(dev: &Device, count: u64, seed: u64) -> bool {
-    println!("random guests: {count} pages of random bytes, seed {seed:#x} (replay: yakvm-stress random-guests {count} {seed:#x})");
+/// `stepped`: every guest is single-stepped, with software breakpoints reported, and
+/// every other one with interrupts held back (`SET_GUEST_DEBUG`).
+fn random_guests(dev: &Device, count: u64, seed: u64, stepped: bool) -> bool {
+    let (title, command, name) = match stepped {
+        true => ("random stepped guests", "random-steps", "random_stepped_guests_all_end"),
+        false => ("random guests", "random-guests", "random_guests_all_end"),
+    };
+    println!("{title}: {count} pages of random bytes, seed {seed:#x} (replay: yakvm-stress {command} {count} {seed:#x})");
     let mut rng = Rng(seed | 1);
     let modes = [EntryMode::Real, EntryMode::Protected, EntryMode::Long];
     let mut tallies: Vec<Tally> = modes.iter().map(|_| Tally::default()).collect();
@@ -170,21 +189,26 @@ fn random_guests(dev: &Device, count: u64, seed: u64) -> bool {
     for n in 0..count {
         let mut page = [0u8; 4096];
         rng.fill(&mut page);
+        let debug = match (stepped, n % 2) {
+            (false, _) => 0,
+            (true, 0) => abi::guest_debug::ENABLE | abi::guest_debug::SINGLESTEP | abi::guest_debug::SW_BP,
+            (true, _) => abi::guest_debug::ENABLE | abi::guest_debug::SINGLESTEP | abi::guest_debug::SW_BP | abi::guest_debug::BLOCK_IRQ,
+        };
         for (mode, tally) in modes.iter().zip(tallies.iter_mut()) {
-            if let Err(e) = run_random(dev, &page, *mode, &mut rng, tally) {
+            if let Err(e) = run_random(dev, &page, *mode, debug, &mut rng, tally) {
                 failure.get_or_insert(format!("guest {n} in {mode:?} mode: {e}"));
             }
         }
     }
     for (mode, t) in modes.iter().zip(&tallies) {
         println!(
-            "  {:<9} {} runs: {} hlt, {} triple fault, {} VMRUN refused, {} unknown exit, {} mmio, {} timeout, {} exit limit; {} port exits, {} hypercalls, {} errors",
-            format!("{mode:?}:"), t.runs, t.hlt, t.shutdown, t.fail_entry, t.unknown, t.mmio, t.timeout, t.exit_limit, t.io, t.hypercall, t.errors
+            "  {:<9} {} runs: {} hlt, {} triple fault, {} VMRUN refused, {} unknown exit, {} mmio, {} timeout, {} exit limit; {} port exits, {} hypercalls, {} debug exits, {} errors",
+            format!("{mode:?}:"), t.runs, t.hlt, t.shutdown, t.fail_entry, t.unknown, t.mmio, t.timeout, t.exit_limit, t.io, t.hypercall, t.steps, t.errors
         );
     }
     println!("  {:.1} s", start.elapsed().as_secs_f64());
     let ended = tallies.iter().all(|t| t.runs == t.hlt + t.shutdown + t.fail_entry + t.unknown + t.mmio + t.timeout + t.exit_limit + t.errors);
-    report("random_guests_all_end", match failure {
+    report(name, match failure {
         Some(f) => Err(f),
         None if !ended => Err("a run ended in no known way".into()),
         None => Ok(()),
@@ -208,7 +232,7 @@ fn fuzz_arg(rng: &mut Rng) -> FuzzArg {
 const KNOWN: &[u32] = &[
     abi::GET_API_VERSION, abi::CREATE_VM, abi::CHECK_CAPABILITY, abi::SET_MEMORY_REGION,
     abi::CREATE_VCPU, abi::RUN, abi::GET_REGS, abi::SET_REGS, abi::GET_SREGS, abi::SET_SREGS,
-    abi::GET_VMCB, abi::GET_STATS, abi::INTERRUPT, abi::GET_MSR_STATS, abi::SET_COALESCED_IO,
+    abi::GET_VMCB, abi::GET_STATS, abi::INTERRUPT, abi::GET_MSR_STATS, abi::SET_COALESCED_IO, abi::SET_GUEST_DEBUG,
 ];
 
 fn fuzz_cmd(rng: &mut Rng) -> u32 {
@@ -530,11 +554,12 @@ fn main() {
     };
     let guests = "/mnt/shares/guests";
     match args.get(1).map(String::as_str) {
-        Some("random-guests") => random_guests(&dev, num(2, 1000), num(3, seed_now())),
+        Some("random-guests") => random_guests(&dev, num(2, 1000), num(3, seed_now()), false),
+        Some("random-steps") => random_guests(&dev, num(2, 1000), num(3, seed_now()), true),
         Some("ioctls") => ioctls(&dev, num(2, 500), num(3, seed_now()), guests),
         Some("lifecycle") => lifecycle(&dev, num(2, 100), args.get(3).map_or("/mnt/shares/guests/hello.bin", String::as_str)),
         _ => {
-            eprintln!("usage: yakvm-stress random-guests [COUNT [SEED]] | ioctls [ROUNDS [SEED]] | lifecycle [CYCLES [GUEST]] | check-disk IMAGE LOG [--killed]");
+            eprintln!("usage: yakvm-stress random-guests [COUNT [SEED]] | random-steps [COUNT [SEED]] | ioctls [ROUNDS [SEED]] | lifecycle [CYCLES [GUEST]] | check-disk IMAGE LOG [--killed]");
             std::process::exit(2);
         }
     };

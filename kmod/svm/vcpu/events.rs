@@ -30,7 +30,7 @@ pub(super) fn interrupt_allowed(v: &VcpuState) -> bool {
 
 /// What the module reports in the run page on every return from `RUN`.
 pub(super) fn ready_for_injection(v: &VcpuState) -> bool {
-    v.queued.is_none() && interrupt_allowed(v)
+    v.queued.is_none() && interrupt_allowed(v) && !v.debugger.blocks_irq()
 }
 
 /// Before each VMRUN. Delivers the queued interrupt if the guest can take it, else opens
@@ -39,6 +39,10 @@ pub(super) fn ready_for_injection(v: &VcpuState) -> bool {
 /// `IRQ_WINDOW_OPEN` instead of entering the guest.
 pub(super) fn prepare_entry(v: &mut VcpuState, window_requested: bool) -> bool {
     close_window(v);
+    // A debugger steps with interrupts held back: no delivery, no window.
+    if v.debugger.blocks_irq() {
+        return false;
+    }
     match v.queued {
         Some(vector) if interrupt_allowed(v) => {
             v.vmcb.control.event_inj = event::VALID | event::TYPE_INTR | u64::from(vector);
@@ -120,6 +124,7 @@ pub(super) fn window_opened(v: &mut VcpuState) {
 pub(super) fn complete_instruction(v: &mut VcpuState, next_rip: u64) {
     if next_rip != v.vmcb.save.rip {
         v.vmcb.control.interrupt_shadow &= !vmcb::INTERRUPT_SHADOW;
+        super::debug::instruction_done(v);
     }
     v.vmcb.save.rip = next_rip;
 }

@@ -3,6 +3,7 @@
 //! page, and the exit handlers. Each handler answers one question: resume the guest, or
 //! return to userspace with this exit.
 
+mod debug;
 mod events;
 mod ioio;
 
@@ -63,6 +64,8 @@ struct VcpuState {
     coalesced: abi::CoalescedIo,
     /// The guest shut down; its state is undefined and it may not run again.
     dead: bool,
+    /// A debugger in userspace (`SET_GUEST_DEBUG`).
+    debugger: debug::Debugger,
 }
 
 #[pin_data]
@@ -101,6 +104,7 @@ impl Vcpu {
             queued: None,
             coalesced: abi::CoalescedIo::default(),
             dead: false,
+            debugger: debug::Debugger::default(),
         };
         Arc::pin_init(pin_init!(Self { vm, run_page, state <- new_mutex!(state, "yakvm_vcpu") }), GFP_KERNEL)
     }
@@ -171,6 +175,11 @@ impl Vcpu {
                 report_events(v);
                 return Err(EINTR);
             }
+            if debug::step_reported(v) {
+                v.stats.to_user += 1;
+                report_events(v);
+                return Ok(());
+            }
             if events::prepare_entry(v, window_requested) {
                 v.run.exit_reason = abi::exit::IRQ_WINDOW_OPEN;
                 v.stats.to_user += 1;
@@ -188,7 +197,10 @@ impl Vcpu {
                     vmcb::TLB_CONTROL_FLUSH_ALL
                 };
                 v.last_cpu = Some(here);
-                if !world::run(&svm, &mut v.vmcb, &mut v.gprs, &v.fpu, maps)? {
+                let exit_at_once = debug::before_entry(v);
+                let entered = world::run(&svm, &mut v.vmcb, &mut v.gprs, &v.fpu, maps, exit_at_once);
+                debug::after_exit(v, matches!(entered, Ok(true)));
+                if !entered? {
                     // A signal came after the check above: not entered.
                     report_events(v);
                     return Err(EINTR);
@@ -214,6 +226,11 @@ impl Vcpu {
         }
         v.queued = Some(vector);
         Ok(())
+    }
+
+    /// `SET_GUEST_DEBUG`: single-stepping and software breakpoints (debug.rs).
+    pub(crate) fn set_guest_debug(&self, dbg: &abi::GuestDebug) -> Result {
+        debug::set(&mut self.state.lock(), dbg)
     }
 
     /// `SET_COALESCED_IO`: zones must lie inside the port space.
@@ -430,6 +447,10 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         exit_code::MSR => handle_msr(v),
         exit_code::VMMCALL => handle_vmmcall(v),
         exit_code::NPF => handle_npf(v),
+        exit_code::PUSHF => debug::handle_pushf(v),
+        exit_code::SWINT => debug::handle_int(vm, v),
+        code if code == exit_code::EXCP_BASE + 1 => debug::handle_db(vm, v),
+        code @ exit_code::EXCP_BASE..=0x5f => debug::handle_exception(v, code - exit_code::EXCP_BASE),
         code @ exit_code::READ_DR0..=0x3f => handle_dr(vm, v, code),
         exit_code::SHUTDOWN => {
             v.stats.shutdown += 1;
