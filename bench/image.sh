@@ -11,8 +11,7 @@ echo "workload,hypervisor,round,seconds,units" > $CSV
 # the 9p share.
 dd if=/dev/zero of=/tmp/bench-disk.img bs=1024 count=1024 2>/dev/null
 
-use_kvm() { rmmod yakvm && insmod kvm/irqbypass.ko && insmod kvm/kvm.ko && insmod kvm/kvm-amd.ko; }
-use_yakvm() { rmmod kvm_amd kvm irqbypass && insmod yakvm.ko; }
+. /mnt/shares/tests/lib.sh   # use_kvm, use_yakvm
 
 # run WORKLOAD HV ROUND UNITS ARGS...: one run; its time from --stats.
 run() {

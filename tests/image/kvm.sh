@@ -9,14 +9,6 @@ rm -rf $D; mkdir -p $D/yakvm $D/kvm
 printf 'MODULE-ONE and more' > /tmp/m1.bin
 printf 'MODULE-TWO' > /tmp/m2.bin
 
-use_kvm() {
-    rmmod yakvm || return 1
-    insmod kvm/irqbypass.ko && insmod kvm/kvm.ko && insmod kvm/kvm-amd.ko
-}
-use_yakvm() {
-    rmmod kvm_amd kvm irqbypass; insmod yakvm.ko
-}
-
 # The guests, one per line: NAME ARGS... (shell words; stdin is empty; DISK stands for a
 # fresh 16-sector disk image of this run). Left out, and why:
 # - cpu: checks yakvm's own MSR and SVM-instruction policy (KVM emulates VM_CR and

@@ -17,3 +17,8 @@ dmesg_clean() {
     bad=$(dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|soft lockup|hard LOCKUP|Call Trace|kmemleak: [1-9]' | head -n 5)
     [ -z "$bad" ] || { echo "$bad"; return 1; }
 }
+
+# kvm_amd and yakvm both own EFER.SVME: one is unloaded before the other is loaded (the
+# differential tests, `make bench`). Run from /mnt/shares.
+use_kvm() { rmmod yakvm && insmod kvm/irqbypass.ko && insmod kvm/kvm.ko && insmod kvm/kvm-amd.ko; }
+use_yakvm() { rmmod kvm_amd kvm irqbypass; insmod yakvm.ko; }
