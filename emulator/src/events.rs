@@ -1,10 +1,14 @@
-//! The machine's outside world, seen from the vCPU thread: the host timer behind the PIT
-//! and the console's input. One helper thread waits on both (poll) and hands what it
-//! found to the vCPU thread through a channel, then kicks it out of `RUN`
-//! (`sys::Kicker`): the vCPU thread alone touches the devices, so they need no locks.
+//! The machine's outside world, seen from the vCPU threads: the host timer behind the PIT,
+//! one host timer per local APIC, and the console's input. One helper thread waits on all
+//! of them (poll). What the PIT's timer and the console bring goes through a channel to
+//! vCPU 0, which it wakes; an APIC timer wakes its own vCPU, which looks at its APIC.
+//!
+//! A vCPU is woken by its [`Waker`]: a kick makes its `RUN` return (`sys::Kicker`), and a
+//! doorbell ends its wait when it idles (HLT, waiting for a startup IPI).
 //!
 //! ```text
-//!  event thread: poll(timerfd, stdin) -> channel -> kick (SIGUSR2 -> immediate_exit)
+//!  event thread: poll(timerfds, stdin) -> channel -> wake vCPU 0 (kick + doorbell)
+//!                APIC timer i          ->            wake vCPU i
 //!  vCPU thread:  clear kick, drain channel, update devices, inject, RUN ...
 //! ```
 
@@ -12,7 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -67,6 +71,48 @@ impl HostTimer {
     }
 }
 
+/// How any thread gets a vCPU's attention: a kick for its `RUN`, and a doorbell for its
+/// waits. The vCPU's thread sets the kicker when it starts and takes it away before it
+/// ends, so nobody kicks a thread that is gone.
+#[derive(Default)]
+pub struct Waker {
+    kicker: Mutex<Option<Kicker>>,
+    /// Rings so far: a waiter notes the count, looks for work, then waits for a change.
+    rings: Mutex<u64>,
+    rung: Condvar,
+}
+
+impl Waker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Called on the vCPU's thread: `Some` when it starts, `None` before it ends.
+    pub fn set_kicker(&self, kicker: Option<Kicker>) {
+        *self.kicker.lock().unwrap_or_else(PoisonError::into_inner) = kicker;
+    }
+
+    /// Kicks the vCPU out of `RUN` and ends its wait.
+    pub fn wake(&self) {
+        if let Some(kicker) = *self.kicker.lock().unwrap_or_else(PoisonError::into_inner) {
+            kicker.kick();
+        }
+        *self.rings.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.rung.notify_all();
+    }
+
+    /// The rings so far: note them before looking for work, then `wait(rings)`.
+    pub fn rings(&self) -> u64 {
+        *self.rings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits up to `timeout` for a ring after the `seen` ones.
+    pub fn wait(&self, seen: u64, timeout: Duration) {
+        let rings = self.rings.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = self.rung.wait_timeout_while(rings, timeout, |r| *r == seen);
+    }
+}
+
 /// Receives what the event thread saw. Dropping it ends the thread within
 /// `POLL_PERIOD_MS`.
 pub struct Events {
@@ -93,15 +139,16 @@ const BACKLOG_POLL_MS: u16 = 10;
 
 impl Events {
     /// Starts the event thread on `timer` and, if there is one, the `input` descriptor
-    /// (the console: standard input); it kicks `kicker` after each event.
-    pub fn start(timer: HostTimer, input: Option<OwnedFd>, kicker: Kicker) -> io::Result<Self> {
+    /// (the console: standard input); it wakes `wakers[0]` after each of their events.
+    /// `apic_timers[i]` wakes `wakers[i]` (and gives no event).
+    pub fn start(timer: HostTimer, input: Option<OwnedFd>, apic_timers: Vec<HostTimer>, wakers: Arc<[Waker]>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let backlog = Arc::new(AtomicUsize::new(0));
         let (stopped, pending) = (stop.clone(), backlog.clone());
         std::thread::Builder::new()
             .name("yakvm-events".into())
-            .spawn(move || event_loop(timer, input, &tx, kicker, &stopped, &pending))?;
+            .spawn(move || event_loop(timer, input, &apic_timers, &tx, &wakers, &stopped, &pending))?;
         Ok(Self { rx, stop, backlog })
     }
 
@@ -126,14 +173,18 @@ impl Events {
 fn event_loop(
     timer: HostTimer,
     mut input: Option<OwnedFd>,
+    apic_timers: &[HostTimer],
     tx: &Sender<Event>,
-    kicker: Kicker,
+    wakers: &[Waker],
     stop: &AtomicBool,
     backlog: &AtomicUsize,
 ) {
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
+        // The PIT's timer, the APIC timers, then the input.
         let mut fds = vec![PollFd::new(timer.fd(), PollFlags::POLLIN)];
+        fds.extend(apic_timers.iter().map(|t| PollFd::new(t.fd(), PollFlags::POLLIN)));
+        let input_at = fds.len();
         let throttled = backlog.load(Ordering::SeqCst) >= INPUT_BACKLOG;
         match &input {
             Some(fd) if !throttled => fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
@@ -151,8 +202,16 @@ fn event_loop(
             timer.acknowledge();
             events.push(Event::Timer);
         }
+        for (i, apic_timer) in apic_timers.iter().enumerate() {
+            if ready(&fds[1 + i]) {
+                apic_timer.acknowledge();
+                if let Some(waker) = wakers.get(i) {
+                    waker.wake();
+                }
+            }
+        }
         // The backlog may have filled while the thread waited in poll: read only below it.
-        let input_ready = fds.get(1).is_some_and(ready) && backlog.load(Ordering::SeqCst) < INPUT_BACKLOG;
+        let input_ready = fds.get(input_at).is_some_and(ready) && backlog.load(Ordering::SeqCst) < INPUT_BACKLOG;
         drop(fds);
         if let (true, Some(fd)) = (input_ready, &input) {
             match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
@@ -168,12 +227,17 @@ fn event_loop(
                 }
             }
         }
+        if events.is_empty() {
+            continue;
+        }
         for event in events {
             if tx.send(event).is_err() {
                 return;
             }
         }
-        kicker.kick();
+        if let Some(waker) = wakers.first() {
+            waker.wake();
+        }
     }
 }
 
@@ -185,7 +249,7 @@ mod tests {
     #[test]
     fn input_and_its_end_arrive_in_order() {
         let (read, write) = nix::unistd::pipe().unwrap();
-        let events = Events::start(HostTimer::new().unwrap(), Some(read), Kicker::none()).unwrap();
+        let events = Events::start(HostTimer::new().unwrap(), Some(read), Vec::new(), Arc::new([])).unwrap();
         nix::unistd::write(&write, b"hello").unwrap();
         drop(write);
         let mut got = Vec::new();
@@ -202,7 +266,7 @@ mod tests {
     #[test]
     fn a_full_backlog_stops_reading() {
         let (read, write) = nix::unistd::pipe().unwrap();
-        let events = Events::start(HostTimer::new().unwrap(), Some(read), Kicker::none()).unwrap();
+        let events = Events::start(HostTimer::new().unwrap(), Some(read), Vec::new(), Arc::new([])).unwrap();
         events.set_backlog(INPUT_BACKLOG);
         nix::unistd::write(&write, b"later").unwrap();
         assert_eq!(events.wait(Duration::from_millis(300)), None, "read while the backlog was full");
@@ -213,7 +277,7 @@ mod tests {
     #[test]
     fn the_timer_fires() {
         let timer = HostTimer::new().unwrap();
-        let events = Events::start(timer.clone(), None, Kicker::none()).unwrap();
+        let events = Events::start(timer.clone(), None, Vec::new(), Arc::new([])).unwrap();
         timer.arm(Some(Duration::from_millis(5)), Some(Duration::from_millis(5))).unwrap();
         for _ in 0..3 {
             assert_eq!(events.wait(Duration::from_secs(5)), Some(Event::Timer));

@@ -43,7 +43,7 @@ const BP_VECTOR: u32 = 3;
 
 /// Runs `machine` with a gdb stub on localhost:`port`. With `wait` the guest waits for
 /// gdb before its first instruction; otherwise it runs, and stops when gdb connects.
-pub fn run<W: Write, B: Backing>(machine: &mut Machine<W, B>, port: u16, wait: bool) -> Result<Outcome, Error> {
+pub fn run<W: Write + Send, B: Backing + Send>(machine: &mut Machine<W, B>, port: u16, wait: bool) -> Result<Outcome, Error> {
     // The hypervisor must be able to stop the guest for gdb (KVM cannot, here).
     machine.vcpu().set_guest_debug(0)?;
     let listener = TcpListener::bind(("127.0.0.1", port))?;
@@ -100,7 +100,7 @@ struct Debuggee<'m, W: Write, B: Backing> {
     stop: Arc<AtomicBool>,
 }
 
-impl<W: Write, B: Backing> Debuggee<'_, W, B> {
+impl<W: Write + Send, B: Backing + Send> Debuggee<'_, W, B> {
     fn sregs(&mut self) -> io::Result<abi::Sregs> {
         self.machine.vcpu().sregs()
     }
@@ -191,7 +191,7 @@ impl Watcher {
     }
 }
 
-impl<W: Write, B: Backing> Target for Debuggee<'_, W, B> {
+impl<W: Write + Send, B: Backing + Send> Target for Debuggee<'_, W, B> {
     type Arch = X86_64_SSE;
     type Error = Error;
 
@@ -208,7 +208,7 @@ impl<W: Write, B: Backing> Target for Debuggee<'_, W, B> {
     }
 }
 
-impl<W: Write, B: Backing> SingleThreadBase for Debuggee<'_, W, B> {
+impl<W: Write + Send, B: Backing + Send> SingleThreadBase for Debuggee<'_, W, B> {
     fn read_registers(&mut self, regs: &mut X86_64CoreRegs) -> TargetResult<(), Self> {
         let vcpu = self.machine.vcpu();
         let (r, s) = (vcpu.regs()?, vcpu.sregs()?);
@@ -253,7 +253,7 @@ impl<W: Write, B: Backing> SingleThreadBase for Debuggee<'_, W, B> {
     }
 }
 
-impl<W: Write, B: Backing> SingleThreadResume for Debuggee<'_, W, B> {
+impl<W: Write + Send, B: Backing + Send> SingleThreadResume for Debuggee<'_, W, B> {
     fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.step = false;
         Ok(())
@@ -264,20 +264,20 @@ impl<W: Write, B: Backing> SingleThreadResume for Debuggee<'_, W, B> {
     }
 }
 
-impl<W: Write, B: Backing> SingleThreadSingleStep for Debuggee<'_, W, B> {
+impl<W: Write + Send, B: Backing + Send> SingleThreadSingleStep for Debuggee<'_, W, B> {
     fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.step = true;
         Ok(())
     }
 }
 
-impl<W: Write, B: Backing> Breakpoints for Debuggee<'_, W, B> {
+impl<W: Write + Send, B: Backing + Send> Breakpoints for Debuggee<'_, W, B> {
     fn support_sw_breakpoint(&mut self) -> Option<gdbstub::target::ext::breakpoints::SwBreakpointOps<'_, Self>> {
         Some(self)
     }
 }
 
-impl<W: Write, B: Backing> SwBreakpoint for Debuggee<'_, W, B> {
+impl<W: Write + Send, B: Backing + Send> SwBreakpoint for Debuggee<'_, W, B> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         if self.breakpoints.contains_key(&addr) {
             return Ok(true);
@@ -298,7 +298,7 @@ impl<W: Write, B: Backing> SwBreakpoint for Debuggee<'_, W, B> {
     }
 }
 
-impl<W: Write, B: Backing> MonitorCmd for Debuggee<'_, W, B> {
+impl<W: Write + Send, B: Backing + Send> MonitorCmd for Debuggee<'_, W, B> {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Self::Error> {
         match cmd {
             b"sregs" => {
@@ -329,7 +329,7 @@ impl<W: Write, B: Backing> MonitorCmd for Debuggee<'_, W, B> {
 /// gdbstub's blocking event loop over a `Debuggee`.
 struct Loop<'m, W, B>(PhantomData<&'m mut (W, B)>);
 
-impl<'m, W: Write, B: Backing> run_blocking::BlockingEventLoop for Loop<'m, W, B> {
+impl<'m, W: Write + Send, B: Backing + Send> run_blocking::BlockingEventLoop for Loop<'m, W, B> {
     type Target = Debuggee<'m, W, B>;
     type Connection = TcpStream;
     type StopReason = SingleThreadStopReason<u64>;

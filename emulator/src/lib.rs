@@ -8,6 +8,8 @@ pub mod boot;
 #[deny(unsafe_code)]
 pub mod bus;
 #[deny(unsafe_code)]
+pub mod cpu;
+#[deny(unsafe_code)]
 pub mod disk;
 #[deny(unsafe_code)]
 pub mod events;

@@ -1,24 +1,26 @@
-//! A machine: guest RAM, one vCPU, the device bus, and the loop that handles the exits the
-//! module returns.
+//! A machine: guest RAM, its vCPUs, the device bus; `run` runs each vCPU on a thread of
+//! its own (`cpu.rs`: the loop that handles the exits the hypervisor returns).
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bus::{Bus, Effect};
+use crate::cpu::{Cpu, CpuLoop, CpuState, Shared};
 use crate::disk::{Backing, Disk};
-use crate::events::{Event, Events, HostTimer};
+use crate::events::{Event, Events, HostTimer, Waker};
 use crate::hypervisor::{self, Exit};
-use crate::insn::{self, Access, Source};
+use crate::insn;
 use crate::kernel::{BootImage, KernelEntry};
 use crate::loader::{self, LoadError};
 use crate::pc::board::Board;
 use crate::pc::console::{Escape, Key};
+use crate::pc::mptable;
 use crate::pc::pit::IrqTimer;
 use crate::steptrace::StepTrace;
-use crate::{boot, layout, mmu, sys};
+use crate::{boot, layout, sys};
 use yakvm_abi as abi;
 
 /// How a run ended.
@@ -55,9 +57,9 @@ pub enum MachineKind {
 /// guest that programs the PIT faster gets its ticks merged.
 pub const MIN_TIMER_PERIOD: Duration = Duration::from_micros(200);
 /// Console output without a newline (a prompt) waits at most this long for more.
-const CONSOLE_FLUSH_DELAY: Duration = Duration::from_millis(20);
-/// How long a halted guest's wait lasts before the stop signals are checked again.
-const HALT_POLL: Duration = Duration::from_millis(100);
+pub(crate) const CONSOLE_FLUSH_DELAY: Duration = Duration::from_millis(20);
+/// The most vCPUs a machine has (`--smp`).
+pub const MAX_CPUS: u32 = yakvm_abi::MAX_VCPUS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -93,6 +95,14 @@ pub enum Error {
     RealModeEntry { entry: u64, base: u64 },
     #[error("the guest waits for an interrupt (HLT at rip {0:#x}) that nothing can send: no timer is running and the console's input has ended")]
     WaitsForever(u64),
+    #[error("no vCPU can run again: {0}")]
+    Stalled(String),
+    #[error("--smp {0}: a machine has 1 to {max} vCPUs", max = MAX_CPUS)]
+    BadCpus(u32),
+    #[error("--smp {0}: several vCPUs need the pc machine (--machine pc), which has local APICs")]
+    SmpNeedsPc(u32),
+    #[error("cannot start a vCPU thread: {0}")]
+    Thread(io::Error),
 }
 
 /// Hypercalls the emulator answers (VMMCALL with the number in RAX).
@@ -133,6 +143,8 @@ pub struct Config {
     /// Coalesce the writes to the serial port (off with `--trace`, which shows every
     /// exit).
     pub coalesced_io: bool,
+    /// vCPUs (`--smp`): 1 to `MAX_CPUS`; more than one needs the pc machine.
+    pub cpus: u32,
 }
 
 /// Where the time went, for `--stats`.
@@ -158,12 +170,31 @@ pub struct ExitCounts {
     pub other: u64,
 }
 
+impl std::ops::AddAssign for ExitCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.io += o.io;
+        self.mmio += o.mmio;
+        self.hlt += o.hlt;
+        self.irq_window += o.irq_window;
+        self.hypercall += o.hypercall;
+        self.other += o.other;
+    }
+}
+
+impl std::ops::AddAssign for Times {
+    fn add_assign(&mut self, o: Self) {
+        self.guest += o.guest;
+        self.emulator += o.emulator;
+        self.halted += o.halted;
+    }
+}
+
 impl ExitCounts {
     pub fn total(&self) -> u64 {
         self.io + self.mmio + self.hlt + self.irq_window + self.hypercall + self.other
     }
 
-    fn count(&mut self, exit: &Exit<'_>) {
+    pub(crate) fn count(&mut self, exit: &Exit<'_>) {
         let n = match exit {
             Exit::Io { .. } => &mut self.io,
             Exit::MmioInstruction { .. } | Exit::Mmio { .. } => &mut self.mmio,
@@ -177,14 +208,17 @@ impl ExitCounts {
 }
 
 pub struct Machine<W: Write, B: Backing> {
-    // Field order is drop order: the vCPU and the VM go before the RAM they use.
-    vcpu: Box<dyn hypervisor::Vcpu>,
+    // Field order is drop order: the vCPUs and the VM go before the RAM they use.
+    /// The vCPUs; index = APIC id; 0 is the bootstrap processor.
+    cpus: Vec<Cpu>,
     _vm: hypervisor::VmHandle,
     mem: sys::GuestMemory,
     pub bus: Bus<W, B>,
     trace: bool,
-    pub times: Times,
-    pub exits: ExitCounts,
+    /// What each vCPU is doing (kept from one `run` to the next).
+    states: Vec<CpuState>,
+    /// How other threads wake each vCPU.
+    wakers: Arc<[Waker]>,
     /// The pc machine's outside world.
     pc: Option<PcWorld>,
     /// `--step-trace`: every guest instruction (steptrace.rs).
@@ -193,17 +227,19 @@ pub struct Machine<W: Write, B: Backing> {
     stop_request: Option<Arc<AtomicBool>>,
 }
 
-/// What the pc machine needs beyond its devices: the host timer behind the PIT, the
-/// event thread, the console's escape keys.
-struct PcWorld {
+/// What the pc machine needs beyond its devices: the host timers behind the PIT and the
+/// local APICs, the event thread, the console's escape keys.
+pub(crate) struct PcWorld {
     timer: HostTimer,
-    events: Events,
+    pub(crate) events: Events,
+    /// One per local APIC, and the deadline (board clock, ns) each is armed for.
+    apic_timers: Vec<(HostTimer, Option<u64>)>,
     /// Ctrl-A commands, when the console is a terminal.
     escape: Option<Escape>,
     /// Standard input has not ended.
-    input_open: bool,
+    pub(crate) input_open: bool,
     /// The host timer is armed.
-    timer_armed: bool,
+    pub(crate) timer_armed: bool,
     warned_fast_timer: bool,
 }
 
@@ -284,30 +320,50 @@ impl<W: Write, B: Backing> Machine<W, B> {
         // the command's among them, and coalesced zones are byte ranges, as KVM's are.)
         let zones = [(crate::bus::SERIAL_PORT, 1)];
         let coalesced: &[(u16, u16)] = if config.coalesced_io && !config.trace { &zones } else { &[] };
-        let (vm, mut vcpu) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced)?;
+        let n = config.cpus;
+        if !(1..=MAX_CPUS).contains(&n) {
+            return Err(Error::BadCpus(n));
+        }
+        let pc = config.machine == MachineKind::Pc;
+        if n > 1 && !pc {
+            return Err(Error::SmpNeedsPc(n));
+        }
+        // The pc machine has local APICs (the hypervisor's CPUID says so) and an MP table
+        // (written first: a guest's own bytes win where they meet it).
+        let (vm, vcpus) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, pc)?;
+        let table = mptable::mp_table(n);
+        if pc && mptable::MP_TABLE_ADDR + table.len() as u64 <= layout::boot_area(ram) {
+            mem.write(mptable::MP_TABLE_ADDR, &table).expect("checked to fit");
+        }
+        let mut cpus: Vec<Cpu> = vcpus.into_iter().map(Cpu::new).collect();
         let (regs, sregs) = place(&mem);
-        vcpu.set_sregs(&sregs)?;
-        vcpu.set_regs(&regs)?;
+        cpus[0].vcpu.set_sregs(&sregs)?;
+        cpus[0].vcpu.set_regs(&regs)?;
+        let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
+        // The bootstrap processor runs; the others wait for INIT and a startup IPI.
+        let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
         let (bus, pc) = match config.machine {
             MachineKind::Seed => (Bus::new(out, Disk::new(disk), mmio_base), None),
             MachineKind::Pc => {
                 let timer = HostTimer::new()?;
+                let apic_timers = (0..n).map(|_| HostTimer::new()).collect::<io::Result<Vec<_>>>()?;
                 // The console's input: standard input, read by the event thread.
                 let input = std::io::stdin().as_fd().try_clone_to_owned()?;
-                let events = Events::start(timer.clone(), Some(input), vcpu.kickable()?)?;
+                let events = Events::start(timer.clone(), Some(input), apic_timers.clone(), wakers.clone())?;
                 let escape = config.console_is_terminal.then(Escape::new);
-                let world = PcWorld { timer, events, escape, input_open: true, timer_armed: false, warned_fast_timer: false };
-                (Bus::with_board(out, Disk::new(disk), mmio_base, Board::new(ram)), Some(world))
+                let apic_timers = apic_timers.into_iter().map(|t| (t, None)).collect();
+                let world = PcWorld { timer, events, apic_timers, escape, input_open: true, timer_armed: false, warned_fast_timer: false };
+                (Bus::with_board(out, Disk::new(disk), mmio_base, Board::new(ram, n as usize)), Some(world))
             }
         };
-        Ok(Self { _vm: vm, mem, vcpu, bus, trace: config.trace, times: Times::default(), exits: ExitCounts::default(), pc, step_trace: None, stop_request: None })
+        Ok(Self { _vm: vm, mem, cpus, bus, trace: config.trace, states, wakers, pc, step_trace: None, stop_request: None })
     }
 
     // --- Hooks for debuggers (gdb.rs, steptrace.rs) ---
 
     /// Single-steps the guest from now on, writing one line per instruction to `out`.
     pub fn set_step_trace(&mut self, out: Box<dyn Write + Send>) -> io::Result<()> {
-        self.vcpu.set_guest_debug(StepTrace::CONTROL)?;
+        self.vcpu().set_guest_debug(StepTrace::CONTROL)?;
         self.step_trace = Some(StepTrace::new(out));
         Ok(())
     }
@@ -322,8 +378,32 @@ impl<W: Write, B: Backing> Machine<W, B> {
         self.stop_request = Some(flag);
     }
 
+    /// vCPU 0 (the debugger's).
     pub fn vcpu(&mut self) -> &mut dyn hypervisor::Vcpu {
-        &mut *self.vcpu
+        &mut *self.cpus[0].vcpu
+    }
+
+    /// The vCPUs, with what was counted for each.
+    pub fn cpus(&self) -> &[Cpu] {
+        &self.cpus
+    }
+
+    /// Where the time went, all vCPUs together.
+    pub fn times(&self) -> Times {
+        let mut all = Times::default();
+        for cpu in &self.cpus {
+            all += cpu.times;
+        }
+        all
+    }
+
+    /// The exits that reached the emulator, all vCPUs together.
+    pub fn exits(&self) -> ExitCounts {
+        let mut all = ExitCounts::default();
+        for cpu in &self.cpus {
+            all += cpu.exits;
+        }
+        all
     }
 
     pub fn memory(&self) -> &sys::GuestMemory {
@@ -331,7 +411,7 @@ impl<W: Write, B: Backing> Machine<W, B> {
     }
 
     pub fn vcpu_and_memory(&mut self) -> (&mut dyn hypervisor::Vcpu, &sys::GuestMemory) {
-        (&mut *self.vcpu, &self.mem)
+        (&mut *self.cpus[0].vcpu, &self.mem)
     }
 
     /// Flushes the output and puts the disk's writes on stable storage: call it however
@@ -345,306 +425,54 @@ impl<W: Write, B: Backing> Machine<W, B> {
         flushed
     }
 
-    /// Runs until the guest ends the run, a signal arrives, or something fails.
-    pub fn run(&mut self) -> Result<Outcome, Error> {
-        let mut mark = Instant::now();
-        loop {
-            // A stop signal may have come before the first entry (while loading).
-            if let Some(signal) = sys::stop_signal() {
-                return Ok(Outcome::Interrupted(signal));
-            }
-            if self.pc.is_some() || self.stop_request.is_some() {
-                // Clear the kick first: a kick from here on makes RUN return at once.
-                self.vcpu.clear_kick();
-            }
-            if self.stop_request.as_ref().is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
-                return Ok(Outcome::Debug(None));
-            }
-            if self.pc.is_some() {
-                if let Some(outcome) = self.pc_events()? {
-                    return Ok(outcome);
-                }
-                self.deliver_interrupts()?;
-            }
-            if let Some(t) = self.step_trace.as_mut() {
-                t.before_run(&*self.vcpu, &self.mem)?;
-            }
-            let ran = self.vcpu.run();
-            let now = Instant::now();
-            self.times.guest += now - mark;
-            mark = now;
-            let ran = ran?;
-            // Writes the hypervisor held back happened before this exit (or this stop).
-            let coalesced = self.apply_coalesced();
-            if let Some(signal) = sys::stop_signal() {
-                return Ok(Outcome::Interrupted(signal));
-            }
-            if let Some(outcome) = coalesced? {
-                return Ok(outcome);
-            }
-            if !ran {
-                continue; // a kick or another signal: run on
-            }
-            if self.trace {
-                self.trace_exit();
-            }
-            if self.step_trace.is_some() {
-                let if_flag = self.vcpu.if_flag();
-                let exit = self.vcpu.exit();
-                let (debug, what) = match exit {
-                    Exit::Debug(d) => (Some(d), String::new()),
-                    other => (None, describe_exit(&other, if_flag)),
+    /// Runs until the guest ends the run, a signal arrives, or something fails: vCPU 0
+    /// on this thread, each other vCPU on a thread of its own (`cpu.rs`).
+    pub fn run(&mut self) -> Result<Outcome, Error>
+    where
+        W: Send,
+        B: Send,
+    {
+        let Self { cpus, mem, bus, trace, states, wakers, pc, step_trace, stop_request, .. } = self;
+        let shared = Shared::new(bus, pc.as_mut(), states, mem, wakers, *trace);
+        let (bsp, aps) = cpus.split_first_mut().expect("a machine has a vCPU");
+        let spawned = std::thread::scope(|scope| {
+            for (i, cpu) in aps.iter_mut().enumerate() {
+                let shared = &shared;
+                let run_ap = move || {
+                    let mut ap = CpuLoop { index: i + 1, cpu, step_trace: None, stop_request: None };
+                    shared.end(ap.run(shared));
                 };
-                if let Some(t) = self.step_trace.as_mut() {
-                    t.after_exit(debug, what)?;
+                let started = std::thread::Builder::new().name(format!("yakvm-vcpu{}", i + 1)).spawn_scoped(scope, run_ap);
+                if let Err(e) = started {
+                    shared.end(Err(Error::Thread(e)));
+                    return;
                 }
             }
-            let result = self.handle();
-            let now = Instant::now();
-            self.times.emulator += now - mark;
-            mark = now;
-            if let Some(outcome) = result? {
-                return Ok(outcome);
-            }
-        }
-    }
-
-    /// Applies the port writes the hypervisor coalesced, in order. `Some` if one of them
-    /// ended the run.
-    fn apply_coalesced(&mut self) -> Result<Option<Outcome>, Error> {
-        let Self { vcpu, bus, mem, .. } = self;
-        let mut result = Ok(Effect::Continue);
-        vcpu.drain_coalesced(&mut |port, data| {
-            if matches!(result, Ok(Effect::Continue)) {
-                result = bus.write(port, data, &*mem);
-            }
+            let mut bsp = CpuLoop { index: 0, cpu: bsp, step_trace: step_trace.as_mut(), stop_request: stop_request.as_deref() };
+            shared.end(bsp.run(&shared));
         });
-        Ok(match result? {
-            Effect::Continue => None,
-            Effect::Exit(status) => Some(Outcome::Exit(status)),
-            Effect::Reset => Some(Outcome::Reset),
-        })
+        let () = spawned;
+        shared.outcome()
     }
 
-    /// pc: what the event thread saw (timer expiries, console input), and the host timer
-    /// following the PIT. `Some` when the user asked to quit.
-    fn pc_events(&mut self) -> Result<Option<Outcome>, Error> {
-        self.bus.flush_stale(CONSOLE_FLUSH_DELAY)?;
-        let (Some(pc), Some(board)) = (self.pc.as_mut(), self.bus.board.as_mut()) else {
-            return Ok(None);
-        };
-        while let Some(event) = pc.events.try_next() {
-            if let Some(outcome) = pc.handle_event(event, board) {
-                return Ok(Some(outcome));
-            }
-        }
-        pc.events.set_backlog(board.input_backlog());
-        if let Some(timer) = board.timer_update() {
-            pc.arm(timer, board.now_ns())?;
-        }
-        Ok(None)
+    /// The hypervisor's exit counters of vCPU `i` (yakvm only).
+    pub fn stats(&self, i: usize) -> Option<abi::ExitStats> {
+        self.cpus[i].vcpu.stats()
     }
 
-    /// pc: the PIC's request goes to the CPU when it can take it (the module delivers
-    /// it); until then the module is asked to report the interrupt window.
-    fn deliver_interrupts(&mut self) -> Result<(), Error> {
-        let Some(board) = self.bus.board.as_mut() else {
-            return Ok(());
-        };
-        let ready = self.vcpu.ready_for_interrupt();
-        if board.pic.has_interrupt() && ready {
-            if let Some(vector) = board.acknowledge() {
-                if self.trace {
-                    eprintln!("[trace] interrupt vector={vector:#x}");
-                }
-                self.vcpu.interrupt(vector)?;
-            }
-        }
-        // More to deliver (or the CPU was not ready): come back when it can take one.
-        let waiting = board.pic.has_interrupt();
-        self.vcpu.request_interrupt_window(waiting);
-        Ok(())
+    /// KVM's own counters by name, of vCPU `i` (KVM only).
+    pub fn kvm_stats(&self, i: usize) -> Vec<(String, u64)> {
+        self.cpus[i].vcpu.kvm_stats()
     }
 
-    /// pc: HLT with interrupts enabled: waits, without spinning, for an event that makes
-    /// the PIC request an interrupt (or for the user or a signal to end the run).
-    fn wait_for_interrupt(&mut self) -> Result<Option<Outcome>, Error> {
-        // The guest idles: what it printed is all there is for now.
-        self.bus.flush_stale(Duration::ZERO)?;
-        let start = Instant::now();
-        let woken = self.wait_for_event();
-        self.times.halted += start.elapsed();
-        woken
-    }
-
-    fn wait_for_event(&mut self) -> Result<Option<Outcome>, Error> {
-        loop {
-            if let Some(signal) = sys::stop_signal() {
-                return Ok(Some(Outcome::Interrupted(signal)));
-            }
-            if let Some(outcome) = self.pc_events()? {
-                return Ok(Some(outcome));
-            }
-            let (Some(pc), Some(board)) = (self.pc.as_mut(), self.bus.board.as_mut()) else {
-                return Ok(None);
-            };
-            if board.pic.has_interrupt() {
-                return Ok(None);
-            }
-            if !pc.timer_armed && !pc.input_open {
-                return Err(Error::WaitsForever(self.vcpu.regs().map_or(0, |r| r.rip)));
-            }
-            if let Some(event) = pc.events.wait(HALT_POLL) {
-                if let Some(outcome) = pc.handle_event(event, board) {
-                    return Ok(Some(outcome));
-                }
-                pc.events.set_backlog(board.input_backlog());
-            }
-        }
-    }
-
-    /// One exit: what the emulator does about it. (The exit's data is read in place:
-    /// exits are the hot path.) `None`: the guest runs on; `Some`: the run ends so.
-    fn handle(&mut self) -> Result<Option<Outcome>, Error> {
-        let if_flag = self.vcpu.if_flag();
-        let Self { vcpu, bus, mem, pc, trace, exits, .. } = self;
-        let exit = vcpu.exit();
-        exits.count(&exit);
-        let effect = match exit {
-            Exit::Io { port, size, out, data } => port_io(bus, mem, port, size, out, data)?,
-            Exit::MmioInstruction { gpa, insn } => {
-                let mut bytes = [0u8; 15];
-                bytes[..insn.len()].copy_from_slice(insn);
-                let n = insn.len();
-                self.mmio(gpa, &bytes[..n])?
-            }
-            Exit::Mmio { gpa, write, data } => {
-                if *trace {
-                    let dir = if write { "write" } else { "read" };
-                    eprintln!("[trace] mmio {dir} gpa={gpa:#x} size={}", data.len());
-                }
-                if write {
-                    bus.mmio_write(gpa, data, &*mem)?
-                } else {
-                    bus.mmio_read(gpa, data);
-                    Effect::Continue
-                }
-            }
-            Exit::Hypercall(h) => {
-                h.ret = match h.nr {
-                    hypercall::ADD => h.args.iter().fold(0u64, |a, &b| a.wrapping_add(b)),
-                    _ => hypercall::UNKNOWN,
-                };
-                Effect::Continue
-            }
-            // seed: HLT ends the run. pc: it waits for an interrupt, unless none can come.
-            Exit::Hlt if pc.is_none() => Effect::Exit(0),
-            Exit::Hlt if !if_flag => return Ok(Some(Outcome::Halted)),
-            Exit::Hlt => return self.wait_for_interrupt(),
-            // The loop delivers what the PIC has.
-            Exit::IrqWindowOpen => Effect::Continue,
-            Exit::Shutdown { rip } => return Err(Error::Shutdown(rip)),
-            Exit::FailEntry { reason } => return Err(Error::FailEntry { rip: self.rip(), reason }),
-            Exit::Unhandled(hw) => {
-                return Err(Error::Unhandled { code: hw.exit_code, rip: hw.rip, info1: hw.exit_info_1, info2: hw.exit_info_2 });
-            }
-            Exit::Other(what) => return Err(Error::UnknownExit(what)),
-            // A step of --step-trace (written by it), or a debugger's stop.
-            Exit::Debug(_) if self.step_trace.is_some() => Effect::Continue,
-            Exit::Debug(d) => return Ok(Some(Outcome::Debug(Some(d)))),
-        };
-        Ok(match effect {
-            Effect::Continue => None,
-            Effect::Exit(status) => Some(Outcome::Exit(status)),
-            Effect::Reset => Some(Outcome::Reset),
-        })
-    }
-
-    /// The guest's RIP, for messages (`u64::MAX` if it cannot be read).
-    fn rip(&self) -> u64 {
-        self.vcpu.regs().map_or(u64::MAX, |r| r.rip)
-    }
-
-    /// `--trace`: one line per exit that reaches userspace (the hypervisor handles CPUID,
-    /// MSRs and interrupts itself; `--stats` counts those on yakvm). MMIO exits are traced
-    /// with the decoded access.
-    fn trace_exit(&mut self) {
-        let rip = self.rip();
-        let if_flag = self.vcpu.if_flag();
-        let exit = self.vcpu.exit();
-        // Traced once the access is decoded.
-        if let Exit::MmioInstruction { .. } | Exit::Mmio { .. } = exit {
-            return;
-        }
-        eprintln!("[trace] rip={rip:#x} {}", describe_exit(&exit, if_flag));
-    }
-
-    /// yakvm: emulates the instruction that touched guest-physical `gpa` outside RAM
-    /// (`insn`: its bytes if the CPU gave them).
-    fn mmio(&mut self, gpa: u64, insn_bytes: &[u8]) -> Result<Effect, Error> {
-        let mut regs = self.vcpu.regs()?;
-        let sregs = self.vcpu.sregs()?;
-        let mut bytes = [0u8; 15];
-        let n = if !insn_bytes.is_empty() {
-            bytes[..insn_bytes.len()].copy_from_slice(insn_bytes);
-            insn_bytes.len()
-        } else {
-            mmu::read_virt(&self.mem, &sregs, sregs.cs.base.wrapping_add(regs.rip), &mut bytes)
-        };
-        if n == 0 {
-            return Err(Error::Fetch { gpa, rip: regs.rip });
-        }
-        let bitness = match (sregs.cs.attrib >> 9 & 1, sregs.cs.attrib >> 10 & 1) {
-            (1, _) => 64,
-            (_, 1) => 32,
-            _ => 16,
-        };
-        let insn = insn::decode(&bytes[..n], bitness, regs.rip)?;
-        let mut effect = Effect::Continue;
-        match insn.access {
-            Access::Write { size, source } => {
-                let value = match source {
-                    Source::Immediate(v) => v,
-                    Source::Register(r) => insn::read_register(&regs, r).unwrap_or(0),
-                };
-                if self.trace {
-                    eprintln!("[trace] rip={:#x} mmio write gpa={gpa:#x} size={size} value={value:#x}", regs.rip);
-                }
-                effect = self.bus.mmio_write(gpa, &value.to_le_bytes()[..size], &self.mem)?;
-            }
-            Access::Read { size, dest, extend } => {
-                let mut data = [0u8; 8];
-                self.bus.mmio_read(gpa, &mut data[..size]);
-                let value = insn::loaded_value(u64::from_le_bytes(data), size, extend);
-                if self.trace {
-                    eprintln!("[trace] rip={:#x} mmio read gpa={gpa:#x} size={size} value={value:#x} into {dest:?}", regs.rip);
-                }
-                insn::write_register(&mut regs, dest, value);
-            }
-        }
-        regs.rip += insn.len;
-        self.vcpu.set_regs(&regs)?;
-        Ok(effect)
-    }
-
-    /// The hypervisor's exit counters (yakvm only).
-    pub fn stats(&self) -> Option<abi::ExitStats> {
-        self.vcpu.stats()
-    }
-
-    /// KVM's own counters by name (KVM only).
-    pub fn kvm_stats(&self) -> Vec<(String, u64)> {
-        self.vcpu.kvm_stats()
-    }
-
-    /// The guest's MSR accesses (yakvm only).
-    pub fn msr_stats(&self) -> Option<abi::MsrStats> {
-        self.vcpu.msr_stats()
+    /// The guest's MSR accesses on vCPU `i` (yakvm only).
+    pub fn msr_stats(&self, i: usize) -> Option<abi::MsrStats> {
+        self.cpus[i].vcpu.msr_stats()
     }
 }
 
 /// One exit, as `--trace` and `--step-trace` show it.
-fn describe_exit(exit: &Exit<'_>, if_flag: bool) -> String {
+pub(crate) fn describe_exit(exit: &Exit<'_>, if_flag: bool) -> String {
     match exit {
         &Exit::Io { port, size, out, ref data } => {
             let dir = if out { "out" } else { "in" };
@@ -670,7 +498,7 @@ fn describe_exit(exit: &Exit<'_>, if_flag: bool) -> String {
 
 /// Port I/O of `size`-byte elements: OUT's bytes go to the bus in order (stopping at the
 /// first that ends the run), IN's are read from it.
-fn port_io<W: Write, B: Backing>(bus: &mut Bus<W, B>, mem: &sys::GuestMemory, port: u16, size: u8, out: bool, data: &mut [u8]) -> Result<Effect, Error> {
+pub(crate) fn port_io<W: Write, B: Backing>(bus: &mut Bus<W, B>, mem: &sys::GuestMemory, port: u16, size: u8, out: bool, data: &mut [u8]) -> Result<Effect, Error> {
     let size = usize::from(size.max(1));
     if out {
         for chunk in data.chunks(size) {
@@ -703,7 +531,7 @@ fn check_layout(config: &Config) -> Result<u64, Error> {
 
 impl PcWorld {
     /// One event of the event thread; `Some` when it ends the run.
-    fn handle_event(&mut self, event: Event, board: &mut Board) -> Option<Outcome> {
+    pub(crate) fn handle_event(&mut self, event: Event, board: &mut Board) -> Option<Outcome> {
         match event {
             Event::Timer => {
                 board.timer_tick();
@@ -735,8 +563,19 @@ impl PcWorld {
         None
     }
 
+    /// Arms vCPU `cpu`'s host timer for its local APIC's `deadline` (board clock, `now`
+    /// is the time now), unless it is armed for it already.
+    pub(crate) fn arm_apic_timer(&mut self, cpu: usize, deadline: Option<u64>, now_ns: u64) -> io::Result<()> {
+        let (timer, armed) = &mut self.apic_timers[cpu];
+        if *armed == deadline {
+            return Ok(());
+        }
+        *armed = deadline;
+        timer.arm(deadline.map(|d| Duration::from_nanos(d.saturating_sub(now_ns))), None)
+    }
+
     /// Arms the host timer for channel 0 as the PIT now has it.
-    fn arm(&mut self, timer: Option<IrqTimer>, now_ns: u64) -> io::Result<()> {
+    pub(crate) fn arm(&mut self, timer: Option<IrqTimer>, now_ns: u64) -> io::Result<()> {
         let Some(t) = timer else {
             self.timer_armed = false;
             return self.timer.arm(None, None);

@@ -67,6 +67,10 @@ enum Command {
         /// The board: seed (the simple machine) or pc [default: seed; pc with --kernel].
         #[arg(long, value_enum)]
         machine: Option<MachineKind>,
+        /// vCPUs, 1 to 8 (more than one needs --machine pc). vCPU 0 starts the guest; the
+        /// others wait for INIT and a startup IPI from it through their local APICs.
+        #[arg(long, default_value = "1", value_name = "N")]
+        smp: u32,
         /// Guest RAM size, in bytes or with a K, M or G suffix [default: 16M; 256M with --kernel].
         #[arg(long, value_parser = parse_size)]
         mem: Option<u64>,
@@ -174,7 +178,8 @@ fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>, String> {
 }
 
 /// Reads and checks a kernel and what goes with it: what the machine will write.
-fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>, modules: &[String], mem: u64) -> Result<BootImage, String> {
+fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>, modules: &[String], config: &Config) -> Result<BootImage, String> {
+    let mem = config.mem;
     let kernel = read_file("kernel", path)?;
     let name = path.display();
     if linux::detect(&kernel) {
@@ -182,7 +187,7 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
             return Err(format!("{name} is a Linux bzImage: --module is for Multiboot kernels"));
         }
         let initrd = initrd.as_ref().map(|p| read_file("initrd", p)).transpose()?;
-        let mut cmdline = linux::default_cmdline(Some(sys::tsc_khz(std::time::Duration::from_millis(50))));
+        let mut cmdline = linux::default_cmdline(Some(sys::tsc_khz(std::time::Duration::from_millis(50))), config.cpus);
         if let Some(extra) = append {
             cmdline.push(' ');
             cmdline.push_str(extra);
@@ -213,10 +218,14 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
     // Everything read and checked before the VM exists.
     let payload = match &args.payload {
         Payload::Program(path) => Err(read_file("guest", path)?),
-        Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, args.config.mem)?),
+        Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, &args.config)?),
     };
+    if args.config.cpus > 1 && (args.gdb.is_some() || args.step_trace.is_some()) {
+        return Err(format!("--smp {}: --gdb and --step-trace follow one vCPU; run the guest with --smp 1", args.config.cpus));
+    }
     let disk = args.disk.as_ref().map(open_disk).transpose()?.map(yakvm::disk::DiskFile::new);
-    let out = io::LineWriter::new(io::stdout().lock());
+    // The vCPU threads share it (the console's bytes go out under the machine's lock).
+    let out = io::LineWriter::new(io::stdout());
     // pc: a terminal on stdin becomes the guest's raw console until the run ends (the
     // guard restores it on every path out of this function).
     let raw = match args.config.machine {
@@ -253,42 +262,26 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
 }
 
 fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
-    let t = machine.times;
-    let c = &machine.exits;
+    let t = machine.times();
+    let c = machine.exits();
     eprintln!(
         "exits handled by the emulator: {} (io {}, mmio {}, hlt {}, irq-window {}, hypercall {})",
         c.total(), c.io, c.mmio, c.hlt, c.irq_window, c.hypercall
     );
-    if let Some(s) = machine.stats() {
-        eprintln!("exits: {} in all, {} reached the emulator", s.total, s.to_user);
-        for (name, n) in [
-            ("io", s.io), ("mmio", s.mmio), ("hlt", s.hlt), ("cpuid", s.cpuid), ("msr", s.msr),
-            ("hypercall", s.hypercall), ("interrupt", s.interrupt), ("#UD", s.invalid_opcode),
-            ("shutdown", s.shutdown), ("fail-entry", s.fail_entry), ("other", s.other),
-            ("irq-window", s.irq_window), ("coalesced", s.coalesced),
-        ] {
-            if n > 0 {
-                eprintln!("  {name:<10} {n}");
-            }
-        }
-        if s.injected + s.reinjected > 0 {
-            eprintln!("interrupts: {} injected, {} re-injected after an exit cut their delivery", s.injected, s.reinjected);
-        }
-    }
-    let kvm: Vec<String> = machine.kvm_stats().iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name} {n}")).collect();
-    if !kvm.is_empty() {
-        eprintln!("KVM's counters: {}", kvm.join(", "));
-    }
-    if let Some(m) = machine.msr_stats() {
-        if m.count > 0 {
-            eprintln!("MSRs: index reads writes #GP");
-            for e in &m.entries[..m.count as usize] {
-                eprintln!("  {:#010x} {} {} {}", e.index, e.reads, e.writes, e.faults);
-            }
-            if m.others > 0 {
-                eprintln!("  and {} accesses to other MSRs", m.others);
-            }
-        }
+    let cpus = machine.cpus();
+    for (i, cpu) in cpus.iter().enumerate() {
+        // One vCPU: its figures are the machine's; several: each under its name.
+        let indent = if cpus.len() > 1 {
+            let (c, t) = (&cpu.exits, &cpu.times);
+            eprintln!(
+                "vCPU {i}: {} exits handled by the emulator (io {}, mmio {}, hlt {}), {} interrupts and {} NMIs queued, {:.3} s in the guest, {:.3} s idle",
+                c.total(), c.io, c.mmio, c.hlt, cpu.interrupts, cpu.nmis, t.guest.as_secs_f64(), t.halted.as_secs_f64()
+            );
+            "  "
+        } else {
+            ""
+        };
+        print_hypervisor_stats(machine, i, indent);
     }
     if let Some(board) = &machine.bus.board {
         let st = &board.stats;
@@ -313,6 +306,41 @@ fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
     eprintln!();
     if machine.bus.bad_accesses + machine.bus.disk.ignored > 0 {
         eprintln!("ignored accesses: {} bus, {} disk", machine.bus.bad_accesses, machine.bus.disk.ignored);
+    }
+}
+
+/// The hypervisor's own counters of vCPU `i`, each line after `indent`.
+fn print_hypervisor_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>, i: usize, indent: &str) {
+    if let Some(s) = machine.stats(i) {
+        eprintln!("{indent}exits: {} in all, {} reached the emulator", s.total, s.to_user);
+        for (name, n) in [
+            ("io", s.io), ("mmio", s.mmio), ("hlt", s.hlt), ("cpuid", s.cpuid), ("msr", s.msr),
+            ("hypercall", s.hypercall), ("interrupt", s.interrupt), ("#UD", s.invalid_opcode),
+            ("shutdown", s.shutdown), ("fail-entry", s.fail_entry), ("other", s.other),
+            ("irq-window", s.irq_window), ("coalesced", s.coalesced),
+        ] {
+            if n > 0 {
+                eprintln!("{indent}  {name:<10} {n}");
+            }
+        }
+        if s.injected + s.reinjected > 0 {
+            eprintln!("{indent}interrupts: {} injected, {} re-injected after an exit cut their delivery", s.injected, s.reinjected);
+        }
+    }
+    let kvm: Vec<String> = machine.kvm_stats(i).iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name} {n}")).collect();
+    if !kvm.is_empty() {
+        eprintln!("{indent}KVM's counters: {}", kvm.join(", "));
+    }
+    if let Some(m) = machine.msr_stats(i) {
+        if m.count > 0 {
+            eprintln!("{indent}MSRs: index reads writes #GP");
+            for e in &m.entries[..m.count as usize] {
+                eprintln!("{indent}  {:#010x} {} {} {}", e.index, e.reads, e.writes, e.faults);
+            }
+            if m.others > 0 {
+                eprintln!("{indent}  and {} accesses to other MSRs", m.others);
+            }
+        }
     }
 }
 
@@ -341,7 +369,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -352,7 +380,7 @@ fn main() -> ExitCode {
             let mem = mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
             // --trace and --step-trace show every port write as an exit.
             let coalesced_io = !no_coalesced_io && step_trace.is_none();
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io };
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp };
             match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {

@@ -80,11 +80,15 @@ pub fn detect(file: &[u8]) -> bool {
     file.get(0x202..0x206).is_some_and(|m| u32::from_le_bytes(m.try_into().unwrap()) == HDRS_MAGIC)
 }
 
-/// The default command line for yakvm's pc machine: the console on the UART, the PIC and
-/// PIT only (no local APIC, no ACPI), and the TSC frequency `tsc_khz` so the kernel does
-/// not calibrate it (unreliable under nested virtualization).
-pub fn default_cmdline(tsc_khz: Option<u64>) -> String {
-    let mut line = String::from("console=ttyS0 earlyprintk=serial,ttyS0,115200 noapic nolapic acpi=off pci=off");
+/// The default command line for yakvm's pc machine with `cpus` vCPUs: the console on the
+/// UART, no ACPI (the MP table describes the CPUs and the interrupt routing), and the TSC
+/// frequency `tsc_khz` so the kernel does not calibrate it (unreliable under nested
+/// virtualization). With one vCPU the kernel uses the PIC and PIT only (`noapic nolapic`:
+/// every APIC access is an exit, and one CPU needs no IPIs); with several, the local APICs
+/// and the I/O APIC.
+pub fn default_cmdline(tsc_khz: Option<u64>, cpus: u32) -> String {
+    let apics = if cpus <= 1 { " noapic nolapic" } else { "" };
+    let mut line = format!("console=ttyS0 earlyprintk=serial,ttyS0,115200{apics} acpi=off pci=off");
     if let Some(khz) = tsc_khz {
         line.push_str(&format!(" tsc_early_khz={khz}"));
     }

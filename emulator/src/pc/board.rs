@@ -1,5 +1,9 @@
 //! The PC board (`--machine pc`): which port is which device, and the wires between them
-//! (the PIT's OUT0 to IRQ0, the UART to IRQ4, the i8042's reset line).
+//! (the PIT's OUT0 to IRQ0, the UART to IRQ4, the i8042's reset line). Every ISA line goes
+//! to both interrupt controllers, as on a PC: the 8259A PICs (which reach vCPU 0 through
+//! its LINT0, virtual-wire mode) and the I/O APIC (which sends messages to the local
+//! APICs); a guest uses one and masks the other. The local APICs (one per vCPU, MMIO at
+//! 0xfee00000) and the I/O APIC (0xfec00000) are in `apics`.
 //!
 //! | ports | device |
 //! |---|---|
@@ -23,6 +27,7 @@
 
 use std::time::Instant;
 
+use super::apic::Apics;
 use super::cmos::Cmos;
 use super::i8042::I8042;
 use super::pic::Pic;
@@ -115,6 +120,11 @@ pub struct BoardStats {
 
 pub struct Board {
     pub pic: Pic,
+    /// The local APICs (index = vCPU = APIC id) and the I/O APIC.
+    pub apics: Apics,
+    /// vCPUs that something was sent to since the machine last looked (bit i: vCPU i):
+    /// the machine wakes them.
+    wakes: u32,
     pub pit: Pit,
     /// The UART's output is collected here; the bus moves it to the machine's output.
     pub uart: Uart<Vec<u8>>,
@@ -131,9 +141,12 @@ pub struct Board {
 }
 
 impl Board {
-    pub fn new(ram_bytes: u64) -> Self {
+    /// A board with `ram_bytes` of RAM and `cpus` vCPUs.
+    pub fn new(ram_bytes: u64, cpus: usize) -> Self {
         Self {
             pic: Pic::new(),
+            apics: Apics::new(cpus),
+            wakes: 0,
             pit: Pit::new(),
             uart: Uart::new(Vec::new()),
             cmos: Cmos::new(ram_bytes),
@@ -228,8 +241,33 @@ impl Board {
     /// The UART raised its interrupt: an edge on IRQ4.
     fn wire_uart(&mut self) {
         if self.uart.take_irq() {
-            self.pic.pulse_irq(COM1_IRQ);
+            self.isa_edge(COM1_IRQ);
         }
+    }
+
+    /// An edge on ISA line `irq`, to both interrupt controllers.
+    fn isa_edge(&mut self, irq: u8) {
+        self.pic.pulse_irq(irq);
+        if self.pic.has_interrupt() {
+            self.wakes |= 1;
+        }
+        self.wakes |= self.apics.isa_irq(irq);
+    }
+
+    /// Notes that something was sent to the vCPUs of `mask`.
+    pub fn wake(&mut self, mask: u32) {
+        self.wakes |= mask;
+    }
+
+    /// The vCPUs something was sent to since the last call (bit i: vCPU i).
+    pub fn take_wakes(&mut self) -> u32 {
+        std::mem::take(&mut self.wakes)
+    }
+
+    /// Whether vCPU `cpu` has an interrupt to take: from its local APIC, or (vCPU 0, LINT0
+    /// in virtual-wire mode) from the PIC.
+    pub fn interrupt_pending(&self, cpu: usize) -> bool {
+        self.apics.lapics[cpu].pending_interrupt().is_some() || (cpu == 0 && self.apics.lapics[0].accepts_pic() && self.pic.has_interrupt())
     }
 
     /// Bytes typed or piped for the guest's console: queued, then moved into the UART as
@@ -263,7 +301,7 @@ impl Board {
         let edges = self.pit.irq0_edges(self.irq0_seen_ns, now);
         self.irq0_seen_ns = now;
         if edges > 0 {
-            self.pic.pulse_irq(PIT_IRQ);
+            self.isa_edge(PIT_IRQ);
             self.stats.merged_ticks += edges - 1;
         }
     }
@@ -280,8 +318,17 @@ impl Board {
         Some(self.pit.irq0_timer(now))
     }
 
-    /// The CPU's interrupt acknowledge: the vector of the PIC's request, counted by line.
-    pub fn acknowledge(&mut self) -> Option<u8> {
+    /// vCPU `cpu`'s interrupt acknowledge: the vector its local APIC delivers (moved to
+    /// its in-service register), else, on vCPU 0 in virtual-wire mode, the PIC's request
+    /// (counted by line).
+    pub fn acknowledge(&mut self, cpu: usize) -> Option<u8> {
+        let lapic = &mut self.apics.lapics[cpu];
+        if let Some(vector) = lapic.acknowledge() {
+            return Some(vector);
+        }
+        if cpu != 0 || !lapic.accepts_pic() {
+            return None;
+        }
         let (vector, irq) = self.pic.acknowledge()?;
         self.stats.irqs[usize::from(irq & 15)] += 1;
         Some(vector)
@@ -299,7 +346,7 @@ mod tests {
 
     #[test]
     fn console_input_reaches_the_uart() {
-        let mut board = Board::new(16 << 20);
+        let mut board = Board::new(16 << 20, 1);
         board.console_input(b"pq");
         // The guest's driver starts: FIFOs on and reset. The console's bytes stay.
         board.write(0x3fa, 0x07).unwrap();
@@ -311,7 +358,7 @@ mod tests {
 
     #[test]
     fn the_ways_a_pc_resets() {
-        let mut board = Board::new(16 << 20);
+        let mut board = Board::new(16 << 20, 1);
         assert_eq!(board.write(0x64, 0xfe).unwrap(), PortEffect::Reset);
         assert_eq!(board.write(0x92, PORT_A_A20).unwrap(), PortEffect::Continue);
         assert_eq!(board.write(0x92, PORT_A_A20 | PORT_A_FAST_RESET).unwrap(), PortEffect::Reset);

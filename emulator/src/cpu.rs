@@ -1,0 +1,558 @@
+//! The vCPU threads of a running machine: each runs its vCPU, handles the exits it gets,
+//! and takes its own interrupts, startup IPIs and NMIs. vCPU 0 runs on the calling thread
+//! and also takes the machine's events (the PIT's timer, console input).
+//!
+//! The devices are shared behind one lock, taken between two `RUN`s (never during one):
+//!
+//! ```text
+//!  vCPU i:  lock { events (vCPU 0), APIC timer, INIT/SIPI/NMI, interrupt } RUN
+//!           lock { coalesced writes, the exit }  wake the vCPUs that were sent something
+//!  idle:    HLT, a stop (HLT with IF=0) or waiting for a startup IPI: sleeps on its
+//!           doorbell (events::Waker) until someone sends it something
+//! ```
+//!
+//! The run ends at the first vCPU that ends it (the exit port, a reset, a fault, a
+//! signal), or when no vCPU can ever run again.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::bus::{Bus, Effect};
+use crate::disk::Backing;
+use crate::events::Waker;
+use crate::hypervisor::{Exit, Vcpu};
+use crate::insn::{self, Access, Source};
+use crate::machine::{describe_exit, hypercall, port_io, Error, ExitCounts, Outcome, PcWorld, Times, CONSOLE_FLUSH_DELAY};
+use crate::pc::apic::{IOAPIC_BASE, IOAPIC_SIZE, LAPIC_BASE, LAPIC_SIZE};
+use crate::steptrace::StepTrace;
+use crate::{boot, mmu, sys};
+
+/// How long an idle vCPU sleeps before it looks at the stop signals again.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// What a vCPU is doing, as the other vCPUs see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuState {
+    Running,
+    /// HLT with interrupts enabled: waits for an interrupt.
+    Halted,
+    /// HLT with interrupts disabled: only an NMI or INIT can wake it.
+    Stopped,
+    /// After INIT (and from the start, for the APs): waits for a startup IPI.
+    WaitForSipi,
+}
+
+/// One vCPU and what is counted for it.
+pub struct Cpu {
+    pub vcpu: Box<dyn Vcpu>,
+    pub times: Times,
+    pub exits: ExitCounts,
+    /// Interrupts (and NMIs) the emulator queued for it.
+    pub interrupts: u64,
+    pub nmis: u64,
+}
+
+impl Cpu {
+    pub fn new(vcpu: Box<dyn Vcpu>) -> Self {
+        Self { vcpu, times: Times::default(), exits: ExitCounts::default(), interrupts: 0, nmis: 0 }
+    }
+}
+
+/// What the vCPU threads share.
+pub(crate) struct Shared<'m, W: Write, B: Backing> {
+    locked: Mutex<Locked<'m, W, B>>,
+    mem: &'m sys::GuestMemory,
+    wakers: &'m [Waker],
+    /// The run has ended: every vCPU thread returns.
+    done: AtomicBool,
+    trace: bool,
+}
+
+/// The devices and the vCPUs' states, behind the lock.
+pub(crate) struct Locked<'m, W: Write, B: Backing> {
+    bus: &'m mut Bus<W, B>,
+    pc: Option<&'m mut PcWorld>,
+    states: &'m mut [CpuState],
+    /// How the run ended (the first vCPU to end it wins).
+    outcome: Option<Result<Outcome, Error>>,
+}
+
+impl<'m, W: Write + Send, B: Backing + Send> Shared<'m, W, B> {
+    pub fn new(bus: &'m mut Bus<W, B>, pc: Option<&'m mut PcWorld>, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
+        let locked = Locked { bus, pc, states, outcome: None };
+        Self { locked: Mutex::new(locked), mem, wakers, done: AtomicBool::new(false), trace }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Locked<'m, W, B>> {
+        self.locked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A vCPU thread ended with `result` (`Ok(None)`: because another one ended the
+    /// run): the first real end is the run's; every vCPU is told.
+    pub fn end(&self, result: Result<Option<Outcome>, Error>) {
+        let mut locked = self.lock();
+        let result = match result {
+            Ok(None) => return,
+            Ok(Some(outcome)) => Ok(outcome),
+            Err(e) => Err(e),
+        };
+        locked.outcome.get_or_insert(result);
+        self.done.store(true, Ordering::SeqCst);
+        drop(locked);
+        for waker in self.wakers {
+            waker.wake();
+        }
+    }
+
+    /// How the run ended.
+    pub fn outcome(self) -> Result<Outcome, Error> {
+        let locked = self.locked.into_inner().unwrap_or_else(PoisonError::into_inner);
+        locked.outcome.unwrap_or(Ok(Outcome::Halted))
+    }
+
+    /// Wakes the vCPUs of `mask` but `me`.
+    fn wake(&self, mask: u32, me: usize) {
+        for (i, waker) in self.wakers.iter().enumerate() {
+            if i != me && mask & (1 << i) != 0 {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// A vCPU thread's own things.
+pub(crate) struct CpuLoop<'a> {
+    pub index: usize,
+    pub cpu: &'a mut Cpu,
+    /// `--step-trace` (one vCPU only).
+    pub step_trace: Option<&'a mut StepTrace>,
+    /// A debugger's request to stop (one vCPU only).
+    pub stop_request: Option<&'a AtomicBool>,
+}
+
+impl CpuLoop<'_> {
+    /// Runs this vCPU until the run ends. `Ok(None)`: another vCPU ended it.
+    pub fn run<W: Write + Send, B: Backing + Send>(&mut self, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+        let waker = &sh.wakers[self.index];
+        waker.set_kicker(Some(self.cpu.vcpu.kickable()?));
+        let result = self.run_loop(sh);
+        waker.set_kicker(None);
+        result
+    }
+
+    fn run_loop<W: Write + Send, B: Backing + Send>(&mut self, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+        let mut mark = Instant::now();
+        loop {
+            // A stop signal may have come before the first entry (while loading).
+            if let Some(signal) = sys::stop_signal() {
+                return Ok(Some(Outcome::Interrupted(signal)));
+            }
+            if sh.done.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            // Clear the kick first: a kick from here on makes RUN return at once.
+            self.cpu.vcpu.clear_kick();
+            if self.stop_request.is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
+                return Ok(Some(Outcome::Debug(None)));
+            }
+            let running = {
+                let mut l = sh.lock();
+                if let Some(outcome) = self.between_runs(&mut l, sh)? {
+                    return Ok(Some(outcome));
+                }
+                l.states[self.index] == CpuState::Running
+            };
+            if !running {
+                let start = Instant::now();
+                let idled = self.idle(sh);
+                self.cpu.times.halted += start.elapsed();
+                match idled? {
+                    Some(end) => return Ok(end),
+                    None => continue,
+                }
+            }
+            if let Some(t) = self.step_trace.as_deref_mut() {
+                t.before_run(&*self.cpu.vcpu, sh.mem)?;
+            }
+            let ran = self.cpu.vcpu.run();
+            let now = Instant::now();
+            self.cpu.times.guest += now - mark;
+            mark = now;
+            let ran = ran?;
+            let mut l = sh.lock();
+            // Writes the hypervisor held back happened before this exit (or this stop).
+            let coalesced = self.apply_coalesced(&mut l, sh);
+            if let Some(signal) = sys::stop_signal() {
+                return Ok(Some(Outcome::Interrupted(signal)));
+            }
+            if let Some(outcome) = coalesced? {
+                return Ok(Some(outcome));
+            }
+            if !ran {
+                continue; // a kick or another signal: run on
+            }
+            if sh.trace {
+                self.trace_exit();
+            }
+            if self.step_trace.is_some() {
+                let if_flag = self.cpu.vcpu.if_flag();
+                let exit = self.cpu.vcpu.exit();
+                let (debug, what) = match exit {
+                    Exit::Debug(d) => (Some(d), String::new()),
+                    other => (None, describe_exit(&other, if_flag)),
+                };
+                if let Some(t) = self.step_trace.as_deref_mut() {
+                    t.after_exit(debug, what)?;
+                }
+            }
+            let result = self.handle(&mut l, sh);
+            if let Some(board) = l.bus.board.as_mut() {
+                sh.wake(board.take_wakes(), self.index);
+            }
+            drop(l);
+            let now = Instant::now();
+            self.cpu.times.emulator += now - mark;
+            mark = now;
+            if let Some(outcome) = result? {
+                return Ok(Some(outcome));
+            }
+        }
+    }
+
+    /// Between two RUNs, with the lock: vCPU 0 takes the machine's events; this vCPU
+    /// takes what was sent to it (INIT, a startup IPI, an NMI, an interrupt) and changes
+    /// state accordingly. `Some` when the run ends.
+    fn between_runs<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+        let me = self.index;
+        if me == 0 {
+            if let Some(outcome) = l.pc_events()? {
+                return Ok(Some(outcome));
+            }
+        }
+        let Some(board) = l.bus.board.as_mut() else {
+            return Ok(None);
+        };
+        let now = board.now_ns();
+        let lapic = &mut board.apics.lapics[me];
+        lapic.timer_expired(now);
+        let deadline = lapic.timer_deadline();
+        if let Some(pc) = l.pc.as_deref_mut() {
+            pc.arm_apic_timer(me, deadline, now)?;
+        }
+        let state = &mut l.states[me];
+        let vcpu = &mut *self.cpu.vcpu;
+        if lapic.take_init() {
+            // INIT: the vCPU stops where it is and waits for a startup IPI.
+            vcpu.request_interrupt_window(false);
+            *state = CpuState::WaitForSipi;
+        }
+        if let Some(vector) = lapic.take_sipi() {
+            if *state == CpuState::WaitForSipi {
+                // Real mode at the vector's page: CS = vector << 8, IP = 0.
+                let page = u64::from(vector) << 12;
+                let (regs, sregs) = boot::real_mode(page, page);
+                vcpu.set_sregs(&sregs)?;
+                vcpu.set_regs(&regs)?;
+                *state = CpuState::Running;
+            }
+        }
+        if *state == CpuState::WaitForSipi {
+            return Ok(None);
+        }
+        if lapic.take_nmi() {
+            self.cpu.nmis += 1;
+            match vcpu.nmi() {
+                Ok(()) => {}
+                // One is queued already: NMIs that meet merge, as on hardware.
+                Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            *state = CpuState::Running;
+        }
+        if *state == CpuState::Halted && board.interrupt_pending(me) {
+            *state = CpuState::Running;
+        }
+        if *state == CpuState::Running {
+            // The interrupt goes to the CPU when it can take it (the hypervisor delivers
+            // it); until then the hypervisor is asked to report the interrupt window.
+            if board.interrupt_pending(me) && vcpu.ready_for_interrupt() {
+                if let Some(vector) = board.acknowledge(me) {
+                    if sh.trace {
+                        eprintln!("[trace] {}interrupt vector={vector:#x}", cpu_name(me));
+                    }
+                    vcpu.interrupt(vector)?;
+                    self.cpu.interrupts += 1;
+                }
+            }
+            vcpu.request_interrupt_window(board.interrupt_pending(me));
+        }
+        sh.wake(board.take_wakes(), me);
+        Ok(None)
+    }
+
+    /// Waits, without spinning, until this vCPU has something to do. `Some(end)` when the
+    /// run ends (`end`: as `run` returns it).
+    #[allow(clippy::type_complexity)]
+    fn idle<W: Write + Send, B: Backing + Send>(&mut self, sh: &Shared<'_, W, B>) -> Result<Option<Option<Outcome>>, Error> {
+        let waker = &sh.wakers[self.index];
+        loop {
+            let seen = waker.rings();
+            if sh.done.load(Ordering::SeqCst) {
+                return Ok(Some(None));
+            }
+            if let Some(signal) = sys::stop_signal() {
+                return Ok(Some(Some(Outcome::Interrupted(signal))));
+            }
+            {
+                let mut l = sh.lock();
+                if let Some(outcome) = self.between_runs(&mut l, sh)? {
+                    return Ok(Some(Some(outcome)));
+                }
+                if l.states[self.index] == CpuState::Running {
+                    return Ok(None);
+                }
+                if let Some(end) = l.stalled(&*self.cpu.vcpu)? {
+                    return Ok(Some(Some(end)));
+                }
+                // The guest idles: what it printed is all there is for now.
+                l.bus.flush_stale(Duration::ZERO)?;
+            }
+            waker.wait(seen, IDLE_POLL);
+        }
+    }
+
+    /// Applies the port writes the hypervisor coalesced, in order. `Some` if one of them
+    /// ended the run.
+    fn apply_coalesced<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+        let bus = &mut *l.bus;
+        let mut result = Ok(Effect::Continue);
+        self.cpu.vcpu.drain_coalesced(&mut |port, data| {
+            if matches!(result, Ok(Effect::Continue)) {
+                result = bus.write(port, data, sh.mem);
+            }
+        });
+        Ok(outcome_of(result?))
+    }
+
+    /// One exit: what the emulator does about it. (The exit's data is read in place:
+    /// exits are the hot path.) `None`: the guest runs on; `Some`: the run ends so.
+    fn handle<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+        let me = self.index;
+        let if_flag = self.cpu.vcpu.if_flag();
+        let cpus = l.states.len();
+        let pc = l.pc.is_some();
+        let exit = self.cpu.vcpu.exit();
+        self.cpu.exits.count(&exit);
+        let effect = match exit {
+            Exit::Io { port, size, out, data } => port_io(l.bus, sh.mem, port, size, out, data)?,
+            Exit::MmioInstruction { gpa, insn } => {
+                let mut bytes = [0u8; 15];
+                bytes[..insn.len()].copy_from_slice(insn);
+                let n = insn.len();
+                self.mmio(l, sh, gpa, &bytes[..n])?
+            }
+            Exit::Mmio { gpa, write, data } => {
+                if sh.trace {
+                    let dir = if write { "write" } else { "read" };
+                    eprintln!("[trace] mmio {dir} gpa={gpa:#x} size={}", data.len());
+                }
+                if write {
+                    mmio_write(l, sh, me, gpa, data)?
+                } else {
+                    mmio_read(l, me, gpa, data);
+                    Effect::Continue
+                }
+            }
+            Exit::Hypercall(h) => {
+                h.ret = match h.nr {
+                    hypercall::ADD => h.args.iter().fold(0u64, |a, &b| a.wrapping_add(b)),
+                    _ => hypercall::UNKNOWN,
+                };
+                Effect::Continue
+            }
+            // seed: HLT ends the run. pc: it waits for an interrupt; with interrupts off
+            // the vCPU stops (one vCPU: nothing can wake it, the run ends).
+            Exit::Hlt if !pc => Effect::Exit(0),
+            Exit::Hlt if !if_flag && cpus == 1 => return Ok(Some(Outcome::Halted)),
+            Exit::Hlt => {
+                l.states[me] = if if_flag { CpuState::Halted } else { CpuState::Stopped };
+                Effect::Continue
+            }
+            // The loop delivers what the interrupt controllers have.
+            Exit::IrqWindowOpen => Effect::Continue,
+            Exit::Shutdown { rip } => return Err(Error::Shutdown(rip)),
+            Exit::FailEntry { reason } => return Err(Error::FailEntry { rip: self.rip(), reason }),
+            Exit::Unhandled(hw) => {
+                return Err(Error::Unhandled { code: hw.exit_code, rip: hw.rip, info1: hw.exit_info_1, info2: hw.exit_info_2 });
+            }
+            Exit::Other(what) => return Err(Error::UnknownExit(what)),
+            // A step of --step-trace (written by it), or a debugger's stop.
+            Exit::Debug(_) if self.step_trace.is_some() => Effect::Continue,
+            Exit::Debug(d) => return Ok(Some(Outcome::Debug(Some(d)))),
+        };
+        Ok(outcome_of(effect))
+    }
+
+    /// The guest's RIP, for messages (`u64::MAX` if it cannot be read).
+    fn rip(&self) -> u64 {
+        self.cpu.vcpu.regs().map_or(u64::MAX, |r| r.rip)
+    }
+
+    /// `--trace`: one line per exit that reaches userspace (the hypervisor handles CPUID,
+    /// MSRs and interrupts itself; `--stats` counts those on yakvm). MMIO exits are traced
+    /// with the decoded access.
+    fn trace_exit(&mut self) {
+        let rip = self.rip();
+        let if_flag = self.cpu.vcpu.if_flag();
+        let exit = self.cpu.vcpu.exit();
+        // Traced once the access is decoded.
+        if let Exit::MmioInstruction { .. } | Exit::Mmio { .. } = exit {
+            return;
+        }
+        eprintln!("[trace] {}rip={rip:#x} {}", cpu_name(self.index), describe_exit(&exit, if_flag));
+    }
+
+    /// yakvm: emulates the instruction that touched guest-physical `gpa` outside RAM
+    /// (`insn`: its bytes if the CPU gave them).
+    fn mmio<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>, gpa: u64, insn_bytes: &[u8]) -> Result<Effect, Error> {
+        let vcpu = &mut *self.cpu.vcpu;
+        let mut regs = vcpu.regs()?;
+        let sregs = vcpu.sregs()?;
+        let mut bytes = [0u8; 15];
+        let n = if !insn_bytes.is_empty() {
+            bytes[..insn_bytes.len()].copy_from_slice(insn_bytes);
+            insn_bytes.len()
+        } else {
+            mmu::read_virt(sh.mem, &sregs, sregs.cs.base.wrapping_add(regs.rip), &mut bytes)
+        };
+        if n == 0 {
+            return Err(Error::Fetch { gpa, rip: regs.rip });
+        }
+        let bitness = match (sregs.cs.attrib >> 9 & 1, sregs.cs.attrib >> 10 & 1) {
+            (1, _) => 64,
+            (_, 1) => 32,
+            _ => 16,
+        };
+        let insn = insn::decode(&bytes[..n], bitness, regs.rip)?;
+        let mut effect = Effect::Continue;
+        match insn.access {
+            Access::Write { size, source } => {
+                let value = match source {
+                    Source::Immediate(v) => v,
+                    Source::Register(r) => insn::read_register(&regs, r).unwrap_or(0),
+                };
+                if sh.trace {
+                    eprintln!("[trace] rip={:#x} mmio write gpa={gpa:#x} size={size} value={value:#x}", regs.rip);
+                }
+                effect = mmio_write(l, sh, self.index, gpa, &value.to_le_bytes()[..size])?;
+            }
+            Access::Read { size, dest, extend } => {
+                let mut data = [0u8; 8];
+                mmio_read(l, self.index, gpa, &mut data[..size]);
+                let value = insn::loaded_value(u64::from_le_bytes(data), size, extend);
+                if sh.trace {
+                    eprintln!("[trace] rip={:#x} mmio read gpa={gpa:#x} size={size} value={value:#x} into {dest:?}", regs.rip);
+                }
+                insn::write_register(&mut regs, dest, value);
+            }
+        }
+        regs.rip += insn.len;
+        vcpu.set_regs(&regs)?;
+        Ok(effect)
+    }
+}
+
+/// How `--trace` names vCPU `i` (vCPU 0 goes unnamed, as when it was the only one).
+fn cpu_name(i: usize) -> String {
+    if i == 0 { String::new() } else { format!("cpu{i} ") }
+}
+
+/// Whether `gpa` is one of the APICs' (on the pc machine).
+fn is_apic(gpa: u64) -> bool {
+    (LAPIC_BASE..LAPIC_BASE + LAPIC_SIZE).contains(&gpa) || (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa)
+}
+
+/// An MMIO write by vCPU `cpu`: the APICs' pages (the local APIC is the writer's own),
+/// else the bus's MMIO window.
+fn mmio_write<W: Write + Send, B: Backing + Send>(l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>, cpu: usize, gpa: u64, data: &[u8]) -> Result<Effect, Error> {
+    if let Some(board) = l.bus.board.as_mut().filter(|_| is_apic(gpa)) {
+        let now = board.now_ns();
+        if let Some(woken) = board.apics.mmio_write(cpu, gpa, data, now) {
+            board.wake(woken);
+            return Ok(Effect::Continue);
+        }
+    }
+    Ok(l.bus.mmio_write(gpa, data, sh.mem)?)
+}
+
+/// An MMIO read by vCPU `cpu` (as `mmio_write`).
+fn mmio_read<W: Write + Send, B: Backing + Send>(l: &mut Locked<'_, W, B>, cpu: usize, gpa: u64, data: &mut [u8]) {
+    if let Some(board) = l.bus.board.as_mut().filter(|_| is_apic(gpa)) {
+        let now = board.now_ns();
+        if board.apics.mmio_read(cpu, gpa, data, now) {
+            return;
+        }
+    }
+    l.bus.mmio_read(gpa, data);
+}
+
+fn outcome_of(effect: Effect) -> Option<Outcome> {
+    match effect {
+        Effect::Continue => None,
+        Effect::Exit(status) => Some(Outcome::Exit(status)),
+        Effect::Reset => Some(Outcome::Reset),
+    }
+}
+
+impl<W: Write + Send, B: Backing + Send> Locked<'_, W, B> {
+    /// pc: what the event thread saw (timer expiries, console input), and the host timer
+    /// following the PIT. `Some` when the user asked to quit.
+    fn pc_events(&mut self) -> Result<Option<Outcome>, Error> {
+        self.bus.flush_stale(CONSOLE_FLUSH_DELAY)?;
+        let (Some(pc), Some(board)) = (self.pc.as_deref_mut(), self.bus.board.as_mut()) else {
+            return Ok(None);
+        };
+        while let Some(event) = pc.events.try_next() {
+            if let Some(outcome) = pc.handle_event(event, board) {
+                return Ok(Some(outcome));
+            }
+        }
+        pc.events.set_backlog(board.input_backlog());
+        if let Some(timer) = board.timer_update() {
+            pc.arm(timer, board.now_ns())?;
+        }
+        Ok(None)
+    }
+
+    /// Called by an idle vCPU: whether no vCPU can ever run again. Every vCPU stopped
+    /// (HLT with interrupts off): the guest powered off. Stopped or waiting for a
+    /// startup IPI that nobody can send: an error saying so. Idle with nothing that can
+    /// interrupt them (no timer armed, the console's input ended): an error too.
+    fn stalled(&self, vcpu: &dyn Vcpu) -> Result<Option<Outcome>, Error> {
+        let states = &*self.states;
+        if states.iter().all(|&s| s == CpuState::Stopped) {
+            return Ok(Some(Outcome::Halted));
+        }
+        if states.iter().all(|&s| matches!(s, CpuState::Stopped | CpuState::WaitForSipi)) {
+            let what: Vec<String> = states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("vCPU {i} {}", if *s == CpuState::Stopped { "halted with interrupts off" } else { "waits for a startup IPI" }))
+                .collect();
+            return Err(Error::Stalled(what.join(", ")));
+        }
+        if states.contains(&CpuState::Running) {
+            return Ok(None);
+        }
+        let (Some(pc), Some(board)) = (self.pc.as_deref(), self.bus.board.as_ref()) else {
+            return Ok(None);
+        };
+        let apic_timer = board.apics.next_timer_deadline().is_some();
+        if !pc.timer_armed && !apic_timer && !pc.input_open {
+            return Err(Error::WaitsForever(vcpu.regs().map_or(0, |r| r.rip)));
+        }
+        Ok(None)
+    }
+}
