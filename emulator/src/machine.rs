@@ -181,14 +181,6 @@ impl std::ops::AddAssign for ExitCounts {
     }
 }
 
-impl std::ops::AddAssign for Times {
-    fn add_assign(&mut self, o: Self) {
-        self.guest += o.guest;
-        self.emulator += o.emulator;
-        self.halted += o.halted;
-    }
-}
-
 impl ExitCounts {
     pub fn total(&self) -> u64 {
         self.io + self.mmio + self.hlt + self.irq_window + self.hypercall + self.other
@@ -386,15 +378,6 @@ impl<W: Write, B: Backing> Machine<W, B> {
     /// The vCPUs, with what was counted for each.
     pub fn cpus(&self) -> &[Cpu] {
         &self.cpus
-    }
-
-    /// Where the time went, all vCPUs together.
-    pub fn times(&self) -> Times {
-        let mut all = Times::default();
-        for cpu in &self.cpus {
-            all += cpu.times;
-        }
-        all
     }
 
     /// The exits that reached the emulator, all vCPUs together.

@@ -39,8 +39,10 @@ enum Command {
     /// 16550A UART at 0x3f8 on IRQ4 as the console (stdin and stdout), a CMOS RTC (0x70),
     /// the i8042 reset line (0xfe to port 0x64 ends the run, status 0), port 0x80 as a
     /// sink, the exit port 0xf4, the seed serial port 0x10, the DMA disk at 0x1020-0x1022
-    /// and the MMIO window. HLT waits for an interrupt; with interrupts disabled it ends
-    /// the run (status 0). On a terminal the console is raw: Ctrl-A X quits, Ctrl-A H
+    /// and the MMIO window; a local APIC per vCPU (0xfee00000), an I/O APIC (0xfec00000)
+    /// and an MP table (0xf0000) describing them. HLT waits for an interrupt; with
+    /// interrupts disabled it stops the vCPU, and the run ends (status 0) once every vCPU
+    /// has stopped. On a terminal the console is raw: Ctrl-A X quits, Ctrl-A H
     /// helps, Ctrl-A Ctrl-A sends Ctrl-A.
     ///
     /// --kernel boots a kernel instead of a guest program, as QEMU's -kernel does: a Linux
@@ -262,7 +264,9 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
 }
 
 fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
-    let t = machine.times();
+    // The run's time is vCPU 0's: it runs from the first entry to the end (the others
+    // start later, and their lines below say where their time went).
+    let t = machine.cpus()[0].times;
     let c = machine.exits();
     eprintln!(
         "exits handled by the emulator: {} (io {}, mmio {}, hlt {}, irq-window {}, hypercall {})",

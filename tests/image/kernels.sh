@@ -84,6 +84,37 @@ powers_off() {
         { echo "status $(cat "$OUT/linux.rc"): $(tail -n 3 "$OUT/linux.err")"; return 1; }
 }
 
+# Linux on two vCPUs (`--smp 2`: local APICs, the I/O APIC, the MP table). The guest's init
+# (`yakvm.smp`) says what it sees, runs two pinned and two free processes, shows the
+# per-CPU interrupts and powers off: Linux stops vCPU 1, then vCPU 0 halts.
+linux_smp() {
+    t0=$(now_cs)
+    timeout 600 yakvm run --kernel $KERNEL --initrd $INITRD --mem 128M --smp 2 --append yakvm.smp --stats \
+        < /dev/null > "$OUT/linux-smp.out" 2> "$OUT/linux-smp.err"; rc=$?
+    t=$(( $(now_cs) - t0 ))
+    echo "  Linux --smp 2 on yakvm: start to power-off $((t / 100)).$(printf %02d $((t % 100))) s" >&3
+    tr -d '\r' < "$OUT/linux-smp.out" | sed -n '/^SMP-BEGIN/,/^SMP-END/p' | sed 's/^/  | /' >&3
+    grep -E '^(vCPU|interrupts by line)' "$OUT/linux-smp.err" | sed 's/^/  | /' >&3
+    [ $rc -eq 0 ] && grep -q 'halted with interrupts disabled' "$OUT/linux-smp.err" ||
+        { echo "status $rc: $(tail -n 3 "$OUT/linux-smp.err") / $(tail -c 400 "$OUT/linux-smp.out")"; return 1; }
+    out=$(tr -d '\r' < "$OUT/linux-smp.out")
+    echo "$out" | grep -qx 'cpus: 2' && echo "$out" | grep -qx 'online: 0-1' ||
+        { echo "CPUs: $(echo "$out" | grep -E '^(cpus|online):')"; return 1; }
+    # Sum of i % 7 for i below 30000: 89995.
+    for p in 0 1; do
+        echo "$out" | grep -qx "pinned-$p: sum 89995, ran on cpu $p" || { echo "pinned-$p: $(echo "$out" | grep "^pinned-$p")"; return 1; }
+    done
+    [ "$(echo "$out" | grep -c '^free-[ab]: sum 89995, ran on cpu [01]$')" -eq 2 ] || { echo "free: $(echo "$out" | grep '^free')"; return 1; }
+    for c in cpu0 cpu1; do
+        busy=$(echo "$out" | awk -v c="$c:" '$1 == "busy" && $2 == c { print $3 }')
+        [ "${busy:-0}" -gt 0 ] || { echo "$c was not busy: $(echo "$out" | grep '^busy')"; return 1; }
+    done
+    # Each CPU's own timer (the local APIC's) interrupted it.
+    loc=$(echo "$out" | awk '$1 == "LOC:" { print $2, $3 }')
+    set -- $loc
+    [ "${1:-0}" -gt 0 ] && [ "${2:-0}" -gt 0 ] || { echo "local timer interrupts: '$loc'"; return 1; }
+}
+
 # expect_error WANT COMMAND...: fails with one error line holding WANT, before any VM runs.
 expect_error() {
     want=$1; shift
@@ -144,4 +175,5 @@ check linux_sleep_2s_is_2s_of_host_time sleep_2s
 check linux_reads_stdin_and_answers stdin_line_answered
 check linux_poweroff_ends_yakvm powers_off
 check linux_reboot_ends_yakvm reboot_linux
+check linux_smp2_both_cpus_work linux_smp
 check dmesg_clean_linux dmesg_clean
