@@ -5,6 +5,7 @@ pub mod board;
 pub mod cmos;
 pub mod console;
 pub mod i8042;
+pub mod lapic;
 pub mod pic;
 pub mod pit;
 pub mod uart;
