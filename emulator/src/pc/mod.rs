@@ -8,6 +8,7 @@ pub mod console;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;
+pub mod mptable;
 pub mod pic;
 pub mod pit;
 pub mod uart;
