@@ -16,6 +16,8 @@
 //!   synchronised arbitration IDs on the old APIC bus.
 //! - **EOI**: a local APIC's EOI of a level-triggered vector goes to the I/O APIC, which may
 //!   send again (the line is still high).
+//! - **SMI and ExtINT messages** reach nobody: SMM is not emulated, and the PIC reaches CPU 0
+//!   through its LINT0 only ([`Lapic::accepts_pic`]), never through an I/O APIC pin.
 //! - **ISA IRQs**: IRQ 0 is I/O APIC pin 2 (the PIT, as on every PC chipset and as the MP table
 //!   says), IRQ 2 (the PICs' cascade) is none, the others are the pin of their number.
 //!
@@ -372,6 +374,7 @@ mod tests {
     #[test]
     fn nmi_init_sipi() {
         let mut apics = machine(3);
+        assert_eq!(send(&mut apics, 0, 1, 0x4200), 0, "SMI: not emulated");
         assert_eq!(send(&mut apics, 0, 1, 0x4400), 0b010);
         assert!(apics.lapics[1].take_nmi() && !apics.lapics[1].take_nmi());
         assert!(!apics.lapics[0].take_nmi());

@@ -651,6 +651,11 @@ impl Lapic {
         self.sipi.take()
     }
 
+    /// Whether an NMI, INIT or SIPI waits to be taken (a halted CPU must wake for it).
+    pub fn has_event(&self) -> bool {
+        self.nmi || self.init || self.sipi.is_some()
+    }
+
     /// Whether the PIC's INTR reaches this CPU: LINT0 is ExtINT and unmasked.
     pub fn accepts_pic(&self) -> bool {
         let lint0 = self.lvt[LVT_LINT0];
@@ -969,7 +974,9 @@ mod tests {
         ap.write(REG_TIMER_INITIAL, 1000, T0);
         fixed(&mut ap, 0x40);
         ap.accept(DeliveryMode::Init, 0, false);
+        assert!(ap.has_event());
         assert!(ap.take_init() && !ap.take_init());
+        assert!(!ap.has_event());
         assert!(ap.waiting_for_sipi());
         assert_eq!(ap.id(), 1);
         assert_eq!(ap.read(REG_SVR, T0), 0xff);
