@@ -1,5 +1,5 @@
 //! One CPU's local APIC in xAPIC mode (Intel SDM vol. 3A chapter 11 "Advanced Programmable
-//! Interrupt Controller", AMD APM vol. 2 chapter 16): a page of 32-bit registers at
+//! Interrupt Controller", chapter 10 in older editions; AMD APM vol. 2 chapter 16): a page of 32-bit registers at
 //! [`LAPIC_BASE`], each at a 16-byte aligned offset. The vCPU loop asks it for the interrupt
 //! to inject ([`Lapic::pending_interrupt`], [`Lapic::acknowledge`]) and for NMI, INIT and
 //! SIPI events ([`Lapic::take_nmi`], [`Lapic::take_init`], [`Lapic::take_sipi`]); the router
