@@ -1,10 +1,11 @@
 //! One CPU's local APIC in xAPIC mode (Intel SDM vol. 3A chapter 11 "Advanced Programmable
-//! Interrupt Controller", chapter 10 in older editions; AMD APM vol. 2 chapter 16): a page of 32-bit registers at
-//! [`LAPIC_BASE`], each at a 16-byte aligned offset. The vCPU loop asks it for the interrupt
-//! to inject ([`Lapic::pending_interrupt`], [`Lapic::acknowledge`]) and for NMI, INIT and
-//! SIPI events ([`Lapic::take_nmi`], [`Lapic::take_init`], [`Lapic::take_sipi`]); the router
-//! in `apic.rs` carries interrupt messages between CPUs ([`Lapic::accept`]) and what a
-//! register write starts ([`LapicEffect`]).
+//! Interrupt Controller", chapter 10 in older editions; AMD APM vol. 2 chapter 16): a page
+//! of 32-bit registers at [`LAPIC_BASE`], each at a 16-byte aligned offset. The vCPU loop
+//! asks it for the interrupt to inject ([`Lapic::pending_interrupt`],
+//! [`Lapic::acknowledge`]) and for NMI, INIT and SIPI events ([`Lapic::take_nmi`],
+//! [`Lapic::take_init`], [`Lapic::take_sipi`]); the router in `apic.rs` carries interrupt
+//! messages between CPUs ([`Lapic::accept`]) and what a register write starts
+//! ([`LapicEffect`]).
 //!
 //! | offset | register | access | notes |
 //! |---|---|---|---|
