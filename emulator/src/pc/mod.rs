@@ -1,10 +1,14 @@
 //! The PC-compatible machine's devices (`--machine pc`): each one a plain state machine,
 //! tested on the host without a VM.
 
+pub mod apic;
 pub mod board;
 pub mod cmos;
 pub mod console;
 pub mod i8042;
+pub mod ioapic;
+pub mod lapic;
+pub mod mptable;
 pub mod pic;
 pub mod pit;
 pub mod uart;

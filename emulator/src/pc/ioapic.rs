@@ -1,0 +1,377 @@
+//! The I/O APIC (Intel 82093AA datasheet; MP spec 1.4 chapter 3): 24 interrupt input pins,
+//! each with a 64-bit redirection entry that turns a pin's edge or level into an interrupt
+//! message for the local APICs ([`Message`]; the router in `apic.rs` delivers it).
+//!
+//! Two registers in the MMIO page at [`IOAPIC_BASE`] reach the others indirectly:
+//!
+//! | offset | register | |
+//! |---|---|---|
+//! | 0x00 | IOREGSEL | bits 7-0 select the register IOWIN shows |
+//! | 0x10 | IOWIN | the selected register |
+//!
+//! | index | register | access | |
+//! |---|---|---|---|
+//! | 0x00 | IOAPICID | r/w | ID in bits 27-24 |
+//! | 0x01 | IOAPICVER | r | 0x0017_0011: version 0x11, max redirection entry 23 |
+//! | 0x02 | IOAPICARB | r | arbitration ID = ID |
+//! | 0x10 + 2n | redirection entry n, bits 31-0 | r/w | see below |
+//! | 0x11 + 2n | redirection entry n, bits 63-32 | r/w | destination in bits 63-56 |
+//!
+//! Redirection entry: vector 7-0, delivery mode 10-8, logical destination 11, delivery status
+//! 12 (read-only, always idle: delivery is immediate), polarity 13, remote IRR 14 (read-only),
+//! level-triggered 15, masked 16. At reset every entry is masked and 0 otherwise.
+//!
+//! An edge-triggered pin sends a message on each rising edge while unmasked. A level-triggered
+//! pin sends one while its line is high, unmasked and remote IRR is clear, and then sets
+//! remote IRR; the local APIC's EOI of that vector ([`IoApic::eoi`]) clears it and, if the
+//! line is still high, sends again.
+//!
+//! What happens when the guest does something odd:
+//! - **Polarity**: kept in the entry and read back, never applied: lines are given to
+//!   [`IoApic::set_level`] as asserted or not.
+//! - **Masked pins**: an edge on a masked pin is lost (as the datasheet says, unlike QEMU which
+//!   keeps it); a level still high when its pin is unmasked is delivered then.
+//! - **Reprogramming**: switching an entry to edge-triggered clears its remote IRR. The
+//!   delivery modes 0b011 and 0b110 (StartUp) are reserved for an I/O APIC: such an entry sends
+//!   nothing.
+//! - **Other registers**: reads of unknown indexes and of offsets other than IOREGSEL and IOWIN
+//!   return 0; writes to them, to the version and to the arbitration register are ignored.
+//!   Pins above 23 are ignored. No guest input panics.
+
+use super::lapic::DeliveryMode;
+
+pub const IOAPIC_BASE: u64 = 0xfec0_0000;
+pub const IOAPIC_SIZE: u64 = 0x1000;
+/// Interrupt input pins.
+pub const PINS: usize = 24;
+
+pub const IOREGSEL: u64 = 0x00;
+pub const IOWIN: u64 = 0x10;
+
+const REG_ID: u8 = 0x00;
+const REG_VERSION: u8 = 0x01;
+const REG_ARBITRATION: u8 = 0x02;
+const REG_REDIRECTION: u8 = 0x10;
+/// Version 0x11 (82093AA), max redirection entry 23 in bits 23-16.
+pub const VERSION: u32 = 0x11 | ((PINS as u32 - 1) << 16);
+const ID_SHIFT: u32 = 24;
+const ID_BITS: u32 = 0xf;
+
+const VECTOR: u32 = 0xff;
+const DELIVERY_MODE_SHIFT: u32 = 8;
+const LOGICAL: u32 = 1 << 11;
+const REMOTE_IRR: u32 = 1 << 14;
+const LEVEL_TRIGGERED: u32 = 1 << 15;
+const MASKED: u32 = 1 << 16;
+/// Vector, delivery mode, destination mode, polarity (13), trigger mode, mask.
+const LOW_WRITABLE: u32 = 0x0001_afff;
+const DEST_SHIFT: u32 = 24;
+
+/// An interrupt message from the I/O APIC to the local APICs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub vector: u8,
+    pub mode: DeliveryMode,
+    pub logical: bool,
+    pub dest: u8,
+    pub level_triggered: bool,
+}
+
+/// One redirection table entry, as its two 32-bit halves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    low: u32,
+    high: u32,
+}
+
+impl Entry {
+    const RESET: Entry = Entry { low: MASKED, high: 0 };
+
+    fn masked(&self) -> bool {
+        self.low & MASKED != 0
+    }
+
+    fn level_triggered(&self) -> bool {
+        self.low & LEVEL_TRIGGERED != 0
+    }
+
+    fn remote_irr(&self) -> bool {
+        self.low & REMOTE_IRR != 0
+    }
+
+    fn vector(&self) -> u8 {
+        (self.low & VECTOR) as u8
+    }
+
+    /// The message this entry sends, if its delivery mode is one an I/O APIC can send.
+    fn message(&self) -> Option<Message> {
+        let mode = match DeliveryMode::from_bits(self.low >> DELIVERY_MODE_SHIFT)? {
+            DeliveryMode::StartUp => return None,
+            mode => mode,
+        };
+        Some(Message {
+            vector: self.vector(),
+            mode,
+            logical: self.low & LOGICAL != 0,
+            dest: (self.high >> DEST_SHIFT) as u8,
+            level_triggered: self.level_triggered(),
+        })
+    }
+}
+
+/// The I/O APIC.
+#[derive(Clone, Debug)]
+pub struct IoApic {
+    id: u8,
+    /// IOREGSEL.
+    select: u8,
+    entries: [Entry; PINS],
+    /// The input lines, asserted or not.
+    lines: [bool; PINS],
+}
+
+impl IoApic {
+    pub fn new(id: u8) -> Self {
+        IoApic {
+            id: id & ID_BITS as u8,
+            select: 0,
+            entries: [Entry::RESET; PINS],
+            lines: [false; PINS],
+        }
+    }
+
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// A 32-bit read of IOREGSEL or IOWIN.
+    pub fn read(&mut self, offset: u64) -> u32 {
+        match offset {
+            IOREGSEL => u32::from(self.select),
+            IOWIN => self.read_register(self.select),
+            _ => 0,
+        }
+    }
+
+    /// A 32-bit write of IOREGSEL or IOWIN; the messages an unmasked level sends.
+    pub fn write(&mut self, offset: u64, value: u32) -> Vec<Message> {
+        match offset {
+            IOREGSEL => self.select = value as u8,
+            IOWIN => return self.write_register(self.select, value),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// The redirection entry and half (high: bits 63-32) that `index` names.
+    fn entry_of(index: u8) -> Option<(usize, bool)> {
+        let n = usize::from(index.checked_sub(REG_REDIRECTION)?);
+        (n / 2 < PINS).then_some((n / 2, n % 2 == 1))
+    }
+
+    fn read_register(&self, index: u8) -> u32 {
+        match index {
+            REG_ID | REG_ARBITRATION => u32::from(self.id) << ID_SHIFT,
+            REG_VERSION => VERSION,
+            _ => match Self::entry_of(index) {
+                Some((pin, true)) => self.entries[pin].high,
+                Some((pin, false)) => self.entries[pin].low,
+                None => 0,
+            },
+        }
+    }
+
+    fn write_register(&mut self, index: u8, value: u32) -> Vec<Message> {
+        if index == REG_ID {
+            self.id = ((value >> ID_SHIFT) & ID_BITS) as u8;
+            return Vec::new();
+        }
+        let Some((pin, high)) = Self::entry_of(index) else { return Vec::new() };
+        let entry = &mut self.entries[pin];
+        if high {
+            entry.high = value & (0xff << DEST_SHIFT);
+            return Vec::new();
+        }
+        let keep = entry.low & REMOTE_IRR;
+        entry.low = (value & LOW_WRITABLE) | keep;
+        if !entry.level_triggered() {
+            entry.low &= !REMOTE_IRR;
+        }
+        self.service(pin).into_iter().collect()
+    }
+
+    /// Sends the message of a level-triggered pin whose line is high, if it may.
+    fn service(&mut self, pin: usize) -> Option<Message> {
+        let entry = &mut self.entries[pin];
+        if !self.lines[pin] || !entry.level_triggered() || entry.masked() || entry.remote_irr() {
+            return None;
+        }
+        let message = entry.message()?;
+        entry.low |= REMOTE_IRR;
+        Some(message)
+    }
+
+    /// An edge on a line (an ISA interrupt): up and down again.
+    pub fn pulse(&mut self, pin: u8) -> Option<Message> {
+        let message = self.set_level(pin, true);
+        self.set_level(pin, false);
+        message
+    }
+
+    /// A line changes level; the message it sends, if any.
+    pub fn set_level(&mut self, pin: u8, high: bool) -> Option<Message> {
+        let pin = usize::from(pin);
+        let was_high = std::mem::replace(self.lines.get_mut(pin)?, high);
+        let entry = &self.entries[pin];
+        if entry.level_triggered() {
+            return self.service(pin);
+        }
+        if high && !was_high && !entry.masked() {
+            return entry.message();
+        }
+        None
+    }
+
+    /// A local APIC's EOI of a level-triggered `vector`: clears remote IRR of the entries with
+    /// that vector, and sends again for those whose line is still high.
+    pub fn eoi(&mut self, vector: u8) -> Vec<Message> {
+        let mut messages = Vec::new();
+        for pin in 0..PINS {
+            let entry = &mut self.entries[pin];
+            if entry.remote_irr() && entry.vector() == vector {
+                entry.low &= !REMOTE_IRR;
+                messages.extend(self.service(pin));
+            }
+        }
+        messages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_entry(ioapic: &mut IoApic, pin: u8, low: u32, high: u32) -> Vec<Message> {
+        ioapic.write(IOREGSEL, u32::from(REG_REDIRECTION + 2 * pin + 1));
+        ioapic.write(IOWIN, high);
+        ioapic.write(IOREGSEL, u32::from(REG_REDIRECTION + 2 * pin));
+        ioapic.write(IOWIN, low)
+    }
+
+    fn read_register(ioapic: &mut IoApic, index: u8) -> u32 {
+        ioapic.write(IOREGSEL, u32::from(index));
+        ioapic.read(IOWIN)
+    }
+
+    fn message(vector: u8, dest: u8, level_triggered: bool) -> Message {
+        Message { vector, mode: DeliveryMode::Fixed, logical: false, dest, level_triggered }
+    }
+
+    #[test]
+    fn reset_values_and_registers() {
+        let mut ioapic = IoApic::new(2);
+        assert_eq!(read_register(&mut ioapic, REG_ID), 0x0200_0000);
+        assert_eq!(read_register(&mut ioapic, REG_VERSION), 0x0017_0011);
+        assert_eq!(read_register(&mut ioapic, REG_ARBITRATION), 0x0200_0000);
+        for index in REG_REDIRECTION..REG_REDIRECTION + 48 {
+            let expect = if index % 2 == 0 { MASKED } else { 0 };
+            assert_eq!(read_register(&mut ioapic, index), expect, "index {index:#x}");
+        }
+        assert_eq!(read_register(&mut ioapic, REG_REDIRECTION + 48), 0, "no entry 24");
+        assert_eq!(ioapic.read(IOREGSEL), u32::from(REG_REDIRECTION + 48));
+        ioapic.write(IOREGSEL, REG_ID.into());
+        ioapic.write(IOWIN, 0xffff_ffff);
+        assert_eq!(ioapic.read(IOWIN), 0x0f00_0000);
+        assert_eq!(ioapic.id(), 0xf);
+        ioapic.write(IOREGSEL, REG_VERSION.into());
+        ioapic.write(IOWIN, 0);
+        assert_eq!(ioapic.read(IOWIN), VERSION);
+        // Writable bits: remote IRR and delivery status are read-only.
+        write_entry(&mut ioapic, 5, 0xffff_ffff, 0xffff_ffff);
+        assert_eq!(read_register(&mut ioapic, REG_REDIRECTION + 10), 0x0001_afff);
+        assert_eq!(read_register(&mut ioapic, REG_REDIRECTION + 11), 0xff00_0000);
+        assert_eq!(ioapic.read(0x20), 0);
+    }
+
+    #[test]
+    fn edge_triggered_pin() {
+        let mut ioapic = IoApic::new(1);
+        assert_eq!(ioapic.pulse(4), None, "masked at reset: lost");
+        assert!(write_entry(&mut ioapic, 4, 0x34, 0x0100_0000).is_empty());
+        assert_eq!(ioapic.pulse(4), Some(message(0x34, 1, false)));
+        assert_eq!(ioapic.pulse(4), Some(message(0x34, 1, false)), "no remote IRR for edges");
+        assert_eq!(ioapic.set_level(4, true), Some(message(0x34, 1, false)));
+        assert_eq!(ioapic.set_level(4, true), None, "no new edge");
+        assert_eq!(ioapic.set_level(4, false), None);
+        // Delivery mode, logical destination, polarity kept.
+        write_entry(&mut ioapic, 4, 0x2935, 0x0300_0000);
+        let expect = Message {
+            vector: 0x35,
+            mode: DeliveryMode::LowestPriority,
+            logical: true,
+            dest: 3,
+            level_triggered: false,
+        };
+        assert_eq!(ioapic.pulse(4), Some(expect));
+        assert_eq!(read_register(&mut ioapic, REG_REDIRECTION + 8), 0x2935);
+        // Reserved modes send nothing; pins out of range are ignored.
+        write_entry(&mut ioapic, 4, 0x635, 0);
+        assert_eq!(ioapic.pulse(4), None);
+        assert_eq!(ioapic.pulse(24), None);
+        assert_eq!(ioapic.set_level(255, true), None);
+    }
+
+    #[test]
+    fn level_triggered_pin_with_remote_irr() {
+        let mut ioapic = IoApic::new(1);
+        let entry = LEVEL_TRIGGERED | 0x50;
+        write_entry(&mut ioapic, 10, entry, 0);
+        let low = |ioapic: &mut IoApic| read_register(ioapic, REG_REDIRECTION + 20);
+        assert_eq!(ioapic.set_level(10, true), Some(message(0x50, 0, true)));
+        assert_eq!(low(&mut ioapic), entry | REMOTE_IRR);
+        assert_eq!(ioapic.set_level(10, true), None, "remote IRR set");
+        // EOI of another vector does nothing; of this one with the line high: again.
+        assert!(ioapic.eoi(0x51).is_empty());
+        assert_eq!(ioapic.eoi(0x50), [message(0x50, 0, true)]);
+        assert_eq!(low(&mut ioapic), entry | REMOTE_IRR);
+        // Line low, then EOI: remote IRR clear, nothing sent.
+        assert_eq!(ioapic.set_level(10, false), None);
+        assert!(ioapic.eoi(0x50).is_empty());
+        assert_eq!(low(&mut ioapic), entry);
+        // Masked while high: sent when unmasked.
+        write_entry(&mut ioapic, 10, entry | MASKED, 0);
+        assert_eq!(ioapic.set_level(10, true), None);
+        assert_eq!(write_entry(&mut ioapic, 10, entry, 0), [message(0x50, 0, true)]);
+        // Rewriting the entry keeps remote IRR; switching to edge clears it.
+        write_entry(&mut ioapic, 10, entry, 0);
+        assert_eq!(low(&mut ioapic), entry | REMOTE_IRR);
+        write_entry(&mut ioapic, 10, 0x50, 0);
+        assert_eq!(low(&mut ioapic), 0x50);
+        // A pulse on a level pin is one message until EOI.
+        write_entry(&mut ioapic, 11, entry, 0);
+        assert_eq!(ioapic.pulse(11), Some(message(0x50, 0, true)));
+        assert_eq!(ioapic.pulse(11), None);
+        assert!(ioapic.eoi(0x50).is_empty(), "line low");
+        assert_eq!(ioapic.pulse(11), Some(message(0x50, 0, true)));
+    }
+
+    #[test]
+    fn random_accesses_never_panic() {
+        let mut ioapic = IoApic::new(8);
+        let mut seed: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..100_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let value = (seed >> 32) as u32;
+            match seed % 6 {
+                0 => drop(ioapic.write((seed >> 8) % 0x20, value)),
+                1 => drop(ioapic.read((seed >> 8) % 0x20)),
+                2 => drop(ioapic.pulse(value as u8 % 30)),
+                3 => drop(ioapic.set_level(value as u8 % 30, seed & 64 != 0)),
+                4 => drop(ioapic.eoi(value as u8)),
+                _ => drop(ioapic.write(IOREGSEL, value % 0x40)),
+            }
+        }
+    }
+}
