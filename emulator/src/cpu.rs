@@ -25,7 +25,8 @@ use crate::events::Waker;
 use crate::hypervisor::{Exit, Vcpu};
 use crate::insn::{self, Access, Source};
 use crate::machine::{describe_exit, hypercall, port_io, Error, ExitCounts, Outcome, PcWorld, Times, CONSOLE_FLUSH_DELAY};
-use crate::pc::apic::{IOAPIC_BASE, IOAPIC_SIZE, LAPIC_BASE, LAPIC_SIZE};
+use crate::pc::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
+use crate::pc::lapic::{LAPIC_BASE, LAPIC_SIZE};
 use crate::steptrace::StepTrace;
 use crate::{boot, mmu, sys};
 
