@@ -177,10 +177,13 @@ impl CpuLoop<'_> {
             if let Some(t) = self.step_trace.as_deref_mut() {
                 t.before_run(&*self.cpu.vcpu, sh.mem)?;
             }
+            // Time in RUN is the guest's (and the hypervisor's); the rest, idling
+            // included, the emulator's.
+            let entered = Instant::now();
+            self.cpu.times.emulator += entered - mark;
             let ran = self.cpu.vcpu.run();
-            let now = Instant::now();
-            self.cpu.times.guest += now - mark;
-            mark = now;
+            mark = Instant::now();
+            self.cpu.times.guest += mark - entered;
             let ran = ran?;
             let mut l = sh.lock();
             // Writes the hypervisor held back happened before this exit (or this stop).
@@ -213,9 +216,6 @@ impl CpuLoop<'_> {
                 sh.wake(board.take_wakes(), self.index);
             }
             drop(l);
-            let now = Instant::now();
-            self.cpu.times.emulator += now - mark;
-            mark = now;
             if let Some(outcome) = result? {
                 return Ok(Some(outcome));
             }
