@@ -449,7 +449,7 @@ fn kvm_cpuid() -> io::Result<kvm_bindings::CpuId> {
         .map(|&leaf| {
             let host = std::arch::x86_64::__cpuid_count(leaf, 0);
             let host = CpuidResult { eax: host.eax, ebx: host.ebx, ecx: host.ecx, edx: host.edx };
-            let r = guest_cpuid(leaf, 0, 0, host);
+            let r = guest_cpuid(leaf, 0, 0, false, host);
             let flags = if leaf == 7 { kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 };
             kvm_bindings::kvm_cpuid_entry2 { function: leaf, index: 0, flags, eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx, ..Default::default() }
         })
