@@ -284,7 +284,8 @@ impl<W: Write, B: Backing> Machine<W, B> {
         // the command's among them, and coalesced zones are byte ranges, as KVM's are.)
         let zones = [(crate::bus::SERIAL_PORT, 1)];
         let coalesced: &[(u16, u16)] = if config.coalesced_io && !config.trace { &zones } else { &[] };
-        let (vm, mut vcpu) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced)?;
+        let (vm, vcpus) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, 1, false)?;
+        let mut vcpu = vcpus.into_iter().next().expect("create makes the vCPUs asked for");
         let (regs, sregs) = place(&mem);
         vcpu.set_sregs(&sregs)?;
         vcpu.set_regs(&regs)?;
