@@ -87,8 +87,9 @@ pub(super) fn ready_for_injection(v: &VcpuState) -> bool {
     v.queued.is_none() && interrupt_allowed(v) && !v.debugger.blocks_irq()
 }
 
-/// Before each VMRUN. Delivers the queued interrupt if the guest can take it, else opens
-/// the window to deliver it as soon as it can. Returns `true` when userspace asked for
+/// Before each VMRUN. Delivers the queued NMI if NMIs are not blocked, else the queued
+/// interrupt if the guest can take it; an interrupt it cannot take yet opens the window to
+/// deliver it as soon as it can. Returns `true` when userspace asked for
 /// the window, nothing is queued, and the window is open now: `RUN` returns
 /// `IRQ_WINDOW_OPEN` instead of entering the guest.
 pub(super) fn prepare_entry(v: &mut VcpuState, window_requested: bool) -> bool {
