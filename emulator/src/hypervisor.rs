@@ -517,4 +517,16 @@ mod tests {
         assert_eq!(to_kvm_segment(&abi::Segment::default()).unusable, 1);
         assert_eq!(to_kvm_segment(&abi::Segment { attrib: 0x9b, ..Default::default() }).unusable, 0);
     }
+
+    #[test]
+    fn kvm_cpuid_has_the_apic_id_and_bit_asked_for() {
+        let leaf1 = |id, lapic| {
+            let table = kvm_cpuid(id, lapic).unwrap();
+            *table.as_slice().iter().find(|e| e.function == 1).unwrap()
+        };
+        assert_eq!(leaf1(3, true).ebx >> 24, 3);
+        assert_eq!(leaf1(3, true).edx & (1 << 9), 1 << 9);
+        assert_eq!(leaf1(0, false).ebx >> 24, 0);
+        assert_eq!(leaf1(0, false).edx & (1 << 9), 0);
+    }
 }
