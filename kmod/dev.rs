@@ -44,6 +44,10 @@ impl FileOps for Vm {
                 Ok(0)
             }
             abi::CREATE_VCPU => chardev::new_fd(c_str!("yakvm-vcpu"), Vcpu::new(this.into())?),
+            abi::ENABLE_LAPIC => {
+                this.enable_lapic()?;
+                Ok(0)
+            }
             _ => Err(ENOTTY),
         }
     }
@@ -63,6 +67,7 @@ impl FileOps for Vcpu {
             }
             abi::GET_STATS => write_arg(arg, &this.stats())?,
             abi::INTERRUPT => this.interrupt(&read_arg(arg)?)?,
+            abi::NMI => this.nmi()?,
             abi::GET_MSR_STATS => write_arg(arg, &this.msr_stats())?,
             abi::SET_GUEST_DEBUG => this.set_guest_debug(&read_arg(arg)?)?,
             abi::SET_COALESCED_IO => this.set_coalesced_io(&read_arg(arg)?)?,

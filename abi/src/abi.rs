@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 /// Version of this ABI; bumped on every incompatible change.
-pub const API_VERSION: u32 = 4;
+pub const API_VERSION: u32 = 5;
 
 /// The ioctl "type" byte of every yakvm command.
 pub const IOCTL_TYPE: u32 = b'Y' as u32;
@@ -48,6 +48,14 @@ pub const CHECK_CAPABILITY: u32 = io(0x02);
 pub const SET_MEMORY_REGION: u32 = iow::<MemoryRegion>(0x10);
 /// Creates a vCPU; returns its file descriptor.
 pub const CREATE_VCPU: u32 = io(0x11);
+/// Gives every vCPU of the VM what a CPU with a local APIC has, for an APIC emulated in
+/// userspace (at 0xfee0_0000, as MMIO): CPUID.1:EDX.APIC set, and the MSR
+/// IA32_APIC_BASE (0x1b), kept per vCPU by the module. It reads 0xfee0_0000 | EN (bit 11),
+/// plus BSP (bit 8) on vCPU 0 (the first created). A write may clear or set EN (BSP
+/// keeps its value); it raises #GP in the guest if it sets a reserved bit or EXTD (bit
+/// 10: no x2APIC) or moves the base. `EBUSY` once the VM has a vCPU. Without it, the
+/// guest sees no APIC (no CPUID bit; the MSR raises #GP).
+pub const ENABLE_LAPIC: u32 = io(0x12);
 
 // --- ioctls on a vCPU descriptor ---
 /// Runs the vCPU until an exit needs userspace; the exit is described in the [`Run`] page.
@@ -83,6 +91,12 @@ pub const SET_GUEST_DEBUG: u32 = iow::<GuestDebug>(0x29);
 /// empties it (`coalesced_count = 0`). When the list is full the write exits as usual.
 /// As KVM's coalesced PIO, for registers whose writes need no answer at once.
 pub const SET_COALESCED_IO: u32 = iow::<CoalescedIo>(0x2a);
+/// Queues a non-maskable interrupt (vector 2), as from a local APIC in userspace. It is
+/// delivered at the first instruction boundary where no other event is being delivered
+/// and NMIs are not blocked: from an NMI's delivery until the IRET that ends its handler
+/// has executed, a new one waits (as on hardware). RFLAGS.IF does not hold it back.
+/// `EEXIST` if one is already queued.
+pub const NMI: u32 = io(0x2b);
 
 /// Capabilities for [`CHECK_CAPABILITY`].
 pub mod cap {
@@ -424,7 +438,7 @@ pub struct ExitStats {
     pub invalid_opcode: u64,
     pub fail_entry: u64,
     pub other: u64,
-    /// Interrupts delivered from `INTERRUPT`.
+    /// Interrupts delivered from `INTERRUPT` (NMIs not included: `nmi`).
     pub injected: u64,
     /// Events re-delivered because an exit interrupted their delivery (EXITINTINFO).
     pub reinjected: u64,
@@ -432,6 +446,8 @@ pub struct ExitStats {
     pub irq_window: u64,
     /// Port writes coalesced ([`SET_COALESCED_IO`]) instead of going to userspace.
     pub coalesced: u64,
+    /// NMIs delivered from [`NMI`].
+    pub nmi: u64,
 }
 
 /// Register sets the run page carries (`Run::sync_valid`, `Run::sync_dirty`).
@@ -500,7 +516,7 @@ const _: () = assert!(core::mem::size_of::<Regs>() == 18 * 8);
 const _: () = assert!(core::mem::size_of::<Segment>() == 16);
 const _: () = assert!(core::mem::size_of::<Sregs>() == 8 * 16 + 2 * 16 + 5 * 8);
 const _: () = assert!(core::mem::size_of::<MemoryRegion>() == 32);
-const _: () = assert!(core::mem::size_of::<ExitStats>() == 17 * 8);
+const _: () = assert!(core::mem::size_of::<ExitStats>() == 18 * 8);
 const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENTRIES);
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
 const _: () = assert!(core::mem::size_of::<GuestDebug>() == 8 + 8 * 8);

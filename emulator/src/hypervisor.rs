@@ -5,6 +5,7 @@
 //! are in `sys`.
 
 use std::io;
+use std::sync::{Arc, Mutex};
 
 use crate::sys::{self, GuestMemory, Kicker};
 use yakvm_abi::cpuid::{guest_cpuid, CpuidResult, LEAVES};
@@ -73,6 +74,9 @@ pub trait Vcpu: Send {
     fn set_sregs(&mut self, sregs: &abi::Sregs) -> io::Result<()>;
     /// Queues external interrupt `vector` (delivered when the guest can take it).
     fn interrupt(&mut self, vector: u8) -> io::Result<()>;
+    /// Queues a non-maskable interrupt (vector 2), delivered when NMIs are not blocked
+    /// (after the IRET of the one before); an error with `EEXIST` while one is queued.
+    fn nmi(&mut self) -> io::Result<()>;
     /// After `run`: an interrupt queued now is delivered before the next instruction.
     fn ready_for_interrupt(&mut self) -> bool;
     /// After `run`: the guest's RFLAGS.IF.
@@ -96,20 +100,37 @@ pub trait Vcpu: Send {
     /// breakpoints); yakvm only.
     fn set_guest_debug(&mut self, control: u32) -> io::Result<()>;
     /// Gives `apply` each port write the hypervisor coalesced (see `create`), oldest first,
-    /// and forgets them. Call it after every `run`, before handling the exit.
+    /// and forgets them. Call it after every `run`, before handling the exit. On KVM the
+    /// list is the VM's (one ring for all vCPUs): `apply` runs with it locked, so calls on
+    /// several vCPU threads keep the writes in order; do not call it while holding a lock
+    /// that `apply` takes on another vCPU's thread (take that lock inside `apply`, or
+    /// always around `drain_coalesced`).
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8]));
 }
 
 /// Whatever keeps a VM alive (its descriptors), for the machine to hold until the end.
 pub type VmHandle = Box<dyn std::any::Any + Send>;
 
-/// A VM of either hypervisor with one vCPU and `mem` as its RAM at address 0. Keep
-/// `mem` alive as long as this (the machine owns both). OUTs to the ports of `coalesced`
-/// (`(port, len)` zones) do not exit: the hypervisor lists them for `drain_coalesced`
-/// (yakvm's `SET_COALESCED_IO`, KVM's coalesced PIO).
-pub fn create(kind: Kind, yakvm_device: &str, mem: &GuestMemory, coalesced: &[(u16, u16)]) -> Result<(VmHandle, Box<dyn Vcpu>), Error> {
+/// A VM of either hypervisor with `vcpus` vCPUs (1 to `abi::MAX_VCPUS`; index i has
+/// APIC id i, 0 is the bootstrap processor) and `mem` as its RAM at address 0. Keep
+/// `mem` alive as long as this (the machine owns both). `lapic`: the vCPUs have local
+/// APICs, emulated in userspace (CPUID's APIC bit; on yakvm also the IA32_APIC_BASE MSR,
+/// `ENABLE_LAPIC`). OUTs to the ports of `coalesced` (`(port, len)` zones) do not exit:
+/// the hypervisor lists them for `drain_coalesced` (yakvm's `SET_COALESCED_IO`, KVM's
+/// coalesced PIO).
+pub fn create(
+    kind: Kind,
+    yakvm_device: &str,
+    mem: &GuestMemory,
+    coalesced: &[(u16, u16)],
+    vcpus: u32,
+    lapic: bool,
+) -> Result<(VmHandle, Vec<Box<dyn Vcpu>>), Error> {
     if coalesced.len() > abi::COALESCED_ZONES {
         return Err(Error::Kvm(format!("at most {} coalesced port zones", abi::COALESCED_ZONES)));
+    }
+    if !(1..=abi::MAX_VCPUS).contains(&vcpus) {
+        return Err(Error::Kvm(format!("{vcpus} vCPUs: 1 to {} are possible", abi::MAX_VCPUS)));
     }
     match kind {
         Kind::Yakvm => {
@@ -120,32 +141,45 @@ pub fn create(kind: Kind, yakvm_device: &str, mem: &GuestMemory, coalesced: &[(u
             }
             let vm = dev.create_vm()?;
             vm.add_memory(0, 0, mem)?;
-            let mut vcpu = vm.create_vcpu()?;
-            // The module puts the registers in the run page at every exit: MMIO emulation
-            // reads and sets them there, without ioctls.
-            vcpu.run_page().sync_valid = abi::sync::ALL;
+            if lapic {
+                vm.enable_lapic()?;
+            }
             let mut zones = abi::CoalescedIo::default();
             for (zone, &(port, len)) in zones.zones.iter_mut().zip(coalesced) {
                 *zone = abi::CoalescedZone { port, len };
             }
-            vcpu.set_coalesced_io(&zones)?;
-            Ok((Box::new(vm), Box::new(YakvmVcpu { vcpu, synced: false })))
+            let mut list: Vec<Box<dyn Vcpu>> = Vec::new();
+            for _ in 0..vcpus {
+                let mut vcpu = vm.create_vcpu()?;
+                // The module puts the registers in the run page at every exit: MMIO
+                // emulation reads and sets them there, without ioctls.
+                vcpu.run_page().sync_valid = abi::sync::ALL;
+                vcpu.set_coalesced_io(&zones)?;
+                list.push(Box::new(YakvmVcpu { vcpu, synced: false }));
+            }
+            Ok((Box::new(vm), list))
         }
         Kind::Kvm => {
             let kvm = kvm_ioctls::Kvm::new().map_err(|e| Error::Kvm(format!("cannot open /dev/kvm: {e} (is kvm_amd loaded?)")))?;
             let vm = kvm.create_vm().map_err(|e| Error::Kvm(format!("KVM_CREATE_VM: {e}")))?;
             sys::kvm::add_memory(&vm, 0, 0, mem)?;
-            let fd = vm.create_vcpu(0).map_err(|e| Error::Kvm(format!("KVM_CREATE_VCPU: {e}")))?;
-            fd.set_cpuid2(&kvm_cpuid()?).map_err(|e| Error::Kvm(format!("KVM_SET_CPUID2: {e}")))?;
-            let mut vcpu = sys::kvm::Vcpu::new(fd);
-            if !coalesced.is_empty() {
-                for &(port, len) in coalesced {
-                    vm.register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(port.into()), len.into())
-                        .map_err(|e| Error::Kvm(format!("KVM_REGISTER_COALESCED_MMIO (port {port:#x}): {e}")))?;
-                }
-                vcpu.map_coalesced_ring()?;
+            for &(port, len) in coalesced {
+                vm.register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(port.into()), len.into())
+                    .map_err(|e| Error::Kvm(format!("KVM_REGISTER_COALESCED_MMIO (port {port:#x}): {e}")))?;
             }
-            Ok((Box::new((kvm, vm)), Box::new(KvmVcpu(vcpu))))
+            // KVM's coalesced ring is the VM's: its vCPUs take turns to drain it.
+            let ring = Arc::new(Mutex::new(()));
+            let mut list: Vec<Box<dyn Vcpu>> = Vec::new();
+            for i in 0..vcpus {
+                let fd = vm.create_vcpu(i.into()).map_err(|e| Error::Kvm(format!("KVM_CREATE_VCPU {i}: {e}")))?;
+                fd.set_cpuid2(&kvm_cpuid(i, lapic)?).map_err(|e| Error::Kvm(format!("KVM_SET_CPUID2: {e}")))?;
+                let mut vcpu = sys::kvm::Vcpu::new(fd);
+                if !coalesced.is_empty() {
+                    vcpu.map_coalesced_ring()?;
+                }
+                list.push(Box::new(KvmVcpu { vcpu, ring: ring.clone() }));
+            }
+            Ok((Box::new((kvm, vm)), list))
         }
     }
 }
@@ -231,6 +265,9 @@ impl Vcpu for YakvmVcpu {
     fn interrupt(&mut self, vector: u8) -> io::Result<()> {
         self.vcpu.interrupt(vector)
     }
+    fn nmi(&mut self) -> io::Result<()> {
+        self.vcpu.nmi()
+    }
     fn ready_for_interrupt(&mut self) -> bool {
         self.vcpu.run_page().ready_for_interrupt_injection != 0
     }
@@ -267,7 +304,11 @@ impl Vcpu for YakvmVcpu {
 }
 
 /// KVM's vCPU: `kvm_run` describes the exit; registers through KVM's own structures.
-struct KvmVcpu(sys::kvm::Vcpu);
+struct KvmVcpu {
+    vcpu: sys::kvm::Vcpu,
+    /// Held while draining the VM's coalesced ring (shared by its vCPUs).
+    ring: Arc<Mutex<()>>,
+}
 
 fn kvm_error(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> io::Error {
     move |e| io::Error::new(io::Error::from_raw_os_error(e.errno()).kind(), format!("{call}: {e}"))
@@ -275,12 +316,12 @@ fn kvm_error(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> io::Error 
 
 impl Vcpu for KvmVcpu {
     fn run(&mut self) -> io::Result<bool> {
-        self.0.run()
+        self.vcpu.run()
     }
 
     fn exit(&mut self) -> Exit<'_> {
         use sys::kvm::Exit as K;
-        let (exit, data) = self.0.exit();
+        let (exit, data) = self.vcpu.exit();
         match exit {
             K::Io { port, size, out } => Exit::Io { port, size, out, data },
             K::MmioRead { gpa } => Exit::Mmio { gpa, write: false, data },
@@ -295,7 +336,7 @@ impl Vcpu for KvmVcpu {
     }
 
     fn regs(&self) -> io::Result<abi::Regs> {
-        let r = self.0.fd().get_regs().map_err(kvm_error("KVM_GET_REGS"))?;
+        let r = self.vcpu.fd().get_regs().map_err(kvm_error("KVM_GET_REGS"))?;
         Ok(abi::Regs {
             rax: r.rax, rbx: r.rbx, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi, rsp: r.rsp,
             rbp: r.rbp, r8: r.r8, r9: r.r9, r10: r.r10, r11: r.r11, r12: r.r12, r13: r.r13,
@@ -309,11 +350,11 @@ impl Vcpu for KvmVcpu {
             rbp: r.rbp, r8: r.r8, r9: r.r9, r10: r.r10, r11: r.r11, r12: r.r12, r13: r.r13,
             r14: r.r14, r15: r.r15, rip: r.rip, rflags: r.rflags | 2,
         };
-        self.0.fd().set_regs(&regs).map_err(kvm_error("KVM_SET_REGS"))
+        self.vcpu.fd().set_regs(&regs).map_err(kvm_error("KVM_SET_REGS"))
     }
 
     fn sregs(&self) -> io::Result<abi::Sregs> {
-        let s = self.0.fd().get_sregs().map_err(kvm_error("KVM_GET_SREGS"))?;
+        let s = self.vcpu.fd().get_sregs().map_err(kvm_error("KVM_GET_SREGS"))?;
         let dt = |d: &kvm_bindings::kvm_dtable| abi::DescTable { base: d.base, limit: d.limit.into(), _pad: 0 };
         Ok(abi::Sregs {
             cs: from_kvm_segment(&s.cs), ds: from_kvm_segment(&s.ds), es: from_kvm_segment(&s.es),
@@ -325,7 +366,7 @@ impl Vcpu for KvmVcpu {
     }
 
     fn set_sregs(&mut self, r: &abi::Sregs) -> io::Result<()> {
-        let mut s = self.0.fd().get_sregs().map_err(kvm_error("KVM_GET_SREGS"))?;
+        let mut s = self.vcpu.fd().get_sregs().map_err(kvm_error("KVM_GET_SREGS"))?;
         let dt = |d: &abi::DescTable| kvm_bindings::kvm_dtable { base: d.base, limit: d.limit as u16, padding: [0; 3] };
         s.cs = to_kvm_segment(&r.cs);
         s.ds = to_kvm_segment(&r.ds);
@@ -338,32 +379,35 @@ impl Vcpu for KvmVcpu {
         s.gdt = dt(&r.gdt);
         s.idt = dt(&r.idt);
         (s.cr0, s.cr2, s.cr3, s.cr4, s.efer) = (r.cr0, r.cr2, r.cr3, r.cr4, r.efer);
-        self.0.fd().set_sregs(&s).map_err(kvm_error("KVM_SET_SREGS"))
+        self.vcpu.fd().set_sregs(&s).map_err(kvm_error("KVM_SET_SREGS"))
     }
 
     fn interrupt(&mut self, vector: u8) -> io::Result<()> {
-        self.0.interrupt(vector)
+        self.vcpu.interrupt(vector)
+    }
+    fn nmi(&mut self) -> io::Result<()> {
+        self.vcpu.nmi()
     }
     fn ready_for_interrupt(&mut self) -> bool {
-        self.0.run_page().ready_for_interrupt_injection != 0
+        self.vcpu.run_page().ready_for_interrupt_injection != 0
     }
     fn if_flag(&mut self) -> bool {
-        self.0.run_page().if_flag != 0
+        self.vcpu.run_page().if_flag != 0
     }
     fn request_interrupt_window(&mut self, on: bool) {
-        self.0.run_page().request_interrupt_window = u8::from(on);
+        self.vcpu.run_page().request_interrupt_window = u8::from(on);
     }
     fn kickable(&mut self) -> io::Result<Kicker> {
-        self.0.kickable()
+        self.vcpu.kickable()
     }
     fn clear_kick(&mut self) {
-        self.0.clear_kick()
+        self.vcpu.clear_kick()
     }
     fn stats(&self) -> Option<abi::ExitStats> {
         None
     }
     fn kvm_stats(&self) -> Vec<(String, u64)> {
-        self.0.stats_fd().and_then(|f| read_kvm_stats(&f)).unwrap_or_default()
+        self.vcpu.stats_fd().and_then(|f| read_kvm_stats(&f)).unwrap_or_default()
     }
     fn msr_stats(&self) -> Option<abi::MsrStats> {
         None
@@ -372,7 +416,9 @@ impl Vcpu for KvmVcpu {
         Err(io::Error::new(io::ErrorKind::Unsupported, "--gdb and --step-trace are not supported on --hypervisor kvm (yakvm only)"))
     }
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {
-        while let Some((port, data, len)) = self.0.coalesced_write() {
+        // A thread that panicked while draining left the ring consistent (KVM's indices).
+        let _ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((port, data, len)) = self.vcpu.coalesced_write() {
             apply(port, &data[..len]);
         }
     }
@@ -442,14 +488,15 @@ fn to_kvm_segment(s: &abi::Segment) -> kvm_bindings::kvm_segment {
 }
 
 /// The CPUID table yakvm's module answers with (`abi::cpuid`), computed from this CPU's
-/// answers, for KVM: a guest sees the same CPU on both (no APIC, no KVM signature).
-fn kvm_cpuid() -> io::Result<kvm_bindings::CpuId> {
+/// answers, for KVM's vCPU `id` (its APIC id): a guest sees the same CPU on both (the
+/// APIC bit only with `lapic`, no KVM signature).
+fn kvm_cpuid(id: u32, lapic: bool) -> io::Result<kvm_bindings::CpuId> {
     let entries: Vec<kvm_bindings::kvm_cpuid_entry2> = LEAVES
         .iter()
         .map(|&leaf| {
             let host = std::arch::x86_64::__cpuid_count(leaf, 0);
             let host = CpuidResult { eax: host.eax, ebx: host.ebx, ecx: host.ecx, edx: host.edx };
-            let r = guest_cpuid(leaf, 0, 0, host);
+            let r = guest_cpuid(leaf, 0, id, lapic, host);
             let flags = if leaf == 7 { kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 };
             kvm_bindings::kvm_cpuid_entry2 { function: leaf, index: 0, flags, eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx, ..Default::default() }
         })
@@ -469,5 +516,17 @@ mod tests {
         }
         assert_eq!(to_kvm_segment(&abi::Segment::default()).unusable, 1);
         assert_eq!(to_kvm_segment(&abi::Segment { attrib: 0x9b, ..Default::default() }).unusable, 0);
+    }
+
+    #[test]
+    fn kvm_cpuid_has_the_apic_id_and_bit_asked_for() {
+        let leaf1 = |id, lapic| {
+            let table = kvm_cpuid(id, lapic).unwrap();
+            *table.as_slice().iter().find(|e| e.function == 1).unwrap()
+        };
+        assert_eq!(leaf1(3, true).ebx >> 24, 3);
+        assert_eq!(leaf1(3, true).edx & (1 << 9), 1 << 9);
+        assert_eq!(leaf1(0, false).ebx >> 24, 0);
+        assert_eq!(leaf1(0, false).edx & (1 << 9), 0);
     }
 }

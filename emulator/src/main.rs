@@ -321,7 +321,7 @@ fn print_hypervisor_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W
             ("io", s.io), ("mmio", s.mmio), ("hlt", s.hlt), ("cpuid", s.cpuid), ("msr", s.msr),
             ("hypercall", s.hypercall), ("interrupt", s.interrupt), ("#UD", s.invalid_opcode),
             ("shutdown", s.shutdown), ("fail-entry", s.fail_entry), ("other", s.other),
-            ("irq-window", s.irq_window), ("coalesced", s.coalesced),
+            ("irq-window", s.irq_window), ("coalesced", s.coalesced), ("nmi", s.nmi),
         ] {
             if n > 0 {
                 eprintln!("{indent}  {name:<10} {n}");

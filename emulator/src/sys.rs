@@ -18,6 +18,7 @@ mod ioctls {
     nix::ioctl_write_int_bad!(check_capability, abi::CHECK_CAPABILITY);
     nix::ioctl_write_ptr_bad!(set_memory_region, abi::SET_MEMORY_REGION, abi::MemoryRegion);
     nix::ioctl_none_bad!(create_vcpu, abi::CREATE_VCPU);
+    nix::ioctl_none_bad!(enable_lapic, abi::ENABLE_LAPIC);
     nix::ioctl_none_bad!(run, abi::RUN);
     nix::ioctl_read_bad!(get_regs, abi::GET_REGS, abi::Regs);
     nix::ioctl_write_ptr_bad!(set_regs, abi::SET_REGS, abi::Regs);
@@ -29,6 +30,7 @@ mod ioctls {
     nix::ioctl_read_bad!(get_msr_stats, abi::GET_MSR_STATS, abi::MsrStats);
     nix::ioctl_write_ptr_bad!(set_guest_debug, abi::SET_GUEST_DEBUG, abi::GuestDebug);
     nix::ioctl_write_ptr_bad!(set_coalesced_io, abi::SET_COALESCED_IO, abi::CoalescedIo);
+    nix::ioctl_none_bad!(nmi, abi::NMI);
 }
 
 /// A failed system call: which one and its errno.
@@ -110,6 +112,14 @@ impl Vm {
     pub fn set_memory_region(&self, region: &abi::MemoryRegion) -> io::Result<()> {
         // SAFETY: `region` is valid for the call; the kernel checks the address it names.
         unsafe { ioctls::set_memory_region(self.0.as_raw_fd(), region) }.map_err(ctx("SET_MEMORY_REGION"))?;
+        Ok(())
+    }
+
+    /// `ENABLE_LAPIC`: the vCPUs created from now on have local APICs (CPUID, the
+    /// IA32_APIC_BASE MSR); `EBUSY` once a vCPU exists.
+    pub fn enable_lapic(&self) -> io::Result<()> {
+        // SAFETY: an argument-less ioctl on our own descriptor.
+        unsafe { ioctls::enable_lapic(self.0.as_raw_fd()) }.map_err(ctx("ENABLE_LAPIC"))?;
         Ok(())
     }
 
@@ -214,6 +224,14 @@ impl Vcpu {
         Ok(())
     }
 
+    /// `NMI`: queues a non-maskable interrupt (see the ABI for when it lands); `EEXIST`
+    /// while one is queued.
+    pub fn nmi(&self) -> io::Result<()> {
+        // SAFETY: an argument-less ioctl on our own descriptor.
+        unsafe { ioctls::nmi(self.fd.as_raw_fd()) }.map_err(ctx("NMI"))?;
+        Ok(())
+    }
+
     /// `SET_COALESCED_IO`: OUTs to these ports go to the run page's list (see the ABI).
     pub fn set_coalesced_io(&self, zones: &abi::CoalescedIo) -> io::Result<()> {
         // SAFETY: `zones` is a valid `CoalescedIo` for the duration of the call.
@@ -295,6 +313,7 @@ pub mod kvm {
     use std::ptr::NonNull;
 
     nix::ioctl_write_ptr!(kvm_interrupt, kvm_bindings::KVMIO, 0x86, kvm_bindings::kvm_interrupt);
+    nix::ioctl_none!(kvm_nmi, kvm_bindings::KVMIO, 0x9a);
     nix::ioctl_none!(kvm_get_stats_fd, kvm_bindings::KVMIO, 0xce);
 
     /// Makes `mem` guest RAM at guest-physical `gpa` in memory slot `slot`.
@@ -429,6 +448,13 @@ pub mod kvm {
             Ok(())
         }
 
+        /// `KVM_NMI`: queues a non-maskable interrupt (no in-kernel irqchip).
+        pub fn nmi(&self) -> io::Result<()> {
+            // SAFETY: an argument-less ioctl on our own vCPU descriptor.
+            unsafe { kvm_nmi(self.fd.as_raw_fd()) }.map_err(ctx("KVM_NMI"))?;
+            Ok(())
+        }
+
         /// `KVM_GET_STATS_FD`: the descriptor of the vCPU's binary statistics (see
         /// `hypervisor::kvm_stats`).
         pub fn stats_fd(&self) -> io::Result<std::fs::File> {
@@ -472,7 +498,12 @@ pub struct GuestMemory {
 // SAFETY: all access goes through bounds-checked byte copies of a mapping this value owns;
 // guest RAM is written concurrently by the guest anyway, never referenced by Rust.
 unsafe impl Send for GuestMemory {}
-// SAFETY: as above.
+// SAFETY: shared by the vCPU threads, which (like the guest's CPUs) read and write it at
+// once. `&self` methods only copy bytes through the raw pointer (`copy_nonoverlapping`),
+// never make a Rust reference into the mapping, and never change `ptr` or `len`: a copy
+// racing with another (or with the guest) gives mixed bytes, as on the hardware, and no
+// reference can observe a torn value. The mapping lives until `drop`, which needs
+// ownership (no other thread can use it then).
 unsafe impl Sync for GuestMemory {}
 
 impl GuestMemory {
@@ -617,15 +648,32 @@ pub fn tsc_khz(over: std::time::Duration) -> u64 {
 /// The signal that kicks a vCPU thread out of `RUN`.
 const KICK_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR2;
 
-/// The `immediate_exit` byte of the kickable vCPU's run page, yakvm's or KVM's (one per
-/// process: the machine has one vCPU).
-static KICK_FLAG: std::sync::atomic::AtomicPtr<u8> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+thread_local! {
+    /// The `immediate_exit` byte of the run page of the vCPU this thread runs, yakvm's or
+    /// KVM's (each vCPU thread has its own). Const-initialised and without a destructor:
+    /// reading it is a plain thread-local load, fine in a signal handler.
+    static KICK_FLAG: std::cell::Cell<*mut u8> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
+/// Most run pages kickable at once (every vCPU of a machine, with room to spare).
+const MAX_KICK_FLAGS: usize = 64;
+
+/// The kick flags whose run pages are mapped: a vCPU may be dropped on another thread
+/// than the one it ran on, whose `KICK_FLAG` then still names its page. A kick writes
+/// only a flag found here; `forget_kick_flag` takes it out before the unmap.
+static LIVE_KICK_FLAGS: [std::sync::atomic::AtomicPtr<u8>; MAX_KICK_FLAGS] =
+    [const { std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()) }; MAX_KICK_FLAGS];
+
+fn kick_flag_live(flag: *mut u8) -> bool {
+    LIVE_KICK_FLAGS.iter().any(|f| f.load(std::sync::atomic::Ordering::SeqCst) == flag)
+}
 
 extern "C" fn note_kick(_: nix::libc::c_int) {
-    let flag = KICK_FLAG.load(std::sync::atomic::Ordering::SeqCst);
-    if !flag.is_null() {
-        // SAFETY: `KICK_FLAG` points into a mapped run page (cleared before it is
-        // unmapped); a volatile one-byte store of plain data.
+    // `try_with`: nothing to do in a thread being torn down.
+    let flag = KICK_FLAG.try_with(|f| f.get()).unwrap_or(std::ptr::null_mut());
+    if !flag.is_null() && kick_flag_live(flag) {
+        // SAFETY: a live flag points into a mapped run page (taken out of
+        // `LIVE_KICK_FLAGS` before it is unmapped); a volatile one-byte store of plain data.
         unsafe { flag.write_volatile(1) };
     }
 }
@@ -634,20 +682,38 @@ extern "C" fn note_kick(_: nix::libc::c_int) {
 /// must stay mapped until `forget_kick_flag(flag)`.
 fn kick_through(flag: *mut u8) -> io::Result<Kicker> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
-    KICK_FLAG.store(flag, std::sync::atomic::Ordering::SeqCst);
+    use std::sync::atomic::Ordering::SeqCst;
+    if !kick_flag_live(flag) {
+        LIVE_KICK_FLAGS
+            .iter()
+            .find(|f| f.compare_exchange(std::ptr::null_mut(), flag, SeqCst, SeqCst).is_ok())
+            .ok_or_else(|| io::Error::other(format!("more than {MAX_KICK_FLAGS} kickable vCPUs")))?;
+    }
+    KICK_FLAG.with(|f| f.set(flag));
     // No SA_RESTART: the interrupted RUN must return.
     let action = SigAction::new(SigHandler::Handler(note_kick), SaFlags::empty(), SigSet::empty());
-    // SAFETY: the handler only does a volatile byte store into the mapped run page
-    // (async-signal-safe); the page stays mapped while `KICK_FLAG` points to it (cleared
-    // by `forget_kick_flag` before the unmap).
+    // SAFETY: the handler only reads a thread-local and atomics and does a volatile byte
+    // store into a mapped run page (async-signal-safe); the page stays mapped while its
+    // flag is in `LIVE_KICK_FLAGS` (taken out by `forget_kick_flag` before the unmap).
     unsafe { sigaction(KICK_SIGNAL, &action) }.map_err(ctx("sigaction"))?;
     Ok(Kicker(Some(nix::sys::pthread::pthread_self())))
 }
 
-/// A run page is about to be unmapped: a late kick must not write into it.
+/// A run page is about to be unmapped: a late kick must not write into it (from any
+/// thread: the one that ran the vCPU may still have it as its `KICK_FLAG`).
 fn forget_kick_flag(flag: *mut u8) {
     use std::sync::atomic::Ordering::SeqCst;
-    let _ = KICK_FLAG.compare_exchange(flag, std::ptr::null_mut(), SeqCst, SeqCst);
+    if flag.is_null() {
+        return;
+    }
+    for f in &LIVE_KICK_FLAGS {
+        let _ = f.compare_exchange(flag, std::ptr::null_mut(), SeqCst, SeqCst);
+    }
+    let _ = KICK_FLAG.try_with(|f| {
+        if f.get() == flag {
+            f.set(std::ptr::null_mut());
+        }
+    });
 }
 
 /// Makes a vCPU thread return from `RUN` (see `Vcpu::kickable`). Any thread may kick.

@@ -5,7 +5,8 @@
 use crate::ffi::cpu::cpuid;
 use crate::guest_cpuid::{self, CpuidResult};
 
-/// The guest's CPUID for `leaf`/`subleaf`; `vcpu_id` becomes the initial APIC id.
-pub(crate) fn guest_cpuid(leaf: u32, subleaf: u32, vcpu_id: u32) -> CpuidResult {
-    guest_cpuid::guest_cpuid(leaf, subleaf, vcpu_id, cpuid(leaf, subleaf))
+/// The guest's CPUID for `leaf`/`subleaf`; `vcpu_id` becomes the initial APIC id; `apic`:
+/// the VM has local APICs.
+pub(crate) fn guest_cpuid(leaf: u32, subleaf: u32, vcpu_id: u32, apic: bool) -> CpuidResult {
+    guest_cpuid::guest_cpuid(leaf, subleaf, vcpu_id, apic, cpuid(leaf, subleaf))
 }

@@ -3,7 +3,8 @@
 //! ones). The MSRs a 64-bit guest needs are emulated on the guest's own copies in the
 //! VMCB; those a real OS touches at boot (PMU, HWCR, the patch level, machine-check banks,
 //! TSC_AUX, SPEC_CTRL and friends) are answered as KVM answers an AMD guest, on copies in
-//! [`GuestMsrs`]; everything else, above all the host's SVM MSRs (VM_HSAVE_PA, VM_CR) and
+//! [`GuestMsrs`], and so is IA32_APIC_BASE in a VM with local APICs (`ENABLE_LAPIC`);
+//! everything else, above all the host's SVM MSRs (VM_HSAVE_PA, VM_CR) and
 //! EFER.SVME, raises #GP in the guest. No guest value ever reaches a host MSR.
 
 use super::vmcb::{SaveArea, EFER_SVME};
@@ -12,6 +13,7 @@ use crate::abi;
 /// MSR numbers (AMD APM vol. 2, appendix A).
 mod nr {
     pub(super) const TSC: u32 = 0x10;
+    pub(super) const APIC_BASE: u32 = 0x1b;
     pub(super) const SYSENTER_CS: u32 = 0x174;
     pub(super) const SYSENTER_ESP: u32 = 0x175;
     pub(super) const SYSENTER_EIP: u32 = 0x176;
@@ -63,8 +65,17 @@ const VIRT_SSBD: u64 = 1 << 2;
 /// DE_CFG bit 1: LFENCE is dispatch-serialising (reads as set, as on current CPUs).
 const DE_CFG_LFENCE_SERIALIZE: u64 = 1 << 1;
 
+/// IA32_APIC_BASE (APM vol. 2, 16.3.1): the local APIC's page, always at its power-on
+/// address (the emulator's APIC does not move), BSP (8) and EN (11: the APIC is
+/// enabled). EXTD (10, x2APIC mode) is not offered: writing it raises #GP.
+const APIC_DEFAULT_BASE: u64 = 0xfee0_0000;
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_EN: u64 = 1 << 11;
+
 /// The guest's MSRs that do not live in the VMCB.
 pub(crate) struct GuestMsrs {
+    /// IA32_APIC_BASE; `None` without local APICs (the MSR raises #GP).
+    apic_base: Option<u64>,
     hwcr: u64,
     mcg_status: u64,
     /// CTL, STATUS, ADDR, MISC of each bank.
@@ -77,6 +88,7 @@ pub(crate) struct GuestMsrs {
 impl Default for GuestMsrs {
     fn default() -> Self {
         Self {
+            apic_base: None,
             hwcr: HWCR_TSC_FREQ_SEL,
             mcg_status: 0,
             // MCi_CTL reset to all ones (every error reporting enabled).
@@ -85,6 +97,15 @@ impl Default for GuestMsrs {
             spec_ctrl: 0,
             virt_spec_ctrl: 0,
         }
+    }
+}
+
+impl GuestMsrs {
+    /// The MSRs of a vCPU with a local APIC: IA32_APIC_BASE at its reset value, BSP set
+    /// on the bootstrap processor only.
+    pub(crate) fn with_apic(bsp: bool) -> Self {
+        let bsp = if bsp { APIC_BASE_BSP } else { 0 };
+        Self { apic_base: Some(APIC_DEFAULT_BASE | APIC_BASE_EN | bsp), ..Self::default() }
     }
 }
 
@@ -138,6 +159,7 @@ fn valid_pat(v: u64) -> bool {
 pub(crate) fn read(s: &SaveArea, tsc_offset: u64, m: &GuestMsrs, msr: u32, host_tsc: u64) -> Result<u64, Fault> {
     Ok(match msr {
         nr::TSC => host_tsc.wrapping_add(tsc_offset),
+        nr::APIC_BASE => m.apic_base.ok_or(Fault)?,
         nr::SYSENTER_CS => s.sysenter_cs,
         nr::SYSENTER_ESP => s.sysenter_esp,
         nr::SYSENTER_EIP => s.sysenter_eip,
@@ -169,7 +191,8 @@ pub(crate) fn read(s: &SaveArea, tsc_offset: u64, m: &GuestMsrs, msr: u32, host_
     })
 }
 
-/// WRMSR of `value` to `msr`. A TSC write moves the guest's TSC offset.
+/// WRMSR of `value` to `msr`. A TSC write moves the guest's TSC offset (the VM's: one
+/// counter for all its vCPUs).
 pub(crate) fn write(
     s: &mut SaveArea,
     tsc_offset: &mut u64,
@@ -181,6 +204,14 @@ pub(crate) fn write(
     let base = |v: u64| if canonical(v) { Ok(v) } else { Err(Fault) };
     match msr {
         nr::TSC => *tsc_offset = value.wrapping_sub(host_tsc),
+        // Only EN may change: a new base, EXTD or a reserved bit is refused; BSP keeps
+        // its value whatever is written (vCPU 0 is the bootstrap processor for good).
+        nr::APIC_BASE => match m.apic_base.as_mut() {
+            Some(apic_base) if value & !(APIC_BASE_BSP | APIC_BASE_EN) == APIC_DEFAULT_BASE => {
+                *apic_base = (*apic_base & !APIC_BASE_EN) | (value & APIC_BASE_EN);
+            }
+            _ => return Err(Fault),
+        },
         nr::SYSENTER_CS => s.sysenter_cs = value & 0xffff,
         nr::SYSENTER_ESP => s.sysenter_esp = base(value)?,
         nr::SYSENTER_EIP => s.sysenter_eip = base(value)?,

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! A virtual machine: its guest RAM (pinned userspace memory), its nested page table and
-//! its vCPUs.
+//! A virtual machine: its guest RAM (pinned userspace memory), its nested page table,
+//! its vCPUs and what they share (local APICs or not, the TSC).
 
 use super::npt::Npt;
 use super::Shared;
@@ -10,6 +10,7 @@ use crate::paging::PagingRegs;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::new_mutex;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// A RAM region: guest-physical `[gpa, gpa + pages.len() * 4096)`.
 struct Region {
@@ -29,21 +30,37 @@ struct VmState {
     regions: KVec<Region>,
     ram_bytes: u64,
     vcpus: u32,
+    /// `ENABLE_LAPIC`: the vCPUs have local APICs (in userspace).
+    lapic: bool,
     /// A vCPU has run: the memory map is frozen (no TLB shootdown exists to change it).
     started: bool,
+}
+
+/// What a new vCPU learns from its VM.
+pub(crate) struct VcpuSlot {
+    /// Its index (its APIC id; 0 is the bootstrap processor).
+    pub(crate) id: u32,
+    /// It has a local APIC (`ENABLE_LAPIC`).
+    pub(crate) lapic: bool,
 }
 
 #[pin_data]
 pub(crate) struct Vm {
     pub(crate) shared: Arc<Shared>,
+    /// The guest's TSC minus the host's (the VMCB's TSC_OFFSET), one for all vCPUs: their
+    /// counters agree, as Linux checks across CPUs. 0 until the guest writes the TSC.
+    tsc_offset: AtomicU64,
     #[pin]
     state: Mutex<VmState>,
 }
 
 impl Vm {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Arc<Self>> {
-        let state = VmState { npt: Npt::new()?, regions: KVec::new(), ram_bytes: 0, vcpus: 0, started: false };
-        Arc::pin_init(pin_init!(Self { shared, state <- new_mutex!(state, "yakvm_vm") }), GFP_KERNEL)
+        let state = VmState { npt: Npt::new()?, regions: KVec::new(), ram_bytes: 0, vcpus: 0, lapic: false, started: false };
+        Arc::pin_init(
+            pin_init!(Self { shared, tsc_offset: AtomicU64::new(0), state <- new_mutex!(state, "yakvm_vm") }),
+            GFP_KERNEL,
+        )
     }
 
     /// Adds guest RAM (`SET_MEMORY_REGION`), after checking every field of `r`.
@@ -101,14 +118,36 @@ impl Vm {
         Ok(())
     }
 
+    /// `ENABLE_LAPIC`: every vCPU gets a local APIC (CPUID, IA32_APIC_BASE); `EBUSY` once
+    /// one exists (they must all agree).
+    pub(crate) fn enable_lapic(&self) -> Result {
+        let mut vm = self.state.lock();
+        if vm.vcpus > 0 {
+            return Err(EBUSY);
+        }
+        vm.lapic = true;
+        Ok(())
+    }
+
     /// Counts a new vCPU and returns its index; `ENOSPC` past the limit.
-    pub(crate) fn reserve_vcpu(&self) -> Result<u32> {
+    pub(crate) fn reserve_vcpu(&self) -> Result<VcpuSlot> {
         let mut vm = self.state.lock();
         if vm.vcpus >= abi::MAX_VCPUS {
             return Err(ENOSPC);
         }
         vm.vcpus += 1;
-        Ok(vm.vcpus - 1)
+        Ok(VcpuSlot { id: vm.vcpus - 1, lapic: vm.lapic })
+    }
+
+    /// The guest's TSC offset, for every vCPU's VMCB before it runs.
+    pub(crate) fn tsc_offset(&self) -> u64 {
+        self.tsc_offset.load(Ordering::Relaxed)
+    }
+
+    /// A guest wrote the TSC (on any vCPU): all the VM's vCPUs take the new offset at
+    /// their next entry.
+    pub(crate) fn set_tsc_offset(&self, offset: u64) {
+        self.tsc_offset.store(offset, Ordering::Relaxed);
     }
 
     /// Copies guest-physical memory at `gpa` into `out`; `EFAULT` if any of it is not RAM.

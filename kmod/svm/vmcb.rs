@@ -142,6 +142,7 @@ pub(crate) mod intercept1 {
     pub(crate) const INIT: u32 = 1 << 3;
     pub(crate) const VINTR: u32 = 1 << 4;
     pub(crate) const PUSHF: u32 = 1 << 16;
+    pub(crate) const IRET: u32 = 1 << 20;
     pub(crate) const INTN: u32 = 1 << 21;
     pub(crate) const CPUID: u32 = 1 << 18;
     pub(crate) const INVD: u32 = 1 << 22;
@@ -216,6 +217,8 @@ pub(crate) mod exit_code {
     pub(crate) const INIT: u32 = 0x63;
     pub(crate) const VINTR: u32 = 0x64;
     pub(crate) const PUSHF: u32 = 0x70;
+    /// IRET, taken before the instruction executes (RIP at it).
+    pub(crate) const IRET: u32 = 0x74;
     /// INT n; QEMU also reports INT3 and INTO here, not as #BP/#OF exception intercepts.
     pub(crate) const SWINT: u32 = 0x75;
     pub(crate) const CPUID: u32 = 0x72;

@@ -194,6 +194,162 @@ fn interrupts_exit_to_host(dev: &Device) -> TestResult {
     Ok(())
 }
 
+/// Real-mode code for the local APIC and NMI tests, at these addresses of a 64 KiB VM:
+/// the interrupt vector table at 0, the program, the NMI and #GP handlers, a counter.
+const PROGRAM: u64 = 0x1000;
+const NMI_HANDLER: u64 = 0x1100;
+const GP_HANDLER: u64 = 0x1200;
+const COUNTER: u64 = 0x2000;
+
+/// `out 0x10` of `0xdead000d`, then HLT: the guest took a #GP.
+const GP_MARK: u32 = 0xdead_000d;
+const GP_CODE: [u8; 10] = [
+    0x66, 0xb8, 0x0d, 0x00, 0xad, 0xde, // mov eax, 0xdead000d
+    0x66, 0xe7, 0x10, // out 0x10, eax
+    0xf4, // hlt
+];
+
+/// A real-mode VM (with local APICs if `lapic`) of `vcpus` vCPUs, each about to run
+/// `program` at `PROGRAM`; vector 2 goes to `nmi_handler`, vector 13 to `GP_CODE`.
+fn vectored_vm(dev: &Device, lapic: bool, vcpus: usize, program: &[u8], nmi_handler: &[u8]) -> Result<(sys::Vm, GuestMemory, Vec<sys::Vcpu>), String> {
+    let vm = dev.create_vm().map_err(|e| e.to_string())?;
+    let mem = GuestMemory::new(64 << 10).map_err(|e| e.to_string())?;
+    vm.add_memory(0, 0, &mem).map_err(|e| e.to_string())?;
+    if lapic {
+        vm.enable_lapic().map_err(|e| e.to_string())?;
+    }
+    let vector = |n: u64, handler: u64| mem.write(n * 4, &(handler as u32).to_le_bytes()); // offset, segment 0
+    vector(2, NMI_HANDLER).ok_or("IVT")?;
+    vector(13, GP_HANDLER).ok_or("IVT")?;
+    mem.write(PROGRAM, program).ok_or("program")?;
+    mem.write(NMI_HANDLER, nmi_handler).ok_or("handler")?;
+    mem.write(GP_HANDLER, &GP_CODE).ok_or("handler")?;
+    let (regs, sregs) = yakvm::boot::real_mode(0, PROGRAM);
+    let mut list = Vec::new();
+    for _ in 0..vcpus {
+        let vcpu = vm.create_vcpu().map_err(|e| e.to_string())?;
+        vcpu.set_sregs(&sregs).map_err(|e| e.to_string())?;
+        vcpu.set_regs(&regs).map_err(|e| e.to_string())?;
+        list.push(vcpu);
+    }
+    Ok((vm, mem, list))
+}
+
+/// The 32-bit words a guest wrote to port 0x10 before its HLT.
+fn words_to_hlt(vcpu: &mut sys::Vcpu) -> Result<Vec<u32>, String> {
+    let bytes = run_to_hlt(vcpu)?;
+    Ok(bytes.chunks_exact(4).map(|w| u32::from_le_bytes(w.try_into().unwrap())).collect())
+}
+
+/// `ENABLE_LAPIC`: only before the first vCPU; then CPUID.1:EDX.APIC and IA32_APIC_BASE
+/// (BSP on vCPU 0 only, EN writable, EXTD refused with #GP); without it, neither.
+fn local_apic_cpuid_and_msr(dev: &Device) -> TestResult {
+    // CPUID.1:EDX; RDMSR 0x1b; clear EN, WRMSR, RDMSR; set EXTD, WRMSR (#GP); each
+    // value read is written to port 0x10.
+    let program = [
+        0x66, 0xb8, 0x01, 0x00, 0x00, 0x00, // mov eax, 1
+        0x0f, 0xa2, // cpuid
+        0x66, 0x89, 0xd0, // mov eax, edx
+        0x66, 0xe7, 0x10, // out 0x10, eax
+        0x66, 0xb9, 0x1b, 0x00, 0x00, 0x00, // mov ecx, 0x1b
+        0x0f, 0x32, // rdmsr
+        0x66, 0xe7, 0x10, // out 0x10, eax
+        0x66, 0x25, 0xff, 0xf7, 0xff, 0xff, // and eax, ~0x800 (EN)
+        0x0f, 0x30, // wrmsr
+        0x0f, 0x32, // rdmsr
+        0x66, 0xe7, 0x10, // out 0x10, eax
+        0x66, 0x0d, 0x00, 0x04, 0x00, 0x00, // or eax, 0x400 (EXTD)
+        0x0f, 0x30, // wrmsr: #GP
+        0xf4, // hlt
+    ];
+    const APIC: u32 = 1 << 9;
+    let (vm, _mem, mut vcpus) = vectored_vm(dev, true, 2, &program, &[0xcf])?;
+    expect_errno("ENABLE_LAPIC after CREATE_VCPU", vm.enable_lapic(), Errno::EBUSY)?;
+    for (i, vcpu) in vcpus.iter_mut().enumerate() {
+        let bsp = if i == 0 { 0x100 } else { 0 };
+        let want = [0xfee0_0800 | bsp, 0xfee0_0000 | bsp, GP_MARK];
+        let got = words_to_hlt(vcpu)?;
+        if got.len() != 4 || got[0] & APIC == 0 || got[1..] != want {
+            return Err(format!("vCPU {i} with APIC: read {got:x?}, expected the APIC bit, then {want:x?}"));
+        }
+        let stats = vcpu.msr_stats().map_err(|e| e.to_string())?;
+        let e = stats.entries[..stats.count as usize].iter().find(|e| e.index == 0x1b);
+        if !matches!(e, Some(e) if (e.reads, e.writes, e.faults) == (2, 2, 1)) {
+            return Err(format!("vCPU {i}: MSR 0x1b counted {e:?}, expected 2 reads, 2 writes, 1 fault"));
+        }
+    }
+    let (_vm, _mem, mut vcpus) = vectored_vm(dev, false, 1, &program, &[0xcf])?;
+    let got = words_to_hlt(&mut vcpus[0])?;
+    if got.len() != 2 || got[0] & APIC != 0 || got[1] != GP_MARK {
+        return Err(format!("without APIC: read {got:x?}, expected no APIC bit, then #GP at the RDMSR"));
+    }
+    Ok(())
+}
+
+/// `NMI`: delivered through vector 2 whatever RFLAGS.IF says (the guest runs with IF
+/// clear), even to a halted guest; `EEXIST` while one is queued; one queued while the
+/// handler runs is delivered only after the handler's IRET has executed: queued at the
+/// handler's last exit, just before its IRET (whose intercept comes before it runs), it
+/// must interrupt the program, not the IRET.
+fn nmi_delivery_and_blocking(dev: &Device) -> TestResult {
+    let program = [0xf4, 0xeb, 0xfd]; // 1: hlt; jmp 1b
+    // The handler counts, writes the count to port 0x10 and the IP it interrupted to port
+    // 0x11, then returns.
+    let handler = [
+        0xff, 0x06, 0x00, 0x20, // inc word [0x2000]
+        0xa1, 0x00, 0x20, // mov ax, [0x2000]
+        0xe7, 0x10, // out 0x10, ax
+        0x89, 0xe5, // mov bp, sp
+        0x8b, 0x46, 0x00, // mov ax, [bp]: the IP of the interrupted instruction
+        0xe7, 0x11, // out 0x11, ax
+        0x90, // nop: QEMU reports an interrupt shadow at the first instruction of an entry
+        0xcf, // iret
+    ];
+    let (_vm, mem, mut vcpus) = vectored_vm(dev, false, 1, &program, &handler)?;
+    let vcpu = &mut vcpus[0];
+    vcpu.nmi().map_err(|e| format!("NMI: {e}"))?;
+    expect_errno("a second NMI while one is queued", vcpu.nmi(), Errno::EEXIST)?;
+    // What the guest did, in order: (port, value) for each OUT, (0, 0) for HLT.
+    let mut seen = Vec::new();
+    loop {
+        if !vcpu.run().map_err(|e| e.to_string())? {
+            return Err("interrupted".into());
+        }
+        let run = vcpu.run_page();
+        match run.exit_reason {
+            abi::exit::IO if run.io.size == 2 => {
+                let value = u16::from_le_bytes([run.data[0], run.data[1]]);
+                seen.push((run.io.port, value));
+                // The first handler's last exit: the next NMI must wait for its IRET.
+                if seen.len() == 2 {
+                    vcpu.nmi().map_err(|e| format!("NMI in the handler: {e}"))?;
+                }
+            }
+            abi::exit::HLT => {
+                seen.push((0, 0));
+                break;
+            }
+            r => return Err(format!("unexpected exit {r} (hw {:#x}), after {seen:?}", run.hw.exit_code)),
+        }
+        if seen.len() > 10 {
+            break;
+        }
+    }
+    // The first NMI comes before the first HLT, the second one wakes it (IP past it).
+    let program_ip = PROGRAM as u16;
+    let want = [(0x10, 1), (0x11, program_ip), (0x10, 2), (0x11, program_ip + 1), (0, 0)];
+    if seen != want {
+        return Err(format!("guest did {seen:x?}, expected {want:x?} (port, count or interrupted IP; 0 = HLT)"));
+    }
+    let mut count = [0u8; 2];
+    mem.read(COUNTER, &mut count).ok_or("counter")?;
+    let stats = vcpu.stats().map_err(|e| e.to_string())?;
+    if u16::from_le_bytes(count) != 2 || stats.nmi != 2 {
+        return Err(format!("counter {count:?}, {} NMIs counted by the module", stats.nmi));
+    }
+    Ok(())
+}
+
 fn main() {
     let guests: PathBuf = std::env::args().nth(1).unwrap_or_else(|| "/mnt/shares/guests".into()).into();
     let dev = match Device::open("/dev/yakvm") {
@@ -213,6 +369,8 @@ fn main() {
         ("invalid_state_fails_entry", Box::new(|| invalid_state_fails_entry(&dev))),
         ("unknown_exit_is_reported", Box::new(|| unknown_exit_is_reported(&dev))),
         ("interrupts_exit_to_host", Box::new(|| interrupts_exit_to_host(&dev))),
+        ("local_apic_cpuid_and_msr", Box::new(|| local_apic_cpuid_and_msr(&dev))),
+        ("nmi_delivery_and_blocking", Box::new(|| nmi_delivery_and_blocking(&dev))),
     ];
     let mut failed = 0;
     for (name, test) in &tests {

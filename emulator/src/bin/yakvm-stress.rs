@@ -233,6 +233,7 @@ const KNOWN: &[u32] = &[
     abi::GET_API_VERSION, abi::CREATE_VM, abi::CHECK_CAPABILITY, abi::SET_MEMORY_REGION,
     abi::CREATE_VCPU, abi::RUN, abi::GET_REGS, abi::SET_REGS, abi::GET_SREGS, abi::SET_SREGS,
     abi::GET_VMCB, abi::GET_STATS, abi::INTERRUPT, abi::GET_MSR_STATS, abi::SET_COALESCED_IO, abi::SET_GUEST_DEBUG,
+    abi::ENABLE_LAPIC, abi::NMI,
 ];
 
 fn fuzz_cmd(rng: &mut Rng) -> u32 {

@@ -1,17 +1,56 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Events into the guest (AMD APM vol. 2, 15.20 and 15.21): the external interrupt that
-//! userspace queued with `INTERRUPT`, the event an exit cut short, and the interrupt
-//! window. The same design as KVM's `svm.c` with a userspace interrupt controller:
+//! userspace queued with `INTERRUPT`, the NMI it queued with `NMI`, the event an exit cut
+//! short, and the interrupt window. The same design as KVM's `svm.c` with a userspace
+//! interrupt controller:
 //!
 //! - an interrupt is delivered through EVENTINJ, only when the guest can take it
 //!   (RFLAGS.IF set, no STI/MOV SS shadow, no other event on its way);
 //! - when it cannot, the VINTR intercept with a dummy virtual interrupt (V_IRQ) makes
 //!   the CPU exit at the first instruction boundary where it could: the window;
 //! - an exit that happens while the CPU delivers an event (EXITINTINFO) re-delivers it on
-//!   the next entry, so nothing is lost or delivered twice.
+//!   the next entry, so nothing is lost or delivered twice;
+//! - an NMI is delivered through EVENTINJ too, before an external interrupt, whatever
+//!   RFLAGS.IF says, but not while NMIs are blocked: from one NMI's delivery until the
+//!   guest's next IRET has executed ([`NmiBlocking`]).
 
 use super::VcpuState;
 use crate::svm::vmcb::{self, event, intercept1};
+
+/// The vector of a non-maskable interrupt.
+const NMI_VECTOR: u64 = 2;
+
+/// Whether NMIs are blocked: from an NMI's delivery until the first IRET after it has
+/// executed, as on the CPU (APM 8.2.1: an IRET ends the blocking, whichever handler's).
+///
+/// The IRET intercept is taken before the IRET executes (RIP at it): that exit cannot end
+/// the blocking, or an NMI injected at the next entry would be delivered before the IRET
+/// has run, nested in the handler it was meant to follow. So the intercept only notes the
+/// IRET's address and is switched off, the guest re-enters and executes it, and the first
+/// exit at another RIP shows that it has run. The NMI queued meanwhile waits for that
+/// exit: the module does not force one right after the IRET (KVM single-steps it, which
+/// here would share TF with the debugger, debug.rs); any exit will do, at the latest the
+/// host's next timer interrupt, which always exits (INTR is intercepted). Late, never
+/// early: that is the simple and correct side to err on.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum NmiBlocking {
+    /// NMIs can be delivered.
+    #[default]
+    No,
+    /// An NMI was delivered (or is being): blocked, the IRET intercept is on.
+    InHandler,
+    /// The IRET intercept came for the IRET at this address; still blocked until an exit
+    /// shows RIP elsewhere.
+    IretAt(u64),
+}
+
+/// The NMI state of a vCPU.
+#[derive(Default)]
+pub(super) struct Nmi {
+    /// Userspace queued one (`NMI`), not delivered yet.
+    pub(super) queued: bool,
+    pub(super) blocking: NmiBlocking,
+}
 
 /// RFLAGS.IF.
 pub(super) const RFLAGS_IF: u64 = 1 << 9;
@@ -28,21 +67,52 @@ pub(super) fn interrupt_allowed(v: &VcpuState) -> bool {
         && c.event_inj & event::VALID == 0
 }
 
+/// Whether an NMI injected now would be delivered before the guest's next instruction:
+/// not blocked by an earlier one, no STI/MOV SS shadow (as KVM: the CPU may hold NMIs
+/// there), no other event on its way.
+fn nmi_allowed(v: &VcpuState) -> bool {
+    let c = &v.vmcb.control;
+    v.nmi.blocking == NmiBlocking::No
+        && c.interrupt_shadow & vmcb::INTERRUPT_SHADOW == 0
+        && c.event_inj & event::VALID == 0
+}
+
+/// A queued NMI can be delivered at the next entry (HLT then resumes the guest).
+pub(super) fn nmi_deliverable(v: &VcpuState) -> bool {
+    v.nmi.queued && nmi_allowed(v) && !v.debugger.blocks_irq()
+}
+
 /// What the module reports in the run page on every return from `RUN`.
 pub(super) fn ready_for_injection(v: &VcpuState) -> bool {
     v.queued.is_none() && interrupt_allowed(v) && !v.debugger.blocks_irq()
 }
 
-/// Before each VMRUN. Delivers the queued interrupt if the guest can take it, else opens
-/// the window to deliver it as soon as it can. Returns `true` when userspace asked for
+/// Before each VMRUN. Delivers the queued NMI if NMIs are not blocked, else the queued
+/// interrupt if the guest can take it; an interrupt it cannot take yet opens the window to
+/// deliver it as soon as it can. Returns `true` when userspace asked for
 /// the window, nothing is queued, and the window is open now: `RUN` returns
 /// `IRQ_WINDOW_OPEN` instead of entering the guest.
 pub(super) fn prepare_entry(v: &mut VcpuState, window_requested: bool) -> bool {
     close_window(v);
-    // A debugger steps with interrupts held back: no delivery, no window.
+    // A debugger steps with interrupts (and NMIs) held back: no delivery, no window.
     if v.debugger.blocks_irq() {
+        rearm_iret(v);
         return false;
     }
+    if nmi_deliverable(v) {
+        v.vmcb.control.event_inj = event::VALID | event::TYPE_NMI | NMI_VECTOR;
+        v.nmi.queued = false;
+        v.nmi.blocking = NmiBlocking::InHandler;
+        v.vmcb.control.intercept_misc1 |= intercept1::IRET;
+        v.stats.nmi += 1;
+    }
+    let report_window = deliver_interrupt(v, window_requested);
+    rearm_iret(v);
+    report_window
+}
+
+/// The external-interrupt half of `prepare_entry`.
+fn deliver_interrupt(v: &mut VcpuState, window_requested: bool) -> bool {
     match v.queued {
         Some(vector) if interrupt_allowed(v) => {
             v.vmcb.control.event_inj = event::VALID | event::TYPE_INTR | u64::from(vector);
@@ -69,6 +139,28 @@ pub(super) fn prepare_entry(v: &mut VcpuState, window_requested: bool) -> bool {
     }
 }
 
+/// An event is delivered at this entry while the guest stands at the IRET that is to end
+/// the NMI blocking: that event's handler runs first, and the first IRET to execute is
+/// its own (which on the CPU ends the blocking too). The intercept goes back on to catch
+/// it; otherwise an exit inside that handler (RIP elsewhere) would end the blocking
+/// before any IRET has run.
+fn rearm_iret(v: &mut VcpuState) {
+    if let NmiBlocking::IretAt(rip) = v.nmi.blocking {
+        if rip == v.vmcb.save.rip && v.vmcb.control.event_inj & event::VALID != 0 {
+            v.nmi.blocking = NmiBlocking::InHandler;
+            v.vmcb.control.intercept_misc1 |= intercept1::IRET;
+        }
+    }
+}
+
+/// The IRET intercept (RIP at the IRET, which has not executed): see [`NmiBlocking`].
+pub(super) fn iret_intercepted(v: &mut VcpuState) {
+    v.vmcb.control.intercept_misc1 &= !intercept1::IRET;
+    if v.nmi.blocking == NmiBlocking::InHandler {
+        v.nmi.blocking = NmiBlocking::IretAt(v.vmcb.save.rip);
+    }
+}
+
 /// After each VMRUN: the injected event has been delivered, unless the exit interrupted
 /// its delivery (or that of an event of the guest's own, such as a page fault); then
 /// EXITINTINFO describes it and it is delivered again on the next entry.
@@ -76,6 +168,12 @@ pub(super) fn after_exit(v: &mut VcpuState) {
     // A VMRUN that failed its checks delivered nothing: the event stays for the next one.
     if v.vmcb.control.exit_code == vmcb::exit_code::INVALID {
         return;
+    }
+    // The guest left the IRET it stood at: it has executed, NMIs are unblocked.
+    if let NmiBlocking::IretAt(rip) = v.nmi.blocking {
+        if rip != v.vmcb.save.rip {
+            v.nmi.blocking = NmiBlocking::No;
+        }
     }
     let info = v.vmcb.control.exit_int_info;
     v.vmcb.control.event_inj = 0;

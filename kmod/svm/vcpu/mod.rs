@@ -52,6 +52,8 @@ struct VcpuState {
     pending: Option<Pending>,
     /// Index of this vCPU in its VM (its APIC id in CPUID).
     id: u32,
+    /// It has a local APIC (`ENABLE_LAPIC`): CPUID says so.
+    lapic: bool,
     /// The guest's debug registers (the hardware ones are never the guest's).
     debug: DebugRegs,
     stats: abi::ExitStats,
@@ -60,6 +62,8 @@ struct VcpuState {
     msr_stats: abi::MsrStats,
     /// The external interrupt userspace queued (`INTERRUPT`), not delivered yet.
     queued: Option<u8>,
+    /// The NMI userspace queued (`NMI`) and whether NMIs are blocked.
+    nmi: events::Nmi,
     /// Ports whose OUTs go to the run page's list instead of exiting (`SET_COALESCED_IO`).
     coalesced: abi::CoalescedIo,
     /// The guest shut down; its state is undefined and it may not run again.
@@ -82,7 +86,7 @@ const GP_VECTOR: u64 = 13;
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>) -> Result<Arc<Self>> {
-        let id = vm.reserve_vcpu()?;
+        let slot = vm.reserve_vcpu()?;
         let asid = Asids::alloc(&vm.shared)?;
         let mut vmcb = Pages::<Vmcb>::new()?;
         init_vmcb(&mut vmcb, asid.value(), vm.shared.maps.addresses());
@@ -96,12 +100,14 @@ impl Vcpu {
             _asid: asid,
             last_cpu: None,
             pending: None,
-            id,
+            id: slot.id,
+            lapic: slot.lapic,
             debug: DebugRegs::default(),
             stats: abi::ExitStats::default(),
-            msrs: msr::GuestMsrs::default(),
+            msrs: if slot.lapic { msr::GuestMsrs::with_apic(slot.id == 0) } else { msr::GuestMsrs::default() },
             msr_stats: abi::MsrStats::default(),
             queued: None,
+            nmi: events::Nmi::default(),
             coalesced: abi::CoalescedIo::default(),
             dead: false,
             debugger: debug::Debugger::default(),
@@ -197,6 +203,8 @@ impl Vcpu {
                     vmcb::TLB_CONTROL_FLUSH_ALL
                 };
                 v.last_cpu = Some(here);
+                // The VM's one TSC (another vCPU may have written it).
+                v.vmcb.control.tsc_offset = self.vm.tsc_offset();
                 let exit_at_once = debug::before_entry(v);
                 let entered = world::run(&svm, &mut v.vmcb, &mut v.gprs, &v.fpu, maps, exit_at_once);
                 debug::after_exit(v, matches!(entered, Ok(true)));
@@ -225,6 +233,17 @@ impl Vcpu {
             return Err(EEXIST);
         }
         v.queued = Some(vector);
+        Ok(())
+    }
+
+    /// `NMI`: queues a non-maskable interrupt, delivered by a later `RUN` once NMIs are not
+    /// blocked (events.rs); `EEXIST` while one is queued.
+    pub(crate) fn nmi(&self) -> Result {
+        let mut v = self.state.lock();
+        if v.nmi.queued {
+            return Err(EEXIST);
+        }
+        v.nmi.queued = true;
         Ok(())
     }
 
@@ -441,10 +460,14 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
             events::window_opened(v);
             Next::Resume
         }
+        exit_code::IRET => {
+            events::iret_intercepted(v);
+            Next::Resume
+        }
         exit_code::IOIO => handle_ioio(vm, v),
         exit_code::HLT => handle_hlt(v),
         exit_code::CPUID => handle_cpuid(v),
-        exit_code::MSR => handle_msr(v),
+        exit_code::MSR => handle_msr(vm, v),
         exit_code::VMMCALL => handle_vmmcall(v),
         exit_code::NPF => handle_npf(v),
         exit_code::PUSHF => debug::handle_pushf(v),
@@ -513,7 +536,7 @@ fn handle_hlt(v: &mut VcpuState) -> Next {
     v.stats.hlt += 1;
     // HLT is one byte; QEMU gives no next-RIP.
     skip(v, 1);
-    if v.queued.is_some() && v.vmcb.save.rflags & events::RFLAGS_IF != 0 {
+    if (v.queued.is_some() && v.vmcb.save.rflags & events::RFLAGS_IF != 0) || events::nmi_deliverable(v) {
         return Next::Resume;
     }
     v.run.exit_reason = abi::exit::HLT;
@@ -522,7 +545,7 @@ fn handle_hlt(v: &mut VcpuState) -> Next {
 
 fn handle_cpuid(v: &mut VcpuState) -> Next {
     v.stats.cpuid += 1;
-    let r = cpuid::guest_cpuid(v.vmcb.save.rax as u32, v.gprs.rcx as u32, v.id);
+    let r = cpuid::guest_cpuid(v.vmcb.save.rax as u32, v.gprs.rcx as u32, v.id, v.lapic);
     v.vmcb.save.rax = r.eax.into();
     v.gprs.rbx = r.ebx.into();
     v.gprs.rcx = r.ecx.into();
@@ -531,7 +554,7 @@ fn handle_cpuid(v: &mut VcpuState) -> Next {
     Next::Resume
 }
 
-fn handle_msr(v: &mut VcpuState) -> Next {
+fn handle_msr(vm: &Vm, v: &mut VcpuState) -> Next {
     v.stats.msr += 1;
     let index = v.gprs.rcx as u32;
     let is_write = v.vmcb.control.exit_info_1 != 0;
@@ -544,7 +567,13 @@ fn handle_msr(v: &mut VcpuState) -> Next {
     } else {
         let value = (v.vmcb.save.rax & 0xffff_ffff) | (v.gprs.rdx << 32);
         let vmcb: &mut Vmcb = &mut v.vmcb;
-        msr::write(&mut vmcb.save, &mut vmcb.control.tsc_offset, &mut v.msrs, index, value, tsc)
+        let offset = vmcb.control.tsc_offset;
+        let done = msr::write(&mut vmcb.save, &mut vmcb.control.tsc_offset, &mut v.msrs, index, value, tsc);
+        // The TSC is the VM's: a write moves every vCPU's.
+        if vmcb.control.tsc_offset != offset {
+            vm.set_tsc_offset(vmcb.control.tsc_offset);
+        }
+        done
     };
     msr::count(&mut v.msr_stats, index, is_write, done.is_err());
     match done {
