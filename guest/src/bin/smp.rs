@@ -226,12 +226,7 @@ fn work(cpu: usize, phase: u32) {
     match phase {
         PHASE_IPI => ipis(cpu),
         PHASE_NMI if cpu == smp::bsp() => send_nmis(),
-        PHASE_NMI => {
-            // Interrupts stay disabled: NMIs come anyway.
-            if !wait_until(WAIT_US, || received(cpu, NMI_VECTOR) >= 2) {
-                fail!("cpu {cpu}: {} of 2 NMIs taken in {} s", received(cpu, NMI_VECTOR), WAIT_US / 1_000_000);
-            }
-        }
+        PHASE_NMI => await_nmis(cpu),
         PHASE_TIMER => timer(cpu),
         PHASE_XADD => xadd(cpu),
         _ => {}
@@ -283,6 +278,13 @@ fn send_nmis() {
                 break;
             }
         }
+    }
+}
+
+/// An AP: waits for its two NMIs with interrupts disabled (NMIs come anyway).
+fn await_nmis(cpu: usize) {
+    if !wait_until(WAIT_US, || received(cpu, NMI_VECTOR) >= 2) {
+        fail!("cpu {cpu}: {} of 2 NMIs taken in {} s", received(cpu, NMI_VECTOR), WAIT_US / 1_000_000);
     }
 }
 
