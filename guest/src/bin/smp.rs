@@ -66,9 +66,9 @@ const PHASE_TIMER: u32 = 3;
 const PHASE_XADD: u32 = 4;
 const PHASE_PARK: u32 = 5;
 /// How long the BSP waits for the APs to finish a phase.
-const PHASE_TIMEOUT_US: u64 = 30_000_000;
+const PHASE_TIMEOUT_US: u64 = 60_000_000;
 /// How long a CPU waits for what it expects (IPIs, NMIs, ticks).
-const WAIT_US: u64 = 5_000_000;
+const WAIT_US: u64 = 10_000_000;
 /// How long a CPU waits after that for what should not come (a duplicate, a late tick).
 const SETTLE_US: u64 = 10_000;
 
