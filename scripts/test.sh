@@ -80,6 +80,7 @@ want svm && run_image svm env.sh
 want core && run_image core core.sh
 want emulator && run_image emulator emulator.sh
 want pc && run_image pc pc.sh
+want smp && run_image smp smp.sh
 want kernels && run_image kernels kernels.sh
 want kvm && run_image kvm kvm.sh
 want robust && run_image robust robust.sh

@@ -4,6 +4,7 @@
 
 pub mod disk_suite;
 pub mod pc;
+pub mod smp;
 pub mod trap;
 
 /// Serial port: every byte written goes to the emulator's standard output.

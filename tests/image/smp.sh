@@ -1,0 +1,174 @@
+# Tests of several vCPUs (`--smp N` on the pc machine: local APICs, the MP table, INIT and
+# startup IPIs, IPIs, NMIs, APIC timers), run inside the image by scripts/test.sh:
+# guests/smp.bin with 1, 2, 4 and 8 vCPUs, every line of its output checked, and once on
+# KVM; the hostile SMP guests (an IPI storm, APs that never answer, an AP that sends INIT
+# to the BSP), each within a time bound; the --smp values that are refused. The guests'
+# own figures (lines that start with two spaces: the TSC's rate, times) are left out of
+# the comparisons; the figures printed here start with two spaces too.
+. /mnt/shares/tests/lib.sh
+cd /mnt/shares
+# Figures go straight to the console (`check` keeps a test's own output for its message).
+exec 3>&1
+
+# Hundredths of a second since boot (busybox date has no %N).
+now_cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
+
+# run_guest NAME SECS ARGS...: `yakvm run --timeout SECS ARGS` with stdin empty, and a
+# SIGKILL 30 s later should the emulator itself hang. Output (CRs dropped) in
+# $OUT/NAME.out, stderr in $OUT/NAME.err; sets rc (the status) and cs (the wall time, in
+# hundredths of a second).
+run_guest() {
+    name=$1 secs=$2
+    shift 2
+    t0=$(now_cs)
+    timeout -s KILL $((secs + 30)) yakvm run --timeout "$secs" "$@" > "$OUT/$name.raw" 2> "$OUT/$name.err" < /dev/null
+    rc=$?
+    cs=$(( $(now_cs) - t0 ))
+    tr -d '\r' < "$OUT/$name.raw" > "$OUT/$name.out"
+}
+
+# s CS: hundredths of a second as seconds.
+s() { printf '%d.%02d' $(($1 / 100)) $(($1 % 100)); }
+
+# why NAME: the end of a run's output and its stderr, on one line (for a FAIL message).
+why() { echo "$(grep -v '^  ' "$OUT/$1.out" | tail -n 3 | tr '\n' ' ')/ stderr: $(tail -n 2 "$OUT/$1.err" | tr '\n' ' ')"; }
+
+# same_lines NAME EXPECTED: the run's output without its figures is EXPECTED, line for line.
+same_lines() {
+    printf '%s\n' "$2" > "$OUT/$1.want"
+    grep -v '^  ' "$OUT/$1.out" > "$OUT/$1.got"
+    cmp -s "$OUT/$1.want" "$OUT/$1.got" && return 0
+    echo "output differs (- expected, + got): $(diff "$OUT/$1.want" "$OUT/$1.got" | grep '^[-+][^-+]' | head -n 4 | tr '\n' ' ')"
+    return 1
+}
+
+# The first lines of every SMP guest with N vCPUs: what the MP table lists (APIC ids
+# 0..N-1, the I/O APIC's id is N), then "cpu I online" for I in FROM..TO.
+mp_line() {
+    ids=0 i=1
+    while [ $i -lt $1 ]; do ids="$ids $i"; i=$((i + 1)); done
+    echo "mp table: $1 cpus (apic ids $ids), bsp 0, local apic at 0xfee00000, io apic $1 at 0xfec00000"
+}
+online() { i=$1; while [ $i -le $2 ]; do echo "cpu $i online"; i=$((i + 1)); done; }
+
+# What smp.bin prints with N vCPUs (each count exact: see guest/src/bin/smp.rs).
+expected_smp() {
+    n=$1 each=$(($1 * ($1 - 1)))
+    mp_line $n
+    online 0 $((n - 1))
+    echo "ipi ok: $each physical, $each all-but-self, $each logical"
+    echo "nmi ok: 2 taken by each of $((n - 1)) aps"
+    echo "apic timer ok: 20 periodic ticks and 1 one-shot on each of $n cpus"
+    echo "lock xadd ok: $((n * 100000)) = $n cpus x 100000"
+    echo "cpus ok: each ap started once, no stray interrupts"
+    echo "smp ok"
+}
+
+# smp N [ARGS...]: smp.bin (with yakvm run's ARGS too) with N vCPUs passes every check, line for line. Its timing
+# figures are checked as ranges: each CPU's 20 periodic APIC timer ticks of 1 ms took at
+# least 18 ms (20 ms, less the TSC calibration's error; the guest checks it too) and at
+# most 10 s (the guest's own bound: ticks merge when a vCPU waits for a host CPU, which
+# makes them later, never earlier).
+smp() {
+    n=$1
+    shift
+    name=smp-$n${1:+-kvm}
+    run_guest "$name" 120 "$@" --machine pc --smp "$n" guests/smp.bin
+    ticks=$(sed -n 's/^  cpu [0-7]: 20 apic timer ticks of 1 ms in \([0-9]*\) us$/\1/p' "$OUT/$name.out")
+    echo "  smp.bin --smp $n${1:+ $*}: $(s $cs) s; 20 APIC timer ticks of 1 ms took $(echo $ticks | tr ' ' '/') us" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $(why "$name")"; return 1; }
+    same_lines "$name" "$(expected_smp $n)" || return 1
+    [ "$(echo "$ticks" | grep -c .)" -eq "$n" ] || { echo "$n CPUs, timer figures for $(echo "$ticks" | grep -c .)"; return 1; }
+    for us in $ticks; do
+        [ "$us" -ge 18000 ] && [ "$us" -le 10000000 ] || { echo "20 ticks of 1 ms in $us us"; return 1; }
+    done
+}
+
+# The IPI storm (see guests/smp_storm.bin): 3 APs fire IPIs for 2 s of the guest's time,
+# then the BSP stops them and ends the run, status 0. Meanwhile the host runs a shell loop
+# of 20000 iterations (at most 60 s), which must end: the host stays usable.
+storm() {
+    name=smp_storm
+    t0=$(now_cs)
+    timeout -s KILL 90 yakvm run --timeout 60 --machine pc --smp 4 guests/smp_storm.bin > "$OUT/$name.raw" 2> "$OUT/$name.err" < /dev/null &
+    pid=$!
+    n=0; while [ $n -lt 600 ] && ! grep -q '^storm: ' "$OUT/$name.raw"; do sleep 0.1; n=$((n + 1)); done
+    t1=$(now_cs)
+    i=0; while [ $i -lt 20000 ]; do
+        i=$((i + 1))
+        [ $((i % 2000)) -ne 0 ] || [ $(( $(now_cs) - t1 )) -lt 6000 ] || break
+    done
+    busy=$(( $(now_cs) - t1 ))
+    wait $pid; rc=$?
+    cs=$(( $(now_cs) - t0 ))
+    tr -d '\r' < "$OUT/$name.raw" > "$OUT/$name.out"
+    echo "  smp_storm --smp 4: $(s $cs) s; $(sed -n 's/^  storm: //p' "$OUT/$name.out"); the host's loop ($i iterations) took $(s $busy) s meanwhile" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $(why $name)"; return 1; }
+    same_lines $name "$(mp_line 4; online 0 3; echo 'storm: 3 aps fire IPIs for 2 s'
+        echo 'storm ok: the aps stopped when told, every IPI taken at most once')" || return 1
+    [ $i -eq 20000 ] || { echo "the host's loop did $i of 20000 iterations in 60 s"; return 1; }
+}
+
+# APs that never answer (see guests/smp_silent.bin): one sent into `cli; hlt`, one never
+# given a SIPI. The BSP waits 3 s for each, says so, and ends the run with status 2; the
+# run ends although those two vCPUs never will (bound: 30 s, the two waits and a boot
+# under load).
+silent() {
+    run_guest smp_silent 60 --machine pc --smp 4 guests/smp_silent.bin
+    echo "  smp_silent --smp 4: ended in $(s $cs) s (the BSP waits 3 s for each silent AP)" >&3
+    [ $rc -eq 2 ] || { echo "status $rc (want 2): $(why smp_silent)"; return 1; }
+    same_lines smp_silent "$(echo 'silent: cpu 2 is started into cli; hlt, cpu 3 gets no SIPI'; mp_line 4; online 0 1
+        echo 'cpu 2 did not answer'; echo 'cpu 3 did not answer'; echo 'smp FAIL: 2 cpus did not answer')" || return 1
+    [ $cs -le 3000 ] || { echo "the run took $(s $cs) s"; return 1; }
+}
+
+# An AP sends INIT to the BSP (see guests/smp_initbsp.bin): the BSP waits for a startup
+# IPI, every AP halts with interrupts off: no vCPU can run again. The emulator ends the
+# run at once with a message that says so and a non-zero status (not its --timeout, not
+# a signal; the guest itself would give up after 10 s with a FAIL line). Bound: 30 s.
+init_to_bsp() {
+    run_guest smp_initbsp 60 --machine pc --smp 4 guests/smp_initbsp.bin
+    msg=$(grep '^yakvm: ' "$OUT/smp_initbsp.err" | head -n 1)
+    echo "  smp_initbsp --smp 4: ended in $(s $cs) s, status $rc: $msg" >&3
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -lt 128 ] || { echo "status $rc: $(why smp_initbsp)"; return 1; }
+    echo "$msg" | grep -q 'startup IPI' || { echo "no message naming the stall (vCPU 0 waits for a startup IPI): $(why smp_initbsp)"; return 1; }
+    same_lines smp_initbsp "$(mp_line 4; online 0 3; echo 'initbsp: cpu 0 spins; cpu 1 sends it INIT'
+        echo 'cpu 1 sent INIT to cpu 0')" || return 1
+    [ $cs -le 3000 ] || { echo "the run took $(s $cs) s"; return 1; }
+}
+
+# refused WHAT ARGS...: `yakvm run ARGS guests/smp.bin` fails at once, before the guest
+# runs, with a message on stderr that mentions WHAT.
+refused() {
+    what=$1
+    shift
+    out=$(timeout -s KILL 30 yakvm run "$@" guests/smp.bin 2>&1 < /dev/null); rc=$?
+    [ $rc -ne 0 ] && [ $rc -lt 124 ] || { echo "status $rc: $out"; return 1; }
+    echo "$out" | grep -q -- "$what" || { echo "no message about '$what': $out"; return 1; }
+    echo "$out" | grep -q 'online' && { echo "the guest ran: $out"; return 1; }
+    return 0
+}
+
+# smp.bin on KVM (`--hypervisor kvm`: the same emulator, its APICs and MP table, over
+# /dev/kvm without an in-kernel irqchip): the same lines. kvm_amd and yakvm both own
+# EFER.SVME: one is unloaded before the other is loaded (lib.sh).
+on_kvm() {
+    use_kvm || { echo "kvm_amd did not load"; use_yakvm; return 1; }
+    smp 4 --hypervisor kvm
+    r=$?
+    use_yakvm || { echo "yakvm.ko did not load again"; return 1; }
+    return $r
+}
+
+check smp_1_cpu smp 1
+check smp_2_cpus smp 2
+check smp_4_cpus smp 4
+check smp_8_cpus smp 8
+check smp_ipi_storm storm
+check smp_aps_that_never_answer silent
+check smp_init_to_the_bsp_ends_the_run init_to_bsp
+check smp_0_refused refused 'smp 0' --machine pc --smp 0
+check smp_9_refused refused 'smp 9' --machine pc --smp 9
+check smp_2_on_the_seed_machine_refused refused 'machine pc' --smp 2
+check smp_4_cpus_on_kvm on_kvm
+check dmesg_clean_smp dmesg_clean
