@@ -21,7 +21,7 @@ pub struct CpuidResult {
 
 /// The leaves (and subleaf 0 of leaf 7) that `guest_cpuid` answers with something else
 /// than zeros, for a hypervisor that wants the table up front.
-pub const LEAVES: [u32; 9] = [0, 1, 7, 0x8000_0000, 0x8000_0001, 0x8000_0002, 0x8000_0003, 0x8000_0004, 0x8000_0008];
+pub const LEAVES: [u32; 10] = [0, 1, 7, 0x8000_0000, 0x8000_0001, 0x8000_0002, 0x8000_0003, 0x8000_0004, 0x8000_0007, 0x8000_0008];
 
 const fn bit(n: u32) -> u32 {
     1 << n
@@ -84,6 +84,10 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, vcpu_id: u32, apic: bool, host: Cpui
             let [eax, ebx, ecx, edx] = words(&BRAND[i..i + 16]);
             CpuidResult { eax, ebx, ecx, edx }
         }
+        // The invariant TSC, as the host has it: every vCPU's TSC is the host's plus one
+        // offset per VM, so it runs at a constant rate exactly when the host's does (Linux
+        // on AMD trusts the TSCs of several CPUs to agree only then).
+        0x8000_0007 => CpuidResult { edx: host.edx & bit(8), ..zero },
         // Physical and virtual address sizes; nothing else.
         0x8000_0008 => CpuidResult { eax: host.eax & 0xffff, ..zero },
         _ => zero,

@@ -235,6 +235,7 @@ pub(crate) mod exit_code {
     pub(crate) const CLGI: u32 = 0x85;
     pub(crate) const SKINIT: u32 = 0x86;
     pub(crate) const RDTSCP: u32 = 0x87;
+    pub(crate) const WBINVD: u32 = 0x89;
     pub(crate) const MONITOR: u32 = 0x8a;
     pub(crate) const MWAIT: u32 = 0x8b;
     pub(crate) const MWAIT_COND: u32 = 0x8c;

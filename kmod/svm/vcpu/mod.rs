@@ -466,6 +466,7 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         }
         exit_code::IOIO => handle_ioio(vm, v),
         exit_code::HLT => handle_hlt(v),
+        exit_code::WBINVD => handle_wbinvd(v),
         exit_code::CPUID => handle_cpuid(v),
         exit_code::MSR => handle_msr(vm, v),
         exit_code::VMMCALL => handle_vmmcall(v),
@@ -493,8 +494,8 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
 }
 
 /// SVM and the intercepted extras are not offered to the guest (CPUID says so), so they
-/// raise #UD as on a CPU without them. (XSETBV too: CPUID offers no XSAVE.) ICEBP, WBINVD
-/// and INVD are not listed: they end the run.
+/// raise #UD as on a CPU without them. (XSETBV too: CPUID offers no XSAVE.) ICEBP and INVD
+/// are not listed: they end the run.
 fn is_refused_instruction(code: u32) -> bool {
     use exit_code::*;
     matches!(
@@ -541,6 +542,14 @@ fn handle_hlt(v: &mut VcpuState) -> Next {
     }
     v.run.exit_reason = abi::exit::HLT;
     Next::ToUser
+}
+
+/// WBINVD (Linux's AP trampoline runs it) does nothing: guest RAM is the host's ordinary,
+/// coherent memory and no device of ours bypasses the caches, so there is nothing to write
+/// back; a guest must not make the host flush its caches either.
+fn handle_wbinvd(v: &mut VcpuState) -> Next {
+    skip(v, 2); // 0f 09
+    Next::Resume
 }
 
 fn handle_cpuid(v: &mut VcpuState) -> Next {
