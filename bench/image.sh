@@ -34,6 +34,8 @@ workloads() {
     run cpuid $hv $r 100000 guests/bench_cpuid.bin
     run disk $hv $r 4194304 --disk /tmp/bench-disk.img guests/diskread.bin
     run timer $hv $r 2000 --machine pc guests/bench_timer.bin
+    run apictimer $hv $r 2000 --machine pc guests/bench_apictimer.bin
+    run ipi $hv $r 1000 --machine pc --smp 2 guests/bench_ipi.bin
     run linux $hv $r 1 --kernel linux/bzImage --initrd linux/initramfs.cpio.gz --mem 128M --append yakvm.check
 }
 

@@ -13,6 +13,8 @@ PER_UNIT = {
     "cpuid": ("exit handled in the hypervisor (CPUID)", lambda s, u: f"{s / u * 1e6:.1f} us/exit"),
     "disk": ("seed DMA disk, 4 MiB in 512-byte reads", lambda s, u: f"{u / s / 1e6:.2f} MB/s"),
     "timer": ("timer interrupts (PIT 5 kHz, 2000 taken)", lambda s, u: f"{u / s:.0f} irq/s"),
+    "apictimer": ("local APIC timer interrupts (5 kHz, 2000 taken)", lambda s, u: f"{u / s:.0f} irq/s"),
+    "ipi": ("IPI round trips between two halted vCPUs (1000)", lambda s, u: f"{s / u * 1e6:.0f} us/round trip"),
     "linux": ("Linux boot to init and power-off", lambda s, u: f"{s:.2f} s"),
 }
 
@@ -24,16 +26,16 @@ def main(raw, summary):
             key = (row["workload"], row["hypervisor"])
             runs.setdefault(key, []).append((float(row["seconds"]), float(row["units"])))
     rows = []
-    print(f"{'workload':<8} {'yakvm median (min-max) s':<28} {'KVM median (min-max) s':<28} {'yakvm/KVM':>9}  per unit (yakvm | KVM)")
+    print(f"{'workload':<9} {'yakvm median (min-max) s':<28} {'KVM median (min-max) s':<28} {'yakvm/KVM':>9}  per unit (yakvm | KVM)")
     for w, (what, unit) in PER_UNIT.items():
         y, k = runs.get((w, "yakvm")), runs.get((w, "kvm"))
         if not y or not k:
-            print(f"{w:<8} missing runs (yakvm {len(y or [])}, kvm {len(k or [])})")
+            print(f"{w:<9} missing runs (yakvm {len(y or [])}, kvm {len(k or [])})")
             continue
         ym, km = statistics.median(s for s, _ in y), statistics.median(s for s, _ in k)
         span = lambda r: f"{statistics.median(s for s, _ in r):.3f} ({min(s for s, _ in r):.3f}-{max(s for s, _ in r):.3f})"
         ratio = ym / km
-        print(f"{w:<8} {span(y):<28} {span(k):<28} {ratio:>9.2f}  {unit(ym, y[0][1])} | {unit(km, k[0][1])}")
+        print(f"{w:<9} {span(y):<28} {span(k):<28} {ratio:>9.2f}  {unit(ym, y[0][1])} | {unit(km, k[0][1])}")
         rows.append([w, what, len(y), f"{ym:.6f}", f"{min(s for s, _ in y):.6f}", f"{max(s for s, _ in y):.6f}",
                      len(k), f"{km:.6f}", f"{min(s for s, _ in k):.6f}", f"{max(s for s, _ in k):.6f}",
                      f"{ratio:.3f}", unit(ym, y[0][1]), unit(km, k[0][1])])
