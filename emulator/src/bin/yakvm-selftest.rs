@@ -167,15 +167,16 @@ fn invalid_state_fails_entry(dev: &Device) -> TestResult {
     Ok(())
 }
 
-/// An intercepted instruction the module has no handler for (INVD) ends RUN with an exit
-/// that names its code, after a WBINVD, which the module takes as a no-op. (Not ICEBP:
-/// QEMU does not intercept it.)
-fn unknown_exit_is_reported(dev: &Device) -> TestResult {
-    let (_vm, _mem, mut vcpu) = real_mode_vm(dev, &[0x0f, 0x09, 0x0f, 0x08, 0xf4])?;
+/// WBINVD, which the CPU intercepts, is a no-op in the module: the guest goes on to its
+/// HLT. (It was this test's instruction for an exit the module has no handler for; none
+/// is left that QEMU's SVM intercepts: INVD and ICEBP run without an exit there.)
+fn wbinvd_is_skipped(dev: &Device) -> TestResult {
+    let (_vm, _mem, mut vcpu) = real_mode_vm(dev, &[0x0f, 0x09, 0xf4])?;
     vcpu.run().map_err(|e| e.to_string())?;
-    let run = *vcpu.run_page();
-    if run.exit_reason != abi::exit::UNKNOWN || run.hw.exit_code != 0x76 || run.hw.rip != 2 {
-        return Err(format!("exit {} code {:#x} rip {:#x}", run.exit_reason, run.hw.exit_code, run.hw.rip));
+    let reason = vcpu.run_page().exit_reason;
+    let rip = vcpu.regs().map_err(|e| e.to_string())?.rip;
+    if reason != abi::exit::HLT || rip != 3 {
+        return Err(format!("exit {reason} at rip {rip:#x}, want HLT past 0f 09 f4"));
     }
     Ok(())
 }
@@ -368,7 +369,7 @@ fn main() {
         ("two_vcpus_at_once", Box::new(|| two_vcpus_at_once(&dev, &guests))),
         ("vmcb_dump_and_stats", Box::new(|| vmcb_dump_and_stats(&dev, &guests))),
         ("invalid_state_fails_entry", Box::new(|| invalid_state_fails_entry(&dev))),
-        ("unknown_exit_is_reported", Box::new(|| unknown_exit_is_reported(&dev))),
+        ("wbinvd_is_skipped", Box::new(|| wbinvd_is_skipped(&dev))),
         ("interrupts_exit_to_host", Box::new(|| interrupts_exit_to_host(&dev))),
         ("local_apic_cpuid_and_msr", Box::new(|| local_apic_cpuid_and_msr(&dev))),
         ("nmi_delivery_and_blocking", Box::new(|| nmi_delivery_and_blocking(&dev))),
