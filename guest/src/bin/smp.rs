@@ -30,7 +30,7 @@
 //! ```
 //! Exit status 0; 1 if a check failed (a line says which, the summary says FAIL, the last
 //! line is `smp FAIL: ...`); 2 if an AP did not answer (`cpu N did not answer`); 3 without
-//! a usable MP table; 99 on an exception.
+//! a usable MP table; 4 if the image reaches the trampoline's page; 99 on an exception.
 //!
 //! Run: `yakvm run --machine pc --smp 4 build/guests/smp.bin`
 #![no_std]
