@@ -1,7 +1,7 @@
 //! Several CPUs, for the guests of `yakvm run --machine pc --smp N`: the MP table, the
 //! local APIC, starting the APs (INIT, SIPI, SIPI into a real-mode trampoline that goes to
-//! long mode), descriptor tables and interrupt stacks for each CPU, a TSC clock and a
-//! console shared under a lock.
+//! long mode), descriptor tables and interrupt stacks for each CPU, a clock (the PIT's) and
+//! a console shared under a lock.
 //!
 //! CPU `i` is the one whose local APIC id is `i` (the MP table's ids must be below
 //! `MAX_CPUS`, as yakvm numbers them 0..N-1): per-CPU data is indexed by APIC id.
@@ -180,70 +180,99 @@ pub const STATUS_NO_MP_TABLE: u8 = 3;
 pub const STATUS_LAYOUT: u8 = 4;
 
 // ---------------------------------------------------------------------------------------
-// TSC clock, calibrated against the PIT
+// Clock: PIT channel 0, shared by the CPUs; an alarm on channel 2
+//
+// Not the TSC: in the nested setups yakvm is tested in (yakvm or KVM inside QEMU), the
+// TSC seen by a guest is not a steady measure of time (calibrated against the PIT, it
+// came out anywhere from 70 to 2460 MHz in runs of one image), and a timeout that ends
+// early makes a check fail for nothing. The PIT counts the emulator's clock.
 
-/// TSC ticks per millisecond (set once by the BSP, before any AP starts).
-static TSC_PER_MS: AtomicU64 = AtomicU64::new(0);
+/// Channel 0 counts down from 65536 in mode 2 (54.9 ms a turn); whichever CPU reads it
+/// adds the ticks since the last read to `CLOCK_TICKS`. Reads more than a turn apart lose
+/// whole turns: the clock may run slow (a timeout lasts longer), never fast.
+static CLOCK_LOCK: AtomicBool = AtomicBool::new(false);
+static CLOCK_LAST: AtomicU32 = AtomicU32::new(0);
+static CLOCK_TICKS: AtomicU64 = AtomicU64::new(0);
 
-pub fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: RDTSC only writes EDX:EAX (yakvm does not intercept it).
-    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
-    u64::from(hi) << 32 | u64::from(lo)
-}
+/// Spin iterations between two reads of the clock in `wait_until` (a millisecond or so:
+/// a read is three exits).
+const POLL_SPINS: u32 = 1 << 16;
 
-/// Measures the TSC against PIT channel 0 for 20 ms (the PICs initialised with every IRQ
-/// masked, channel 0 counting down from 65536 in mode 2; each read is three exits, well
-/// inside one 55 ms period). Returns the TSC's kHz, or `None` if the PIT does not count.
-pub fn calibrate_tsc() -> Option<u64> {
-    const WINDOW: u64 = pc::PIT_HZ as u64 / 50; // 20 ms of PIT ticks
+/// Starts the clock: the PICs initialised with every IRQ masked, channel 0 in mode 2
+/// with 65536. The BSP calls it first (`boot` does).
+pub fn start_clock() {
     pc::pic_init(0);
     pc::pit_start(0x1_0000);
-    let mut prev = pc::pit_read();
-    let t0 = rdtsc();
-    let mut ticks = 0u64;
-    for _ in 0..200_000 {
-        let now = pc::pit_read();
-        ticks += u64::from(prev.wrapping_sub(now));
-        prev = now;
-        if ticks >= WINDOW {
-            let tsc = rdtsc() - t0;
-            let per_ms = (tsc * u64::from(pc::PIT_HZ) / ticks / 1000).max(1);
-            TSC_PER_MS.store(per_ms, SeqCst);
-            return Some(per_ms);
+    CLOCK_LAST.store(pc::pit_read().into(), SeqCst);
+}
+
+/// PIT ticks since `start_clock` (reads the counter). The lock is only held with
+/// interrupts off, so a handler may read the clock too: the CPU that holds the lock is
+/// another one.
+pub fn clock() -> u64 {
+    pc::without_interrupts(|| {
+        while CLOCK_LOCK.compare_exchange_weak(false, true, SeqCst, SeqCst).is_err() {
+            core::hint::spin_loop();
         }
-    }
-    None
+        let now = pc::pit_read();
+        let last = CLOCK_LAST.swap(now.into(), SeqCst) as u16;
+        let ticks = CLOCK_TICKS.fetch_add(last.wrapping_sub(now).into(), SeqCst) + u64::from(last.wrapping_sub(now));
+        CLOCK_LOCK.store(false, SeqCst);
+        ticks
+    })
 }
 
-/// Microseconds since TSC value `since`.
+/// Microseconds in `ticks` PIT ticks.
+pub fn ticks_to_us(ticks: u64) -> u64 {
+    ticks * 1_000_000 / u64::from(pc::PIT_HZ)
+}
+
+/// Microseconds since `clock()` was `since`.
 pub fn us_since(since: u64) -> u64 {
-    tsc_to_us(rdtsc().saturating_sub(since))
-}
-
-/// Microseconds in `ticks` TSC ticks.
-pub fn tsc_to_us(ticks: u64) -> u64 {
-    ticks * 1000 / TSC_PER_MS.load(SeqCst).max(1)
+    ticks_to_us(clock().saturating_sub(since))
 }
 
 /// Spins until `cond` holds (`true`) or `timeout_us` passed (`false`; `cond` is asked once
-/// more at the end). Pure memory between the calls: no exits of its own.
+/// more at the end). `cond` is asked at every turn; the clock, every `POLL_SPINS` turns.
 pub fn wait_until(timeout_us: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let start = rdtsc();
+    let start = clock();
+    let mut spins = 0u32;
     loop {
         if cond() {
             return true;
         }
-        if us_since(start) >= timeout_us {
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(POLL_SPINS) && us_since(start) >= timeout_us {
             return cond();
         }
         core::hint::spin_loop();
     }
 }
 
-/// Spins for `us` microseconds.
+/// Spins for at least `us` microseconds (up to a millisecond or so more).
 pub fn delay_us(us: u64) {
     wait_until(us, || false);
+}
+
+const PORT_B: u16 = 0x61;
+const PORT_B_GATE2: u8 = 0x01;
+const PORT_B_SPEAKER: u8 = 0x02;
+const PORT_B_OUT2: u8 = 0x20;
+
+/// Starts an alarm on PIT channel 2 (mode 0, gate on, speaker off): its OUT, port 0x61
+/// bit 5, rises `us` microseconds from now (at most 54 ms) and stays high. A check that
+/// needs a lower bound of time uses it: it cannot lose turns as the clock can.
+pub fn alarm_start(us: u32) {
+    let count = (u64::from(pc::PIT_HZ) * u64::from(us) / 1_000_000).min(0xffff) as u16;
+    crate::outb(PORT_B, (pc::inb(PORT_B) & !PORT_B_SPEAKER) | PORT_B_GATE2);
+    crate::outb(0x43, 0xb0); // channel 2, low then high byte, mode 0, binary
+    crate::outb(0x42, count as u8);
+    crate::outb(0x42, (count >> 8) as u8);
+}
+
+/// Whether the alarm went off.
+pub fn alarm_rang() -> bool {
+    pc::inb(PORT_B) & PORT_B_OUT2 != 0
 }
 
 // ---------------------------------------------------------------------------------------
@@ -783,14 +812,16 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     main(cpu)
 }
 
-/// How long the BSP waits for an AP to say it is online.
-pub const AP_TIMEOUT_US: u64 = 3_000_000;
+/// How long the BSP waits for an AP to say it is online; for one it started to stay
+/// silent (`Start::Dead`, `Start::Never`), which will not.
+pub const AP_TIMEOUT_US: u64 = 10_000_000;
+pub const SILENT_AP_TIMEOUT_US: u64 = 3_000_000;
 
-/// The BSP's start: COM1, the TSC clock, the MP table (printed), descriptor tables and
+/// The BSP's start: COM1, the clock, the MP table (printed), descriptor tables and
 /// the local APIC of every CPU; then every AP in the table's order, each started as `how`
 /// says and waited for in turn (so the "online" lines come in order), running `ap_main`
 /// once online. A check that fails is printed and counted in `FAILURES`; what leaves
-/// nothing to test ends the run (no MP table, no TSC clock, an image too large). Returns
+/// nothing to test ends the run (no MP table, an image too large). Returns
 /// the MP table and how many APs did not answer (each said so).
 pub fn boot(ap_main: fn(usize) -> !, how: impl Fn(u8) -> Start) -> (MpInfo, u32) {
     pc::uart_init(0, pc::MCR_DTR_RTS);
@@ -799,10 +830,7 @@ pub fn boot(ap_main: fn(usize) -> !, how: impl Fn(u8) -> Start) -> (MpInfo, u32)
         say!("smp FAIL: the image ends at {end:#x}, above the trampoline at {TRAMPOLINE:#x}");
         crate::exit(STATUS_LAYOUT);
     }
-    let Some(khz) = calibrate_tsc() else {
-        say!("smp FAIL: PIT channel 0 does not count: no clock for timeouts");
-        crate::exit(STATUS_LAYOUT);
-    };
+    start_clock();
     let mp = match mp_table() {
         Ok(mp) => mp,
         Err(why) => {
@@ -810,7 +838,6 @@ pub fn boot(ap_main: fn(usize) -> !, how: impl Fn(u8) -> Start) -> (MpInfo, u32)
             crate::exit(STATUS_NO_MP_TABLE);
         }
     };
-    say!("  tsc: {} MHz", khz / 1000);
     let _ = console(|w| {
         let _ = write!(w, "mp table: {} cpus (apic ids", mp.cpus);
         for id in mp.ids() {
@@ -843,8 +870,10 @@ pub fn boot(ap_main: fn(usize) -> !, how: impl Fn(u8) -> Start) -> (MpInfo, u32)
     copy_trampoline();
     let mut missing = 0;
     for id in mp.aps() {
-        let start = rdtsc();
-        if !start_ap(id, how(id)) || !wait_until(AP_TIMEOUT_US, || online(usize::from(id))) {
+        let start = clock();
+        let how = how(id);
+        let timeout = if how == Start::Normal { AP_TIMEOUT_US } else { SILENT_AP_TIMEOUT_US };
+        if !start_ap(id, how) || !wait_until(timeout, || online(usize::from(id))) {
             say!("cpu {id} did not answer");
             missing += 1;
             continue;

@@ -64,11 +64,13 @@ expected_smp() {
     echo "smp ok"
 }
 
-# smp N [ARGS...]: smp.bin (with yakvm run's ARGS too) with N vCPUs passes every check, line for line. Its timing
-# figures are checked as ranges: each CPU's 20 periodic APIC timer ticks of 1 ms took at
-# least 18 ms (20 ms, less the TSC calibration's error; the guest checks it too) and at
-# most 10 s (the guest's own bound: ticks merge when a vCPU waits for a host CPU, which
-# makes them later, never earlier).
+# smp N [ARGS...]: smp.bin (with yakvm run's ARGS too) with N vCPUs passes every check,
+# line for line. Its timing figures: every CPU reports how long its 20 periodic APIC timer
+# ticks of 1 ms took, at most 10 s (the guest's own bound: ticks merge when a vCPU waits
+# for a host CPU, which makes them later, never earlier). The lower bound is the guest's
+# to check (an alarm on PIT channel 2 must have gone off by the 20th tick): its figures
+# come from PIT channel 0 read now and then, which loses 55-ms turns when no CPU reads it
+# for that long, so they may come out short.
 smp() {
     n=$1
     shift
@@ -80,7 +82,7 @@ smp() {
     same_lines "$name" "$(expected_smp $n)" || return 1
     [ "$(echo "$ticks" | grep -c .)" -eq "$n" ] || { echo "$n CPUs, timer figures for $(echo "$ticks" | grep -c .)"; return 1; }
     for us in $ticks; do
-        [ "$us" -ge 18000 ] && [ "$us" -le 10000000 ] || { echo "20 ticks of 1 ms in $us us"; return 1; }
+        [ "$us" -le 10000000 ] || { echo "20 ticks of 1 ms in $us us"; return 1; }
     done
 }
 

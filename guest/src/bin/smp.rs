@@ -7,7 +7,8 @@
 //! - `nmi`: two NMI IPIs to each AP (the second once the first was taken; the APs spin
 //!   with interrupts disabled meanwhile), each taken exactly once;
 //! - `apic timer`: on every CPU at once, the timer periodic at 1 ms for 20 ticks (the
-//!   handler stops it at the 20th; at least 18 ms by the TSC), then one-shot once;
+//!   handler stops it at the 20th, when an 18-ms alarm on PIT channel 2, started before
+//!   any of the timers, must have gone off), then one-shot once;
 //! - `lock xadd`: 100000 `lock xadd` on one counter from every CPU at once (no exits), the
 //!   sum exact.
 //!
@@ -15,7 +16,7 @@
 //! trampoline once (the second SIPI is ignored) and no other vector came anywhere.
 //!
 //! Output on COM1, deterministic but for the lines that start with two spaces (figures:
-//! the TSC's rate, times). With `--smp 2`:
+//! times, by the PIT). With `--smp 2`:
 //! ```text
 //! mp table: 2 cpus (apic ids 0 1), bsp 0, local apic at 0xfee00000, io apic 2 at 0xfec00000
 //! cpu 0 online
@@ -29,14 +30,14 @@
 //! ```
 //! Exit status 0; 1 if a check failed (a line says which, the summary says FAIL, the last
 //! line is `smp FAIL: ...`); 2 if an AP did not answer (`cpu N did not answer`); 3 without
-//! a usable MP table; 99 on an exception.
+//! a usable MP table; 4 if the image reaches the trampoline's page; 99 on an exception.
 //!
 //! Run: `yakvm run --machine pc --smp 4 build/guests/smp.bin`
 #![no_std]
 #![no_main]
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use yakvm_guests::smp::{self, *};
 use yakvm_guests::{exit, fail, pc, say};
 
@@ -54,8 +55,9 @@ const TIMER_ONE_SHOT: u8 = 0x41;
 /// (yakvm's bus clock) with the divider at 1.
 const TICKS: u32 = 20;
 const ONE_MS: u32 = 1_000_000;
-/// The least time 20 ticks of 1 ms may take, by the TSC (which is calibrated to about 1%).
-const TICKS_MIN_US: u64 = 18_000;
+/// The least time 20 ticks of 1 ms may take (20 ms; the alarm's margin covers the time
+/// between its start and the timers').
+const TICKS_MIN_US: u32 = 18_000;
 /// `lock xadd` per CPU.
 const XADD_ROUNDS: u64 = 100_000;
 
@@ -79,9 +81,11 @@ static DONE: AtomicU32 = AtomicU32::new(0);
 static CPU_MASK: AtomicU32 = AtomicU32::new(0);
 static CPUS: AtomicU32 = AtomicU32::new(0);
 
-/// Periodic timer ticks per CPU, and the TSC at the 20th.
+/// Periodic timer ticks per CPU; the clock at the 20th, and whether the alarm had gone
+/// off by then.
 static PERIODIC: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
-static TICK_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static TICK_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static ALARM_BY_20: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// The `lock xadd` phase: CPUs at its start line, the counter.
 static ARRIVED: AtomicU32 = AtomicU32::new(0);
@@ -96,8 +100,9 @@ fn cpus() -> impl Iterator<Item = usize> {
 /// Interrupt hook: the periodic timer stops itself at its 20th tick.
 fn hook(cpu: usize, vector: u8) {
     if vector == TIMER_PERIODIC && PERIODIC[cpu].fetch_add(1, SeqCst) + 1 == TICKS {
-        TICK_TSC[cpu].store(rdtsc(), SeqCst);
         stop_timer();
+        ALARM_BY_20[cpu].store(alarm_rang(), SeqCst);
+        TICK_AT[cpu].store(clock(), SeqCst);
     }
 }
 
@@ -148,6 +153,7 @@ fn main() {
     summary("nmi", before, format_args!("2 taken by each of {aps} aps"));
 
     let before = FAILURES.load(SeqCst);
+    alarm_start(TICKS_MIN_US);
     run_phase(PHASE_TIMER, bsp, aps);
     summary("apic timer", before, format_args!("{TICKS} periodic ticks and 1 one-shot on each of {n} cpus"));
 
@@ -292,7 +298,7 @@ fn await_nmis(cpu: usize) {
 fn timer(cpu: usize) {
     lapic_write(APIC_TIMER_DIVIDE, TIMER_DIVIDE_BY_1);
     lapic_write(APIC_LVT_TIMER, u32::from(TIMER_PERIODIC) | LVT_TIMER_PERIODIC);
-    let t0 = rdtsc();
+    let t0 = clock();
     lapic_write(APIC_TIMER_INITIAL, ONE_MS);
     pc::sti();
     if !wait_until(WAIT_US, || PERIODIC[cpu].load(SeqCst) >= TICKS) {
@@ -301,10 +307,10 @@ fn timer(cpu: usize) {
         fail!("cpu {cpu}: apic timer: {} of {TICKS} periodic ticks in {} s", PERIODIC[cpu].load(SeqCst), WAIT_US / 1_000_000);
         return;
     }
-    let us = tsc_to_us(TICK_TSC[cpu].load(SeqCst) - t0);
+    let us = ticks_to_us(TICK_AT[cpu].load(SeqCst).saturating_sub(t0));
     say!("  cpu {cpu}: {TICKS} apic timer ticks of 1 ms in {us} us");
-    if us < TICKS_MIN_US {
-        fail!("cpu {cpu}: apic timer: {TICKS} ticks of 1 ms in {us} us: too fast");
+    if !ALARM_BY_20[cpu].load(SeqCst) {
+        fail!("cpu {cpu}: apic timer: {TICKS} ticks of 1 ms before PIT channel 2 counted {TICKS_MIN_US} us: too fast");
     }
     // Stopped: one more tick may have been pending in the IRR at the stop, no more.
     delay_us(SETTLE_US);
@@ -338,7 +344,6 @@ fn xadd(cpu: usize) {
     if !wait_until(WAIT_US, || ARRIVED.load(SeqCst) == n) {
         fail!("cpu {cpu}: lock xadd: {} of {n} cpus at the start in {} s", ARRIVED.load(SeqCst), WAIT_US / 1_000_000);
     }
-    let start = rdtsc();
     for _ in 0..XADD_ROUNDS {
         let mut value = 1u64;
         // SAFETY: an atomic add to an AtomicU64 through its pointer (what `fetch_add` does;
@@ -346,5 +351,4 @@ fn xadd(cpu: usize) {
         unsafe { asm!("lock xadd qword ptr [{c}], {v}", c = in(reg) COUNTER.as_ptr(), v = inout(reg) value, options(nostack)) };
         core::hint::black_box(value);
     }
-    say!("  cpu {cpu}: {XADD_ROUNDS} lock xadd in {} us", us_since(start));
 }

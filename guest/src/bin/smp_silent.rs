@@ -1,6 +1,6 @@
 //! A hostile SMP guest: APs that never answer. The BSP starts the APs in the MP table's
 //! order, but the last AP gets INIT and no SIPI (it waits for one for ever), and the one
-//! before it is sent into a page that holds only `cli; hlt`. The BSP waits 3 s (TSC) for
+//! before it is sent into a page that holds only `cli; hlt`. The BSP waits 3 s (PIT) for
 //! each, says it did not answer and ends the run with status 2; the run must end although
 //! those two vCPUs never will.
 //!

@@ -1,8 +1,8 @@
 //! A hostile SMP guest: an IPI storm. Once every AP is online, each fires IPIs as fast as
 //! it can (interrupts enabled, its handler sends the EOI): a self-IPI by shorthand and a
 //! fixed IPI to the next AP (APs in a ring; with one AP, itself), back to back, with no
-//! wait for the delivery status. The BSP, which no IPI targets, lets it run for 2 s by the
-//! TSC, tells the APs to stop, waits for them (they park: `cli; hlt`) and ends the run.
+//! wait for the delivery status. The BSP, which no IPI targets, lets it run for 2 s (by
+//! the PIT), tells the APs to stop, waits for them (they park: `cli; hlt`) and ends the run.
 //!
 //! Output on COM1 (figures on lines that start with two spaces), with `--smp 4`:
 //! ```text
