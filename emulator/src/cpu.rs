@@ -140,7 +140,12 @@ impl CpuLoop<'_> {
         waker.set_kicker(Some(self.cpu.vcpu.kickable()?));
         let result = self.run_loop(sh);
         waker.set_kicker(None);
-        result
+        // With several vCPUs, an error says whose it is.
+        result.map_err(|e| match e {
+            e if sh.wakers.len() == 1 => e,
+            e @ (Error::Stalled(_) | Error::WaitsForever(_)) => e,
+            e => Error::OnCpu { cpu: self.index, source: Box::new(e) },
+        })
     }
 
     fn run_loop<W: Write + Send, B: Backing + Send>(&mut self, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
@@ -357,7 +362,7 @@ impl CpuLoop<'_> {
             Exit::Mmio { gpa, write, data } => {
                 if sh.trace {
                     let dir = if write { "write" } else { "read" };
-                    eprintln!("[trace] mmio {dir} gpa={gpa:#x} size={}", data.len());
+                    eprintln!("[trace] {}mmio {dir} gpa={gpa:#x} size={}", cpu_name(me), data.len());
                 }
                 if write {
                     mmio_write(l, sh, me, gpa, data)?
@@ -445,7 +450,7 @@ impl CpuLoop<'_> {
                     Source::Register(r) => insn::read_register(&regs, r).unwrap_or(0),
                 };
                 if sh.trace {
-                    eprintln!("[trace] rip={:#x} mmio write gpa={gpa:#x} size={size} value={value:#x}", regs.rip);
+                    eprintln!("[trace] {}rip={:#x} mmio write gpa={gpa:#x} size={size} value={value:#x}", cpu_name(self.index), regs.rip);
                 }
                 effect = mmio_write(l, sh, self.index, gpa, &value.to_le_bytes()[..size])?;
             }
@@ -454,7 +459,7 @@ impl CpuLoop<'_> {
                 mmio_read(l, self.index, gpa, &mut data[..size]);
                 let value = insn::loaded_value(u64::from_le_bytes(data), size, extend);
                 if sh.trace {
-                    eprintln!("[trace] rip={:#x} mmio read gpa={gpa:#x} size={size} value={value:#x} into {dest:?}", regs.rip);
+                    eprintln!("[trace] {}rip={:#x} mmio read gpa={gpa:#x} size={size} value={value:#x} into {dest:?}", cpu_name(self.index), regs.rip);
                 }
                 insn::write_register(&mut regs, dest, value);
             }
@@ -527,16 +532,18 @@ impl<W: Write + Send, B: Backing + Send> Locked<'_, W, B> {
         Ok(None)
     }
 
-    /// Called by an idle vCPU: whether no vCPU can ever run again. Every vCPU stopped
-    /// (HLT with interrupts off): the guest powered off. Stopped or waiting for a
-    /// startup IPI that nobody can send: an error saying so. Idle with nothing that can
-    /// interrupt them (no timer armed, the console's input ended): an error too.
+    /// Called by an idle vCPU: whether no vCPU can ever run again. vCPU 0 stopped (HLT
+    /// with interrupts off) and the others stopped or never started (waiting for a
+    /// startup IPI nobody can send now): the guest powered off. vCPU 0 waiting for a
+    /// startup IPI (a guest sent it INIT) and nobody left to send one: an error saying so.
+    /// Idle with nothing that can interrupt them (no timer armed, the console's input
+    /// ended): an error too.
     fn stalled(&self, vcpu: &dyn Vcpu) -> Result<Option<Outcome>, Error> {
         let states = &*self.states;
-        if states.iter().all(|&s| s == CpuState::Stopped) {
-            return Ok(Some(Outcome::Halted));
-        }
         if states.iter().all(|&s| matches!(s, CpuState::Stopped | CpuState::WaitForSipi)) {
+            if states[0] == CpuState::Stopped {
+                return Ok(Some(Outcome::Halted));
+            }
             let what: Vec<String> = states
                 .iter()
                 .enumerate()

@@ -78,6 +78,8 @@ pub trait Vcpu: Send {
     /// (after the IRET of the one before); an error with `EEXIST` while one is queued.
     fn nmi(&mut self) -> io::Result<()>;
     /// After `run`: an interrupt queued now is delivered before the next instruction.
+    /// False once `interrupt` has queued one, until the next `run` (a second would replace
+    /// the first on KVM, and is refused on yakvm).
     fn ready_for_interrupt(&mut self) -> bool;
     /// After `run`: the guest's RFLAGS.IF.
     fn if_flag(&mut self) -> bool;
@@ -263,7 +265,10 @@ impl Vcpu for YakvmVcpu {
         Ok(())
     }
     fn interrupt(&mut self, vector: u8) -> io::Result<()> {
-        self.vcpu.interrupt(vector)
+        self.vcpu.interrupt(vector)?;
+        // The run page says what the last exit saw; one is queued now.
+        self.vcpu.run_page().ready_for_interrupt_injection = 0;
+        Ok(())
     }
     fn nmi(&mut self) -> io::Result<()> {
         self.vcpu.nmi()
@@ -383,7 +388,10 @@ impl Vcpu for KvmVcpu {
     }
 
     fn interrupt(&mut self, vector: u8) -> io::Result<()> {
-        self.vcpu.interrupt(vector)
+        self.vcpu.interrupt(vector)?;
+        // The run page says what the last exit saw; one is queued now.
+        self.vcpu.run_page().ready_for_interrupt_injection = 0;
+        Ok(())
     }
     fn nmi(&mut self) -> io::Result<()> {
         self.vcpu.nmi()

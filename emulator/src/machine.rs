@@ -103,6 +103,9 @@ pub enum Error {
     SmpNeedsPc(u32),
     #[error("cannot start a vCPU thread: {0}")]
     Thread(io::Error),
+    /// An error on one vCPU of several.
+    #[error("vCPU {cpu}: {source}")]
+    OnCpu { cpu: usize, source: Box<Error> },
 }
 
 /// Hypercalls the emulator answers (VMMCALL with the number in RAX).

@@ -139,6 +139,16 @@ init_to_bsp() {
     [ $cs -le 3000 ] || { echo "the run took $(s $cs) s"; return 1; }
 }
 
+# A guest that never starts the APs and powers off (HLT with interrupts disabled) ends the
+# run as a power-off, status 0: the APs waiting for a startup IPI do not keep it alive;
+# and one that waits for an interrupt nothing can send ends with the error, not a hang.
+aps_never_started() {
+    out=$(printf h | timeout -s KILL 60 yakvm run --machine pc --smp 2 guests/pc_hostile.bin 2>&1); rc=$?
+    [ $rc -eq 0 ] && echo "$out" | grep -q 'halted with interrupts disabled' || { echo "power-off: status $rc: $out"; return 1; }
+    out=$(printf i | timeout -s KILL 60 yakvm run --machine pc --smp 2 --timeout 30 guests/pc_hostile.bin 2>&1); rc=$?
+    [ $rc -eq 1 ] && echo "$out" | grep -q 'nothing can send' || { echo "wait: status $rc: $out"; return 1; }
+}
+
 # refused WHAT ARGS...: `yakvm run ARGS guests/smp.bin` fails at once, before the guest
 # runs, with a message on stderr that mentions WHAT.
 refused() {
@@ -169,6 +179,7 @@ check smp_8_cpus smp 8
 check smp_ipi_storm storm
 check smp_aps_that_never_answer silent
 check smp_init_to_the_bsp_ends_the_run init_to_bsp
+check smp_aps_never_started_power_off aps_never_started
 check smp_0_refused refused 'smp 0' --machine pc --smp 0
 check smp_9_refused refused 'smp 9' --machine pc --smp 9
 check smp_2_on_the_seed_machine_refused refused 'machine pc' --smp 2
