@@ -110,6 +110,7 @@ fn run_to_hlt(vcpu: &mut sys::Vcpu) -> Result<Vec<u8>, String> {
         match run.exit_reason {
             abi::exit::IO if run.io.port == 0x10 => out.extend_from_slice(&run.data[..run.io.size as usize * run.io.count as usize]),
             abi::exit::HLT => return Ok(out),
+            abi::exit::MMIO => return Err(format!("unexpected MMIO exit at gpa {:#x}", run.mmio.gpa)),
             r => return Err(format!("unexpected exit {r} (hw {:#x})", run.hw.exit_code)),
         }
     }
