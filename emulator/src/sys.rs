@@ -498,12 +498,12 @@ pub struct GuestMemory {
 // SAFETY: all access goes through bounds-checked byte copies of a mapping this value owns;
 // guest RAM is written concurrently by the guest anyway, never referenced by Rust.
 unsafe impl Send for GuestMemory {}
-// SAFETY: shared by the vCPU threads, which (like the guest's CPUs) read and write it at
-// once. `&self` methods only copy bytes through the raw pointer (`copy_nonoverlapping`),
-// never make a Rust reference into the mapping, and never change `ptr` or `len`: a copy
-// racing with another (or with the guest) gives mixed bytes, as on the hardware, and no
-// reference can observe a torn value. The mapping lives until `drop`, which needs
-// ownership (no other thread can use it then).
+// Shared by the vCPU threads, which (like the guest's CPUs) read and write it at once.
+// `&self` methods only copy bytes through the raw pointer (`copy_nonoverlapping`), never
+// make a Rust reference into the mapping, and never change `ptr` or `len`: a copy racing
+// with another (or with the guest) gives mixed bytes, as on the hardware.
+// SAFETY: no reference can observe a torn value (see above); the mapping lives until
+// `drop`, which needs ownership (no other thread can use it then).
 unsafe impl Sync for GuestMemory {}
 
 impl GuestMemory {
