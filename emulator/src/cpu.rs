@@ -525,6 +525,10 @@ impl<W: Write + Send, B: Backing + Send> Locked<'_, W, B> {
                 return Ok(Some(outcome));
             }
         }
+        // The PIT's edges by the clock, at every pass: a timer event only wakes vCPU 0
+        // sooner, and one that came late (or never) cannot stall a tickless guest (an
+        // idle vCPU 0 passes here at least every `IDLE_POLL`).
+        pc.take_timer_edges(board);
         pc.events.set_backlog(board.input_backlog());
         if let Some(timer) = board.timer_update() {
             pc.arm(timer, board.now_ns())?;

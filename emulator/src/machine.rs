@@ -519,13 +519,7 @@ impl PcWorld {
     /// One event of the event thread; `Some` when it ends the run.
     pub(crate) fn handle_event(&mut self, event: Event, board: &mut Board) -> Option<Outcome> {
         match event {
-            Event::Timer => {
-                board.timer_tick();
-                // A one-shot count that has run out wakes nobody any more.
-                if board.pit.irq0_timer(board.now_ns()).is_none() {
-                    self.timer_armed = false;
-                }
-            }
+            Event::Timer => self.take_timer_edges(board),
             Event::Input(bytes) => {
                 let Some(escape) = self.escape.as_mut() else {
                     board.console_input(&bytes);
@@ -547,6 +541,18 @@ impl PcWorld {
             Event::InputClosed => self.input_open = false,
         }
         None
+    }
+
+    /// The PIT's edges on IRQ0 up to now.
+    pub(crate) fn take_timer_edges(&mut self, board: &mut Board) {
+        if !self.timer_armed {
+            return;
+        }
+        board.timer_tick();
+        // A one-shot count that has run out wakes nobody any more.
+        if board.pit.irq0_timer(board.now_ns()).is_none() {
+            self.timer_armed = false;
+        }
     }
 
     /// Arms vCPU `cpu`'s host timer for its local APIC's `deadline` (board clock, `now`
