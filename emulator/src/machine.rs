@@ -54,8 +54,9 @@ pub enum MachineKind {
 }
 
 /// The fastest timer interrupt rate yakvm delivers (KVM's PIT has the same floor): a
-/// guest that programs the PIT faster gets its ticks merged.
-pub const MIN_TIMER_PERIOD: Duration = Duration::from_micros(200);
+/// guest that programs the PIT faster gets its ticks merged. The local APIC's timer has
+/// the same floor (one number for both).
+pub const MIN_TIMER_PERIOD: Duration = Duration::from_nanos(crate::pc::lapic::MIN_PERIODIC_NS);
 /// Console output without a newline (a prompt) waits at most this long for more.
 pub(crate) const CONSOLE_FLUSH_DELAY: Duration = Duration::from_millis(20);
 /// The most vCPUs a machine has (`--smp`).
