@@ -16,17 +16,24 @@ initrd="$BUILD_DIR/initramfs.cpio.gz"
 
 # KVM with the host CPU where that gives nested SVM (an AMD host with kvm_amd nested=1),
 # QEMU's software SVM everywhere else. `-cpu max` would enable LA57: EPYC has svm and npt.
+# Under TCG the image gets a third CPU and runs its work on CPUs 1-2 only (yakvm.cpus):
+# QEMU 7.2 rewrites CPU 0's hidden flags, GIF and nested paging among them, from other
+# CPUs' threads whenever they restore x87 state (README, "QEMU's TCG and CPU 0"), which
+# is harmless only while CPU 0 never runs SVM. QEMU_CPU0=1 lets the work use CPU 0 again.
 accel=(-accel tcg -cpu "${QEMU_CPU:-EPYC}")
-mode="TCG (software SVM, -cpu ${QEMU_CPU:-EPYC})"
+smp=3 cpus=1-2
+[[ -n ${QEMU_CPU0:-} ]] && smp=2 cpus=
+mode="TCG (software SVM, -cpu ${QEMU_CPU:-EPYC}; ${cpus:+work on CPUs $cpus, }$smp CPUs)"
 nested=$(cat /sys/module/kvm_amd/parameters/nested 2>/dev/null || true)
 if [[ -z ${QEMU_CPU:-} && -w /dev/kvm ]] && grep -q AuthenticAMD /proc/cpuinfo && [[ $nested == 1 || $nested == Y ]]; then
     accel=(-accel kvm -cpu host)
+    smp=2 cpus=
     mode="KVM (nested SVM, -cpu host)"
 fi
 log "qemu: $mode"
 
-append="console=ttyS0 loglevel=4 panic=-1"
-args=(qemu-system-x86_64 "${accel[@]}" -smp 2 -m 2G -no-reboot
+append="console=ttyS0 loglevel=4 panic=-1${cpus:+ yakvm.cpus=$cpus}"
+args=(qemu-system-x86_64 "${accel[@]}" -smp $smp -m 2G -no-reboot
       -kernel "$kernel" -initrd "$initrd"
       -virtfs "local,path=$SHARES_DIR,mount_tag=shares,security_model=none,id=shares")
 [[ -n ${GDB:-} ]] && args+=(-s -S)

@@ -92,6 +92,14 @@ unsafe fn wrmsr(msr: u32, value: u64) {
     };
 }
 
+/// Reads CR3 (the current task's page-table root, with its PCID bits).
+pub(crate) fn read_cr3() -> u64 {
+    let cr3: u64;
+    // SAFETY: reading CR3 has no side effects at CPL 0.
+    unsafe { core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nostack, nomem, preserves_flags)) };
+    cr3
+}
+
 /// Reads CR4.
 pub(crate) fn read_cr4() -> u64 {
     let cr4: u64;

@@ -144,7 +144,9 @@ const DR7_ENABLES: u64 = 0xff;
 /// paging, with a breakpoint enabled in the DR7 the guest runs with (the hardware's
 /// DR0-DR3 would be the host's), or whose permission maps are not the all-intercepting
 /// ones given, and a guest FPU not entered (the guest would see the host's registers).
-/// `Ok(false)`: a signal is pending, the guest was not entered.
+/// `Ok(false)`: a signal is pending, the guest was not entered. `EIO`: the guest state came
+/// back as the host's own (`host_state_returned`); it is wiped and the vCPU must not run
+/// again (after a failed VMRUN it is wiped too, and the failure reported as usual).
 pub(crate) fn run(
     cpu: &SvmCpu<'_>,
     vmcb: &mut Pages<Vmcb>,
@@ -199,11 +201,33 @@ pub(crate) fn run(
     // above, so the guest reaches only its own memory and exits on all that touches the
     // host; `gprs` is live and exclusive.
     unsafe { yakvm_vmrun(gprs, host_pa, vmcb_pa) };
+    let leaked = host_state_returned(vmcb, vmcb_pa);
+    if leaked {
+        // The host's kernel addresses must not reach userspace (GET_REGS, GET_VMCB). QEMU
+        // also leaves the host's state there when VMRUN fails its checks (VMEXIT_INVALID).
+        // SAFETY: `SaveArea` is plain data, valid all-zero (ffi/plain.rs); `vmcb` is ours.
+        unsafe { core::ptr::write_bytes(core::ptr::addr_of_mut!(vmcb.save), 0, 1) };
+    }
 
     // SAFETY: balances `yakvm_local_irq_disable` above; a pending host interrupt that made
     // the guest exit is taken here.
     unsafe { glue::yakvm_local_irq_enable() };
+    if leaked && vmcb.control.exit_code != vmcb::exit_code::INVALID {
+        pr_err!("VMRUN came back with the host's own state as the guest's (its CR3 and RAX): \
+                 QEMU 7.2's multi-threaded TCG does this when SVM runs on its CPU 0 (README, \
+                 Known limits); the vCPU is stopped\n");
+        return Err(EIO);
+    }
     Ok(true)
+}
+
+/// Whether the guest state after #VMEXIT is the host's own, as it was at VMRUN: the host's
+/// CR3 and, in RAX, the VMCB's address (VMRUN's operand). No hardware does this; QEMU
+/// 7.2's multi-threaded TCG does when another CPU's thread rewrites CPU 0's nested-paging
+/// flag between a #VMEXIT and the host's next instruction (README, Known limits). A guest
+/// cannot know both values to fake it; if it did, only its own vCPU would stop.
+fn host_state_returned(vmcb: &Vmcb, vmcb_pa: u64) -> bool {
+    vmcb.save.rax == vmcb_pa && vmcb.save.cr3 == super::cpu::read_cr3()
 }
 
 extern "C" {

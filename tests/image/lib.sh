@@ -5,23 +5,11 @@ mkdir -p "$OUT"
 
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }
-# A failure with the signature of an open bug the README lists (Known limits): counted
-# apart, never as a pass.
-known() { echo "KNOWN $1: $2"; }
 
 # check NAME COMMAND...: passes if COMMAND succeeds; its output is kept for the message.
 check() {
     name=$1; shift
     if msg=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(echo "$msg" | tail -n 3 | tr '\n' ' ')"; fi
-}
-
-# check_known NAME PATTERN COMMAND...: as `check`, but a failure whose message matches
-# PATTERN (grep -E) is the open two-vCPU bug (README, Known limits): reported KNOWN.
-check_known() {
-    name=$1 pattern=$2; shift 2
-    if msg=$("$@" 2>&1); then pass "$name"
-    elif echo "$msg" | grep -qE "$pattern"; then known "$name" "$(echo "$msg" | tail -n 3 | tr '\n' ' ')(the open two-vCPU bug: README, Known limits)"
-    else fail "$name" "$(echo "$msg" | tail -n 3 | tr '\n' ' ')"; fi
 }
 
 # The kernel log must have no warning, bug, oops or lockup report.

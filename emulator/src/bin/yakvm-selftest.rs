@@ -154,15 +154,6 @@ fn real_mode_vm(dev: &Device, code: &[u8]) -> Result<(sys::Vm, GuestMemory, sys:
     Ok((vm, mem, vcpus.remove(0)))
 }
 
-/// The signature of the open two-vCPU bug in `two_vcpus_at_once`: the guest's first push
-/// goes through a corrupted RSP, a page-aligned address outside its 4 MiB of RAM.
-fn is_two_vcpu_bug(why: &str) -> bool {
-    let Some(gpa) = why.strip_prefix("unexpected MMIO exit at gpa 0x") else {
-        return false;
-    };
-    u64::from_str_radix(gpa, 16).is_ok_and(|gpa| gpa >= 4 << 20 && gpa & 0xfff == 0xff8)
-}
-
 /// A state VMRUN refuses (CR0.NW without CR0.CD) comes back as FAIL_ENTRY.
 fn invalid_state_fails_entry(dev: &Device) -> TestResult {
     let (_vm, _mem, mut vcpu) = real_mode_vm(dev, &[0xf4])?;
@@ -388,11 +379,6 @@ fn main() {
     for (name, test) in &tests {
         match test() {
             Ok(()) => println!("PASS {name}"),
-            // The open two-vCPU bug (README, Known limits): reported as what it is, not
-            // as a pass; any other failure of the test is a failure.
-            Err(why) if *name == "two_vcpus_at_once" && is_two_vcpu_bug(&why) => {
-                println!("KNOWN {name}: {why} (the open two-vCPU bug: README, Known limits)");
-            }
             Err(why) => {
                 failed += 1;
                 println!("FAIL {name}: {why}");

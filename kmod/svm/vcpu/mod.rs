@@ -207,6 +207,10 @@ impl Vcpu {
                 v.vmcb.control.tsc_offset = self.vm.tsc_offset();
                 let exit_at_once = debug::before_entry(v);
                 let entered = world::run(&svm, &mut v.vmcb, &mut v.gprs, &v.fpu, maps, exit_at_once);
+                if matches!(entered, Err(e) if e == EIO) {
+                    // The host's state came back as the guest's (world::run said why).
+                    v.dead = true;
+                }
                 debug::after_exit(v, matches!(entered, Ok(true)));
                 if !entered? {
                     // A signal came after the check above: not entered.
