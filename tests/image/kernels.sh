@@ -22,6 +22,17 @@ wait_for() {
     return 1
 }
 
+# wait_bounded PID SECONDS: waits for yakvm, killing it after SECONDS (a guest that stops
+# making progress, README Known limits, fails its check at once instead of holding the
+# boot to the image's 20-minute limit); its status, 137 if killed.
+wait_bounded() {
+    ( sleep "$2"; kill -KILL "$1" ) > /dev/null 2>&1 &
+    killer=$!
+    wait "$1"; rc=$?
+    kill "$killer" 2>/dev/null
+    return $rc
+}
+
 # One boot serves every check. The commands are typed once the shell is up, as a user
 # would: Linux's 8250 driver discards what arrives before it starts (as on hardware).
 boot_linux() {
@@ -43,7 +54,7 @@ boot_linux() {
     sleep 1
     printf 'yakvm-says-hello\n' >&5
     printf 'poweroff -f\n' >&5
-    wait $pid; rc=$?
+    wait_bounded $pid 120; rc=$?
     exec 5>&-
     rm -f /tmp/linux.in
     echo $rc > "$OUT/linux.rc"
@@ -60,7 +71,7 @@ reboot_linux() {
     exec 6> /tmp/reboot.in
     wait_for "$OUT/reboot.out" '/ # ' 1200 0.25 > /dev/null || { kill $pid; exec 6>&-; echo "no shell: $(tail -c 300 "$OUT/reboot.out")"; return 1; }
     printf 'reboot -f\n' >&6
-    wait $pid; rc=$?
+    wait_bounded $pid 120; rc=$?
     exec 6>&-
     rm -f /tmp/reboot.in
     [ $rc -eq 0 ] && grep -q 'the guest reset the machine' "$OUT/reboot.out" || { echo "status $rc: $(tail -c 300 "$OUT/reboot.out")"; return 1; }
