@@ -244,9 +244,14 @@ extern "C" {
 // only register moves, no policy. SysV arguments: rdi = &GuestGprs, rsi = host save page,
 // rdx = guest VMCB (physical addresses).
 // - GIF is clear from CLGI to STGI: no interrupt or NMI can arrive while FS/GS/TR are
-//   half switched. IF is set just before VMRUN so that, with V_INTR_MASKING, a physical
-//   interrupt during the guest causes an INTR #VMEXIT; the host takes it once the caller
-//   re-enables interrupts.
+//   half switched. IF is set (under GIF = 0, so nothing arrives yet) so that, with
+//   V_INTR_MASKING, a physical interrupt during the guest causes an INTR #VMEXIT; the host
+//   takes it once the caller re-enables interrupts. IF is set right after CLGI, not just
+//   before VMRUN: an STI's one-instruction shadow would cover VMRUN itself, and QEMU's SVM
+//   carries it into the guest (its first instruction runs in a shadow the guest never set,
+//   and a #VMEXIT there reports one); AMD CPUs do the same when an event's delivery during
+//   VMRUN exits (KVM's svm_vcpu_enter_exit says so and avoids STI+VMRUN too). IF is
+//   cleared again before STGI.
 // - VMRUN saves and restores rsp, rax and the rest of the host state it covers; VMSAVE and
 //   VMLOAD switch FS/GS/TR/LDTR, KernelGsBase and the syscall/sysenter MSRs.
 // - Every register but rsp holds a guest value between the loads and the stores, so the
@@ -268,6 +273,7 @@ core::arch::global_asm!(
     "push rsi",                 // [rsp + 8]:  host save page
     "push rdx",                 // [rsp]:      guest VMCB
     "clgi",
+    "sti",                      // no effect while GIF is clear; see above
     "mov rax, [rsp + 8]",
     "vmsave rax",               // host FS/GS/TR/LDTR and syscall MSRs out
     "mov rax, [rsp]",
@@ -288,9 +294,7 @@ core::arch::global_asm!(
     "mov r14, [rax + {r14}]",
     "mov r15, [rax + {r15}]",
     "mov rax, [rsp]",
-    "sti",
-    "vmrun rax",
-    "cli",                      // #VMEXIT: rsp and rax are the host's again, GIF clear
+    "vmrun rax",                // #VMEXIT: rsp and rax are the host's again, GIF clear
     "mov rax, [rsp + 16]",
     "mov [rax + {rbx}], rbx",
     "mov [rax + {rcx}], rcx",
@@ -310,6 +314,7 @@ core::arch::global_asm!(
     "vmsave rax",               // guest FS/GS/TR/LDTR and syscall MSRs out
     "mov rax, [rsp + 8]",
     "vmload rax",               // the host's back
+    "cli",
     "stgi",
     "add rsp, 24",
     "pop r15",
