@@ -22,11 +22,12 @@ wait_for() {
     return 1
 }
 
-# wait_bounded PID SECONDS: waits for yakvm, killing it after SECONDS (a guest that stops
+# wait_bounded PID SECONDS: waits for yakvm, stopping it after SECONDS (a guest that stops
 # making progress, README Known limits, fails its check at once instead of holding the
-# boot to the image's 20-minute limit); its status, 137 if killed.
+# boot to the image's 20-minute limit): SIGTERM first, so that a run with --stats prints
+# them (what the stalled guest was doing), SIGKILL 5 s later; its status.
 wait_bounded() {
-    ( sleep "$2"; kill -KILL "$1" ) > /dev/null 2>&1 &
+    ( sleep "$2"; kill -TERM "$1"; sleep 5; kill -KILL "$1" ) > /dev/null 2>&1 &
     killer=$!
     wait "$1"; rc=$?
     kill "$killer" 2>/dev/null
