@@ -546,9 +546,8 @@ impl PcWorld {
 
     /// The PIT's edges on IRQ0 up to now.
     pub(crate) fn take_timer_edges(&mut self, board: &mut Board) {
-        if !self.timer_armed {
-            return;
-        }
+        // Not only while the host timer is armed: a one-shot count the guest wrote can run
+        // out before this vCPU's next pass arms anything, and its one edge must be taken.
         board.timer_tick();
         // A one-shot count that has run out wakes nobody any more.
         if board.pit.irq0_timer(board.now_ns()).is_none() {

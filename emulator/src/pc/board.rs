@@ -312,10 +312,12 @@ impl Board {
         if !std::mem::take(&mut self.pit_changed) {
             return None;
         }
-        let now = self.now_ns();
-        // Edges before the new programming are gone with the old one.
-        self.irq0_seen_ns = now;
-        Some(self.pit.irq0_timer(now))
+        // Edges are counted from the last count taken (`irq0_seen_ns`), not from now: a
+        // one-shot count that ran out between the guest's write and this call has its
+        // edge still to be taken (resetting to now lost it, and a tickless Linux then
+        // halted for good). The old programming's edges need no care: `irq0_edges` counts
+        // only the current programming's, none before its start.
+        Some(self.pit.irq0_timer(self.now_ns()))
     }
 
     /// vCPU `cpu`'s interrupt acknowledge: the vector its local APIC delivers (moved to
