@@ -358,6 +358,27 @@ mod tests {
         assert_eq!(board.read(0x3fd) & 1, 0, "no more data");
     }
 
+    /// A one-shot count that runs out before vCPU 0's next pass still raises IRQ0 there
+    /// (it was lost once: the pass reset the edge count to its own time).
+    #[test]
+    fn a_short_one_shot_is_not_lost_before_the_next_pass() {
+        let mut board = Board::new(16 << 20, 1);
+        // The master PIC as Linux sets it up, IRQ0 unmasked.
+        for (port, value) in [(0x20, 0x11), (0x21, 0x30), (0x21, 0x04), (0x21, 0x01), (0x21, 0xfe)] {
+            board.write(port, value).unwrap();
+        }
+        // Channel 0, mode 4 (Linux's one-shot), a count of 2 clocks (under 2 µs).
+        for (port, value) in [(0x43, 0x38), (0x40, 2), (0x40, 0)] {
+            board.write(port, value).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        // vCPU 0's pass, long after the edge: arm for the new programming, take edges.
+        assert!(board.timer_update().is_some(), "the write is seen");
+        board.timer_tick();
+        assert!(board.interrupt_pending(0), "the one-shot's edge reached the PIC");
+        assert_eq!(board.acknowledge(0), Some(0x30));
+    }
+
     #[test]
     fn the_ways_a_pc_resets() {
         let mut board = Board::new(16 << 20, 1);
