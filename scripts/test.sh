@@ -127,6 +127,5 @@ done
 echo
 log "tests took $(($(date +%s) - start)) s"
 ((failed == 0)) || echo "failed: ${failures[*]}"
-# Open bugs the README lists: neither passed nor failed, and said.
 echo "$passed passed, $failed failed"
 ((failed == 0))
