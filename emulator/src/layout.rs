@@ -40,6 +40,13 @@ pub fn initial_rsp(ram: u64) -> u64 {
     boot_area(ram) & !0xf
 }
 
+/// The pc machine's ACPI tables (`pc::acpi`) go in the E segment of the PC's BIOS area,
+/// `[0xe0000, 0xf0000)`: an OS without firmware services finds the RSDP by scanning
+/// 0xe0000-0xfffff (ACPI 6.5, 5.2.5.1), and the F segment above holds the MP table
+/// (`pc::mptable`). The memory map (`kernel::memory_map`) never gives this range as RAM.
+pub const ACPI_START: u64 = 0xe_0000;
+pub const ACPI_SIZE: u64 = 0x1_0000;
+
 /// Default MMIO window: the first GiB boundary at or above the end of RAM, and at least
 /// 3 GiB (0xc000_0000), so every guest of up to 3 GiB finds its devices at the same place.
 pub fn default_mmio_base(ram: u64) -> u64 {

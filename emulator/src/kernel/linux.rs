@@ -96,8 +96,15 @@ pub fn default_cmdline(tsc_khz: Option<u64>, cpus: u32) -> String {
 }
 
 /// Loads bzImage `file` with `initrd` and `cmdline` for a guest of `ram` bytes, whose top
-/// `BOOT_AREA_SIZE` bytes are the emulator's.
+/// `BOOT_AREA_SIZE` bytes are the emulator's, on a machine without ACPI tables.
 pub fn load(file: &[u8], initrd: Option<&[u8]>, cmdline: &str, ram: u64) -> Result<BootImage, LinuxError> {
+    load_with_acpi(file, initrd, cmdline, ram, None)
+}
+
+/// [`load`] for a machine whose ACPI tables have their RSDP at `acpi_rsdp`: the zero page's
+/// `acpi_rsdp_addr` (boot protocol 2.14) says where, so the kernel need not scan for it
+/// (older kernels ignore the field and find it by their scan of 0xe0000-0xfffff).
+pub fn load_with_acpi(file: &[u8], initrd: Option<&[u8]>, cmdline: &str, ram: u64, acpi_rsdp: Option<u64>) -> Result<BootImage, LinuxError> {
     if file.len() < 0x202 + 4 {
         return Err(LinuxError::Truncated(format!("{} bytes, shorter than the setup header", file.len())));
     }
@@ -156,6 +163,7 @@ pub fn load(file: &[u8], initrd: Option<&[u8]>, cmdline: &str, ram: u64) -> Resu
     hdr.cmd_line_ptr = CMDLINE as u32;
     let mut params = boot_params { hdr, ..Default::default() };
     params.ext_cmd_line_ptr = (CMDLINE >> 32) as u32;
+    params.acpi_rsdp_addr = acpi_rsdp.unwrap_or(0);
 
     if let Some(initrd) = initrd {
         let size = initrd.len() as u64;
@@ -233,6 +241,18 @@ mod tests {
         let last = p.e820_table[4];
         let (addr, len, kind) = (last.addr, last.size, last.r#type);
         assert_eq!((addr, len, kind), (64 * MIB - BOOT_AREA_SIZE, BOOT_AREA_SIZE, crate::kernel::RESERVED));
+    }
+
+    #[test]
+    fn the_rsdp_address_is_in_the_zero_page_when_the_machine_has_acpi() {
+        let file = bzimage(0x020f, XLF_KERNEL_64, 64 * 1024);
+        let rsdp = |image: &BootImage| params_of(image).acpi_rsdp_addr;
+        assert_eq!(rsdp(&load(&file, None, "", 64 * MIB).unwrap()), 0);
+        assert_eq!(rsdp(&load_with_acpi(&file, None, "", 64 * MIB, Some(0xe_0000)).unwrap()), 0xe_0000);
+        // boot_params offset 0x070 (Documentation/arch/x86/zero-page.rst).
+        let image = load_with_acpi(&file, None, "", 64 * MIB, Some(0xe_0000)).unwrap();
+        let (_, zero_page) = image.writes.iter().find(|(at, _)| *at == ZERO_PAGE).unwrap();
+        assert_eq!(zero_page[0x70..0x78], 0xe_0000u64.to_le_bytes());
     }
 
     #[test]

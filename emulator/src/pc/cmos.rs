@@ -71,7 +71,7 @@ const REG_STATUS_A: u8 = 0x0a;
 const REG_STATUS_B: u8 = 0x0b;
 const REG_STATUS_C: u8 = 0x0c;
 const REG_STATUS_D: u8 = 0x0d;
-const REG_CENTURY: u8 = 0x32;
+pub const REG_CENTURY: u8 = 0x32;
 
 /// Status A: update in progress (read-only; always 0 here).
 const STATUS_A_UIP: u8 = 0x80;

@@ -1,6 +1,8 @@
 //! The PC-compatible machine's devices (`--machine pc`): each one a plain state machine,
 //! tested on the host without a VM.
 
+pub mod acpi;
+pub mod acpi_pm;
 pub mod apic;
 pub mod board;
 pub mod cmos;
