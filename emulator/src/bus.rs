@@ -41,9 +41,14 @@ pub enum Effect {
 /// Bad accesses reported on stderr before the bus goes quiet about them.
 const LOGGED_BAD_ACCESSES: u64 = 10;
 
-pub struct Bus<W: Write, B: Backing> {
-    out: W,
-    pub disk: Disk<B>,
+/// The console's output (stdout in a run, a buffer in tests).
+pub type Output = Box<dyn Write + Send>;
+/// What holds the DMA disk's bytes (a file in a run).
+pub type DiskBacking = Box<dyn Backing + Send>;
+
+pub struct Bus {
+    out: Output,
+    pub disk: Disk<DiskBacking>,
     scratch: u64,
     mmio_base: u64,
     /// Accesses nothing answers, or with a width the register does not take.
@@ -56,17 +61,17 @@ pub struct Bus<W: Write, B: Backing> {
     unflushed_since: Option<std::time::Instant>,
 }
 
-impl<W: Write, B: Backing> Bus<W, B> {
-    pub fn new(out: W, disk: Disk<B>, mmio_base: u64) -> Self {
-        Self { out, disk, scratch: 0, mmio_base, bad_accesses: 0, board: None, unflushed_since: None }
+impl Bus {
+    pub fn new(out: impl Write + Send + 'static, disk: impl Backing + Send + 'static, mmio_base: u64) -> Self {
+        Self { out: Box::new(out), disk: Disk::new(Box::new(disk)), scratch: 0, mmio_base, bad_accesses: 0, board: None, unflushed_since: None }
     }
 
     /// The pc machine's bus: the seed's registers plus `board`.
-    pub fn with_board(out: W, disk: Disk<B>, mmio_base: u64, board: Board) -> Self {
+    pub fn with_board(out: impl Write + Send + 'static, disk: impl Backing + Send + 'static, mmio_base: u64, board: Board) -> Self {
         Self { board: Some(board), ..Self::new(out, disk, mmio_base) }
     }
 
-    pub fn output(&mut self) -> &mut W {
+    pub fn output(&mut self) -> &mut Output {
         &mut self.out
     }
 
@@ -136,7 +141,7 @@ impl<W: Write, B: Backing> Bus<W, B> {
         let port_width = matches!(data.len(), 1 | 2 | 4);
         match port {
             SERIAL_PORT if port_width => self.out.write_all(data)?,
-            p if Disk::<B>::owns(p) => self.disk.write(p, data, mem),
+            p if Disk::<DiskBacking>::owns(p) => self.disk.write(p, data, mem),
             EXIT_PORT if port_width => return Ok(Effect::Exit(data[0])),
             SCRATCH_PORT => self.scratch = le(data),
             _ => self.bad(format_args!("{}-byte write of {:#x} to port {port:#x}", data.len(), le(data))),
@@ -203,31 +208,50 @@ mod tests {
         }
     }
 
-    fn bus(base: u64) -> Bus<Vec<u8>, NoDisk> {
-        Bus::new(Vec::new(), Disk::new(NoDisk), base)
+    /// Console output the test can read back while the bus owns a handle to it.
+    #[derive(Clone, Default)]
+    pub(crate) struct SharedOut(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl SharedOut {
+        pub(crate) fn bytes(&self) -> Vec<u8> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+    impl Write for SharedOut {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn bus(base: u64) -> (Bus, SharedOut) {
+        let out = SharedOut::default();
+        (Bus::new(out.clone(), NoDisk, base), out)
     }
 
     #[test]
     fn serial_by_port_and_by_mmio() {
-        let mut bus = bus(0x1000_0000);
+        let (mut bus, out) = bus(0x1000_0000);
         assert_eq!(bus.write(SERIAL_PORT, b"hi", &NoRam).unwrap(), Effect::Continue);
         bus.mmio_write(0x1000_0000 + 0x10 * 8, b"!!!!", &NoRam).unwrap();
-        assert_eq!(bus.output(), b"hi!!!!");
+        assert_eq!(out.bytes(), b"hi!!!!");
         // 8 bytes is not a port width: ignored, counted.
         bus.mmio_write(0x1000_0080, b"12345678", &NoRam).unwrap();
-        assert_eq!(bus.output(), b"hi!!!!");
+        assert_eq!(out.bytes(), b"hi!!!!");
         assert_eq!(bus.bad_accesses, 1);
     }
 
     #[test]
     fn exit_port_ends_the_run() {
-        let mut bus = bus(0);
+        let (mut bus, _) = bus(0);
         assert_eq!(bus.write(EXIT_PORT, &[7, 1], &NoRam).unwrap(), Effect::Exit(7));
     }
 
     #[test]
     fn scratch_reads_back_and_unknown_reads_all_ones() {
-        let mut bus = bus(0x8000);
+        let (mut bus, _) = bus(0x8000);
         bus.mmio_write(0x8000 + 0xff * 8, &0x1122_3344_5566_7788u64.to_le_bytes(), &NoRam).unwrap();
         let mut b = [0u8; 2];
         bus.read(SCRATCH_PORT, &mut b);

@@ -14,17 +14,16 @@
 //! The run ends at the first vCPU that ends it (the exit port, a reset, a fault, a
 //! signal), or when no vCPU can ever run again.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::bus::{Bus, Effect};
-use crate::disk::Backing;
 use crate::events::Waker;
 use crate::hypervisor::{Exit, Vcpu};
 use crate::insn::{self, Access, Source};
-use crate::machine::{describe_exit, hypercall, port_io, Error, ExitCounts, Outcome, PcWorld, Times, CONSOLE_FLUSH_DELAY};
+use crate::pc::world::PcWorld;
+use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times, CONSOLE_FLUSH_DELAY};
 use crate::pc::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
 use crate::pc::lapic::{LAPIC_BASE, LAPIC_SIZE};
 use crate::steptrace::StepTrace;
@@ -62,8 +61,8 @@ impl Cpu {
 }
 
 /// What the vCPU threads share.
-pub(crate) struct Shared<'m, W: Write, B: Backing> {
-    locked: Mutex<Locked<'m, W, B>>,
+pub(crate) struct Shared<'m> {
+    locked: Mutex<Locked<'m>>,
     mem: &'m sys::GuestMemory,
     wakers: &'m [Waker],
     /// The run has ended: every vCPU thread returns.
@@ -72,21 +71,21 @@ pub(crate) struct Shared<'m, W: Write, B: Backing> {
 }
 
 /// The devices and the vCPUs' states, behind the lock.
-pub(crate) struct Locked<'m, W: Write, B: Backing> {
-    bus: &'m mut Bus<W, B>,
+pub(crate) struct Locked<'m> {
+    bus: &'m mut Bus,
     pc: Option<&'m mut PcWorld>,
     states: &'m mut [CpuState],
     /// How the run ended (the first vCPU to end it wins).
     outcome: Option<Result<Outcome, Error>>,
 }
 
-impl<'m, W: Write + Send, B: Backing + Send> Shared<'m, W, B> {
-    pub fn new(bus: &'m mut Bus<W, B>, pc: Option<&'m mut PcWorld>, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
+impl<'m> Shared<'m> {
+    pub fn new(bus: &'m mut Bus, pc: Option<&'m mut PcWorld>, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
         let locked = Locked { bus, pc, states, outcome: None };
         Self { locked: Mutex::new(locked), mem, wakers, done: AtomicBool::new(false), trace }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Locked<'m, W, B>> {
+    fn lock(&self) -> MutexGuard<'_, Locked<'m>> {
         self.locked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -135,7 +134,7 @@ pub(crate) struct CpuLoop<'a> {
 
 impl CpuLoop<'_> {
     /// Runs this vCPU until the run ends. `Ok(None)`: another vCPU ended it.
-    pub fn run<W: Write + Send, B: Backing + Send>(&mut self, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+    pub fn run(&mut self, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let waker = &sh.wakers[self.index];
         waker.set_kicker(Some(self.cpu.vcpu.kickable()?));
         let result = self.run_loop(sh);
@@ -148,7 +147,7 @@ impl CpuLoop<'_> {
         })
     }
 
-    fn run_loop<W: Write + Send, B: Backing + Send>(&mut self, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+    fn run_loop(&mut self, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let mut mark = Instant::now();
         loop {
             // A stop signal may have come before the first entry (while loading).
@@ -230,7 +229,7 @@ impl CpuLoop<'_> {
     /// Between two RUNs, with the lock: vCPU 0 takes the machine's events; this vCPU
     /// takes what was sent to it (INIT, a startup IPI, an NMI, an interrupt) and changes
     /// state accordingly. `Some` when the run ends.
-    fn between_runs<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+    fn between_runs(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let me = self.index;
         if me == 0 {
             if let Some(outcome) = l.pc_events()? {
@@ -301,7 +300,7 @@ impl CpuLoop<'_> {
     /// Waits, without spinning, until this vCPU has something to do. `Some(end)` when the
     /// run ends (`end`: as `run` returns it).
     #[allow(clippy::type_complexity)]
-    fn idle<W: Write + Send, B: Backing + Send>(&mut self, sh: &Shared<'_, W, B>) -> Result<Option<Option<Outcome>>, Error> {
+    fn idle(&mut self, sh: &Shared<'_>) -> Result<Option<Option<Outcome>>, Error> {
         let waker = &sh.wakers[self.index];
         loop {
             let seen = waker.rings();
@@ -331,7 +330,7 @@ impl CpuLoop<'_> {
 
     /// Applies the port writes the hypervisor coalesced, in order. `Some` if one of them
     /// ended the run.
-    fn apply_coalesced<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+    fn apply_coalesced(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let bus = &mut *l.bus;
         let mut result = Ok(Effect::Continue);
         self.cpu.vcpu.drain_coalesced(&mut |port, data| {
@@ -344,7 +343,7 @@ impl CpuLoop<'_> {
 
     /// One exit: what the emulator does about it. (The exit's data is read in place:
     /// exits are the hot path.) `None`: the guest runs on; `Some`: the run ends so.
-    fn handle<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+    fn handle(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let me = self.index;
         let if_flag = self.cpu.vcpu.if_flag();
         let cpus = l.states.len();
@@ -422,7 +421,7 @@ impl CpuLoop<'_> {
 
     /// yakvm: emulates the instruction that touched guest-physical `gpa` outside RAM
     /// (`insn`: its bytes if the CPU gave them).
-    fn mmio<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>, gpa: u64, insn_bytes: &[u8]) -> Result<Effect, Error> {
+    fn mmio(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>, gpa: u64, insn_bytes: &[u8]) -> Result<Effect, Error> {
         let vcpu = &mut *self.cpu.vcpu;
         let mut regs = vcpu.regs()?;
         let sregs = vcpu.sregs()?;
@@ -482,7 +481,7 @@ fn is_apic(gpa: u64) -> bool {
 
 /// An MMIO write by vCPU `cpu`: the APICs' pages (the local APIC is the writer's own),
 /// else the bus's MMIO window.
-fn mmio_write<W: Write + Send, B: Backing + Send>(l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>, cpu: usize, gpa: u64, data: &[u8]) -> Result<Effect, Error> {
+fn mmio_write(l: &mut Locked<'_>, sh: &Shared<'_>, cpu: usize, gpa: u64, data: &[u8]) -> Result<Effect, Error> {
     if let Some(board) = l.bus.board.as_mut().filter(|_| is_apic(gpa)) {
         let now = board.now_ns();
         if let Some(woken) = board.apics.mmio_write(cpu, gpa, data, now) {
@@ -494,7 +493,7 @@ fn mmio_write<W: Write + Send, B: Backing + Send>(l: &mut Locked<'_, W, B>, sh: 
 }
 
 /// An MMIO read by vCPU `cpu` (as `mmio_write`).
-fn mmio_read<W: Write + Send, B: Backing + Send>(l: &mut Locked<'_, W, B>, cpu: usize, gpa: u64, data: &mut [u8]) {
+fn mmio_read(l: &mut Locked<'_>, cpu: usize, gpa: u64, data: &mut [u8]) {
     if let Some(board) = l.bus.board.as_mut().filter(|_| is_apic(gpa)) {
         let now = board.now_ns();
         if board.apics.mmio_read(cpu, gpa, data, now) {
@@ -502,6 +501,25 @@ fn mmio_read<W: Write + Send, B: Backing + Send>(l: &mut Locked<'_, W, B>, cpu: 
         }
     }
     l.bus.mmio_read(gpa, data);
+}
+
+/// Port I/O of `size`-byte elements: OUT's bytes go to the bus in order (stopping at the
+/// first that ends the run), IN's are read from it.
+fn port_io(bus: &mut Bus, mem: &sys::GuestMemory, port: u16, size: u8, out: bool, data: &mut [u8]) -> Result<Effect, Error> {
+    let size = usize::from(size.max(1));
+    if out {
+        for chunk in data.chunks(size) {
+            let effect = bus.write(port, chunk, mem)?;
+            if effect != Effect::Continue {
+                return Ok(effect);
+            }
+        }
+    } else {
+        for chunk in data.chunks_mut(size) {
+            bus.read(port, chunk);
+        }
+    }
+    Ok(Effect::Continue)
 }
 
 fn outcome_of(effect: Effect) -> Option<Outcome> {
@@ -512,7 +530,7 @@ fn outcome_of(effect: Effect) -> Option<Outcome> {
     }
 }
 
-impl<W: Write + Send, B: Backing + Send> Locked<'_, W, B> {
+impl Locked<'_> {
     /// pc: what the event thread saw (timer expiries, console input), and the host timer
     /// following the PIT. `Some` when the user asked to quit.
     fn pc_events(&mut self) -> Result<Option<Outcome>, Error> {

@@ -67,6 +67,22 @@ impl Backing for std::fs::File {
 /// No `--disk`: a disk of size 0.
 pub struct NoDisk;
 
+/// A boxed backing (the machine's: one type, whatever holds the bytes).
+impl<B: Backing + ?Sized> Backing for Box<B> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        (**self).read_at(offset, out)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        (**self).write_at(offset, data)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
+    }
+}
+
 impl Backing for NoDisk {
     fn len(&self) -> u64 {
         0

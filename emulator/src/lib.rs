@@ -30,6 +30,8 @@ pub mod mmu;
 #[deny(unsafe_code)]
 pub mod pc;
 #[deny(unsafe_code)]
+pub mod run;
+#[deny(unsafe_code)]
 pub mod steptrace;
 #[deny(unsafe_code)]
 pub mod gdb;

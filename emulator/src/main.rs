@@ -1,7 +1,7 @@
 //! `yakvm`: runs a guest program under the yakvm kernel module.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -263,7 +263,7 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
     outcome.map_err(|e| e.to_string())
 }
 
-fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
+fn print_stats(machine: &Machine) {
     // The run's time is vCPU 0's: it runs from the first entry to the end (the others
     // start later, and their lines below say where their time went).
     let t = machine.cpus()[0].times;
@@ -314,7 +314,7 @@ fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
 }
 
 /// The hypervisor's own counters of vCPU `i`, each line after `indent`.
-fn print_hypervisor_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>, i: usize, indent: &str) {
+fn print_hypervisor_stats(machine: &Machine, i: usize, indent: &str) {
     if let Some(s) = machine.stats(i) {
         eprintln!("{indent}exits: {} in all, {} reached the emulator", s.total, s.to_user);
         for (name, n) in [

@@ -12,3 +12,4 @@ pub mod mptable;
 pub mod pic;
 pub mod pit;
 pub mod uart;
+pub mod world;
