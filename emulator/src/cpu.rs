@@ -2,7 +2,8 @@
 //! and takes its own interrupts, startup IPIs and NMIs. vCPU 0 runs on the calling thread
 //! and also takes the machine's events (the PIT's timer, console input).
 //!
-//! The devices are shared behind one lock, taken between two `RUN`s (never during one):
+//! The devices (each behind a lock of its own, `bus.rs`) and the vCPUs' states are
+//! shared behind one more lock, taken between two `RUN`s (never during one):
 //!
 //! ```text
 //!  vCPU i:  lock { events (vCPU 0), APIC timer, INIT/SIPI/NMI, interrupt } RUN
@@ -18,14 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::bus::{Bus, Effect};
+use crate::bus::{lock, Ctx, Effect};
+use crate::devices::Devices;
 use crate::events::Waker;
 use crate::hypervisor::{Exit, Vcpu};
 use crate::insn::{self, Access, Source};
 use crate::pc::world::PcWorld;
 use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times, CONSOLE_FLUSH_DELAY};
-use crate::pc::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
-use crate::pc::lapic::{LAPIC_BASE, LAPIC_SIZE};
 use crate::steptrace::StepTrace;
 use crate::{boot, mmu, sys};
 
@@ -72,7 +72,7 @@ pub(crate) struct Shared<'m> {
 
 /// The devices and the vCPUs' states, behind the lock.
 pub(crate) struct Locked<'m> {
-    bus: &'m mut Bus,
+    devices: &'m mut Devices,
     pc: Option<&'m mut PcWorld>,
     states: &'m mut [CpuState],
     /// How the run ended (the first vCPU to end it wins).
@@ -80,8 +80,8 @@ pub(crate) struct Locked<'m> {
 }
 
 impl<'m> Shared<'m> {
-    pub fn new(bus: &'m mut Bus, pc: Option<&'m mut PcWorld>, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
-        let locked = Locked { bus, pc, states, outcome: None };
+    pub fn new(devices: &'m mut Devices, pc: Option<&'m mut PcWorld>, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
+        let locked = Locked { devices, pc, states, outcome: None };
         Self { locked: Mutex::new(locked), mem, wakers, done: AtomicBool::new(false), trace }
     }
 
@@ -216,8 +216,8 @@ impl CpuLoop<'_> {
                 }
             }
             let result = self.handle(&mut l, sh);
-            if let Some(board) = l.bus.board.as_mut() {
-                sh.wake(board.take_wakes(), self.index);
+            if let Some(board) = l.devices.pc.as_ref() {
+                sh.wake(board.interrupts().take_wakes(), self.index);
             }
             drop(l);
             if let Some(outcome) = result? {
@@ -236,11 +236,12 @@ impl CpuLoop<'_> {
                 return Ok(Some(outcome));
             }
         }
-        let Some(board) = l.bus.board.as_mut() else {
+        let Some(board) = l.devices.pc.as_ref() else {
             return Ok(None);
         };
         let now = board.now_ns();
-        let lapic = &mut board.apics.lapics[me];
+        let mut irqs = board.interrupts();
+        let lapic = &mut irqs.apics.lapics[me];
         lapic.timer_expired(now);
         let deadline = lapic.timer_deadline();
         if let Some(pc) = l.pc.as_deref_mut() {
@@ -276,14 +277,14 @@ impl CpuLoop<'_> {
             }
             *state = CpuState::Running;
         }
-        if *state == CpuState::Halted && board.interrupt_pending(me) {
+        if *state == CpuState::Halted && irqs.interrupt_pending(me) {
             *state = CpuState::Running;
         }
         if *state == CpuState::Running {
             // The interrupt goes to the CPU when it can take it (the hypervisor delivers
             // it); until then the hypervisor is asked to report the interrupt window.
-            if board.interrupt_pending(me) && vcpu.ready_for_interrupt() {
-                if let Some(vector) = board.acknowledge(me) {
+            if irqs.interrupt_pending(me) && vcpu.ready_for_interrupt() {
+                if let Some(vector) = irqs.acknowledge(me) {
                     if sh.trace {
                         eprintln!("[trace] {}interrupt vector={vector:#x}", cpu_name(me));
                     }
@@ -291,9 +292,9 @@ impl CpuLoop<'_> {
                     self.cpu.interrupts += 1;
                 }
             }
-            vcpu.request_interrupt_window(board.interrupt_pending(me));
+            vcpu.request_interrupt_window(irqs.interrupt_pending(me));
         }
-        sh.wake(board.take_wakes(), me);
+        sh.wake(irqs.take_wakes(), me);
         Ok(None)
     }
 
@@ -322,7 +323,7 @@ impl CpuLoop<'_> {
                     return Ok(Some(Some(end)));
                 }
                 // The guest idles: what it printed is all there is for now.
-                l.bus.flush_stale(Duration::ZERO)?;
+                l.devices.flush_stale(Duration::ZERO)?;
             }
             waker.wait(seen, IDLE_POLL);
         }
@@ -331,11 +332,12 @@ impl CpuLoop<'_> {
     /// Applies the port writes the hypervisor coalesced, in order. `Some` if one of them
     /// ended the run.
     fn apply_coalesced(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
-        let bus = &mut *l.bus;
+        let ports = &mut l.devices.ports;
+        let ctx = Ctx { mem: sh.mem, cpu: self.index };
         let mut result = Ok(Effect::Continue);
         self.cpu.vcpu.drain_coalesced(&mut |port, data| {
             if matches!(result, Ok(Effect::Continue)) {
-                result = bus.write(port, data, sh.mem);
+                result = ports.write(port.into(), data, &ctx);
             }
         });
         Ok(outcome_of(result?))
@@ -351,7 +353,7 @@ impl CpuLoop<'_> {
         let exit = self.cpu.vcpu.exit();
         self.cpu.exits.count(&exit);
         let effect = match exit {
-            Exit::Io { port, size, out, data } => port_io(l.bus, sh.mem, port, size, out, data)?,
+            Exit::Io { port, size, out, data } => port_io(l.devices, &Ctx { mem: sh.mem, cpu: me }, port, size, out, data)?,
             Exit::MmioInstruction { gpa, insn } => {
                 let mut bytes = [0u8; 15];
                 bytes[..insn.len()].copy_from_slice(insn);
@@ -363,10 +365,11 @@ impl CpuLoop<'_> {
                     let dir = if write { "write" } else { "read" };
                     eprintln!("[trace] {}mmio {dir} gpa={gpa:#x} size={}", cpu_name(me), data.len());
                 }
+                let ctx = Ctx { mem: sh.mem, cpu: me };
                 if write {
-                    mmio_write(l, sh, me, gpa, data)?
+                    l.devices.mmio.write(gpa, data, &ctx)?
                 } else {
-                    mmio_read(l, me, gpa, data);
+                    l.devices.mmio.read(gpa, data, &ctx);
                     Effect::Continue
                 }
             }
@@ -441,6 +444,7 @@ impl CpuLoop<'_> {
             _ => 16,
         };
         let insn = insn::decode(&bytes[..n], bitness, regs.rip)?;
+        let ctx = Ctx { mem: sh.mem, cpu: self.index };
         let mut effect = Effect::Continue;
         match insn.access {
             Access::Write { size, source } => {
@@ -451,11 +455,11 @@ impl CpuLoop<'_> {
                 if sh.trace {
                     eprintln!("[trace] {}rip={:#x} mmio write gpa={gpa:#x} size={size} value={value:#x}", cpu_name(self.index), regs.rip);
                 }
-                effect = mmio_write(l, sh, self.index, gpa, &value.to_le_bytes()[..size])?;
+                effect = l.devices.mmio.write(gpa, &value.to_le_bytes()[..size], &ctx)?;
             }
             Access::Read { size, dest, extend } => {
                 let mut data = [0u8; 8];
-                mmio_read(l, self.index, gpa, &mut data[..size]);
+                l.devices.mmio.read(gpa, &mut data[..size], &ctx);
                 let value = insn::loaded_value(u64::from_le_bytes(data), size, extend);
                 if sh.trace {
                     eprintln!("[trace] {}rip={:#x} mmio read gpa={gpa:#x} size={size} value={value:#x} into {dest:?}", cpu_name(self.index), regs.rip);
@@ -474,49 +478,20 @@ fn cpu_name(i: usize) -> String {
     if i == 0 { String::new() } else { format!("cpu{i} ") }
 }
 
-/// Whether `gpa` is one of the APICs' (on the pc machine).
-fn is_apic(gpa: u64) -> bool {
-    (LAPIC_BASE..LAPIC_BASE + LAPIC_SIZE).contains(&gpa) || (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa)
-}
-
-/// An MMIO write by vCPU `cpu`: the APICs' pages (the local APIC is the writer's own),
-/// else the bus's MMIO window.
-fn mmio_write(l: &mut Locked<'_>, sh: &Shared<'_>, cpu: usize, gpa: u64, data: &[u8]) -> Result<Effect, Error> {
-    if let Some(board) = l.bus.board.as_mut().filter(|_| is_apic(gpa)) {
-        let now = board.now_ns();
-        if let Some(woken) = board.apics.mmio_write(cpu, gpa, data, now) {
-            board.wake(woken);
-            return Ok(Effect::Continue);
-        }
-    }
-    Ok(l.bus.mmio_write(gpa, data, sh.mem)?)
-}
-
-/// An MMIO read by vCPU `cpu` (as `mmio_write`).
-fn mmio_read(l: &mut Locked<'_>, cpu: usize, gpa: u64, data: &mut [u8]) {
-    if let Some(board) = l.bus.board.as_mut().filter(|_| is_apic(gpa)) {
-        let now = board.now_ns();
-        if board.apics.mmio_read(cpu, gpa, data, now) {
-            return;
-        }
-    }
-    l.bus.mmio_read(gpa, data);
-}
-
 /// Port I/O of `size`-byte elements: OUT's bytes go to the bus in order (stopping at the
 /// first that ends the run), IN's are read from it.
-fn port_io(bus: &mut Bus, mem: &sys::GuestMemory, port: u16, size: u8, out: bool, data: &mut [u8]) -> Result<Effect, Error> {
+fn port_io(devices: &mut Devices, ctx: &Ctx, port: u16, size: u8, out: bool, data: &mut [u8]) -> Result<Effect, Error> {
     let size = usize::from(size.max(1));
     if out {
         for chunk in data.chunks(size) {
-            let effect = bus.write(port, chunk, mem)?;
+            let effect = devices.ports.write(port.into(), chunk, ctx)?;
             if effect != Effect::Continue {
                 return Ok(effect);
             }
         }
     } else {
         for chunk in data.chunks_mut(size) {
-            bus.read(port, chunk);
+            devices.ports.read(port.into(), chunk, ctx);
         }
     }
     Ok(Effect::Continue)
@@ -534,8 +509,8 @@ impl Locked<'_> {
     /// pc: what the event thread saw (timer expiries, console input), and the host timer
     /// following the PIT. `Some` when the user asked to quit.
     fn pc_events(&mut self) -> Result<Option<Outcome>, Error> {
-        self.bus.flush_stale(CONSOLE_FLUSH_DELAY)?;
-        let (Some(pc), Some(board)) = (self.pc.as_deref_mut(), self.bus.board.as_mut()) else {
+        self.devices.flush_stale(CONSOLE_FLUSH_DELAY)?;
+        let (Some(pc), Some(board)) = (self.pc.as_deref_mut(), self.devices.pc.as_ref()) else {
             return Ok(None);
         };
         while let Some(event) = pc.events.try_next() {
@@ -547,8 +522,9 @@ impl Locked<'_> {
         // sooner, and one that came late (or never) cannot stall a tickless guest (an
         // idle vCPU 0 passes here at least every `IDLE_POLL`).
         pc.take_timer_edges(board);
-        pc.events.set_backlog(board.input_backlog());
-        if let Some(timer) = board.timer_update() {
+        pc.events.set_backlog(lock(&board.uart).input_backlog());
+        let update = lock(&board.pit).timer_update();
+        if let Some(timer) = update {
             pc.arm(timer, board.now_ns())?;
         }
         Ok(None)
@@ -576,10 +552,10 @@ impl Locked<'_> {
         if states.contains(&CpuState::Running) {
             return Ok(None);
         }
-        let (Some(pc), Some(board)) = (self.pc.as_deref(), self.bus.board.as_ref()) else {
+        let (Some(pc), Some(board)) = (self.pc.as_deref(), self.devices.pc.as_ref()) else {
             return Ok(None);
         };
-        let apic_timer = board.apics.next_timer_deadline().is_some();
+        let apic_timer = board.interrupts().apics.next_timer_deadline().is_some();
         if !pc.timer_armed && !apic_timer && !pc.input_open {
             return Err(Error::WaitsForever(vcpu.regs().map_or(0, |r| r.rip)));
         }

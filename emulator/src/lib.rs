@@ -10,6 +10,8 @@ pub mod bus;
 #[deny(unsafe_code)]
 pub mod cpu;
 #[deny(unsafe_code)]
+pub mod devices;
+#[deny(unsafe_code)]
 pub mod disk;
 #[deny(unsafe_code)]
 pub mod events;

@@ -5,14 +5,13 @@ use std::io::{self, Write};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::bus::Bus;
 use crate::cpu::{Cpu, CpuLoop, CpuState, Shared};
+use crate::devices::Devices;
 use crate::disk::Backing;
 use crate::events::Waker;
 use crate::hypervisor;
 use crate::kernel::{BootImage, KernelEntry};
 use crate::loader;
-use crate::pc::board::Board;
 use crate::pc::mptable;
 use crate::pc::world::PcWorld;
 use crate::steptrace::StepTrace;
@@ -75,7 +74,7 @@ pub struct Machine {
     cpus: Vec<Cpu>,
     _vm: hypervisor::VmHandle,
     mem: sys::GuestMemory,
-    pub bus: Bus,
+    pub devices: Devices,
     trace: bool,
     /// What each vCPU is doing (kept from one `run` to the next).
     states: Vec<CpuState>,
@@ -164,7 +163,7 @@ impl Machine {
         // Registers whose writes need no answer at once: the serial port's bytes. (Not the
         // disk's sector and address registers: their 4-byte writes cover the next ports,
         // the command's among them, and coalesced zones are byte ranges, as KVM's are.)
-        let zones = [(crate::bus::SERIAL_PORT, 1)];
+        let zones = [(crate::devices::SERIAL_PORT, 1)];
         let coalesced: &[(u16, u16)] = if config.coalesced_io && !config.trace { &zones } else { &[] };
         let n = config.cpus;
         if !(1..=MAX_CPUS).contains(&n) {
@@ -188,14 +187,14 @@ impl Machine {
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
         // The bootstrap processor runs; the others wait for INIT and a startup IPI.
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
-        let (bus, pc) = match config.machine {
-            MachineKind::Seed => (Bus::new(out, disk, mmio_base), None),
+        let (devices, pc) = match config.machine {
+            MachineKind::Seed => (Devices::seed(out, disk, mmio_base)?, None),
             MachineKind::Pc => {
                 let world = PcWorld::start(n as usize, wakers.clone(), config.console_is_terminal)?;
-                (Bus::with_board(out, disk, mmio_base, Board::new(ram, n as usize)), Some(world))
+                (Devices::pc(out, disk, mmio_base, ram, n as usize)?, Some(world))
             }
         };
-        Ok(Self { _vm: vm, mem, cpus, bus, trace: config.trace, states, wakers, pc, step_trace: None, stop_request: None })
+        Ok(Self { _vm: vm, mem, cpus, devices, trace: config.trace, states, wakers, pc, step_trace: None, stop_request: None })
     }
 
     // --- Hooks for debuggers (gdb.rs, steptrace.rs) ---
@@ -250,16 +249,14 @@ impl Machine {
         if let Some(t) = self.step_trace.as_mut() {
             t.finish()?;
         }
-        let flushed = self.bus.output().flush();
-        self.bus.disk.sync()?;
-        flushed
+        self.devices.finish()
     }
 
     /// Runs until the guest ends the run, a signal arrives, or something fails: vCPU 0
     /// on this thread, each other vCPU on a thread of its own (`cpu.rs`).
     pub fn run(&mut self) -> Result<Outcome, Error> {
-        let Self { cpus, mem, bus, trace, states, wakers, pc, step_trace, stop_request, .. } = self;
-        let shared = Shared::new(bus, pc.as_mut(), states, mem, wakers, *trace);
+        let Self { cpus, mem, devices, trace, states, wakers, pc, step_trace, stop_request, .. } = self;
+        let shared = Shared::new(devices, pc.as_mut(), states, mem, wakers, *trace);
         let (bsp, aps) = cpus.split_first_mut().expect("a machine has a vCPU");
         let spawned = std::thread::scope(|scope| {
             for (i, cpu) in aps.iter_mut().enumerate() {
@@ -304,7 +301,7 @@ fn check_layout(config: &Config) -> Result<u64, Error> {
         return Err(Error::BadMemSize(ram));
     }
     let mmio_base = config.mmio_base.unwrap_or_else(|| layout::default_mmio_base(ram));
-    let mmio_top = mmio_base.checked_add(crate::bus::MMIO_PORTS * crate::bus::MMIO_STRIDE);
+    let mmio_top = mmio_base.checked_add(crate::devices::MMIO_PORTS * crate::devices::MMIO_STRIDE);
     match mmio_top {
         Some(top) if mmio_base % 4096 == 0 && mmio_base >= ram && top <= layout::MAX_IDENTITY_MAP => Ok(top),
         _ => Err(Error::BadMmioBase { base: mmio_base, ram, max: layout::MAX_IDENTITY_MAP }),

@@ -287,29 +287,35 @@ fn print_stats(machine: &Machine) {
         };
         print_hypervisor_stats(machine, i, indent);
     }
-    if let Some(board) = &machine.bus.board {
-        let st = &board.stats;
-        let irqs: Vec<String> = st.irqs.iter().enumerate().filter(|(_, &n)| n > 0).map(|(i, n)| format!("irq{i} {n}")).collect();
+    let devices = &machine.devices;
+    if let Some(board) = &devices.pc {
+        let irqs: Vec<String> = board.interrupts().irqs.iter().enumerate().filter(|(_, &n)| n > 0).map(|(i, n)| format!("irq{i} {n}")).collect();
         if !irqs.is_empty() {
             eprintln!("interrupts by line: {}", irqs.join(", "));
         }
-        if st.merged_ticks > 0 {
-            eprintln!("timer ticks merged (the guest was not taking them fast enough): {}", st.merged_ticks);
+        let merged = yakvm::bus::lock(&board.pit).merged_ticks;
+        if merged > 0 {
+            eprintln!("timer ticks merged (the guest was not taking them fast enough): {merged}");
         }
-        eprintln!("port accesses by device (bytes):");
-        for (device, n) in yakvm::pc::board::Device::ALL.iter().zip(st.port_accesses) {
-            if n > 0 {
-                eprintln!("  {:<28} {n}", device.name());
-            }
-        }
+    }
+    // Accesses by range: a byte-wide (ISA) device's counts are bytes.
+    let ranges: Vec<String> = [("port", &devices.ports), ("mmio", &devices.mmio)]
+        .into_iter()
+        .flat_map(|(space, bus)| bus.accesses().map(move |(name, base, len, n)| (space, name, base, len, n)))
+        .filter(|r| r.4 > 0)
+        .map(|(space, name, base, len, n)| format!("  {:<36} {n}", format!("{space} {name} ({base:#x}-{:#x})", base + len - 1)))
+        .collect();
+    if !ranges.is_empty() {
+        eprintln!("accesses by range:\n{}", ranges.join("\n"));
     }
     eprint!("time: {:.3} s in the guest (and module), {:.3} s in the emulator", t.guest.as_secs_f64(), t.emulator.as_secs_f64());
     if t.halted > std::time::Duration::ZERO {
         eprint!(" ({:.3} s of it waiting for interrupts while the guest halted)", t.halted.as_secs_f64());
     }
     eprintln!();
-    if machine.bus.bad_accesses + machine.bus.disk.ignored > 0 {
-        eprintln!("ignored accesses: {} bus, {} disk", machine.bus.bad_accesses, machine.bus.disk.ignored);
+    let disk_ignored = yakvm::bus::lock(&devices.disk).disk.ignored;
+    if devices.ignored.count() + disk_ignored > 0 {
+        eprintln!("ignored accesses: {} bus, {} disk", devices.ignored.count(), disk_ignored);
     }
 }
 

@@ -46,6 +46,8 @@ pub enum Error {
     BadMmioBase { base: u64, ram: u64, max: u64 },
     #[error(transparent)]
     Hypervisor(#[from] hypervisor::Error),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
     #[error("guest shut down (triple fault){}", .0.map(|rip| format!(" at rip {rip:#x}")).unwrap_or_default())]
     Shutdown(Option<u64>),
     #[error("VMRUN refused the guest state (VMEXIT_INVALID, reason {reason:#x}) at rip {rip:#x}")]

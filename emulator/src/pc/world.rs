@@ -5,6 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use super::board::Board;
+use crate::bus::lock;
 use super::console::{Escape, Key};
 use super::pit::IrqTimer;
 use std::os::fd::AsFd;
@@ -49,12 +50,12 @@ impl PcWorld {
     }
 
     /// One event of the event thread; `Some` when it ends the run.
-    pub(crate) fn handle_event(&mut self, event: Event, board: &mut Board) -> Option<Outcome> {
+    pub(crate) fn handle_event(&mut self, event: Event, board: &Board) -> Option<Outcome> {
         match event {
             Event::Timer => self.take_timer_edges(board),
             Event::Input(bytes) => {
                 let Some(escape) = self.escape.as_mut() else {
-                    board.console_input(&bytes);
+                    lock(&board.uart).console_input(&bytes);
                     return None;
                 };
                 let mut to_guest = Vec::with_capacity(bytes.len());
@@ -68,7 +69,7 @@ impl PcWorld {
                         _ => {}
                     }
                 }
-                board.console_input(&to_guest);
+                lock(&board.uart).console_input(&to_guest);
             }
             Event::InputClosed => self.input_open = false,
         }
@@ -76,12 +77,13 @@ impl PcWorld {
     }
 
     /// The PIT's edges on IRQ0 up to now.
-    pub(crate) fn take_timer_edges(&mut self, board: &mut Board) {
+    pub(crate) fn take_timer_edges(&mut self, board: &Board) {
         // Not only while the host timer is armed: a one-shot count the guest wrote can run
         // out before this vCPU's next pass arms anything, and its one edge must be taken.
-        board.timer_tick();
+        let mut pit = lock(&board.pit);
+        pit.timer_tick();
         // A one-shot count that has run out wakes nobody any more.
-        if board.pit.irq0_timer(board.now_ns()).is_none() {
+        if pit.irq0_timer().is_none() {
             self.timer_armed = false;
         }
     }
