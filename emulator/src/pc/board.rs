@@ -11,7 +11,8 @@
 //! | 0x40-0x43, 0x61 | 8254 PIT (channel 0 on IRQ0), port B (speaker gate, OUT2) |
 //! | 0x60, 0x64 | i8042: 0xfe to 0x64 pulses the reset line (ends the run as a reboot) |
 //! | 0x92 | system control port A: bit 0 is a fast reset; bit 1 (A20) reads as set |
-//! | 0xcf9 | reset control: a write with bit 2 (reset CPU) set resets |
+//! | 0xcf8-0xcfb | PCI configuration address (dword); in it, the reset control at 0xcf9 (byte): a write with bit 2 (reset CPU) set resets |
+//! | 0xcfc-0xcff | PCI configuration data: all ones (no PCI device yet) |
 //! | 0x70-0x71 | CMOS RTC with the host's time |
 //! | 0x80 | POST code sink |
 //! | 0x3f8-0x3ff | 16550A UART (COM1) on IRQ4: the console |
@@ -40,6 +41,7 @@ use super::cmos::Cmos;
 use super::i8042::I8042;
 use super::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
 use super::lapic::{LAPIC_BASE, LAPIC_SIZE};
+use super::pci::{ConfigAddress, ConfigData, CONFIG_ADDRESS, CONFIG_DATA};
 use super::pic::Pic;
 use super::pit::{IrqTimer, Pit};
 use super::uart::{Uart, COM1_BASE, COM1_IRQ};
@@ -53,13 +55,11 @@ pub const POST_PORT: u16 = 0x80;
 /// The UART's FIFO control register and its "clear the receive FIFO" bit.
 const UART_FCR: u16 = COM1_BASE + 2;
 const FCR_CLEAR_RX: u8 = 1 << 1;
-/// System control port A (fast reset in bit 0, A20 gate in bit 1) and the reset control
-/// register of PC chipsets (reset the CPU in bit 2): two more ways a PC reboots.
+/// System control port A (fast reset in bit 0, A20 gate in bit 1): one more way a PC
+/// reboots (the reset control register at 0xcf9 is another, `pci.rs`).
 const PORT_A: u16 = 0x92;
 const PORT_A_FAST_RESET: u8 = 1 << 0;
 const PORT_A_A20: u8 = 1 << 1;
-const RESET_CONTROL: u16 = 0xcf9;
-const RESET_CONTROL_CPU: u8 = 1 << 2;
 /// The PIT's channel 0 drives this line.
 pub const PIT_IRQ: u8 = 0;
 
@@ -340,18 +340,6 @@ impl IsaPorts for PortA {
     }
 }
 
-/// The reset control register: bit 2 resets the CPU; reads as idle.
-struct ResetControl;
-
-impl IsaPorts for ResetControl {
-    fn read_port(&mut self, _: u16) -> u8 {
-        0
-    }
-    fn write_port(&mut self, _: u16, value: u8) -> io::Result<Effect> {
-        Ok(if value & RESET_CONTROL_CPU != 0 { Effect::Reset } else { Effect::Continue })
-    }
-}
-
 /// POST codes: dropped; reads float.
 struct Post;
 
@@ -416,7 +404,7 @@ impl Board {
     pub fn install(&self, ports: &mut Bus, mmio: &mut Bus) -> Result<(), BusError> {
         let pic: SharedDevice = Arc::new(Mutex::new(PicPorts(self.interrupts.clone())));
         let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new()));
-        let isa: [(&str, u16, u64, SharedDevice); 11] = [
+        let isa: [(&str, u16, u64, SharedDevice); 10] = [
             ("pic master", 0x20, 2, pic.clone()),
             ("pit", 0x40, 4, self.pit.clone()),
             ("i8042 data", 0x60, 1, i8042.clone()),
@@ -427,11 +415,14 @@ impl Board {
             ("port a", PORT_A, 1, Arc::new(Mutex::new(PortA))),
             ("pic slave", 0xa0, 2, pic),
             ("uart", COM1_BASE, 8, self.uart.clone()),
-            ("reset control", RESET_CONTROL, 1, Arc::new(Mutex::new(ResetControl))),
         ];
         for (name, port, len, device) in isa {
             ports.insert(name, port.into(), len, Span::Bytes, device)?;
         }
+        // PCI's configuration ports take dwords (with the reset control at 0xcf9).
+        let address = ConfigAddress::new(ports.ignored().clone());
+        ports.insert("pci config address, reset control", CONFIG_ADDRESS.into(), 4, Span::Whole, Arc::new(Mutex::new(address)))?;
+        ports.insert("pci config data", CONFIG_DATA.into(), 4, Span::Whole, Arc::new(Mutex::new(ConfigData)))?;
         let apics: SharedDevice = Arc::new(Mutex::new(ApicPages { controllers: self.interrupts.clone(), clock: self.clock }));
         mmio.insert("io apic", IOAPIC_BASE, IOAPIC_SIZE, Span::Whole, apics.clone())?;
         mmio.insert("local apic", LAPIC_BASE, LAPIC_SIZE, Span::Whole, apics)?;
