@@ -24,7 +24,7 @@ use crate::devices::Devices;
 use crate::events::Waker;
 use crate::hypervisor::{Exit, Vcpu};
 use crate::insn::{self, Access, Source};
-use crate::pc::world::PcWorld;
+use crate::board::Board;
 use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times, CONSOLE_FLUSH_DELAY};
 use crate::steptrace::StepTrace;
 use crate::{boot, mmu, sys};
@@ -73,15 +73,15 @@ pub(crate) struct Shared<'m> {
 /// The devices and the vCPUs' states, behind the lock.
 pub(crate) struct Locked<'m> {
     devices: &'m mut Devices,
-    pc: Option<&'m mut PcWorld>,
+    board: &'m mut dyn Board,
     states: &'m mut [CpuState],
     /// How the run ended (the first vCPU to end it wins).
     outcome: Option<Result<Outcome, Error>>,
 }
 
 impl<'m> Shared<'m> {
-    pub fn new(devices: &'m mut Devices, pc: Option<&'m mut PcWorld>, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
-        let locked = Locked { devices, pc, states, outcome: None };
+    pub fn new(devices: &'m mut Devices, board: &'m mut dyn Board, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
+        let locked = Locked { devices, board, states, outcome: None };
         Self { locked: Mutex::new(locked), mem, wakers, done: AtomicBool::new(false), trace }
     }
 
@@ -216,8 +216,8 @@ impl CpuLoop<'_> {
                 }
             }
             let result = self.handle(&mut l, sh);
-            if let Some(board) = l.devices.pc.as_ref() {
-                sh.wake(board.interrupts().take_wakes(), self.index);
+            if let Some(irqs) = l.board.interrupts() {
+                sh.wake(lock(&irqs).take_wakes(), self.index);
             }
             drop(l);
             if let Some(outcome) = result? {
@@ -232,21 +232,20 @@ impl CpuLoop<'_> {
     fn between_runs(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let me = self.index;
         if me == 0 {
-            if let Some(outcome) = l.pc_events()? {
+            l.devices.flush_stale(CONSOLE_FLUSH_DELAY)?;
+            if let Some(outcome) = l.board.poll_events()? {
                 return Ok(Some(outcome));
             }
         }
-        let Some(board) = l.devices.pc.as_ref() else {
+        let Some(irqs) = l.board.interrupts() else {
             return Ok(None);
         };
-        let now = board.now_ns();
-        let mut irqs = board.interrupts();
+        let now = l.board.now_ns();
+        let mut irqs = lock(&irqs);
         let lapic = &mut irqs.apics.lapics[me];
         lapic.timer_expired(now);
         let deadline = lapic.timer_deadline();
-        if let Some(pc) = l.pc.as_deref_mut() {
-            pc.arm_apic_timer(me, deadline, now)?;
-        }
+        l.board.arm_apic_timer(me, deadline, now)?;
         let state = &mut l.states[me];
         let vcpu = &mut *self.cpu.vcpu;
         if lapic.take_init() {
@@ -349,7 +348,6 @@ impl CpuLoop<'_> {
         let me = self.index;
         let if_flag = self.cpu.vcpu.if_flag();
         let cpus = l.states.len();
-        let pc = l.pc.is_some();
         let exit = self.cpu.vcpu.exit();
         self.cpu.exits.count(&exit);
         let effect = match exit {
@@ -382,7 +380,7 @@ impl CpuLoop<'_> {
             }
             // seed: HLT ends the run. pc: it waits for an interrupt; with interrupts off
             // the vCPU stops (one vCPU: nothing can wake it, the run ends).
-            Exit::Hlt if !pc => Effect::Exit(0),
+            Exit::Hlt if l.board.hlt_ends_run() => Effect::Exit(0),
             Exit::Hlt if !if_flag && cpus == 1 => return Ok(Some(Outcome::Halted)),
             Exit::Hlt => {
                 l.states[me] = if if_flag { CpuState::Halted } else { CpuState::Stopped };
@@ -506,30 +504,6 @@ fn outcome_of(effect: Effect) -> Option<Outcome> {
 }
 
 impl Locked<'_> {
-    /// pc: what the event thread saw (timer expiries, console input), and the host timer
-    /// following the PIT. `Some` when the user asked to quit.
-    fn pc_events(&mut self) -> Result<Option<Outcome>, Error> {
-        self.devices.flush_stale(CONSOLE_FLUSH_DELAY)?;
-        let (Some(pc), Some(board)) = (self.pc.as_deref_mut(), self.devices.pc.as_ref()) else {
-            return Ok(None);
-        };
-        while let Some(event) = pc.events.try_next() {
-            if let Some(outcome) = pc.handle_event(event, board) {
-                return Ok(Some(outcome));
-            }
-        }
-        // The PIT's edges by the clock, at every pass: a timer event only wakes vCPU 0
-        // sooner, and one that came late (or never) cannot stall a tickless guest (an
-        // idle vCPU 0 passes here at least every `IDLE_POLL`).
-        pc.take_timer_edges(board);
-        pc.events.set_backlog(lock(&board.uart).input_backlog());
-        let update = lock(&board.pit).timer_update();
-        if let Some(timer) = update {
-            pc.arm(timer, board.now_ns())?;
-        }
-        Ok(None)
-    }
-
     /// Called by an idle vCPU: whether no vCPU can ever run again. vCPU 0 stopped (HLT
     /// with interrupts off) and the others stopped or never started (waiting for a
     /// startup IPI nobody can send now): the guest powered off. vCPU 0 waiting for a
@@ -552,11 +526,7 @@ impl Locked<'_> {
         if states.contains(&CpuState::Running) {
             return Ok(None);
         }
-        let (Some(pc), Some(board)) = (self.pc.as_deref(), self.devices.pc.as_ref()) else {
-            return Ok(None);
-        };
-        let apic_timer = board.interrupts().apics.next_timer_deadline().is_some();
-        if !pc.timer_armed && !apic_timer && !pc.input_open {
+        if self.board.idle_forever() {
             return Err(Error::WaitsForever(vcpu.regs().map_or(0, |r| r.rip)));
         }
         Ok(None)

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::bus::{le, lock, Bus, BusDevice, BusError, Ctx, Effect, Ignored, SharedDevice, Span};
 use crate::disk::{Backing, Disk, COMMAND_PORT, SECTOR_PORT};
-use crate::pc::board::{Board, DISK_PORT_BASE};
+use crate::pc::board::DISK_PORT_BASE;
 
 pub const SERIAL_PORT: u16 = 0x10;
 pub const EXIT_PORT: u16 = 0xf4;
@@ -179,7 +179,7 @@ struct Strided {
 
 impl BusDevice for Strided {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8], ctx: &Ctx) {
-        if offset % MMIO_STRIDE != 0 {
+        if !offset.is_multiple_of(MMIO_STRIDE) {
             data.fill(0xff);
             self.ignored.note(format_args!("{}-byte MMIO read at {:#x} (all ones)", data.len(), base + offset));
             return;
@@ -187,7 +187,7 @@ impl BusDevice for Strided {
         lock(&self.device).read(self.port, offset / MMIO_STRIDE, data, ctx);
     }
     fn write(&mut self, base: u64, offset: u64, data: &[u8], ctx: &Ctx) -> io::Result<Effect> {
-        if offset % MMIO_STRIDE != 0 {
+        if !offset.is_multiple_of(MMIO_STRIDE) {
             self.ignored.note(format_args!("{}-byte MMIO write of {:#x} at {:#x}", data.len(), le(data), base + offset));
             return Ok(Effect::Continue);
         }
@@ -205,8 +205,6 @@ pub struct Devices {
     pub disk: Arc<Mutex<DiskPorts>>,
     /// Accesses nothing answered or a device refused (both buses, the seed's registers).
     pub ignored: Ignored,
-    /// The PC's devices and interrupt controllers (`--machine pc`).
-    pub pc: Option<Board>,
 }
 
 impl Devices {
@@ -218,15 +216,12 @@ impl Devices {
         Ok(devices)
     }
 
-    /// The pc machine (`ram_bytes` of RAM, `cpus` vCPUs): the PC's devices, and the seed's
-    /// registers that have a place on a PC.
-    pub fn pc(out: impl Write + Send + 'static, disk: impl Backing + Send + 'static, mmio_base: u64, ram_bytes: u64, cpus: usize) -> Result<Self, BusError> {
+    /// The pc machine's buses with the seed's registers that have a place on a PC (the
+    /// board adds its own devices: `pc::board::PcBoard::install`).
+    pub fn pc(out: impl Write + Send + 'static, disk: impl Backing + Send + 'static, mmio_base: u64) -> Result<Self, BusError> {
         // Wide accesses to ports nothing answers go byte by byte, as on the ISA bus.
         let mut devices = Self::bare(out, disk, Span::Bytes);
         devices.seed_registers(mmio_base, DISK_PORT_BASE, false)?;
-        let board = Board::new(ram_bytes, cpus, devices.console.clone());
-        board.install(&mut devices.ports, &mut devices.mmio)?;
-        devices.pc = Some(board);
         Ok(devices)
     }
 
@@ -239,7 +234,6 @@ impl Devices {
             console: Arc::new(Mutex::new(Console::new(out))),
             disk: Arc::new(Mutex::new(disk)),
             ignored,
-            pc: None,
         }
     }
 
@@ -352,7 +346,7 @@ pub(crate) mod tests {
     fn the_disk_moves_on_the_pc() {
         let (d, _) = seed(0x10_0000);
         assert_eq!(d.ports.range_of("disk"), Some((0x20, 3)));
-        let p = Devices::pc(SharedOut::default(), NoDisk, 0x10_0000, 16 << 20, 1).unwrap();
+        let p = Devices::pc(SharedOut::default(), NoDisk, 0x10_0000).unwrap();
         assert_eq!(p.ports.range_of("disk"), Some((DISK_PORT_BASE.into(), 3)));
         assert_eq!(p.ports.range_of("scratch"), None);
         assert_eq!(p.mmio.range_of("disk (mmio)"), Some((0x10_0000 + 0x20 * 8, 24)));

@@ -4,6 +4,8 @@
 #[deny(unsafe_code)]
 pub mod bare;
 #[deny(unsafe_code)]
+pub mod board;
+#[deny(unsafe_code)]
 pub mod boot;
 #[deny(unsafe_code)]
 pub mod bus;

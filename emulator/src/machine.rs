@@ -6,14 +6,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::cpu::{Cpu, CpuLoop, CpuState, Shared};
+use crate::board::{self, Board, BoardConfig};
 use crate::devices::Devices;
 use crate::disk::Backing;
 use crate::events::Waker;
 use crate::hypervisor;
 use crate::kernel::{BootImage, KernelEntry};
 use crate::loader;
-use crate::pc::mptable;
-use crate::pc::world::PcWorld;
 use crate::steptrace::StepTrace;
 use crate::{boot, layout, sys};
 use yakvm_abi as abi;
@@ -21,18 +20,7 @@ use yakvm_abi as abi;
 // What a run ends with and counts (run.rs), where users of the machine have found them.
 pub use crate::pc::world::MIN_TIMER_PERIOD;
 pub use crate::run::{hypercall, Error, ExitCounts, Outcome, Times, MAX_CPUS};
-
-/// The board a guest runs on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum MachineKind {
-    /// The seed machine: port 0x10 serial, DMA disk at 0x20-0x22, exit port, MMIO window;
-    /// HLT ends the run.
-    #[default]
-    Seed,
-    /// A PC: 8259A PICs, 8254 PIT, 16550A UART console, CMOS RTC, i8042 reset; HLT waits
-    /// for an interrupt.
-    Pc,
-}
+pub use crate::board::MachineKind;
 
 /// The CPU mode the guest starts in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -80,8 +68,8 @@ pub struct Machine {
     states: Vec<CpuState>,
     /// How other threads wake each vCPU.
     wakers: Arc<[Waker]>,
-    /// The pc machine's outside world.
-    pc: Option<PcWorld>,
+    /// What the board does beyond its buses (pc: interrupts, timers, console input).
+    board: Box<dyn Board>,
     /// `--step-trace`: every guest instruction (steptrace.rs).
     step_trace: Option<StepTrace>,
     /// A debugger's request to stop the guest (set by its thread, which then kicks us).
@@ -169,17 +157,12 @@ impl Machine {
         if !(1..=MAX_CPUS).contains(&n) {
             return Err(Error::BadCpus(n));
         }
-        let pc = config.machine == MachineKind::Pc;
-        if n > 1 && !pc {
+        let kind = config.machine;
+        if n > 1 && !kind.has_lapics() {
             return Err(Error::SmpNeedsPc(n));
         }
-        // The pc machine has local APICs (the hypervisor's CPUID says so) and an MP table
-        // (written first: a guest's own bytes win where they meet it).
-        let (vm, vcpus) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, pc)?;
-        let table = mptable::mp_table(n);
-        if pc && mptable::MP_TABLE_ADDR + table.len() as u64 <= layout::boot_area(ram) {
-            mem.write(mptable::MP_TABLE_ADDR, &table).expect("checked to fit");
-        }
+        let (vm, vcpus) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics())?;
+        kind.write_tables(&mem, ram, n);
         let mut cpus: Vec<Cpu> = vcpus.into_iter().map(Cpu::new).collect();
         let (regs, sregs) = place(&mem);
         cpus[0].vcpu.set_sregs(&sregs)?;
@@ -187,14 +170,9 @@ impl Machine {
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
         // The bootstrap processor runs; the others wait for INIT and a startup IPI.
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
-        let (devices, pc) = match config.machine {
-            MachineKind::Seed => (Devices::seed(out, disk, mmio_base)?, None),
-            MachineKind::Pc => {
-                let world = PcWorld::start(n as usize, wakers.clone(), config.console_is_terminal)?;
-                (Devices::pc(out, disk, mmio_base, ram, n as usize)?, Some(world))
-            }
-        };
-        Ok(Self { _vm: vm, mem, cpus, devices, trace: config.trace, states, wakers, pc, step_trace: None, stop_request: None })
+        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal };
+        let (devices, board) = board::build(&board_config, out, disk, wakers.clone())?;
+        Ok(Self { _vm: vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
 
     // --- Hooks for debuggers (gdb.rs, steptrace.rs) ---
@@ -226,6 +204,11 @@ impl Machine {
         &self.cpus
     }
 
+    /// What the board does beyond its buses.
+    pub fn board(&self) -> &dyn Board {
+        &*self.board
+    }
+
     /// The exits that reached the emulator, all vCPUs together.
     pub fn exits(&self) -> ExitCounts {
         let mut all = ExitCounts::default();
@@ -255,8 +238,8 @@ impl Machine {
     /// Runs until the guest ends the run, a signal arrives, or something fails: vCPU 0
     /// on this thread, each other vCPU on a thread of its own (`cpu.rs`).
     pub fn run(&mut self) -> Result<Outcome, Error> {
-        let Self { cpus, mem, devices, trace, states, wakers, pc, step_trace, stop_request, .. } = self;
-        let shared = Shared::new(devices, pc.as_mut(), states, mem, wakers, *trace);
+        let Self { cpus, mem, devices, trace, states, wakers, board, step_trace, stop_request, .. } = self;
+        let shared = Shared::new(devices, &mut **board, states, mem, wakers, *trace);
         let (bsp, aps) = cpus.split_first_mut().expect("a machine has a vCPU");
         let spawned = std::thread::scope(|scope| {
             for (i, cpu) in aps.iter_mut().enumerate() {

@@ -288,15 +288,8 @@ fn print_stats(machine: &Machine) {
         print_hypervisor_stats(machine, i, indent);
     }
     let devices = &machine.devices;
-    if let Some(board) = &devices.pc {
-        let irqs: Vec<String> = board.interrupts().irqs.iter().enumerate().filter(|(_, &n)| n > 0).map(|(i, n)| format!("irq{i} {n}")).collect();
-        if !irqs.is_empty() {
-            eprintln!("interrupts by line: {}", irqs.join(", "));
-        }
-        let merged = yakvm::bus::lock(&board.pit).merged_ticks;
-        if merged > 0 {
-            eprintln!("timer ticks merged (the guest was not taking them fast enough): {merged}");
-        }
+    for line in machine.board().stats() {
+        eprintln!("{line}");
     }
     // Accesses by range: a byte-wide (ISA) device's counts are bytes.
     let ranges: Vec<String> = [("port", &devices.ports), ("mmio", &devices.mmio)]

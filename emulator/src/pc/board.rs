@@ -375,7 +375,7 @@ impl BusDevice for ApicPages {
 
 /// The PC's devices and their wiring; the buses hold the devices, the board keeps what the
 /// machine reaches outside the buses.
-pub struct Board {
+pub struct PcBoard {
     pub interrupts: Arc<Mutex<Interrupts>>,
     pub pit: Arc<Mutex<PitDevice>>,
     pub uart: Arc<Mutex<UartDevice>>,
@@ -383,7 +383,7 @@ pub struct Board {
     pub clock: Clock,
 }
 
-impl Board {
+impl PcBoard {
     /// A board with `ram_bytes` of RAM and `cpus` vCPUs, its UART writing to `console`.
     pub fn new(ram_bytes: u64, cpus: usize, console: Arc<Mutex<Console>>) -> Self {
         let clock = Clock(Instant::now());
@@ -446,15 +446,23 @@ fn unix_now() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bus::tests::CTX;
     use crate::devices::tests::SharedOut;
     use crate::devices::Devices;
     use crate::disk::NoDisk;
 
-    fn pc() -> Devices {
-        Devices::pc(SharedOut::default(), NoDisk, 0x1000_0000, 16 << 20, 1).unwrap()
+    /// The pc machine's devices on their buses, writing to `console`.
+    pub(crate) fn pc_with(console: SharedOut) -> (Devices, PcBoard) {
+        let mut d = Devices::pc(console, NoDisk, 0x1000_0000).unwrap();
+        let board = PcBoard::new(16 << 20, 1, d.console.clone());
+        board.install(&mut d.ports, &mut d.mmio).unwrap();
+        (d, board)
+    }
+
+    pub(crate) fn pc() -> (Devices, PcBoard) {
+        pc_with(SharedOut::default())
     }
 
     fn out(d: &mut Devices, port: u16, value: u8) -> Effect {
@@ -469,8 +477,8 @@ mod tests {
 
     #[test]
     fn console_input_reaches_the_uart() {
-        let mut d = pc();
-        lock(&d.pc.as_ref().unwrap().uart).console_input(b"pq");
+        let (mut d, board) = pc();
+        lock(&board.uart).console_input(b"pq");
         // The guest's driver starts: FIFOs on and reset. The console's bytes stay.
         out(&mut d, 0x3fa, 0x07);
         assert_eq!(inb(&mut d, 0x3fd) & 1, 1, "data ready");
@@ -483,7 +491,7 @@ mod tests {
     /// (it was lost once: the pass reset the edge count to its own time).
     #[test]
     fn a_short_one_shot_is_not_lost_before_the_next_pass() {
-        let mut d = pc();
+        let (mut d, board) = pc();
         // The master PIC as Linux sets it up, IRQ0 unmasked.
         for (port, value) in [(0x20, 0x11), (0x21, 0x30), (0x21, 0x04), (0x21, 0x01), (0x21, 0xfe)] {
             out(&mut d, port, value);
@@ -494,7 +502,6 @@ mod tests {
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
         // vCPU 0's pass, long after the edge: arm for the new programming, take edges.
-        let board = d.pc.as_ref().unwrap();
         let mut pit = lock(&board.pit);
         assert!(pit.timer_update().is_some(), "the write is seen");
         pit.timer_tick();
@@ -505,7 +512,7 @@ mod tests {
 
     #[test]
     fn the_ways_a_pc_resets() {
-        let mut d = pc();
+        let (mut d, _) = pc();
         assert_eq!(out(&mut d, 0x64, 0xfe), Effect::Reset);
         assert_eq!(out(&mut d, 0x92, PORT_A_A20), Effect::Continue);
         assert_eq!(out(&mut d, 0x92, PORT_A_A20 | PORT_A_FAST_RESET), Effect::Reset);
@@ -519,14 +526,14 @@ mod tests {
     #[test]
     fn wide_accesses_to_isa_devices_go_byte_by_byte() {
         let console = SharedOut::default();
-        let mut d = Devices::pc(console.clone(), NoDisk, 0x1000_0000, 16 << 20, 1).unwrap();
+        let (mut d, board) = pc_with(console.clone());
         // ICW1 at 0x20 and ICW2 (vector base 0x40) at 0x21 in one OUT.
         d.ports.write(0x20, &[0x11, 0x40], &CTX).unwrap();
         for value in [0x04, 0x01, 0xfe] {
             out(&mut d, 0x21, value);
         }
-        lock(&d.pc.as_ref().unwrap().pit).irq0.edge();
-        assert_eq!(d.pc.as_ref().unwrap().interrupts().acknowledge(0), Some(0x40));
+        lock(&board.pit).irq0.edge();
+        assert_eq!(board.interrupts().acknowledge(0), Some(0x40));
         d.ports.write(0x3f8, b"ok", &CTX).unwrap(); // THR, then IER
         assert_eq!(console.bytes(), b"o");
         let counts: Vec<(&str, u64)> = d.ports.accesses().filter(|a| a.3 > 0).map(|a| (a.0, a.3)).collect();

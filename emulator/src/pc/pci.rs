@@ -77,19 +77,13 @@ impl BusDevice for ConfigData {
 mod tests {
     use crate::bus::tests::CTX;
     use crate::bus::Effect;
-    use crate::devices::tests::SharedOut;
-    use crate::devices::Devices;
-    use crate::disk::NoDisk;
-
-    fn pc() -> Devices {
-        Devices::pc(SharedOut::default(), NoDisk, 0x1000_0000, 16 << 20, 1).unwrap()
-    }
+    use crate::pc::board::tests::pc;
 
     /// Linux's probe of mechanism #1, and a configuration read of function 4 (0x80000400,
     /// whose second byte has the reset bit).
     #[test]
     fn a_dword_at_0xcf8_is_the_config_address_and_does_not_reset() {
-        let mut d = pc();
+        let (mut d, _) = pc();
         for address in [0x8000_0000u32, 0x8000_0400, 0x8000_fc04] {
             assert_eq!(d.ports.write(0xcf8, &address.to_le_bytes(), &CTX).unwrap(), Effect::Continue);
             let mut back = [0u8; 4];
@@ -113,7 +107,7 @@ mod tests {
 
     #[test]
     fn a_byte_at_0xcf9_is_still_the_reset_control() {
-        let mut d = pc();
+        let (mut d, _) = pc();
         assert_eq!(d.ports.write(0xcf9, &[0x02], &CTX).unwrap(), Effect::Continue);
         let mut b = [0xaau8];
         d.ports.read(0xcf9, &mut b, &CTX);
