@@ -19,15 +19,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::bus::{lock, Ctx, Effect};
+use crate::bus::{le, lock, Ctx, Effect};
 use crate::devices::Devices;
 use crate::events::Waker;
 use crate::hypervisor::{Exit, Vcpu};
-use crate::insn::{self, Access, Source};
 use crate::board::Board;
 use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times, CONSOLE_FLUSH_DELAY};
 use crate::steptrace::StepTrace;
-use crate::{boot, mmu, sys};
+use crate::{boot, sys};
 
 /// How long an idle vCPU sleeps before it looks at the stop signals again.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -348,29 +347,31 @@ impl CpuLoop<'_> {
         let me = self.index;
         let if_flag = self.cpu.vcpu.if_flag();
         let cpus = l.states.len();
+        // --trace shows where an MMIO access came from.
+        let rip = if sh.trace { self.rip() } else { 0 };
+        let mut mmio_done = false;
         let exit = self.cpu.vcpu.exit();
         self.cpu.exits.count(&exit);
         let effect = match exit {
             Exit::Io { port, size, out, data } => port_io(l.devices, &Ctx { mem: sh.mem, cpu: me }, port, size, out, data)?,
-            Exit::MmioInstruction { gpa, insn } => {
-                let mut bytes = [0u8; 15];
-                bytes[..insn.len()].copy_from_slice(insn);
-                let n = insn.len();
-                self.mmio(l, sh, gpa, &bytes[..n])?
-            }
             Exit::Mmio { gpa, write, data } => {
-                if sh.trace {
-                    let dir = if write { "write" } else { "read" };
-                    eprintln!("[trace] {}mmio {dir} gpa={gpa:#x} size={}", cpu_name(me), data.len());
-                }
                 let ctx = Ctx { mem: sh.mem, cpu: me };
+                let trace = |dir, data: &[u8]| eprintln!("[trace] {}rip={rip:#x} mmio {dir} gpa={gpa:#x} size={} value={:#x}", cpu_name(me), data.len(), le(data));
+                mmio_done = true;
                 if write {
+                    if sh.trace {
+                        trace("write", data);
+                    }
                     l.devices.mmio.write(gpa, data, &ctx)?
                 } else {
                     l.devices.mmio.read(gpa, data, &ctx);
+                    if sh.trace {
+                        trace("read", data);
+                    }
                     Effect::Continue
                 }
             }
+            Exit::MmioFailed { error, .. } => return Err(Error::Mmio(error.to_string())),
             Exit::Hypercall(h) => {
                 h.ret = match h.nr {
                     hypercall::ADD => h.args.iter().fold(0u64, |a, &b| a.wrapping_add(b)),
@@ -398,6 +399,9 @@ impl CpuLoop<'_> {
             Exit::Debug(_) if self.step_trace.is_some() => Effect::Continue,
             Exit::Debug(d) => return Ok(Some(Outcome::Debug(Some(d)))),
         };
+        if mmio_done {
+            self.cpu.vcpu.complete_mmio()?;
+        }
         Ok(outcome_of(effect))
     }
 
@@ -413,61 +417,11 @@ impl CpuLoop<'_> {
         let rip = self.rip();
         let if_flag = self.cpu.vcpu.if_flag();
         let exit = self.cpu.vcpu.exit();
-        // Traced once the access is decoded.
-        if let Exit::MmioInstruction { .. } | Exit::Mmio { .. } = exit {
+        // Traced with the access's value when it is handled.
+        if let Exit::Mmio { .. } = exit {
             return;
         }
         eprintln!("[trace] {}rip={rip:#x} {}", cpu_name(self.index), describe_exit(&exit, if_flag));
-    }
-
-    /// yakvm: emulates the instruction that touched guest-physical `gpa` outside RAM
-    /// (`insn`: its bytes if the CPU gave them).
-    fn mmio(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>, gpa: u64, insn_bytes: &[u8]) -> Result<Effect, Error> {
-        let vcpu = &mut *self.cpu.vcpu;
-        let mut regs = vcpu.regs()?;
-        let sregs = vcpu.sregs()?;
-        let mut bytes = [0u8; 15];
-        let n = if !insn_bytes.is_empty() {
-            bytes[..insn_bytes.len()].copy_from_slice(insn_bytes);
-            insn_bytes.len()
-        } else {
-            mmu::read_virt(sh.mem, &sregs, sregs.cs.base.wrapping_add(regs.rip), &mut bytes)
-        };
-        if n == 0 {
-            return Err(Error::Fetch { gpa, rip: regs.rip });
-        }
-        let bitness = match (sregs.cs.attrib >> 9 & 1, sregs.cs.attrib >> 10 & 1) {
-            (1, _) => 64,
-            (_, 1) => 32,
-            _ => 16,
-        };
-        let insn = insn::decode(&bytes[..n], bitness, regs.rip)?;
-        let ctx = Ctx { mem: sh.mem, cpu: self.index };
-        let mut effect = Effect::Continue;
-        match insn.access {
-            Access::Write { size, source } => {
-                let value = match source {
-                    Source::Immediate(v) => v,
-                    Source::Register(r) => insn::read_register(&regs, r).unwrap_or(0),
-                };
-                if sh.trace {
-                    eprintln!("[trace] {}rip={:#x} mmio write gpa={gpa:#x} size={size} value={value:#x}", cpu_name(self.index), regs.rip);
-                }
-                effect = l.devices.mmio.write(gpa, &value.to_le_bytes()[..size], &ctx)?;
-            }
-            Access::Read { size, dest, extend } => {
-                let mut data = [0u8; 8];
-                l.devices.mmio.read(gpa, &mut data[..size], &ctx);
-                let value = insn::loaded_value(u64::from_le_bytes(data), size, extend);
-                if sh.trace {
-                    eprintln!("[trace] {}rip={:#x} mmio read gpa={gpa:#x} size={size} value={value:#x} into {dest:?}", cpu_name(self.index), regs.rip);
-                }
-                insn::write_register(&mut regs, dest, value);
-            }
-        }
-        regs.rip += insn.len;
-        vcpu.set_regs(&regs)?;
-        Ok(effect)
     }
 }
 

@@ -61,7 +61,7 @@ pub struct Machine {
     /// The vCPUs; index = APIC id; 0 is the bootstrap processor.
     cpus: Vec<Cpu>,
     _vm: hypervisor::VmHandle,
-    mem: sys::GuestMemory,
+    mem: Arc<sys::GuestMemory>,
     pub devices: Devices,
     trace: bool,
     /// What each vCPU is doing (kept from one `run` to the next).
@@ -147,7 +147,7 @@ impl Machine {
     ) -> Result<Self, Error> {
         let ram = config.mem;
         let mmio_base = config.mmio_base.unwrap_or_else(|| layout::default_mmio_base(ram));
-        let mem = sys::GuestMemory::new(ram as usize)?;
+        let mem = Arc::new(sys::GuestMemory::new(ram as usize)?);
         // Registers whose writes need no answer at once: the serial port's bytes. (Not the
         // disk's sector and address registers: their 4-byte writes cover the next ports,
         // the command's among them, and coalesced zones are byte ranges, as KVM's are.)

@@ -5,7 +5,6 @@ use std::io;
 use std::time::Duration;
 
 use crate::hypervisor::{self, Exit};
-use crate::insn;
 use crate::loader::LoadError;
 use yakvm_abi as abi;
 
@@ -36,8 +35,6 @@ pub const MAX_CPUS: u32 = yakvm_abi::MAX_VCPUS;
 pub enum Error {
     #[error("{0}")]
     Io(#[from] io::Error),
-    #[error(transparent)]
-    Insn(#[from] insn::InsnError),
     #[error("guest image of {size} bytes does not fit below the boot area ({room} bytes with --mem {mem})")]
     TooBig { size: usize, room: u64, mem: u64 },
     #[error("--mem {0}: guest RAM must be a multiple of 4 KiB between 128 KiB and 4 GiB")]
@@ -54,8 +51,9 @@ pub enum Error {
     FailEntry { rip: u64, reason: u64 },
     #[error("unhandled exit {code:#x} at rip {rip:#x} (exit_info_1 {info1:#x}, exit_info_2 {info2:#x})")]
     Unhandled { code: u64, rip: u64, info1: u64, info2: u64 },
-    #[error("MMIO at {gpa:#x}: cannot fetch the instruction at rip {rip:#x} (not mapped in guest RAM)")]
-    Fetch { gpa: u64, rip: u64 },
+    /// An MMIO access the hypervisor could not emulate (`hypervisor::MmioError`).
+    #[error("{0}")]
+    Mmio(String),
     #[error("{0}")]
     UnknownExit(String),
     #[error(transparent)]
@@ -131,7 +129,7 @@ impl ExitCounts {
     pub(crate) fn count(&mut self, exit: &Exit<'_>) {
         let n = match exit {
             Exit::Io { .. } => &mut self.io,
-            Exit::MmioInstruction { .. } | Exit::Mmio { .. } => &mut self.mmio,
+            Exit::Mmio { .. } | Exit::MmioFailed { .. } => &mut self.mmio,
             Exit::Hlt => &mut self.hlt,
             Exit::IrqWindowOpen => &mut self.irq_window,
             Exit::Hypercall(_) => &mut self.hypercall,
@@ -152,8 +150,7 @@ pub(crate) fn describe_exit(exit: &Exit<'_>, if_flag: bool) -> String {
             let shown = if out { format!(" data={hex}{more}") } else { String::new() };
             format!("io {dir} port={port:#x} size={size} count={count}{shown}")
         }
-        Exit::MmioInstruction { gpa, .. } => format!("mmio gpa={gpa:#x}"),
-        Exit::Mmio { gpa, write, data } => format!("mmio {} gpa={gpa:#x} size={}", if *write { "write" } else { "read" }, data.len()),
+        Exit::Mmio { gpa, .. } | Exit::MmioFailed { gpa, .. } => format!("mmio gpa={gpa:#x}"),
         Exit::Hypercall(h) => format!("hypercall nr={:#x} args={:x?}", h.nr, h.args),
         Exit::Hlt if if_flag => "hlt (interrupts enabled)".into(),
         Exit::Hlt => "hlt".into(),
