@@ -116,7 +116,7 @@ pub fn build(
         MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
         MachineKind::Pc => {
             let mut devices = Devices::pc(out, disk, config.mmio_base)?;
-            let board = PcBoard::new(config.ram, config.cpus as usize, devices.console.clone());
+            let board = PcBoard::new(config.ram, wakers.clone(), devices.console.clone());
             board.install(&mut devices.ports, &mut devices.mmio)?;
             let world = PcWorld::start(board, config.cpus as usize, wakers, config.console_is_terminal)?;
             Ok((devices, Box::new(world)))

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::bus::{le, lock, Ctx, Effect};
 use crate::devices::Devices;
-use crate::events::Waker;
+use crate::events::{set_current_cpu, Waker};
 use crate::hypervisor::{Exit, Vcpu};
 use crate::board::Board;
 use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times, CONSOLE_FLUSH_DELAY};
@@ -136,7 +136,9 @@ impl CpuLoop<'_> {
     pub fn run(&mut self, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let waker = &sh.wakers[self.index];
         waker.set_kicker(Some(self.cpu.vcpu.kickable()?));
+        set_current_cpu(Some(self.index));
         let result = self.run_loop(sh);
+        set_current_cpu(None);
         waker.set_kicker(None);
         // With several vCPUs, an error says whose it is.
         result.map_err(|e| match e {

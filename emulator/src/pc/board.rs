@@ -19,8 +19,10 @@
 //!
 //! Each device is on the buses (`bus.rs`) under a lock of its own; the interrupt controllers
 //! (the PICs, the local APICs and the I/O APIC) share one ([`Interrupts`]). A device raises
-//! its ISA line through an [`IsaIrq`] handle. Lock order: a device, then the interrupt
-//! controllers (never the other way round).
+//! its interrupt line through an [`IrqLine`] handle (message-signalled interrupts: an
+//! [`MsiSender`]), from any thread: the handle sets the controllers' state and wakes the
+//! vCPUs that got something. Lock order: a device, then the interrupt controllers (never
+//! the other way round).
 //!
 //! The seed machine's registers stay where a guest finds them on `seed`, except the DMA
 //! disk, whose ports 0x20-0x22 belong to the PIC here: it moves to [`DISK_PORT_BASE`]
@@ -37,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::apic::Apics;
+use super::ioapic::Message;
 use super::cmos::Cmos;
 use super::i8042::I8042;
 use super::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
@@ -47,6 +50,7 @@ use super::pit::{IrqTimer, Pit};
 use super::uart::{Uart, COM1_BASE, COM1_IRQ};
 use crate::bus::{lock, Bus, BusDevice, BusError, Ctx, Effect, SharedDevice, Span};
 use crate::devices::Console;
+use crate::events::{wake_cpus, Waker};
 
 /// The seed DMA disk's sector, DMA-address and command ports on the pc machine.
 pub const DISK_PORT_BASE: u16 = 0x1020;
@@ -100,6 +104,17 @@ impl Interrupts {
         self.wakes |= self.apics.isa_irq(irq);
     }
 
+    /// The level of ISA line `irq` (a level-triggered source), to both controllers.
+    pub fn isa_level(&mut self, irq: u8, high: bool) {
+        self.pic.set_irq(irq, high);
+        if self.pic.has_interrupt() {
+            self.wakes |= 1;
+        }
+        if let Some(pin) = Apics::isa_pin(irq) {
+            self.wakes |= self.apics.set_pin(pin, high);
+        }
+    }
+
     /// Notes that something was sent to the vCPUs of `mask`.
     pub fn wake(&mut self, mask: u32) {
         self.wakes |= mask;
@@ -133,17 +148,48 @@ impl Interrupts {
     }
 }
 
-/// An ISA interrupt line, as a device holds it.
+/// An interrupt line into the PICs and the I/O APIC (an ISA IRQ), as a device holds it:
+/// raised from any thread, it wakes the vCPUs that got something.
 #[derive(Clone)]
-pub struct IsaIrq {
+pub struct IrqLine {
     controllers: Arc<Mutex<Interrupts>>,
+    wakers: Arc<[Waker]>,
     line: u8,
 }
 
-impl IsaIrq {
-    /// One interrupt: an edge to both controllers.
+impl IrqLine {
+    /// One interrupt: an edge (for edge-triggered sources).
     pub fn edge(&self) {
-        lock(&self.controllers).isa_edge(self.line);
+        self.change(|c| c.isa_edge(self.line));
+    }
+
+    /// The line's level (for level-triggered sources).
+    pub fn set_level(&self, high: bool) {
+        self.change(|c| c.isa_level(self.line, high));
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Interrupts)) {
+        let woken = {
+            let mut controllers = lock(&self.controllers);
+            f(&mut controllers);
+            controllers.take_wakes()
+        };
+        wake_cpus(&self.wakers, woken);
+    }
+}
+
+/// Message-signalled interrupts (a PCI device's MSI) into the local APICs: sent from any
+/// thread, they wake the vCPUs that got something.
+#[derive(Clone)]
+pub struct MsiSender {
+    controllers: Arc<Mutex<Interrupts>>,
+    wakers: Arc<[Waker]>,
+}
+
+impl MsiSender {
+    pub fn send(&self, message: Message) {
+        let woken = lock(&self.controllers).apics.message(message);
+        wake_cpus(&self.wakers, woken);
     }
 }
 
@@ -188,7 +234,7 @@ impl IsaPorts for PicPorts {
 pub struct PitDevice {
     pub pit: Pit,
     clock: Clock,
-    irq0: IsaIrq,
+    irq0: IrqLine,
     /// Up to when the PIT's IRQ0 edges have been taken into account.
     irq0_seen_ns: u64,
     /// The guest wrote the PIT: the host timer must follow.
@@ -250,7 +296,7 @@ pub struct UartDevice {
     /// Console input the UART's receive FIFO had no room for yet.
     input: VecDeque<u8>,
     console: Arc<Mutex<Console>>,
-    irq: IsaIrq,
+    irq: IrqLine,
 }
 
 impl IsaPorts for UartDevice {
@@ -381,14 +427,17 @@ pub struct PcBoard {
     pub uart: Arc<Mutex<UartDevice>>,
     cmos: Arc<Mutex<Cmos>>,
     pub clock: Clock,
+    /// How the interrupt lines wake the vCPUs (one per vCPU).
+    wakers: Arc<[Waker]>,
 }
 
 impl PcBoard {
-    /// A board with `ram_bytes` of RAM and `cpus` vCPUs, its UART writing to `console`.
-    pub fn new(ram_bytes: u64, cpus: usize, console: Arc<Mutex<Console>>) -> Self {
+    /// A board with `ram_bytes` of RAM and a vCPU for each of `wakers`, its UART writing
+    /// to `console`.
+    pub fn new(ram_bytes: u64, wakers: Arc<[Waker]>, console: Arc<Mutex<Console>>) -> Self {
         let clock = Clock(Instant::now());
-        let interrupts = Arc::new(Mutex::new(Interrupts::new(cpus)));
-        let line = |line| IsaIrq { controllers: interrupts.clone(), line };
+        let interrupts = Arc::new(Mutex::new(Interrupts::new(wakers.len())));
+        let line = |line| IrqLine { controllers: interrupts.clone(), wakers: wakers.clone(), line };
         let pit = PitDevice { pit: Pit::new(), clock, irq0: line(PIT_IRQ), irq0_seen_ns: 0, changed: false, merged_ticks: 0 };
         let uart = UartDevice { uart: Uart::new(Vec::new()), input: VecDeque::new(), console, irq: line(COM1_IRQ) };
         Self {
@@ -397,7 +446,18 @@ impl PcBoard {
             cmos: Arc::new(Mutex::new(Cmos::new(ram_bytes))),
             interrupts,
             clock,
+            wakers,
         }
+    }
+
+    /// ISA interrupt line `irq`, for a device.
+    pub fn irq_line(&self, irq: u8) -> IrqLine {
+        IrqLine { controllers: self.interrupts.clone(), wakers: self.wakers.clone(), line: irq }
+    }
+
+    /// A sender of message-signalled interrupts, for a device.
+    pub fn msi(&self) -> MsiSender {
+        MsiSender { controllers: self.interrupts.clone(), wakers: self.wakers.clone() }
     }
 
     /// Puts the board's devices on the machine's buses.
@@ -456,7 +516,7 @@ pub(crate) mod tests {
     /// The pc machine's devices on their buses, writing to `console`.
     pub(crate) fn pc_with(console: SharedOut) -> (Devices, PcBoard) {
         let mut d = Devices::pc(console, NoDisk, 0x1000_0000).unwrap();
-        let board = PcBoard::new(16 << 20, 1, d.console.clone());
+        let board = PcBoard::new(16 << 20, Arc::from([Waker::new()]), d.console.clone());
         board.install(&mut d.ports, &mut d.mmio).unwrap();
         (d, board)
     }
@@ -519,6 +579,53 @@ pub(crate) mod tests {
         assert_eq!(out(&mut d, 0xcf9, 0x02), Effect::Continue);
         assert_eq!(out(&mut d, 0xcf9, 0x06), Effect::Reset);
         assert_eq!(inb(&mut d, 0x92), PORT_A_A20);
+    }
+
+    /// A device's line raised on a thread that is not a vCPU's wakes the halted vCPU it
+    /// reaches; so does an MSI.
+    #[test]
+    fn irq_lines_and_msis_wake_a_halted_vcpu_from_any_thread() {
+        use super::super::lapic::DeliveryMode;
+        use std::time::{Duration, Instant};
+        let wakers: Arc<[Waker]> = (0..2).map(|_| Waker::new()).collect();
+        let board = PcBoard::new(16 << 20, wakers.clone(), Arc::new(Mutex::new(Console::new(Vec::new()))));
+        {
+            let mut c = board.interrupts();
+            // The master PIC at vector 0x30, IRQ4 unmasked; vCPU 1's local APIC enabled.
+            for (port, value) in [(0x20, 0x11), (0x21, 0x30), (0x21, 0x04), (0x21, 0x01), (0x21, 0xef)] {
+                c.pic.write(port, value);
+            }
+            c.apics.lapics[1].write(0xf0, 0x1ff, 0);
+        }
+        for (cpu, raise) in [
+            (0, Box::new({
+                let line = board.irq_line(4);
+                move || line.edge()
+            }) as Box<dyn FnOnce() + Send>),
+            (1, Box::new({
+                let msi = board.msi();
+                move || msi.send(Message { vector: 0x41, mode: DeliveryMode::Fixed, logical: false, dest: 1, level_triggered: false })
+            })),
+        ] {
+            assert!(!board.interrupts().interrupt_pending(cpu));
+            // vCPU `cpu` halts: it notes the rings, finds nothing to do, waits.
+            let seen = wakers[cpu].rings();
+            let start = Instant::now();
+            let raiser = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                raise();
+            });
+            wakers[cpu].wait(seen, Duration::from_secs(20));
+            assert!(start.elapsed() < Duration::from_secs(10), "vCPU {cpu} was not woken");
+            raiser.join().unwrap();
+            assert!(board.interrupts().interrupt_pending(cpu), "vCPU {cpu} has its interrupt");
+        }
+        assert_eq!(board.interrupts().acknowledge(0), Some(0x34));
+        assert_eq!(board.interrupts().acknowledge(1), Some(0x41));
+        // A line's level: high raises IRQ3 (now unmasked).
+        board.interrupts().pic.write(0x21, 0xe7);
+        board.irq_line(3).set_level(true);
+        assert_eq!(board.interrupts().acknowledge(0), Some(0x33));
     }
 
     /// A word written to the PIC's command port reaches its data port too (ISA), and the
