@@ -1,199 +1,290 @@
-//! The devices and where the guest finds them: each device register is a port, reachable
-//! by port I/O and, at the same time, by MMIO at `mmio_base + port * 8`.
+//! An address space of registered ranges (the I/O ports, or guest-physical MMIO): each range
+//! has a name and a device, and an access goes to the device of the range that holds its
+//! first byte, at its offset in that range and with its real width (1, 2, 4 or 8 bytes).
+//! A device is any [`BusDevice`]; it is shared (`Arc<Mutex<..>>`, a lock of its own), so
+//! that one device may sit at several ranges and its owner may reach it outside the bus.
 //!
-//! | port | device | access |
-//! |---|---|---|
-//! | 0x10 | serial: the bytes written go to the output | OUT 1/2/4 |
-//! | 0x20-0x22 | DMA disk (see `disk`) | OUT 4, 4, 1 |
-//! | 0xf4 | exit: a write of V ends the run with status V & 0xff | OUT 1/2/4 |
-//! | 0xff | scratch: keeps the last value written, reads it back | 1/2/4 (8 by MMIO) |
+//! Ranges are inserted at a base and a length (an overlap is refused with an error naming
+//! both ranges), and can be moved or removed while the machine runs (a PCI BAR the guest
+//! reprograms moves its range).
 //!
-//! Reads of write-only registers return all ones; bad accesses are counted and the first
-//! ones logged, never fatal.
+//! ISA devices are byte-wide: on a PC a wide port access to them becomes byte accesses to
+//! consecutive ports, which may belong to another device. A range inserted as
+//! [`Span::Bytes`] gets that: the bus splits an access that starts in it into bytes, and
+//! each byte goes to the byte-wide range that holds it (a byte that falls nowhere, or in a
+//! range of whole accesses, is unclaimed). [`Span::Whole`] ranges get the access as it is,
+//! even one that runs past their end (the seed's DMA disk takes a 4-byte write at each of
+//! its byte-spaced ports).
 //!
-//! On the pc machine (`pc::board`), port I/O goes to the PC's devices first; the serial
-//! port (0x10) and the exit port (0xf4) stay, and the disk moves to
-//! `pc::board::DISK_PORT_BASE` (its seed ports belong to the PIC). The MMIO window keeps
-//! the seed's register numbers on both machines.
+//! Accesses nothing answers read all ones and writes are dropped: counted, the first ones
+//! logged, never fatal. Each range counts the accesses that reached it (`--stats`).
+//!
+//! Why not rust-vmm's `vm-device` (its `Bus` and `IoManager`), which has the same shape?
+//! Its devices' writes return nothing, where ours must say that the run ends (the exit
+//! port, a reset) and the DMA disk needs guest memory and the local APIC the CPU that
+//! made the access; its overlap error does not name the ranges, it has no move, and an
+//! ISA access split into bytes would still be ours to write.
 
-use std::io::{self, Write};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::disk::{Backing, Disk, Dma, COMMAND_PORT, SECTOR_PORT};
-use crate::pc::board::{Board, PortEffect, DISK_PORT_BASE};
-
-pub const SERIAL_PORT: u16 = 0x10;
-pub const EXIT_PORT: u16 = 0xf4;
-pub const SCRATCH_PORT: u16 = 0xff;
-/// Bytes of MMIO space per port.
-pub const MMIO_STRIDE: u64 = 8;
-/// Ports reachable through the MMIO window.
-pub const MMIO_PORTS: u64 = 0x100;
+use crate::disk::Dma;
 
 /// What the guest's access asks of the run.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Effect {
     Continue,
     Exit(u8),
-    /// The guest reset the machine (pc: the i8042's reset line).
+    /// The guest reset the machine (pc: the i8042's reset line, port A, 0xcf9).
     Reset,
 }
 
-/// Bad accesses reported on stderr before the bus goes quiet about them.
-const LOGGED_BAD_ACCESSES: u64 = 10;
-
-pub struct Bus<W: Write, B: Backing> {
-    out: W,
-    pub disk: Disk<B>,
-    scratch: u64,
-    mmio_base: u64,
-    /// Accesses nothing answers, or with a width the register does not take.
-    pub bad_accesses: u64,
-    /// The PC's devices, on the pc machine.
-    pub board: Option<Board>,
-    /// Since when console output has waited in `out`'s buffer (a line without its end:
-    /// a prompt). Flushing every byte costs a system call per byte (a round trip when
-    /// the output is a file on a 9p share).
-    unflushed_since: Option<std::time::Instant>,
+/// What a device may need to know about an access besides its address and data.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    /// Guest RAM, for devices that do DMA.
+    pub mem: &'a dyn Dma,
+    /// The vCPU that made the access (the local APIC page is each CPU's own).
+    pub cpu: usize,
 }
 
-impl<W: Write, B: Backing> Bus<W, B> {
-    pub fn new(out: W, disk: Disk<B>, mmio_base: u64) -> Self {
-        Self { out, disk, scratch: 0, mmio_base, bad_accesses: 0, board: None, unflushed_since: None }
-    }
+/// A device on a bus. `base` is the start of the range the access came through (a device
+/// at several ranges tells them apart by it), `offset` the access's place in that range.
+pub trait BusDevice: Send {
+    /// A read of `data.len()` bytes; the device fills `data`.
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8], ctx: &Ctx);
+    /// A write of `data`. An error is the host's (the console's output failed).
+    fn write(&mut self, base: u64, offset: u64, data: &[u8], ctx: &Ctx) -> io::Result<Effect>;
+}
 
-    /// The pc machine's bus: the seed's registers plus `board`.
-    pub fn with_board(out: W, disk: Disk<B>, mmio_base: u64, board: Board) -> Self {
-        Self { board: Some(board), ..Self::new(out, disk, mmio_base) }
-    }
+/// A device as the bus holds it.
+pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 
-    pub fn output(&mut self) -> &mut W {
-        &mut self.out
-    }
+/// Locks a device (a panic on another thread while it held the lock leaves the device as
+/// it was: a guest access never panics, so the state is whole).
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
-    /// Flushes console output that has waited `age` or longer (the machine calls it
-    /// after every exit, and with zero before the guest idles).
-    pub fn flush_stale(&mut self, age: std::time::Duration) -> io::Result<()> {
-        match self.unflushed_since {
-            Some(since) if since.elapsed() >= age => {
-                self.unflushed_since = None;
-                self.out.flush()
-            }
-            _ => Ok(()),
+/// How accesses reach a range's device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// Whole, at their real width.
+    Whole,
+    /// One byte at a time, each to the range that holds it (ISA).
+    Bytes,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BusError {
+    #[error("{space} range {name} at {base:#x}..{end:#x} overlaps {other} at {other_base:#x}..{other_end:#x}")]
+    Overlap { space: &'static str, name: String, base: u64, end: u64, other: String, other_base: u64, other_end: u64 },
+    #[error("{space} range {name} at {base:#x} with length {len:#x} is empty or wraps around")]
+    BadRange { space: &'static str, name: String, base: u64, len: u64 },
+    #[error("{space} range {name} is already on the bus")]
+    Duplicate { space: &'static str, name: String },
+    #[error("no {space} range named {name}")]
+    NoSuchRange { space: &'static str, name: String },
+}
+
+/// Accesses that nothing answers or that a device refuses: counted, the first ones logged.
+/// Shared by the buses and the devices that refuse accesses (one count for `--stats`).
+#[derive(Clone, Default)]
+pub struct Ignored(Arc<AtomicU64>);
+
+/// Ignored accesses told on stderr before the machine goes quiet about them.
+const LOGGED_IGNORED: u64 = 10;
+
+impl Ignored {
+    pub fn note(&self, what: fmt::Arguments) {
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= LOGGED_IGNORED {
+            eprintln!("yakvm: ignored {what}{}", if n == LOGGED_IGNORED { " (not saying it again)" } else { "" });
         }
     }
 
-    fn bad(&mut self, what: std::fmt::Arguments) {
-        self.bad_accesses += 1;
-        if self.bad_accesses <= LOGGED_BAD_ACCESSES {
-            eprintln!("yakvm: ignored {what}");
-        }
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+struct Range {
+    name: String,
+    len: u64,
+    span: Span,
+    device: SharedDevice,
+    accesses: u64,
+}
+
+/// One address space.
+pub struct Bus {
+    /// "port" or "MMIO", for messages.
+    space: &'static str,
+    /// By base address.
+    ranges: BTreeMap<u64, Range>,
+    /// How an access that starts where no range is travels: `Bytes` on the PC's port
+    /// space (each of its bytes may reach a device), `Whole` elsewhere.
+    unclaimed: Span,
+    ignored: Ignored,
+}
+
+impl Bus {
+    pub fn new(space: &'static str, unclaimed: Span, ignored: Ignored) -> Self {
+        Self { space, ranges: BTreeMap::new(), unclaimed, ignored }
     }
 
-    /// A port write (OUT) of `data` (1, 2 or 4 bytes) to `port`; `mem` is guest RAM for
-    /// the devices that do DMA.
-    pub fn write(&mut self, port: u16, data: &[u8], mem: &impl Dma) -> io::Result<Effect> {
-        let Some(board) = self.board.as_mut() else {
-            return self.register_write(port, data, mem);
+    /// Puts `device` at `base..base + len` under `name` (unique on this bus).
+    pub fn insert(&mut self, name: &str, base: u64, len: u64, span: Span, device: SharedDevice) -> Result<(), BusError> {
+        let space = self.space;
+        if self.ranges.values().any(|r| r.name == name) {
+            return Err(BusError::Duplicate { space, name: name.into() });
+        }
+        self.check_free(name, base, len, None)?;
+        self.ranges.insert(base, Range { name: name.into(), len, span, device, accesses: 0 });
+        Ok(())
+    }
+
+    /// Takes the range `name` off the bus; returns its device.
+    pub fn remove(&mut self, name: &str) -> Result<SharedDevice, BusError> {
+        let base = self.base_of(name)?;
+        Ok(self.ranges.remove(&base).expect("found").device)
+    }
+
+    /// Moves the range `name` to `new_base` (same length, device and counts).
+    pub fn relocate(&mut self, name: &str, new_base: u64) -> Result<(), BusError> {
+        let base = self.base_of(name)?;
+        let len = self.ranges[&base].len;
+        self.check_free(name, new_base, len, Some(base))?;
+        let range = self.ranges.remove(&base).expect("found");
+        self.ranges.insert(new_base, range);
+        Ok(())
+    }
+
+    /// Where the range `name` starts and how long it is.
+    pub fn range_of(&self, name: &str) -> Option<(u64, u64)> {
+        self.ranges.iter().find(|(_, r)| r.name == name).map(|(&b, r)| (b, r.len))
+    }
+
+    /// The accesses that reached each range so far, by name, in address order.
+    pub fn accesses(&self) -> impl Iterator<Item = (&str, u64, u64, u64)> {
+        self.ranges.iter().map(|(&base, r)| (r.name.as_str(), base, r.len, r.accesses))
+    }
+
+    /// Accesses nothing answered or a device refused (shared count).
+    pub fn ignored(&self) -> &Ignored {
+        &self.ignored
+    }
+
+    fn base_of(&self, name: &str) -> Result<u64, BusError> {
+        let found = self.ranges.iter().find(|(_, r)| r.name == name).map(|(&b, _)| b);
+        found.ok_or_else(|| BusError::NoSuchRange { space: self.space, name: name.into() })
+    }
+
+    /// `base..base + len` is a real range and meets no range but `except` (a base).
+    fn check_free(&self, name: &str, base: u64, len: u64, except: Option<u64>) -> Result<(), BusError> {
+        let space = self.space;
+        let Some(end) = base.checked_add(len).filter(|_| len > 0) else {
+            return Err(BusError::BadRange { space, name: name.into(), base, len });
         };
-        match port {
-            SERIAL_PORT | EXIT_PORT => self.register_write(port, data, mem),
-            p if (DISK_PORT_BASE..=DISK_PORT_BASE + (COMMAND_PORT - SECTOR_PORT)).contains(&p) => {
-                self.register_write(p - DISK_PORT_BASE + SECTOR_PORT, data, mem)
-            }
-            _ => {
-                // A wide OUT writes consecutive ports, as on the ISA bus.
-                let mut effect = Effect::Continue;
-                for (i, &byte) in data.iter().enumerate() {
-                    if board.write(port.wrapping_add(i as u16), byte)? == PortEffect::Reset {
-                        effect = Effect::Reset;
-                    }
-                }
-                let uart_out = board.uart.output();
-                if !uart_out.is_empty() {
-                    self.out.write_all(uart_out)?;
-                    uart_out.clear();
-                    self.unflushed_since.get_or_insert_with(std::time::Instant::now);
-                }
-                Ok(effect)
-            }
+        let other = self.ranges.range(..end).rev().find(|&(&b, r)| Some(b) != except && b + r.len > base);
+        match other {
+            Some((&b, r)) => Err(BusError::Overlap {
+                space,
+                name: name.into(),
+                base,
+                end,
+                other: r.name.clone(),
+                other_base: b,
+                other_end: b + r.len,
+            }),
+            None => Ok(()),
         }
     }
 
-    /// A port read (IN) of `out.len()` bytes from `port`.
-    pub fn read(&mut self, port: u16, out: &mut [u8]) {
-        match self.board.as_mut() {
-            None => self.register_read(port, out),
-            Some(board) => {
-                for (i, byte) in out.iter_mut().enumerate() {
-                    *byte = board.read(port.wrapping_add(i as u16));
-                }
-            }
-        }
+    /// The range holding `addr`: its base.
+    fn find(&self, addr: u64) -> Option<u64> {
+        let (&base, r) = self.ranges.range(..=addr).next_back()?;
+        (addr - base < r.len).then_some(base)
     }
 
-    /// A write of `data` (1, 2, 4 or 8 bytes) to the seed's register `port`.
-    fn register_write(&mut self, port: u16, data: &[u8], mem: &impl Dma) -> io::Result<Effect> {
-        let port_width = matches!(data.len(), 1 | 2 | 4);
-        match port {
-            SERIAL_PORT if port_width => self.out.write_all(data)?,
-            p if Disk::<B>::owns(p) => self.disk.write(p, data, mem),
-            EXIT_PORT if port_width => return Ok(Effect::Exit(data[0])),
-            SCRATCH_PORT => self.scratch = le(data),
-            _ => self.bad(format_args!("{}-byte write of {:#x} to port {port:#x}", data.len(), le(data))),
+    /// How an access starting at `addr` travels.
+    fn span_at(&self, addr: u64) -> Span {
+        self.find(addr).map_or(self.unclaimed, |b| self.ranges[&b].span)
+    }
+
+    /// A write of `data` at `addr`.
+    pub fn write(&mut self, addr: u64, data: &[u8], ctx: &Ctx) -> io::Result<Effect> {
+        if self.span_at(addr) == Span::Whole || data.len() == 1 {
+            return self.write_whole(addr, data, ctx, Span::Whole);
+        }
+        // Bytes, as the ISA bus does it. The first byte that ends the run ends the access.
+        for (i, &byte) in data.iter().enumerate() {
+            let effect = self.write_whole(addr.wrapping_add(i as u64), &[byte], ctx, Span::Bytes)?;
+            if effect != Effect::Continue {
+                return Ok(effect);
+            }
         }
         Ok(Effect::Continue)
     }
 
-    /// A read of `out.len()` bytes from the seed's register `port`.
-    fn register_read(&mut self, port: u16, out: &mut [u8]) {
-        match port {
-            SCRATCH_PORT => out.copy_from_slice(&self.scratch.to_le_bytes()[..out.len()]),
-            _ => {
-                out.fill(0xff);
-                self.bad(format_args!("{}-byte read of port {port:#x} (all ones)", out.len()));
-            }
+    /// A read of `data.len()` bytes at `addr`.
+    pub fn read(&mut self, addr: u64, data: &mut [u8], ctx: &Ctx) {
+        if self.span_at(addr) == Span::Whole || data.len() == 1 {
+            return self.read_whole(addr, data, ctx, Span::Whole);
+        }
+        for (i, byte) in data.iter_mut().enumerate() {
+            self.read_whole(addr.wrapping_add(i as u64), std::slice::from_mut(byte), ctx, Span::Bytes);
         }
     }
 
-    /// The port behind guest-physical `gpa`, if it is a register's first byte.
-    fn mmio_port(&self, gpa: u64) -> Option<u16> {
-        let offset = gpa.checked_sub(self.mmio_base)?;
-        (offset % MMIO_STRIDE == 0 && offset / MMIO_STRIDE < MMIO_PORTS).then(|| (offset / MMIO_STRIDE) as u16)
+    /// The range at `addr` if an access made of `part`s may reach it (a byte of a split
+    /// access reaches byte-wide ranges only).
+    fn target(&mut self, addr: u64, part: Span) -> Option<(u64, &mut Range)> {
+        let base = self.find(addr)?;
+        let range = self.ranges.get_mut(&base).expect("found");
+        (part == Span::Whole || range.span == Span::Bytes).then_some((base, range))
     }
 
-    pub fn mmio_write(&mut self, gpa: u64, data: &[u8], mem: &impl Dma) -> io::Result<Effect> {
-        match self.mmio_port(gpa) {
-            Some(port) => self.register_write(port, data, mem),
-            None => {
-                self.bad(format_args!("{}-byte MMIO write of {:#x} at {gpa:#x}", data.len(), le(data)));
-                Ok(Effect::Continue)
-            }
-        }
+    fn write_whole(&mut self, addr: u64, data: &[u8], ctx: &Ctx, part: Span) -> io::Result<Effect> {
+        let Some((base, range)) = self.target(addr, part) else {
+            self.ignored.note(format_args!("{}-byte write of {:#x} to {} {addr:#x} (nothing there)", data.len(), le(data), self.space));
+            return Ok(Effect::Continue);
+        };
+        range.accesses += 1;
+        let device = range.device.clone();
+        let effect = lock(&device).write(base, addr - base, data, ctx);
+        effect
     }
 
-    pub fn mmio_read(&mut self, gpa: u64, out: &mut [u8]) {
-        match self.mmio_port(gpa) {
-            Some(port) => self.register_read(port, out),
-            None => {
-                out.fill(0xff);
-                self.bad(format_args!("{}-byte MMIO read at {gpa:#x} (all ones)", out.len()));
-            }
-        }
+    fn read_whole(&mut self, addr: u64, data: &mut [u8], ctx: &Ctx, part: Span) {
+        let Some((base, range)) = self.target(addr, part) else {
+            data.fill(0xff);
+            self.ignored.note(format_args!("{}-byte read of {} {addr:#x} (nothing there: all ones)", data.len(), self.space));
+            return;
+        };
+        range.accesses += 1;
+        let device = range.device.clone();
+        lock(&device).read(base, addr - base, data, ctx);
     }
 }
 
-fn le(data: &[u8]) -> u64 {
+/// `data` as a little-endian number (up to 8 bytes).
+pub fn le(data: &[u8]) -> u64 {
     let mut b = [0u8; 8];
-    b[..data.len()].copy_from_slice(data);
+    let n = data.len().min(8);
+    b[..n].copy_from_slice(&data[..n]);
     u64::from_le_bytes(b)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::disk::NoDisk;
 
-    struct NoRam;
+    /// Guest memory that has no RAM.
+    pub(crate) struct NoRam;
     impl Dma for NoRam {
         fn read(&self, _: u64, _: &mut [u8]) -> Option<()> {
             None
@@ -203,40 +294,120 @@ mod tests {
         }
     }
 
-    fn bus(base: u64) -> Bus<Vec<u8>, NoDisk> {
-        Bus::new(Vec::new(), Disk::new(NoDisk), base)
+    pub(crate) const CTX: Ctx<'static> = Ctx { mem: &NoRam, cpu: 0 };
+
+    /// Records every access it gets: (base, offset, width, value); reads return `offset`.
+    #[derive(Default)]
+    struct Recorder(Vec<(u64, u64, usize, u64)>);
+    impl BusDevice for Recorder {
+        fn read(&mut self, base: u64, offset: u64, data: &mut [u8], _: &Ctx) {
+            self.0.push((base, offset, data.len(), 0));
+            data.copy_from_slice(&offset.to_le_bytes()[..data.len()]);
+        }
+        fn write(&mut self, base: u64, offset: u64, data: &[u8], _: &Ctx) -> io::Result<Effect> {
+            self.0.push((base, offset, data.len(), le(data)));
+            Ok(if le(data) == 0xdead { Effect::Reset } else { Effect::Continue })
+        }
+    }
+
+    fn recorder() -> (Arc<Mutex<Recorder>>, SharedDevice) {
+        let r = Arc::new(Mutex::new(Recorder::default()));
+        let d: SharedDevice = r.clone();
+        (r, d)
     }
 
     #[test]
-    fn serial_by_port_and_by_mmio() {
-        let mut bus = bus(0x1000_0000);
-        assert_eq!(bus.write(SERIAL_PORT, b"hi", &NoRam).unwrap(), Effect::Continue);
-        bus.mmio_write(0x1000_0000 + 0x10 * 8, b"!!!!", &NoRam).unwrap();
-        assert_eq!(bus.output(), b"hi!!!!");
-        // 8 bytes is not a port width: ignored, counted.
-        bus.mmio_write(0x1000_0080, b"12345678", &NoRam).unwrap();
-        assert_eq!(bus.output(), b"hi!!!!");
-        assert_eq!(bus.bad_accesses, 1);
+    fn accesses_reach_the_device_at_their_offset_and_width() {
+        let mut bus = Bus::new("MMIO", Span::Whole, Ignored::default());
+        let (rec, dev) = recorder();
+        bus.insert("dev", 0x1000, 0x100, Span::Whole, dev).unwrap();
+        for (width, value) in [(1, 0x11u64), (2, 0x2222), (4, 0x4444_4444), (8, 0x8888_8888_8888_8888)] {
+            bus.write(0x1010, &value.to_le_bytes()[..width], &CTX).unwrap();
+        }
+        let mut q = [0u8; 8];
+        bus.read(0x1008, &mut q, &CTX);
+        assert_eq!(u64::from_le_bytes(q), 8);
+        let seen = &rec.lock().unwrap().0;
+        assert_eq!(
+            seen[..],
+            [
+                (0x1000, 0x10, 1, 0x11),
+                (0x1000, 0x10, 2, 0x2222),
+                (0x1000, 0x10, 4, 0x4444_4444),
+                (0x1000, 0x10, 8, 0x8888_8888_8888_8888),
+                (0x1000, 8, 8, 0)
+            ]
+        );
+        assert_eq!(bus.accesses().collect::<Vec<_>>(), [("dev", 0x1000, 0x100, 5)]);
+        assert_eq!(bus.ignored().count(), 0);
     }
 
     #[test]
-    fn exit_port_ends_the_run() {
-        let mut bus = bus(0);
-        assert_eq!(bus.write(EXIT_PORT, &[7, 1], &NoRam).unwrap(), Effect::Exit(7));
+    fn an_overlap_is_refused_naming_both_ranges() {
+        let mut bus = Bus::new("port", Span::Whole, Ignored::default());
+        bus.insert("uart", 0x3f8, 8, Span::Bytes, recorder().1).unwrap();
+        for (base, len) in [(0x3f0, 9), (0x3ff, 1), (0x3fa, 2), (0x3f0, 0x20)] {
+            let err = bus.insert("intruder", base, len, Span::Whole, recorder().1).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("intruder") && text.contains("uart"), "{text}");
+        }
+        // Touching is not overlapping.
+        bus.insert("below", 0x3f0, 8, Span::Whole, recorder().1).unwrap();
+        bus.insert("above", 0x400, 1, Span::Whole, recorder().1).unwrap();
+        assert!(matches!(bus.insert("uart", 0x500, 1, Span::Whole, recorder().1), Err(BusError::Duplicate { .. })));
+        assert!(matches!(bus.insert("empty", 0x600, 0, Span::Whole, recorder().1), Err(BusError::BadRange { .. })));
+        assert!(matches!(bus.insert("wraps", u64::MAX, 2, Span::Whole, recorder().1), Err(BusError::BadRange { .. })));
     }
 
     #[test]
-    fn scratch_reads_back_and_unknown_reads_all_ones() {
-        let mut bus = bus(0x8000);
-        bus.mmio_write(0x8000 + 0xff * 8, &0x1122_3344_5566_7788u64.to_le_bytes(), &NoRam).unwrap();
-        let mut b = [0u8; 2];
-        bus.read(SCRATCH_PORT, &mut b);
-        assert_eq!(b, [0x88, 0x77]);
-        bus.mmio_read(0x8000 + 3, &mut b); // not a register's first byte
-        assert_eq!(b, [0xff, 0xff]);
-        let mut w = [0u8; 4];
-        bus.read(0x60, &mut w);
-        assert_eq!(w, [0xff; 4]);
-        assert_eq!(bus.bad_accesses, 2);
+    fn a_range_moves_and_is_removed() {
+        let mut bus = Bus::new("MMIO", Span::Whole, Ignored::default());
+        let (rec, dev) = recorder();
+        bus.insert("bar0", 0xe000_0000, 0x1000, Span::Whole, dev).unwrap();
+        bus.insert("other", 0xf000_0000, 0x1000, Span::Whole, recorder().1).unwrap();
+        // Onto another range: refused, the range stays where it was.
+        let err = bus.relocate("bar0", 0xefff_f800).unwrap_err();
+        assert!(err.to_string().contains("bar0") && err.to_string().contains("other"), "{err}");
+        assert_eq!(bus.range_of("bar0"), Some((0xe000_0000, 0x1000)));
+        // Over part of itself: fine.
+        bus.relocate("bar0", 0xe000_0800).unwrap();
+        bus.write(0xe000_0800, &[1], &CTX).unwrap();
+        bus.write(0xe000_0000, &[2], &CTX).unwrap(); // nothing there now
+        assert_eq!(rec.lock().unwrap().0, [(0xe000_0800, 0, 1, 1)]);
+        assert_eq!(bus.ignored().count(), 1);
+        bus.remove("bar0").unwrap();
+        let mut b = [0u8; 4];
+        bus.read(0xe000_0800, &mut b, &CTX);
+        assert_eq!(b, [0xff; 4]);
+        assert_eq!(bus.ignored().count(), 2);
+        assert!(matches!(bus.remove("bar0"), Err(BusError::NoSuchRange { .. })));
+        assert!(matches!(bus.relocate("bar0", 0), Err(BusError::NoSuchRange { .. })));
+    }
+
+    #[test]
+    fn byte_wide_ranges_get_a_wide_access_byte_by_byte() {
+        let mut bus = Bus::new("port", Span::Bytes, Ignored::default());
+        let (a, da) = recorder();
+        let (b, db) = recorder();
+        let (w, dw) = recorder();
+        bus.insert("a", 0x20, 2, Span::Bytes, da).unwrap();
+        bus.insert("b", 0x22, 1, Span::Bytes, db).unwrap();
+        bus.insert("wide", 0x24, 4, Span::Whole, dw).unwrap();
+        // 0x21 (a), 0x22 (b), 0x23 (nothing), 0x24 (a whole-access range: not for a byte).
+        bus.write(0x21, &[1, 2, 3, 4], &CTX).unwrap();
+        assert_eq!(a.lock().unwrap().0, [(0x20, 1, 1, 1)]);
+        assert_eq!(b.lock().unwrap().0, [(0x22, 0, 1, 2)]);
+        assert!(w.lock().unwrap().0.is_empty());
+        assert_eq!(bus.ignored().count(), 2);
+        // An unclaimed start on a byte-wise space: its bytes may still reach a device.
+        let mut d = [0u8; 2];
+        bus.read(0x1f, &mut d, &CTX);
+        assert_eq!(d, [0xff, 0]);
+        // A whole range gets all of it, even past its end.
+        bus.write(0x27, &[9, 9, 9, 9], &CTX).unwrap();
+        assert_eq!(w.lock().unwrap().0, [(0x24, 3, 4, 0x0909_0909)]);
+        // The byte that ends the run ends the access.
+        assert_eq!(bus.write(0x20, &[0xad, 0xde], &CTX).unwrap(), Effect::Continue);
+        assert_eq!(bus.write(0x24, &[0xad, 0xde], &CTX).unwrap(), Effect::Reset);
     }
 }

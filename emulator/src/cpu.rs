@@ -2,7 +2,8 @@
 //! and takes its own interrupts, startup IPIs and NMIs. vCPU 0 runs on the calling thread
 //! and also takes the machine's events (the PIT's timer, console input).
 //!
-//! The devices are shared behind one lock, taken between two `RUN`s (never during one):
+//! The devices (each behind a lock of its own, `bus.rs`) and the vCPUs' states are
+//! shared behind one more lock, taken between two `RUN`s (never during one):
 //!
 //! ```text
 //!  vCPU i:  lock { events (vCPU 0), APIC timer, INIT/SIPI/NMI, interrupt } RUN
@@ -14,21 +15,18 @@
 //! The run ends at the first vCPU that ends it (the exit port, a reset, a fault, a
 //! signal), or when no vCPU can ever run again.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::bus::{Bus, Effect};
-use crate::disk::Backing;
-use crate::events::Waker;
+use crate::bus::{le, lock, Ctx, Effect};
+use crate::devices::Devices;
+use crate::events::{set_current_cpu, Waker};
 use crate::hypervisor::{Exit, Vcpu};
-use crate::insn::{self, Access, Source};
-use crate::machine::{describe_exit, hypercall, port_io, Error, ExitCounts, Outcome, PcWorld, Times, CONSOLE_FLUSH_DELAY};
-use crate::pc::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
-use crate::pc::lapic::{LAPIC_BASE, LAPIC_SIZE};
+use crate::board::Board;
+use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times, CONSOLE_FLUSH_DELAY};
 use crate::steptrace::StepTrace;
-use crate::{boot, mmu, sys};
+use crate::{boot, sys};
 
 /// How long an idle vCPU sleeps before it looks at the stop signals again.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -62,8 +60,8 @@ impl Cpu {
 }
 
 /// What the vCPU threads share.
-pub(crate) struct Shared<'m, W: Write, B: Backing> {
-    locked: Mutex<Locked<'m, W, B>>,
+pub(crate) struct Shared<'m> {
+    locked: Mutex<Locked<'m>>,
     mem: &'m sys::GuestMemory,
     wakers: &'m [Waker],
     /// The run has ended: every vCPU thread returns.
@@ -72,21 +70,21 @@ pub(crate) struct Shared<'m, W: Write, B: Backing> {
 }
 
 /// The devices and the vCPUs' states, behind the lock.
-pub(crate) struct Locked<'m, W: Write, B: Backing> {
-    bus: &'m mut Bus<W, B>,
-    pc: Option<&'m mut PcWorld>,
+pub(crate) struct Locked<'m> {
+    devices: &'m mut Devices,
+    board: &'m mut dyn Board,
     states: &'m mut [CpuState],
     /// How the run ended (the first vCPU to end it wins).
     outcome: Option<Result<Outcome, Error>>,
 }
 
-impl<'m, W: Write + Send, B: Backing + Send> Shared<'m, W, B> {
-    pub fn new(bus: &'m mut Bus<W, B>, pc: Option<&'m mut PcWorld>, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
-        let locked = Locked { bus, pc, states, outcome: None };
+impl<'m> Shared<'m> {
+    pub fn new(devices: &'m mut Devices, board: &'m mut dyn Board, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
+        let locked = Locked { devices, board, states, outcome: None };
         Self { locked: Mutex::new(locked), mem, wakers, done: AtomicBool::new(false), trace }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Locked<'m, W, B>> {
+    fn lock(&self) -> MutexGuard<'_, Locked<'m>> {
         self.locked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -135,10 +133,12 @@ pub(crate) struct CpuLoop<'a> {
 
 impl CpuLoop<'_> {
     /// Runs this vCPU until the run ends. `Ok(None)`: another vCPU ended it.
-    pub fn run<W: Write + Send, B: Backing + Send>(&mut self, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+    pub fn run(&mut self, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let waker = &sh.wakers[self.index];
         waker.set_kicker(Some(self.cpu.vcpu.kickable()?));
+        set_current_cpu(Some(self.index));
         let result = self.run_loop(sh);
+        set_current_cpu(None);
         waker.set_kicker(None);
         // With several vCPUs, an error says whose it is.
         result.map_err(|e| match e {
@@ -148,7 +148,7 @@ impl CpuLoop<'_> {
         })
     }
 
-    fn run_loop<W: Write + Send, B: Backing + Send>(&mut self, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+    fn run_loop(&mut self, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let mut mark = Instant::now();
         loop {
             // A stop signal may have come before the first entry (while loading).
@@ -217,8 +217,8 @@ impl CpuLoop<'_> {
                 }
             }
             let result = self.handle(&mut l, sh);
-            if let Some(board) = l.bus.board.as_mut() {
-                sh.wake(board.take_wakes(), self.index);
+            if let Some(irqs) = l.board.interrupts() {
+                sh.wake(lock(&irqs).take_wakes(), self.index);
             }
             drop(l);
             if let Some(outcome) = result? {
@@ -230,23 +230,23 @@ impl CpuLoop<'_> {
     /// Between two RUNs, with the lock: vCPU 0 takes the machine's events; this vCPU
     /// takes what was sent to it (INIT, a startup IPI, an NMI, an interrupt) and changes
     /// state accordingly. `Some` when the run ends.
-    fn between_runs<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+    fn between_runs(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let me = self.index;
         if me == 0 {
-            if let Some(outcome) = l.pc_events()? {
+            l.devices.flush_stale(CONSOLE_FLUSH_DELAY)?;
+            if let Some(outcome) = l.board.poll_events()? {
                 return Ok(Some(outcome));
             }
         }
-        let Some(board) = l.bus.board.as_mut() else {
+        let Some(irqs) = l.board.interrupts() else {
             return Ok(None);
         };
-        let now = board.now_ns();
-        let lapic = &mut board.apics.lapics[me];
+        let now = l.board.now_ns();
+        let mut irqs = lock(&irqs);
+        let lapic = &mut irqs.apics.lapics[me];
         lapic.timer_expired(now);
         let deadline = lapic.timer_deadline();
-        if let Some(pc) = l.pc.as_deref_mut() {
-            pc.arm_apic_timer(me, deadline, now)?;
-        }
+        l.board.arm_apic_timer(me, deadline, now)?;
         let state = &mut l.states[me];
         let vcpu = &mut *self.cpu.vcpu;
         if lapic.take_init() {
@@ -277,14 +277,14 @@ impl CpuLoop<'_> {
             }
             *state = CpuState::Running;
         }
-        if *state == CpuState::Halted && board.interrupt_pending(me) {
+        if *state == CpuState::Halted && irqs.interrupt_pending(me) {
             *state = CpuState::Running;
         }
         if *state == CpuState::Running {
             // The interrupt goes to the CPU when it can take it (the hypervisor delivers
             // it); until then the hypervisor is asked to report the interrupt window.
-            if board.interrupt_pending(me) && vcpu.ready_for_interrupt() {
-                if let Some(vector) = board.acknowledge(me) {
+            if irqs.interrupt_pending(me) && vcpu.ready_for_interrupt() {
+                if let Some(vector) = irqs.acknowledge(me) {
                     if sh.trace {
                         eprintln!("[trace] {}interrupt vector={vector:#x}", cpu_name(me));
                     }
@@ -292,16 +292,16 @@ impl CpuLoop<'_> {
                     self.cpu.interrupts += 1;
                 }
             }
-            vcpu.request_interrupt_window(board.interrupt_pending(me));
+            vcpu.request_interrupt_window(irqs.interrupt_pending(me));
         }
-        sh.wake(board.take_wakes(), me);
+        sh.wake(irqs.take_wakes(), me);
         Ok(None)
     }
 
     /// Waits, without spinning, until this vCPU has something to do. `Some(end)` when the
     /// run ends (`end`: as `run` returns it).
     #[allow(clippy::type_complexity)]
-    fn idle<W: Write + Send, B: Backing + Send>(&mut self, sh: &Shared<'_, W, B>) -> Result<Option<Option<Outcome>>, Error> {
+    fn idle(&mut self, sh: &Shared<'_>) -> Result<Option<Option<Outcome>>, Error> {
         let waker = &sh.wakers[self.index];
         loop {
             let seen = waker.rings();
@@ -323,7 +323,7 @@ impl CpuLoop<'_> {
                     return Ok(Some(Some(end)));
                 }
                 // The guest idles: what it printed is all there is for now.
-                l.bus.flush_stale(Duration::ZERO)?;
+                l.devices.flush_stale(Duration::ZERO)?;
             }
             waker.wait(seen, IDLE_POLL);
         }
@@ -331,12 +331,13 @@ impl CpuLoop<'_> {
 
     /// Applies the port writes the hypervisor coalesced, in order. `Some` if one of them
     /// ended the run.
-    fn apply_coalesced<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
-        let bus = &mut *l.bus;
+    fn apply_coalesced(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
+        let ports = &mut l.devices.ports;
+        let ctx = Ctx { mem: sh.mem, cpu: self.index };
         let mut result = Ok(Effect::Continue);
         self.cpu.vcpu.drain_coalesced(&mut |port, data| {
             if matches!(result, Ok(Effect::Continue)) {
-                result = bus.write(port, data, sh.mem);
+                result = ports.write(port.into(), data, &ctx);
             }
         });
         Ok(outcome_of(result?))
@@ -344,33 +345,35 @@ impl CpuLoop<'_> {
 
     /// One exit: what the emulator does about it. (The exit's data is read in place:
     /// exits are the hot path.) `None`: the guest runs on; `Some`: the run ends so.
-    fn handle<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>) -> Result<Option<Outcome>, Error> {
+    fn handle(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let me = self.index;
         let if_flag = self.cpu.vcpu.if_flag();
         let cpus = l.states.len();
-        let pc = l.pc.is_some();
+        // --trace shows where an MMIO access came from.
+        let rip = if sh.trace { self.rip() } else { 0 };
+        let mut mmio_done = false;
         let exit = self.cpu.vcpu.exit();
         self.cpu.exits.count(&exit);
         let effect = match exit {
-            Exit::Io { port, size, out, data } => port_io(l.bus, sh.mem, port, size, out, data)?,
-            Exit::MmioInstruction { gpa, insn } => {
-                let mut bytes = [0u8; 15];
-                bytes[..insn.len()].copy_from_slice(insn);
-                let n = insn.len();
-                self.mmio(l, sh, gpa, &bytes[..n])?
-            }
+            Exit::Io { port, size, out, data } => port_io(l.devices, &Ctx { mem: sh.mem, cpu: me }, port, size, out, data)?,
             Exit::Mmio { gpa, write, data } => {
-                if sh.trace {
-                    let dir = if write { "write" } else { "read" };
-                    eprintln!("[trace] {}mmio {dir} gpa={gpa:#x} size={}", cpu_name(me), data.len());
-                }
+                let ctx = Ctx { mem: sh.mem, cpu: me };
+                let trace = |dir, data: &[u8]| eprintln!("[trace] {}rip={rip:#x} mmio {dir} gpa={gpa:#x} size={} value={:#x}", cpu_name(me), data.len(), le(data));
+                mmio_done = true;
                 if write {
-                    mmio_write(l, sh, me, gpa, data)?
+                    if sh.trace {
+                        trace("write", data);
+                    }
+                    l.devices.mmio.write(gpa, data, &ctx)?
                 } else {
-                    mmio_read(l, me, gpa, data);
+                    l.devices.mmio.read(gpa, data, &ctx);
+                    if sh.trace {
+                        trace("read", data);
+                    }
                     Effect::Continue
                 }
             }
+            Exit::MmioFailed { error, .. } => return Err(Error::Mmio(error.to_string())),
             Exit::Hypercall(h) => {
                 h.ret = match h.nr {
                     hypercall::ADD => h.args.iter().fold(0u64, |a, &b| a.wrapping_add(b)),
@@ -380,7 +383,7 @@ impl CpuLoop<'_> {
             }
             // seed: HLT ends the run. pc: it waits for an interrupt; with interrupts off
             // the vCPU stops (one vCPU: nothing can wake it, the run ends).
-            Exit::Hlt if !pc => Effect::Exit(0),
+            Exit::Hlt if l.board.hlt_ends_run() => Effect::Exit(0),
             Exit::Hlt if !if_flag && cpus == 1 => return Ok(Some(Outcome::Halted)),
             Exit::Hlt => {
                 l.states[me] = if if_flag { CpuState::Halted } else { CpuState::Stopped };
@@ -398,6 +401,9 @@ impl CpuLoop<'_> {
             Exit::Debug(_) if self.step_trace.is_some() => Effect::Continue,
             Exit::Debug(d) => return Ok(Some(Outcome::Debug(Some(d)))),
         };
+        if mmio_done {
+            self.cpu.vcpu.complete_mmio()?;
+        }
         Ok(outcome_of(effect))
     }
 
@@ -413,60 +419,11 @@ impl CpuLoop<'_> {
         let rip = self.rip();
         let if_flag = self.cpu.vcpu.if_flag();
         let exit = self.cpu.vcpu.exit();
-        // Traced once the access is decoded.
-        if let Exit::MmioInstruction { .. } | Exit::Mmio { .. } = exit {
+        // Traced with the access's value when it is handled.
+        if let Exit::Mmio { .. } = exit {
             return;
         }
         eprintln!("[trace] {}rip={rip:#x} {}", cpu_name(self.index), describe_exit(&exit, if_flag));
-    }
-
-    /// yakvm: emulates the instruction that touched guest-physical `gpa` outside RAM
-    /// (`insn`: its bytes if the CPU gave them).
-    fn mmio<W: Write + Send, B: Backing + Send>(&mut self, l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>, gpa: u64, insn_bytes: &[u8]) -> Result<Effect, Error> {
-        let vcpu = &mut *self.cpu.vcpu;
-        let mut regs = vcpu.regs()?;
-        let sregs = vcpu.sregs()?;
-        let mut bytes = [0u8; 15];
-        let n = if !insn_bytes.is_empty() {
-            bytes[..insn_bytes.len()].copy_from_slice(insn_bytes);
-            insn_bytes.len()
-        } else {
-            mmu::read_virt(sh.mem, &sregs, sregs.cs.base.wrapping_add(regs.rip), &mut bytes)
-        };
-        if n == 0 {
-            return Err(Error::Fetch { gpa, rip: regs.rip });
-        }
-        let bitness = match (sregs.cs.attrib >> 9 & 1, sregs.cs.attrib >> 10 & 1) {
-            (1, _) => 64,
-            (_, 1) => 32,
-            _ => 16,
-        };
-        let insn = insn::decode(&bytes[..n], bitness, regs.rip)?;
-        let mut effect = Effect::Continue;
-        match insn.access {
-            Access::Write { size, source } => {
-                let value = match source {
-                    Source::Immediate(v) => v,
-                    Source::Register(r) => insn::read_register(&regs, r).unwrap_or(0),
-                };
-                if sh.trace {
-                    eprintln!("[trace] {}rip={:#x} mmio write gpa={gpa:#x} size={size} value={value:#x}", cpu_name(self.index), regs.rip);
-                }
-                effect = mmio_write(l, sh, self.index, gpa, &value.to_le_bytes()[..size])?;
-            }
-            Access::Read { size, dest, extend } => {
-                let mut data = [0u8; 8];
-                mmio_read(l, self.index, gpa, &mut data[..size]);
-                let value = insn::loaded_value(u64::from_le_bytes(data), size, extend);
-                if sh.trace {
-                    eprintln!("[trace] {}rip={:#x} mmio read gpa={gpa:#x} size={size} value={value:#x} into {dest:?}", cpu_name(self.index), regs.rip);
-                }
-                insn::write_register(&mut regs, dest, value);
-            }
-        }
-        regs.rip += insn.len;
-        vcpu.set_regs(&regs)?;
-        Ok(effect)
     }
 }
 
@@ -475,33 +432,23 @@ fn cpu_name(i: usize) -> String {
     if i == 0 { String::new() } else { format!("cpu{i} ") }
 }
 
-/// Whether `gpa` is one of the APICs' (on the pc machine).
-fn is_apic(gpa: u64) -> bool {
-    (LAPIC_BASE..LAPIC_BASE + LAPIC_SIZE).contains(&gpa) || (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa)
-}
-
-/// An MMIO write by vCPU `cpu`: the APICs' pages (the local APIC is the writer's own),
-/// else the bus's MMIO window.
-fn mmio_write<W: Write + Send, B: Backing + Send>(l: &mut Locked<'_, W, B>, sh: &Shared<'_, W, B>, cpu: usize, gpa: u64, data: &[u8]) -> Result<Effect, Error> {
-    if let Some(board) = l.bus.board.as_mut().filter(|_| is_apic(gpa)) {
-        let now = board.now_ns();
-        if let Some(woken) = board.apics.mmio_write(cpu, gpa, data, now) {
-            board.wake(woken);
-            return Ok(Effect::Continue);
+/// Port I/O of `size`-byte elements: OUT's bytes go to the bus in order (stopping at the
+/// first that ends the run), IN's are read from it.
+fn port_io(devices: &mut Devices, ctx: &Ctx, port: u16, size: u8, out: bool, data: &mut [u8]) -> Result<Effect, Error> {
+    let size = usize::from(size.max(1));
+    if out {
+        for chunk in data.chunks(size) {
+            let effect = devices.ports.write(port.into(), chunk, ctx)?;
+            if effect != Effect::Continue {
+                return Ok(effect);
+            }
+        }
+    } else {
+        for chunk in data.chunks_mut(size) {
+            devices.ports.read(port.into(), chunk, ctx);
         }
     }
-    Ok(l.bus.mmio_write(gpa, data, sh.mem)?)
-}
-
-/// An MMIO read by vCPU `cpu` (as `mmio_write`).
-fn mmio_read<W: Write + Send, B: Backing + Send>(l: &mut Locked<'_, W, B>, cpu: usize, gpa: u64, data: &mut [u8]) {
-    if let Some(board) = l.bus.board.as_mut().filter(|_| is_apic(gpa)) {
-        let now = board.now_ns();
-        if board.apics.mmio_read(cpu, gpa, data, now) {
-            return;
-        }
-    }
-    l.bus.mmio_read(gpa, data);
+    Ok(Effect::Continue)
 }
 
 fn outcome_of(effect: Effect) -> Option<Outcome> {
@@ -512,30 +459,7 @@ fn outcome_of(effect: Effect) -> Option<Outcome> {
     }
 }
 
-impl<W: Write + Send, B: Backing + Send> Locked<'_, W, B> {
-    /// pc: what the event thread saw (timer expiries, console input), and the host timer
-    /// following the PIT. `Some` when the user asked to quit.
-    fn pc_events(&mut self) -> Result<Option<Outcome>, Error> {
-        self.bus.flush_stale(CONSOLE_FLUSH_DELAY)?;
-        let (Some(pc), Some(board)) = (self.pc.as_deref_mut(), self.bus.board.as_mut()) else {
-            return Ok(None);
-        };
-        while let Some(event) = pc.events.try_next() {
-            if let Some(outcome) = pc.handle_event(event, board) {
-                return Ok(Some(outcome));
-            }
-        }
-        // The PIT's edges by the clock, at every pass: a timer event only wakes vCPU 0
-        // sooner, and one that came late (or never) cannot stall a tickless guest (an
-        // idle vCPU 0 passes here at least every `IDLE_POLL`).
-        pc.take_timer_edges(board);
-        pc.events.set_backlog(board.input_backlog());
-        if let Some(timer) = board.timer_update() {
-            pc.arm(timer, board.now_ns())?;
-        }
-        Ok(None)
-    }
-
+impl Locked<'_> {
     /// Called by an idle vCPU: whether no vCPU can ever run again. vCPU 0 stopped (HLT
     /// with interrupts off) and the others stopped or never started (waiting for a
     /// startup IPI nobody can send now): the guest powered off. vCPU 0 waiting for a
@@ -558,11 +482,7 @@ impl<W: Write + Send, B: Backing + Send> Locked<'_, W, B> {
         if states.contains(&CpuState::Running) {
             return Ok(None);
         }
-        let (Some(pc), Some(board)) = (self.pc.as_deref(), self.bus.board.as_ref()) else {
-            return Ok(None);
-        };
-        let apic_timer = board.apics.next_timer_deadline().is_some();
-        if !pc.timer_armed && !apic_timer && !pc.input_open {
+        if self.board.idle_forever() {
             return Err(Error::WaitsForever(vcpu.regs().map_or(0, |r| r.rip)));
         }
         Ok(None)

@@ -67,6 +67,22 @@ impl Backing for std::fs::File {
 /// No `--disk`: a disk of size 0.
 pub struct NoDisk;
 
+/// A boxed backing (the machine's: one type, whatever holds the bytes).
+impl<B: Backing + ?Sized> Backing for Box<B> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        (**self).read_at(offset, out)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        (**self).write_at(offset, data)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
+    }
+}
+
 impl Backing for NoDisk {
     fn len(&self) -> u64 {
         0
@@ -204,7 +220,7 @@ impl<B: Backing> Disk<B> {
     }
 
     /// An OUT of `data` to one of the disk's ports.
-    pub fn write(&mut self, port: u16, data: &[u8], mem: &impl Dma) {
+    pub fn write(&mut self, port: u16, data: &[u8], mem: &(impl Dma + ?Sized)) {
         let value = data.iter().rev().fold(0u32, |a, &b| (a << 8) | u32::from(b));
         match (port, data.len()) {
             (SECTOR_PORT, 4) => self.sector = value,
@@ -214,7 +230,7 @@ impl<B: Backing> Disk<B> {
         }
     }
 
-    fn command(&mut self, command: u8, mem: &impl Dma) {
+    fn command(&mut self, command: u8, mem: &(impl Dma + ?Sized)) {
         let Some(status) = self.status else {
             if command == CMD_SETUP {
                 self.setup(mem);
@@ -231,7 +247,7 @@ impl<B: Backing> Disk<B> {
         self.report(status, error, mem);
     }
 
-    fn setup(&mut self, mem: &impl Dma) {
+    fn setup(&mut self, mem: &(impl Dma + ?Sized)) {
         let at = u64::from(self.dma);
         if mem.read(at, &mut [0u8; STATUS_SIZE]).is_none() {
             self.ignore(format_args!("setup with the status at {at:#x}, outside RAM"));
@@ -242,7 +258,7 @@ impl<B: Backing> Disk<B> {
     }
 
     /// Moves one sector; returns the error code (0 on success).
-    fn transfer(&mut self, to_disk: bool, mem: &impl Dma) -> i32 {
+    fn transfer(&mut self, to_disk: bool, mem: &(impl Dma + ?Sized)) -> i32 {
         let offset = u64::from(self.sector) * SECTOR_SIZE as u64;
         if offset + SECTOR_SIZE as u64 > self.size {
             return EINVAL;
@@ -269,7 +285,7 @@ impl<B: Backing> Disk<B> {
         0
     }
 
-    fn report(&mut self, at: u64, error: i32, mem: &impl Dma) {
+    fn report(&mut self, at: u64, error: i32, mem: &(impl Dma + ?Sized)) {
         let mut status = [0u8; STATUS_SIZE];
         status[..8].copy_from_slice(&self.size.to_le_bytes());
         status[8..12].copy_from_slice(&error.to_le_bytes());

@@ -113,6 +113,28 @@ impl Waker {
     }
 }
 
+thread_local! {
+    /// The vCPU whose thread this is, if any (`set_current_cpu`).
+    static CURRENT_CPU: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Marks the calling thread as vCPU `cpu`'s (`None`: no vCPU's any more).
+pub fn set_current_cpu(cpu: Option<usize>) {
+    CURRENT_CPU.with(|c| c.set(cpu));
+}
+
+/// Wakes the vCPUs of `mask` (bit i: vCPU i), from any thread; the calling thread's own
+/// vCPU is awake already (it looks at its interrupts before its next entry) and is not
+/// kicked.
+pub fn wake_cpus(wakers: &[Waker], mask: u32) {
+    let me = CURRENT_CPU.with(|c| c.get());
+    for (i, waker) in wakers.iter().enumerate() {
+        if Some(i) != me && mask & (1 << i) != 0 {
+            waker.wake();
+        }
+    }
+}
+
 /// Receives what the event thread saw. Dropping it ends the thread within
 /// `POLL_PERIOD_MS`.
 pub struct Events {

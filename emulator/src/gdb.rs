@@ -13,7 +13,7 @@
 //! - One session: after gdb detaches (or goes away), the guest runs on to its end.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::marker::PhantomData;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
@@ -33,7 +33,6 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use gdbstub_arch::x86::X86_64_SSE;
 
-use crate::disk::Backing;
 use crate::machine::{Error, Machine, Outcome};
 use crate::{mmu, sys};
 use yakvm_abi::{self as abi, guest_debug as ctl};
@@ -43,7 +42,7 @@ const BP_VECTOR: u32 = 3;
 
 /// Runs `machine` with a gdb stub on localhost:`port`. With `wait` the guest waits for
 /// gdb before its first instruction; otherwise it runs, and stops when gdb connects.
-pub fn run<W: Write + Send, B: Backing + Send>(machine: &mut Machine<W, B>, port: u16, wait: bool) -> Result<Outcome, Error> {
+pub fn run(machine: &mut Machine, port: u16, wait: bool) -> Result<Outcome, Error> {
     // The hypervisor must be able to stop the guest for gdb (KVM cannot, here).
     machine.vcpu().set_guest_debug(0)?;
     let listener = TcpListener::bind(("127.0.0.1", port))?;
@@ -74,7 +73,7 @@ pub fn run<W: Write + Send, B: Backing + Send>(machine: &mut Machine<W, B>, port
     eprintln!("yakvm: gdb connected; the guest stopped");
     conn.set_nodelay(true)?;
     let mut target = Debuggee { machine, breakpoints: HashMap::new(), step: false, ended: None, kicker, stop };
-    let result = GdbStub::new(conn).run_blocking::<Loop<W, B>>(&mut target);
+    let result = GdbStub::new(conn).run_blocking::<Loop>(&mut target);
     if let Some(ended) = target.ended.take() {
         return ended;
     }
@@ -88,8 +87,8 @@ pub fn run<W: Write + Send, B: Backing + Send>(machine: &mut Machine<W, B>, port
 }
 
 /// The guest as gdb sees it.
-struct Debuggee<'m, W: Write, B: Backing> {
-    machine: &'m mut Machine<W, B>,
+struct Debuggee<'m> {
+    machine: &'m mut Machine,
     /// Linear address of each INT3 the stub wrote, and the byte it replaced.
     breakpoints: HashMap<u64, u8>,
     /// The next resume is one step.
@@ -100,7 +99,7 @@ struct Debuggee<'m, W: Write, B: Backing> {
     stop: Arc<AtomicBool>,
 }
 
-impl<W: Write + Send, B: Backing + Send> Debuggee<'_, W, B> {
+impl Debuggee<'_> {
     fn sregs(&mut self) -> io::Result<abi::Sregs> {
         self.machine.vcpu().sregs()
     }
@@ -191,7 +190,7 @@ impl Watcher {
     }
 }
 
-impl<W: Write + Send, B: Backing + Send> Target for Debuggee<'_, W, B> {
+impl Target for Debuggee<'_> {
     type Arch = X86_64_SSE;
     type Error = Error;
 
@@ -208,7 +207,7 @@ impl<W: Write + Send, B: Backing + Send> Target for Debuggee<'_, W, B> {
     }
 }
 
-impl<W: Write + Send, B: Backing + Send> SingleThreadBase for Debuggee<'_, W, B> {
+impl SingleThreadBase for Debuggee<'_> {
     fn read_registers(&mut self, regs: &mut X86_64CoreRegs) -> TargetResult<(), Self> {
         let vcpu = self.machine.vcpu();
         let (r, s) = (vcpu.regs()?, vcpu.sregs()?);
@@ -253,7 +252,7 @@ impl<W: Write + Send, B: Backing + Send> SingleThreadBase for Debuggee<'_, W, B>
     }
 }
 
-impl<W: Write + Send, B: Backing + Send> SingleThreadResume for Debuggee<'_, W, B> {
+impl SingleThreadResume for Debuggee<'_> {
     fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.step = false;
         Ok(())
@@ -264,20 +263,20 @@ impl<W: Write + Send, B: Backing + Send> SingleThreadResume for Debuggee<'_, W, 
     }
 }
 
-impl<W: Write + Send, B: Backing + Send> SingleThreadSingleStep for Debuggee<'_, W, B> {
+impl SingleThreadSingleStep for Debuggee<'_> {
     fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.step = true;
         Ok(())
     }
 }
 
-impl<W: Write + Send, B: Backing + Send> Breakpoints for Debuggee<'_, W, B> {
+impl Breakpoints for Debuggee<'_> {
     fn support_sw_breakpoint(&mut self) -> Option<gdbstub::target::ext::breakpoints::SwBreakpointOps<'_, Self>> {
         Some(self)
     }
 }
 
-impl<W: Write + Send, B: Backing + Send> SwBreakpoint for Debuggee<'_, W, B> {
+impl SwBreakpoint for Debuggee<'_> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         if self.breakpoints.contains_key(&addr) {
             return Ok(true);
@@ -298,7 +297,7 @@ impl<W: Write + Send, B: Backing + Send> SwBreakpoint for Debuggee<'_, W, B> {
     }
 }
 
-impl<W: Write + Send, B: Backing + Send> MonitorCmd for Debuggee<'_, W, B> {
+impl MonitorCmd for Debuggee<'_> {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Self::Error> {
         match cmd {
             b"sregs" => {
@@ -327,10 +326,10 @@ impl<W: Write + Send, B: Backing + Send> MonitorCmd for Debuggee<'_, W, B> {
 }
 
 /// gdbstub's blocking event loop over a `Debuggee`.
-struct Loop<'m, W, B>(PhantomData<&'m mut (W, B)>);
+struct Loop<'m>(PhantomData<&'m mut ()>);
 
-impl<'m, W: Write + Send, B: Backing + Send> run_blocking::BlockingEventLoop for Loop<'m, W, B> {
-    type Target = Debuggee<'m, W, B>;
+impl<'m> run_blocking::BlockingEventLoop for Loop<'m> {
+    type Target = Debuggee<'m>;
     type Connection = TcpStream;
     type StopReason = SingleThreadStopReason<u64>;
 

@@ -1,13 +1,16 @@
 //! The hypervisor under the machine: yakvm (`/dev/yakvm`) or KVM (`/dev/kvm`), behind one
 //! small trait. The machine, its devices, loaders, `--trace` and `--stats` are the same on
 //! both; only what differs in the two APIs is here (how an exit is described, where the
-//! registers and run page live, KVM's in-kernel MMIO decoding). The unsafe parts of both
-//! are in `sys`.
+//! registers and run page live, who decodes an MMIO access: KVM in the kernel, yakvm here,
+//! in its backend, so that the machine sees one MMIO exit of both). The unsafe parts of
+//! both are in `sys`.
 
 use std::io;
 use std::sync::{Arc, Mutex};
 
+use crate::insn::{self, Access, Extend, Source};
 use crate::sys::{self, GuestMemory, Kicker};
+use crate::mmu;
 use yakvm_abi::cpuid::{guest_cpuid, CpuidResult, LEAVES};
 use yakvm_abi as abi;
 
@@ -36,13 +39,12 @@ pub enum Exit<'a> {
     /// Port I/O of `data.len() / size` elements of `size` bytes: the bytes written (OUT),
     /// or to fill in (IN).
     Io { port: u16, size: u8, out: bool, data: &'a mut [u8] },
-    /// yakvm: an access to guest-physical `gpa` outside RAM. The machine emulates the
-    /// instruction (its bytes in `insn` when the CPU gave them, else fetched from RAM) and
-    /// sets RIP past it.
-    MmioInstruction { gpa: u64, insn: &'a [u8] },
-    /// KVM: an access to `gpa` outside RAM that KVM decoded and completes itself: the
-    /// bytes written, or to fill in for a read.
+    /// An access to guest-physical `gpa` outside RAM, decoded by the hypervisor: the bytes
+    /// written, or to fill in for a read (1, 2, 4 or 8). Call `complete_mmio` once it is
+    /// handled.
     Mmio { gpa: u64, write: bool, data: &'a mut [u8] },
+    /// yakvm: an access to `gpa` outside RAM whose instruction cannot be emulated.
+    MmioFailed { gpa: u64, error: &'a MmioError },
     /// yakvm: VMMCALL (KVM answers hypercalls itself).
     Hypercall(&'a mut abi::HypercallExit),
     /// HLT, RIP past it.
@@ -68,6 +70,11 @@ pub trait Vcpu: Send {
     fn run(&mut self) -> io::Result<bool>;
     /// The exit the last `run` returned with.
     fn exit(&mut self) -> Exit<'_>;
+    /// After an `Exit::Mmio` is handled (its data filled in for a read): completes the
+    /// instruction. yakvm: the loaded value to its register, RIP past it (at once, so that
+    /// a debugger or the step trace sees the instruction done); KVM: nothing here (KVM
+    /// completes it in the next `run`).
+    fn complete_mmio(&mut self) -> io::Result<()>;
     fn regs(&self) -> io::Result<abi::Regs>;
     fn set_regs(&mut self, regs: &abi::Regs) -> io::Result<()>;
     fn sregs(&self) -> io::Result<abi::Sregs>;
@@ -123,7 +130,7 @@ pub type VmHandle = Box<dyn std::any::Any + Send>;
 pub fn create(
     kind: Kind,
     yakvm_device: &str,
-    mem: &GuestMemory,
+    mem: &Arc<GuestMemory>,
     coalesced: &[(u16, u16)],
     vcpus: u32,
     lapic: bool,
@@ -157,7 +164,7 @@ pub fn create(
                 // emulation reads and sets them there, without ioctls.
                 vcpu.run_page().sync_valid = abi::sync::ALL;
                 vcpu.set_coalesced_io(&zones)?;
-                list.push(Box::new(YakvmVcpu { vcpu, synced: false }));
+                list.push(Box::new(YakvmVcpu { vcpu, synced: false, mem: mem.clone(), mmio: Mmio::None }));
             }
             Ok((Box::new(vm), list))
         }
@@ -186,6 +193,15 @@ pub fn create(
     }
 }
 
+/// yakvm: why an MMIO access could not be emulated.
+#[derive(Debug, thiserror::Error)]
+pub enum MmioError {
+    #[error("MMIO at {gpa:#x}: cannot fetch the instruction at rip {rip:#x} (not mapped in guest RAM)")]
+    Fetch { gpa: u64, rip: u64 },
+    #[error(transparent)]
+    Insn(#[from] insn::InsnError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -201,27 +217,124 @@ struct YakvmVcpu {
     vcpu: sys::Vcpu,
     /// A RUN has returned: the run page holds the registers (until then, the ioctls).
     synced: bool,
+    /// Guest RAM, where an MMIO instruction is fetched from when the CPU did not give
+    /// its bytes.
+    mem: Arc<GuestMemory>,
+    /// The MMIO access of the last exit, decoded.
+    mmio: Mmio,
+}
+
+/// An MMIO exit's instruction, as yakvm's backend emulates it.
+enum Mmio {
+    None,
+    Pending(PendingMmio),
+    Failed { gpa: u64, error: MmioError },
+}
+
+/// A decoded MMIO access waiting for the machine (and then for `complete_mmio`).
+struct PendingMmio {
+    gpa: u64,
+    /// The value stored, or the value loaded once the machine filled it in.
+    data: [u8; 8],
+    size: usize,
+    /// A load: the register it fills, and how.
+    load: Option<(iced_x86::Register, Extend)>,
+    /// The instruction's length.
+    len: u64,
+}
+
+impl YakvmVcpu {
+    /// Decodes the instruction behind the MMIO exit in the run page.
+    fn decode_mmio(&self) -> Mmio {
+        let run = self.vcpu.run_page_ref();
+        let given = &run.mmio.insn_bytes[..(run.mmio.insn_len as usize).min(15)];
+        decode_mmio(&self.mem, run.mmio.gpa, given, &run.sync_regs.regs, &run.sync_regs.sregs)
+    }
+}
+
+/// The MMIO access at `gpa` of the instruction at CS:RIP: its bytes `given` by the CPU,
+/// else fetched from guest RAM through the guest's page tables.
+fn decode_mmio(mem: &GuestMemory, gpa: u64, given: &[u8], regs: &abi::Regs, sregs: &abi::Sregs) -> Mmio {
+    let mut bytes = [0u8; 15];
+    let n = if !given.is_empty() {
+        bytes[..given.len()].copy_from_slice(given);
+        given.len()
+    } else {
+        mmu::read_virt(mem, sregs, sregs.cs.base.wrapping_add(regs.rip), &mut bytes)
+    };
+    if n == 0 {
+        return Mmio::Failed { gpa, error: MmioError::Fetch { gpa, rip: regs.rip } };
+    }
+    let bitness = match (sregs.cs.attrib >> 9 & 1, sregs.cs.attrib >> 10 & 1) {
+        (1, _) => 64,
+        (_, 1) => 32,
+        _ => 16,
+    };
+    let insn = match insn::decode(&bytes[..n], bitness, regs.rip) {
+        Ok(insn) => insn,
+        Err(e) => return Mmio::Failed { gpa, error: e.into() },
+    };
+    let mut data = [0u8; 8];
+    let (size, load) = match insn.access {
+        Access::Write { size, source } => {
+            let value = match source {
+                Source::Immediate(v) => v,
+                Source::Register(r) => insn::read_register(regs, r).unwrap_or(0),
+            };
+            data = value.to_le_bytes();
+            (size, None)
+        }
+        Access::Read { size, dest, extend } => (size, Some((dest, extend))),
+    };
+    Mmio::Pending(PendingMmio { gpa, data, size, load, len: insn.len })
+}
+
+impl PendingMmio {
+    /// The instruction done: a load's register filled from `data`, RIP past it.
+    fn complete(&self, regs: &mut abi::Regs) {
+        if let Some((dest, extend)) = self.load {
+            let value = insn::loaded_value(u64::from_le_bytes(self.data), self.size, extend);
+            insn::write_register(regs, dest, value);
+        }
+        regs.rip += self.len;
+    }
 }
 
 impl Vcpu for YakvmVcpu {
     fn run(&mut self) -> io::Result<bool> {
+        self.mmio = Mmio::None;
         let ran = self.vcpu.run();
         // Every return from RUN, interrupted or not, fills the run page's registers.
         self.synced = ran.is_ok();
+        if matches!(ran, Ok(true)) && self.vcpu.run_page_ref().exit_reason == abi::exit::MMIO {
+            self.mmio = self.decode_mmio();
+        }
         ran
     }
 
+    fn complete_mmio(&mut self) -> io::Result<()> {
+        let Mmio::Pending(p) = std::mem::replace(&mut self.mmio, Mmio::None) else {
+            return Ok(());
+        };
+        let mut regs = self.regs()?;
+        p.complete(&mut regs);
+        self.set_regs(&regs)
+    }
+
     fn exit(&mut self) -> Exit<'_> {
+        if self.vcpu.run_page_ref().exit_reason == abi::exit::MMIO {
+            return match &mut self.mmio {
+                Mmio::Pending(p) => Exit::Mmio { gpa: p.gpa, write: p.load.is_none(), data: &mut p.data[..p.size] },
+                Mmio::Failed { gpa, error } => Exit::MmioFailed { gpa: *gpa, error },
+                Mmio::None => Exit::Other("an MMIO exit with no decoded access".into()),
+            };
+        }
         let run = self.vcpu.run_page();
         match run.exit_reason {
             abi::exit::IO => {
                 let io = run.io;
                 let len = io.size as usize * io.count as usize;
                 Exit::Io { port: io.port, size: io.size, out: io.direction == abi::IO_OUT, data: &mut run.data[..len] }
-            }
-            abi::exit::MMIO => {
-                let m = &run.mmio;
-                Exit::MmioInstruction { gpa: m.gpa, insn: &m.insn_bytes[..(m.insn_len as usize).min(15)] }
             }
             abi::exit::HYPERCALL => Exit::Hypercall(&mut run.hypercall),
             abi::exit::HLT => Exit::Hlt,
@@ -322,6 +435,10 @@ fn kvm_error(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> io::Error 
 impl Vcpu for KvmVcpu {
     fn run(&mut self) -> io::Result<bool> {
         self.vcpu.run()
+    }
+
+    fn complete_mmio(&mut self) -> io::Result<()> {
+        Ok(())
     }
 
     fn exit(&mut self) -> Exit<'_> {
@@ -515,6 +632,58 @@ fn kvm_cpuid(id: u32, lapic: bool) -> io::Result<kvm_bindings::CpuId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 64-bit code, flat.
+    fn long_mode() -> abi::Sregs {
+        abi::Sregs { cs: abi::Segment { attrib: 0xa9b, ..Default::default() }, ..Default::default() }
+    }
+
+    fn pending(m: Mmio) -> PendingMmio {
+        match m {
+            Mmio::Pending(p) => p,
+            Mmio::Failed { error, .. } => panic!("not decoded: {error}"),
+            Mmio::None => panic!("nothing"),
+        }
+    }
+
+    #[test]
+    fn an_mmio_store_gives_its_value_and_width_and_moves_rip() {
+        let mem = GuestMemory::new(1 << 20).unwrap();
+        let regs = abi::Regs { rax: 0x1122_3344_5566_7788, rip: 0x1000, ..Default::default() };
+        // mov [rbx], eax
+        let p = pending(decode_mmio(&mem, 0xc000_0000, &[0x89, 0x03], &regs, &long_mode()));
+        assert_eq!((p.gpa, p.load.is_none(), &p.data[..p.size]), (0xc000_0000, true, &[0x88, 0x77, 0x66, 0x55][..]));
+        let mut after = regs;
+        p.complete(&mut after);
+        assert_eq!(after, abi::Regs { rip: 0x1002, ..regs });
+    }
+
+    #[test]
+    fn an_mmio_load_fills_its_register_once_completed() {
+        let mem = GuestMemory::new(1 << 20).unwrap();
+        let regs = abi::Regs { rcx: u64::MAX, rip: 0x2000, ..Default::default() };
+        // movzx ecx, byte [rbx], fetched from RAM at RIP (the CPU gave no bytes; paging off)
+        let sregs = abi::Sregs { cs: abi::Segment { attrib: 0xc9b, ..Default::default() }, ..Default::default() };
+        mem.write(0x2000, &[0x0f, 0xb6, 0x0b]).unwrap();
+        let mut p = pending(decode_mmio(&mem, 0xfee0_0030, &[], &regs, &sregs));
+        assert_eq!((p.load.is_some(), p.size), (true, 1));
+        p.data[0] = 0x9a; // what the bus read
+        let mut after = regs;
+        p.complete(&mut after);
+        assert_eq!((after.rcx, after.rip), (0x9a, 0x2003));
+    }
+
+    #[test]
+    fn an_mmio_instruction_that_cannot_be_emulated_is_an_error() {
+        let mem = GuestMemory::new(1 << 20).unwrap();
+        let regs = abi::Regs { rip: 5, ..Default::default() };
+        let Mmio::Failed { error, .. } = decode_mmio(&mem, 0xc000_0000, &[0x01, 0x00], &regs, &long_mode()) else { panic!("decoded") };
+        assert!(error.to_string().starts_with("cannot emulate 'add [rax],eax'"), "{error}");
+        // Nothing to fetch outside RAM.
+        let regs = abi::Regs { rip: 2 << 20, ..Default::default() };
+        let Mmio::Failed { error, .. } = decode_mmio(&mem, 0xc000_0000, &[], &regs, &long_mode()) else { panic!("decoded") };
+        assert!(matches!(error, MmioError::Fetch { gpa: 0xc000_0000, rip: 0x20_0000 }), "{error}");
+    }
 
     #[test]
     fn segments_convert_both_ways() {

@@ -4,11 +4,15 @@
 #[deny(unsafe_code)]
 pub mod bare;
 #[deny(unsafe_code)]
+pub mod board;
+#[deny(unsafe_code)]
 pub mod boot;
 #[deny(unsafe_code)]
 pub mod bus;
 #[deny(unsafe_code)]
 pub mod cpu;
+#[deny(unsafe_code)]
+pub mod devices;
 #[deny(unsafe_code)]
 pub mod disk;
 #[deny(unsafe_code)]
@@ -29,6 +33,8 @@ pub mod machine;
 pub mod mmu;
 #[deny(unsafe_code)]
 pub mod pc;
+#[deny(unsafe_code)]
+pub mod run;
 #[deny(unsafe_code)]
 pub mod steptrace;
 #[deny(unsafe_code)]

@@ -1,7 +1,7 @@
 //! `yakvm`: runs a guest program under the yakvm kernel module.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -263,7 +263,7 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
     outcome.map_err(|e| e.to_string())
 }
 
-fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
+fn print_stats(machine: &Machine) {
     // The run's time is vCPU 0's: it runs from the first entry to the end (the others
     // start later, and their lines below say where their time went).
     let t = machine.cpus()[0].times;
@@ -287,34 +287,33 @@ fn print_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>) {
         };
         print_hypervisor_stats(machine, i, indent);
     }
-    if let Some(board) = &machine.bus.board {
-        let st = &board.stats;
-        let irqs: Vec<String> = st.irqs.iter().enumerate().filter(|(_, &n)| n > 0).map(|(i, n)| format!("irq{i} {n}")).collect();
-        if !irqs.is_empty() {
-            eprintln!("interrupts by line: {}", irqs.join(", "));
-        }
-        if st.merged_ticks > 0 {
-            eprintln!("timer ticks merged (the guest was not taking them fast enough): {}", st.merged_ticks);
-        }
-        eprintln!("port accesses by device (bytes):");
-        for (device, n) in yakvm::pc::board::Device::ALL.iter().zip(st.port_accesses) {
-            if n > 0 {
-                eprintln!("  {:<28} {n}", device.name());
-            }
-        }
+    let devices = &machine.devices;
+    for line in machine.board().stats() {
+        eprintln!("{line}");
+    }
+    // Accesses by range: a byte-wide (ISA) device's counts are bytes.
+    let ranges: Vec<String> = [("port", &devices.ports), ("mmio", &devices.mmio)]
+        .into_iter()
+        .flat_map(|(space, bus)| bus.accesses().map(move |(name, base, len, n)| (space, name, base, len, n)))
+        .filter(|r| r.4 > 0)
+        .map(|(space, name, base, len, n)| format!("  {:<36} {n}", format!("{space} {name} ({base:#x}-{:#x})", base + len - 1)))
+        .collect();
+    if !ranges.is_empty() {
+        eprintln!("accesses by range:\n{}", ranges.join("\n"));
     }
     eprint!("time: {:.3} s in the guest (and module), {:.3} s in the emulator", t.guest.as_secs_f64(), t.emulator.as_secs_f64());
     if t.halted > std::time::Duration::ZERO {
         eprint!(" ({:.3} s of it waiting for interrupts while the guest halted)", t.halted.as_secs_f64());
     }
     eprintln!();
-    if machine.bus.bad_accesses + machine.bus.disk.ignored > 0 {
-        eprintln!("ignored accesses: {} bus, {} disk", machine.bus.bad_accesses, machine.bus.disk.ignored);
+    let disk_ignored = yakvm::bus::lock(&devices.disk).disk.ignored;
+    if devices.ignored.count() + disk_ignored > 0 {
+        eprintln!("ignored accesses: {} bus, {} disk", devices.ignored.count(), disk_ignored);
     }
 }
 
 /// The hypervisor's own counters of vCPU `i`, each line after `indent`.
-fn print_hypervisor_stats<W: Write, B: yakvm::disk::Backing>(machine: &Machine<W, B>, i: usize, indent: &str) {
+fn print_hypervisor_stats(machine: &Machine, i: usize, indent: &str) {
     if let Some(s) = machine.stats(i) {
         eprintln!("{indent}exits: {} in all, {} reached the emulator", s.total, s.to_user);
         for (name, n) in [

@@ -119,13 +119,18 @@ impl Apics {
         messages.into_iter().fold(0, |mask, m| mask | self.message(m))
     }
 
+    /// The I/O APIC pin of ISA IRQ `irq` (none for the PICs' cascade).
+    pub fn isa_pin(irq: u8) -> Option<u8> {
+        match irq {
+            0 => Some(IRQ0_PIN),
+            CASCADE_IRQ => None,
+            irq => Some(irq),
+        }
+    }
+
     /// An edge on ISA IRQ `irq` reaches the I/O APIC.
     pub fn isa_irq(&mut self, irq: u8) -> u32 {
-        let pin = match irq {
-            0 => IRQ0_PIN,
-            CASCADE_IRQ => return 0,
-            irq => irq,
-        };
+        let Some(pin) = Self::isa_pin(irq) else { return 0 };
         self.ioapic.pulse(pin).map_or(0, |m| self.message(m))
     }
 

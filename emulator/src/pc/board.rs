@@ -1,4 +1,4 @@
-//! The PC board (`--machine pc`): which port is which device, and the wires between them
+//! The PC board (`--machine pc`): which range is which device, and the wires between them
 //! (the PIT's OUT0 to IRQ0, the UART to IRQ4, the i8042's reset line). Every ISA line goes
 //! to both interrupt controllers, as on a PC: the 8259A PICs (which reach vCPU 0 through
 //! its LINT0, virtual-wire mode) and the I/O APIC (which sends messages to the local
@@ -11,247 +11,108 @@
 //! | 0x40-0x43, 0x61 | 8254 PIT (channel 0 on IRQ0), port B (speaker gate, OUT2) |
 //! | 0x60, 0x64 | i8042: 0xfe to 0x64 pulses the reset line (ends the run as a reboot) |
 //! | 0x92 | system control port A: bit 0 is a fast reset; bit 1 (A20) reads as set |
-//! | 0xcf9 | reset control: a write with bit 2 (reset CPU) set resets |
+//! | 0xcf8-0xcfb | PCI configuration address (dword); in it, the reset control at 0xcf9 (byte): a write with bit 2 (reset CPU) set resets |
+//! | 0xcfc-0xcff | PCI configuration data: all ones (no PCI device yet) |
 //! | 0x70-0x71 | CMOS RTC with the host's time |
 //! | 0x80 | POST code sink |
 //! | 0x3f8-0x3ff | 16550A UART (COM1) on IRQ4: the console |
 //!
+//! Each device is on the buses (`bus.rs`) under a lock of its own; the interrupt controllers
+//! (the PICs, the local APICs and the I/O APIC) share one ([`Interrupts`]). A device raises
+//! its interrupt line through an [`IrqLine`] handle (message-signalled interrupts: an
+//! [`MsiSender`]), from any thread: the handle sets the controllers' state and wakes the
+//! vCPUs that got something. Lock order: a device, then the interrupt controllers (never
+//! the other way round).
+//!
 //! The seed machine's registers stay where a guest finds them on `seed`, except the DMA
-//! disk, whose ports 0x20-0x22 belong to the PIC here: the bus puts it at
-//! [`DISK_PORT_BASE`]. Reads of ports nothing answers return all ones and writes are
+//! disk, whose ports 0x20-0x22 belong to the PIC here: it moves to [`DISK_PORT_BASE`]
+//! (`devices.rs`). Reads of ports nothing answers return all ones and writes are
 //! dropped, as on a PC: counted, never fatal.
 //!
 //! Console input is never lost: bytes wait here while the UART's receive FIFO is full, and
 //! a guest's FIFO reset (FCR bit 1, which every driver does at start, often after input
 //! arrived through a pipe) does not discard what the console already sent.
 
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::apic::Apics;
+use super::ioapic::Message;
 use super::cmos::Cmos;
 use super::i8042::I8042;
+use super::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
+use super::lapic::{LAPIC_BASE, LAPIC_SIZE};
+use super::pci::{ConfigAddress, ConfigData, CONFIG_ADDRESS, CONFIG_DATA};
 use super::pic::Pic;
 use super::pit::{IrqTimer, Pit};
-use super::uart::{Uart, COM1_IRQ};
+use super::uart::{Uart, COM1_BASE, COM1_IRQ};
+use crate::bus::{lock, Bus, BusDevice, BusError, Ctx, Effect, SharedDevice, Span};
+use crate::devices::Console;
+use crate::events::{wake_cpus, Waker};
 
 /// The seed DMA disk's sector, DMA-address and command ports on the pc machine.
 pub const DISK_PORT_BASE: u16 = 0x1020;
 /// POST codes (BIOSes and Linux's `io_delay` write here).
 pub const POST_PORT: u16 = 0x80;
 /// The UART's FIFO control register and its "clear the receive FIFO" bit.
-const UART_FCR: u16 = super::uart::COM1_BASE + 2;
+const UART_FCR: u16 = COM1_BASE + 2;
 const FCR_CLEAR_RX: u8 = 1 << 1;
-/// System control port A (fast reset in bit 0, A20 gate in bit 1) and the reset control
-/// register of PC chipsets (reset the CPU in bit 2): two more ways a PC reboots.
+/// System control port A (fast reset in bit 0, A20 gate in bit 1): one more way a PC
+/// reboots (the reset control register at 0xcf9 is another, `pci.rs`).
 const PORT_A: u16 = 0x92;
 const PORT_A_FAST_RESET: u8 = 1 << 0;
 const PORT_A_A20: u8 = 1 << 1;
-const RESET_CONTROL: u16 = 0xcf9;
-const RESET_CONTROL_CPU: u8 = 1 << 2;
-/// Accesses to ports nothing answers that are told on stderr (all are counted).
-const LOGGED_UNCLAIMED: u64 = 5;
 /// The PIT's channel 0 drives this line.
 pub const PIT_IRQ: u8 = 0;
 
-/// What a port write asks of the run.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PortEffect {
-    Continue,
-    /// The guest pulsed the reset line (i8042 command 0xfe).
-    Reset,
-}
+/// The devices' clock: nanoseconds since the board was built.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock(Instant);
 
-/// The devices a port belongs to, for `--stats`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Device {
-    Pic,
-    Pit,
-    I8042,
-    Cmos,
-    Post,
-    Uart,
-    /// Port A and the reset control register.
-    Reset,
-    /// No device: reads all ones, writes dropped.
-    Unclaimed,
-}
-
-impl Device {
-    pub const ALL: [Device; 8] =
-        [Device::Pic, Device::Pit, Device::I8042, Device::Cmos, Device::Post, Device::Uart, Device::Reset, Device::Unclaimed];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Device::Pic => "pic (0x20-0x21, 0xa0-0xa1)",
-            Device::Pit => "pit (0x40-0x43, 0x61)",
-            Device::I8042 => "i8042 (0x60, 0x64)",
-            Device::Cmos => "cmos (0x70-0x71)",
-            Device::Post => "post (0x80)",
-            Device::Uart => "uart (0x3f8-0x3ff)",
-            Device::Reset => "reset (0x92, 0xcf9)",
-            Device::Unclaimed => "unclaimed",
-        }
-    }
-
-    fn of(port: u16) -> Device {
-        match port {
-            p if Pic::owns(p) => Device::Pic,
-            p if Pit::owns(p) => Device::Pit,
-            p if I8042::owns(p) => Device::I8042,
-            p if Cmos::owns(p) => Device::Cmos,
-            POST_PORT => Device::Post,
-            p if Uart::<Vec<u8>>::owns(p) => Device::Uart,
-            PORT_A | RESET_CONTROL => Device::Reset,
-            _ => Device::Unclaimed,
-        }
+impl Clock {
+    pub fn now_ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
     }
 }
 
-/// Counters for `--stats`.
-#[derive(Default, Debug, Clone)]
-pub struct BoardStats {
-    /// Port accesses (bytes) by device, in `Device::ALL` order.
-    pub port_accesses: [u64; Device::ALL.len()],
-    /// Interrupts delivered to the CPU, by ISA line.
-    pub irqs: [u64; 16],
-    /// Timer edges that arrived while the previous one was still pending (merged).
-    pub merged_ticks: u64,
-}
-
-pub struct Board {
+/// The interrupt controllers, behind one lock: the PICs, the local APICs and the I/O APIC,
+/// and the vCPUs something was sent to.
+pub struct Interrupts {
     pub pic: Pic,
     /// The local APICs (index = vCPU = APIC id) and the I/O APIC.
     pub apics: Apics,
     /// vCPUs that something was sent to since the machine last looked (bit i: vCPU i):
     /// the machine wakes them.
     wakes: u32,
-    pub pit: Pit,
-    /// The UART's output is collected here; the bus moves it to the machine's output.
-    pub uart: Uart<Vec<u8>>,
-    cmos: Cmos,
-    i8042: I8042,
-    start: Instant,
-    /// Up to when the PIT's IRQ0 edges have been taken into account.
-    irq0_seen_ns: u64,
-    /// The guest wrote the PIT: the host timer must follow.
-    pit_changed: bool,
-    /// Console input the UART's receive FIFO had no room for yet.
-    input: std::collections::VecDeque<u8>,
-    pub stats: BoardStats,
+    /// Interrupts delivered to the CPU, by ISA line (`--stats`).
+    pub irqs: [u64; 16],
 }
 
-impl Board {
-    /// A board with `ram_bytes` of RAM and `cpus` vCPUs.
-    pub fn new(ram_bytes: u64, cpus: usize) -> Self {
-        Self {
-            pic: Pic::new(),
-            apics: Apics::new(cpus),
-            wakes: 0,
-            pit: Pit::new(),
-            uart: Uart::new(Vec::new()),
-            cmos: Cmos::new(ram_bytes),
-            i8042: I8042::new(),
-            start: Instant::now(),
-            irq0_seen_ns: 0,
-            pit_changed: false,
-            input: Default::default(),
-            stats: BoardStats::default(),
-        }
-    }
-
-    /// Nanoseconds since the board was built: the devices' clock.
-    pub fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
-    }
-
-    fn count(&mut self, device: Device, port: u16, what: &str) {
-        let i = Device::ALL.iter().position(|&d| d == device).unwrap_or(Device::ALL.len() - 1);
-        self.stats.port_accesses[i] += 1;
-        let unclaimed = self.stats.port_accesses[Device::ALL.len() - 1];
-        if device == Device::Unclaimed && unclaimed <= LOGGED_UNCLAIMED {
-            eprintln!("yakvm: pc: nothing at port {port:#x} ({what}){}", if unclaimed == LOGGED_UNCLAIMED { "; not saying it again" } else { "" });
-        }
-    }
-
-    /// Whether `port` is one of the board's (else the bus tries its own registers).
-    pub fn owns(port: u16) -> bool {
-        Device::of(port) != Device::Unclaimed
-    }
-
-    /// A byte written to `port`.
-    pub fn write(&mut self, port: u16, value: u8) -> std::io::Result<PortEffect> {
-        let device = Device::of(port);
-        self.count(device, port, "write dropped");
-        let now = self.now_ns();
-        match device {
-            Device::Pic => self.pic.write(port, value),
-            Device::Pit => {
-                self.pit.write(port, value, now);
-                self.pit_changed = true;
-            }
-            Device::I8042 => {
-                if self.i8042.write(port, value) {
-                    return Ok(PortEffect::Reset);
-                }
-            }
-            Device::Cmos => self.cmos.write(port, value),
-            Device::Uart => {
-                let value = if port == UART_FCR { value & !FCR_CLEAR_RX } else { value };
-                self.uart.write(port, value)?;
-                self.wire_uart();
-            }
-            Device::Reset => {
-                let reset = match port {
-                    PORT_A => value & PORT_A_FAST_RESET != 0,
-                    _ => value & RESET_CONTROL_CPU != 0,
-                };
-                if reset {
-                    return Ok(PortEffect::Reset);
-                }
-            }
-            Device::Post | Device::Unclaimed => {}
-        }
-        Ok(PortEffect::Continue)
-    }
-
-    /// A byte read from `port`.
-    pub fn read(&mut self, port: u16) -> u8 {
-        let device = Device::of(port);
-        self.count(device, port, "read as 0xff");
-        let now = self.now_ns();
-        match device {
-            Device::Pic => self.pic.read(port),
-            Device::Pit => self.pit.read(port, now),
-            Device::I8042 => self.i8042.read(port),
-            Device::Cmos => self.cmos.read(port, unix_now()),
-            Device::Uart => {
-                let value = self.uart.read(port);
-                // The guest may have made room in the receive FIFO.
-                self.feed_uart();
-                self.wire_uart();
-                value
-            }
-            // A20 is always on; the reset control register reads as idle.
-            Device::Reset if port == PORT_A => PORT_A_A20,
-            Device::Reset => 0,
-            Device::Post | Device::Unclaimed => 0xff,
-        }
-    }
-
-    /// The UART raised its interrupt: an edge on IRQ4.
-    fn wire_uart(&mut self) {
-        if self.uart.take_irq() {
-            self.isa_edge(COM1_IRQ);
-        }
+impl Interrupts {
+    fn new(cpus: usize) -> Self {
+        Self { pic: Pic::new(), apics: Apics::new(cpus), wakes: 0, irqs: [0; 16] }
     }
 
     /// An edge on ISA line `irq`, to both interrupt controllers.
-    fn isa_edge(&mut self, irq: u8) {
+    pub fn isa_edge(&mut self, irq: u8) {
         self.pic.pulse_irq(irq);
         if self.pic.has_interrupt() {
             self.wakes |= 1;
         }
         self.wakes |= self.apics.isa_irq(irq);
+    }
+
+    /// The level of ISA line `irq` (a level-triggered source), to both controllers.
+    pub fn isa_level(&mut self, irq: u8, high: bool) {
+        self.pic.set_irq(irq, high);
+        if self.pic.has_interrupt() {
+            self.wakes |= 1;
+        }
+        if let Some(pin) = Apics::isa_pin(irq) {
+            self.wakes |= self.apics.set_pin(pin, high);
+        }
     }
 
     /// Notes that something was sent to the vCPUs of `mask`.
@@ -270,56 +131,6 @@ impl Board {
         self.apics.lapics[cpu].pending_interrupt().is_some() || (cpu == 0 && self.apics.lapics[0].accepts_pic() && self.pic.has_interrupt())
     }
 
-    /// Bytes typed or piped for the guest's console: queued, then moved into the UART as
-    /// its receive FIFO makes room (none is ever dropped).
-    pub fn console_input(&mut self, bytes: &[u8]) {
-        self.input.extend(bytes);
-        self.feed_uart();
-        self.wire_uart();
-    }
-
-    /// Console input the UART has not taken yet.
-    pub fn input_backlog(&self) -> usize {
-        self.input.len()
-    }
-
-    fn feed_uart(&mut self) {
-        while !self.input.is_empty() && self.uart.can_receive() {
-            let (front, _) = self.input.as_slices();
-            let n = self.uart.receive(front);
-            if n == 0 {
-                break;
-            }
-            self.input.drain(..n);
-        }
-    }
-
-    /// The PIT's edges on IRQ0 up to now: one interrupt request, however many edges came
-    /// (the PIC latches one; the others are counted as merged).
-    pub fn timer_tick(&mut self) {
-        let now = self.now_ns();
-        let edges = self.pit.irq0_edges(self.irq0_seen_ns, now);
-        self.irq0_seen_ns = now;
-        if edges > 0 {
-            self.isa_edge(PIT_IRQ);
-            self.stats.merged_ticks += edges - 1;
-        }
-    }
-
-    /// If the guest reprogrammed the PIT since the last call: when channel 0's next edge
-    /// is due, as the host timer must be armed (`None`: disarmed).
-    pub fn timer_update(&mut self) -> Option<Option<IrqTimer>> {
-        if !std::mem::take(&mut self.pit_changed) {
-            return None;
-        }
-        // Edges are counted from the last count taken (`irq0_seen_ns`), not from now: a
-        // one-shot count that ran out between the guest's write and this call has its
-        // edge still to be taken (resetting to now lost it, and a tickless Linux then
-        // halted for good). The old programming's edges need no care: `irq0_edges` counts
-        // only the current programming's, none before its start.
-        Some(self.pit.irq0_timer(self.now_ns()))
-    }
-
     /// vCPU `cpu`'s interrupt acknowledge: the vector its local APIC delivers (moved to
     /// its in-service register), else, on vCPU 0 in virtual-wire mode, the PIC's request
     /// (counted by line).
@@ -332,8 +143,360 @@ impl Board {
             return None;
         }
         let (vector, irq) = self.pic.acknowledge()?;
-        self.stats.irqs[usize::from(irq & 15)] += 1;
+        self.irqs[usize::from(irq & 15)] += 1;
         Some(vector)
+    }
+}
+
+/// An interrupt line into the PICs and the I/O APIC (an ISA IRQ), as a device holds it:
+/// raised from any thread, it wakes the vCPUs that got something.
+#[derive(Clone)]
+pub struct IrqLine {
+    controllers: Arc<Mutex<Interrupts>>,
+    wakers: Arc<[Waker]>,
+    line: u8,
+}
+
+impl IrqLine {
+    /// One interrupt: an edge (for edge-triggered sources).
+    pub fn edge(&self) {
+        self.change(|c| c.isa_edge(self.line));
+    }
+
+    /// The line's level (for level-triggered sources).
+    pub fn set_level(&self, high: bool) {
+        self.change(|c| c.isa_level(self.line, high));
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Interrupts)) {
+        let woken = {
+            let mut controllers = lock(&self.controllers);
+            f(&mut controllers);
+            controllers.take_wakes()
+        };
+        wake_cpus(&self.wakers, woken);
+    }
+}
+
+/// Message-signalled interrupts (a PCI device's MSI) into the local APICs: sent from any
+/// thread, they wake the vCPUs that got something.
+#[derive(Clone)]
+pub struct MsiSender {
+    controllers: Arc<Mutex<Interrupts>>,
+    wakers: Arc<[Waker]>,
+}
+
+impl MsiSender {
+    pub fn send(&self, message: Message) {
+        let woken = lock(&self.controllers).apics.message(message);
+        wake_cpus(&self.wakers, woken);
+    }
+}
+
+/// A byte-wide ISA device: its bus ranges are `Span::Bytes`, so it gets one byte at a
+/// time, at its absolute port.
+trait IsaPorts: Send {
+    fn read_port(&mut self, port: u16) -> u8;
+    fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect>;
+}
+
+impl<T: IsaPorts> BusDevice for T {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8], _: &Ctx) {
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = self.read_port((base + offset + i as u64) as u16);
+        }
+    }
+    fn write(&mut self, base: u64, offset: u64, data: &[u8], _: &Ctx) -> io::Result<Effect> {
+        for (i, &byte) in data.iter().enumerate() {
+            let effect = self.write_port((base + offset + i as u64) as u16, byte)?;
+            if effect != Effect::Continue {
+                return Ok(effect);
+            }
+        }
+        Ok(Effect::Continue)
+    }
+}
+
+/// The PICs' ports: the PICs live with the other interrupt controllers.
+struct PicPorts(Arc<Mutex<Interrupts>>);
+
+impl IsaPorts for PicPorts {
+    fn read_port(&mut self, port: u16) -> u8 {
+        lock(&self.0).pic.read(port)
+    }
+    fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect> {
+        lock(&self.0).pic.write(port, value);
+        Ok(Effect::Continue)
+    }
+}
+
+/// The 8254 PIT (and port B), and its channel 0 on IRQ0.
+pub struct PitDevice {
+    pub pit: Pit,
+    clock: Clock,
+    irq0: IrqLine,
+    /// Up to when the PIT's IRQ0 edges have been taken into account.
+    irq0_seen_ns: u64,
+    /// The guest wrote the PIT: the host timer must follow.
+    changed: bool,
+    /// Timer edges that arrived while the previous one was still pending (merged).
+    pub merged_ticks: u64,
+}
+
+impl IsaPorts for PitDevice {
+    fn read_port(&mut self, port: u16) -> u8 {
+        self.pit.read(port, self.clock.now_ns())
+    }
+    fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect> {
+        self.pit.write(port, value, self.clock.now_ns());
+        self.changed = true;
+        Ok(Effect::Continue)
+    }
+}
+
+impl PitDevice {
+    /// The PIT's edges on IRQ0 up to now: one interrupt request, however many edges came
+    /// (the PIC latches one; the others are counted as merged).
+    pub fn timer_tick(&mut self) {
+        let now = self.clock.now_ns();
+        let edges = self.pit.irq0_edges(self.irq0_seen_ns, now);
+        self.irq0_seen_ns = now;
+        if edges > 0 {
+            self.irq0.edge();
+            self.merged_ticks += edges - 1;
+        }
+    }
+
+    /// When channel 0's next edge is due now (`None`: it has none).
+    pub fn irq0_timer(&self) -> Option<IrqTimer> {
+        self.pit.irq0_timer(self.clock.now_ns())
+    }
+
+    /// If the guest reprogrammed the PIT since the last call: when channel 0's next edge
+    /// is due, as the host timer must be armed (`None`: disarmed).
+    pub fn timer_update(&mut self) -> Option<Option<IrqTimer>> {
+        if !std::mem::take(&mut self.changed) {
+            return None;
+        }
+        // Edges are counted from the last count taken (`irq0_seen_ns`), not from now: a
+        // one-shot count that ran out between the guest's write and this call has its
+        // edge still to be taken (resetting to now lost it, and a tickless Linux then
+        // halted for good). The old programming's edges need no care: `irq0_edges` counts
+        // only the current programming's, none before its start.
+        Some(self.irq0_timer())
+    }
+}
+
+/// The 16550A UART on IRQ4: the console. Console input is never lost: bytes wait here
+/// while the UART's receive FIFO is full, and a guest's FIFO reset (FCR bit 1, which every
+/// driver does at start, often after input arrived through a pipe) does not discard what
+/// the console already sent.
+pub struct UartDevice {
+    uart: Uart<Vec<u8>>,
+    /// Console input the UART's receive FIFO had no room for yet.
+    input: VecDeque<u8>,
+    console: Arc<Mutex<Console>>,
+    irq: IrqLine,
+}
+
+impl IsaPorts for UartDevice {
+    fn read_port(&mut self, port: u16) -> u8 {
+        let value = self.uart.read(port);
+        // The guest may have made room in the receive FIFO.
+        self.feed();
+        self.wire();
+        value
+    }
+    fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect> {
+        let value = if port == UART_FCR { value & !FCR_CLEAR_RX } else { value };
+        let written = self.uart.write(port, value);
+        self.wire();
+        let out = self.uart.output();
+        if !out.is_empty() {
+            let sent = lock(&self.console).write_soon(out);
+            out.clear();
+            sent?;
+        }
+        written?;
+        Ok(Effect::Continue)
+    }
+}
+
+impl UartDevice {
+    /// Bytes typed or piped for the guest's console: queued, then moved into the UART as
+    /// its receive FIFO makes room (none is ever dropped).
+    pub fn console_input(&mut self, bytes: &[u8]) {
+        self.input.extend(bytes);
+        self.feed();
+        self.wire();
+    }
+
+    /// Console input the UART has not taken yet.
+    pub fn input_backlog(&self) -> usize {
+        self.input.len()
+    }
+
+    fn feed(&mut self) {
+        while !self.input.is_empty() && self.uart.can_receive() {
+            let (front, _) = self.input.as_slices();
+            let n = self.uart.receive(front);
+            if n == 0 {
+                break;
+            }
+            self.input.drain(..n);
+        }
+    }
+
+    /// The UART raised its interrupt: an edge on IRQ4.
+    fn wire(&mut self) {
+        if self.uart.take_irq() {
+            self.irq.edge();
+        }
+    }
+}
+
+impl IsaPorts for Cmos {
+    fn read_port(&mut self, port: u16) -> u8 {
+        self.read(port, unix_now())
+    }
+    fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect> {
+        self.write(port, value);
+        Ok(Effect::Continue)
+    }
+}
+
+impl IsaPorts for I8042 {
+    fn read_port(&mut self, port: u16) -> u8 {
+        self.read(port)
+    }
+    fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect> {
+        Ok(if self.write(port, value) { Effect::Reset } else { Effect::Continue })
+    }
+}
+
+/// System control port A: bit 0 resets; A20 is always on.
+struct PortA;
+
+impl IsaPorts for PortA {
+    fn read_port(&mut self, _: u16) -> u8 {
+        PORT_A_A20
+    }
+    fn write_port(&mut self, _: u16, value: u8) -> io::Result<Effect> {
+        Ok(if value & PORT_A_FAST_RESET != 0 { Effect::Reset } else { Effect::Continue })
+    }
+}
+
+/// POST codes: dropped; reads float.
+struct Post;
+
+impl IsaPorts for Post {
+    fn read_port(&mut self, _: u16) -> u8 {
+        0xff
+    }
+    fn write_port(&mut self, _: u16, _: u8) -> io::Result<Effect> {
+        Ok(Effect::Continue)
+    }
+}
+
+/// The APICs' MMIO pages: the local APIC page is the accessing CPU's own.
+struct ApicPages {
+    controllers: Arc<Mutex<Interrupts>>,
+    clock: Clock,
+}
+
+impl BusDevice for ApicPages {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8], ctx: &Ctx) {
+        let now = self.clock.now_ns();
+        lock(&self.controllers).apics.mmio_read(ctx.cpu, base + offset, data, now);
+    }
+    fn write(&mut self, base: u64, offset: u64, data: &[u8], ctx: &Ctx) -> io::Result<Effect> {
+        let now = self.clock.now_ns();
+        let mut irqs = lock(&self.controllers);
+        if let Some(woken) = irqs.apics.mmio_write(ctx.cpu, base + offset, data, now) {
+            irqs.wake(woken);
+        }
+        Ok(Effect::Continue)
+    }
+}
+
+/// The PC's devices and their wiring; the buses hold the devices, the board keeps what the
+/// machine reaches outside the buses.
+pub struct PcBoard {
+    pub interrupts: Arc<Mutex<Interrupts>>,
+    pub pit: Arc<Mutex<PitDevice>>,
+    pub uart: Arc<Mutex<UartDevice>>,
+    cmos: Arc<Mutex<Cmos>>,
+    pub clock: Clock,
+    /// How the interrupt lines wake the vCPUs (one per vCPU).
+    wakers: Arc<[Waker]>,
+}
+
+impl PcBoard {
+    /// A board with `ram_bytes` of RAM and a vCPU for each of `wakers`, its UART writing
+    /// to `console`.
+    pub fn new(ram_bytes: u64, wakers: Arc<[Waker]>, console: Arc<Mutex<Console>>) -> Self {
+        let clock = Clock(Instant::now());
+        let interrupts = Arc::new(Mutex::new(Interrupts::new(wakers.len())));
+        let line = |line| IrqLine { controllers: interrupts.clone(), wakers: wakers.clone(), line };
+        let pit = PitDevice { pit: Pit::new(), clock, irq0: line(PIT_IRQ), irq0_seen_ns: 0, changed: false, merged_ticks: 0 };
+        let uart = UartDevice { uart: Uart::new(Vec::new()), input: VecDeque::new(), console, irq: line(COM1_IRQ) };
+        Self {
+            pit: Arc::new(Mutex::new(pit)),
+            uart: Arc::new(Mutex::new(uart)),
+            cmos: Arc::new(Mutex::new(Cmos::new(ram_bytes))),
+            interrupts,
+            clock,
+            wakers,
+        }
+    }
+
+    /// ISA interrupt line `irq`, for a device.
+    pub fn irq_line(&self, irq: u8) -> IrqLine {
+        IrqLine { controllers: self.interrupts.clone(), wakers: self.wakers.clone(), line: irq }
+    }
+
+    /// A sender of message-signalled interrupts, for a device.
+    pub fn msi(&self) -> MsiSender {
+        MsiSender { controllers: self.interrupts.clone(), wakers: self.wakers.clone() }
+    }
+
+    /// Puts the board's devices on the machine's buses.
+    pub fn install(&self, ports: &mut Bus, mmio: &mut Bus) -> Result<(), BusError> {
+        let pic: SharedDevice = Arc::new(Mutex::new(PicPorts(self.interrupts.clone())));
+        let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new()));
+        let isa: [(&str, u16, u64, SharedDevice); 10] = [
+            ("pic master", 0x20, 2, pic.clone()),
+            ("pit", 0x40, 4, self.pit.clone()),
+            ("i8042 data", 0x60, 1, i8042.clone()),
+            ("pit port b", 0x61, 1, self.pit.clone()),
+            ("i8042 command", 0x64, 1, i8042),
+            ("cmos", 0x70, 2, self.cmos.clone()),
+            ("post", POST_PORT, 1, Arc::new(Mutex::new(Post))),
+            ("port a", PORT_A, 1, Arc::new(Mutex::new(PortA))),
+            ("pic slave", 0xa0, 2, pic),
+            ("uart", COM1_BASE, 8, self.uart.clone()),
+        ];
+        for (name, port, len, device) in isa {
+            ports.insert(name, port.into(), len, Span::Bytes, device)?;
+        }
+        // PCI's configuration ports take dwords (with the reset control at 0xcf9).
+        let address = ConfigAddress::new(ports.ignored().clone());
+        ports.insert("pci config address, reset control", CONFIG_ADDRESS.into(), 4, Span::Whole, Arc::new(Mutex::new(address)))?;
+        ports.insert("pci config data", CONFIG_DATA.into(), 4, Span::Whole, Arc::new(Mutex::new(ConfigData)))?;
+        let apics: SharedDevice = Arc::new(Mutex::new(ApicPages { controllers: self.interrupts.clone(), clock: self.clock }));
+        mmio.insert("io apic", IOAPIC_BASE, IOAPIC_SIZE, Span::Whole, apics.clone())?;
+        mmio.insert("local apic", LAPIC_BASE, LAPIC_SIZE, Span::Whole, apics)?;
+        Ok(())
+    }
+
+    /// Nanoseconds since the board was built: the devices' clock.
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    /// The interrupt controllers, locked.
+    pub fn interrupts(&self) -> std::sync::MutexGuard<'_, Interrupts> {
+        lock(&self.interrupts)
     }
 }
 
@@ -343,50 +506,144 @@ fn unix_now() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::bus::tests::CTX;
+    use crate::devices::tests::SharedOut;
+    use crate::devices::Devices;
+    use crate::disk::NoDisk;
+
+    /// The pc machine's devices on their buses, writing to `console`.
+    pub(crate) fn pc_with(console: SharedOut) -> (Devices, PcBoard) {
+        let mut d = Devices::pc(console, NoDisk, 0x1000_0000).unwrap();
+        let board = PcBoard::new(16 << 20, Arc::from([Waker::new()]), d.console.clone());
+        board.install(&mut d.ports, &mut d.mmio).unwrap();
+        (d, board)
+    }
+
+    pub(crate) fn pc() -> (Devices, PcBoard) {
+        pc_with(SharedOut::default())
+    }
+
+    fn out(d: &mut Devices, port: u16, value: u8) -> Effect {
+        d.ports.write(port.into(), &[value], &CTX).unwrap()
+    }
+
+    fn inb(d: &mut Devices, port: u16) -> u8 {
+        let mut b = [0];
+        d.ports.read(port.into(), &mut b, &CTX);
+        b[0]
+    }
 
     #[test]
     fn console_input_reaches_the_uart() {
-        let mut board = Board::new(16 << 20, 1);
-        board.console_input(b"pq");
+        let (mut d, board) = pc();
+        lock(&board.uart).console_input(b"pq");
         // The guest's driver starts: FIFOs on and reset. The console's bytes stay.
-        board.write(0x3fa, 0x07).unwrap();
-        assert_eq!(board.read(0x3fd) & 1, 1, "data ready");
-        assert_eq!(board.read(0x3f8), b'p');
-        assert_eq!(board.read(0x3f8), b'q');
-        assert_eq!(board.read(0x3fd) & 1, 0, "no more data");
+        out(&mut d, 0x3fa, 0x07);
+        assert_eq!(inb(&mut d, 0x3fd) & 1, 1, "data ready");
+        assert_eq!(inb(&mut d, 0x3f8), b'p');
+        assert_eq!(inb(&mut d, 0x3f8), b'q');
+        assert_eq!(inb(&mut d, 0x3fd) & 1, 0, "no more data");
     }
 
     /// A one-shot count that runs out before vCPU 0's next pass still raises IRQ0 there
     /// (it was lost once: the pass reset the edge count to its own time).
     #[test]
     fn a_short_one_shot_is_not_lost_before_the_next_pass() {
-        let mut board = Board::new(16 << 20, 1);
+        let (mut d, board) = pc();
         // The master PIC as Linux sets it up, IRQ0 unmasked.
         for (port, value) in [(0x20, 0x11), (0x21, 0x30), (0x21, 0x04), (0x21, 0x01), (0x21, 0xfe)] {
-            board.write(port, value).unwrap();
+            out(&mut d, port, value);
         }
         // Channel 0, mode 4 (Linux's one-shot), a count of 2 clocks (under 2 µs).
         for (port, value) in [(0x43, 0x38), (0x40, 2), (0x40, 0)] {
-            board.write(port, value).unwrap();
+            out(&mut d, port, value);
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
         // vCPU 0's pass, long after the edge: arm for the new programming, take edges.
-        assert!(board.timer_update().is_some(), "the write is seen");
-        board.timer_tick();
-        assert!(board.interrupt_pending(0), "the one-shot's edge reached the PIC");
-        assert_eq!(board.acknowledge(0), Some(0x30));
+        let mut pit = lock(&board.pit);
+        assert!(pit.timer_update().is_some(), "the write is seen");
+        pit.timer_tick();
+        drop(pit);
+        assert!(board.interrupts().interrupt_pending(0), "the one-shot's edge reached the PIC");
+        assert_eq!(board.interrupts().acknowledge(0), Some(0x30));
     }
 
     #[test]
     fn the_ways_a_pc_resets() {
-        let mut board = Board::new(16 << 20, 1);
-        assert_eq!(board.write(0x64, 0xfe).unwrap(), PortEffect::Reset);
-        assert_eq!(board.write(0x92, PORT_A_A20).unwrap(), PortEffect::Continue);
-        assert_eq!(board.write(0x92, PORT_A_A20 | PORT_A_FAST_RESET).unwrap(), PortEffect::Reset);
-        assert_eq!(board.write(0xcf9, 0x02).unwrap(), PortEffect::Continue);
-        assert_eq!(board.write(0xcf9, 0x06).unwrap(), PortEffect::Reset);
-        assert_eq!(board.read(0x92), PORT_A_A20);
+        let (mut d, _) = pc();
+        assert_eq!(out(&mut d, 0x64, 0xfe), Effect::Reset);
+        assert_eq!(out(&mut d, 0x92, PORT_A_A20), Effect::Continue);
+        assert_eq!(out(&mut d, 0x92, PORT_A_A20 | PORT_A_FAST_RESET), Effect::Reset);
+        assert_eq!(out(&mut d, 0xcf9, 0x02), Effect::Continue);
+        assert_eq!(out(&mut d, 0xcf9, 0x06), Effect::Reset);
+        assert_eq!(inb(&mut d, 0x92), PORT_A_A20);
+    }
+
+    /// A device's line raised on a thread that is not a vCPU's wakes the halted vCPU it
+    /// reaches; so does an MSI.
+    #[test]
+    fn irq_lines_and_msis_wake_a_halted_vcpu_from_any_thread() {
+        use super::super::lapic::DeliveryMode;
+        use std::time::{Duration, Instant};
+        let wakers: Arc<[Waker]> = (0..2).map(|_| Waker::new()).collect();
+        let board = PcBoard::new(16 << 20, wakers.clone(), Arc::new(Mutex::new(Console::new(Vec::new()))));
+        {
+            let mut c = board.interrupts();
+            // The master PIC at vector 0x30, IRQ4 unmasked; vCPU 1's local APIC enabled.
+            for (port, value) in [(0x20, 0x11), (0x21, 0x30), (0x21, 0x04), (0x21, 0x01), (0x21, 0xef)] {
+                c.pic.write(port, value);
+            }
+            c.apics.lapics[1].write(0xf0, 0x1ff, 0);
+        }
+        for (cpu, raise) in [
+            (0, Box::new({
+                let line = board.irq_line(4);
+                move || line.edge()
+            }) as Box<dyn FnOnce() + Send>),
+            (1, Box::new({
+                let msi = board.msi();
+                move || msi.send(Message { vector: 0x41, mode: DeliveryMode::Fixed, logical: false, dest: 1, level_triggered: false })
+            })),
+        ] {
+            assert!(!board.interrupts().interrupt_pending(cpu));
+            // vCPU `cpu` halts: it notes the rings, finds nothing to do, waits.
+            let seen = wakers[cpu].rings();
+            let start = Instant::now();
+            let raiser = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                raise();
+            });
+            wakers[cpu].wait(seen, Duration::from_secs(20));
+            assert!(start.elapsed() < Duration::from_secs(10), "vCPU {cpu} was not woken");
+            raiser.join().unwrap();
+            assert!(board.interrupts().interrupt_pending(cpu), "vCPU {cpu} has its interrupt");
+        }
+        assert_eq!(board.interrupts().acknowledge(0), Some(0x34));
+        assert_eq!(board.interrupts().acknowledge(1), Some(0x41));
+        // A line's level: high raises IRQ3 (now unmasked).
+        board.interrupts().pic.write(0x21, 0xe7);
+        board.irq_line(3).set_level(true);
+        assert_eq!(board.interrupts().acknowledge(0), Some(0x33));
+    }
+
+    /// A word written to the PIC's command port reaches its data port too (ISA), and the
+    /// UART's output reaches the console.
+    #[test]
+    fn wide_accesses_to_isa_devices_go_byte_by_byte() {
+        let console = SharedOut::default();
+        let (mut d, board) = pc_with(console.clone());
+        // ICW1 at 0x20 and ICW2 (vector base 0x40) at 0x21 in one OUT.
+        d.ports.write(0x20, &[0x11, 0x40], &CTX).unwrap();
+        for value in [0x04, 0x01, 0xfe] {
+            out(&mut d, 0x21, value);
+        }
+        lock(&board.pit).irq0.edge();
+        assert_eq!(board.interrupts().acknowledge(0), Some(0x40));
+        d.ports.write(0x3f8, b"ok", &CTX).unwrap(); // THR, then IER
+        assert_eq!(console.bytes(), b"o");
+        let counts: Vec<(&str, u64)> = d.ports.accesses().filter(|a| a.3 > 0).map(|a| (a.0, a.3)).collect();
+        assert_eq!(counts, [("pic master", 5), ("uart", 2)]);
     }
 }

@@ -11,6 +11,8 @@ pub mod i8042;
 pub mod ioapic;
 pub mod lapic;
 pub mod mptable;
+pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod uart;
+pub mod world;

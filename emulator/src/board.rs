@@ -1,0 +1,157 @@
+//! The board a machine is built on, described in one place: which devices are on the
+//! buses, how their interrupts are wired, what the board writes in guest memory, and
+//! what HLT means. [`build`] makes a board of each kind (`--machine seed` or `pc`); the
+//! vCPU loop (`cpu.rs`) sees the buses (`Devices`) and, through [`Board`], the interrupt
+//! controllers and the board's own events.
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+use crate::devices::Devices;
+use crate::disk::Backing;
+use crate::events::Waker;
+use crate::pc::board::{Interrupts, PcBoard};
+use crate::pc::mptable;
+use crate::pc::world::PcWorld;
+use crate::run::{Error, Outcome};
+use crate::{layout, sys};
+
+/// The board a guest runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MachineKind {
+    /// The seed machine: port 0x10 serial, DMA disk at 0x20-0x22, exit port, MMIO window;
+    /// HLT ends the run.
+    #[default]
+    Seed,
+    /// A PC: 8259A PICs, 8254 PIT, 16550A UART console, CMOS RTC, i8042 reset; HLT waits
+    /// for an interrupt.
+    Pc,
+}
+
+impl MachineKind {
+    /// The vCPUs have local APICs (the hypervisor's CPUID says so).
+    pub fn has_lapics(self) -> bool {
+        self == MachineKind::Pc
+    }
+
+    /// Writes the board's tables into guest RAM of `ram` bytes for `cpus` vCPUs (pc: the
+    /// MP table), before the guest's own bytes (which win where they meet).
+    pub fn write_tables(self, mem: &sys::GuestMemory, ram: u64, cpus: u32) {
+        if self == MachineKind::Pc {
+            let table = mptable::mp_table(cpus);
+            if mptable::MP_TABLE_ADDR + table.len() as u64 <= layout::boot_area(ram) {
+                mem.write(mptable::MP_TABLE_ADDR, &table).expect("checked to fit");
+            }
+        }
+    }
+}
+
+/// What a board does beyond its buses, as the vCPU loop sees it.
+pub trait Board: Send {
+    /// HLT ends the run (the seed), else it waits for an interrupt.
+    fn hlt_ends_run(&self) -> bool;
+    /// The interrupt controllers, if the board has any.
+    fn interrupts(&self) -> Option<Arc<Mutex<Interrupts>>>;
+    /// The board's clock (ns), which the interrupt controllers' timers count in.
+    fn now_ns(&self) -> u64;
+    /// vCPU 0, between two runs: the board's events (host timers, console input).
+    /// `Some` when they end the run.
+    fn poll_events(&mut self) -> Result<Option<Outcome>, Error>;
+    /// vCPU `cpu`'s local APIC timer fires at `deadline` (board clock, `now_ns` now; `None`:
+    /// never).
+    fn arm_apic_timer(&mut self, cpu: usize, deadline: Option<u64>, now_ns: u64) -> io::Result<()>;
+    /// Nothing outside the vCPUs can ever interrupt them (no timer armed, the console's
+    /// input ended): idle vCPUs would wait forever.
+    fn idle_forever(&self) -> bool;
+    /// Lines for `--stats` (interrupts by line, merged timer ticks).
+    fn stats(&self) -> Vec<String>;
+}
+
+/// The seed board: its registers are all on the buses; no interrupts; HLT ends the run.
+struct Seed;
+
+impl Board for Seed {
+    fn hlt_ends_run(&self) -> bool {
+        true
+    }
+    fn interrupts(&self) -> Option<Arc<Mutex<Interrupts>>> {
+        None
+    }
+    fn now_ns(&self) -> u64 {
+        0
+    }
+    fn poll_events(&mut self) -> Result<Option<Outcome>, Error> {
+        Ok(None)
+    }
+    fn arm_apic_timer(&mut self, _: usize, _: Option<u64>, _: u64) -> io::Result<()> {
+        Ok(())
+    }
+    fn idle_forever(&self) -> bool {
+        false
+    }
+    fn stats(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// What `build` needs to know.
+pub struct BoardConfig {
+    pub kind: MachineKind,
+    pub ram: u64,
+    pub mmio_base: u64,
+    pub cpus: u32,
+    /// pc: the console's input is a terminal (Ctrl-A commands are read from it).
+    pub console_is_terminal: bool,
+}
+
+/// The board `config.kind`: its devices on their buses, the interrupt wiring, and (pc)
+/// the host timers and the event thread, which ring `wakers` (one per vCPU).
+pub fn build(
+    config: &BoardConfig,
+    out: impl Write + Send + 'static,
+    disk: impl Backing + Send + 'static,
+    wakers: Arc<[Waker]>,
+) -> Result<(Devices, Box<dyn Board>), Error> {
+    match config.kind {
+        MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
+        MachineKind::Pc => {
+            let mut devices = Devices::pc(out, disk, config.mmio_base)?;
+            let board = PcBoard::new(config.ram, wakers.clone(), devices.console.clone());
+            board.install(&mut devices.ports, &mut devices.mmio)?;
+            let world = PcWorld::start(board, config.cpus as usize, wakers, config.console_is_terminal)?;
+            Ok((devices, Box::new(world)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::tests::SharedOut;
+    use crate::disk::NoDisk;
+
+    #[test]
+    fn the_seed_board_has_no_interrupts_and_hlt_ends_its_run() {
+        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false };
+        let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).unwrap();
+        assert!(board.hlt_ends_run());
+        assert!(board.interrupts().is_none());
+        assert!(!board.idle_forever());
+        assert_eq!(board.poll_events().unwrap(), None);
+        assert_eq!(devices.ports.range_of("serial"), Some((0x10, 1)));
+        assert_eq!(devices.mmio.range_of("exit (mmio)"), Some((0xc000_0000 + 0xf4 * 8, 8)));
+        assert!(!MachineKind::Seed.has_lapics() && MachineKind::Pc.has_lapics());
+    }
+
+    #[test]
+    fn the_pc_board_writes_its_mp_table() {
+        let mem = sys::GuestMemory::new(16 << 20).unwrap();
+        MachineKind::Seed.write_tables(&mem, 16 << 20, 1);
+        let mut sig = [0u8; 4];
+        mem.read(mptable::MP_TABLE_ADDR, &mut sig).unwrap();
+        assert_eq!(sig, [0; 4]);
+        MachineKind::Pc.write_tables(&mem, 16 << 20, 2);
+        mem.read(mptable::MP_TABLE_ADDR, &mut sig).unwrap();
+        assert_eq!(&sig, b"_MP_");
+    }
+}
