@@ -3,6 +3,7 @@
 
 use crate::pc;
 use core::arch::asm;
+use x86_64::registers::model_specific::Msr;
 
 pub const LAPIC_BASE: u64 = 0xfee0_0000;
 pub const IOAPIC_BASE: u32 = 0xfec0_0000;
@@ -90,8 +91,6 @@ pub fn send_ipi(dest: u8, low: u32) -> bool {
 
 /// RDMSR (a #GP ends the run).
 pub fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
     // SAFETY: reads an MSR; the ones asked for exist (a #GP would end the run).
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
-    u64::from(hi) << 32 | u64::from(lo)
+    unsafe { Msr::new(msr).read() }
 }

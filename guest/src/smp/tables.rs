@@ -5,28 +5,29 @@
 use super::console::{Console, CONSOLE};
 use super::lapic::{lapic_write, APIC_EOI, NMI_VECTOR, SPURIOUS_VECTOR};
 use super::MAX_CPUS;
-use core::arch::{asm, global_asm};
+use crate::tables;
+use core::arch::global_asm;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use x86_64::instructions::segmentation::{Segment, FS, GS};
+use x86_64::structures::gdt::{GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::idt::InterruptDescriptorTable;
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::{PrivilegeLevel, VirtAddr};
 
-const CODE_SELECTOR: u16 = 0x08;
-const DATA_SELECTOR: u16 = 0x10;
-/// CPU i's TSS descriptor (two entries) is at TSS_SELECTOR + 16 * i.
-const TSS_SELECTOR: u16 = 0x18;
 const GDT_ENTRIES: usize = 3 + 2 * MAX_CPUS;
 
-/// Null, 64-bit code (0x08), data (0x10), then one TSS per CPU (filled in by `tables`).
-static mut GDT: [u64; GDT_ENTRIES] = {
-    let mut g = [0; GDT_ENTRIES];
-    g[1] = 0x00af_9b00_0000_ffff;
-    g[2] = 0x00cf_9300_0000_ffff;
-    g
-};
+/// Null, 64-bit code (0x08), data (0x10), then one TSS per CPU (appended by
+/// `build_tables`; CPU i's at `tss_selector(i)`).
+static mut GDT: GlobalDescriptorTable<GDT_ENTRIES> = tables::gdt();
 
-/// A 64-bit TSS (104 bytes, its 8-byte fields at 4-byte offsets): IST1 and IST2.
-#[repr(C, align(16))]
-struct Tss([u32; 26]);
-static mut TSSS: [Tss; MAX_CPUS] = [const { Tss([0; 26]) }; MAX_CPUS];
+/// CPU i's TSS descriptor (two entries) is at 0x18 + 16 * i.
+fn tss_selector(cpu: usize) -> SegmentSelector {
+    SegmentSelector::new(3 + 2 * cpu as u16, PrivilegeLevel::Ring0)
+}
+
+/// Each CPU's TSS: IST1 and IST2.
+static mut TSSS: [TaskStateSegment; MAX_CPUS] = [const { TaskStateSegment::new() }; MAX_CPUS];
 
 /// A CPU's interrupt stacks: IST1 (interrupts, exceptions), IST2 (the NMI).
 #[repr(C, align(16))]
@@ -36,9 +37,7 @@ struct IntStacks {
 }
 static mut INT_STACKS: [IntStacks; MAX_CPUS] = [const { IntStacks { ist1: [0; 8192], ist2: [0; 4096] } }; MAX_CPUS];
 
-#[repr(C, align(16))]
-struct Idt([[u64; 2]; 256]);
-static mut IDT: Idt = Idt([[0; 2]; 256]);
+static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
 
 /// Interrupts taken, by CPU and vector (the NMI as vector 2).
 static RECEIVED: [[AtomicU32; 256]; MAX_CPUS] = [const { [const { AtomicU32::new(0) }; 256] }; MAX_CPUS];
@@ -173,82 +172,45 @@ extern "C" fn interrupt(vector: u64, rsp: u64) {
     lapic_write(APIC_EOI, 0);
 }
 
-/// A present 64-bit interrupt gate, DPL 0, on IST `ist`.
-fn gate(handler: u64, ist: u64) -> [u64; 2] {
-    let lo = (handler & 0xffff)
-        | u64::from(CODE_SELECTOR) << 16
-        | ist << 32
-        | 0x8e << 40 // present, DPL 0, 64-bit interrupt gate
-        | ((handler >> 16) & 0xffff) << 48;
-    [lo, handler >> 32]
-}
-
-/// The operand of `lgdt` and `lidt`: the limit (`size` - 1), then the 64-bit base.
-fn table_descriptor(base: u64, size: usize) -> [u16; 5] {
-    [(size - 1) as u16, base as u16, (base >> 16) as u16, (base >> 32) as u16, (base >> 48) as u16]
-}
-
 /// Fills the GDT (every CPU's TSS descriptor), the TSSs and the IDT. The BSP calls it
 /// once, first; afterwards the CPUs only load them (`load_tables`).
 pub(super) fn build_tables() {
     // SAFETY: only the BSP runs, with interrupts disabled, and no CPU uses these tables
-    // yet; they are statics, so they outlive every use by the CPUs.
+    // yet; they are statics, so they outlive every use by the CPUs. Each stub fits its
+    // vector (see the stubs), and runs on an IST every CPU's TSS sets.
     unsafe {
+        let gdt = &mut *core::ptr::addr_of_mut!(GDT);
         for cpu in 0..MAX_CPUS {
             let stacks = (&raw const INT_STACKS[cpu]) as u64;
             let ist1 = stacks + size_of::<[u8; 8192]>() as u64;
             let ist2 = stacks + size_of::<IntStacks>() as u64;
             let tss = &raw mut TSSS[cpu];
-            (*tss).0[9] = ist1 as u32; // IST1 at 0x24
-            (*tss).0[10] = (ist1 >> 32) as u32;
-            (*tss).0[11] = ist2 as u32; // IST2 at 0x2c
-            (*tss).0[12] = (ist2 >> 32) as u32;
-            (*tss).0[25] = (size_of::<Tss>() as u32) << 16; // no I/O permission bitmap
-            let base = tss as u64;
-            let limit = (size_of::<Tss>() - 1) as u64;
-            let gdt = &raw mut GDT;
-            (*gdt)[3 + 2 * cpu] = limit | (base & 0xff_ffff) << 16 | 0x89 << 40 | ((base >> 24) & 0xff) << 56;
-            (*gdt)[4 + 2 * cpu] = base >> 32;
+            (*tss).interrupt_stack_table[0] = VirtAddr::new(ist1);
+            (*tss).interrupt_stack_table[1] = VirtAddr::new(ist2);
+            let selector = tables::append_tss(gdt, tss);
+            assert!(selector == tss_selector(cpu));
         }
-        let idt = &raw mut IDT;
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
         let stubs = (&raw const yakvm_smp_stubs) as u64;
-        for v in 0..256 {
-            (*idt).0[v] = gate(stubs + 16 * v as u64, if v == usize::from(NMI_VECTOR) { 2 } else { 1 });
+        for v in 0..=255u8 {
+            if let Some(gate) = tables::set_gate(idt, v, stubs + 16 * u64::from(v)) {
+                // IST1, the NMI IST2 (`set_stack_index` counts from 0).
+                gate.set_stack_index(if v == NMI_VECTOR { 1 } else { 0 });
+            }
         }
     }
 }
 
 /// Loads the GDT (reloading every segment register), CPU `cpu`'s TSS and the IDT.
 pub(super) fn load_tables(cpu: usize) {
-    let gdtr = table_descriptor((&raw const GDT) as u64, size_of::<[u64; GDT_ENTRIES]>());
-    let idtr = table_descriptor((&raw const IDT) as u64, size_of::<Idt>());
     // SAFETY: the tables were built by `build_tables` before any CPU gets here and are not
     // written afterwards (but for the busy bit LTR sets in this CPU's own TSS descriptor).
     // Code and data selectors are flat, as the ones the CPU runs on now, so the reload
     // changes nothing else.
     unsafe {
-        asm!(
-            "lgdt [{gdtr}]",
-            "push {code}",
-            "lea {tmp}, [rip + 2f]",
-            "push {tmp}",
-            "retfq",
-            "2:",
-            "mov {tmp:e}, {data}",
-            "mov ds, {tmp:x}",
-            "mov es, {tmp:x}",
-            "mov fs, {tmp:x}",
-            "mov gs, {tmp:x}",
-            "mov ss, {tmp:x}",
-            "mov {tmp:e}, {tss:e}",
-            "ltr {tmp:x}",
-            "lidt [{idtr}]",
-            gdtr = in(reg) &gdtr,
-            idtr = in(reg) &idtr,
-            tss = in(reg) u32::from(TSS_SELECTOR) + 16 * cpu as u32,
-            tmp = out(reg) _,
-            code = const CODE_SELECTOR,
-            data = const DATA_SELECTOR,
-        );
+        tables::load_gdt(&*core::ptr::addr_of!(GDT), tss_selector(cpu));
+        FS::set_reg(tables::DATA_SELECTOR);
+        GS::set_reg(tables::DATA_SELECTOR);
+        (*core::ptr::addr_of!(IDT)).load_unsafe();
     }
 }
