@@ -17,9 +17,11 @@
 //! - bit 16 (a.out kludge): loads the file by the header's addresses (`header_addr`,
 //!   `load_addr`, `load_end_addr`, `bss_end_addr`, `entry_addr`) whatever its format;
 //!   without it the kernel must be an ELF file (32- or 64-bit): its PT_LOAD segments go
-//!   to their physical addresses, and its entry point is translated from virtual to
-//!   physical if it lies in a segment's virtual range (as GRUB 2 does). The entry must
-//!   be below 4 GiB;
+//!   to their physical addresses (`p_paddr`), and its entry point is translated from
+//!   virtual to physical if it lies in a segment's virtual range (as GRUB 2 does), else
+//!   taken as a physical address if it lies in a segment's physical range (as GRUB legacy
+//!   and QEMU enter it: xv6's entry 0x10000c lies in its kernel's segment linked at
+//!   0x80100000 and loaded at 0x100000). The entry must be below 4 GiB;
 //! - bits 17-31: ignored.
 //!
 //! Layout in guest RAM (everything below `ram - reserved_top`, the emulator's, and
@@ -330,6 +332,7 @@ fn elf_segments<'a, H: FileHeader<Endian = Endianness>>(
     }
     let virtual_entry: u64 = header.e_entry(endian).into();
     let mut entry = None;
+    let mut physical_entry = None;
     let mut segments = Vec::new();
     for ph in header.program_headers(endian, kernel).map_err(|e| bad(e.to_string()))? {
         if ph.p_type(endian) != elf::PT_LOAD {
@@ -348,13 +351,18 @@ fn elf_segments<'a, H: FileHeader<Endian = Endianness>>(
         if entry.is_none() && virtual_entry.wrapping_sub(vaddr) < size {
             entry = paddr.checked_add(virtual_entry - vaddr);
         }
+        if virtual_entry.wrapping_sub(paddr) < size {
+            physical_entry = Some(virtual_entry);
+        }
         segments.push(Segment { at: paddr, bytes, size });
     }
     if segments.is_empty() {
         return Err(bad("the file has no loadable segment".into()));
     }
-    let Some(entry) = entry else {
-        return Err(bad(format!("the entry point {virtual_entry:#x} lies in no loadable segment")));
+    let Some(entry) = entry.or(physical_entry) else {
+        return Err(bad(format!(
+            "the entry point {virtual_entry:#x} lies in no loadable segment, neither in its virtual nor in its physical range"
+        )));
     };
     if entry >= ADDRESS_LIMIT {
         return Err(MultibootError::EntryAbove4G(entry));
@@ -720,6 +728,8 @@ mod tests {
 
         let f = elf32(0x10_0000, 0x10_0000, 0x20_0000, &code, 0x100, HeaderFlags::MEMORY_INFO.bits());
         assert!(matches!(load(&f, "", &[], RAM, RESERVED), Err(MultibootError::Elf(why)) if why.contains("no loadable segment")));
+        let f = elf32(0x10_0000, 0x8010_0000, 0x10_0000 - 1, &code, 0x100, HeaderFlags::MEMORY_INFO.bits());
+        assert!(matches!(load(&f, "", &[], RAM, RESERVED), Err(MultibootError::Elf(why)) if why.contains("no loadable segment")));
         let f = elf32(0x10_0000, 0x10_0000, 0x10_0000, &code, 4, HeaderFlags::MEMORY_INFO.bits());
         assert!(matches!(load(&f, "", &[], RAM, RESERVED), Err(MultibootError::Elf(why)) if why.contains("larger than its memory size")));
         let mut f = elf32(0x10_0000, 0x10_0000, 0x10_0000, &code, 0x100, HeaderFlags::MEMORY_INFO.bits());
@@ -728,6 +738,20 @@ mod tests {
         let mut g = vec![0u8; 64];
         g.extend_from_slice(&header(HeaderFlags::MEMORY_INFO.bits(), [0; 5]));
         assert_eq!(load(&g, "", &[], RAM, RESERVED).unwrap_err(), MultibootError::NotElf);
+    }
+
+    #[test]
+    fn an_entry_in_no_virtual_range_is_taken_as_physical_as_grub_legacy_does() {
+        // As xv6: linked at 0x80100000, loaded at 1 MiB, e_entry = 0x10000c (physical).
+        let code = [0xf4; 20];
+        let f = elf32(0x10_0000, 0x8010_0000, 0x10_0000 + 12, &code, 0x1000, HeaderFlags::MEMORY_INFO.bits());
+        let image = load(&f, "", &[], RAM, RESERVED).unwrap();
+        let (at, bytes) = &image.writes[0];
+        assert_eq!((*at, &bytes[12..32]), (0x10_0000, &code[..]));
+        assert_eq!(entry_of(&image).0, 0x10_000c);
+        // An entry in a virtual range wins (GRUB 2): 0x8010000c -> 0x10000c too.
+        let f = elf32(0x10_0000, 0x8010_0000, 0x8010_0000 + 12, &code, 0x1000, HeaderFlags::MEMORY_INFO.bits());
+        assert_eq!(entry_of(&load(&f, "", &[], RAM, RESERVED).unwrap()).0, 0x10_000c);
     }
 
     #[test]
