@@ -12,6 +12,8 @@ pub struct PagingRegs {
     pub efer: u64,
 }
 
+// Hand-written, not the `x86_64` crate's flags (as the emulator's `boot.rs` uses): the
+// kernel module includes this file, and a module cannot use crates.io.
 const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const EFER_LMA: u64 = 1 << 10;

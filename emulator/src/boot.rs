@@ -6,49 +6,55 @@
 
 use crate::layout::*;
 use crate::sys::GuestMemory;
+use x86_64::registers::control::{Cr0Flags, Cr4Flags};
+use x86_64::registers::model_specific::EferFlags;
+use x86_64::structures::gdt::DescriptorFlags;
+use x86_64::structures::paging::PageTableFlags;
 use yakvm_abi as abi;
-
-// Page-table entry bits (AMD APM vol. 2, 5.3).
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const HUGE: u64 = 1 << 7;
-
-// Control-register bits.
-const CR0_PE: u64 = 1 << 0;
-const CR0_MP: u64 = 1 << 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_OSFXSR: u64 = 1 << 9;
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 
 /// GDT selectors.
 const CODE64_SELECTOR: u16 = 0x08;
 const DATA_SELECTOR: u16 = 0x10;
 const CODE32_SELECTOR: u16 = 0x18;
 /// Flat 4 GiB descriptors, DPL 0.
-const CODE64_DESC: u64 = 0x00af_9b00_0000_ffff;
-const DATA_DESC: u64 = 0x00cf_9300_0000_ffff;
-const CODE32_DESC: u64 = 0x00cf_9b00_0000_ffff;
+const CODE64_DESC: DescriptorFlags = DescriptorFlags::KERNEL_CODE64;
+const DATA_DESC: DescriptorFlags = DescriptorFlags::KERNEL_DATA;
+const CODE32_DESC: DescriptorFlags = DescriptorFlags::KERNEL_CODE32;
 /// GDT entries: null, 64-bit code, data, 32-bit code.
-const GDT: [u64; 4] = [0, CODE64_DESC, DATA_DESC, CODE32_DESC];
+const GDT: [u64; 4] = [0, CODE64_DESC.bits(), DATA_DESC.bits(), CODE32_DESC.bits()];
 /// Linux's 64-bit boot protocol wants `__BOOT_CS` = 0x10 and `__BOOT_DS` = 0x18.
 const LINUX_CODE_SELECTOR: u16 = 0x10;
 const LINUX_DATA_SELECTOR: u16 = 0x18;
-const LINUX_GDT: [u64; 4] = [0, 0, CODE64_DESC, DATA_DESC];
+const LINUX_GDT: [u64; 4] = [0, 0, CODE64_DESC.bits(), DATA_DESC.bits()];
 
-/// Segment attributes in the VMCB's packed form (type, S, DPL, P, AVL, L, D/B, G).
-const CODE64_ATTRIB: u16 = 0xa9b;
-const CODE32_ATTRIB: u16 = 0xc9b;
-const CODE16_ATTRIB: u16 = 0x09b;
-const DATA16_ATTRIB: u16 = 0x093;
-const DATA_ATTRIB: u16 = 0xc93;
+/// A segment's attributes in the VMCB's packed form: the descriptor's bits 40-47 (type,
+/// S, DPL, P) and 52-55 (AVL, L, D/B, G) (AMD APM vol. 2, 15.5.1).
+const fn attrib(desc: DescriptorFlags) -> u16 {
+    let d = desc.bits();
+    (((d >> 40) & 0xff) | ((d >> 44) & 0xf00)) as u16
+}
+
+const CODE64_ATTRIB: u16 = attrib(CODE64_DESC);
+const CODE32_ATTRIB: u16 = attrib(CODE32_DESC);
+const DATA_ATTRIB: u16 = attrib(DATA_DESC);
+/// Real mode: present, accessed, read/write code and data (no G, D/B or L).
+const CODE16_ATTRIB: u16 = attrib(DescriptorFlags::PRESENT
+    .union(DescriptorFlags::USER_SEGMENT)
+    .union(DescriptorFlags::EXECUTABLE)
+    .union(DescriptorFlags::WRITABLE)
+    .union(DescriptorFlags::ACCESSED));
+const DATA16_ATTRIB: u16 = attrib(DescriptorFlags::PRESENT
+    .union(DescriptorFlags::USER_SEGMENT)
+    .union(DescriptorFlags::WRITABLE)
+    .union(DescriptorFlags::ACCESSED));
+/// System segments (the crate names no system types): present, type 0xb (busy 64-bit
+/// TSS) and type 0x2 (LDT).
 const TSS_BUSY_ATTRIB: u16 = 0x08b;
 const LDT_ATTRIB: u16 = 0x082;
+
+/// Page-directory entries: present, writable; a 2 MiB page in the PD.
+const TABLE: PageTableFlags = PageTableFlags::PRESENT.union(PageTableFlags::WRITABLE);
+const LARGE_PAGE: PageTableFlags = TABLE.union(PageTableFlags::HUGE_PAGE);
 
 fn put_u64s(mem: &GuestMemory, at: u64, values: impl IntoIterator<Item = u64>) -> Option<()> {
     let bytes: Vec<u8> = values.into_iter().flat_map(u64::to_le_bytes).collect();
@@ -83,15 +89,21 @@ fn paged_long_mode(mem: &GuestMemory, entry: u64, map_top: u64, segments: abi::S
     let base = boot_area(ram);
     let (pml4, pdpt, pd) = (base + PML4_OFFSET, base + PDPT_OFFSET, base + PD_OFFSET);
 
-    put_u64s(mem, pml4, [pdpt | PRESENT | WRITABLE])?;
-    put_u64s(mem, pdpt, (0..pds).map(|i| (pd + i * 0x1000) | PRESENT | WRITABLE))?;
-    put_u64s(mem, pd, (0..pds * 512).map(|i| (i * 2 * MIB) | PRESENT | WRITABLE | HUGE))?;
+    put_u64s(mem, pml4, [pdpt | TABLE.bits()])?;
+    put_u64s(mem, pdpt, (0..pds).map(|i| (pd + i * 0x1000) | TABLE.bits()))?;
+    put_u64s(mem, pd, (0..pds * 512).map(|i| (i * 2 * MIB) | LARGE_PAGE.bits()))?;
     let sregs = abi::Sregs {
-        cr0: CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
+        cr0: (Cr0Flags::PROTECTED_MODE_ENABLE
+            | Cr0Flags::MONITOR_COPROCESSOR
+            | Cr0Flags::EXTENSION_TYPE
+            | Cr0Flags::NUMERIC_ERROR
+            | Cr0Flags::WRITE_PROTECT
+            | Cr0Flags::PAGING)
+            .bits(),
         cr2: 0,
         cr3: pml4,
-        cr4: CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT,
-        efer: EFER_LME | EFER_LMA,
+        cr4: (Cr4Flags::PHYSICAL_ADDRESS_EXTENSION | Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE).bits(),
+        efer: (EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE).bits(),
         ..segments
     };
     let regs = abi::Regs { rip: entry, rsp: initial_rsp(ram), rflags: 2, ..Default::default() };
@@ -124,7 +136,7 @@ fn flat_segments(mem: &GuestMemory, gdt_entries: &[u64], code_selector: u16, cod
 /// execute `entry`, ESP just below the boot area.
 pub fn protected_mode(mem: &GuestMemory, entry: u64) -> Option<(abi::Regs, abi::Sregs)> {
     let segments = flat_segments(mem, &GDT, CODE32_SELECTOR, CODE32_ATTRIB, DATA_SELECTOR)?;
-    let sregs = abi::Sregs { cr0: CR0_PE | CR0_ET, ..segments };
+    let sregs = abi::Sregs { cr0: (Cr0Flags::PROTECTED_MODE_ENABLE | Cr0Flags::EXTENSION_TYPE).bits(), ..segments };
     let rsp = initial_rsp(mem.len() as u64);
     Some((abi::Regs { rip: entry, rsp, rflags: 2, ..Default::default() }, sregs))
 }
@@ -145,7 +157,7 @@ pub fn real_mode(base: u64, entry: u64) -> (abi::Regs, abi::Sregs) {
         ldt: abi::Segment { selector: 0, attrib: LDT_ATTRIB, limit: 0xffff, base: 0 },
         gdt: abi::DescTable { base: 0, limit: 0xffff, _pad: 0 },
         idt: abi::DescTable { base: 0, limit: 0x3ff, _pad: 0 },
-        cr0: CR0_ET,
+        cr0: Cr0Flags::EXTENSION_TYPE.bits(),
         ..Default::default()
     };
     (abi::Regs { rip: entry - base, rsp: 0xfff0, rflags: 2, ..Default::default() }, sregs)
@@ -170,6 +182,20 @@ mod tests {
         assert_eq!(u64::from_le_bytes(e) & !0xfff, base + PDPT_OFFSET);
         mem.read(base + PD_OFFSET + 8, &mut e).unwrap();
         assert_eq!(u64::from_le_bytes(e), 2 * MIB | 0x83);
+    }
+
+    #[test]
+    fn boot_state_has_the_architectural_values() {
+        assert_eq!(GDT, [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff, 0x00cf_9b00_0000_ffff]);
+        let attribs = [CODE64_ATTRIB, CODE32_ATTRIB, DATA_ATTRIB, CODE16_ATTRIB, DATA16_ATTRIB];
+        assert_eq!(attribs, [0xa9b, 0xc9b, 0xc93, 0x09b, 0x093]);
+        let mem = GuestMemory::new(2 * MIB as usize).unwrap();
+        let (_, sregs) = long_mode(&mem, 0, 0).unwrap();
+        // CR0: PE, MP, ET, NE, WP, PG; CR4: PAE, OSFXSR, OSXMMEXCPT; EFER: LME, LMA.
+        assert_eq!((sregs.cr0, sregs.cr4, sregs.efer), (0x8001_0033, 0x620, 0x500));
+        assert_eq!(protected_mode(&mem, 0).unwrap().1.cr0, 0x11);
+        assert_eq!(real_mode(0, 0).1.cr0, 0x10);
+        assert_eq!((TABLE.bits(), LARGE_PAGE.bits()), (0x3, 0x83));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 pub mod disk_suite;
 pub mod pc;
 pub mod smp;
+pub mod tables;
 pub mod trap;
+
+use x86_64::registers::model_specific::Msr;
 
 /// Serial port: every byte written goes to the emulator's standard output.
 pub const SERIAL_PORT: u16 = 0x10;
@@ -17,7 +20,7 @@ pub const MMIO_BASE: u64 = 0xc000_0000;
 /// Writes one byte to an I/O port.
 pub fn outb(port: u16, value: u8) {
     // SAFETY: a port write; in a yakvm guest every port access exits to the emulator.
-    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe { x86_64::instructions::port::Port::new(port).write(value) };
 }
 
 /// Writes a string to the serial port.
@@ -36,8 +39,7 @@ pub fn exit(status: u8) -> ! {
 /// Halts (the emulator ends the run with status 0).
 pub fn halt() -> ! {
     loop {
-        // SAFETY: HLT only stops this vCPU until the next event.
-        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
+        x86_64::instructions::hlt();
     }
 }
 
@@ -131,19 +133,15 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
 
 /// RDMSR; `None` if it raised #GP (needs `trap::install`).
 pub fn rdmsr(msr: u32) -> Option<u64> {
-    let (mut lo, mut hi) = (0u32, 0u32);
-    // SAFETY: RDMSR in the guest either works or faults into our #GP handler, which skips it.
-    let fault = trap::expect_fault(2, || unsafe {
-        core::arch::asm!("rdmsr", in("ecx") msr, inout("eax") lo, inout("edx") hi, options(nostack))
-    });
-    fault.is_none().then_some((u64::from(hi) << 32) | u64::from(lo))
+    let mut value = 0;
+    // SAFETY: RDMSR (2 bytes) in the guest either works or faults into our #GP handler,
+    // which skips it.
+    let fault = trap::expect_fault(2, || value = unsafe { Msr::new(msr).read() });
+    fault.is_none().then_some(value)
 }
 
 /// WRMSR; `false` if it raised #GP (needs `trap::install`).
 pub fn wrmsr(msr: u32, value: u64) -> bool {
-    // SAFETY: as for `rdmsr`.
-    trap::expect_fault(2, || unsafe {
-        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
-    })
-    .is_none()
+    // SAFETY: as for `rdmsr` (WRMSR is 2 bytes too).
+    trap::expect_fault(2, || unsafe { Msr::new(msr).write(value) }).is_none()
 }

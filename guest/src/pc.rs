@@ -12,16 +12,19 @@
 //! `irq` does not look for spurious IRQ7/IRQ15 (ISR bit clear): the emulated PIC is taken
 //! to raise none.
 
-use crate::outb;
+use crate::{outb, tables};
 use core::arch::{asm, global_asm};
+use x86_64::instructions::port::Port;
+use x86_64::structures::gdt::GlobalDescriptorTable;
+use x86_64::structures::idt::InterruptDescriptorTable;
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::VirtAddr;
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 /// Reads one byte from an I/O port.
 pub fn inb(port: u16) -> u8 {
-    let value: u8;
     // SAFETY: a port read; in a yakvm guest every port access exits to the emulator.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
-    value
+    unsafe { Port::new(port).read() }
 }
 
 /// A short delay between PIC initialisation words: a write to port 0x80, which is a sink.
@@ -32,51 +35,23 @@ pub fn io_wait() {
 // ---------------------------------------------------------------------------------------
 // Interrupt flag
 
-/// Enables interrupts (they are taken from after the next instruction on).
-pub fn sti() {
-    // SAFETY: sets RFLAGS.IF; the IDT is expected to be installed. No `nomem`: handlers
-    // change memory, so the compiler must not move memory accesses across this.
-    unsafe { asm!("sti", options(nostack)) };
-}
-
-/// Disables interrupts.
-pub fn cli() {
-    // SAFETY: clears RFLAGS.IF. No `nomem`, as for `sti`.
-    unsafe { asm!("cli", options(nostack)) };
-}
+// The `x86_64` crate's, under the names the guests use: `sti` (STI; NOP, so that the
+// interrupt shadow ends inside it), `cli`, `interrupts_enabled` (RFLAGS.IF),
+// `without_interrupts` (runs `f` with interrupts disabled, then restores IF as it was), and
+// `sti_hlt`: `sti; hlt`, which enables interrupts and waits for one. STI delays interrupts
+// by one instruction, so none can be taken between the two: called with IF = 0 after
+// checking a condition that a handler changes, it cannot miss the interrupt that changes
+// it.
+pub use x86_64::instructions::interrupts::{
+    are_enabled as interrupts_enabled, disable as cli, enable as sti, enable_and_hlt as sti_hlt, without_interrupts,
+};
 
 /// HLT: with interrupts enabled, waits for the next one; with them disabled, the emulator
-/// ends the run.
+/// ends the run. Not the crate's `hlt`, which tells the compiler that it touches no
+/// memory: the interrupt handlers that run meanwhile do.
 pub fn hlt() {
     // SAFETY: stops this vCPU until the next interrupt, whose handler may change memory.
     unsafe { asm!("hlt", options(nostack)) };
-}
-
-/// `sti; hlt`: enables interrupts and waits for one. STI delays interrupts by one
-/// instruction, so none can be taken between the two: called with IF = 0 after checking a
-/// condition that a handler changes, it cannot miss the interrupt that changes it.
-pub fn sti_hlt() {
-    // SAFETY: as for `sti` and `hlt`.
-    unsafe { asm!("sti; hlt", options(nostack)) };
-}
-
-/// Whether RFLAGS.IF is set.
-pub fn interrupts_enabled() -> bool {
-    let flags: u64;
-    // SAFETY: reads RFLAGS through the stack (push, then pop).
-    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags)) };
-    flags & (1 << 9) != 0
-}
-
-/// Runs `f` with interrupts disabled, then restores IF as it was.
-pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
-    let enabled = interrupts_enabled();
-    cli();
-    let r = f();
-    if enabled {
-        sti();
-    }
-    r
 }
 
 // ---------------------------------------------------------------------------------------
@@ -85,27 +60,19 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
 /// First vector of the PIC IRQs (master 0x20-0x27, slave 0x28-0x2f).
 pub const IRQ_BASE: u8 = 0x20;
 
-const CODE_SELECTOR: u16 = 0x08;
-const DATA_SELECTOR: u16 = 0x10;
-const TSS_SELECTOR: u16 = 0x18;
-
 /// Null, 64-bit code (0x08) and data (0x10) as in the emulator's GDT, then the TSS
-/// descriptor (0x18, two entries, filled in by `install`).
-static mut GDT: [u64; 5] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff, 0, 0];
+/// descriptor (0x18, two entries, appended by `install`).
+static mut GDT: GlobalDescriptorTable<5> = tables::gdt();
 
-/// The 64-bit TSS (104 bytes, its 8-byte fields at 4-byte offsets): only IST1 is used.
-#[repr(C, align(16))]
-struct Tss([u32; 26]);
-static mut TSS: Tss = Tss([0; 26]);
+/// The 64-bit TSS: only IST1 is used.
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
 
 /// The stack exceptions and IRQs run on (IST1).
 #[repr(C, align(16))]
 struct Stack([u8; 16 * 1024]);
 static mut IST_STACK: Stack = Stack([0; 16 * 1024]);
 
-#[repr(C, align(16))]
-struct Idt([[u64; 2]; 256]);
-static mut IDT: Idt = Idt([[0; 2]; 256]);
+static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
 
 /// Handlers of the 16 IRQs (`set_handler`). Written only with interrupts disabled and read
 /// only by `irq`, which runs with interrupts disabled (interrupt gates clear IF), on the
@@ -209,71 +176,35 @@ extern "C" fn irq(n: u64) {
     }
 }
 
-/// A present 64-bit interrupt gate, DPL 0, on IST1.
-fn gate(handler: u64) -> [u64; 2] {
-    let lo = (handler & 0xffff)
-        | u64::from(CODE_SELECTOR) << 16
-        | 1 << 32 // IST1
-        | 0x8e << 40 // present, DPL 0, 64-bit interrupt gate
-        | ((handler >> 16) & 0xffff) << 48;
-    [lo, handler >> 32]
-}
-
-/// The operand of `lgdt` and `lidt`: the limit (`size` - 1), then the 64-bit base.
-fn table_descriptor(base: u64, size: usize) -> [u16; 5] {
-    [(size - 1) as u16, base as u16, (base >> 16) as u16, (base >> 32) as u16, (base >> 48) as u16]
-}
-
 /// Loads our GDT (the emulator's selectors plus a TSS whose IST1 is `IST_STACK`) and the
-/// IDT: every exception ends the run, vectors 0x20-0x2f go to `irq`. Call it first, with
-/// interrupts disabled (as the emulator starts the guest).
+/// IDT: every exception ends the run, vectors 0x20-0x2f go to `irq`. Call it once, first,
+/// with interrupts disabled (as the emulator starts the guest).
 pub fn install() {
     // SAFETY: one vCPU, interrupts disabled, called before any interrupt or exception can
     // use these tables; they are statics, so they outlive every use by the CPU. The GDT
     // keeps 0x08 and 0x10 as the emulator had them, so reloading CS, DS, ES and SS
-    // changes nothing else; LTR marks our TSS descriptor busy (it is in writable memory).
+    // changes nothing else. Every gate runs on IST1, which the TSS sets; each stub fits
+    // its vector (the exceptions' never return, the IRQs' push no error code).
     unsafe {
         let stack_top = (&raw const IST_STACK) as u64 + size_of::<Stack>() as u64;
         let tss = &raw mut TSS;
-        (*tss).0[9] = stack_top as u32; // IST1 at offset 0x24
-        (*tss).0[10] = (stack_top >> 32) as u32;
-        (*tss).0[25] = (size_of::<Tss>() as u32) << 16; // no I/O permission bitmap
+        (*tss).interrupt_stack_table[0] = VirtAddr::new(stack_top);
+        let tss_selector = tables::append_tss(&mut *core::ptr::addr_of_mut!(GDT), tss);
+        tables::load_gdt(&*core::ptr::addr_of!(GDT), tss_selector);
 
-        let base = tss as u64;
-        let limit = (size_of::<Tss>() - 1) as u64;
-        GDT[3] = limit | (base & 0xff_ffff) << 16 | 0x89 << 40 | ((base >> 24) & 0xff) << 56;
-        GDT[4] = base >> 32;
-        let gdtr = table_descriptor((&raw const GDT) as u64, size_of::<[u64; 5]>());
-        asm!(
-            "lgdt [{gdtr}]",
-            "push {code}",
-            "lea {tmp}, [rip + 2f]",
-            "push {tmp}",
-            "retfq",
-            "2:",
-            "mov {tmp:e}, {data}",
-            "mov ds, {tmp:x}",
-            "mov es, {tmp:x}",
-            "mov ss, {tmp:x}",
-            "mov {tmp:e}, {tss}",
-            "ltr {tmp:x}",
-            gdtr = in(reg) &gdtr,
-            tmp = out(reg) _,
-            code = const CODE_SELECTOR,
-            data = const DATA_SELECTOR,
-            tss = const TSS_SELECTOR,
-        );
-
-        let idt = &raw mut IDT;
-        let stubs = &raw const yakvm_pc_stubs;
-        for v in 0..32 {
-            (*idt).0[v] = gate((*stubs)[v]);
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
+        let stubs = &*core::ptr::addr_of!(yakvm_pc_stubs);
+        for v in 0..32u8 {
+            if let Some(gate) = tables::set_gate(idt, v, stubs[usize::from(v)]) {
+                gate.set_stack_index(0);
+            }
         }
-        for i in 0..16 {
-            (*idt).0[usize::from(IRQ_BASE) + i] = gate((*stubs)[32 + i]);
+        for i in 0..16u8 {
+            if let Some(gate) = tables::set_gate(idt, IRQ_BASE + i, stubs[32 + usize::from(i)]) {
+                gate.set_stack_index(0);
+            }
         }
-        let idtr = table_descriptor(idt as u64, size_of::<Idt>());
-        asm!("lidt [{}]", in(reg) &idtr, options(nostack));
+        idt.load_unsafe();
     }
 }
 

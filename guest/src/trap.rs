@@ -2,7 +2,9 @@
 //! instruction of known length; if it faults, the handler records the vector and resumes
 //! after it. Any other exception ends the run with a message.
 
+use crate::tables;
 use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::structures::idt::InterruptDescriptorTable;
 
 /// Vector of the last caught exception, or NONE.
 static FAULT: AtomicU64 = AtomicU64::new(NONE);
@@ -13,9 +15,7 @@ const NONE: u64 = u64::MAX;
 pub const UD: u64 = 6;
 pub const GP: u64 = 13;
 
-#[repr(C, align(16))]
-struct Idt([u64; 2 * 32]);
-static mut IDT: Idt = Idt([0; 64]);
+static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
 
 unsafe extern "C" {
     fn yakvm_guest_ud();
@@ -56,34 +56,22 @@ core::arch::global_asm!(
     skip = sym SKIP,
 );
 
-fn gate(handler: unsafe extern "C" fn()) -> [u64; 2] {
-    let a = handler as usize as u64;
-    // Present 64-bit interrupt gate, DPL 0, selector 0x08 (the emulator's GDT).
-    let lo = (a & 0xffff) | (0x08 << 16) | (0x8e00 << 32) | ((a >> 16) & 0xffff) << 48;
-    [lo, a >> 32]
-}
-
-/// Installs the IDT: #UD and #GP are caught, every other vector of 0..32 ends the run
-/// with status 99.
+/// Installs the IDT: #UD and #GP are caught, every other exception ends the run with
+/// status 99 (the reserved vectors, which the CPU never raises, are not present).
 pub fn install() {
-    // SAFETY: single vCPU, called before any exception can occur; the IDT is static.
+    // SAFETY: single vCPU, called before any exception can occur; the IDT is static. Each
+    // stub fits its vector: #GP's drops the error code, the others never return.
     unsafe {
         let idt = &mut *core::ptr::addr_of_mut!(IDT);
-        for v in 0..32 {
-            let h: unsafe extern "C" fn() = match v as u64 {
+        for v in 0..32u8 {
+            let h: unsafe extern "C" fn() = match u64::from(v) {
                 UD => yakvm_guest_ud,
                 GP => yakvm_guest_gp,
                 _ => yakvm_guest_other,
             };
-            let [lo, hi] = gate(h);
-            idt.0[2 * v] = lo;
-            idt.0[2 * v + 1] = hi;
+            tables::set_gate(idt, v, h as usize as u64);
         }
-        let desc: [u16; 5] = {
-            let base = idt as *const Idt as u64;
-            [(64 * 8 - 1) as u16, base as u16, (base >> 16) as u16, (base >> 32) as u16, (base >> 48) as u16]
-        };
-        core::arch::asm!("lidt [{}]", in(reg) &desc, options(nostack));
+        idt.load_unsafe();
     }
 }
 

@@ -37,12 +37,29 @@ const SETUP_HEADER_JUMP_LEN: usize = 0x201;
 const MIN_PROTOCOL: u16 = 0x020c;
 /// Protocols we know: 2.x.
 const MAX_PROTOCOL_MAJOR: u16 = 2;
-/// `xloadflags`: the kernel has the 64-bit entry point at `load address + 0x200`.
-const XLF_KERNEL_64: u16 = 1 << 0;
 const ENTRY_64_OFFSET: u64 = 0x200;
-/// `loadflags`: loaded at 1 MiB (a bzImage); the heap end pointer is valid.
-const LOADED_HIGH: u8 = 1 << 0;
-const CAN_USE_HEAP: u8 = 1 << 7;
+
+bitflags::bitflags! {
+    /// The setup header's `xloadflags`: what the kernel can do.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct XLoadFlags: u16 {
+        /// The kernel has the 64-bit entry point at `load address + 0x200`.
+        const KERNEL_64 = 1 << 0;
+        /// The kernel's other bits, which we do not read.
+        const _ = !0;
+    }
+
+    /// The setup header's `loadflags`: what the loader did.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct LoadFlags: u8 {
+        /// Loaded at 1 MiB (a bzImage).
+        const LOADED_HIGH = 1 << 0;
+        /// The heap end pointer is valid.
+        const CAN_USE_HEAP = 1 << 7;
+        /// The kernel's other bits, kept as they are.
+        const _ = !0;
+    }
+}
 /// `type_of_loader`: a loader without an assigned id.
 const LOADER_UNDEFINED: u8 = 0xff;
 /// `vid_mode`: "normal".
@@ -120,8 +137,7 @@ pub fn load_with_acpi(file: &[u8], initrd: Option<&[u8]>, cmdline: &str, ram: u6
     if version >> 8 > MAX_PROTOCOL_MAJOR || version < MIN_PROTOCOL {
         return Err(LinuxError::Protocol(version >> 8, version & 0xff));
     }
-    let xloadflags = hdr.xloadflags;
-    if xloadflags & XLF_KERNEL_64 == 0 {
+    if !XLoadFlags::from_bits_retain(hdr.xloadflags).contains(XLoadFlags::KERNEL_64) {
         return Err(LinuxError::No64BitEntry);
     }
     let setup_sects = if hdr.setup_sects == 0 { 4 } else { u64::from(hdr.setup_sects) };
@@ -156,7 +172,7 @@ pub fn load_with_acpi(file: &[u8], initrd: Option<&[u8]>, cmdline: &str, ram: u6
     writes.push((CMDLINE, cmdline_bytes));
 
     hdr.type_of_loader = LOADER_UNDEFINED;
-    hdr.loadflags |= LOADED_HIGH | CAN_USE_HEAP;
+    hdr.loadflags = (LoadFlags::from_bits_retain(hdr.loadflags) | LoadFlags::LOADED_HIGH | LoadFlags::CAN_USE_HEAP).bits();
     hdr.heap_end_ptr = HEAP_END;
     hdr.vid_mode = VID_MODE_NORMAL;
     hdr.code32_start = KERNEL_LOAD as u32;
@@ -205,7 +221,7 @@ mod tests {
         hdr.pref_address = 0x100_0000;
         hdr.cmdline_size = 2047;
         hdr.initrd_addr_max = 0x7fff_ffff;
-        hdr.loadflags = LOADED_HIGH;
+        hdr.loadflags = LoadFlags::LOADED_HIGH.bits();
         let bytes = hdr.as_slice();
         file[SETUP_HEADER_OFFSET..SETUP_HEADER_OFFSET + bytes.len()].copy_from_slice(bytes);
         file[SETUP_HEADER_JUMP_LEN] = (SETUP_HEADER_OFFSET + bytes.len() - 0x202) as u8;
@@ -224,7 +240,7 @@ mod tests {
 
     #[test]
     fn loads_kernel_cmdline_initrd_and_zero_page() {
-        let file = bzimage(0x020f, XLF_KERNEL_64, 64 * 1024);
+        let file = bzimage(0x020f, XLoadFlags::KERNEL_64.bits(), 64 * 1024);
         let image = load(&file, Some(&[7u8; 10_000]), "console=ttyS0", 64 * MIB).unwrap();
         assert_eq!(image.entry, KernelEntry::Long64 { rip: MIB + 0x200, rsi: ZERO_PAGE });
         assert_eq!(image.writes[0], (MIB, file[5 * 512..].to_vec()));
@@ -236,7 +252,8 @@ mod tests {
         assert!(u64::from(initrd_at) + 10_000 <= 64 * MIB - BOOT_AREA_SIZE);
         assert!(image.writes.contains(&(u64::from(initrd_at), vec![7u8; 10_000])));
         let (loader, flags, cmd) = (p.hdr.type_of_loader, p.hdr.loadflags, p.hdr.cmd_line_ptr);
-        assert_eq!((loader, flags & CAN_USE_HEAP, cmd), (0xff, CAN_USE_HEAP, CMDLINE as u32));
+        let heap = LoadFlags::CAN_USE_HEAP.bits();
+        assert_eq!((loader, flags & heap, cmd), (0xff, heap, CMDLINE as u32));
         assert_eq!(p.e820_entries, 5);
         let last = p.e820_table[4];
         let (addr, len, kind) = (last.addr, last.size, last.r#type);
@@ -245,7 +262,7 @@ mod tests {
 
     #[test]
     fn the_rsdp_address_is_in_the_zero_page_when_the_machine_has_acpi() {
-        let file = bzimage(0x020f, XLF_KERNEL_64, 64 * 1024);
+        let file = bzimage(0x020f, XLoadFlags::KERNEL_64.bits(), 64 * 1024);
         let rsdp = |image: &BootImage| params_of(image).acpi_rsdp_addr;
         assert_eq!(rsdp(&load(&file, None, "", 64 * MIB).unwrap()), 0);
         assert_eq!(rsdp(&load_with_acpi(&file, None, "", 64 * MIB, Some(0xe_0000)).unwrap()), 0xe_0000);
@@ -259,10 +276,10 @@ mod tests {
     fn bad_files_are_named() {
         assert!(matches!(load(&[0u8; 100], None, "", 64 * MIB), Err(LinuxError::Truncated(_))));
         assert_eq!(load(&vec![0u8; 8192], None, "", 64 * MIB), Err(LinuxError::NotBzImage));
-        let file = bzimage(0x020f, XLF_KERNEL_64, 64 * 1024);
+        let file = bzimage(0x020f, XLoadFlags::KERNEL_64.bits(), 64 * 1024);
         assert!(matches!(load(&file[..file.len() - 1], None, "", 64 * MIB), Err(LinuxError::Truncated(_))));
-        assert_eq!(load(&bzimage(0x0204, XLF_KERNEL_64, 4096), None, "", 64 * MIB), Err(LinuxError::Protocol(2, 4)));
-        assert_eq!(load(&bzimage(0x0300, XLF_KERNEL_64, 4096), None, "", 64 * MIB), Err(LinuxError::Protocol(3, 0)));
+        assert_eq!(load(&bzimage(0x0204, XLoadFlags::KERNEL_64.bits(), 4096), None, "", 64 * MIB), Err(LinuxError::Protocol(2, 4)));
+        assert_eq!(load(&bzimage(0x0300, XLoadFlags::KERNEL_64.bits(), 4096), None, "", 64 * MIB), Err(LinuxError::Protocol(3, 0)));
         assert_eq!(load(&bzimage(0x020f, 0, 4096), None, "", 64 * MIB), Err(LinuxError::No64BitEntry));
         // It runs at 16 MiB (pref_address), 256 KiB of it: 16 MiB of RAM is not enough.
         assert!(matches!(load(&file, None, "", 16 * MIB), Err(LinuxError::KernelDoesNotFit { .. })));
@@ -275,7 +292,7 @@ mod tests {
     fn random_bytes_never_panic() {
         let mut seed = 0x1234_5678_9abc_def0u64;
         for _ in 0..2000 {
-            let mut file = bzimage(0x020f, XLF_KERNEL_64, 4096);
+            let mut file = bzimage(0x020f, XLoadFlags::KERNEL_64.bits(), 4096);
             for _ in 0..8 {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;

@@ -17,9 +17,11 @@
 //! - bit 16 (a.out kludge): loads the file by the header's addresses (`header_addr`,
 //!   `load_addr`, `load_end_addr`, `bss_end_addr`, `entry_addr`) whatever its format;
 //!   without it the kernel must be an ELF file (32- or 64-bit): its PT_LOAD segments go
-//!   to their physical addresses, and its entry point is translated from virtual to
-//!   physical if it lies in a segment's virtual range (as GRUB 2 does). The entry must
-//!   be below 4 GiB;
+//!   to their physical addresses (`p_paddr`), and its entry point is translated from
+//!   virtual to physical if it lies in a segment's virtual range (as GRUB 2 does), else
+//!   taken as a physical address if it lies in a segment's physical range (as GRUB legacy
+//!   and QEMU enter it: xv6's entry 0x10000c lies in its kernel's segment linked at
+//!   0x80100000 and loaded at 0x100000). The entry must be below 4 GiB;
 //! - bits 17-31: ignored.
 //!
 //! Layout in guest RAM (everything below `ram - reserved_top`, the emulator's, and
@@ -67,13 +69,30 @@ const HEADER_LEN: usize = 12;
 /// With the a.out kludge's address fields.
 const HEADER_AOUT_LEN: usize = 32;
 
-// Header flags.
-const HF_MODS_ALIGNED: u32 = 1 << 0;
-const HF_MEMORY_INFO: u32 = 1 << 1;
-const HF_VIDEO_MODE: u32 = 1 << 2;
-/// Bits 0-15: requirements.
-const HF_REQUIRED: u32 = 0xffff;
-const HF_AOUT_KLUDGE: u32 = 1 << 16;
+bitflags::bitflags! {
+    /// The header's flags (see the module's documentation for what yakvm does with each).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct HeaderFlags: u32 {
+        const MODS_ALIGNED = 1 << 0;
+        const MEMORY_INFO = 1 << 1;
+        const VIDEO_MODE = 1 << 2;
+        /// Bits 0-15: requirements.
+        const REQUIRED = 0xffff;
+        const AOUT_KLUDGE = 1 << 16;
+        /// Bits no version of the specification names, kept to be refused or ignored.
+        const _ = !0;
+    }
+
+    /// The information structure's flags: which fields are valid.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct InfoFlags: u32 {
+        const MEMORY = 1 << 0;
+        const CMDLINE = 1 << 2;
+        const MODS = 1 << 3;
+        const MMAP = 1 << 6;
+        const BOOT_LOADER_NAME = 1 << 9;
+    }
+}
 
 // The information structure's fields.
 const I_FLAGS: usize = 0;
@@ -87,13 +106,6 @@ const I_MMAP_ADDR: usize = 48;
 const I_BOOT_LOADER_NAME: usize = 64;
 /// Its size in 0.6.96 (up to the VBE fields, which stay zero).
 const INFO_LEN: usize = 88;
-
-// Information flags: which fields are valid.
-const IF_MEMORY: u32 = 1 << 0;
-const IF_CMDLINE: u32 = 1 << 2;
-const IF_MODS: u32 = 1 << 3;
-const IF_MMAP: u32 = 1 << 6;
-const IF_BOOT_LOADER_NAME: u32 = 1 << 9;
 
 // A module list entry.
 const MOD_START: usize = 0;
@@ -194,7 +206,7 @@ pub fn detect(kernel: &[u8]) -> bool {
 /// value may also appear in the kernel's code before it).
 struct Header {
     offset: usize,
-    flags: u32,
+    flags: HeaderFlags,
 }
 
 fn find_header(kernel: &[u8]) -> Result<Header, MultibootError> {
@@ -207,7 +219,7 @@ fn find_header(kernel: &[u8]) -> Result<Header, MultibootError> {
         };
         let sum = MAGIC.wrapping_add(flags).wrapping_add(checksum);
         if sum == 0 {
-            return Ok(Header { offset, flags });
+            return Ok(Header { offset, flags: HeaderFlags::from_bits_retain(flags) });
         }
         first_problem.get_or_insert(MultibootError::BadChecksum { offset, sum });
     }
@@ -215,13 +227,14 @@ fn find_header(kernel: &[u8]) -> Result<Header, MultibootError> {
 }
 
 /// Refuses the requirements yakvm cannot meet.
-fn check_flags(flags: u32) -> Result<(), MultibootError> {
-    if flags & HF_VIDEO_MODE != 0 {
+fn check_flags(flags: HeaderFlags) -> Result<(), MultibootError> {
+    if flags.contains(HeaderFlags::VIDEO_MODE) {
         return Err(MultibootError::VideoMode);
     }
-    let unknown = flags & HF_REQUIRED & !(HF_MODS_ALIGNED | HF_MEMORY_INFO | HF_VIDEO_MODE);
-    if unknown != 0 {
-        return Err(MultibootError::UnknownRequirement(unknown));
+    let known = HeaderFlags::MODS_ALIGNED | HeaderFlags::MEMORY_INFO | HeaderFlags::VIDEO_MODE;
+    let unknown = flags & HeaderFlags::REQUIRED & !known;
+    if !unknown.is_empty() {
+        return Err(MultibootError::UnknownRequirement(unknown.bits()));
     }
     Ok(())
 }
@@ -319,6 +332,7 @@ fn elf_segments<'a, H: FileHeader<Endian = Endianness>>(
     }
     let virtual_entry: u64 = header.e_entry(endian).into();
     let mut entry = None;
+    let mut physical_entry = None;
     let mut segments = Vec::new();
     for ph in header.program_headers(endian, kernel).map_err(|e| bad(e.to_string()))? {
         if ph.p_type(endian) != elf::PT_LOAD {
@@ -337,13 +351,18 @@ fn elf_segments<'a, H: FileHeader<Endian = Endianness>>(
         if entry.is_none() && virtual_entry.wrapping_sub(vaddr) < size {
             entry = paddr.checked_add(virtual_entry - vaddr);
         }
+        if virtual_entry.wrapping_sub(paddr) < size {
+            physical_entry = Some(virtual_entry);
+        }
         segments.push(Segment { at: paddr, bytes, size });
     }
     if segments.is_empty() {
         return Err(bad("the file has no loadable segment".into()));
     }
-    let Some(entry) = entry else {
-        return Err(bad(format!("the entry point {virtual_entry:#x} lies in no loadable segment")));
+    let Some(entry) = entry.or(physical_entry) else {
+        return Err(bad(format!(
+            "the entry point {virtual_entry:#x} lies in no loadable segment, neither in its virtual nor in its physical range"
+        )));
     };
     if entry >= ADDRESS_LIMIT {
         return Err(MultibootError::EntryAbove4G(entry));
@@ -390,7 +409,7 @@ pub fn load(kernel: &[u8], cmdline: &str, modules: &[Module], ram: u64, reserved
     let limit = usable_top.min(ADDRESS_LIMIT);
     let header = find_header(kernel)?;
     check_flags(header.flags)?;
-    let image = if header.flags & HF_AOUT_KLUDGE != 0 { aout_kernel(kernel, &header)? } else { elf_kernel(kernel)? };
+    let image = if header.flags.contains(HeaderFlags::AOUT_KLUDGE) { aout_kernel(kernel, &header)? } else { elf_kernel(kernel)? };
     if cmdline.contains('\0') {
         return Err(MultibootError::NulByte("command line".into()));
     }
@@ -438,7 +457,8 @@ pub fn load(kernel: &[u8], cmdline: &str, modules: &[Module], ram: u64, reserved
     }
 
     let mut block = Block { base: info, bytes: vec![0; strings_at] };
-    block.put_u32(I_FLAGS, IF_MEMORY | IF_CMDLINE | IF_MODS | IF_MMAP | IF_BOOT_LOADER_NAME);
+    let valid = InfoFlags::MEMORY | InfoFlags::CMDLINE | InfoFlags::MODS | InfoFlags::MMAP | InfoFlags::BOOT_LOADER_NAME;
+    block.put_u32(I_FLAGS, valid.bits());
     block.put_u32(I_MEM_LOWER, MEM_LOWER_KIB);
     block.put_u32(I_MEM_UPPER, ((usable_top - MIB) / KIB).min(u32::MAX.into()) as u32);
     for (i, &super::MemoryRange { base, length, kind }) in map.iter().enumerate() {
@@ -498,7 +518,7 @@ mod tests {
     fn aout(load: u32, code: &[u8], bss: u32) -> Vec<u8> {
         let load_end = load + HEADER_AOUT_LEN as u32 + code.len() as u32;
         let fields = [load, load, load_end, load_end + bss, load + HEADER_AOUT_LEN as u32];
-        let mut file = header(HF_MODS_ALIGNED | HF_MEMORY_INFO | HF_AOUT_KLUDGE, fields);
+        let mut file = header(HeaderFlags::MODS_ALIGNED.bits() | HeaderFlags::MEMORY_INFO.bits() | HeaderFlags::AOUT_KLUDGE.bits(), fields);
         file.extend_from_slice(code);
         file
     }
@@ -531,7 +551,7 @@ mod tests {
     fn elf64(paddr: u64, vaddr: u64, entry: u64, code: &[u8], memsz: u64) -> Vec<u8> {
         const PH: usize = 64;
         const DATA: usize = PH + 56;
-        let mut seg = header(HF_MEMORY_INFO, [0; 5])[..HEADER_LEN].to_vec();
+        let mut seg = header(HeaderFlags::MEMORY_INFO.bits(), [0; 5])[..HEADER_LEN].to_vec();
         seg.extend_from_slice(code);
         let mut f = vec![0u8; DATA];
         f[..16].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -583,7 +603,7 @@ mod tests {
 
     #[test]
     fn the_header_is_found_in_the_first_8192_bytes_aligned() {
-        let h = header(HF_MEMORY_INFO, [0; 5]);
+        let h = header(HeaderFlags::MEMORY_INFO.bits(), [0; 5]);
         let at = |offset: usize| {
             let mut f = vec![0u8; offset];
             f.extend_from_slice(&h);
@@ -613,20 +633,20 @@ mod tests {
         // The magic as a stray value before the real header.
         let mut g = MAGIC.to_le_bytes().to_vec();
         g.extend_from_slice(&[0; 12]);
-        g.extend_from_slice(&header(HF_MEMORY_INFO, [0; 5]));
+        g.extend_from_slice(&header(HeaderFlags::MEMORY_INFO.bits(), [0; 5]));
         assert_eq!(find_header(&g).unwrap().offset, 16);
     }
 
     #[test]
     fn video_and_unknown_requirements_are_refused_optional_bits_ignored() {
         let mut f = aout(0x10_0000, &[0xf4], 0);
-        f[..HEADER_LEN].copy_from_slice(&header(HF_AOUT_KLUDGE | HF_VIDEO_MODE, [0; 5])[..HEADER_LEN]);
+        f[..HEADER_LEN].copy_from_slice(&header(HeaderFlags::AOUT_KLUDGE.bits() | HeaderFlags::VIDEO_MODE.bits(), [0; 5])[..HEADER_LEN]);
         let err = load(&f, "", &[], RAM, RESERVED).unwrap_err();
         assert_eq!(err, MultibootError::VideoMode);
         assert!(err.to_string().contains("video mode information (flag 2)"));
-        f[..HEADER_LEN].copy_from_slice(&header(HF_AOUT_KLUDGE | 1 << 5, [0; 5])[..HEADER_LEN]);
+        f[..HEADER_LEN].copy_from_slice(&header(HeaderFlags::AOUT_KLUDGE.bits() | 1 << 5, [0; 5])[..HEADER_LEN]);
         assert_eq!(load(&f, "", &[], RAM, RESERVED).unwrap_err(), MultibootError::UnknownRequirement(1 << 5));
-        f[..HEADER_LEN].copy_from_slice(&header(HF_AOUT_KLUDGE | 1 << 20, [0; 5])[..HEADER_LEN]);
+        f[..HEADER_LEN].copy_from_slice(&header(HeaderFlags::AOUT_KLUDGE.bits() | 1 << 20, [0; 5])[..HEADER_LEN]);
         assert!(load(&f, "", &[], RAM, RESERVED).is_ok());
     }
 
@@ -652,7 +672,7 @@ mod tests {
         // load_addr).
         let mut g = vec![0x90u8; 0x100];
         let fields = [0x10_0100, 0x10_0080, 0x10_0200, 0x10_1000, 0x10_0080];
-        g.extend_from_slice(&header(HF_AOUT_KLUDGE, fields));
+        g.extend_from_slice(&header(HeaderFlags::AOUT_KLUDGE.bits(), fields));
         g.resize(0x300, 0xcc);
         let image = load(&g, "", &[], RAM, RESERVED).unwrap();
         let (at, bytes) = &image.writes[0];
@@ -662,7 +682,7 @@ mod tests {
         assert_eq!(entry_of(&image).0, 0x10_0080);
 
         // load_end_addr 0: the whole file from the start offset; bss_end_addr 0: no bss.
-        let mut h = header(HF_AOUT_KLUDGE, [0x10_0000, 0x10_0000, 0, 0, 0x10_0000]);
+        let mut h = header(HeaderFlags::AOUT_KLUDGE.bits(), [0x10_0000, 0x10_0000, 0, 0, 0x10_0000]);
         h.resize(100, 0xf4);
         let image = load(&h, "", &[], RAM, RESERVED).unwrap();
         assert_eq!(image.writes[0], (0x10_0000, h.clone()));
@@ -672,7 +692,7 @@ mod tests {
     fn inconsistent_aout_addresses_are_named() {
         let fields = |f: [u32; 5]| {
             let mut g = vec![0u8; 0x40];
-            g.extend_from_slice(&header(HF_AOUT_KLUDGE, f));
+            g.extend_from_slice(&header(HeaderFlags::AOUT_KLUDGE.bits(), f));
             g.resize(0x200, 0);
             match load(&g, "", &[], RAM, RESERVED) {
                 Err(MultibootError::Aout(why)) => why,
@@ -689,7 +709,7 @@ mod tests {
         assert_eq!(e.to_string(), "a.out kludge addresses are inconsistent: x");
         // A header too close to the end of the search area for its address fields.
         let mut g = vec![0u8; 8192 - 16];
-        g.extend_from_slice(&header(HF_AOUT_KLUDGE, [0; 5]));
+        g.extend_from_slice(&header(HeaderFlags::AOUT_KLUDGE.bits(), [0; 5]));
         assert_eq!(load(&g, "", &[], RAM, RESERVED).unwrap_err(), MultibootError::HeaderTruncated { offset: 8176, need: 32 });
     }
 
@@ -697,7 +717,7 @@ mod tests {
     fn elf32_kernels_load_by_physical_address_and_enter_at_the_physical_entry() {
         let code = [0xf4; 20];
         // Linked at 3 GiB + 1 MiB, loaded at 1 MiB, entry 8 bytes into the code.
-        let f = elf32(0x10_0000, 0xc010_0000, 0xc010_0000 + 12 + 8, &code, 0x2000, HF_MEMORY_INFO);
+        let f = elf32(0x10_0000, 0xc010_0000, 0xc010_0000 + 12 + 8, &code, 0x2000, HeaderFlags::MEMORY_INFO.bits());
         let image = load(&f, "", &[], RAM, RESERVED).unwrap();
         let (at, bytes) = &image.writes[0];
         assert_eq!((*at, bytes.len()), (0x10_0000, 0x2000));
@@ -706,16 +726,32 @@ mod tests {
         let (eip, eax, ebx) = entry_of(&image);
         assert_eq!((eip, eax, ebx), (0x10_0000 + 20, BOOTLOADER_MAGIC, 0x10_2000));
 
-        let f = elf32(0x10_0000, 0x10_0000, 0x20_0000, &code, 0x100, HF_MEMORY_INFO);
+        let f = elf32(0x10_0000, 0x10_0000, 0x20_0000, &code, 0x100, HeaderFlags::MEMORY_INFO.bits());
         assert!(matches!(load(&f, "", &[], RAM, RESERVED), Err(MultibootError::Elf(why)) if why.contains("no loadable segment")));
-        let f = elf32(0x10_0000, 0x10_0000, 0x10_0000, &code, 4, HF_MEMORY_INFO);
+        let f = elf32(0x10_0000, 0x8010_0000, 0x10_0000 - 1, &code, 0x100, HeaderFlags::MEMORY_INFO.bits());
+        assert!(matches!(load(&f, "", &[], RAM, RESERVED), Err(MultibootError::Elf(why)) if why.contains("no loadable segment")));
+        let f = elf32(0x10_0000, 0x10_0000, 0x10_0000, &code, 4, HeaderFlags::MEMORY_INFO.bits());
         assert!(matches!(load(&f, "", &[], RAM, RESERVED), Err(MultibootError::Elf(why)) if why.contains("larger than its memory size")));
-        let mut f = elf32(0x10_0000, 0x10_0000, 0x10_0000, &code, 0x100, HF_MEMORY_INFO);
+        let mut f = elf32(0x10_0000, 0x10_0000, 0x10_0000, &code, 0x100, HeaderFlags::MEMORY_INFO.bits());
         f[18] = 40; // EM_ARM
         assert!(matches!(load(&f, "", &[], RAM, RESERVED), Err(MultibootError::Elf(why)) if why.contains("machine 40")));
         let mut g = vec![0u8; 64];
-        g.extend_from_slice(&header(HF_MEMORY_INFO, [0; 5]));
+        g.extend_from_slice(&header(HeaderFlags::MEMORY_INFO.bits(), [0; 5]));
         assert_eq!(load(&g, "", &[], RAM, RESERVED).unwrap_err(), MultibootError::NotElf);
+    }
+
+    #[test]
+    fn an_entry_in_no_virtual_range_is_taken_as_physical_as_grub_legacy_does() {
+        // As xv6: linked at 0x80100000, loaded at 1 MiB, e_entry = 0x10000c (physical).
+        let code = [0xf4; 20];
+        let f = elf32(0x10_0000, 0x8010_0000, 0x10_0000 + 12, &code, 0x1000, HeaderFlags::MEMORY_INFO.bits());
+        let image = load(&f, "", &[], RAM, RESERVED).unwrap();
+        let (at, bytes) = &image.writes[0];
+        assert_eq!((*at, &bytes[12..32]), (0x10_0000, &code[..]));
+        assert_eq!(entry_of(&image).0, 0x10_000c);
+        // An entry in a virtual range wins (GRUB 2): 0x8010000c -> 0x10000c too.
+        let f = elf32(0x10_0000, 0x8010_0000, 0x8010_0000 + 12, &code, 0x1000, HeaderFlags::MEMORY_INFO.bits());
+        assert_eq!(entry_of(&load(&f, "", &[], RAM, RESERVED).unwrap()).0, 0x10_000c);
     }
 
     #[test]
@@ -809,7 +845,7 @@ mod tests {
         );
         let f = aout(0x1fe_fff0, &[0xf4], 0x100);
         assert!(matches!(load(&f, "", &[], RAM, RESERVED), Err(MultibootError::OutsideRam { .. })));
-        let f = elf32(0x4000_0000, 0x4000_0000, 0x4000_0000, &[0xf4], 0x10, HF_MEMORY_INFO);
+        let f = elf32(0x4000_0000, 0x4000_0000, 0x4000_0000, &[0xf4], 0x10, HeaderFlags::MEMORY_INFO.bits());
         assert!(matches!(load(&f, "", &[], RAM, RESERVED), Err(MultibootError::OutsideRam { .. })));
         assert!(matches!(load(&f, "", &[], 512 * KIB, RESERVED), Err(MultibootError::RamTooSmall { .. })));
         assert!(matches!(load(&f, "", &[], 16 * KIB, RESERVED), Err(MultibootError::RamTooSmall { .. })));
@@ -862,7 +898,7 @@ mod tests {
             let mut junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             if len >= 12 && next() % 2 == 0 {
                 let at = (next() as usize % (len - 11)) & !3;
-                let flags = next() as u32 & (HF_AOUT_KLUDGE | 3);
+                let flags = next() as u32 & (HeaderFlags::AOUT_KLUDGE.bits() | 3);
                 junk[at..at + 12].copy_from_slice(&header(flags, [0; 5])[..12]);
             }
             let _ = detect(&junk);

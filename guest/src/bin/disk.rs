@@ -10,6 +10,8 @@ struct Ports;
 
 impl Registers for Ports {
     fn out32(&self, port: u16, value: u32) {
+        // Not the x86_64 crate's `Port`, which tells the compiler that the write touches no
+        // memory: this one starts DMA, the emulator reading and writing the buffers.
         // SAFETY: port writes exit to the emulator.
         unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack)) };
     }

@@ -21,6 +21,8 @@ struct Buffers {
 static mut B: Buffers = Buffers { status: [0; 16], _pad: [0; 496], sector: [0; 512] };
 
 fn out32(port: u16, value: u32) {
+    // Not the x86_64 crate's `Port`, which tells the compiler that the write touches no
+    // memory: this one starts DMA, the emulator reading and writing the buffers.
     // SAFETY: port writes exit to the emulator.
     unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack)) };
 }
