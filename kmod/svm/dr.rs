@@ -5,6 +5,8 @@
 //! intercepted and emulated here on the vCPU's own copies; the hardware DR7 the guest runs
 //! with always has every breakpoint disabled (guest breakpoints never fire).
 
+use super::x86::dr::{DR6_RESET, DR7_RESET};
+
 /// A decoded `MOV DRn, reg` (0F 23 /r) or `MOV reg, DRn` (0F 21 /r).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct MovDr {
@@ -51,9 +53,6 @@ pub(crate) struct DebugRegs {
     dr7: u64,
 }
 
-/// DR6 and DR7 after reset.
-pub(crate) const DR6_RESET: u64 = 0xffff_0ff0;
-pub(crate) const DR7_RESET: u64 = 0x400;
 
 impl Default for DebugRegs {
     fn default() -> Self {

@@ -7,7 +7,8 @@
 //! everything else, above all the host's SVM MSRs (VM_HSAVE_PA, VM_CR) and
 //! EFER.SVME, raises #GP in the guest. No guest value ever reaches a host MSR.
 
-use super::vmcb::{SaveArea, EFER_SVME};
+use super::vmcb::SaveArea;
+use super::x86::{canonical, efer};
 use crate::abi;
 
 /// MSR numbers (AMD APM vol. 2, appendix A).
@@ -141,14 +142,10 @@ pub(crate) fn count(stats: &mut abi::MsrStats, msr: u32, is_write: bool, fault: 
 
 /// EFER bits a guest may set: SCE, LME, LMA, NXE, FFXSR. SVME (SVM is not offered),
 /// LMSLE and the rest are refused.
-const EFER_GUEST_BITS: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
+const EFER_GUEST_BITS: u64 = efer::SCE | efer::LME | efer::LMA | efer::NXE | efer::FFXSR;
 
 /// The guest's MSR access failed: inject #GP(0).
 pub(crate) struct Fault;
-
-fn canonical(v: u64) -> bool {
-    ((v as i64) << 16 >> 16) as u64 == v
-}
 
 /// PAT entries must be valid memory types (0, 1, 4, 5, 6, 7).
 fn valid_pat(v: u64) -> bool {
@@ -164,7 +161,7 @@ pub(crate) fn read(s: &SaveArea, tsc_offset: u64, m: &GuestMsrs, msr: u32, host_
         nr::SYSENTER_ESP => s.sysenter_esp,
         nr::SYSENTER_EIP => s.sysenter_eip,
         nr::PAT => s.g_pat,
-        nr::EFER => s.efer & !EFER_SVME,
+        nr::EFER => s.efer & !efer::SVME,
         nr::STAR => s.star,
         nr::LSTAR => s.lstar,
         nr::CSTAR => s.cstar,
@@ -218,8 +215,8 @@ pub(crate) fn write(
         nr::PAT if valid_pat(value) => s.g_pat = value,
         nr::EFER if value & !EFER_GUEST_BITS == 0 => {
             // LMA is set by the CPU, not by WRMSR: keep the current one.
-            let lma = s.efer & (1 << 10);
-            s.efer = (value & !(1 << 10)) | lma | EFER_SVME;
+            let lma = s.efer & efer::LMA;
+            s.efer = (value & !efer::LMA) | lma | efer::SVME;
         }
         nr::STAR => s.star = value,
         nr::LSTAR => s.lstar = base(value)?,

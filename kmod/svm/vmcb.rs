@@ -3,6 +3,8 @@
 //! control area at 0x000 and the state-save area at 0x400. Every field carries its offset;
 //! the offsets are asserted at compile time.
 
+use super::x86::{efer, seg};
+use crate::paging::PagingRegs;
 use core::mem::{offset_of, size_of};
 
 /// Control area (APM table B-1).
@@ -259,5 +261,14 @@ pub(crate) mod ioio {
     pub(crate) const PORT_SHIFT: u32 = 16;
 }
 
-/// EFER bits (APM 3.1.7).
-pub(crate) const EFER_SVME: u64 = 1 << 12;
+impl SaveArea {
+    /// The registers that decide the paging mode, for the guest page walk.
+    pub(crate) fn paging(&self) -> PagingRegs {
+        PagingRegs { cr0: self.cr0, cr3: self.cr3, cr4: self.cr4, efer: self.efer }
+    }
+
+    /// The guest runs 64-bit code (EFER.LMA and CS.L).
+    pub(crate) fn long_mode(&self) -> bool {
+        self.efer & efer::LMA != 0 && self.cs.attrib & seg::L != 0
+    }
+}

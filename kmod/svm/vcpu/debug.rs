@@ -20,29 +20,21 @@
 //! A POPF or IRET that sets the guest's own TF while it is being stepped loses it, and
 //! the guest's own single-step trap is reported, not delivered (as in KVM).
 
-use super::ioio::{paging, CS_L, EFER_LMA};
 use super::{to_user_hw, Next, VcpuState};
 use crate::abi::{self, guest_debug as ctl};
-use crate::svm::dr::DR6_RESET;
 use crate::svm::vm::Vm;
 use crate::svm::vmcb::{event, exit_code, intercept1};
+use crate::svm::x86::dr::{DR6_BS, DR6_RESET};
+use crate::svm::x86::rflags::TF as RFLAGS_TF;
+use crate::svm::x86::{seg, vector};
 use kernel::prelude::*;
 
-const RFLAGS_TF: u64 = 1 << 8;
-/// DR6.BS: the #DB came from a single step.
-const DR6_BS: u64 = 1 << 14;
-const DB_VECTOR: u32 = 1;
-const BP_VECTOR: u32 = 3;
-const OF_VECTOR: u32 = 4;
-const PF_VECTOR: u32 = 14;
 /// Exceptions intercepted while stepping, to be delivered without the module's TF: all
 /// but #DB (the step itself), NMI, #BP and #OF (traps of INT3 and INTO, handled as
 /// INT n) and #MC (the host's).
-const STEP_EXCEPTIONS: u32 = !((1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 18));
+const STEP_EXCEPTIONS: u32 = !((1 << vector::DB) | (1 << vector::NMI) | (1 << vector::BP) | (1 << vector::OF) | (1 << vector::MC));
 /// Exceptions that push an error code.
 const ERROR_CODE_VECTORS: u32 = (1 << 8) | (0x1f << 10) | (1 << 17) | (1 << 21) | (3 << 29);
-/// SS.B: a 32-bit stack outside 64-bit mode.
-const SS_B: u16 = 1 << 10;
 
 /// A vCPU's debugger state.
 #[derive(Default)]
@@ -95,7 +87,7 @@ pub(super) fn set(v: &mut VcpuState, dbg: &abi::GuestDebug) -> Result {
             return Err(EBUSY);
         }
         // The INT3 at RIP was the guest's own: #BP, returning past it, as the CPU does.
-        inject_int(v, BP_VECTOR, 1, event::TYPE_EXCEPTION);
+        inject_int(v, vector::BP, 1, event::TYPE_EXCEPTION);
     }
     let d = &mut v.debugger;
     d.control = dbg.control & !ctl::INJECT_BP;
@@ -118,7 +110,7 @@ pub(super) fn step_reported(v: &mut VcpuState) -> bool {
         return false;
     }
     let event = core::mem::take(&mut v.debugger.event);
-    report(v, DB_VECTOR, DR6_RESET | DR6_BS, event);
+    report(v, vector::DB, DR6_RESET | DR6_BS, event);
     true
 }
 
@@ -132,10 +124,10 @@ pub(super) fn before_entry(v: &mut VcpuState) -> bool {
     let native = core::mem::take(&mut d.native);
     let mut exceptions = 0;
     if d.on(ctl::SW_BP) {
-        exceptions |= 1 << BP_VECTOR;
+        exceptions |= 1 << vector::BP;
     }
     if stepping {
-        exceptions |= 1 << DB_VECTOR;
+        exceptions |= 1 << vector::DB;
         if !native {
             exceptions |= STEP_EXCEPTIONS;
         }
@@ -182,7 +174,7 @@ pub(super) fn handle_db(vm: &Vm, v: &mut VcpuState) -> Next {
     if core::mem::take(&mut v.debugger.pushf_running) {
         clear_pushed_tf(vm, v);
     }
-    report(v, DB_VECTOR, dr6, 0)
+    report(v, vector::DB, dr6, 0)
 }
 
 /// The PUSHF intercept (only while stepping): run it once with TF, then correct it.
@@ -195,14 +187,13 @@ pub(super) fn handle_pushf(v: &mut VcpuState) -> Next {
 /// first two bytes whatever the operand size).
 fn clear_pushed_tf(vm: &Vm, v: &mut VcpuState) {
     let s = &v.vmcb.save;
-    let long = s.efer & EFER_LMA != 0 && s.cs.attrib & CS_L != 0;
-    let at = if long {
+    let at = if s.long_mode() {
         s.rsp
     } else {
-        let mask = if s.ss.attrib & SS_B != 0 { 0xffff_ffff } else { 0xffff };
+        let mask = if s.ss.attrib & seg::DB != 0 { 0xffff_ffff } else { 0xffff };
         s.ss.base.wrapping_add(s.rsp & mask)
     };
-    let map = paging(s);
+    let map = s.paging();
     let mut word = [0u8; 2];
     if vm.read_virt(&map, at, &mut word).is_ok() {
         let flags = u16::from_le_bytes(word) & !(RFLAGS_TF as u16);
@@ -213,8 +204,8 @@ fn clear_pushed_tf(vm: &Vm, v: &mut VcpuState) {
 
 /// An exception intercepted while stepping, RIP at the faulting instruction: injected
 /// again, so it is delivered without the module's TF and the step ends at its handler.
-pub(super) fn handle_exception(v: &mut VcpuState, vector: u32) -> Next {
-    if vector == BP_VECTOR {
+pub(super) fn handle_exception(v: &mut VcpuState, vector: u8) -> Next {
+    if vector == vector::BP {
         // The #BP intercept of a CPU that reports INT3 as an exception (QEMU reports it
         // as INT n); RIP is at the INT3.
         return int3(v, 1);
@@ -226,12 +217,12 @@ pub(super) fn handle_exception(v: &mut VcpuState, vector: u32) -> Next {
         v.debugger.native = true;
         return Next::Resume;
     }
-    let error = if ERROR_CODE_VECTORS & (1 << vector) != 0 {
+    let error = if ERROR_CODE_VECTORS & (1u32 << vector) != 0 {
         event::ERROR_VALID | (c.exit_info_1 << 32)
     } else {
         0
     };
-    if vector == PF_VECTOR {
+    if vector == vector::PF {
         // The intercept comes before the CPU writes CR2.
         v.vmcb.save.cr2 = c.exit_info_2;
     }
@@ -244,12 +235,11 @@ pub(super) fn handle_exception(v: &mut VcpuState, vector: u32) -> Next {
 /// the instruction (QEMU gives neither the vector nor the length: both are decoded).
 pub(super) fn handle_int(vm: &Vm, v: &mut VcpuState) -> Next {
     let s = &v.vmcb.save;
-    let long = s.efer & EFER_LMA != 0 && s.cs.attrib & CS_L != 0;
     let mut bytes = [0u8; 15];
     let at = s.cs.base.wrapping_add(s.rip);
-    let n = (1..=bytes.len()).rev().find(|&n| vm.read_virt(&paging(s), at, &mut bytes[..n]).is_ok()).unwrap_or(0);
-    match decode_int(&bytes[..n], long) {
-        Some((BP_VECTOR, len, event::TYPE_EXCEPTION)) => int3(v, len),
+    let n = (1..=bytes.len()).rev().find(|&n| vm.read_virt(&s.paging(), at, &mut bytes[..n]).is_ok()).unwrap_or(0);
+    match decode_int(&bytes[..n], s.long_mode()) {
+        Some((vector::BP, len, event::TYPE_EXCEPTION)) => int3(v, len),
         Some((vector, len, kind)) => {
             inject_int(v, vector, len, kind);
             Next::Resume
@@ -264,38 +254,38 @@ pub(super) fn handle_int(vm: &Vm, v: &mut VcpuState) -> Next {
 /// INT3: the debugger's breakpoint, or the guest's own #BP.
 fn int3(v: &mut VcpuState, len: u64) -> Next {
     if v.debugger.on(ctl::SW_BP) {
-        return report(v, BP_VECTOR, v.vmcb.save.dr6, 0);
+        return report(v, vector::BP, v.vmcb.save.dr6, 0);
     }
-    inject_int(v, BP_VECTOR, len, event::TYPE_EXCEPTION);
+    inject_int(v, vector::BP, len, event::TYPE_EXCEPTION);
     Next::Resume
 }
 
 /// Delivers the event of an `len`-byte INT instruction at RIP, returning past it.
-fn inject_int(v: &mut VcpuState, vector: u32, len: u64, kind: u64) {
+fn inject_int(v: &mut VcpuState, vector: u8, len: u64, kind: u64) {
     v.vmcb.save.rip = v.vmcb.save.rip.wrapping_add(len);
     v.vmcb.control.event_inj = event::VALID | kind | u64::from(vector);
 }
 
 /// Decodes INT3 (CC), INT n (CD ib) or INTO (CE) after any prefixes: (vector, length,
 /// EVENTINJ type).
-fn decode_int(bytes: &[u8], long: bool) -> Option<(u32, u64, u64)> {
+fn decode_int(bytes: &[u8], long: bool) -> Option<(u8, u64, u64)> {
     let i = bytes.iter().position(|&b| {
         !matches!(b, 0x66 | 0x67 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65)
             && !(long && (0x40..=0x4f).contains(&b))
     })?;
     match bytes[i..] {
-        [0xcc, ..] => Some((BP_VECTOR, i as u64 + 1, event::TYPE_EXCEPTION)),
-        [0xce, ..] => Some((OF_VECTOR, i as u64 + 1, event::TYPE_EXCEPTION)),
-        [0xcd, n, ..] => Some((u32::from(n), i as u64 + 2, event::TYPE_SOFT_INT)),
+        [0xcc, ..] => Some((vector::BP, i as u64 + 1, event::TYPE_EXCEPTION)),
+        [0xce, ..] => Some((vector::OF, i as u64 + 1, event::TYPE_EXCEPTION)),
+        [0xcd, n, ..] => Some((n, i as u64 + 2, event::TYPE_SOFT_INT)),
         _ => None,
     }
 }
 
 /// Fills in the DEBUG exit (KVM's `kvm_debug_exit_arch`).
-fn report(v: &mut VcpuState, exception: u32, dr6: u64, event: u64) -> Next {
+fn report(v: &mut VcpuState, exception: u8, dr6: u64, event: u64) -> Next {
     let s = &v.vmcb.save;
     v.run.debug = abi::DebugExit {
-        exception,
+        exception: exception.into(),
         _pad: 0,
         pc: s.cs.base.wrapping_add(s.rip),
         dr6,

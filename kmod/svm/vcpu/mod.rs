@@ -10,8 +10,9 @@ mod ioio;
 use super::dr::{self, DebugRegs};
 use super::vm::Vm;
 use super::vmcb::{self, event, exit_code, intercept1 as i1, intercept2 as i2, Vmcb};
+use super::x86::{self, efer, rflags, vector};
 use super::{cpuid, msr, Asid, Asids};
-use ioio::{complete_ins, handle_ioio, merge_in, paging, StringIo, CS_L, EFER_LMA};
+use ioio::{complete_ins, handle_ioio, merge_in, StringIo};
 use crate::abi;
 use crate::ffi::cpu::{self, NoPreempt};
 use crate::ffi::mem::{PageRef, Pages};
@@ -80,9 +81,6 @@ pub(crate) struct Vcpu {
     #[pin]
     state: Mutex<VcpuState>,
 }
-
-const UD_VECTOR: u64 = 6;
-const GP_VECTOR: u64 = 13;
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>) -> Result<Arc<Self>> {
@@ -153,7 +151,7 @@ impl Vcpu {
                 let data = v.run.data;
                 if complete_ins(&self.vm, &mut v, io, &data).is_err() {
                     // The destination is not guest RAM: as the CPU would for a bad address.
-                    inject(&mut v, GP_VECTOR, Some(0));
+                    inject(&mut v, vector::GP, Some(0));
                 }
             }
             None => {}
@@ -314,7 +312,7 @@ fn load_regs(v: &mut VcpuState, r: &abi::Regs) {
         r14: r.r14, r15: r.r15,
     };
     // Userspace emulated an instruction (MMIO) if it moved RIP: its shadow ends.
-    events::complete_instruction(v, r.rip);
+    complete_instruction(v, r.rip);
     let s = &mut v.vmcb.save;
     s.rax = r.rax;
     s.rsp = r.rsp;
@@ -332,7 +330,7 @@ fn sregs_of(v: &VcpuState) -> abi::Sregs {
         cs: seg(&s.cs), ds: seg(&s.ds), es: seg(&s.es), fs: seg(&s.fs), gs: seg(&s.gs),
         ss: seg(&s.ss), tr: seg(&s.tr), ldt: seg(&s.ldtr), gdt: dt(&s.gdtr), idt: dt(&s.idtr),
         cr0: s.cr0, cr2: s.cr2, cr3: s.cr3, cr4: s.cr4,
-        efer: s.efer & !vmcb::EFER_SVME,
+        efer: s.efer & !efer::SVME,
     }
 }
 
@@ -355,7 +353,7 @@ fn load_sregs(v: &mut VcpuState, r: &abi::Sregs) {
     s.cr3 = r.cr3;
     s.cr4 = r.cr4;
     // VMRUN requires EFER.SVME in the guest's EFER; the guest never sees it.
-    s.efer = r.efer | vmcb::EFER_SVME;
+    s.efer = r.efer | efer::SVME;
     // The CPL is the DPL of SS (APM 15.5.1).
     s.cpl = ((r.ss.attrib >> 5) & 3) as u8;
 }
@@ -442,11 +440,11 @@ fn init_vmcb(vmcb: &mut Vmcb, asid: u32, (iopm, msrpm): (u64, u64)) {
     s.ldtr = vmcb::Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
     s.tr = vmcb::Segment { selector: 0, attrib: 0x8b, limit: 0xffff, base: 0 };
     s.cr0 = 0x10; // ET
-    s.efer = vmcb::EFER_SVME;
-    s.rflags = 2;
+    s.efer = efer::SVME;
+    s.rflags = rflags::FIXED;
     // The hardware's DR6/DR7 while the guest runs: no breakpoint armed, ever (dr.rs).
-    s.dr6 = dr::DR6_RESET;
-    s.dr7 = dr::DR7_RESET;
+    s.dr6 = x86::dr::DR6_RESET;
+    s.dr7 = x86::dr::DR7_RESET;
     s.g_pat = vmcb::PAT_DEFAULT;
 }
 
@@ -478,7 +476,7 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         exit_code::PUSHF => debug::handle_pushf(v),
         exit_code::SWINT => debug::handle_int(vm, v),
         code if code == exit_code::EXCP_BASE + 1 => debug::handle_db(vm, v),
-        code @ exit_code::EXCP_BASE..=0x5f => debug::handle_exception(v, code - exit_code::EXCP_BASE),
+        code @ exit_code::EXCP_BASE..=0x5f => debug::handle_exception(v, (code - exit_code::EXCP_BASE) as u8),
         code @ exit_code::READ_DR0..=0x3f => handle_dr(vm, v, code),
         exit_code::SHUTDOWN => {
             v.stats.shutdown += 1;
@@ -489,7 +487,7 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
             v.stats.fail_entry += 1;
             to_user_hw(v, abi::exit::FAIL_ENTRY)
         }
-        code if is_refused_instruction(code) => inject(v, UD_VECTOR, None),
+        code if is_refused_instruction(code) => inject(v, vector::UD, None),
         _ => {
             v.stats.other += 1;
             to_user_hw(v, abi::exit::UNKNOWN)
@@ -511,11 +509,11 @@ fn is_refused_instruction(code: u32) -> bool {
 
 /// Injects exception `vector` (with `error_code` if it has one); RIP stays at the
 /// faulting instruction.
-fn inject(v: &mut VcpuState, vector: u64, error_code: Option<u32>) -> Next {
-    v.stats.invalid_opcode += u64::from(vector == UD_VECTOR);
+fn inject(v: &mut VcpuState, vector: u8, error_code: Option<u32>) -> Next {
+    v.stats.invalid_opcode += u64::from(vector == vector::UD);
     v.vmcb.control.event_inj = event::VALID
         | event::TYPE_EXCEPTION
-        | vector
+        | u64::from(vector)
         | error_code.map_or(0, |e| event::ERROR_VALID | (u64::from(e) << 32));
     Next::Resume
 }
@@ -523,14 +521,25 @@ fn inject(v: &mut VcpuState, vector: u64, error_code: Option<u32>) -> Next {
 /// Moves RIP past the `len` bytes of the instruction the module emulated.
 fn skip(v: &mut VcpuState, len: u64) {
     let next = v.vmcb.save.rip.wrapping_add(len);
-    events::complete_instruction(v, next);
+    complete_instruction(v, next);
+}
+
+/// Moves RIP to `next_rip` after an instruction the module or userspace emulated: its
+/// interrupt shadow ends (events.rs) and, while single-stepping, it was the step
+/// (debug.rs).
+fn complete_instruction(v: &mut VcpuState, next_rip: u64) {
+    if next_rip != v.vmcb.save.rip {
+        events::instruction_done(v);
+        debug::instruction_done(v);
+    }
+    v.vmcb.save.rip = next_rip;
 }
 
 /// Fills in the run page's view of the guest's interrupt state and the registers userspace
 /// asked for (every return from RUN).
 fn report_events(v: &mut VcpuState) {
     v.run.ready_for_interrupt_injection = u8::from(events::ready_for_injection(v));
-    v.run.if_flag = u8::from(v.vmcb.save.rflags & events::RFLAGS_IF != 0);
+    v.run.if_flag = u8::from(v.vmcb.save.rflags & rflags::IF != 0);
     sync_out(v);
 }
 
@@ -541,7 +550,7 @@ fn handle_hlt(v: &mut VcpuState) -> Next {
     v.stats.hlt += 1;
     // HLT is one byte; QEMU gives no next-RIP.
     skip(v, 1);
-    if (v.queued.is_some() && v.vmcb.save.rflags & events::RFLAGS_IF != 0) || events::nmi_deliverable(v) {
+    if (v.queued.is_some() && v.vmcb.save.rflags & rflags::IF != 0) || events::nmi_deliverable(v) {
         return Next::Resume;
     }
     v.run.exit_reason = abi::exit::HLT;
@@ -594,7 +603,7 @@ fn handle_msr(vm: &Vm, v: &mut VcpuState) -> Next {
             skip(v, 2); // 0f 32 / 0f 30
             Next::Resume
         }
-        Err(msr::Fault) => inject(v, GP_VECTOR, Some(0)),
+        Err(msr::Fault) => inject(v, vector::GP, Some(0)),
     }
 }
 
@@ -645,11 +654,11 @@ fn set_gpr(v: &mut VcpuState, n: usize, value: u64) {
 /// decode assists, so the instruction is read from guest memory at RIP.
 fn handle_dr(vm: &Vm, v: &mut VcpuState, code: u32) -> Next {
     let s = &v.vmcb.save;
-    let long = s.efer & EFER_LMA != 0 && s.cs.attrib & CS_L != 0;
+    let long = s.long_mode();
     let at = s.cs.base.wrapping_add(s.rip);
     let mut bytes = [0u8; 15];
     // The instruction may end before an unmapped page: take what can be read.
-    let n = (1..=bytes.len()).rev().find(|&n| vm.read_virt(&paging(s), at, &mut bytes[..n]).is_ok()).unwrap_or(0);
+    let n = (1..=bytes.len()).rev().find(|&n| vm.read_virt(&s.paging(), at, &mut bytes[..n]).is_ok()).unwrap_or(0);
     let Some(mov) = dr::decode(&bytes[..n], long) else {
         v.stats.other += 1;
         return to_user_hw(v, abi::exit::UNKNOWN);
