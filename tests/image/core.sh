@@ -24,6 +24,10 @@ mmio_guest() {
     grep -q '^via mmio$' "$OUT/mmio.out" && grep -q '^4by$' "$OUT/mmio.out" || { echo "serial by MMIO missing"; return 1; }
 }
 hypercall_guest() { guest_checks hypercall 2; }
+# Control registers and MSRs a guest must not load (CR4 reserved and unoffered bits, CR0
+# and CR3 reserved bits and combinations, EFER.LME while paging) raise #GP instead of
+# failing VMRUN; legal writes, CLTS and LMSW take effect; IA32_MISC_ENABLE as KVM has it.
+ctlregs_guest() { guest_checks ctlregs 23; }
 
 triple_fault() {
     msg=$(yakvm run guests/triple.bin 2>&1); rc=$?
@@ -70,6 +74,7 @@ check cpu_guest cpu_guest
 check ports_guest ports_guest
 check mmio_guest mmio_guest
 check hypercall_guest hypercall_guest
+check ctlregs_guest ctlregs_guest
 check triple_fault triple_fault
 check ctrl_c_busy_guest ctrl_c_busy_guest
 check sse_with_host_fpu sse_with_host_fpu

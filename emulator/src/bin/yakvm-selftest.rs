@@ -154,16 +154,42 @@ fn real_mode_vm(dev: &Device, code: &[u8]) -> Result<(sys::Vm, GuestMemory, sys:
     Ok((vm, mem, vcpus.remove(0)))
 }
 
-/// A state VMRUN refuses (CR0.NW without CR0.CD) comes back as FAIL_ENTRY.
-fn invalid_state_fails_entry(dev: &Device) -> TestResult {
+/// Control registers that VMRUN would refuse, or that no CPU of the guest's CPUID can
+/// be in, are refused with EINVAL by SET_SREGS and by RUN (through the run page): they
+/// never reach VMRUN, and the vCPU runs on with the state it had.
+fn invalid_state_refused(dev: &Device) -> TestResult {
     let (_vm, _mem, mut vcpu) = real_mode_vm(dev, &[0xf4])?;
-    let mut sregs = vcpu.sregs().map_err(|e| e.to_string())?;
-    sregs.cr0 = (1 << 29) | 0x10; // NW=1, CD=0
-    vcpu.set_sregs(&sregs).map_err(|e| e.to_string())?;
+    let good = vcpu.sregs().map_err(|e| e.to_string())?;
+    let cases: [(&str, fn(&mut abi::Sregs)); 9] = [
+        ("CR0.NW without CD", |s| s.cr0 = (1 << 29) | 0x10),
+        ("CR0 bit 32", |s| s.cr0 |= 1 << 32),
+        ("CR0.PG without PE", |s| s.cr0 = (1 << 31) | 0x10),
+        ("CR4.LA57 (not in CPUID)", |s| s.cr4 |= 1 << 12),
+        ("CR4 bit 63", |s| s.cr4 |= 1 << 63),
+        ("EFER.LMA without paging", |s| s.efer |= 1 << 10),
+        ("EFER reserved bit 20", |s| s.efer |= 1 << 20),
+        ("CS.L outside long mode", |s| s.cs.attrib |= 1 << 9),
+        ("long mode without PAE", |s| {
+            s.cr0 |= (1 << 31) | 1;
+            s.efer |= (1 << 8) | (1 << 10);
+        }),
+    ];
+    for (what, change) in cases {
+        let mut bad = good;
+        change(&mut bad);
+        expect_errno(&format!("SET_SREGS, {what}"), vcpu.set_sregs(&bad), Errno::EINVAL)?;
+        let run = vcpu.run_page();
+        run.sync_regs.sregs = bad;
+        run.sync_dirty = abi::sync::SREGS;
+        expect_errno(&format!("RUN with the run page's sregs, {what}"), vcpu.run(), Errno::EINVAL)?;
+    }
+    if vcpu.sregs().map_err(|e| e.to_string())? != good {
+        return Err("a refused state was loaded".into());
+    }
     vcpu.run().map_err(|e| e.to_string())?;
-    let run = *vcpu.run_page();
-    if run.exit_reason != abi::exit::FAIL_ENTRY || run.hw.exit_code as u32 != u32::MAX {
-        return Err(format!("exit {} code {:#x}", run.exit_reason, run.hw.exit_code));
+    let reason = vcpu.run_page().exit_reason;
+    if reason != abi::exit::HLT {
+        return Err(format!("exit {reason} after the refused states, want HLT"));
     }
     Ok(())
 }
@@ -369,7 +395,7 @@ fn main() {
         ("vcpu_limit_and_capabilities", Box::new(|| vcpu_limit_and_capabilities(&dev))),
         ("two_vcpus_at_once", Box::new(|| two_vcpus_at_once(&dev, &guests))),
         ("vmcb_dump_and_stats", Box::new(|| vmcb_dump_and_stats(&dev, &guests))),
-        ("invalid_state_fails_entry", Box::new(|| invalid_state_fails_entry(&dev))),
+        ("invalid_state_refused", Box::new(|| invalid_state_refused(&dev))),
         ("wbinvd_is_skipped", Box::new(|| wbinvd_is_skipped(&dev))),
         ("interrupts_exit_to_host", Box::new(|| interrupts_exit_to_host(&dev))),
         ("local_apic_cpuid_and_msr", Box::new(|| local_apic_cpuid_and_msr(&dev))),

@@ -81,7 +81,7 @@ pub(super) fn set(v: &mut VcpuState, dbg: &abi::GuestDebug) -> Result {
     }
     // Registers the debugger changed in the run page are loaded now, as RUN would: a RIP
     // it moved is its own doing, not an emulated instruction (no step is reported for it).
-    super::sync_in(v);
+    super::sync_in(v)?;
     if dbg.control & (ctl::ENABLE | ctl::INJECT_BP) == ctl::ENABLE | ctl::INJECT_BP {
         if v.vmcb.control.event_inj & event::VALID != 0 {
             return Err(EBUSY);

@@ -3,6 +3,7 @@
 //! page, and the exit handlers. Each handler answers one question: resume the guest, or
 //! return to userspace with this exit.
 
+mod cr;
 mod debug;
 mod events;
 mod ioio;
@@ -71,6 +72,10 @@ struct VcpuState {
     dead: bool,
     /// A debugger in userspace (`SET_GUEST_DEBUG`).
     debugger: debug::Debugger,
+    /// What the guest may load into its control registers (its CPUID's features).
+    cr_limits: cr::CrLimits,
+    /// The guest's TLB must be flushed at the next VMRUN (an emulated CR write).
+    flush_tlb: bool,
 }
 
 #[pin_data]
@@ -109,6 +114,8 @@ impl Vcpu {
             coalesced: abi::CoalescedIo::default(),
             dead: false,
             debugger: debug::Debugger::default(),
+            cr_limits: cr::CrLimits::new(|leaf| cpuid::guest_cpuid(leaf, 0, slot.id, slot.lapic)),
+            flush_tlb: false,
         };
         Arc::pin_init(pin_init!(Self { vm, run_page, state <- new_mutex!(state, "yakvm_vcpu") }), GFP_KERNEL)
     }
@@ -140,7 +147,7 @@ impl Vcpu {
         }
         // Registers userspace changed in the run page come first (they may end `pending`,
         // as SET_REGS does).
-        sync_in(&mut v);
+        sync_in(&mut v)?;
         match v.pending.take() {
             Some(Pending::In { size }) => {
                 let data = v.run.data;
@@ -195,7 +202,8 @@ impl Vcpu {
                 let pinned = NoPreempt::new();
                 let svm = self.vm.shared.cpus.this_cpu(&pinned)?;
                 let here = pinned.cpu();
-                v.vmcb.control.tlb_control = if v.last_cpu == Some(here) {
+                let flush = core::mem::take(&mut v.flush_tlb);
+                v.vmcb.control.tlb_control = if v.last_cpu == Some(here) && !flush {
                     0
                 } else {
                     vmcb::TLB_CONTROL_FLUSH_ALL
@@ -289,9 +297,10 @@ impl Vcpu {
         sregs_of(&self.state.lock())
     }
 
-    /// Loads segment and control registers. VMRUN checks their consistency itself (a bad
-    /// combination ends RUN with `FAIL_ENTRY`); none of them reaches the host.
-    pub(crate) fn set_sregs(&self, r: &abi::Sregs) {
+    /// Loads segment and control registers; `EINVAL` for control registers no CPU of the
+    /// guest's kind can be in (cr.rs). VMRUN checks the rest (a bad segment ends RUN with
+    /// `FAIL_ENTRY`); none of them reaches the host.
+    pub(crate) fn set_sregs(&self, r: &abi::Sregs) -> Result {
         load_sregs(&mut self.state.lock(), r)
     }
 }
@@ -334,7 +343,10 @@ fn sregs_of(v: &VcpuState) -> abi::Sregs {
     }
 }
 
-fn load_sregs(v: &mut VcpuState, r: &abi::Sregs) {
+fn load_sregs(v: &mut VcpuState, r: &abi::Sregs) -> Result {
+    if !cr::valid_sregs(&v.cr_limits, r.cr0, r.cr3, r.cr4, r.efer, r.cs.attrib) {
+        return Err(EINVAL);
+    }
     let s = &mut v.vmcb.save;
     let seg = |x: &abi::Segment| vmcb::Segment { selector: x.selector, attrib: x.attrib, limit: x.limit, base: x.base };
     let dt = |x: &abi::DescTable| vmcb::Segment { selector: 0, attrib: 0, limit: x.limit, base: x.base };
@@ -356,25 +368,30 @@ fn load_sregs(v: &mut VcpuState, r: &abi::Sregs) {
     s.efer = r.efer | efer::SVME;
     // The CPL is the DPL of SS (APM 15.5.1).
     s.cpl = ((r.ss.attrib >> 5) & 3) as u8;
+    // The paging mode may have changed.
+    v.flush_tlb = true;
+    Ok(())
 }
 
 /// Loads the register sets userspace changed in the run page (`Run::sync_dirty`), as
 /// `SET_REGS` / `SET_SREGS` would, at the start of `RUN`. Each is read once: userspace
-/// may write the page meanwhile, and any values are only the guest's problem.
-fn sync_in(v: &mut VcpuState) {
+/// may write the page meanwhile, and any values are only the guest's problem. Control
+/// registers `SET_SREGS` would refuse make RUN fail with `EINVAL` (as KVM's).
+fn sync_in(v: &mut VcpuState) -> Result {
     let dirty = read_once(&v.run.sync_dirty);
     if dirty == 0 {
-        return;
+        return Ok(());
     }
     v.run.sync_dirty = 0;
     if dirty & abi::sync::SREGS != 0 {
         let sregs = v.run.sync_regs.sregs;
-        load_sregs(v, &sregs);
+        load_sregs(v, &sregs)?;
     }
     if dirty & abi::sync::REGS != 0 {
         let regs = v.run.sync_regs.regs;
         load_regs(v, &regs);
     }
+    Ok(())
 }
 
 /// Copies the register sets userspace asked for (`Run::sync_valid`) into the run page.
@@ -393,6 +410,9 @@ fn sync_out(v: &mut VcpuState) {
 fn init_vmcb(vmcb: &mut Vmcb, asid: u32, (iopm, msrpm): (u64, u64)) {
     let c = &mut vmcb.control;
     c.intercept_dr = 0xffff_ffff;         // every DR read and write (dr.rs)
+    c.intercept_cr = vmcb::intercept_cr_write(0) // CR0, CR3, CR4 writes, checked (cr.rs)
+        | vmcb::intercept_cr_write(3)
+        | vmcb::intercept_cr_write(4);
     c.intercept_exceptions = 0;
     c.intercept_misc1 = i1::INTR       // host interrupts exit and are taken by the host
         | i1::NMI
@@ -477,6 +497,9 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         exit_code::SWINT => debug::handle_int(vm, v),
         code if code == exit_code::EXCP_BASE + 1 => debug::handle_db(vm, v),
         code @ exit_code::EXCP_BASE..=0x5f => debug::handle_exception(v, (code - exit_code::EXCP_BASE) as u8),
+        code @ (exit_code::WRITE_CR0 | exit_code::WRITE_CR3 | exit_code::WRITE_CR4) => {
+            cr::handle_cr_write(vm, v, (code - exit_code::WRITE_CR0) as usize)
+        }
         code @ exit_code::READ_DR0..=0x3f => handle_dr(vm, v, code),
         exit_code::SHUTDOWN => {
             v.stats.shutdown += 1;
