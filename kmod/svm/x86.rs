@@ -70,6 +70,8 @@ pub(crate) mod rflags {
     pub(crate) const TF: u64 = 1 << 8;
     pub(crate) const IF: u64 = 1 << 9;
     pub(crate) const DF: u64 = 1 << 10;
+    /// Resume flag: set in the RFLAGS image a fault pushes (APM 8.2.17 / SDM 17.3.1.1).
+    pub(crate) const RF: u64 = 1 << 16;
 }
 
 /// DR6 and DR7 (APM 13.1.1).

@@ -531,9 +531,12 @@ fn is_refused_instruction(code: u32) -> bool {
 }
 
 /// Injects exception `vector` (with `error_code` if it has one); RIP stays at the
-/// faulting instruction.
+/// faulting instruction. The module injects only faults (#UD, #GP): the RFLAGS image the
+/// CPU pushes for a fault has RF set (as KVM sets it before injecting one), so a debugger
+/// of the guest's own does not break again at the instruction.
 fn inject(v: &mut VcpuState, vector: u8, error_code: Option<u32>) -> Next {
     v.stats.invalid_opcode += u64::from(vector == vector::UD);
+    v.vmcb.save.rflags |= rflags::RF;
     v.vmcb.control.event_inj = event::VALID
         | event::TYPE_EXCEPTION
         | u64::from(vector)
