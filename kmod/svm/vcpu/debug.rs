@@ -57,6 +57,9 @@ pub(super) struct Debugger {
     step_done: bool,
     /// The event that step delivered, for `DebugExit::event`.
     event: u64,
+    /// The guest's DR6 before the entry in progress: the debugger's step must not change
+    /// it (the CPU sets BS in the VMCB's DR6, which is the guest's).
+    guest_dr6: u64,
 }
 
 impl Debugger {
@@ -97,10 +100,16 @@ pub(super) fn set(v: &mut VcpuState, dbg: &abi::GuestDebug) -> Result {
 }
 
 /// An instruction was emulated (RIP moved past it): while stepping, that was the step.
+/// A guest that single-steps itself (its own TF) gets the #DB trap the CPU would have
+/// raised after the instruction, DR6.BS set (KVM's `kvm_vcpu_do_singlestep`).
 pub(super) fn instruction_done(v: &mut VcpuState) {
     if v.debugger.stepping() {
         v.debugger.step_done = true;
         v.debugger.event = 0;
+    } else if v.vmcb.save.rflags & RFLAGS_TF != 0 && v.vmcb.control.event_inj & event::VALID == 0 {
+        // B0-B3 describe breakpoints, none of which matched.
+        v.vmcb.save.dr6 = (v.vmcb.save.dr6 & !0xf) | DR6_BS;
+        v.vmcb.control.event_inj = event::VALID | event::TYPE_EXCEPTION | u64::from(vector::DB);
     }
 }
 
@@ -138,6 +147,7 @@ pub(super) fn before_entry(v: &mut VcpuState) -> bool {
     d.delivering = if delivering { c.event_inj } else { 0 };
     let s = &mut v.vmcb.save;
     d.tf_ours = stepping && !delivering && s.rflags & RFLAGS_TF == 0;
+    d.guest_dr6 = s.dr6;
     d.pushf_running = core::mem::take(&mut d.pushf) && d.tf_ours;
     if d.tf_ours {
         s.rflags |= RFLAGS_TF;
@@ -170,7 +180,7 @@ pub(super) fn after_exit(v: &mut VcpuState, entered: bool) {
 
 /// The #DB intercept (only while stepping): one instruction ran.
 pub(super) fn handle_db(vm: &Vm, v: &mut VcpuState) -> Next {
-    let dr6 = core::mem::replace(&mut v.vmcb.save.dr6, DR6_RESET);
+    let dr6 = core::mem::replace(&mut v.vmcb.save.dr6, v.debugger.guest_dr6);
     if core::mem::take(&mut v.debugger.pushf_running) {
         clear_pushed_tf(vm, v);
     }

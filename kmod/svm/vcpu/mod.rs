@@ -576,7 +576,11 @@ fn handle_hlt(v: &mut VcpuState) -> Next {
     v.stats.hlt += 1;
     // HLT is one byte; QEMU gives no next-RIP.
     skip(v, 1);
-    if (v.queued.is_some() && v.vmcb.save.rflags & rflags::IF != 0) || events::nmi_deliverable(v) {
+    // (A guest stepping itself has its #DB trap to take: debug::instruction_done.)
+    if (v.queued.is_some() && v.vmcb.save.rflags & rflags::IF != 0)
+        || events::nmi_deliverable(v)
+        || v.vmcb.control.event_inj & event::VALID != 0
+    {
         return Next::Resume;
     }
     v.run.exit_reason = abi::exit::HLT;
@@ -676,8 +680,10 @@ fn set_gpr(v: &mut VcpuState, n: usize, value: u64) {
     *slot = value;
 }
 
-/// MOV to or from a debug register: emulated on the vCPU's copies (dr.rs). QEMU gives no
-/// decode assists, so the instruction is read from guest memory at RIP.
+/// MOV to or from a debug register: emulated on the vCPU's copies (dr.rs); DR6 is the
+/// VMCB's, where the CPU sets its status bits (BS, B0-B3) when it delivers the guest's
+/// own #DB. QEMU gives no decode assists, so the instruction is read from guest memory at
+/// RIP.
 fn handle_dr(vm: &Vm, v: &mut VcpuState, code: u32) -> Next {
     let s = &v.vmcb.save;
     let long = s.long_mode();
@@ -694,13 +700,29 @@ fn handle_dr(vm: &Vm, v: &mut VcpuState, code: u32) -> Next {
         v.stats.other += 1;
         return to_user_hw(v, abi::exit::UNKNOWN);
     }
+    // DR4 and DR5 are aliases of DR6 and DR7 with CR4.DE clear, and raise #UD with it set
+    // (APM 13.1.1.5; QEMU's SVM intercepts before checking).
+    let dr = match mov.dr {
+        4 | 5 if s.cr4 & x86::cr4::DE != 0 => return inject(v, vector::UD, None),
+        4 => 6,
+        5 => 7,
+        n => n,
+    };
     // Outside 64-bit mode the operand is 32 bits.
     let mask = if long { u64::MAX } else { 0xffff_ffff };
     if mov.to_dr {
         let value = gpr(v, mov.gpr) & mask;
-        v.debug.write(mov.dr, value);
+        // The upper halves of DR6 and DR7 must be zero (VMRUN refuses them too).
+        if dr >= 6 && value & x86::dr::UPPER != 0 {
+            return inject(v, vector::GP, Some(0));
+        }
+        if dr == 6 {
+            v.vmcb.save.dr6 = dr::dr6_written(value);
+        } else {
+            v.debug.write(dr, value);
+        }
     } else {
-        let value = v.debug.read(mov.dr) & mask;
+        let value = if dr == 6 { v.vmcb.save.dr6 } else { v.debug.read(dr) } & mask;
         set_gpr(v, mov.gpr, value);
     }
     skip(v, mov.len);
