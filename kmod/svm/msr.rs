@@ -120,6 +120,13 @@ impl GuestMsrs {
     }
 }
 
+impl GuestMsrs {
+    /// The local APIC exists and IA32_APIC_BASE.EN is set.
+    pub(crate) fn apic_enabled(&self) -> bool {
+        self.apic_base.is_some_and(|b| b & APIC_BASE_EN != 0)
+    }
+}
+
 /// The machine-check bank register `msr` names: (bank, register 0-3).
 fn mc_bank(msr: u32) -> Option<(usize, usize)> {
     let offset = msr.checked_sub(nr::MC0_CTL)?;

@@ -60,6 +60,10 @@ pub(super) struct Debugger {
     /// The guest's DR6 before the entry in progress: the debugger's step must not change
     /// it (the CPU sets BS in the VMCB's DR6, which is the guest's).
     guest_dr6: u64,
+    /// The next entry steps over the IRET that ends an NMI's blocking (events.rs), so a
+    /// queued NMI is delivered right after it; `nmi_stepping`: the entry in progress does.
+    nmi_step: bool,
+    nmi_stepping: bool,
 }
 
 impl Debugger {
@@ -74,6 +78,14 @@ impl Debugger {
     /// External interrupts wait (single-stepping with `BLOCK_IRQ`).
     pub(super) fn blocks_irq(&self) -> bool {
         self.on(ctl::SINGLESTEP | ctl::BLOCK_IRQ)
+    }
+
+    /// Makes the next entry execute one instruction (the IRET at RIP) and exit, as KVM
+    /// does to open the NMI window: not while the debugger steps (it exits after each
+    /// instruction anyway) nor when the guest steps itself (its TF: the NMI then waits for
+    /// the next exit).
+    pub(super) fn step_over_iret(&mut self) {
+        self.nmi_step = true;
     }
 }
 
@@ -126,16 +138,22 @@ pub(super) fn step_reported(v: &mut VcpuState) -> bool {
 /// Just before VMRUN: the intercepts and TF of this entry. Returns whether the guest
 /// must exit at its first instruction boundary (it is delivering an event while stepping).
 pub(super) fn before_entry(v: &mut VcpuState) -> bool {
+    let guest_tf = v.vmcb.save.rflags & RFLAGS_TF != 0;
     let d = &mut v.debugger;
     let c = &mut v.vmcb.control;
     let stepping = d.stepping();
     let delivering = stepping && c.event_inj & event::VALID != 0;
     let native = core::mem::take(&mut d.native);
+    let nmi_step = core::mem::take(&mut d.nmi_step)
+        && !stepping
+        && c.event_inj & event::VALID == 0
+        && !guest_tf;
+    d.nmi_stepping = nmi_step;
     let mut exceptions = 0;
     if d.on(ctl::SW_BP) {
         exceptions |= 1 << vector::BP;
     }
-    if stepping {
+    if stepping || nmi_step {
         exceptions |= 1 << vector::DB;
         if !native {
             exceptions |= STEP_EXCEPTIONS;
@@ -146,7 +164,7 @@ pub(super) fn before_entry(v: &mut VcpuState) -> bool {
     set_bit(&mut c.intercept_misc1, intercept1::PUSHF, stepping && !d.pushf);
     d.delivering = if delivering { c.event_inj } else { 0 };
     let s = &mut v.vmcb.save;
-    d.tf_ours = stepping && !delivering && s.rflags & RFLAGS_TF == 0;
+    d.tf_ours = ((stepping && !delivering) || nmi_step) && s.rflags & RFLAGS_TF == 0;
     d.guest_dr6 = s.dr6;
     d.pushf_running = core::mem::take(&mut d.pushf) && d.tf_ours;
     if d.tf_ours {
@@ -178,9 +196,14 @@ pub(super) fn after_exit(v: &mut VcpuState, entered: bool) {
     }
 }
 
-/// The #DB intercept (only while stepping): one instruction ran.
+/// The #DB intercept (only while stepping, or stepping over an IRET): one instruction
+/// ran.
 pub(super) fn handle_db(vm: &Vm, v: &mut VcpuState) -> Next {
     let dr6 = core::mem::replace(&mut v.vmcb.save.dr6, v.debugger.guest_dr6);
+    if core::mem::take(&mut v.debugger.nmi_stepping) {
+        // The IRET ran: events::after_exit saw RIP move and ended the NMI blocking.
+        return Next::Resume;
+    }
     if core::mem::take(&mut v.debugger.pushf_running) {
         clear_pushed_tf(vm, v);
     }

@@ -100,6 +100,14 @@ pub(super) fn prepare_entry(v: &mut VcpuState, window_requested: bool) -> bool {
     }
     let report_window = deliver_interrupt(v, window_requested);
     rearm_iret(v);
+    // A queued NMI waits for the IRET at RIP: step over it, so the NMI comes right after
+    // it, not at whatever exit comes next (a host interrupt, an exit in the middle of the
+    // code the handler returned to).
+    if let NmiBlocking::IretAt(rip) = v.nmi.blocking {
+        if v.nmi.queued && rip == v.vmcb.save.rip && v.vmcb.control.event_inj & event::VALID == 0 {
+            v.debugger.step_over_iret();
+        }
+    }
     report_window
 }
 

@@ -597,7 +597,9 @@ fn handle_wbinvd(v: &mut VcpuState) -> Next {
 
 fn handle_cpuid(v: &mut VcpuState) -> Next {
     v.stats.cpuid += 1;
-    let r = cpuid::guest_cpuid(v.vmcb.save.rax as u32, v.gprs.rcx as u32, v.id, v.lapic);
+    // The APIC bit follows IA32_APIC_BASE.EN, as on a CPU whose APIC was disabled.
+    let apic = v.lapic && v.msrs.apic_enabled();
+    let r = cpuid::guest_cpuid(v.vmcb.save.rax as u32, v.gprs.rcx as u32, v.id, apic);
     v.vmcb.save.rax = r.eax.into();
     v.gprs.rbx = r.ebx.into();
     v.gprs.rcx = r.ecx.into();
