@@ -3,7 +3,8 @@
 //! an unchecked one makes the next VMRUN fail), then legal writes, checked to take
 //! effect: CR4 reserved and unoffered bits (LA57, PKE, OSXSAVE without XSAVE, PCIDE
 //! without PCID, SMEP), CR0 reserved and invalid combinations, CR3 reserved bits, EFER.LME
-//! while paging; CLTS, LMSW; IA32_MISC_ENABLE (0x1a0) as KVM emulates it.
+//! while paging; CLTS, LMSW; DR4 (#UD with CR4.DE), DR7's upper half; IA32_MISC_ENABLE
+//! (0x1a0) as KVM emulates it.
 #![no_std]
 #![no_main]
 
@@ -117,6 +118,23 @@ fn main() {
     // EFER.LME cannot change while paging is on.
     let efer = rdmsr(EFER).unwrap_or(0);
     t.check("EFER.LME cleared while paging raises #GP", !wrmsr(EFER, efer & !EFER_LME) && rdmsr(EFER) == Some(efer));
+
+    // Debug registers: DR4 is DR6 with CR4.DE clear and raises #UD with it set; the upper
+    // half of DR7 raises #GP.
+    const CR4_DE: u64 = 1 << 3;
+    let (mut dr4, mut dr6) = (0u64, 1u64);
+    // SAFETY: MOV from DR4/DR6 is intercepted and emulated; it only writes the registers.
+    let alias = trap::expect_fault(3, || unsafe {
+        core::arch::asm!("mov rax, dr4", "mov rcx, dr6", out("rax") dr4, out("rcx") dr6, options(nostack))
+    });
+    t.check("DR4 reads DR6 with CR4.DE clear", alias.is_none() && dr4 == dr6);
+    let de = write_cr4(c4 | CR4_DE).is_none();
+    // SAFETY: as above; it faults (3 bytes: 0F 21 E0).
+    let ud = trap::expect_fault(3, || unsafe { core::arch::asm!("mov rax, dr4", out("rax") _, options(nostack)) });
+    t.check("DR4 raises #UD with CR4.DE set", de && ud == Some(trap::UD) && write_cr4(c4).is_none());
+    // SAFETY: MOV to DR7 is emulated; the value faults (3 bytes: 0F 23 F8).
+    let gp = trap::expect_fault(3, || unsafe { core::arch::asm!("mov dr7, rax", in("rax") 1u64 << 32 | 0x400, options(nostack)) });
+    t.check("DR7 bit 32 raises #GP", gp == Some(GP));
 
     // IA32_MISC_ENABLE: readable, BTS and PEBS unavailable and read-only, the rest kept.
     let misc = rdmsr(MISC_ENABLE);
