@@ -25,11 +25,11 @@ use crate::svm::x86::{rflags, vector};
 /// the blocking, or an NMI injected at the next entry would be delivered before the IRET
 /// has run, nested in the handler it was meant to follow. So the intercept only notes the
 /// IRET's address and is switched off, the guest re-enters and executes it, and the first
-/// exit at another RIP shows that it has run. The NMI queued meanwhile waits for that
-/// exit: the module does not force one right after the IRET (KVM single-steps it, which
-/// here would share TF with the debugger, debug.rs); any exit will do, at the latest the
-/// host's next timer interrupt, which always exits (INTR is intercepted). Late, never
-/// early: that is the simple and correct side to err on.
+/// exit at another RIP shows that it has run. With an NMI queued, that entry single-steps
+/// the IRET (as KVM does; debug.rs sets TF and intercepts #DB for it), so the exit comes
+/// right after it and the NMI is delivered before the next instruction. While the
+/// debugger steps or the guest has its own TF set, the queued NMI waits for any later
+/// exit instead (at the latest the host's next timer interrupt): late, never early.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub(super) enum NmiBlocking {
     /// NMIs can be delivered.
