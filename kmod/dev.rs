@@ -60,7 +60,7 @@ impl FileOps for Vcpu {
             abi::GET_REGS => write_arg(arg, &this.get_regs())?,
             abi::SET_REGS => this.set_regs(&read_arg(arg)?),
             abi::GET_SREGS => write_arg(arg, &this.get_sregs())?,
-            abi::SET_SREGS => this.set_sregs(&read_arg(arg)?),
+            abi::SET_SREGS => this.set_sregs(&read_arg(arg)?)?,
             abi::GET_VMCB => {
                 let mut out = UserSlice::new(arg, core::mem::size_of::<abi::VmcbDump>()).writer();
                 this.dump_vmcb(&mut out)?

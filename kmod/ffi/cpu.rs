@@ -3,6 +3,7 @@
 //! pinning the current thread to its CPU.
 
 use super::glue;
+use crate::svm::x86::efer::SVME as EFER_SVME;
 use kernel::ffi::c_void;
 
 pub(crate) use crate::guest_cpuid::CpuidResult;
@@ -36,12 +37,8 @@ pub(crate) mod msr {
     pub(crate) const VM_HSAVE_PA: u32 = 0xc001_0117;
 }
 
-/// EFER.SVME: SVM enable (APM 15.4).
-pub(crate) const EFER_SVME: u64 = 1 << 12;
 /// VM_CR.SVMDIS.
 pub(crate) const VM_CR_SVMDIS: u64 = 1 << 4;
-/// CR4.LA57: five-level paging.
-pub(crate) const CR4_LA57: u64 = 1 << 12;
 
 /// An MSR yakvm may access. Only the MSRs of [`msr`] can be named, and the caller has
 /// checked (CPUID Fn8000_0001 ECX.SVM) that the SVM MSRs exist before reading them.

@@ -183,6 +183,7 @@ impl PinnedPages {
             // SAFETY: the call initialised `got` more entries (`got <= want`).
             unsafe { pages.set_len(done + got as usize) };
             PAGES_PINNED.fetch_add(got as usize, Ordering::Relaxed);
+            super::cpu::cond_resched();
         }
         // INVARIANT: every entry was pinned by the calls above.
         this.pages = pages;
@@ -235,11 +236,13 @@ impl Drop for PinnedPages {
         if self.pages.is_empty() {
             return;
         }
-        // SAFETY: each entry was pinned once (type invariant) and is released once, here;
-        // the guest may have written them, so they are marked dirty.
-        unsafe {
-            bindings::unpin_user_pages_dirty_lock(self.pages.as_mut_ptr(), self.pages.len() as _, true)
-        };
+        // In chunks, letting the scheduler in between: up to a million pages.
+        for chunk in self.pages.chunks_mut(512) {
+            // SAFETY: each entry was pinned once (type invariant) and is released once,
+            // here; the guest may have written them, so they are marked dirty.
+            unsafe { bindings::unpin_user_pages_dirty_lock(chunk.as_mut_ptr(), chunk.len() as _, true) };
+            super::cpu::cond_resched();
+        }
         PAGES_PINNED.fetch_sub(self.pages.len(), Ordering::Relaxed);
     }
 }

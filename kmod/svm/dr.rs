@@ -5,6 +5,8 @@
 //! intercepted and emulated here on the vCPU's own copies; the hardware DR7 the guest runs
 //! with always has every breakpoint disabled (guest breakpoints never fire).
 
+use super::x86::dr::{DR6_RESET, DR7_RESET};
+
 /// A decoded `MOV DRn, reg` (0F 23 /r) or `MOV reg, DRn` (0F 21 /r).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct MovDr {
@@ -43,31 +45,31 @@ pub(crate) fn decode(bytes: &[u8], long: bool) -> Option<MovDr> {
     })
 }
 
-/// The guest's view of DR0-DR3, DR6 and DR7.
+/// The guest's view of DR0-DR3 and DR7 (its DR6 is the VMCB's: it cannot arm anything,
+/// and the CPU updates it there when it delivers the guest's own #DB).
 #[derive(Clone, Copy)]
 pub(crate) struct DebugRegs {
     addr: [u64; 4],
-    dr6: u64,
     dr7: u64,
 }
 
-/// DR6 and DR7 after reset.
-pub(crate) const DR6_RESET: u64 = 0xffff_0ff0;
-pub(crate) const DR7_RESET: u64 = 0x400;
+/// DR6 as a MOV writes it: the reserved bits read as ones (bit 12 as zero).
+pub(crate) fn dr6_written(value: u64) -> u64 {
+    (value & 0xffff_efff) | DR6_RESET
+}
+
 
 impl Default for DebugRegs {
     fn default() -> Self {
-        Self { addr: [0; 4], dr6: DR6_RESET, dr7: DR7_RESET }
+        Self { addr: [0; 4], dr7: DR7_RESET }
     }
 }
 
 impl DebugRegs {
-    /// DR4 and DR5 alias DR6 and DR7 (CR4.DE clear; with it set the CPU raises #UD
-    /// before the intercept).
+    /// DR0-DR3 or DR7 (any other `dr` reads DR7: the caller maps DR4/DR5 and keeps DR6).
     pub(crate) fn read(&self, dr: usize) -> u64 {
         match dr {
             0..=3 => self.addr[dr],
-            4 | 6 => self.dr6,
             _ => self.dr7,
         }
     }
@@ -75,7 +77,6 @@ impl DebugRegs {
     pub(crate) fn write(&mut self, dr: usize, value: u64) {
         match dr {
             0..=3 => self.addr[dr] = value,
-            4 | 6 => self.dr6 = (value & 0xffff_efff) | DR6_RESET,
             _ => self.dr7 = (value & 0xffff_2fff) | DR7_RESET,
         }
     }

@@ -9,6 +9,7 @@ pub(crate) mod npt;
 pub(crate) mod vcpu;
 pub(crate) mod vm;
 pub(crate) mod vmcb;
+pub(crate) mod x86;
 
 use crate::ffi::cpu::{self, Msr, NoPreempt};
 use crate::ffi::mem::{Pages, RawPage};
@@ -45,7 +46,7 @@ pub(crate) fn check_cpu() -> Result<Features> {
         pr_err!("this CPU has no nested paging (CPUID Fn8000_000A_EDX[NP] = 0); not loading\n");
         return Err(ENODEV);
     }
-    if cpu::read_cr4() & cpu::CR4_LA57 != 0 {
+    if cpu::read_cr4() & x86::cr4::LA57 != 0 {
         pr_err!("the host uses 5-level paging, yakvm's nested page tables are 4-level; not loading (boot with no5lvl)\n");
         return Err(ENODEV);
     }
@@ -109,7 +110,7 @@ impl Cpus {
         let this = Self { per_cpu };
         cpu::on_each_cpu(&|id: usize| {
             let Some(pc) = this.per_cpu.get(id) else { return };
-            if Msr::EFER.read() & cpu::EFER_SVME != 0 {
+            if Msr::EFER.read() & x86::efer::SVME != 0 {
                 pc.busy.store(true, Ordering::Relaxed);
                 return;
             }

@@ -7,7 +7,8 @@
 //! everything else, above all the host's SVM MSRs (VM_HSAVE_PA, VM_CR) and
 //! EFER.SVME, raises #GP in the guest. No guest value ever reaches a host MSR.
 
-use super::vmcb::{SaveArea, EFER_SVME};
+use super::vmcb::SaveArea;
+use super::x86::{canonical, cr0, efer};
 use crate::abi;
 
 /// MSR numbers (AMD APM vol. 2, appendix A).
@@ -31,6 +32,7 @@ mod nr {
     pub(super) const PRED_CMD: u32 = 0x49;
     pub(super) const PATCH_LEVEL: u32 = 0x8b;
     pub(super) const MCG_CAP: u32 = 0x179;
+    pub(super) const MISC_ENABLE: u32 = 0x1a0;
     pub(super) const MCG_STATUS: u32 = 0x17a;
     /// MCi_CTL, MCi_STATUS, MCi_ADDR, MCi_MISC of bank i at MC0_CTL + 4 * i.
     pub(super) const MC0_CTL: u32 = 0x400;
@@ -65,6 +67,13 @@ const VIRT_SSBD: u64 = 1 << 2;
 /// DE_CFG bit 1: LFENCE is dispatch-serialising (reads as set, as on current CPUs).
 const DE_CFG_LFENCE_SERIALIZE: u64 = 1 << 1;
 
+/// IA32_MISC_ENABLE (Intel's, which KVM answers for every guest and Linux and the
+/// kvm-unit-tests read on any vendor): BTS and PEBS unavailable (11, 12), read-only;
+/// EMON (7, performance monitoring available) reads as it was, writes of it are ignored;
+/// the other bits keep what the guest writes, as in KVM.
+const MISC_ENABLE_EMON: u64 = 1 << 7;
+const MISC_ENABLE_RO: u64 = (1 << 11) | (1 << 12);
+
 /// IA32_APIC_BASE (APM vol. 2, 16.3.1): the local APIC's page, always at its power-on
 /// address (the emulator's APIC does not move), BSP (8) and EN (11: the APIC is
 /// enabled). EXTD (10, x2APIC mode) is not offered: writing it raises #GP.
@@ -83,6 +92,7 @@ pub(crate) struct GuestMsrs {
     tsc_aux: u64,
     spec_ctrl: u64,
     virt_spec_ctrl: u64,
+    misc_enable: u64,
 }
 
 impl Default for GuestMsrs {
@@ -96,6 +106,7 @@ impl Default for GuestMsrs {
             tsc_aux: 0,
             spec_ctrl: 0,
             virt_spec_ctrl: 0,
+            misc_enable: MISC_ENABLE_RO,
         }
     }
 }
@@ -106,6 +117,13 @@ impl GuestMsrs {
     pub(crate) fn with_apic(bsp: bool) -> Self {
         let bsp = if bsp { APIC_BASE_BSP } else { 0 };
         Self { apic_base: Some(APIC_DEFAULT_BASE | APIC_BASE_EN | bsp), ..Self::default() }
+    }
+}
+
+impl GuestMsrs {
+    /// The local APIC exists and IA32_APIC_BASE.EN is set.
+    pub(crate) fn apic_enabled(&self) -> bool {
+        self.apic_base.is_some_and(|b| b & APIC_BASE_EN != 0)
     }
 }
 
@@ -141,14 +159,10 @@ pub(crate) fn count(stats: &mut abi::MsrStats, msr: u32, is_write: bool, fault: 
 
 /// EFER bits a guest may set: SCE, LME, LMA, NXE, FFXSR. SVME (SVM is not offered),
 /// LMSLE and the rest are refused.
-const EFER_GUEST_BITS: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
+pub(crate) const EFER_GUEST_BITS: u64 = efer::SCE | efer::LME | efer::LMA | efer::NXE | efer::FFXSR;
 
 /// The guest's MSR access failed: inject #GP(0).
 pub(crate) struct Fault;
-
-fn canonical(v: u64) -> bool {
-    ((v as i64) << 16 >> 16) as u64 == v
-}
 
 /// PAT entries must be valid memory types (0, 1, 4, 5, 6, 7).
 fn valid_pat(v: u64) -> bool {
@@ -164,7 +178,7 @@ pub(crate) fn read(s: &SaveArea, tsc_offset: u64, m: &GuestMsrs, msr: u32, host_
         nr::SYSENTER_ESP => s.sysenter_esp,
         nr::SYSENTER_EIP => s.sysenter_eip,
         nr::PAT => s.g_pat,
-        nr::EFER => s.efer & !EFER_SVME,
+        nr::EFER => s.efer & !efer::SVME,
         nr::STAR => s.star,
         nr::LSTAR => s.lstar,
         nr::CSTAR => s.cstar,
@@ -178,6 +192,7 @@ pub(crate) fn read(s: &SaveArea, tsc_offset: u64, m: &GuestMsrs, msr: u32, host_
         nr::PATCH_LEVEL => PATCH_LEVEL,
         nr::MCG_CAP => u64::from(MC_BANKS),
         nr::MCG_STATUS => m.mcg_status,
+        nr::MISC_ENABLE => m.misc_enable,
         nr::HWCR => m.hwcr,
         nr::DE_CFG => DE_CFG_LFENCE_SERIALIZE,
         // No counters: they read zero (KVM without a guest PMU).
@@ -216,10 +231,11 @@ pub(crate) fn write(
         nr::SYSENTER_ESP => s.sysenter_esp = base(value)?,
         nr::SYSENTER_EIP => s.sysenter_eip = base(value)?,
         nr::PAT if valid_pat(value) => s.g_pat = value,
-        nr::EFER if value & !EFER_GUEST_BITS == 0 => {
+        // LME cannot change while paging is on (APM 14.6.1).
+        nr::EFER if value & !EFER_GUEST_BITS == 0 && (s.cr0 & cr0::PG == 0 || (value ^ s.efer) & efer::LME == 0) => {
             // LMA is set by the CPU, not by WRMSR: keep the current one.
-            let lma = s.efer & (1 << 10);
-            s.efer = (value & !(1 << 10)) | lma | EFER_SVME;
+            let lma = s.efer & efer::LMA;
+            s.efer = (value & !efer::LMA) | lma | efer::SVME;
         }
         nr::STAR => s.star = value,
         nr::LSTAR => s.lstar = base(value)?,
@@ -237,6 +253,9 @@ pub(crate) fn write(
         // Writing the patch level is how a microcode update starts: ignored.
         nr::PATCH_LEVEL => {}
         nr::MCG_STATUS => m.mcg_status = value,
+        nr::MISC_ENABLE if (value ^ m.misc_enable) & MISC_ENABLE_RO == 0 => {
+            m.misc_enable = (value & !MISC_ENABLE_EMON) | (m.misc_enable & MISC_ENABLE_EMON);
+        }
         nr::HWCR if value & !(HWCR_TSC_FREQ_SEL | HWCR_MC_STATUS_WR_EN | HWCR_IGNORED) == 0 => {
             m.hwcr = value & !HWCR_IGNORED;
         }

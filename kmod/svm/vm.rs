@@ -103,6 +103,11 @@ impl Vm {
         // Room for the new region first: once its pages are mapped, adding it cannot fail.
         vm.regions.reserve(1, GFP_KERNEL)?;
         for i in 0..count {
+            // Up to a million pages: let the scheduler in now and then (the kernel is not
+            // preemptible, and under QEMU's software CPU this loop is slow).
+            if i % 512 == 511 {
+                crate::ffi::cpu::cond_resched();
+            }
             let gpa = r.guest_phys_addr + i as u64 * page;
             if let Err(e) = vm.npt.set(gpa, Some(pages.phys(i))) {
                 // Take out what was mapped before the pages are unpinned. No vCPU has run

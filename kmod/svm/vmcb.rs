@@ -3,6 +3,8 @@
 //! control area at 0x000 and the state-save area at 0x400. Every field carries its offset;
 //! the offsets are asserted at compile time.
 
+use super::x86::{efer, seg};
+use crate::paging::PagingRegs;
 use core::mem::{offset_of, size_of};
 
 /// Control area (APM table B-1).
@@ -172,6 +174,11 @@ pub(crate) mod intercept2 {
     pub(crate) const XSETBV: u32 = 1 << 13;
 }
 
+/// `intercept_cr`: the write intercept of CRn is bit 16 + n (reads are bits 15:0).
+pub(crate) const fn intercept_cr_write(n: u32) -> u32 {
+    1 << (16 + n)
+}
+
 /// `np_control` bit 0: nested paging on.
 pub(crate) const NP_ENABLE: u64 = 1 << 0;
 /// `v_intr` bit 24: V_INTR_MASKING (guest RFLAGS.IF masks only virtual interrupts).
@@ -208,6 +215,10 @@ pub(crate) const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 pub(crate) mod exit_code {
     // Dispatched on the low 32 bits of EXITCODE, as KVM does.
     /// MOV from DRn: READ_DR0 + n; MOV to DRn: WRITE_DR0 + n.
+    /// MOV to CRn (and CLTS, LMSW for CR0): WRITE_CR0 + n.
+    pub(crate) const WRITE_CR0: u32 = 0x10;
+    pub(crate) const WRITE_CR3: u32 = 0x13;
+    pub(crate) const WRITE_CR4: u32 = 0x14;
     pub(crate) const READ_DR0: u32 = 0x20;
     pub(crate) const WRITE_DR0: u32 = 0x30;
     pub(crate) const EXCP_BASE: u32 = 0x40;
@@ -259,5 +270,14 @@ pub(crate) mod ioio {
     pub(crate) const PORT_SHIFT: u32 = 16;
 }
 
-/// EFER bits (APM 3.1.7).
-pub(crate) const EFER_SVME: u64 = 1 << 12;
+impl SaveArea {
+    /// The registers that decide the paging mode, for the guest page walk.
+    pub(crate) fn paging(&self) -> PagingRegs {
+        PagingRegs { cr0: self.cr0, cr3: self.cr3, cr4: self.cr4, efer: self.efer }
+    }
+
+    /// The guest runs 64-bit code (EFER.LMA and CS.L).
+    pub(crate) fn long_mode(&self) -> bool {
+        self.efer & efer::LMA != 0 && self.cs.attrib & seg::L != 0
+    }
+}

@@ -2,6 +2,8 @@
 # scripts/test.sh. Guests print "ok <check>" / "FAIL <check>" and exit 0 only if all passed.
 . /mnt/shares/tests/lib.sh
 cd /mnt/shares
+# Figures go straight to the console (`check` keeps a test's own output for its message).
+exec 3>&1
 
 # guest_checks NAME N: runs guests/NAME.bin, which must pass its N checks.
 guest_checks() {
@@ -24,6 +26,11 @@ mmio_guest() {
     grep -q '^via mmio$' "$OUT/mmio.out" && grep -q '^4by$' "$OUT/mmio.out" || { echo "serial by MMIO missing"; return 1; }
 }
 hypercall_guest() { guest_checks hypercall 2; }
+# Control registers and MSRs a guest must not load (CR4 reserved and unoffered bits, CR0
+# and CR3 reserved bits and combinations, EFER.LME while paging) raise #GP instead of
+# failing VMRUN; legal writes, CLTS and LMSW take effect; DR4 #UD with CR4.DE, DR7 bits
+# 63:32 #GP; IA32_MISC_ENABLE as KVM has it.
+ctlregs_guest() { guest_checks ctlregs 26; }
 
 triple_fault() {
     msg=$(yakvm run guests/triple.bin 2>&1); rc=$?
@@ -52,6 +59,30 @@ ctrl_c_busy_guest() {
     [ $rc -eq 130 ] || { echo "status $rc, expected 130 (SIGINT)"; return 1; }
 }
 
+# A guest whose exits are handled in the module (CPUID, MOV CR4, RDMSR/WRMSR), for 30 s:
+# the module's loop lets the scheduler run, so the kernel's watchdog (a soft lockup is
+# reported after 20 s without it) stays quiet; Ctrl-C still ends the run.
+exit_storm_no_lockup() {
+    before=$(dmesg | grep -c 'soft lockup')
+    yakvm run guests/exitstorm.bin > "$OUT/exitstorm.out" 2>&1 &
+    pid=$!
+    n=0; while [ $n -lt 600 ] && ! grep -q 'exit storm' "$OUT/exitstorm.out" 2>/dev/null; do sleep 0.1; n=$((n + 1)); done
+    grep -q 'exit storm' "$OUT/exitstorm.out" || { kill -9 $pid; wait $pid; echo "the guest did not start in 60 s: $(head -c 300 "$OUT/exitstorm.out")"; return 1; }
+    sleep 30
+    kill -0 $pid 2>/dev/null || { wait $pid; echo "the guest ended by itself (status $?): $(head -c 300 "$OUT/exitstorm.out")"; return 1; }
+    kill -INT $pid
+    n=0; while kill -0 $pid 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+    if kill -0 $pid 2>/dev/null; then kill -9 $pid; wait $pid; echo "still running 10 s after SIGINT"; return 1; fi
+    wait $pid; rc=$?
+    [ $rc -eq 130 ] || { echo "status $rc, expected 130 (SIGINT)"; return 1; }
+    after=$(dmesg | grep -c 'soft lockup')
+    [ "$after" -eq "$before" ] || { echo "$(dmesg | grep 'soft lockup' | tail -n 1)"; return 1; }
+    # It did run its exits: a dot per 10000 rounds of four.
+    dots=$(grep -a -A1 '^exit storm$' "$OUT/exitstorm.out" | tail -n 1 | tr -cd . | wc -c)
+    echo "  exitstorm: $dots x 40000 exits handled in the module in 30 s" >&3
+    [ "$dots" -ge 2 ] || { echo "only $dots rounds of exits in 30 s: $(head -c 300 "$OUT/exitstorm.out")"; return 1; }
+}
+
 # The guest keeps values in all XMM registers across 2000 exits while host processes
 # compute with floating point on both CPUs; both must get their own results.
 sse_with_host_fpu() {
@@ -70,8 +101,10 @@ check cpu_guest cpu_guest
 check ports_guest ports_guest
 check mmio_guest mmio_guest
 check hypercall_guest hypercall_guest
+check ctlregs_guest ctlregs_guest
 check triple_fault triple_fault
 check ctrl_c_busy_guest ctrl_c_busy_guest
+check exit_storm_no_lockup exit_storm_no_lockup
 check sse_with_host_fpu sse_with_host_fpu
 # Tests through the ioctls (region validation, two vCPUs at once, VMCB dump, counters,
 # VMEXIT_INVALID, unknown exits, host interrupts): they print their own PASS/FAIL lines.

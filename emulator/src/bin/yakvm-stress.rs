@@ -59,6 +59,8 @@ struct Tally {
     hlt: u64,
     shutdown: u64,
     fail_entry: u64,
+    /// RUN refused the random control registers put in the run page (EINVAL).
+    refused: u64,
     unknown: u64,
     mmio: u64,
     timeout: u64,
@@ -95,11 +97,16 @@ fn run_random(dev: &Device, page: &[u8], mode: EntryMode, debug: u32, rng: &mut 
     }
     sys::alarm_after(RANDOM_TIMEOUT).map_err(|e| e.to_string())?;
     let result = (|| {
+        let mut random_sregs = false;
         for _ in 0..RANDOM_EXIT_LIMIT {
             match vcpu.run() {
                 Ok(true) if !sys::alarm_fired() => {}
                 Ok(_) => {
                     t.timeout += 1;
+                    return Ok(());
+                }
+                Err(e) if random_sregs && sys::errno_of(&e) == Some(Errno::EINVAL) => {
+                    t.refused += 1;
                     return Ok(());
                 }
                 Err(e) => {
@@ -129,6 +136,7 @@ fn run_random(dev: &Device, page: &[u8], mode: EntryMode, debug: u32, rng: &mut 
                         let s = &mut run.sync_regs.sregs;
                         (s.cr0, s.cr3, s.cr4, s.efer) = (rng.next(), rng.next(), rng.next(), rng.next());
                         s.cs.attrib = rng.next() as u16;
+                        random_sregs = run.sync_dirty & abi::sync::SREGS != 0;
                     }
                 }
                 abi::exit::HYPERCALL => {
@@ -202,12 +210,12 @@ fn random_guests(dev: &Device, count: u64, seed: u64, stepped: bool) -> bool {
     }
     for (mode, t) in modes.iter().zip(&tallies) {
         println!(
-            "  {:<9} {} runs: {} hlt, {} triple fault, {} VMRUN refused, {} unknown exit, {} mmio, {} timeout, {} exit limit; {} port exits, {} hypercalls, {} debug exits, {} errors",
-            format!("{mode:?}:"), t.runs, t.hlt, t.shutdown, t.fail_entry, t.unknown, t.mmio, t.timeout, t.exit_limit, t.io, t.hypercall, t.steps, t.errors
+            "  {:<9} {} runs: {} hlt, {} triple fault, {} VMRUN refused, {} registers refused, {} unknown exit, {} mmio, {} timeout, {} exit limit; {} port exits, {} hypercalls, {} debug exits, {} errors",
+            format!("{mode:?}:"), t.runs, t.hlt, t.shutdown, t.fail_entry, t.refused, t.unknown, t.mmio, t.timeout, t.exit_limit, t.io, t.hypercall, t.steps, t.errors
         );
     }
     println!("  {:.1} s", start.elapsed().as_secs_f64());
-    let ended = tallies.iter().all(|t| t.runs == t.hlt + t.shutdown + t.fail_entry + t.unknown + t.mmio + t.timeout + t.exit_limit + t.errors);
+    let ended = tallies.iter().all(|t| t.runs == t.hlt + t.shutdown + t.fail_entry + t.refused + t.unknown + t.mmio + t.timeout + t.exit_limit + t.errors);
     report(name, match failure {
         Some(f) => Err(f),
         None if !ended => Err("a run ended in no known way".into()),

@@ -20,29 +20,21 @@
 //! A POPF or IRET that sets the guest's own TF while it is being stepped loses it, and
 //! the guest's own single-step trap is reported, not delivered (as in KVM).
 
-use super::ioio::{paging, CS_L, EFER_LMA};
 use super::{to_user_hw, Next, VcpuState};
 use crate::abi::{self, guest_debug as ctl};
-use crate::svm::dr::DR6_RESET;
 use crate::svm::vm::Vm;
 use crate::svm::vmcb::{event, exit_code, intercept1};
+use crate::svm::x86::dr::{DR6_BS, DR6_RESET};
+use crate::svm::x86::rflags::TF as RFLAGS_TF;
+use crate::svm::x86::{seg, vector};
 use kernel::prelude::*;
 
-const RFLAGS_TF: u64 = 1 << 8;
-/// DR6.BS: the #DB came from a single step.
-const DR6_BS: u64 = 1 << 14;
-const DB_VECTOR: u32 = 1;
-const BP_VECTOR: u32 = 3;
-const OF_VECTOR: u32 = 4;
-const PF_VECTOR: u32 = 14;
 /// Exceptions intercepted while stepping, to be delivered without the module's TF: all
 /// but #DB (the step itself), NMI, #BP and #OF (traps of INT3 and INTO, handled as
 /// INT n) and #MC (the host's).
-const STEP_EXCEPTIONS: u32 = !((1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 18));
+const STEP_EXCEPTIONS: u32 = !((1 << vector::DB) | (1 << vector::NMI) | (1 << vector::BP) | (1 << vector::OF) | (1 << vector::MC));
 /// Exceptions that push an error code.
 const ERROR_CODE_VECTORS: u32 = (1 << 8) | (0x1f << 10) | (1 << 17) | (1 << 21) | (3 << 29);
-/// SS.B: a 32-bit stack outside 64-bit mode.
-const SS_B: u16 = 1 << 10;
 
 /// A vCPU's debugger state.
 #[derive(Default)]
@@ -65,6 +57,13 @@ pub(super) struct Debugger {
     step_done: bool,
     /// The event that step delivered, for `DebugExit::event`.
     event: u64,
+    /// The guest's DR6 before the entry in progress: the debugger's step must not change
+    /// it (the CPU sets BS in the VMCB's DR6, which is the guest's).
+    guest_dr6: u64,
+    /// The next entry steps over the IRET that ends an NMI's blocking (events.rs), so a
+    /// queued NMI is delivered right after it; `nmi_stepping`: the entry in progress does.
+    nmi_step: bool,
+    nmi_stepping: bool,
 }
 
 impl Debugger {
@@ -80,6 +79,14 @@ impl Debugger {
     pub(super) fn blocks_irq(&self) -> bool {
         self.on(ctl::SINGLESTEP | ctl::BLOCK_IRQ)
     }
+
+    /// Makes the next entry execute one instruction (the IRET at RIP) and exit, as KVM
+    /// does to open the NMI window: not while the debugger steps (it exits after each
+    /// instruction anyway) nor when the guest steps itself (its TF: the NMI then waits for
+    /// the next exit).
+    pub(super) fn step_over_iret(&mut self) {
+        self.nmi_step = true;
+    }
 }
 
 /// `SET_GUEST_DEBUG`.
@@ -89,13 +96,13 @@ pub(super) fn set(v: &mut VcpuState, dbg: &abi::GuestDebug) -> Result {
     }
     // Registers the debugger changed in the run page are loaded now, as RUN would: a RIP
     // it moved is its own doing, not an emulated instruction (no step is reported for it).
-    super::sync_in(v);
+    super::sync_in(v)?;
     if dbg.control & (ctl::ENABLE | ctl::INJECT_BP) == ctl::ENABLE | ctl::INJECT_BP {
         if v.vmcb.control.event_inj & event::VALID != 0 {
             return Err(EBUSY);
         }
         // The INT3 at RIP was the guest's own: #BP, returning past it, as the CPU does.
-        inject_int(v, BP_VECTOR, 1, event::TYPE_EXCEPTION);
+        inject_int(v, vector::BP, 1, event::TYPE_EXCEPTION);
     }
     let d = &mut v.debugger;
     d.control = dbg.control & !ctl::INJECT_BP;
@@ -105,10 +112,16 @@ pub(super) fn set(v: &mut VcpuState, dbg: &abi::GuestDebug) -> Result {
 }
 
 /// An instruction was emulated (RIP moved past it): while stepping, that was the step.
+/// A guest that single-steps itself (its own TF) gets the #DB trap the CPU would have
+/// raised after the instruction, DR6.BS set (KVM's `kvm_vcpu_do_singlestep`).
 pub(super) fn instruction_done(v: &mut VcpuState) {
     if v.debugger.stepping() {
         v.debugger.step_done = true;
         v.debugger.event = 0;
+    } else if v.vmcb.save.rflags & RFLAGS_TF != 0 && v.vmcb.control.event_inj & event::VALID == 0 {
+        // B0-B3 describe breakpoints, none of which matched.
+        v.vmcb.save.dr6 = (v.vmcb.save.dr6 & !0xf) | DR6_BS;
+        v.vmcb.control.event_inj = event::VALID | event::TYPE_EXCEPTION | u64::from(vector::DB);
     }
 }
 
@@ -118,24 +131,30 @@ pub(super) fn step_reported(v: &mut VcpuState) -> bool {
         return false;
     }
     let event = core::mem::take(&mut v.debugger.event);
-    report(v, DB_VECTOR, DR6_RESET | DR6_BS, event);
+    report(v, vector::DB, DR6_RESET | DR6_BS, event);
     true
 }
 
 /// Just before VMRUN: the intercepts and TF of this entry. Returns whether the guest
 /// must exit at its first instruction boundary (it is delivering an event while stepping).
 pub(super) fn before_entry(v: &mut VcpuState) -> bool {
+    let guest_tf = v.vmcb.save.rflags & RFLAGS_TF != 0;
     let d = &mut v.debugger;
     let c = &mut v.vmcb.control;
     let stepping = d.stepping();
     let delivering = stepping && c.event_inj & event::VALID != 0;
     let native = core::mem::take(&mut d.native);
+    let nmi_step = core::mem::take(&mut d.nmi_step)
+        && !stepping
+        && c.event_inj & event::VALID == 0
+        && !guest_tf;
+    d.nmi_stepping = nmi_step;
     let mut exceptions = 0;
     if d.on(ctl::SW_BP) {
-        exceptions |= 1 << BP_VECTOR;
+        exceptions |= 1 << vector::BP;
     }
-    if stepping {
-        exceptions |= 1 << DB_VECTOR;
+    if stepping || nmi_step {
+        exceptions |= 1 << vector::DB;
         if !native {
             exceptions |= STEP_EXCEPTIONS;
         }
@@ -145,7 +164,8 @@ pub(super) fn before_entry(v: &mut VcpuState) -> bool {
     set_bit(&mut c.intercept_misc1, intercept1::PUSHF, stepping && !d.pushf);
     d.delivering = if delivering { c.event_inj } else { 0 };
     let s = &mut v.vmcb.save;
-    d.tf_ours = stepping && !delivering && s.rflags & RFLAGS_TF == 0;
+    d.tf_ours = ((stepping && !delivering) || nmi_step) && s.rflags & RFLAGS_TF == 0;
+    d.guest_dr6 = s.dr6;
     d.pushf_running = core::mem::take(&mut d.pushf) && d.tf_ours;
     if d.tf_ours {
         s.rflags |= RFLAGS_TF;
@@ -176,13 +196,18 @@ pub(super) fn after_exit(v: &mut VcpuState, entered: bool) {
     }
 }
 
-/// The #DB intercept (only while stepping): one instruction ran.
+/// The #DB intercept (only while stepping, or stepping over an IRET): one instruction
+/// ran.
 pub(super) fn handle_db(vm: &Vm, v: &mut VcpuState) -> Next {
-    let dr6 = core::mem::replace(&mut v.vmcb.save.dr6, DR6_RESET);
+    let dr6 = core::mem::replace(&mut v.vmcb.save.dr6, v.debugger.guest_dr6);
+    if core::mem::take(&mut v.debugger.nmi_stepping) {
+        // The IRET ran: events::after_exit saw RIP move and ended the NMI blocking.
+        return Next::Resume;
+    }
     if core::mem::take(&mut v.debugger.pushf_running) {
         clear_pushed_tf(vm, v);
     }
-    report(v, DB_VECTOR, dr6, 0)
+    report(v, vector::DB, dr6, 0)
 }
 
 /// The PUSHF intercept (only while stepping): run it once with TF, then correct it.
@@ -195,14 +220,13 @@ pub(super) fn handle_pushf(v: &mut VcpuState) -> Next {
 /// first two bytes whatever the operand size).
 fn clear_pushed_tf(vm: &Vm, v: &mut VcpuState) {
     let s = &v.vmcb.save;
-    let long = s.efer & EFER_LMA != 0 && s.cs.attrib & CS_L != 0;
-    let at = if long {
+    let at = if s.long_mode() {
         s.rsp
     } else {
-        let mask = if s.ss.attrib & SS_B != 0 { 0xffff_ffff } else { 0xffff };
+        let mask = if s.ss.attrib & seg::DB != 0 { 0xffff_ffff } else { 0xffff };
         s.ss.base.wrapping_add(s.rsp & mask)
     };
-    let map = paging(s);
+    let map = s.paging();
     let mut word = [0u8; 2];
     if vm.read_virt(&map, at, &mut word).is_ok() {
         let flags = u16::from_le_bytes(word) & !(RFLAGS_TF as u16);
@@ -213,8 +237,8 @@ fn clear_pushed_tf(vm: &Vm, v: &mut VcpuState) {
 
 /// An exception intercepted while stepping, RIP at the faulting instruction: injected
 /// again, so it is delivered without the module's TF and the step ends at its handler.
-pub(super) fn handle_exception(v: &mut VcpuState, vector: u32) -> Next {
-    if vector == BP_VECTOR {
+pub(super) fn handle_exception(v: &mut VcpuState, vector: u8) -> Next {
+    if vector == vector::BP {
         // The #BP intercept of a CPU that reports INT3 as an exception (QEMU reports it
         // as INT n); RIP is at the INT3.
         return int3(v, 1);
@@ -226,12 +250,12 @@ pub(super) fn handle_exception(v: &mut VcpuState, vector: u32) -> Next {
         v.debugger.native = true;
         return Next::Resume;
     }
-    let error = if ERROR_CODE_VECTORS & (1 << vector) != 0 {
+    let error = if ERROR_CODE_VECTORS & (1u32 << vector) != 0 {
         event::ERROR_VALID | (c.exit_info_1 << 32)
     } else {
         0
     };
-    if vector == PF_VECTOR {
+    if vector == vector::PF {
         // The intercept comes before the CPU writes CR2.
         v.vmcb.save.cr2 = c.exit_info_2;
     }
@@ -244,12 +268,11 @@ pub(super) fn handle_exception(v: &mut VcpuState, vector: u32) -> Next {
 /// the instruction (QEMU gives neither the vector nor the length: both are decoded).
 pub(super) fn handle_int(vm: &Vm, v: &mut VcpuState) -> Next {
     let s = &v.vmcb.save;
-    let long = s.efer & EFER_LMA != 0 && s.cs.attrib & CS_L != 0;
     let mut bytes = [0u8; 15];
     let at = s.cs.base.wrapping_add(s.rip);
-    let n = (1..=bytes.len()).rev().find(|&n| vm.read_virt(&paging(s), at, &mut bytes[..n]).is_ok()).unwrap_or(0);
-    match decode_int(&bytes[..n], long) {
-        Some((BP_VECTOR, len, event::TYPE_EXCEPTION)) => int3(v, len),
+    let n = (1..=bytes.len()).rev().find(|&n| vm.read_virt(&s.paging(), at, &mut bytes[..n]).is_ok()).unwrap_or(0);
+    match decode_int(&bytes[..n], s.long_mode()) {
+        Some((vector::BP, len, event::TYPE_EXCEPTION)) => int3(v, len),
         Some((vector, len, kind)) => {
             inject_int(v, vector, len, kind);
             Next::Resume
@@ -264,38 +287,38 @@ pub(super) fn handle_int(vm: &Vm, v: &mut VcpuState) -> Next {
 /// INT3: the debugger's breakpoint, or the guest's own #BP.
 fn int3(v: &mut VcpuState, len: u64) -> Next {
     if v.debugger.on(ctl::SW_BP) {
-        return report(v, BP_VECTOR, v.vmcb.save.dr6, 0);
+        return report(v, vector::BP, v.vmcb.save.dr6, 0);
     }
-    inject_int(v, BP_VECTOR, len, event::TYPE_EXCEPTION);
+    inject_int(v, vector::BP, len, event::TYPE_EXCEPTION);
     Next::Resume
 }
 
 /// Delivers the event of an `len`-byte INT instruction at RIP, returning past it.
-fn inject_int(v: &mut VcpuState, vector: u32, len: u64, kind: u64) {
+fn inject_int(v: &mut VcpuState, vector: u8, len: u64, kind: u64) {
     v.vmcb.save.rip = v.vmcb.save.rip.wrapping_add(len);
     v.vmcb.control.event_inj = event::VALID | kind | u64::from(vector);
 }
 
 /// Decodes INT3 (CC), INT n (CD ib) or INTO (CE) after any prefixes: (vector, length,
 /// EVENTINJ type).
-fn decode_int(bytes: &[u8], long: bool) -> Option<(u32, u64, u64)> {
+fn decode_int(bytes: &[u8], long: bool) -> Option<(u8, u64, u64)> {
     let i = bytes.iter().position(|&b| {
         !matches!(b, 0x66 | 0x67 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65)
             && !(long && (0x40..=0x4f).contains(&b))
     })?;
     match bytes[i..] {
-        [0xcc, ..] => Some((BP_VECTOR, i as u64 + 1, event::TYPE_EXCEPTION)),
-        [0xce, ..] => Some((OF_VECTOR, i as u64 + 1, event::TYPE_EXCEPTION)),
-        [0xcd, n, ..] => Some((u32::from(n), i as u64 + 2, event::TYPE_SOFT_INT)),
+        [0xcc, ..] => Some((vector::BP, i as u64 + 1, event::TYPE_EXCEPTION)),
+        [0xce, ..] => Some((vector::OF, i as u64 + 1, event::TYPE_EXCEPTION)),
+        [0xcd, n, ..] => Some((n, i as u64 + 2, event::TYPE_SOFT_INT)),
         _ => None,
     }
 }
 
 /// Fills in the DEBUG exit (KVM's `kvm_debug_exit_arch`).
-fn report(v: &mut VcpuState, exception: u32, dr6: u64, event: u64) -> Next {
+fn report(v: &mut VcpuState, exception: u8, dr6: u64, event: u64) -> Next {
     let s = &v.vmcb.save;
     v.run.debug = abi::DebugExit {
-        exception,
+        exception: exception.into(),
         _pad: 0,
         pc: s.cs.base.wrapping_add(s.rip),
         dr6,

@@ -16,9 +16,7 @@
 
 use super::VcpuState;
 use crate::svm::vmcb::{self, event, intercept1};
-
-/// The vector of a non-maskable interrupt.
-const NMI_VECTOR: u64 = 2;
+use crate::svm::x86::{rflags, vector};
 
 /// Whether NMIs are blocked: from an NMI's delivery until the first IRET after it has
 /// executed, as on the CPU (APM 8.2.1: an IRET ends the blocking, whichever handler's).
@@ -27,11 +25,11 @@ const NMI_VECTOR: u64 = 2;
 /// the blocking, or an NMI injected at the next entry would be delivered before the IRET
 /// has run, nested in the handler it was meant to follow. So the intercept only notes the
 /// IRET's address and is switched off, the guest re-enters and executes it, and the first
-/// exit at another RIP shows that it has run. The NMI queued meanwhile waits for that
-/// exit: the module does not force one right after the IRET (KVM single-steps it, which
-/// here would share TF with the debugger, debug.rs); any exit will do, at the latest the
-/// host's next timer interrupt, which always exits (INTR is intercepted). Late, never
-/// early: that is the simple and correct side to err on.
+/// exit at another RIP shows that it has run. With an NMI queued, that entry single-steps
+/// the IRET (as KVM does; debug.rs sets TF and intercepts #DB for it), so the exit comes
+/// right after it and the NMI is delivered before the next instruction. While the
+/// debugger steps or the guest has its own TF set, the queued NMI waits for any later
+/// exit instead (at the latest the host's next timer interrupt): late, never early.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub(super) enum NmiBlocking {
     /// NMIs can be delivered.
@@ -52,17 +50,11 @@ pub(super) struct Nmi {
     pub(super) blocking: NmiBlocking,
 }
 
-/// RFLAGS.IF.
-pub(super) const RFLAGS_IF: u64 = 1 << 9;
-/// The vectors of INT3 (#BP) and INTO (#OF): raised by instructions, like INT n.
-const BP_VECTOR: u64 = 3;
-const OF_VECTOR: u64 = 4;
-
 /// Whether an external interrupt injected now would be taken before the guest's next
 /// instruction.
 pub(super) fn interrupt_allowed(v: &VcpuState) -> bool {
     let c = &v.vmcb.control;
-    v.vmcb.save.rflags & RFLAGS_IF != 0
+    v.vmcb.save.rflags & rflags::IF != 0
         && c.interrupt_shadow & vmcb::INTERRUPT_SHADOW == 0
         && c.event_inj & event::VALID == 0
 }
@@ -100,7 +92,7 @@ pub(super) fn prepare_entry(v: &mut VcpuState, window_requested: bool) -> bool {
         return false;
     }
     if nmi_deliverable(v) {
-        v.vmcb.control.event_inj = event::VALID | event::TYPE_NMI | NMI_VECTOR;
+        v.vmcb.control.event_inj = event::VALID | event::TYPE_NMI | u64::from(vector::NMI);
         v.nmi.queued = false;
         v.nmi.blocking = NmiBlocking::InHandler;
         v.vmcb.control.intercept_misc1 |= intercept1::IRET;
@@ -108,6 +100,14 @@ pub(super) fn prepare_entry(v: &mut VcpuState, window_requested: bool) -> bool {
     }
     let report_window = deliver_interrupt(v, window_requested);
     rearm_iret(v);
+    // A queued NMI waits for the IRET at RIP: step over it, so the NMI comes right after
+    // it, not at whatever exit comes next (a host interrupt, an exit in the middle of the
+    // code the handler returned to).
+    if let NmiBlocking::IretAt(rip) = v.nmi.blocking {
+        if v.nmi.queued && rip == v.vmcb.save.rip && v.vmcb.control.event_inj & event::VALID == 0 {
+            v.debugger.step_over_iret();
+        }
+    }
     report_window
 }
 
@@ -180,10 +180,10 @@ pub(super) fn after_exit(v: &mut VcpuState) {
     if info & event::VALID == 0 {
         return;
     }
-    let vector = info & event::VECTOR_MASK;
+    // INT3 (#BP) and INTO (#OF) are raised by instructions, like INT n.
     let soft = match info & event::TYPE_MASK {
         event::TYPE_SOFT_INT => true,
-        event::TYPE_EXCEPTION => vector == BP_VECTOR || vector == OF_VECTOR,
+        event::TYPE_EXCEPTION => matches!((info & event::VECTOR_MASK) as u8, vector::BP | vector::OF),
         _ => false,
     };
     // INT n, INT3 and INTO: RIP is still at the instruction (no next-RIP on QEMU), which
@@ -216,13 +216,9 @@ pub(super) fn window_opened(v: &mut VcpuState) {
     v.stats.irq_window += 1;
 }
 
-/// Moves RIP to `next_rip` after an instruction the module or userspace emulated. An STI
-/// or MOV SS shadow covered only that instruction, so it ends (`sti; hlt` then wakes on
-/// the next interrupt, as on hardware).
-pub(super) fn complete_instruction(v: &mut VcpuState, next_rip: u64) {
-    if next_rip != v.vmcb.save.rip {
-        v.vmcb.control.interrupt_shadow &= !vmcb::INTERRUPT_SHADOW;
-        super::debug::instruction_done(v);
-    }
-    v.vmcb.save.rip = next_rip;
+/// An instruction the module or userspace emulated is done: an STI or MOV SS shadow
+/// covered only that instruction, so it ends (`sti; hlt` then wakes on the next
+/// interrupt, as on hardware).
+pub(super) fn instruction_done(v: &mut VcpuState) {
+    v.vmcb.control.interrupt_shadow &= !vmcb::INTERRUPT_SHADOW;
 }

@@ -3,12 +3,11 @@
 //! data in the run page; INS and OUTS, with REP and the direction flag, move their data
 //! between guest memory and the run page here, up to a run page's worth per exit.
 
-use super::events::complete_instruction;
-use super::{inject, Next, Pending, VcpuState, GP_VECTOR};
+use super::{complete_instruction, inject, Next, Pending, VcpuState};
 use crate::abi;
-use crate::paging::PagingRegs;
 use crate::svm::vm::Vm;
 use crate::svm::vmcb;
+use crate::svm::x86::{rflags, seg, vector};
 use crate::ffi::plain::read_once;
 use kernel::prelude::*;
 
@@ -84,11 +83,6 @@ fn coalesce(v: &mut VcpuState, port: u16, size: u8) -> bool {
     true
 }
 
-const RFLAGS_DF: u64 = 1 << 10;
-pub(super) const EFER_LMA: u64 = 1 << 10;
-pub(super) const CS_L: u16 = 1 << 9;
-const CS_D: u16 = 1 << 10;
-
 /// Mask of the address size of string instructions: EXITINFO1 says it on hardware
 /// (bits 7-9); QEMU leaves those bits clear, so then it follows from the code segment.
 fn address_mask(info: u64, s: &vmcb::SaveArea) -> u64 {
@@ -96,8 +90,8 @@ fn address_mask(info: u64, s: &vmcb::SaveArea) -> u64 {
         0b001 => 0xffff,
         0b010 => 0xffff_ffff,
         0b100 => u64::MAX,
-        _ if s.efer & EFER_LMA != 0 && s.cs.attrib & CS_L != 0 => u64::MAX,
-        _ if s.cs.attrib & CS_D != 0 => 0xffff_ffff,
+        _ if s.long_mode() => u64::MAX,
+        _ if s.cs.attrib & seg::DB != 0 => 0xffff_ffff,
         _ => 0xffff,
     }
 }
@@ -106,10 +100,6 @@ fn address_mask(info: u64, s: &vmcb::SaveArea) -> u64 {
 /// upper half in 64-bit mode, a 16-bit one keeps it).
 fn set_masked(reg: &mut u64, value: u64, mask: u64) {
     *reg = if mask == 0xffff { (*reg & !0xffff) | (value & 0xffff) } else { value & mask };
-}
-
-pub(super) fn paging(s: &vmcb::SaveArea) -> PagingRegs {
-    PagingRegs { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer }
 }
 
 /// Element `i`'s address from `start`, walking up, or down when RFLAGS.DF is set.
@@ -142,13 +132,13 @@ fn handle_string_io(vm: &Vm, v: &mut VcpuState, port: u16, size: u8, direction: 
         return Next::ToUser;
     }
     let s = &v.vmcb.save;
-    let (down, map, base, rsi) = (s.rflags & RFLAGS_DF != 0, paging(s), s.ds.base, v.gprs.rsi);
+    let (down, map, base, rsi) = (s.rflags & rflags::DF != 0, s.paging(), s.ds.base, v.gprs.rsi);
     for i in 0..count {
         let va = base.wrapping_add(element(rsi, i, size_bytes, down, mask));
         let out = &mut v.run.data[i * size_bytes..(i + 1) * size_bytes];
         if vm.read_virt(&map, va, out).is_err() {
             // The source is not guest RAM: as the CPU would for a bad address.
-            return inject(v, GP_VECTOR, Some(0));
+            return inject(v, vector::GP, Some(0));
         }
     }
     set_masked(&mut v.gprs.rsi, element(rsi, count, size_bytes, down, mask), mask);
@@ -165,7 +155,7 @@ pub(super) fn complete_ins(vm: &Vm, v: &mut VcpuState, io: StringIo, data: &[u8]
     let info = v.vmcb.control.exit_info_1;
     let mask = address_mask(info, &v.vmcb.save);
     let s = &v.vmcb.save;
-    let (down, map, base, rdi) = (s.rflags & RFLAGS_DF != 0, paging(s), s.es.base, v.gprs.rdi);
+    let (down, map, base, rdi) = (s.rflags & rflags::DF != 0, s.paging(), s.es.base, v.gprs.rdi);
     for i in 0..io.count {
         let va = base.wrapping_add(element(rdi, i, io.size, down, mask));
         vm.write_virt(&map, va, &data[i * io.size..(i + 1) * io.size])?;

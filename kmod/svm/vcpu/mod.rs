@@ -3,6 +3,7 @@
 //! page, and the exit handlers. Each handler answers one question: resume the guest, or
 //! return to userspace with this exit.
 
+mod cr;
 mod debug;
 mod events;
 mod ioio;
@@ -10,8 +11,9 @@ mod ioio;
 use super::dr::{self, DebugRegs};
 use super::vm::Vm;
 use super::vmcb::{self, event, exit_code, intercept1 as i1, intercept2 as i2, Vmcb};
+use super::x86::{self, efer, rflags, vector};
 use super::{cpuid, msr, Asid, Asids};
-use ioio::{complete_ins, handle_ioio, merge_in, paging, StringIo, CS_L, EFER_LMA};
+use ioio::{complete_ins, handle_ioio, merge_in, StringIo};
 use crate::abi;
 use crate::ffi::cpu::{self, NoPreempt};
 use crate::ffi::mem::{PageRef, Pages};
@@ -70,6 +72,10 @@ struct VcpuState {
     dead: bool,
     /// A debugger in userspace (`SET_GUEST_DEBUG`).
     debugger: debug::Debugger,
+    /// What the guest may load into its control registers (its CPUID's features).
+    cr_limits: cr::CrLimits,
+    /// The guest's TLB must be flushed at the next VMRUN (an emulated CR write).
+    flush_tlb: bool,
 }
 
 #[pin_data]
@@ -80,9 +86,6 @@ pub(crate) struct Vcpu {
     #[pin]
     state: Mutex<VcpuState>,
 }
-
-const UD_VECTOR: u64 = 6;
-const GP_VECTOR: u64 = 13;
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>) -> Result<Arc<Self>> {
@@ -111,6 +114,8 @@ impl Vcpu {
             coalesced: abi::CoalescedIo::default(),
             dead: false,
             debugger: debug::Debugger::default(),
+            cr_limits: cr::CrLimits::new(|leaf| cpuid::guest_cpuid(leaf, 0, slot.id, slot.lapic)),
+            flush_tlb: false,
         };
         Arc::pin_init(pin_init!(Self { vm, run_page, state <- new_mutex!(state, "yakvm_vcpu") }), GFP_KERNEL)
     }
@@ -142,7 +147,7 @@ impl Vcpu {
         }
         // Registers userspace changed in the run page come first (they may end `pending`,
         // as SET_REGS does).
-        sync_in(&mut v);
+        sync_in(&mut v)?;
         match v.pending.take() {
             Some(Pending::In { size }) => {
                 let data = v.run.data;
@@ -153,7 +158,7 @@ impl Vcpu {
                 let data = v.run.data;
                 if complete_ins(&self.vm, &mut v, io, &data).is_err() {
                     // The destination is not guest RAM: as the CPU would for a bad address.
-                    inject(&mut v, GP_VECTOR, Some(0));
+                    inject(&mut v, vector::GP, Some(0));
                 }
             }
             None => {}
@@ -197,7 +202,8 @@ impl Vcpu {
                 let pinned = NoPreempt::new();
                 let svm = self.vm.shared.cpus.this_cpu(&pinned)?;
                 let here = pinned.cpu();
-                v.vmcb.control.tlb_control = if v.last_cpu == Some(here) {
+                let flush = core::mem::take(&mut v.flush_tlb);
+                v.vmcb.control.tlb_control = if v.last_cpu == Some(here) && !flush {
                     0
                 } else {
                     vmcb::TLB_CONTROL_FLUSH_ALL
@@ -291,9 +297,10 @@ impl Vcpu {
         sregs_of(&self.state.lock())
     }
 
-    /// Loads segment and control registers. VMRUN checks their consistency itself (a bad
-    /// combination ends RUN with `FAIL_ENTRY`); none of them reaches the host.
-    pub(crate) fn set_sregs(&self, r: &abi::Sregs) {
+    /// Loads segment and control registers; `EINVAL` for control registers no CPU of the
+    /// guest's kind can be in (cr.rs). VMRUN checks the rest (a bad segment ends RUN with
+    /// `FAIL_ENTRY`); none of them reaches the host.
+    pub(crate) fn set_sregs(&self, r: &abi::Sregs) -> Result {
         load_sregs(&mut self.state.lock(), r)
     }
 }
@@ -314,7 +321,7 @@ fn load_regs(v: &mut VcpuState, r: &abi::Regs) {
         r14: r.r14, r15: r.r15,
     };
     // Userspace emulated an instruction (MMIO) if it moved RIP: its shadow ends.
-    events::complete_instruction(v, r.rip);
+    complete_instruction(v, r.rip);
     let s = &mut v.vmcb.save;
     s.rax = r.rax;
     s.rsp = r.rsp;
@@ -332,11 +339,14 @@ fn sregs_of(v: &VcpuState) -> abi::Sregs {
         cs: seg(&s.cs), ds: seg(&s.ds), es: seg(&s.es), fs: seg(&s.fs), gs: seg(&s.gs),
         ss: seg(&s.ss), tr: seg(&s.tr), ldt: seg(&s.ldtr), gdt: dt(&s.gdtr), idt: dt(&s.idtr),
         cr0: s.cr0, cr2: s.cr2, cr3: s.cr3, cr4: s.cr4,
-        efer: s.efer & !vmcb::EFER_SVME,
+        efer: s.efer & !efer::SVME,
     }
 }
 
-fn load_sregs(v: &mut VcpuState, r: &abi::Sregs) {
+fn load_sregs(v: &mut VcpuState, r: &abi::Sregs) -> Result {
+    if !cr::valid_sregs(&v.cr_limits, r.cr0, r.cr3, r.cr4, r.efer, r.cs.attrib) {
+        return Err(EINVAL);
+    }
     let s = &mut v.vmcb.save;
     let seg = |x: &abi::Segment| vmcb::Segment { selector: x.selector, attrib: x.attrib, limit: x.limit, base: x.base };
     let dt = |x: &abi::DescTable| vmcb::Segment { selector: 0, attrib: 0, limit: x.limit, base: x.base };
@@ -355,28 +365,33 @@ fn load_sregs(v: &mut VcpuState, r: &abi::Sregs) {
     s.cr3 = r.cr3;
     s.cr4 = r.cr4;
     // VMRUN requires EFER.SVME in the guest's EFER; the guest never sees it.
-    s.efer = r.efer | vmcb::EFER_SVME;
+    s.efer = r.efer | efer::SVME;
     // The CPL is the DPL of SS (APM 15.5.1).
     s.cpl = ((r.ss.attrib >> 5) & 3) as u8;
+    // The paging mode may have changed.
+    v.flush_tlb = true;
+    Ok(())
 }
 
 /// Loads the register sets userspace changed in the run page (`Run::sync_dirty`), as
 /// `SET_REGS` / `SET_SREGS` would, at the start of `RUN`. Each is read once: userspace
-/// may write the page meanwhile, and any values are only the guest's problem.
-fn sync_in(v: &mut VcpuState) {
+/// may write the page meanwhile, and any values are only the guest's problem. Control
+/// registers `SET_SREGS` would refuse make RUN fail with `EINVAL` (as KVM's).
+fn sync_in(v: &mut VcpuState) -> Result {
     let dirty = read_once(&v.run.sync_dirty);
     if dirty == 0 {
-        return;
+        return Ok(());
     }
     v.run.sync_dirty = 0;
     if dirty & abi::sync::SREGS != 0 {
         let sregs = v.run.sync_regs.sregs;
-        load_sregs(v, &sregs);
+        load_sregs(v, &sregs)?;
     }
     if dirty & abi::sync::REGS != 0 {
         let regs = v.run.sync_regs.regs;
         load_regs(v, &regs);
     }
+    Ok(())
 }
 
 /// Copies the register sets userspace asked for (`Run::sync_valid`) into the run page.
@@ -395,6 +410,9 @@ fn sync_out(v: &mut VcpuState) {
 fn init_vmcb(vmcb: &mut Vmcb, asid: u32, (iopm, msrpm): (u64, u64)) {
     let c = &mut vmcb.control;
     c.intercept_dr = 0xffff_ffff;         // every DR read and write (dr.rs)
+    c.intercept_cr = vmcb::intercept_cr_write(0) // CR0, CR3, CR4 writes, checked (cr.rs)
+        | vmcb::intercept_cr_write(3)
+        | vmcb::intercept_cr_write(4);
     c.intercept_exceptions = 0;
     c.intercept_misc1 = i1::INTR       // host interrupts exit and are taken by the host
         | i1::NMI
@@ -442,11 +460,11 @@ fn init_vmcb(vmcb: &mut Vmcb, asid: u32, (iopm, msrpm): (u64, u64)) {
     s.ldtr = vmcb::Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
     s.tr = vmcb::Segment { selector: 0, attrib: 0x8b, limit: 0xffff, base: 0 };
     s.cr0 = 0x10; // ET
-    s.efer = vmcb::EFER_SVME;
-    s.rflags = 2;
+    s.efer = efer::SVME;
+    s.rflags = rflags::FIXED;
     // The hardware's DR6/DR7 while the guest runs: no breakpoint armed, ever (dr.rs).
-    s.dr6 = dr::DR6_RESET;
-    s.dr7 = dr::DR7_RESET;
+    s.dr6 = x86::dr::DR6_RESET;
+    s.dr7 = x86::dr::DR7_RESET;
     s.g_pat = vmcb::PAT_DEFAULT;
 }
 
@@ -478,7 +496,10 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         exit_code::PUSHF => debug::handle_pushf(v),
         exit_code::SWINT => debug::handle_int(vm, v),
         code if code == exit_code::EXCP_BASE + 1 => debug::handle_db(vm, v),
-        code @ exit_code::EXCP_BASE..=0x5f => debug::handle_exception(v, code - exit_code::EXCP_BASE),
+        code @ exit_code::EXCP_BASE..=0x5f => debug::handle_exception(v, (code - exit_code::EXCP_BASE) as u8),
+        code @ (exit_code::WRITE_CR0 | exit_code::WRITE_CR3 | exit_code::WRITE_CR4) => {
+            cr::handle_cr_write(vm, v, (code - exit_code::WRITE_CR0) as usize)
+        }
         code @ exit_code::READ_DR0..=0x3f => handle_dr(vm, v, code),
         exit_code::SHUTDOWN => {
             v.stats.shutdown += 1;
@@ -489,7 +510,7 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
             v.stats.fail_entry += 1;
             to_user_hw(v, abi::exit::FAIL_ENTRY)
         }
-        code if is_refused_instruction(code) => inject(v, UD_VECTOR, None),
+        code if is_refused_instruction(code) => inject(v, vector::UD, None),
         _ => {
             v.stats.other += 1;
             to_user_hw(v, abi::exit::UNKNOWN)
@@ -510,12 +531,15 @@ fn is_refused_instruction(code: u32) -> bool {
 }
 
 /// Injects exception `vector` (with `error_code` if it has one); RIP stays at the
-/// faulting instruction.
-fn inject(v: &mut VcpuState, vector: u64, error_code: Option<u32>) -> Next {
-    v.stats.invalid_opcode += u64::from(vector == UD_VECTOR);
+/// faulting instruction. The module injects only faults (#UD, #GP): the RFLAGS image the
+/// CPU pushes for a fault has RF set (as KVM sets it before injecting one), so a debugger
+/// of the guest's own does not break again at the instruction.
+fn inject(v: &mut VcpuState, vector: u8, error_code: Option<u32>) -> Next {
+    v.stats.invalid_opcode += u64::from(vector == vector::UD);
+    v.vmcb.save.rflags |= rflags::RF;
     v.vmcb.control.event_inj = event::VALID
         | event::TYPE_EXCEPTION
-        | vector
+        | u64::from(vector)
         | error_code.map_or(0, |e| event::ERROR_VALID | (u64::from(e) << 32));
     Next::Resume
 }
@@ -523,14 +547,25 @@ fn inject(v: &mut VcpuState, vector: u64, error_code: Option<u32>) -> Next {
 /// Moves RIP past the `len` bytes of the instruction the module emulated.
 fn skip(v: &mut VcpuState, len: u64) {
     let next = v.vmcb.save.rip.wrapping_add(len);
-    events::complete_instruction(v, next);
+    complete_instruction(v, next);
+}
+
+/// Moves RIP to `next_rip` after an instruction the module or userspace emulated: its
+/// interrupt shadow ends (events.rs) and, while single-stepping, it was the step
+/// (debug.rs).
+fn complete_instruction(v: &mut VcpuState, next_rip: u64) {
+    if next_rip != v.vmcb.save.rip {
+        events::instruction_done(v);
+        debug::instruction_done(v);
+    }
+    v.vmcb.save.rip = next_rip;
 }
 
 /// Fills in the run page's view of the guest's interrupt state and the registers userspace
 /// asked for (every return from RUN).
 fn report_events(v: &mut VcpuState) {
     v.run.ready_for_interrupt_injection = u8::from(events::ready_for_injection(v));
-    v.run.if_flag = u8::from(v.vmcb.save.rflags & events::RFLAGS_IF != 0);
+    v.run.if_flag = u8::from(v.vmcb.save.rflags & rflags::IF != 0);
     sync_out(v);
 }
 
@@ -541,7 +576,11 @@ fn handle_hlt(v: &mut VcpuState) -> Next {
     v.stats.hlt += 1;
     // HLT is one byte; QEMU gives no next-RIP.
     skip(v, 1);
-    if (v.queued.is_some() && v.vmcb.save.rflags & events::RFLAGS_IF != 0) || events::nmi_deliverable(v) {
+    // (A guest stepping itself has its #DB trap to take: debug::instruction_done.)
+    if (v.queued.is_some() && v.vmcb.save.rflags & rflags::IF != 0)
+        || events::nmi_deliverable(v)
+        || v.vmcb.control.event_inj & event::VALID != 0
+    {
         return Next::Resume;
     }
     v.run.exit_reason = abi::exit::HLT;
@@ -558,7 +597,9 @@ fn handle_wbinvd(v: &mut VcpuState) -> Next {
 
 fn handle_cpuid(v: &mut VcpuState) -> Next {
     v.stats.cpuid += 1;
-    let r = cpuid::guest_cpuid(v.vmcb.save.rax as u32, v.gprs.rcx as u32, v.id, v.lapic);
+    // The APIC bit follows IA32_APIC_BASE.EN, as on a CPU whose APIC was disabled.
+    let apic = v.lapic && v.msrs.apic_enabled();
+    let r = cpuid::guest_cpuid(v.vmcb.save.rax as u32, v.gprs.rcx as u32, v.id, apic);
     v.vmcb.save.rax = r.eax.into();
     v.gprs.rbx = r.ebx.into();
     v.gprs.rcx = r.ecx.into();
@@ -594,7 +635,7 @@ fn handle_msr(vm: &Vm, v: &mut VcpuState) -> Next {
             skip(v, 2); // 0f 32 / 0f 30
             Next::Resume
         }
-        Err(msr::Fault) => inject(v, GP_VECTOR, Some(0)),
+        Err(msr::Fault) => inject(v, vector::GP, Some(0)),
     }
 }
 
@@ -641,15 +682,17 @@ fn set_gpr(v: &mut VcpuState, n: usize, value: u64) {
     *slot = value;
 }
 
-/// MOV to or from a debug register: emulated on the vCPU's copies (dr.rs). QEMU gives no
-/// decode assists, so the instruction is read from guest memory at RIP.
+/// MOV to or from a debug register: emulated on the vCPU's copies (dr.rs); DR6 is the
+/// VMCB's, where the CPU sets its status bits (BS, B0-B3) when it delivers the guest's
+/// own #DB. QEMU gives no decode assists, so the instruction is read from guest memory at
+/// RIP.
 fn handle_dr(vm: &Vm, v: &mut VcpuState, code: u32) -> Next {
     let s = &v.vmcb.save;
-    let long = s.efer & EFER_LMA != 0 && s.cs.attrib & CS_L != 0;
+    let long = s.long_mode();
     let at = s.cs.base.wrapping_add(s.rip);
     let mut bytes = [0u8; 15];
     // The instruction may end before an unmapped page: take what can be read.
-    let n = (1..=bytes.len()).rev().find(|&n| vm.read_virt(&paging(s), at, &mut bytes[..n]).is_ok()).unwrap_or(0);
+    let n = (1..=bytes.len()).rev().find(|&n| vm.read_virt(&s.paging(), at, &mut bytes[..n]).is_ok()).unwrap_or(0);
     let Some(mov) = dr::decode(&bytes[..n], long) else {
         v.stats.other += 1;
         return to_user_hw(v, abi::exit::UNKNOWN);
@@ -659,13 +702,29 @@ fn handle_dr(vm: &Vm, v: &mut VcpuState, code: u32) -> Next {
         v.stats.other += 1;
         return to_user_hw(v, abi::exit::UNKNOWN);
     }
+    // DR4 and DR5 are aliases of DR6 and DR7 with CR4.DE clear, and raise #UD with it set
+    // (APM 13.1.1.5; QEMU's SVM intercepts before checking).
+    let dr = match mov.dr {
+        4 | 5 if s.cr4 & x86::cr4::DE != 0 => return inject(v, vector::UD, None),
+        4 => 6,
+        5 => 7,
+        n => n,
+    };
     // Outside 64-bit mode the operand is 32 bits.
     let mask = if long { u64::MAX } else { 0xffff_ffff };
     if mov.to_dr {
         let value = gpr(v, mov.gpr) & mask;
-        v.debug.write(mov.dr, value);
+        // The upper halves of DR6 and DR7 must be zero (VMRUN refuses them too).
+        if dr >= 6 && value & x86::dr::UPPER != 0 {
+            return inject(v, vector::GP, Some(0));
+        }
+        if dr == 6 {
+            v.vmcb.save.dr6 = dr::dr6_written(value);
+        } else {
+            v.debug.write(dr, value);
+        }
     } else {
-        let value = v.debug.read(mov.dr) & mask;
+        let value = if dr == 6 { v.vmcb.save.dr6 } else { v.debug.read(dr) } & mask;
         set_gpr(v, mov.gpr, value);
     }
     skip(v, mov.len);
