@@ -23,7 +23,7 @@ use crate::bus::{Bus, Effect};
 use crate::disk::Backing;
 use crate::events::Waker;
 use crate::hypervisor::{Exit, Vcpu};
-use crate::insn::{self, Access, Source};
+use crate::insn;
 use crate::machine::{describe_exit, hypercall, port_io, Error, ExitCounts, Outcome, PcWorld, Times, CONSOLE_FLUSH_DELAY};
 use crate::pc::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
 use crate::pc::lapic::{LAPIC_BASE, LAPIC_SIZE};
@@ -443,29 +443,13 @@ impl CpuLoop<'_> {
             _ => 16,
         };
         let insn = insn::decode(&bytes[..n], bitness, regs.rip)?;
-        let mut effect = Effect::Continue;
-        match insn.access {
-            Access::Write { size, source } => {
-                let value = match source {
-                    Source::Immediate(v) => v,
-                    Source::Register(r) => insn::read_register(&regs, r).unwrap_or(0),
-                };
-                if sh.trace {
-                    eprintln!("[trace] {}rip={:#x} mmio write gpa={gpa:#x} size={size} value={value:#x}", cpu_name(self.index), regs.rip);
-                }
-                effect = mmio_write(l, sh, self.index, gpa, &value.to_le_bytes()[..size])?;
-            }
-            Access::Read { size, dest, extend } => {
-                let mut data = [0u8; 8];
-                mmio_read(l, self.index, gpa, &mut data[..size]);
-                let value = insn::loaded_value(u64::from_le_bytes(data), size, extend);
-                if sh.trace {
-                    eprintln!("[trace] {}rip={:#x} mmio read gpa={gpa:#x} size={size} value={value:#x} into {dest:?}", cpu_name(self.index), regs.rip);
-                }
-                insn::write_register(&mut regs, dest, value);
-            }
-        }
-        regs.rip += insn.len;
+        let rip = regs.rip;
+        let mut memory = MmioMemory { l, sh, cpu: self.index, rip, sregs: &sregs, effect: Effect::Continue };
+        insn::execute(&insn, &mut regs, &sregs, gpa, &mut memory).map_err(|e| match e {
+            insn::ExecError::Memory(e) => e,
+            insn::ExecError::Unmapped(va) => Error::Insn(insn::InsnError::Unmapped { text: format!("{:?}", insn.op), rip, va }),
+        })?;
+        let effect = memory.effect;
         vcpu.set_regs(&regs)?;
         Ok(effect)
     }
@@ -479,6 +463,54 @@ fn cpu_name(i: usize) -> String {
 /// Whether `gpa` is one of the APICs' (on the pc machine).
 fn is_apic(gpa: u64) -> bool {
     (LAPIC_BASE..LAPIC_BASE + LAPIC_SIZE).contains(&gpa) || (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa)
+}
+
+/// What an emulated instruction reads and writes: guest RAM, else the devices (with
+/// `--trace`, one line per device access); the last write's effect on the run.
+struct MmioMemory<'a, 'b, 'c, W: Write + Send, B: Backing + Send> {
+    l: &'a mut Locked<'b, W, B>,
+    sh: &'a Shared<'c, W, B>,
+    cpu: usize,
+    /// The instruction's, for --trace.
+    rip: u64,
+    sregs: &'a yakvm_abi::Sregs,
+    effect: Effect,
+}
+
+impl<W: Write + Send, B: Backing + Send> insn::Memory for MmioMemory<'_, '_, '_, W, B> {
+    type Error = Error;
+    fn read(&mut self, gpa: u64, data: &mut [u8]) -> Result<(), Error> {
+        if self.sh.mem.read(gpa, data).is_none() {
+            mmio_read(self.l, self.cpu, gpa, data);
+            if self.sh.trace {
+                eprintln!("[trace] {}rip={:#x} mmio read gpa={gpa:#x} size={} value={:#x}", cpu_name(self.cpu), self.rip, data.len(), le_value(data));
+            }
+        }
+        Ok(())
+    }
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), Error> {
+        if self.sh.mem.write(gpa, data).is_none() {
+            if self.sh.trace {
+                eprintln!("[trace] {}rip={:#x} mmio write gpa={gpa:#x} size={} value={:#x}", cpu_name(self.cpu), self.rip, data.len(), le_value(data));
+            }
+            let effect = mmio_write(self.l, self.sh, self.cpu, gpa, data)?;
+            if effect != Effect::Continue {
+                self.effect = effect;
+            }
+        }
+        Ok(())
+    }
+    fn translate(&mut self, va: u64) -> Option<u64> {
+        mmu::translate(self.sh.mem, self.sregs, va)
+    }
+}
+
+/// Up to 8 bytes as a little-endian number.
+fn le_value(data: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = data.len().min(8);
+    b[..n].copy_from_slice(&data[..n]);
+    u64::from_le_bytes(b)
 }
 
 /// An MMIO write by vCPU `cpu`: the APICs' pages (the local APIC is the writer's own),
