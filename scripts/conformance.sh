@@ -53,7 +53,10 @@ rc=$?
 tr -d '\r' < "$BUILD_DIR/conformance.log" | grep -E '^(  (yakvm|kvm) |conformance:)' >&2
 ((rc == 0)) || { tail -n 20 "$BUILD_DIR/conformance.log"; die "conformance: the image run failed (status $rc; log: $BUILD_DIR/conformance.log)"; }
 
-args=("$SHARES_DIR/out/conformance" "$KUT/tests.list" --known tests/conformance.known --table "$BUILD_DIR/conformance.txt")
+# The runs' files, kept where the next `make test` (which empties shares/out) leaves them.
+rm -rf "$BUILD_DIR/conformance"
+cp -r "$SHARES_DIR/out/conformance" "$BUILD_DIR/conformance"
+args=("$BUILD_DIR/conformance" "$KUT/tests.list" --known tests/conformance.known --table "$BUILD_DIR/conformance.txt")
 [[ -n ${CHECK:-} && -z ${ONLY:-} ]] && args+=(--expected tests/conformance.expected)
 python3 scripts/conformance.py "${args[@]}"
 rc=$?
