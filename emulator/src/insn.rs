@@ -142,6 +142,17 @@ pub fn decode(bytes: &[u8], bitness: u32, rip: u64) -> Result<MmioInsn, InsnErro
         return Err(unsupported());
     }
     let op = decode_op(&insn).ok_or_else(unsupported)?;
+    // Only general-purpose registers: a segment or control register as operand (MOV to or
+    // from a segment register, say) is not emulated.
+    let gpr = |r: Register| r.is_gpr();
+    let registers_ok = match op {
+        Op::Store { source: Some(Source::Register(r)) } | Op::Alu { source: Source::Register(r), .. } => gpr(r),
+        Op::Load { dest: r, .. } | Op::Xchg { reg: r, .. } | Op::Bit { offset: Source::Register(r), .. } => gpr(r),
+        _ => true,
+    };
+    if !registers_ok {
+        return Err(unsupported());
+    }
     Ok(MmioInsn { op, size, len: insn.len() as u64 })
 }
 
@@ -953,6 +964,9 @@ mod tests {
         assert!(decode(&[0xf3, 0x0f, 0x7f, 0x07], 64, 0).is_err());
         // push qword [rdi] (ff 37)
         assert!(decode(&[0xff, 0x37], 64, 0).is_err());
+        // mov [rdi], cs (8c 0f) and mov ds, [rdi] (8e 1f): segment registers are not emulated
+        assert!(decode(&[0x8c, 0x0f], 64, 0).is_err());
+        assert!(decode(&[0x8e, 0x1f], 64, 0).is_err());
     }
 
     #[test]
