@@ -48,7 +48,7 @@ done
 
 log "conformance: $(grep -cv '^#' "$KUT/tests.list") runs of $KUT/tests.list on yakvm, then on KVM (log: $BUILD_DIR/conformance.log)"
 mkdir -p "$BUILD_DIR"
-CMD="ONLY='${ONLY:-}' sh tests/conformance.sh" QEMU_TIMEOUT=${QEMU_TIMEOUT:-4800} scripts/qemu.sh > "$BUILD_DIR/conformance.log" 2>&1
+CMD="ONLY='${ONLY:-}' sh tests/conformance.sh" QEMU_TIMEOUT=${QEMU_TIMEOUT:-3600} scripts/qemu.sh > "$BUILD_DIR/conformance.log" 2>&1
 rc=$?
 tr -d '\r' < "$BUILD_DIR/conformance.log" | grep -E '^(  (yakvm|kvm) |conformance:)' >&2
 ((rc == 0)) || { tail -n 20 "$BUILD_DIR/conformance.log"; die "conformance: the image run failed (status $rc; log: $BUILD_DIR/conformance.log)"; }
