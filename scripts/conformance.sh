@@ -46,7 +46,7 @@ for bin in $(grep -v '^#' "$KUT/tests.list" | awk 'NF { print $2 }' | sort -u); 
     cp "$KUT_BUILD/$bin" "$SHARES_DIR/kut/$bin"
 done
 
-log "conformance: $(grep -cv '^#' "$KUT/tests.list") runs of $KUT/tests.list on yakvm, then on KVM (log: $BUILD_DIR/conformance.log)"
+log "conformance: ${ONLY:+only $ONLY of }$(grep -cv "^#" "$KUT/tests.list") runs of $KUT/tests.list on yakvm, then on KVM (log: $BUILD_DIR/conformance.log)"
 mkdir -p "$BUILD_DIR"
 CMD="ONLY='${ONLY:-}' sh tests/conformance.sh" QEMU_TIMEOUT=${QEMU_TIMEOUT:-3600} scripts/qemu.sh > "$BUILD_DIR/conformance.log" 2>&1
 rc=$?
