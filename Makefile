@@ -14,7 +14,7 @@ GUEST_OUT = target/$(TARGET)/guest
 override CMD := $(value CMD)
 export CMD
 
-.PHONY: help deps kernel guest-kernel module emulator guests initramfs env run debug test bench soak disk clean
+.PHONY: help deps kernel guest-kernel module emulator guests initramfs env run debug test bench conformance soak disk clean
 
 help:
 	@echo "yakvm make targets:"
@@ -22,6 +22,7 @@ help:
 	@echo "  make run CMD='...'  run one command in the image; fails if the command fails"
 	@echo "  make test           run every test (host unit tests and tests in the image)"
 	@echo "  make bench          yakvm against KVM, side by side in one boot: a table, CSV in build/"
+	@echo "  make conformance    kvm-unit-tests on yakvm and on KVM in one boot (KUT=DIR: the suite's source)"
 	@echo "  make soak           the robustness suite with 20x the guests, ioctls and cycles"
 	@echo "  make env            build the image: kernel, initramfs, module, emulator, guests"
 	@echo "  make guest-kernel   build the Linux guest: its kernel (cached) and initramfs"
@@ -89,6 +90,11 @@ test:
 bench: env
 	@scripts/bench.sh
 
+# kvm-unit-tests (not part of the project): built from KUT (default ../shared/kvm-unit-tests)
+# if needed, run on yakvm and KVM; docs/conformance.md. CHECK=1: fail on a lost pass.
+conformance: env
+	@scripts/conformance.sh
+
 soak: env
 	@SOAK=1 QEMU_TIMEOUT=7200 scripts/test.sh robust
 
@@ -97,5 +103,5 @@ disk:
 	@echo "disk.img: 8192 bytes (16 sectors of 512)"
 
 clean:
-	rm -rf $(BUILD) target $(SHARES)/bench $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/gdb $(SHARES)/bin/gdb $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
+	rm -rf $(BUILD) target $(SHARES)/bench $(SHARES)/kut $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/gdb $(SHARES)/bin/gdb $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
 	-$(MAKE) -s -C kmod KDIR=$(KDIR) clean

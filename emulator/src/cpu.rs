@@ -271,8 +271,9 @@ impl CpuLoop<'_> {
             self.cpu.nmis += 1;
             match vcpu.nmi() {
                 Ok(()) => {}
-                // One is queued already: NMIs that meet merge, as on hardware.
-                Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {}
+                // One is queued already: NMIs that meet merge, as on hardware. (The
+                // errno is inside the error sys::ctx made: raw_os_error() is None.)
+                Err(e) if crate::sys::errno_of(&e) == Some(nix::errno::Errno::EEXIST) => {}
                 Err(e) => return Err(e.into()),
             }
             *state = CpuState::Running;

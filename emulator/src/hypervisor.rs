@@ -8,7 +8,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use crate::insn::{self, Access, Extend, Source};
+use crate::insn;
 use crate::sys::{self, GuestMemory, Kicker};
 use crate::mmu;
 use yakvm_abi::cpuid::{guest_cpuid, CpuidResult, LEAVES};
@@ -71,9 +71,11 @@ pub trait Vcpu: Send {
     /// The exit the last `run` returned with.
     fn exit(&mut self) -> Exit<'_>;
     /// After an `Exit::Mmio` is handled (its data filled in for a read): completes the
-    /// instruction. yakvm: the loaded value to its register, RIP past it (at once, so that
-    /// a debugger or the step trace sees the instruction done); KVM: nothing here (KVM
-    /// completes it in the next `run`).
+    /// instruction. yakvm: the registers as the instruction leaves them, RIP past it (at
+    /// once, so that a debugger or the step trace sees the instruction done), or, for an
+    /// instruction with another device access to make (a read-modify-write, XCHG, a string
+    /// instruction), that access as the exit the next `run` returns without entering the
+    /// guest; KVM: nothing here (KVM completes it in the next `run`, as yakvm then does).
     fn complete_mmio(&mut self) -> io::Result<()>;
     fn regs(&self) -> io::Result<abi::Regs>;
     fn set_regs(&mut self, regs: &abi::Regs) -> io::Result<()>;
@@ -200,6 +202,8 @@ pub enum MmioError {
     Fetch { gpa: u64, rip: u64 },
     #[error(transparent)]
     Insn(#[from] insn::InsnError),
+    #[error("MMIO at {gpa:#x}: the instruction at rip {rip:#x} made no access outside RAM")]
+    NoAccess { gpa: u64, rip: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,20 +231,126 @@ struct YakvmVcpu {
 /// An MMIO exit's instruction, as yakvm's backend emulates it.
 enum Mmio {
     None,
-    Pending(PendingMmio),
+    Pending(Box<PendingMmio>),
     Failed { gpa: u64, error: MmioError },
 }
 
-/// A decoded MMIO access waiting for the machine (and then for `complete_mmio`).
-struct PendingMmio {
+/// One device access an instruction asks of the machine.
+struct Access {
     gpa: u64,
-    /// The value stored, or the value loaded once the machine filled it in.
+    write: bool,
+    /// The bytes written, or those the machine fills in for a read.
     data: [u8; 8],
     size: usize,
-    /// A load: the register it fills, and how.
-    load: Option<(iced_x86::Register, Extend)>,
-    /// The instruction's length.
-    len: u64,
+}
+
+/// An instruction that touched MMIO, carried out by replay (as KVM's emulator does): each
+/// time the machine has done one device access, `insn::execute` runs the instruction again
+/// from the registers of the exit, the device reads done so far answered from `reads`,
+/// the writes done skipped, until it needs an access not yet done (the next exit, handed
+/// out by `run` without entering the guest) or has finished. RAM accesses go straight to
+/// guest RAM each time (the same values again).
+struct PendingMmio {
+    insn: insn::MmioInsn,
+    /// The faulting guest-physical address (the instruction's memory operand).
+    gpa: u64,
+    regs: abi::Regs,
+    sregs: abi::Sregs,
+    /// Device reads done, in order.
+    reads: Vec<[u8; 8]>,
+    /// Device writes done.
+    writes: usize,
+    /// The access the machine is asked for now.
+    access: Access,
+    /// `access` is a further access of an instruction already under way: the next `run`
+    /// returns it at once.
+    again: bool,
+}
+
+/// The memory `insn::execute` sees during a replay.
+struct Replay<'a> {
+    mem: &'a GuestMemory,
+    sregs: &'a abi::Sregs,
+    reads: &'a [[u8; 8]],
+    writes: usize,
+    read_next: usize,
+    write_next: usize,
+    /// The first device access not done yet: where the replay stopped.
+    needed: Option<Access>,
+}
+
+/// A replay stops at a device access not done yet.
+struct NotYet;
+
+impl insn::Memory for Replay<'_> {
+    type Error = NotYet;
+    fn read(&mut self, gpa: u64, data: &mut [u8]) -> Result<(), NotYet> {
+        if self.mem.read(gpa, data).is_some() {
+            return Ok(());
+        }
+        if let Some(done) = self.reads.get(self.read_next) {
+            data.copy_from_slice(&done[..data.len()]);
+            self.read_next += 1;
+            return Ok(());
+        }
+        self.needed = Some(Access { gpa, write: false, data: [0; 8], size: data.len() });
+        Err(NotYet)
+    }
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), NotYet> {
+        if self.mem.write(gpa, data).is_some() {
+            return Ok(());
+        }
+        if self.write_next < self.writes {
+            self.write_next += 1;
+            return Ok(());
+        }
+        let mut bytes = [0u8; 8];
+        bytes[..data.len()].copy_from_slice(data);
+        self.needed = Some(Access { gpa, write: true, data: bytes, size: data.len() });
+        Err(NotYet)
+    }
+    fn translate(&mut self, va: u64) -> Option<u64> {
+        mmu::translate(self.mem, self.sregs, va)
+    }
+}
+
+/// Where a replay got to.
+enum Step {
+    /// The instruction is done: the registers after it.
+    Done(abi::Regs),
+    /// It needs this device access first.
+    Needs(Access),
+}
+
+impl PendingMmio {
+    /// The machine has done `access` (a read's bytes are in its data): the registers as
+    /// the instruction leaves them, or `None` with `access` now the next one it needs.
+    fn advance(&mut self, mem: &GuestMemory) -> Result<Option<abi::Regs>, MmioError> {
+        if self.access.write {
+            self.writes += 1;
+        } else {
+            self.reads.push(self.access.data);
+        }
+        match self.replay(mem)? {
+            Step::Done(regs) => Ok(Some(regs)),
+            Step::Needs(access) => {
+                self.access = access;
+                self.again = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs the instruction from the exit's registers with the accesses done so far.
+    fn replay(&self, mem: &GuestMemory) -> Result<Step, MmioError> {
+        let mut regs = self.regs;
+        let mut m = Replay { mem, sregs: &self.sregs, reads: &self.reads, writes: self.writes, read_next: 0, write_next: 0, needed: None };
+        match insn::execute(&self.insn, &mut regs, &self.sregs, self.gpa, &mut m) {
+            Ok(()) => Ok(Step::Done(regs)),
+            Err(insn::ExecError::Memory(NotYet)) => Ok(Step::Needs(m.needed.take().expect("a replay stops at an access"))),
+            Err(insn::ExecError::Unmapped(va)) => Err(insn::InsnError::Unmapped { text: format!("{:?}", self.insn.op), rip: self.regs.rip, va }.into()),
+        }
+    }
 }
 
 impl YakvmVcpu {
@@ -252,8 +362,9 @@ impl YakvmVcpu {
     }
 }
 
-/// The MMIO access at `gpa` of the instruction at CS:RIP: its bytes `given` by the CPU,
-/// else fetched from guest RAM through the guest's page tables.
+/// The MMIO access at `gpa` of the instruction at CS:RIP (its bytes `given` by the CPU,
+/// else fetched from guest RAM through the guest's page tables): the instruction and the
+/// first device access it makes.
 fn decode_mmio(mem: &GuestMemory, gpa: u64, given: &[u8], regs: &abi::Regs, sregs: &abi::Sregs) -> Mmio {
     let mut bytes = [0u8; 15];
     let n = if !given.is_empty() {
@@ -274,34 +385,34 @@ fn decode_mmio(mem: &GuestMemory, gpa: u64, given: &[u8], regs: &abi::Regs, sreg
         Ok(insn) => insn,
         Err(e) => return Mmio::Failed { gpa, error: e.into() },
     };
-    let mut data = [0u8; 8];
-    let (size, load) = match insn.access {
-        Access::Write { size, source } => {
-            let value = match source {
-                Source::Immediate(v) => v,
-                Source::Register(r) => insn::read_register(regs, r).unwrap_or(0),
-            };
-            data = value.to_le_bytes();
-            (size, None)
-        }
-        Access::Read { size, dest, extend } => (size, Some((dest, extend))),
+    let mut p = PendingMmio {
+        insn,
+        gpa,
+        regs: *regs,
+        sregs: *sregs,
+        reads: Vec::new(),
+        writes: 0,
+        access: Access { gpa, write: false, data: [0; 8], size: 0 },
+        again: false,
     };
-    Mmio::Pending(PendingMmio { gpa, data, size, load, len: insn.len })
-}
-
-impl PendingMmio {
-    /// The instruction done: a load's register filled from `data`, RIP past it.
-    fn complete(&self, regs: &mut abi::Regs) {
-        if let Some((dest, extend)) = self.load {
-            let value = insn::loaded_value(u64::from_le_bytes(self.data), self.size, extend);
-            insn::write_register(regs, dest, value);
+    match p.replay(mem) {
+        Ok(Step::Needs(access)) => {
+            p.access = access;
+            Mmio::Pending(Box::new(p))
         }
-        regs.rip += self.len;
+        // The exit's address is outside RAM and is the instruction's memory operand: the
+        // first run always reaches it.
+        Ok(Step::Done(_)) => Mmio::Failed { gpa, error: MmioError::NoAccess { gpa, rip: regs.rip } },
+        Err(error) => Mmio::Failed { gpa, error },
     }
 }
 
 impl Vcpu for YakvmVcpu {
     fn run(&mut self) -> io::Result<bool> {
+        // An instruction under way needs another device access: that is the exit.
+        if matches!(&self.mmio, Mmio::Pending(p) if p.again) {
+            return Ok(true);
+        }
         self.mmio = Mmio::None;
         let ran = self.vcpu.run();
         // Every return from RUN, interrupted or not, fills the run page's registers.
@@ -313,18 +424,24 @@ impl Vcpu for YakvmVcpu {
     }
 
     fn complete_mmio(&mut self) -> io::Result<()> {
-        let Mmio::Pending(p) = std::mem::replace(&mut self.mmio, Mmio::None) else {
+        let Mmio::Pending(mut p) = std::mem::replace(&mut self.mmio, Mmio::None) else {
             return Ok(());
         };
-        let mut regs = self.regs()?;
-        p.complete(&mut regs);
-        self.set_regs(&regs)
+        match p.advance(&self.mem) {
+            Ok(Some(regs)) => self.set_regs(&regs),
+            Ok(None) => {
+                self.mmio = Mmio::Pending(p);
+                Ok(())
+            }
+            // Part of it is done: the instruction cannot be restarted.
+            Err(error) => Err(io::Error::other(error.to_string())),
+        }
     }
 
     fn exit(&mut self) -> Exit<'_> {
         if self.vcpu.run_page_ref().exit_reason == abi::exit::MMIO {
             return match &mut self.mmio {
-                Mmio::Pending(p) => Exit::Mmio { gpa: p.gpa, write: p.load.is_none(), data: &mut p.data[..p.size] },
+                Mmio::Pending(p) => Exit::Mmio { gpa: p.access.gpa, write: p.access.write, data: &mut p.access.data[..p.access.size] },
                 Mmio::Failed { gpa, error } => Exit::MmioFailed { gpa: *gpa, error },
                 Mmio::None => Exit::Other("an MMIO exit with no decoded access".into()),
             };
@@ -640,7 +757,7 @@ mod tests {
 
     fn pending(m: Mmio) -> PendingMmio {
         match m {
-            Mmio::Pending(p) => p,
+            Mmio::Pending(p) => *p,
             Mmio::Failed { error, .. } => panic!("not decoded: {error}"),
             Mmio::None => panic!("nothing"),
         }
@@ -651,11 +768,10 @@ mod tests {
         let mem = GuestMemory::new(1 << 20).unwrap();
         let regs = abi::Regs { rax: 0x1122_3344_5566_7788, rip: 0x1000, ..Default::default() };
         // mov [rbx], eax
-        let p = pending(decode_mmio(&mem, 0xc000_0000, &[0x89, 0x03], &regs, &long_mode()));
-        assert_eq!((p.gpa, p.load.is_none(), &p.data[..p.size]), (0xc000_0000, true, &[0x88, 0x77, 0x66, 0x55][..]));
-        let mut after = regs;
-        p.complete(&mut after);
-        assert_eq!(after, abi::Regs { rip: 0x1002, ..regs });
+        let mut p = pending(decode_mmio(&mem, 0xc000_0000, &[0x89, 0x03], &regs, &long_mode()));
+        let a = &p.access;
+        assert_eq!((a.gpa, a.write, &a.data[..a.size]), (0xc000_0000, true, &[0x88, 0x77, 0x66, 0x55][..]));
+        assert_eq!(p.advance(&mem).unwrap(), Some(abi::Regs { rip: 0x1002, ..regs }));
     }
 
     #[test]
@@ -666,19 +782,34 @@ mod tests {
         let sregs = abi::Sregs { cs: abi::Segment { attrib: 0xc9b, ..Default::default() }, ..Default::default() };
         mem.write(0x2000, &[0x0f, 0xb6, 0x0b]).unwrap();
         let mut p = pending(decode_mmio(&mem, 0xfee0_0030, &[], &regs, &sregs));
-        assert_eq!((p.load.is_some(), p.size), (true, 1));
-        p.data[0] = 0x9a; // what the bus read
-        let mut after = regs;
-        p.complete(&mut after);
+        assert_eq!((p.access.write, p.access.size), (false, 1));
+        p.access.data[0] = 0x9a; // what the bus read
+        let after = p.advance(&mem).unwrap().expect("one access");
         assert_eq!((after.rcx, after.rip), (0x9a, 0x2003));
+    }
+
+    #[test]
+    fn a_read_modify_write_on_mmio_is_a_read_then_a_write() {
+        let mem = GuestMemory::new(1 << 20).unwrap();
+        let regs = abi::Regs { rax: 0x0f, rip: 0x1000, ..Default::default() };
+        // or [rbx], eax
+        let mut p = pending(decode_mmio(&mem, 0xc000_0010, &[0x09, 0x03], &regs, &long_mode()));
+        assert_eq!((p.access.gpa, p.access.write, p.access.size), (0xc000_0010, false, 4));
+        p.access.data[..4].copy_from_slice(&0xf0u32.to_le_bytes());
+        assert_eq!(p.advance(&mem).unwrap(), None, "the write is still to come");
+        let a = &p.access;
+        assert_eq!((a.gpa, a.write, &a.data[..a.size]), (0xc000_0010, true, &0xffu32.to_le_bytes()[..]));
+        let after = p.advance(&mem).unwrap().expect("done");
+        assert_eq!((after.rax, after.rip), (0x0f, 0x1002));
     }
 
     #[test]
     fn an_mmio_instruction_that_cannot_be_emulated_is_an_error() {
         let mem = GuestMemory::new(1 << 20).unwrap();
         let regs = abi::Regs { rip: 5, ..Default::default() };
-        let Mmio::Failed { error, .. } = decode_mmio(&mem, 0xc000_0000, &[0x01, 0x00], &regs, &long_mode()) else { panic!("decoded") };
-        assert!(error.to_string().starts_with("cannot emulate 'add [rax],eax'"), "{error}");
+        // imul eax, [rax]
+        let Mmio::Failed { error, .. } = decode_mmio(&mem, 0xc000_0000, &[0x0f, 0xaf, 0x00], &regs, &long_mode()) else { panic!("decoded") };
+        assert!(error.to_string().starts_with("cannot emulate 'imul eax,[rax]'"), "{error}");
         // Nothing to fetch outside RAM.
         let regs = abi::Regs { rip: 2 << 20, ..Default::default() };
         let Mmio::Failed { error, .. } = decode_mmio(&mem, 0xc000_0000, &[], &regs, &long_mode()) else { panic!("decoded") };
