@@ -11,6 +11,7 @@ use crate::devices::Devices;
 use crate::disk::Backing;
 use crate::events::Waker;
 use crate::pc::board::{Interrupts, PcBoard};
+use crate::pc::acpi::{self, AcpiDesc, AcpiError};
 use crate::pc::mptable;
 use crate::pc::world::PcWorld;
 use crate::run::{Error, Outcome};
@@ -35,14 +36,26 @@ impl MachineKind {
     }
 
     /// Writes the board's tables into guest RAM of `ram` bytes for `cpus` vCPUs (pc: the
-    /// MP table), before the guest's own bytes (which win where they meet).
-    pub fn write_tables(self, mem: &sys::GuestMemory, ram: u64, cpus: u32) {
-        if self == MachineKind::Pc {
-            let table = mptable::mp_table(cpus);
-            if mptable::MP_TABLE_ADDR + table.len() as u64 <= layout::boot_area(ram) {
-                mem.write(mptable::MP_TABLE_ADDR, &table).expect("checked to fit");
-            }
+    /// ACPI tables in the E segment and the MP table in the F segment), before the guest's
+    /// own bytes (which win where they meet). A table that does not fit below the boot
+    /// area (a tiny `--mem`) is left out, as on a machine without it. Returns where the
+    /// ACPI tables' RSDP is, if they were written.
+    pub fn write_tables(self, mem: &sys::GuestMemory, ram: u64, cpus: u32) -> Result<Option<u64>, AcpiError> {
+        if self != MachineKind::Pc {
+            return Ok(None);
         }
+        let table = mptable::mp_table(cpus);
+        if mptable::MP_TABLE_ADDR + table.len() as u64 <= layout::boot_area(ram) {
+            mem.write(mptable::MP_TABLE_ADDR, &table).expect("checked to fit");
+        }
+        self.acpi_rsdp(ram).map(|_| acpi::write(&AcpiDesc::pc(cpus, ram), mem)).transpose()
+    }
+
+    /// Where the board's ACPI tables put the RSDP with `ram` bytes of RAM (`None`: the
+    /// board has none, or they would not fit below the boot area).
+    pub fn acpi_rsdp(self, ram: u64) -> Option<u64> {
+        let fits = layout::ACPI_START + layout::ACPI_SIZE <= layout::boot_area(ram);
+        (self == MachineKind::Pc && fits).then_some(layout::ACPI_START)
     }
 }
 
@@ -144,14 +157,32 @@ mod tests {
     }
 
     #[test]
-    fn the_pc_board_writes_its_mp_table() {
+    fn the_pc_board_writes_its_mp_and_acpi_tables() {
         let mem = sys::GuestMemory::new(16 << 20).unwrap();
-        MachineKind::Seed.write_tables(&mem, 16 << 20, 1);
+        MachineKind::Seed.write_tables(&mem, 16 << 20, 1).unwrap();
         let mut sig = [0u8; 4];
         mem.read(mptable::MP_TABLE_ADDR, &mut sig).unwrap();
         assert_eq!(sig, [0; 4]);
-        MachineKind::Pc.write_tables(&mem, 16 << 20, 2);
+        let mut rsdp = [0u8; 8];
+        assert_eq!(MachineKind::Seed.write_tables(&mem, 16 << 20, 1), Ok(None));
+        assert_eq!(MachineKind::Seed.acpi_rsdp(16 << 20), None);
+        mem.read(layout::ACPI_START, &mut rsdp).unwrap();
+        assert_eq!(rsdp, [0; 8], "the seed board has no ACPI tables");
+        assert_eq!(MachineKind::Pc.write_tables(&mem, 16 << 20, 2), Ok(Some(layout::ACPI_START)));
+        assert_eq!(MachineKind::Pc.acpi_rsdp(16 << 20), Some(layout::ACPI_START));
         mem.read(mptable::MP_TABLE_ADDR, &mut sig).unwrap();
         assert_eq!(&sig, b"_MP_");
+        mem.read(layout::ACPI_START, &mut rsdp).unwrap();
+        assert_eq!(&rsdp, b"RSD PTR ");
+    }
+
+    /// With RAM too small for the E segment below the boot area, the pc board leaves its
+    /// ACPI tables out (as its MP table), and says so to the kernel loader.
+    #[test]
+    fn a_tiny_pc_has_no_acpi_tables() {
+        let ram = 512 << 10;
+        let mem = sys::GuestMemory::new(ram as usize).unwrap();
+        assert_eq!(MachineKind::Pc.write_tables(&mem, ram, 1), Ok(None));
+        assert_eq!(MachineKind::Pc.acpi_rsdp(ram), None);
     }
 }

@@ -40,6 +40,8 @@ pub enum Effect {
     Exit(u8),
     /// The guest reset the machine (pc: the i8042's reset line, port A, 0xcf9).
     Reset,
+    /// The guest powered the machine off (pc: ACPI sleep state S5).
+    PowerOff,
 }
 
 /// What a device may need to know about an access besides its address and data.

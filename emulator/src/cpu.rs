@@ -457,6 +457,7 @@ fn outcome_of(effect: Effect) -> Option<Outcome> {
         Effect::Continue => None,
         Effect::Exit(status) => Some(Outcome::Exit(status)),
         Effect::Reset => Some(Outcome::Reset),
+        Effect::PowerOff => Some(Outcome::PowerOff),
     }
 }
 

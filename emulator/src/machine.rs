@@ -162,7 +162,7 @@ impl Machine {
             return Err(Error::SmpNeedsPc(n));
         }
         let (vm, vcpus) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics())?;
-        kind.write_tables(&mem, ram, n);
+        kind.write_tables(&mem, ram, n)?;
         let mut cpus: Vec<Cpu> = vcpus.into_iter().map(Cpu::new).collect();
         let (regs, sregs) = place(&mem);
         cpus[0].vcpu.set_sregs(&sregs)?;

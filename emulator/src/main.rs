@@ -194,7 +194,8 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
             cmdline.push(' ');
             cmdline.push_str(extra);
         }
-        return linux::load(&kernel, initrd.as_deref(), &cmdline, mem).map_err(|e| format!("{name}: {e}"));
+        let rsdp = config.machine.acpi_rsdp(mem);
+        return linux::load_with_acpi(&kernel, initrd.as_deref(), &cmdline, mem, rsdp).map_err(|e| format!("{name}: {e}"));
     }
     if multiboot::detect(&kernel) {
         if initrd.is_some() {
@@ -392,6 +393,10 @@ fn main() -> ExitCode {
                 }
                 Ok(Outcome::Reset) => {
                     eprintln!("yakvm: the guest reset the machine");
+                    ExitCode::SUCCESS
+                }
+                Ok(Outcome::PowerOff) => {
+                    eprintln!("yakvm: the guest powered off (ACPI S5)");
                     ExitCode::SUCCESS
                 }
                 Ok(Outcome::Quit) => {

@@ -19,6 +19,8 @@ pub enum Outcome {
     Halted,
     /// pc: the guest reset the machine (i8042 reset line): a reboot, which ends the run.
     Reset,
+    /// pc: the guest powered the machine off (SLP_TYP S5 with SLP_EN in ACPI's PM1_CNT).
+    PowerOff,
     /// pc: the user typed Ctrl-A X at the console.
     Quit,
     /// A debugger's stop (gdb.rs): the hypervisor's DEBUG exit, or `None` when the
@@ -45,6 +47,8 @@ pub enum Error {
     Hypervisor(#[from] hypervisor::Error),
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
+    #[error(transparent)]
+    Acpi(#[from] crate::pc::acpi::AcpiError),
     #[error("guest shut down (triple fault){}", .0.map(|rip| format!(" at rip {rip:#x}")).unwrap_or_default())]
     Shutdown(Option<u64>),
     #[error("VMRUN refused the guest state (VMEXIT_INVALID, reason {reason:#x}) at rip {rip:#x}")]

@@ -95,7 +95,29 @@ waits_forever() {
     [ $rc -eq 1 ] && echo "$out" | grep -q 'nothing can send' || { echo "status $rc: $out"; return 1; }
 }
 
+# ACPI as an OS finds it (guests/pc_acpi.bin, with N vCPUs): the RSDP by a scan, the
+# XSDT, FADT, MADT (N local APICs) and DSDT, the PM timer from the FADT advancing at about
+# 3.58 MHz, then \_S5's SLP_TYP with SLP_EN to PM1a_CNT: yakvm ends with status 0 and says
+# the guest powered off. The PM block is one range of whole accesses: the guest's four
+# dword timer reads and one word write are 5 accesses (byte by byte they would be 18).
+acpi_poweroff() {
+    out=$(yakvm run --machine pc --smp "$1" --stats --timeout 120 guests/pc_acpi.bin 2>&1 < /dev/null); rc=$?
+    echo "  pc_acpi --smp $1: $(echo "$out" | grep -E '^(pm timer ticks per pit tick|madt local apics) ' | tr '\n' ' ')" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $out"; return 1; }
+    echo "$out" | grep -q '^FAIL' && { echo "output: $out"; return 1; }
+    for line in 'ok rsdp found by the scan, its checksum right' 'rsdp at 917504' 'ok xsdt checksum' \
+        'ok fadt through the xsdt, checksum' 'ok madt through the xsdt, checksum' 'ok dsdt through the fadt, checksum' \
+        "madt local apics $1" 'ok madt local apics = mp table processors' 'pm timer port 1544' 'pm1a control port 1540' \
+        'ok pm timer advances' 'ok pm timer at about 3.58 MHz against the pit' 'ok dsdt: \_S5 package found' \
+        's5 slp_typ 5' 'powering off' 'yakvm: the guest powered off (ACPI S5)'; do
+        echo "$out" | grep -qxF "$line" || { echo "no line '$line' in: $out"; return 1; }
+    done
+    echo "$out" | grep -qE '^  port acpi pm \(0x600-0x60b\) +5$' || { echo "accesses of the PM block: $out"; return 1; }
+}
+
 check pc_timer_100hz timer_100hz
+check pc_acpi_poweroff acpi_poweroff 1
+check pc_acpi_poweroff_smp2 acpi_poweroff 2
 check pc_uart_echo_by_interrupts uart_echo
 check pc_ticks_during_mmio_exactly_once ticks_during_mmio
 check pc_hostile_fastest_pit_never_eoi fastest_pit_never_eoi

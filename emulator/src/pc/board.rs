@@ -16,6 +16,7 @@
 //! | 0x70-0x71 | CMOS RTC with the host's time |
 //! | 0x80 | POST code sink |
 //! | 0x3f8-0x3ff | 16550A UART (COM1) on IRQ4: the console |
+//! | 0x600-0x60b | ACPI PM registers (PM1a event and control, PM timer) at their real widths; the SCI on IRQ9 (level); S5 ends the run as a power-off |
 //!
 //! Each device is on the buses (`bus.rs`) under a lock of its own; the interrupt controllers
 //! (the PICs, the local APICs and the I/O APIC) share one ([`Interrupts`]). A device raises
@@ -38,6 +39,8 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::acpi::{PM_BASE, SCI_IRQ};
+use super::acpi_pm::{self, AcpiPm};
 use super::apic::Apics;
 use super::ioapic::Message;
 use super::cmos::Cmos;
@@ -398,6 +401,45 @@ impl IsaPorts for Post {
     }
 }
 
+/// The ACPI PM registers (`acpi_pm`), their SCI a level-triggered ISA line. Not byte-wide:
+/// the PM timer is read whole (a byte at a time, its bytes would come from different
+/// counts).
+pub struct PmDevice {
+    pub pm: AcpiPm,
+    clock: Clock,
+    sci: IrqLine,
+    /// The SCI's level as last driven.
+    sci_high: bool,
+}
+
+impl PmDevice {
+    /// Drives the SCI from the registers' state after an access.
+    fn wire(&mut self, now: u64) {
+        let high = self.pm.sci_level(now);
+        if high != self.sci_high {
+            self.sci_high = high;
+            self.sci.set_level(high);
+        }
+    }
+}
+
+impl BusDevice for PmDevice {
+    fn read(&mut self, _: u64, offset: u64, data: &mut [u8], _: &Ctx) {
+        let now = self.clock.now_ns();
+        self.pm.read(offset as u16, data, now);
+        self.wire(now);
+    }
+    fn write(&mut self, _: u64, offset: u64, data: &[u8], _: &Ctx) -> io::Result<Effect> {
+        let now = self.clock.now_ns();
+        let effect = self.pm.write(offset as u16, data, now);
+        self.wire(now);
+        Ok(match effect {
+            acpi_pm::Effect::Continue => Effect::Continue,
+            acpi_pm::Effect::PowerOff => Effect::PowerOff,
+        })
+    }
+}
+
 /// The APICs' MMIO pages: the local APIC page is the accessing CPU's own.
 struct ApicPages {
     controllers: Arc<Mutex<Interrupts>>,
@@ -425,6 +467,7 @@ pub struct PcBoard {
     pub interrupts: Arc<Mutex<Interrupts>>,
     pub pit: Arc<Mutex<PitDevice>>,
     pub uart: Arc<Mutex<UartDevice>>,
+    pub pm: Arc<Mutex<PmDevice>>,
     cmos: Arc<Mutex<Cmos>>,
     pub clock: Clock,
     /// How the interrupt lines wake the vCPUs (one per vCPU).
@@ -440,7 +483,9 @@ impl PcBoard {
         let line = |line| IrqLine { controllers: interrupts.clone(), wakers: wakers.clone(), line };
         let pit = PitDevice { pit: Pit::new(), clock, irq0: line(PIT_IRQ), irq0_seen_ns: 0, changed: false, merged_ticks: 0 };
         let uart = UartDevice { uart: Uart::new(Vec::new()), input: VecDeque::new(), console, irq: line(COM1_IRQ) };
+        let pm = PmDevice { pm: AcpiPm::new(), clock, sci: line(SCI_IRQ), sci_high: false };
         Self {
+            pm: Arc::new(Mutex::new(pm)),
             pit: Arc::new(Mutex::new(pit)),
             uart: Arc::new(Mutex::new(uart)),
             cmos: Arc::new(Mutex::new(Cmos::new(ram_bytes))),
@@ -483,6 +528,8 @@ impl PcBoard {
         let address = ConfigAddress::new(ports.ignored().clone());
         ports.insert("pci config address, reset control", CONFIG_ADDRESS.into(), 4, Span::Whole, Arc::new(Mutex::new(address)))?;
         ports.insert("pci config data", CONFIG_DATA.into(), 4, Span::Whole, Arc::new(Mutex::new(ConfigData)))?;
+        // The ACPI PM registers take words and dwords (the timer is read whole).
+        ports.insert("acpi pm", PM_BASE.into(), acpi_pm::BLOCK_LEN.into(), Span::Whole, self.pm.clone())?;
         let apics: SharedDevice = Arc::new(Mutex::new(ApicPages { controllers: self.interrupts.clone(), clock: self.clock }));
         mmio.insert("io apic", IOAPIC_BASE, IOAPIC_SIZE, Span::Whole, apics.clone())?;
         mmio.insert("local apic", LAPIC_BASE, LAPIC_SIZE, Span::Whole, apics)?;
@@ -626,6 +673,45 @@ pub(crate) mod tests {
         board.interrupts().pic.write(0x21, 0xe7);
         board.irq_line(3).set_level(true);
         assert_eq!(board.interrupts().acknowledge(0), Some(0x33));
+    }
+
+    /// The ACPI PM block at 0x600: the timer read whole as a dword, the SCI on IRQ9 while
+    /// an enabled status bit is set, S5 a power-off.
+    #[test]
+    fn the_acpi_pm_block_is_wired() {
+        let (mut d, board) = pc();
+        assert_eq!(d.ports.range_of("acpi pm"), Some((0x600, 12)));
+        let timer = |d: &mut Devices| {
+            let mut b = [0; 4];
+            d.ports.read(0x608, &mut b, &CTX);
+            u32::from_le_bytes(b)
+        };
+        let first = timer(&mut d);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = timer(&mut d);
+        // 2 ms is 7159 ticks; a byte-by-byte bus would cut the dword into four reads.
+        assert!(second.wrapping_sub(first) >= 7_000, "{first} then {second}");
+        assert_eq!(lock(&board.pm).pm.stats.timer_reads, 2, "one access per dword read");
+        // The PICs as an OS sets them up: IRQ2 (the cascade) and IRQ9 unmasked.
+        for (port, value) in [(0x20, 0x11), (0x21, 0x30), (0x21, 0x04), (0x21, 0x01), (0x21, 0xfb)] {
+            out(&mut d, port, value);
+        }
+        for (port, value) in [(0xa0, 0x11), (0xa1, 0x38), (0xa1, 0x02), (0xa1, 0x01), (0xa1, 0xfd)] {
+            out(&mut d, port, value);
+        }
+        lock(&board.pm).pm.press_power_button();
+        assert!(!board.interrupts().interrupt_pending(0), "PWRBTN_EN clear: no SCI");
+        d.ports.write(0x602, &acpi_pm::PWRBTN.to_le_bytes(), &CTX).unwrap();
+        assert!(board.interrupts().interrupt_pending(0), "the SCI is raised");
+        assert_eq!(board.interrupts().acknowledge(0), Some(0x39));
+        assert_eq!(board.interrupts().irqs[9], 1);
+        // The guest clears the status bit: the line goes low.
+        d.ports.write(0x600, &acpi_pm::PWRBTN.to_le_bytes(), &CTX).unwrap();
+        assert!(!lock(&board.pm).sci_high);
+        // SLP_TYP = S5 without SLP_EN: nothing; with it: the machine powers off.
+        let s5 = u16::from(acpi_pm::SLP_TYP_S5) << acpi_pm::SLP_TYP_SHIFT;
+        assert_eq!(d.ports.write(0x604, &s5.to_le_bytes(), &CTX).unwrap(), Effect::Continue);
+        assert_eq!(d.ports.write(0x604, &(s5 | acpi_pm::SLP_EN).to_le_bytes(), &CTX).unwrap(), Effect::PowerOff);
     }
 
     /// A word written to the PIC's command port reaches its data port too (ISA), and the
