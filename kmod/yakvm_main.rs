@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! yakvm: a small AMD-V (SVM) hypervisor. This module checks for SVM, turns it on on every
 //! CPU, and exposes `/dev/yakvm`, through which userspace makes VMs and vCPUs and runs
-//! them. See the README for the design; `ffi` holds all the unsafe code.
+//! them. See docs/module.md for the design; `ffi` holds all the unsafe code.
 
 use kernel::c_str;
 use kernel::prelude::*;

@@ -6,7 +6,7 @@ set -uo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$YAKVM_ROOT"
 rm -f "$SHARES_DIR/out/bench.csv"
-log "bench: ${ROUNDS:-3} rounds of 6 workloads on yakvm and KVM (about 2 minutes here)"
+log "bench: ${ROUNDS:-3} rounds of 8 workloads on yakvm and KVM (about 2 minutes here)"
 CMD="ROUNDS=${ROUNDS:-3} sh bench/image.sh" QEMU_TIMEOUT=3600 scripts/qemu.sh | tee "$BUILD_DIR/bench.log"
 [[ -s $SHARES_DIR/out/bench.csv ]] || die "the image wrote no results (log: $BUILD_DIR/bench.log)"
 cp "$SHARES_DIR/out/bench.csv" "$BUILD_DIR/bench-runs.csv"

@@ -18,7 +18,7 @@ initrd="$BUILD_DIR/initramfs.cpio.gz"
 # QEMU's software SVM everywhere else. `-cpu max` would enable LA57: EPYC has svm and npt.
 # Under TCG the image gets a third CPU and runs its work on CPUs 1-2 only (yakvm.cpus):
 # QEMU 7.2 rewrites CPU 0's hidden flags, GIF and nested paging among them, from other
-# CPUs' threads whenever they restore x87 state (README, "QEMU's TCG and CPU 0"), which
+# CPUs' threads whenever they restore x87 state (docs/qemu-tcg.md), which
 # is harmless only while CPU 0 never runs SVM. QEMU_CPU0=1 lets the work use CPU 0 again.
 accel=(-accel tcg -cpu "${QEMU_CPU:-EPYC}")
 smp=3 cpus=1-2

@@ -214,8 +214,8 @@ pub(crate) fn run(
     unsafe { glue::yakvm_local_irq_enable() };
     if leaked && vmcb.control.exit_code != vmcb::exit_code::INVALID {
         pr_err!("VMRUN came back with the host's own state as the guest's (its CR3 and RAX): \
-                 QEMU 7.2's multi-threaded TCG does this when SVM runs on its CPU 0 (README, \
-                 Known limits); the vCPU is stopped\n");
+                 QEMU 7.2's multi-threaded TCG does this when SVM runs on its CPU 0 (docs/qemu-tcg.md); \
+                 the vCPU is stopped\n");
         return Err(EIO);
     }
     Ok(true)
@@ -224,7 +224,7 @@ pub(crate) fn run(
 /// Whether the guest state after #VMEXIT is the host's own, as it was at VMRUN: the host's
 /// CR3 and, in RAX, the VMCB's address (VMRUN's operand). No hardware does this; QEMU
 /// 7.2's multi-threaded TCG does when another CPU's thread rewrites CPU 0's nested-paging
-/// flag between a #VMEXIT and the host's next instruction (README, Known limits). A guest
+/// flag between a #VMEXIT and the host's next instruction (docs/qemu-tcg.md). A guest
 /// cannot know both values to fake it; if it did, only its own vCPU would stop.
 fn host_state_returned(vmcb: &Vmcb, vmcb_pa: u64) -> bool {
     vmcb.save.rax == vmcb_pa && vmcb.save.cr3 == super::cpu::read_cr3()

@@ -196,7 +196,7 @@ check step_trace_real step_trace step16 --entry real --load-addr 0x10000
 check step_trace_protected step_trace step32 --entry protected
 check step_trace_long step_trace step64
 
-# How slow: a guest printing 5000 bytes, traced (the figure for the README).
+# How slow: a guest printing 5000 bytes, traced (the figure in docs/debugging.md).
 step_trace_speed() {
     t0=$(cut -d' ' -f1 /proc/uptime)
     yakvm run guests/count.bin --step-trace /tmp/count.trace > /dev/null 2> "$OUT/count-trace.err" || return 1

@@ -23,7 +23,7 @@ wait_for() {
 }
 
 # wait_bounded PID SECONDS: waits for yakvm, stopping it after SECONDS (a guest that stops
-# making progress, README Known limits, fails its check at once instead of holding the
+# making progress, docs/limits.md, fails its check at once instead of holding the
 # boot to the image's 20-minute limit): SIGTERM first, so that a run with --stats prints
 # them (what the stalled guest was doing), SIGKILL 5 s later; its status.
 wait_bounded() {
