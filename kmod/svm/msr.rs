@@ -2,10 +2,12 @@
 //! RDMSR and WRMSR from the guest. Every MSR access exits (the MSR permission map is all
 //! ones). The MSRs a 64-bit guest needs are emulated on the guest's own copies in the
 //! VMCB; those a real OS touches at boot (PMU, HWCR, the patch level, machine-check banks,
-//! TSC_AUX, SPEC_CTRL and friends) are answered as KVM answers an AMD guest, on copies in
-//! [`GuestMsrs`], and so is IA32_APIC_BASE in a VM with local APICs (`ENABLE_LAPIC`);
-//! everything else, above all the host's SVM MSRs (VM_HSAVE_PA, VM_CR) and
-//! EFER.SVME, raises #GP in the guest. No guest value ever reaches a host MSR.
+//! TSC_AUX) are answered as KVM answers an AMD guest, on copies in [`GuestMsrs`], and so
+//! is IA32_APIC_BASE in a VM with local APICs (`ENABLE_LAPIC`); everything else, above all
+//! the host's SVM MSRs (VM_HSAVE_PA, VM_CR) and EFER.SVME, raises #GP in the guest. So do
+//! SPEC_CTRL, PRED_CMD and VIRT_SPEC_CTRL: the guest's CPUID offers none of IBRS, STIBP,
+//! SSBD, IBPB or VIRT_SSBD, and KVM refuses them to such a guest too (kvm-unit-tests'
+//! msr test checks it). No guest value ever reaches a host MSR.
 
 use super::vmcb::SaveArea;
 use super::x86::{canonical, cr0, efer};
@@ -28,8 +30,6 @@ mod nr {
     pub(super) const GS_BASE: u32 = 0xc000_0101;
     pub(super) const KERNEL_GS_BASE: u32 = 0xc000_0102;
     pub(super) const TSC_AUX: u32 = 0xc000_0103;
-    pub(super) const SPEC_CTRL: u32 = 0x48;
-    pub(super) const PRED_CMD: u32 = 0x49;
     pub(super) const PATCH_LEVEL: u32 = 0x8b;
     pub(super) const MCG_CAP: u32 = 0x179;
     pub(super) const MISC_ENABLE: u32 = 0x1a0;
@@ -45,7 +45,6 @@ mod nr {
     pub(super) const SYSCFG: u32 = 0xc001_0010;
     pub(super) const HWCR: u32 = 0xc001_0015;
     pub(super) const NB_CFG: u32 = 0xc001_001f;
-    pub(super) const VIRT_SPEC_CTRL: u32 = 0xc001_011f;
     pub(super) const DE_CFG: u32 = 0xc001_1029;
 }
 
@@ -60,10 +59,6 @@ const HWCR_MC_STATUS_WR_EN: u64 = 1 << 18;
 /// HWCR bits writes may carry and that are ignored, as KVM does: TLB cache disable (3),
 /// flush filter disable (6), IGNNE emulation (8).
 const HWCR_IGNORED: u64 = (1 << 3) | (1 << 6) | (1 << 8);
-/// SPEC_CTRL bits a guest may set: IBRS, STIBP, SSBD. They are kept, not applied.
-const SPEC_CTRL_BITS: u64 = 0b111;
-/// VIRT_SPEC_CTRL: SSBD.
-const VIRT_SSBD: u64 = 1 << 2;
 /// DE_CFG bit 1: LFENCE is dispatch-serialising (reads as set, as on current CPUs).
 const DE_CFG_LFENCE_SERIALIZE: u64 = 1 << 1;
 
@@ -90,8 +85,6 @@ pub(crate) struct GuestMsrs {
     /// CTL, STATUS, ADDR, MISC of each bank.
     mc_banks: [[u64; 4]; MC_BANKS as usize],
     tsc_aux: u64,
-    spec_ctrl: u64,
-    virt_spec_ctrl: u64,
     misc_enable: u64,
 }
 
@@ -104,8 +97,6 @@ impl Default for GuestMsrs {
             // MCi_CTL reset to all ones (every error reporting enabled).
             mc_banks: [[u64::MAX, 0, 0, 0]; MC_BANKS as usize],
             tsc_aux: 0,
-            spec_ctrl: 0,
-            virt_spec_ctrl: 0,
             misc_enable: MISC_ENABLE_RO,
         }
     }
@@ -187,8 +178,6 @@ pub(crate) fn read(s: &SaveArea, tsc_offset: u64, m: &GuestMsrs, msr: u32, host_
         nr::GS_BASE => s.gs.base,
         nr::KERNEL_GS_BASE => s.kernel_gs_base,
         nr::TSC_AUX => m.tsc_aux,
-        nr::SPEC_CTRL => m.spec_ctrl,
-        nr::VIRT_SPEC_CTRL => m.virt_spec_ctrl,
         nr::PATCH_LEVEL => PATCH_LEVEL,
         nr::MCG_CAP => u64::from(MC_BANKS),
         nr::MCG_STATUS => m.mcg_status,
@@ -245,11 +234,6 @@ pub(crate) fn write(
         nr::GS_BASE => s.gs.base = base(value)?,
         nr::KERNEL_GS_BASE => s.kernel_gs_base = base(value)?,
         nr::TSC_AUX if value >> 32 == 0 => m.tsc_aux = value,
-        nr::SPEC_CTRL if value & !SPEC_CTRL_BITS == 0 => m.spec_ctrl = value,
-        // IBPB (bit 0) is accepted and does nothing: the guest shares no predictor state
-        // with anything it could attack through us that a host IBPB would clear.
-        nr::PRED_CMD if value & !1 == 0 => {}
-        nr::VIRT_SPEC_CTRL if value & !VIRT_SSBD == 0 => m.virt_spec_ctrl = value,
         // Writing the patch level is how a microcode update starts: ignored.
         nr::PATCH_LEVEL => {}
         nr::MCG_STATUS => m.mcg_status = value,

@@ -16,7 +16,7 @@ const EFER: u32 = 0xc000_0080;
 const EFER_SVME: u64 = 1 << 12;
 
 /// MSRs that belong to the host or the platform: every write and read must raise #GP.
-/// (SYSCFG, HWCR, SPEC_CTRL, PRED_CMD and TSC_AUX are the guest's own copies: checked
+/// (SYSCFG, HWCR and TSC_AUX are the guest's own copies, SPEC_CTRL and PRED_CMD #GP: checked
 /// below and in `cpu`.)
 const HOST_MSRS: &[(u32, &str)] = &[
     (0xc001_0117, "VM_HSAVE_PA"),
