@@ -255,10 +255,14 @@ mod tests {
         let (loader, flags, cmd) = (p.hdr.type_of_loader, p.hdr.loadflags, p.hdr.cmd_line_ptr);
         let heap = LoadFlags::CAN_USE_HEAP.bits();
         assert_eq!((loader, flags & heap, cmd), (0xff, heap, CMDLINE as u32));
-        assert_eq!(p.e820_entries, 5);
-        let last = p.e820_table[4];
-        let (addr, len, kind) = (last.addr, last.size, last.r#type);
+        assert_eq!(p.e820_entries, 6);
+        let top = p.e820_table[4];
+        let (addr, len, kind) = (top.addr, top.size, top.r#type);
         assert_eq!((addr, len, kind), (64 * MIB - BOOT_AREA_SIZE, BOOT_AREA_SIZE, crate::kernel::RESERVED));
+        // ECAM, reserved, so that Linux takes the MCFG's window.
+        let ecam = p.e820_table[5];
+        let (addr, len, kind) = (ecam.addr, ecam.size, ecam.r#type);
+        assert_eq!((addr, len, kind), (0xe000_0000, MIB, crate::kernel::RESERVED));
     }
 
     #[test]
