@@ -48,7 +48,7 @@ use super::cmos::Cmos;
 use super::i8042::I8042;
 use super::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
 use super::lapic::{LAPIC_BASE, LAPIC_SIZE};
-use super::pci::{PciRoot, PciStats, CONFIG_ADDRESS, CONFIG_DATA, ECAM_BASE, ECAM_SIZE};
+use super::pci::{self, PciRoot, PciStats, CONFIG_ADDRESS, CONFIG_DATA, ECAM_BASE, ECAM_SIZE};
 use super::pic::Pic;
 use super::pit::{IrqTimer, Pit};
 use super::uart::{Uart, COM1_BASE, COM1_IRQ};
@@ -471,7 +471,7 @@ pub struct PcBoard {
     pub pm: Arc<Mutex<PmDevice>>,
     cmos: Arc<Mutex<Cmos>>,
     /// PCI's root bus (made again, with the buses' count of odd accesses, by `install`).
-    pci: Arc<Mutex<PciRoot>>,
+    pub(crate) pci: Arc<Mutex<PciRoot>>,
     pub clock: Clock,
     /// How the interrupt lines wake the vCPUs (one per vCPU).
     wakers: Arc<[Waker]>,
@@ -534,6 +534,7 @@ impl PcBoard {
         ports.insert("pci config address, reset control", CONFIG_ADDRESS.into(), 4, Span::Whole, self.pci.clone())?;
         ports.insert("pci config data", CONFIG_DATA.into(), 4, Span::Whole, self.pci.clone())?;
         mmio.insert("pci ecam", ECAM_BASE, ECAM_SIZE, Span::Whole, self.pci.clone())?;
+        mmio.insert("pci memory window", pci::WINDOW_START, pci::WINDOW_SIZE, Span::Whole, self.pci.clone())?;
         // The ACPI PM registers take words and dwords (the timer is read whole).
         ports.insert("acpi pm", PM_BASE.into(), acpi_pm::BLOCK_LEN.into(), Span::Whole, self.pm.clone())?;
         let apics: SharedDevice = Arc::new(Mutex::new(ApicPages { controllers: self.interrupts.clone(), clock: self.clock }));

@@ -12,7 +12,18 @@
 //!   dword accesses at their natural alignment. Only bus 0 exists, so the window is
 //!   bus 0's 1 MiB (the MCFG table says bus 0 to 0).
 //!
-//! Both reach one [`ConfigSpace`] per function, so they give the same bytes. A function
+//! Both reach one [`ConfigSpace`] per function, so they give the same bytes.
+//!
+//! BARs: the host bridge forwards one 32-bit memory window to the bus
+//! ([`WINDOW_START`], 256 MiB, the `_CRS` says the same). The root is on the MMIO bus over
+//! the whole window and keeps the BARs on a bus of its own (`bus.rs`'s [`Bus`]): when a
+//! configuration write changes where a memory BAR decodes (its address, or the command
+//! register's memory enable), the root moves, adds or removes that BAR's range there. A
+//! BAR programmed outside the window (over RAM, the APIC pages, ECAM, anywhere else) or
+//! over another BAR does not decode, as a BAR the host bridge does not forward to; the
+//! refusal is counted ([`PciStats::bars_refused`]) and noted. So a guest can never shadow
+//! RAM, the APICs or another device with a BAR. I/O BARs are not decoded yet (no function
+//! has one; one would be refused and counted). A function
 //! that is not there (any device but 0, any bus but 0) reads all ones (a vendor ID of
 //! 0xffff: "nothing here") and drops writes, as a PC's master abort does; those accesses
 //! are counted, not logged (probing every slot is how an OS finds devices).
@@ -45,8 +56,8 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use super::pci_config::{ConfigSpace, Identity, CONVENTIONAL_SIZE, SPACE_SIZE};
-use crate::bus::{le, BusDevice, Ctx, Effect, Ignored};
+use super::pci_config::{BarKind, ConfigSpace, Identity, BAR0, BARS, COMMAND, CONVENTIONAL_SIZE, SPACE_SIZE};
+use crate::bus::{le, Bus, BusDevice, BusError, Ctx, Effect, Ignored, SharedDevice, Span};
 
 /// The configuration address register (a dword), with the reset control register in it.
 pub const CONFIG_ADDRESS: u16 = 0xcf8;
@@ -64,6 +75,9 @@ const ADDRESS_ENABLE: u32 = 1 << 31;
 /// ECAM: bus 0's 1 MiB, in the PCI hole below 4 GiB (`layout.rs`).
 pub const ECAM_BASE: u64 = crate::layout::PCI_ECAM_BASE;
 pub const ECAM_SIZE: u64 = crate::layout::PCI_ECAM_SIZE;
+/// The memory window the host bridge forwards to PCI (BARs go here).
+pub const WINDOW_START: u64 = crate::layout::PCI_MMIO_WINDOW_START;
+pub const WINDOW_SIZE: u64 = crate::layout::PCI_MMIO_WINDOW_SIZE;
 /// The bus numbers ECAM (and the host bridge's `_CRS`) covers.
 pub const BUS_FIRST: u8 = 0;
 pub const BUS_LAST: u8 = ((ECAM_SIZE >> 20) - 1) as u8;
@@ -104,10 +118,16 @@ impl std::fmt::Display for Bdf {
     }
 }
 
-/// A PCI function: its configuration space (the host bridge is nothing more).
+/// A PCI function: its configuration space (the host bridge is nothing more), and the
+/// registers behind its memory BARs.
 pub trait PciFunction: Send {
     fn config(&self) -> &ConfigSpace;
     fn config_mut(&mut self) -> &mut ConfigSpace;
+    /// The device that answers at memory BAR `index` (at offsets from the BAR's base).
+    /// It must never lock the PCI root (the root's lock is held when it is called).
+    fn bar_device(&self, _index: usize) -> Option<SharedDevice> {
+        None
+    }
 }
 
 /// The host bridge: a header and nothing else.
@@ -141,6 +161,11 @@ pub struct PciStats {
     pub config_writes: u64,
     /// Accesses to functions that are not there (all ones, writes dropped).
     pub absent: u64,
+    /// BARs placed where they cannot decode: outside the window, over another BAR, or
+    /// I/O BARs.
+    pub bars_refused: u64,
+    /// BAR ranges added, moved or removed in the window.
+    pub bar_moves: u64,
 }
 
 /// Why a function cannot be added.
@@ -158,14 +183,20 @@ pub enum PciError {
 pub struct PciRoot {
     address: u32,
     functions: BTreeMap<Bdf, Box<dyn PciFunction>>,
+    /// The memory window's BARs, by their addresses.
+    window: Bus,
     ignored: Ignored,
     pub stats: PciStats,
 }
 
+/// Where a function's BARs decode (kind, size, address), by index.
+type Decoded = [Option<(BarKind, u64, u64)>; BARS];
+
 impl PciRoot {
     /// A root bus with the host bridge at 00:00.0; odd accesses are noted in `ignored`.
     pub fn new(ignored: Ignored) -> Self {
-        let mut root = Self { address: 0, functions: BTreeMap::new(), ignored, stats: PciStats::default() };
+        let window = Bus::new("PCI memory window", Span::Whole, ignored.clone());
+        let mut root = Self { address: 0, functions: BTreeMap::new(), window, ignored, stats: PciStats::default() };
         root.add(Bdf::HOST_BRIDGE, Box::new(HostBridge::new())).expect("an empty bus");
         root
     }
@@ -202,10 +233,57 @@ impl PciRoot {
 
     fn config_write(&mut self, bdf: Bdf, offset: usize, data: &[u8]) {
         self.stats.config_writes += 1;
-        match self.functions.get_mut(&bdf) {
-            Some(f) => f.config_mut().write(offset, data),
-            None => self.stats.absent += 1,
+        let Some(f) = self.functions.get_mut(&bdf) else {
+            self.stats.absent += 1;
+            return;
+        };
+        let decoded = |f: &dyn PciFunction| -> Decoded { std::array::from_fn(|i| f.config().bar(i)) };
+        let before = decoded(&**f);
+        f.config_mut().write(offset, data);
+        let touches = |start: usize, len: usize| offset < start + len && start < offset + data.len();
+        if touches(COMMAND, 2) || touches(BAR0, 4 * BARS) {
+            let after = decoded(&**f);
+            self.remap(bdf, &before, &after);
         }
+    }
+
+    /// Moves `bdf`'s BARs on the window from where they decoded `before` to `after`.
+    fn remap(&mut self, bdf: Bdf, before: &Decoded, after: &Decoded) {
+        for (index, (old, new)) in before.iter().zip(after).enumerate() {
+            if old == new {
+                continue;
+            }
+            let name = format!("{bdf} BAR{index}");
+            if self.window.remove(&name).is_ok() {
+                self.stats.bar_moves += 1;
+            }
+            let Some((kind, size, address)) = *new else { continue };
+            let device = self.functions.get(&bdf).and_then(|f| f.bar_device(index));
+            let refused = match (kind, device) {
+                (BarKind::Io, _) => Some("an I/O BAR (not decoded yet)".to_string()),
+                (_, None) => None,
+                _ if address < WINDOW_START || address.saturating_add(size) > WINDOW_START + WINDOW_SIZE => {
+                    Some(format!("outside the host bridge's window {WINDOW_START:#x}..{:#x}", WINDOW_START + WINDOW_SIZE))
+                }
+                (_, Some(device)) => match self.window.insert(&name, address, size, Span::Whole, device) {
+                    Ok(()) => {
+                        self.stats.bar_moves += 1;
+                        None
+                    }
+                    Err(BusError::Overlap { other, .. }) => Some(format!("over {other}")),
+                    Err(e) => Some(e.to_string()),
+                },
+            };
+            if let Some(why) = refused {
+                self.stats.bars_refused += 1;
+                self.ignored.note(format_args!("PCI {name} at {address:#x} (size {size:#x}): {why}; it does not decode"));
+            }
+        }
+    }
+
+    /// Where BAR `index` of `bdf` decodes in the window now.
+    pub fn bar_range(&self, bdf: Bdf, index: usize) -> Option<(u64, u64)> {
+        self.window.range_of(&format!("{bdf} BAR{index}"))
     }
 
     /// Mechanism #1: the function and offset a data-window access at `offset` (0-3) of
@@ -244,7 +322,10 @@ const RESET_OFFSET: u64 = (RESET_CONTROL - CONFIG_ADDRESS) as u64;
 const MECHANISM_SELECT_OFFSET: u64 = (MECHANISM_SELECT - CONFIG_ADDRESS) as u64;
 
 impl BusDevice for PciRoot {
-    fn read(&mut self, base: u64, offset: u64, data: &mut [u8], _: &Ctx) {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8], ctx: &Ctx) {
+        if base == WINDOW_START {
+            return self.window.read(base + offset, data, ctx);
+        }
         if base == u64::from(CONFIG_ADDRESS) {
             match (offset, data.len()) {
                 (0, 4) => data.copy_from_slice(&self.address.to_le_bytes()),
@@ -270,7 +351,10 @@ impl BusDevice for PciRoot {
         }
     }
 
-    fn write(&mut self, base: u64, offset: u64, data: &[u8], _: &Ctx) -> io::Result<Effect> {
+    fn write(&mut self, base: u64, offset: u64, data: &[u8], ctx: &Ctx) -> io::Result<Effect> {
+        if base == WINDOW_START {
+            return self.window.write(base + offset, data, ctx);
+        }
         if base == u64::from(CONFIG_ADDRESS) {
             match (offset, data.len()) {
                 (0, 4) => self.address = le(data) as u32 & !ADDRESS_RESERVED,
@@ -299,6 +383,9 @@ mod tests {
     use crate::devices::Devices;
     use crate::pc::board::tests::pc;
     use crate::pc::pci_config::{BarKind, COMMAND_MEMORY};
+    use crate::bus::{lock, SharedDevice};
+    use crate::pc::board::PcBoard;
+    use std::sync::{Arc, Mutex};
 
     fn cf8(d: &mut Devices, address: u32) {
         assert_eq!(d.ports.write(0xcf8, &address.to_le_bytes(), &CTX).unwrap(), Effect::Continue);
@@ -465,6 +552,113 @@ mod tests {
         root.write(ECAM_BASE, 3 << 15 | 0x04, &u16::to_le_bytes(COMMAND_MEMORY), &CTX).unwrap();
         let f = root.functions().find(|(bdf, _)| *bdf == slot).unwrap().1;
         assert_eq!(f.config().bar(0), Some((BarKind::Memory32 { prefetchable: false }, 0x4000, 0xd000_0000)));
+    }
+
+    /// A function with a 4 KiB memory BAR 0 whose registers are a page of bytes.
+    struct Page(ConfigSpace, SharedDevice);
+
+    struct Bytes(Vec<u8>);
+
+    impl BusDevice for Bytes {
+        fn read(&mut self, _: u64, offset: u64, data: &mut [u8], _: &Ctx) {
+            let at = offset as usize;
+            data.copy_from_slice(&self.0[at..at + data.len()]);
+        }
+        fn write(&mut self, _: u64, offset: u64, data: &[u8], _: &Ctx) -> io::Result<Effect> {
+            let at = offset as usize;
+            self.0[at..at + data.len()].copy_from_slice(data);
+            Ok(Effect::Continue)
+        }
+    }
+
+    impl PciFunction for Page {
+        fn config(&self) -> &ConfigSpace {
+            &self.0
+        }
+        fn config_mut(&mut self) -> &mut ConfigSpace {
+            &mut self.0
+        }
+        fn bar_device(&self, index: usize) -> Option<SharedDevice> {
+            (index == 0).then(|| self.1.clone())
+        }
+    }
+
+    fn page(fill: u8) -> Box<Page> {
+        let mut space = ConfigSpace::new(Identity { vendor: 0x1234, device: 2, ..HOST_BRIDGE });
+        space.add_bar(0, BarKind::Memory32 { prefetchable: false }, 0x1000).unwrap();
+        Box::new(Page(space, Arc::new(Mutex::new(Bytes(vec![fill; 0x1000])))))
+    }
+
+    fn ecam_write32(d: &mut Devices, device: u64, register: u64, value: u32) {
+        d.mmio.write(ECAM_BASE + (device << 15) + register, &value.to_le_bytes(), &CTX).unwrap();
+    }
+
+    fn mmio_byte(d: &mut Devices, address: u64) -> u8 {
+        let mut b = [0];
+        d.mmio.read(address, &mut b, &CTX);
+        b[0]
+    }
+
+    /// BARs decode where the guest puts them inside the window, move when reprogrammed,
+    /// stop decoding when memory decoding is off; over RAM, the APIC pages, ECAM or each
+    /// other they are refused and counted, and nothing is shadowed.
+    #[test]
+    fn bars_move_on_the_bus_and_never_shadow_ram_the_apics_or_each_other() {
+        let (mut d, board) = pc();
+        {
+            let mut root = lock(&board.pci);
+            root.add(Bdf { bus: 0, device: 3, function: 0 }, page(0x33)).unwrap();
+            root.add(Bdf { bus: 0, device: 4, function: 0 }, page(0x44)).unwrap();
+        }
+        let bar = |board: &PcBoard, device| lock(&board.pci).bar_range(Bdf { bus: 0, device, function: 0 }, 0);
+        // Sizing with decoding off: nothing decodes.
+        ecam_write32(&mut d, 3, 0x10, 0xffff_ffff);
+        assert_eq!(bar(&board, 3), None);
+        // Programmed and enabled: the page answers there.
+        ecam_write32(&mut d, 3, 0x10, 0xd000_0000);
+        ecam_write32(&mut d, 3, 0x04, u32::from(COMMAND_MEMORY));
+        assert_eq!(bar(&board, 3), Some((0xd000_0000, 0x1000)));
+        assert_eq!(mmio_byte(&mut d, 0xd000_0010), 0x33);
+        // Moved while decoding: the old place is empty, the new one answers.
+        ecam_write32(&mut d, 3, 0x10, 0xd123_4000);
+        assert_eq!(bar(&board, 3), Some((0xd123_4000, 0x1000)));
+        assert_eq!(mmio_byte(&mut d, 0xd000_0010), 0xff);
+        assert_eq!(mmio_byte(&mut d, 0xd123_4fff), 0x33);
+        d.mmio.write(0xd123_4000, &[0x99], &CTX).unwrap();
+        assert_eq!(mmio_byte(&mut d, 0xd123_4000), 0x99);
+        // Device 4 at the same place: refused (counted), device 3 still answers.
+        ecam_write32(&mut d, 4, 0x04, u32::from(COMMAND_MEMORY));
+        let refused = board.pci_stats().bars_refused;
+        ecam_write32(&mut d, 4, 0x10, 0xd123_4000);
+        assert_eq!(bar(&board, 4), None);
+        assert_eq!(board.pci_stats().bars_refused, refused + 1);
+        assert_eq!(mmio_byte(&mut d, 0xd123_4000), 0x99);
+        // Over RAM, the I/O APIC, the local APICs, ECAM, the seed's registers: refused.
+        // The APICs and ECAM still answer as themselves.
+        for address in [0x1000u32, 0x0010_0000, 0xfec0_0000, 0xfee0_0000, ECAM_BASE as u32, 0xc000_0000, 0xdfff_f000 + 0x1000] {
+            let refused = board.pci_stats().bars_refused;
+            ecam_write32(&mut d, 3, 0x10, address);
+            assert_eq!(bar(&board, 3), None, "{address:#x}");
+            assert_eq!(board.pci_stats().bars_refused, refused + 1, "{address:#x}");
+        }
+        let mut version = [0u8; 4];
+        d.mmio.write(0xfec0_0000, &1u32.to_le_bytes(), &CTX).unwrap();
+        d.mmio.read(0xfec0_0010, &mut version, &CTX);
+        assert_eq!(u32::from_le_bytes(version) & 0xff, 0x11, "the I/O APIC's version register");
+        assert_eq!(ecam_read_via(&mut d, 0), 0x0008_1b36, "ECAM is still ECAM");
+        // Back in the window, next to device 4 once it found its own place.
+        ecam_write32(&mut d, 4, 0x10, 0xd000_1000);
+        ecam_write32(&mut d, 3, 0x10, 0xd000_0000);
+        assert_eq!((bar(&board, 3), bar(&board, 4)), (Some((0xd000_0000, 0x1000)), Some((0xd000_1000, 0x1000))));
+        assert_eq!((mmio_byte(&mut d, 0xd000_0000), mmio_byte(&mut d, 0xd000_0fff), mmio_byte(&mut d, 0xd000_1000)), (0x99, 0x33, 0x44));
+        // Decoding off: gone.
+        ecam_write32(&mut d, 3, 0x04, 0);
+        assert_eq!(bar(&board, 3), None);
+        assert_eq!(mmio_byte(&mut d, 0xd000_0000), 0xff);
+    }
+
+    fn ecam_read_via(d: &mut Devices, offset: u64) -> u64 {
+        ecam_read(d, offset, 4)
     }
 
     /// Every register of every function of bus 0 (and more buses) written with random
