@@ -75,6 +75,7 @@ env: deps kernel guest-kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/linux
 	@gkdir=$$(scripts/guest-kernel.sh) && cp "$$gkdir/arch/x86/boot/bzImage" $(SHARES)/linux/bzImage
 	@cp $(BUILD)/guest-initramfs.cpio.gz $(SHARES)/linux/initramfs.cpio.gz
+	@scripts/distro-kernel.sh $(SHARES)/debian || echo "[yakvm] no Debian kernel: the test that boots it will fail ($(SHARES)/debian/FETCH-FAILED)"
 	@scripts/stage-gdb.sh $(SHARES)/gdb
 	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"
 
