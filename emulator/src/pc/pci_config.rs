@@ -231,6 +231,12 @@ impl ConfigSpace {
         Ok(at)
     }
 
+    /// The device sets its own bytes (a capability's status, a pending bit), whatever the
+    /// masks say.
+    pub fn set(&mut self, offset: usize, bytes: &[u8]) {
+        self.put(offset, bytes);
+    }
+
     /// Reads `data.len()` bytes at `offset` (inside the space).
     pub fn read(&self, offset: usize, data: &mut [u8]) {
         data.copy_from_slice(&self.regs[offset..offset + data.len()]);
