@@ -224,7 +224,8 @@ debian_tables() { # the ACPI tables Linux took
 }
 debian_pci() { # the host bridge, by vendor, device, class; and Linux took ECAM
     debian_answer $1 'pci: 0000:00:00.0 0x1b36 0x0008 0x060000' > /dev/null || { echo "$(debian_answer $1 'pci: .*')"; return 1; }
-    [ "$(debian_answer $1 'pci: .*' | wc -l)" -eq 1 ] || { echo "more than the host bridge: $(debian_answer $1 'pci: .*')"; return 1; }
+    bdf='pci: [0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7] 0x[0-9a-f]{4} 0x[0-9a-f]{4} 0x[0-9a-f]{6}'
+    [ "$(debian_answer $1 "$bdf" | wc -l)" -eq 1 ] || { echo "more than the host bridge: $(debian_answer $1 'pci: .*')"; return 1; }
     # Linux takes ECAM only where the memory map reserves it, and says so.
     debian_answer $1 'dmesg: PCI: MMCONFIG at \[mem 0xe0000000-0xe00fffff\] reserved (in|as) E820( entry)?' > /dev/null &&
         ! debian_answer $1 'dmesg: .*not using MMCONFIG.*' > /dev/null ||
