@@ -218,8 +218,7 @@ impl PciRoot {
         self.functions.iter().map(|(&bdf, f)| (bdf, &**f))
     }
 
-    /// Reads `data.len()` bytes at `offset` of `bdf`'s space, `limit` bytes of which the
-    /// mechanism reaches.
+    /// Reads `data.len()` bytes at `offset` of `bdf`'s space (all ones if it is absent).
     fn config_read(&mut self, bdf: Bdf, offset: usize, data: &mut [u8]) {
         self.stats.config_reads += 1;
         match self.functions.get(&bdf) {
