@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile pc_acpi diskread bench_pio bench_mmio bench_cpuid bench_timer step16 step32 step64 debuggee smp smp_storm smp_silent smp_initbsp bench_ipi bench_apictimer ctlregs exitstorm
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile pc_acpi pc_pci diskread bench_pio bench_mmio bench_cpuid bench_timer step16 step32 step64 debuggee smp smp_storm smp_silent smp_initbsp bench_ipi bench_apictimer ctlregs exitstorm
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.
@@ -75,6 +75,7 @@ env: deps kernel guest-kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/linux
 	@gkdir=$$(scripts/guest-kernel.sh) && cp "$$gkdir/arch/x86/boot/bzImage" $(SHARES)/linux/bzImage
 	@cp $(BUILD)/guest-initramfs.cpio.gz $(SHARES)/linux/initramfs.cpio.gz
+	@scripts/distro-kernel.sh $(SHARES)/debian || echo "[yakvm] no Debian kernel: the test that boots it will fail ($(SHARES)/debian/FETCH-FAILED)"
 	@scripts/stage-gdb.sh $(SHARES)/gdb
 	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"
 

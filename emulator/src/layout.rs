@@ -52,3 +52,15 @@ pub const ACPI_SIZE: u64 = 0x1_0000;
 pub fn default_mmio_base(ram: u64) -> u64 {
     ram.next_multiple_of(GIB).max(3 * GIB)
 }
+
+/// The pc machine's PCI hole: `[PCI_HOLE_START, 4 GiB)` is never RAM. It holds the seed's
+/// MMIO registers (at the default `--mmio-base`, 0xc0000000), the window where PCI BARs go,
+/// ECAM, the I/O APIC (0xfec00000) and the local APICs (0xfee00000). The pc machine's RAM
+/// ends at or below it (RAM above 4 GiB is not supported).
+pub const PCI_HOLE_START: u64 = 3 * GIB;
+/// The 32-bit memory window for PCI BARs (the host bridge's `_CRS`).
+pub const PCI_MMIO_WINDOW_START: u64 = 0xd000_0000;
+pub const PCI_MMIO_WINDOW_SIZE: u64 = 256 * MIB;
+/// ECAM, bus 0 only (1 MiB: 32 devices of 8 functions of 4 KiB).
+pub const PCI_ECAM_BASE: u64 = PCI_MMIO_WINDOW_START + PCI_MMIO_WINDOW_SIZE;
+pub const PCI_ECAM_SIZE: u64 = MIB;

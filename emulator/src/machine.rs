@@ -283,10 +283,45 @@ fn check_layout(config: &Config) -> Result<u64, Error> {
     if ram % 4096 != 0 || !(layout::MIN_RAM..=layout::MAX_RAM).contains(&ram) {
         return Err(Error::BadMemSize(ram));
     }
+    if config.machine == MachineKind::Pc && ram > layout::PCI_HOLE_START {
+        return Err(Error::RamOverPciHole(ram));
+    }
     let mmio_base = config.mmio_base.unwrap_or_else(|| layout::default_mmio_base(ram));
     let mmio_top = mmio_base.checked_add(crate::devices::MMIO_PORTS * crate::devices::MMIO_STRIDE);
     match mmio_top {
         Some(top) if mmio_base % 4096 == 0 && mmio_base >= ram && top <= layout::MAX_IDENTITY_MAP => Ok(top),
         _ => Err(Error::BadMmioBase { base: mmio_base, ram, max: layout::MAX_IDENTITY_MAP }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(machine: MachineKind, mem: u64) -> Config {
+        Config {
+            mem,
+            mmio_base: None,
+            entry: None,
+            load_addr: 0,
+            trace: false,
+            machine,
+            console_is_terminal: false,
+            hypervisor: hypervisor::Kind::Yakvm,
+            device: String::new(),
+            coalesced_io: false,
+            cpus: 1,
+        }
+    }
+
+    /// The pc machine's RAM ends at its PCI hole (3 GiB); the seed machine's may reach
+    /// the module's 4 GiB.
+    #[test]
+    fn pc_ram_stops_at_the_pci_hole() {
+        assert_eq!(check_layout(&config(MachineKind::Pc, 3 * layout::GIB)).unwrap(), 3 * layout::GIB + 0x800);
+        let err = check_layout(&config(MachineKind::Pc, 3 * layout::GIB + 4096)).unwrap_err();
+        assert!(matches!(err, Error::RamOverPciHole(_)));
+        assert!(err.to_string().contains("PCI hole starts, at 3 GiB"), "{err}");
+        assert!(check_layout(&config(MachineKind::Seed, 4 * layout::GIB)).is_ok());
     }
 }

@@ -41,6 +41,8 @@ pub enum Error {
     TooBig { size: usize, room: u64, mem: u64 },
     #[error("--mem {0}: guest RAM must be a multiple of 4 KiB between 128 KiB and 4 GiB")]
     BadMemSize(u64),
+    #[error("--mem {0}: the pc machine's RAM ends where its PCI hole starts, at 3 GiB (0xc0000000); RAM above 4 GiB is not supported: give --mem 3G or less")]
+    RamOverPciHole(u64),
     #[error("--mmio-base {base:#x}: the MMIO window must be 4 KiB aligned, above RAM (which ends at {ram:#x}) and below {max:#x}")]
     BadMmioBase { base: u64, ram: u64, max: u64 },
     #[error(transparent)]

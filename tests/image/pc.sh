@@ -115,9 +115,24 @@ acpi_poweroff() {
     echo "$out" | grep -qE '^  port acpi pm \(0x600-0x60b\) +5$' || { echo "accesses of the PM block: $out"; return 1; }
 }
 
+# PCI as an OS probes it, then attacked (guests/pc_pci.bin): only the host bridge on bus 0,
+# ECAM (found through the MCFG) and 0xcf8/0xcfc giving the same bytes, 20 000 random
+# configuration writes of random widths through both, the host bridge unchanged after
+# them and the machine still running. Both ways in are counted by --stats.
+pci_probe_and_attack() {
+    out=$(yakvm run --machine pc --stats --timeout 300 guests/pc_pci.bin 2>&1 < /dev/null); rc=$?
+    [ $rc -eq 0 ] || { echo "status $rc: $(echo "$out" | grep -E '^(FAIL|yakvm)' | head -n 5)"; return 1; }
+    echo "$out" | grep -q '^FAIL' && { echo "$(echo "$out" | grep '^FAIL')"; return 1; }
+    [ "$(echo "$out" | grep -c '^ok ')" -eq 13 ] || { echo "$(echo "$out" | grep -c '^ok ') checks: $(echo "$out" | grep -v '^ok' | head -n 5)"; return 1; }
+    ecam=$(echo "$out" | awk '$1 == "mmio" && $2 == "pci" && $3 == "ecam" { print $NF }')
+    [ "${ecam:-0}" -gt 10000 ] || { echo "ECAM accesses: '$ecam'"; return 1; }
+    echo "  pc_pci: $ecam ECAM accesses, $(echo "$out" | awk '$2 == "pci" && $3 == "config" && $4 == "data" { print $NF }') through 0xcfc" >&3
+}
+
 check pc_timer_100hz timer_100hz
 check pc_acpi_poweroff acpi_poweroff 1
 check pc_acpi_poweroff_smp2 acpi_poweroff 2
+check pc_pci_probe_ecam_and_hostile_writes pci_probe_and_attack
 check pc_uart_echo_by_interrupts uart_echo
 check pc_ticks_during_mmio_exactly_once ticks_during_mmio
 check pc_hostile_fastest_pit_never_eoi fastest_pit_never_eoi

@@ -98,15 +98,17 @@ pub fn detect(file: &[u8]) -> bool {
 }
 
 /// The default command line for yakvm's pc machine with `cpus` vCPUs: the console on the
-/// UART, no PCI scan (`pci=off`: the machine has no PCI device yet), and the TSC
+/// UART and the TSC
 /// frequency `tsc_khz` so the kernel does not calibrate it (unreliable under nested
 /// virtualization). With one vCPU the kernel uses the PIC and PIT only (`noapic nolapic`:
 /// every APIC access is an exit, and one CPU needs no IPIs); with several, the local APICs
 /// and the I/O APIC. ACPI is not turned off: a kernel built with it reads the machine's
 /// tables (the RSDP's address is in the zero page); one without it reads the MP table.
+/// PCI is not turned off either: a kernel built with it finds the host bridge through
+/// mechanism #1 and the MCFG's ECAM (`pc::pci`).
 pub fn default_cmdline(tsc_khz: Option<u64>, cpus: u32) -> String {
     let apics = if cpus <= 1 { " noapic nolapic" } else { "" };
-    let mut line = format!("console=ttyS0 earlyprintk=serial,ttyS0,115200{apics} pci=off");
+    let mut line = format!("console=ttyS0 earlyprintk=serial,ttyS0,115200{apics}");
     if let Some(khz) = tsc_khz {
         line.push_str(&format!(" tsc_early_khz={khz}"));
     }
@@ -255,10 +257,14 @@ mod tests {
         let (loader, flags, cmd) = (p.hdr.type_of_loader, p.hdr.loadflags, p.hdr.cmd_line_ptr);
         let heap = LoadFlags::CAN_USE_HEAP.bits();
         assert_eq!((loader, flags & heap, cmd), (0xff, heap, CMDLINE as u32));
-        assert_eq!(p.e820_entries, 5);
-        let last = p.e820_table[4];
-        let (addr, len, kind) = (last.addr, last.size, last.r#type);
+        assert_eq!(p.e820_entries, 6);
+        let top = p.e820_table[4];
+        let (addr, len, kind) = (top.addr, top.size, top.r#type);
         assert_eq!((addr, len, kind), (64 * MIB - BOOT_AREA_SIZE, BOOT_AREA_SIZE, crate::kernel::RESERVED));
+        // ECAM, reserved, so that Linux takes the MCFG's window.
+        let ecam = p.e820_table[5];
+        let (addr, len, kind) = (ecam.addr, ecam.size, ecam.r#type);
+        assert_eq!((addr, len, kind), (0xe000_0000, MIB, crate::kernel::RESERVED));
     }
 
     #[test]

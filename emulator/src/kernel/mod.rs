@@ -46,14 +46,19 @@ const MIB: u64 = crate::layout::MIB;
 
 /// The memory map of the pc machine with `ram` bytes of RAM whose top, from `usable_top`
 /// on, is the emulator's (its page tables and GDT): RAM but for the PC's EBDA and BIOS
-/// holes and that top. Empty ranges are left out.
+/// holes and that top, then PCI's ECAM window in the PCI hole, reserved (an OS uses ECAM
+/// only where the firmware reserved it: Linux checks the MCFG's range against the e820
+/// map). RAM ends at or below the PCI hole (`layout::PCI_HOLE_START`; `--mem` is checked).
+/// Empty ranges are left out.
 pub fn memory_map(ram: u64, usable_top: u64) -> Vec<MemoryRange> {
+    use crate::layout::{PCI_ECAM_BASE, PCI_ECAM_SIZE};
     [
         (0, EBDA, RAM),
         (EBDA, VGA - EBDA, RESERVED),
         (BIOS, MIB - BIOS, RESERVED),
         (MIB, usable_top - MIB, RAM),
         (usable_top, ram - usable_top, RESERVED),
+        (PCI_ECAM_BASE, PCI_ECAM_SIZE, RESERVED),
     ]
     .into_iter()
     .filter(|&(_, length, _)| length > 0)

@@ -781,13 +781,14 @@ mod tests {
 
         let mmap = u32_at(&ram, info + I_MMAP_ADDR as u32);
         assert_eq!(mmap, info + 88);
-        assert_eq!(u32_at(&ram, info + I_MMAP_LENGTH as u32), 5 * 24);
-        let expected: [(u64, u64, u32); 5] = [
+        assert_eq!(u32_at(&ram, info + I_MMAP_LENGTH as u32), 6 * 24);
+        let expected: [(u64, u64, u32); 6] = [
             (0, 0x9_fc00, 1),
             (0x9_fc00, 0x400, 2),
             (0xf_0000, 0x1_0000, 2),
             (0x10_0000, RAM - RESERVED - MIB, 1),
             (RAM - RESERVED, RESERVED, 2),
+            (0xe000_0000, MIB, 2),
         ];
         for (i, (base, length, kind)) in expected.into_iter().enumerate() {
             let e = mmap + 24 * i as u32;
@@ -801,7 +802,7 @@ mod tests {
         // Without a reserved top: no empty last entry.
         let image = load(&f, "", &[], RAM, 0).unwrap();
         let ram = ram_of(&image);
-        assert_eq!(u32_at(&ram, entry_of(&image).2 + I_MMAP_LENGTH as u32), 4 * 24);
+        assert_eq!(u32_at(&ram, entry_of(&image).2 + I_MMAP_LENGTH as u32), 5 * 24);
     }
 
     #[test]

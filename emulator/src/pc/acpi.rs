@@ -7,10 +7,11 @@
 //! |---|---|---|
 //! | 0x00 | RSDP | revision 2, the XSDT's address; at a 16-byte boundary in 0xe0000-0xfffff, where an OS scans for it (and Linux's `boot_params.acpi_rsdp_addr`) |
 //! | 0x40 | FACS | 64 bytes, 64-byte aligned (needed when HW_REDUCED_ACPI is clear); no waking vector |
-//! | then | DSDT | `\_S0`, `\_S5` (SLP_TYP 0 and 5), and under `\_SB`: a processor device (ACPI0007) per vCPU, COM1 (PNP0501), the RTC (PNP0B00), the i8042's keyboard (PNP0303) and mouse (PNP0F13) ports |
+//! | then | DSDT | `\_S0`, `\_S5` (SLP_TYP 0 and 5), and under `\_SB`: a processor device (ACPI0007) per vCPU, the PCI host bridge `PCI0` (below), COM1 (PNP0501), the RTC (PNP0B00), the i8042's keyboard (PNP0303) and mouse (PNP0F13) ports |
 //! | then | FADT | revision 6.5; PM1a event block, PM1a control block, PM timer (32-bit) at [`acpi_pm`](super::acpi_pm)'s ports; the SCI on an ISA line; no SMI command port (always in ACPI mode); the reset register; fixed power button; IA-PC boot flags "legacy devices", "8042", "no VGA" |
 //! | then | MADT | the local APICs' address, PCAT_COMPAT (8259 PICs present), a local APIC per vCPU, the I/O APIC, interrupt source overrides IRQ0 -> GSI 2 (edge, high) and SCI -> same GSI (level, active high), LINT1 of every processor as NMI |
-//! | then | XSDT | the FADT and the MADT (the FADT points at the DSDT and the FACS) |
+//! | then | MCFG | ECAM: segment 0, buses 0 to 0, at [`pci::ECAM_BASE`] |
+//! | then | XSDT | the FADT, the MADT and the MCFG (the FADT points at the DSDT and the FACS) |
 //!
 //! Every table is 16-byte aligned (the FACS 64). The bytes are one image ([`AcpiImage`]):
 //! [`write`] copies it into guest RAM. Nothing of it is RAM in the memory map the kernel
@@ -22,20 +23,29 @@
 //! these devices through them (Linux's PNP layer: without PNP0303 it would not probe the
 //! i8042 under ACPI).
 //!
-//! # PCI (not yet)
+//! # PCI
 //!
-//! With PCI come: the host bridge `\_SB.PCI0` (PNP0A08 with PNP0A03 as compatible id) in
-//! the DSDT with its `_CRS` (bus numbers, the 0xcf8 ports, the I/O and MMIO windows) and
-//! its `_PRT` (INTx pins to GSIs), an MCFG table for ECAM in the XSDT, and FADT's IA-PC
-//! boot flags for MSI. [`build`] marks where each goes; nothing of it is faked here.
+//! The host bridge `\_SB.PCI0` (ACPI 6.5, 6.1.5 and PCI Firmware 3.3, 4.3): `_HID`
+//! PNP0A08 (a PCI Express root bridge: it has ECAM) with PNP0A03 (PCI) as `_CID`, `_SEG` 0,
+//! `_BBN` 0, `_UID` 0, and a `_CRS` of what it decodes: the bus numbers ECAM covers (0 to
+//! 0), the configuration ports 0xcf8-0xcff (consumed), the I/O ports on either side of
+//! them (0-0xcf7, 0xd00-0xffff: the ISA devices' ports are under it, as on a PC), and the
+//! 32-bit memory window for BARs (`layout::PCI_MMIO_WINDOW_START`, 256 MiB in the PCI
+//! hole). Its `_PRT` routes INTA#-INTD# of every device 1-31 to I/O APIC GSIs 16-23
+//! ([`prt_gsi`], the usual swizzle so that neighbouring slots spread over the lines;
+//! level-triggered and active low, as PCI interrupts are). The MCFG gives ECAM's base
+//! (segment 0, buses 0 to 0). No `_OSC`: the OS keeps nothing from the firmware, and
+//! Linux says the platform does not support `_OSC` and goes on.
 
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{EnabledStatus, IoApic, ProcessorLocalApic};
 use acpi_tables::{aml, facs::FACS, rsdp::Rsdp, sdt::Sdt, xsdt::XSDT, Aml, AmlSink};
 
+use acpi_tables::mcfg::MCFG;
+
 use super::acpi_pm::{self, SLP_TYP_S0, SLP_TYP_S5};
-use super::{cmos, i8042, ioapic, lapic, uart};
+use super::{cmos, i8042, ioapic, lapic, pci, uart};
 use crate::disk::Dma;
 use crate::layout;
 
@@ -121,6 +131,32 @@ pub struct AcpiDesc {
     pub area_size: u64,
     /// Guest RAM (from 0): the area must lie inside it.
     pub ram: u64,
+    pub pci: PciDesc,
+}
+
+/// The PCI root bus as the tables give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciDesc {
+    /// ECAM's base and the buses it covers (from `bus_first`).
+    pub ecam_base: u64,
+    pub bus_first: u8,
+    pub bus_last: u8,
+    /// The 32-bit memory window for BARs: `[mmio_start, mmio_start + mmio_size)`.
+    pub mmio_start: u32,
+    pub mmio_size: u32,
+    /// The GSI of the first of the I/O APIC pins PCI's INTx lines go to (8 of them).
+    pub intx_gsi_base: u32,
+}
+
+/// The I/O APIC pins the `_PRT` uses: 8 lines from `intx_gsi_base`.
+pub const INTX_LINES: u32 = 8;
+/// GSIs 16-23: the I/O APIC pins past the 16 ISA ones.
+pub const INTX_GSI_BASE: u32 = 16;
+
+/// The GSI INTx `pin` (0 = INTA#) of `device` is routed to: the swizzle a PCI-to-PCI
+/// bridge does (device + pin), over the 8 lines.
+pub fn prt_gsi(desc: &PciDesc, device: u8, pin: u8) -> u32 {
+    desc.intx_gsi_base + (u32::from(device) + u32::from(pin)) % INTX_LINES
 }
 
 impl AcpiDesc {
@@ -138,6 +174,14 @@ impl AcpiDesc {
             area_start: layout::ACPI_START,
             area_size: layout::ACPI_SIZE,
             ram,
+            pci: PciDesc {
+                ecam_base: pci::ECAM_BASE,
+                bus_first: pci::BUS_FIRST,
+                bus_last: pci::BUS_LAST,
+                mmio_start: layout::PCI_MMIO_WINDOW_START as u32,
+                mmio_size: layout::PCI_MMIO_WINDOW_SIZE as u32,
+                intx_gsi_base: INTX_GSI_BASE,
+            },
         }
     }
 }
@@ -157,6 +201,10 @@ pub enum AcpiError {
     TooLarge { start: u64, need: u64, size: u64 },
     #[error("ACPI: the tables' area ends at {end:#x}, past the end of RAM at {ram:#x} (--mem too small for ACPI)")]
     OutsideRam { end: u64, ram: u64 },
+    #[error("ACPI: PCI's INTx lines at GSIs {0}..{1} are not all I/O APIC pins")]
+    BadIntxGsi(u32, u32),
+    #[error("ACPI: PCI's memory window at {start:#x} with size {size:#x} is empty or passes 4 GiB")]
+    BadPciWindow { start: u32, size: u32 },
     #[error("ACPI: writing the tables to guest RAM at {0:#x} failed")]
     Write(u64),
 }
@@ -242,7 +290,7 @@ fn dsdt_aml(desc: &AcpiDesc) -> Vec<u8> {
         let uid_name = aml::Name::new("_UID".into(), &(uid as u32));
         aml::Device::new(format!("C{uid:03X}").as_str().into(), vec![&hid, &uid_name]).to_aml_bytes(&mut sb);
     }
-    // PCI: the host bridge \_SB.PCI0 goes here, with its _CRS and _PRT.
+    sb.extend(pci_host_bridge(&desc.pci));
     let (com1_ports, com1_irq) = (ports(uart::COM1_BASE, 8), isa_irq(uart::COM1_IRQ));
     let (rtc_ports, rtc_irq) = (ports(cmos::INDEX_PORT, 2), isa_irq(RTC_IRQ));
     let (kbd_data, kbd_command, kbd_irq) = (ports(i8042::DATA_PORT, 1), ports(i8042::COMMAND_PORT, 1), isa_irq(KEYBOARD_IRQ));
@@ -257,6 +305,43 @@ fn dsdt_aml(desc: &AcpiDesc) -> Vec<u8> {
     }
     aml.extend(aml::Scope::raw("\\_SB_".into(), sb));
     aml
+}
+
+/// `\_SB.PCI0`, the host bridge (see the module's comment).
+fn pci_host_bridge(pci: &PciDesc) -> Vec<u8> {
+    let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A08"));
+    let cid = aml::Name::new("_CID".into(), &aml::EISAName::new("PNP0A03"));
+    let seg = aml::Name::new("_SEG".into(), &0u8);
+    let bbn = aml::Name::new("_BBN".into(), &pci.bus_first);
+    let uid = aml::Name::new("_UID".into(), &0u8);
+    let buses = aml::AddressSpace::new_bus_number(u16::from(pci.bus_first), u16::from(pci.bus_last));
+    let config_ports = ports(pci::CONFIG_ADDRESS, 8);
+    let io_below = aml::AddressSpace::new_io(0u16, pci::CONFIG_ADDRESS - 1, None);
+    let io_above = aml::AddressSpace::new_io(pci::CONFIG_ADDRESS + 8, u16::MAX, None);
+    let memory = aml::AddressSpace::new_memory(
+        aml::AddressSpaceCacheable::NotCacheable,
+        true,
+        pci.mmio_start,
+        pci.mmio_start + (pci.mmio_size - 1),
+        None,
+    );
+    let crs = aml::Name::new("_CRS".into(), &aml::ResourceTemplate::new(vec![&buses, &config_ports, &io_below, &io_above, &memory]));
+    // _PRT entries (ACPI 6.5, 6.2.13): { address (device << 16 | 0xffff: any function),
+    // pin (0 = INTA#), source (0: the fourth field is a GSI), GSI }.
+    let entries: Vec<(u32, u8, u32)> = (1..32u8)
+        .flat_map(|device| (0..4u8).map(move |pin| (device, pin)))
+        .map(|(device, pin)| (u32::from(device) << 16 | 0xffff, pin, prt_gsi(pci, device, pin)))
+        .collect();
+    let packages: Vec<aml::Package> = entries.iter().map(|(address, pin, gsi)| aml::Package::new(vec![address, pin, &0u8, gsi])).collect();
+    let prt = aml::Package::new(packages.iter().map(|p| p as &dyn Aml).collect());
+    let prt = aml::Name::new("_PRT".into(), &prt);
+    aml_bytes(&aml::Device::new("PCI0".into(), vec![&hid, &cid, &seg, &bbn, &uid, &crs, &prt]))
+}
+
+fn mcfg(pci: &PciDesc) -> MCFG {
+    let mut table = MCFG::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    table.add_ecam(pci.ecam_base, 0, pci.bus_first, pci.bus_last);
+    table
 }
 
 /// The RTC's, the keyboard's and the PS/2 mouse's ISA IRQs.
@@ -385,6 +470,14 @@ fn check(desc: &AcpiDesc) -> Result<(), AcpiError> {
     if !start.is_multiple_of(TABLE_ALIGN) || !RSDP_SCAN.contains(&start) || start + RSDP_LEN > RSDP_SCAN.end {
         return Err(AcpiError::RsdpNotScannable { start });
     }
+    let intx = (desc.pci.intx_gsi_base, desc.pci.intx_gsi_base + INTX_LINES);
+    if intx.0 < desc.ioapic.gsi_base + u32::from(ISA_IRQS) || intx.1 > desc.ioapic.gsi_base + ioapic::PINS as u32 {
+        return Err(AcpiError::BadIntxGsi(intx.0, intx.1));
+    }
+    let (start_w, size_w) = (desc.pci.mmio_start, desc.pci.mmio_size);
+    if size_w == 0 || start_w.checked_add(size_w - 1).is_none() {
+        return Err(AcpiError::BadPciWindow { start: start_w, size: size_w });
+    }
     let end = start + desc.area_size;
     if end > desc.ram {
         return Err(AcpiError::OutsideRam { end, ram: desc.ram });
@@ -400,9 +493,9 @@ pub fn build(desc: &AcpiDesc) -> Result<AcpiImage, AcpiError> {
     let dsdt = image.place(*b"DSDT", TABLE_ALIGN, &dsdt(desc));
     let fadt = image.place(*b"FACP", TABLE_ALIGN, &fadt(desc, facs, dsdt));
     let madt = image.place(*b"APIC", TABLE_ALIGN, &madt(desc));
-    // PCI: the MCFG goes here (and in the XSDT).
+    let mcfg = image.place(*b"MCFG", TABLE_ALIGN, &mcfg(&desc.pci));
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    for table in [fadt, madt] {
+    for table in [fadt, madt, mcfg] {
         xsdt.add_entry(table);
     }
     let xsdt = image.place(*b"XSDT", TABLE_ALIGN, &xsdt);
@@ -512,7 +605,7 @@ mod tests {
             assert_eq!(scan_for_rsdp(&mem), rsdp);
             assert_eq!(rsdp, layout::ACPI_START);
             let tables = xsdt_tables(&mem, rsdp);
-            assert_eq!(tables.keys().collect::<Vec<_>>(), [b"APIC", b"FACP"]);
+            assert_eq!(tables.keys().collect::<Vec<_>>(), [b"APIC", b"FACP", b"MCFG"]);
             let fadt = table(&mem, tables[b"FACP"], b"FACP");
             let dsdt = table(&mem, u64_at(&fadt, 140), b"DSDT");
             assert_eq!(dsdt[8], 2, "DSDT revision 2: 64-bit integers");
@@ -778,6 +871,9 @@ mod tests {
         Io(u16, u16, u8, u8),
         /// consumer, edge, active low, shared, IRQs
         Irq(bool, bool, bool, bool, Vec<u32>),
+        /// An address space descriptor (word or dword): resource type (0 memory, 1 I/O,
+        /// 2 bus numbers), producer, min, max, length.
+        Window(u8, bool, u64, u64, u64),
     }
 
     /// The resource descriptors of a `_CRS` buffer (ACPI 6.5, 6.4), up to the end tag.
@@ -803,10 +899,28 @@ mod tests {
                 at += 1 + len;
             } else {
                 let len = usize::from(u16_at(b, at + 1));
-                assert_eq!(tag, 0x89, "extended interrupt");
-                let flags = b[at + 3];
-                let irqs = (0..usize::from(b[at + 4])).map(|i| u32_at(b, at + 5 + 4 * i)).collect();
-                out.push(Resource::Irq(flags & 1 != 0, flags & 2 != 0, flags & 4 != 0, flags & 8 != 0, irqs));
+                match tag {
+                    0x89 => {
+                        let flags = b[at + 3];
+                        let irqs = (0..usize::from(b[at + 4])).map(|i| u32_at(b, at + 5 + 4 * i)).collect();
+                        out.push(Resource::Irq(flags & 1 != 0, flags & 2 != 0, flags & 4 != 0, flags & 8 != 0, irqs));
+                    }
+                    // Word (0x88) and dword (0x87) address space descriptors (ACPI 6.5,
+                    // 6.4.3.5): type, general flags (bit 0 consumer; min and max fixed),
+                    // type flags, then granularity, min, max, translation, length.
+                    0x88 | 0x87 => {
+                        let w = if tag == 0x88 { 2 } else { 4 };
+                        let field = |i: usize| -> u64 {
+                            let f = at + 6 + i * w;
+                            if w == 2 { u64::from(u16_at(b, f)) } else { u64::from(u32_at(b, f)) }
+                        };
+                        assert_eq!(len, 3 + 5 * w);
+                        assert_eq!(b[at + 4] & 0b1100, 0b1100, "min and max fixed");
+                        assert_eq!((field(0), field(3)), (0, 0), "granularity and translation 0");
+                        out.push(Resource::Window(b[at + 3], b[at + 4] & 1 == 0, field(1), field(2), field(4)));
+                    }
+                    other => panic!("large resource {other:#x}"),
+                }
                 at += 3 + len;
             }
         }
@@ -852,8 +966,61 @@ mod tests {
                 assert_eq!(resources(&ns[&format!("{path}._CRS")]), crs, "{name}");
             }
             // The two sleep states, and each device with its names: nothing else.
-            assert_eq!(ns.len(), 2 + 3 * cpus as usize + 4 * 3, "{:?}", ns.keys().collect::<Vec<_>>());
+            assert_eq!(ns.len(), 2 + 3 * cpus as usize + 4 * 3 + 8, "{:?}", ns.keys().collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn the_dsdt_has_the_pci_host_bridge_with_its_windows_and_routing() {
+        let ns = namespace(&dsdt_of(&AcpiDesc::pc(2, RAM)));
+        assert_eq!(ns["\\_SB_.PCI0"], Obj::Device);
+        assert_eq!(eisa_id(&ns["\\_SB_.PCI0._HID"]), "PNP0A08");
+        assert_eq!(eisa_id(&ns["\\_SB_.PCI0._CID"]), "PNP0A03");
+        for name in ["_SEG", "_BBN", "_UID"] {
+            assert_eq!(ns[&format!("\\_SB_.PCI0.{name}")], Obj::Int(0), "{name}");
+        }
+        let crs = resources(&ns["\\_SB_.PCI0._CRS"]);
+        assert_eq!(
+            crs,
+            [
+                Resource::Window(2, true, 0, 0, 1),
+                Resource::Io(0xcf8, 0xcf8, 1, 8),
+                Resource::Window(1, true, 0, 0xcf7, 0xcf8),
+                Resource::Window(1, true, 0xd00, 0xffff, 0xf300),
+                Resource::Window(0, true, 0xd000_0000, 0xdfff_ffff, 0x1000_0000),
+            ],
+            "bus 0, the config ports, I/O around them, the memory window"
+        );
+        // The memory window is in the PCI hole, clear of ECAM and the APICs.
+        let (start, end) = (layout::PCI_MMIO_WINDOW_START, layout::PCI_MMIO_WINDOW_START + layout::PCI_MMIO_WINDOW_SIZE);
+        assert!(start >= layout::PCI_HOLE_START && end <= pci::ECAM_BASE && end <= ioapic::IOAPIC_BASE);
+        // _PRT: every pin of every device 1-31, to GSIs 16-23, each line used alike.
+        let Obj::Pkg(prt) = &ns["\\_SB_.PCI0._PRT"] else { panic!("_PRT") };
+        assert_eq!(prt.len(), 31 * 4);
+        let mut per_gsi = BTreeMap::new();
+        for (i, entry) in prt.iter().enumerate() {
+            let (device, pin) = (i as u64 / 4 + 1, i as u64 % 4);
+            let Obj::Pkg(fields) = entry else { panic!("_PRT entry") };
+            assert_eq!(fields[..3], [Obj::Int(device << 16 | 0xffff), Obj::Int(pin), Obj::Int(0)]);
+            let Obj::Int(gsi) = fields[3] else { panic!("GSI") };
+            assert_eq!(gsi, 16 + (device + pin) % 8);
+            *per_gsi.entry(gsi).or_insert(0) += 1;
+        }
+        assert_eq!(per_gsi.keys().copied().collect::<Vec<_>>(), (16..24).collect::<Vec<_>>());
+        assert!(per_gsi.values().all(|&n| n == 15 || n == 16), "{per_gsi:?}");
+    }
+
+    #[test]
+    fn the_mcfg_gives_ecam_for_bus_0() {
+        let (mem, rsdp) = machine(&AcpiDesc::pc(1, RAM));
+        let mcfg = table(&mem, xsdt_tables(&mem, rsdp)[b"MCFG"], b"MCFG");
+        assert_eq!(mcfg.len(), 44 + 16, "the header, 8 reserved bytes, one allocation");
+        assert_eq!(mcfg[8], 1, "revision");
+        let entry = &mcfg[44..];
+        assert_eq!((u64_at(entry, 0), u16_at(entry, 8), entry[10], entry[11]), (0xe000_0000, 0, 0, 0));
+        assert_eq!(u64_at(entry, 0), pci::ECAM_BASE);
+        // The window the bus numbers say is the window the board decodes.
+        assert_eq!((u64::from(entry[11]) + 1) << 20, pci::ECAM_SIZE);
     }
 
     #[test]
@@ -873,6 +1040,10 @@ mod tests {
         }
         assert_eq!(with(&|d| d.area_start = 0xd_0000), Some(AcpiError::RsdpNotScannable { start: 0xd_0000 }));
         assert_eq!(with(&|d| d.area_start = 0xe_0008), Some(AcpiError::RsdpNotScannable { start: 0xe_0008 }));
+        assert_eq!(with(&|d| d.pci.intx_gsi_base = 8), Some(AcpiError::BadIntxGsi(8, 16)));
+        assert_eq!(with(&|d| d.pci.intx_gsi_base = 17), Some(AcpiError::BadIntxGsi(17, 25)));
+        assert_eq!(with(&|d| d.pci.mmio_size = 0), Some(AcpiError::BadPciWindow { start: 0xd000_0000, size: 0 }));
+        assert_eq!(with(&|d| d.pci.mmio_start = 0xf800_0000), Some(AcpiError::BadPciWindow { start: 0xf800_0000, size: 0x1000_0000 }));
         assert_eq!(with(&|d| d.area_size = 0x100), Some(AcpiError::TooLarge { start: 0xe_0000, need: build(&good).unwrap().bytes.len() as u64, size: 0x100 }));
         // 512 KiB of RAM ends below the BIOS area.
         assert_eq!(with(&|d| d.ram = 512 * layout::KIB), Some(AcpiError::OutsideRam { end: 0xf_0000, ram: 512 * layout::KIB }));

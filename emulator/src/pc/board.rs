@@ -3,7 +3,8 @@
 //! to both interrupt controllers, as on a PC: the 8259A PICs (which reach vCPU 0 through
 //! its LINT0, virtual-wire mode) and the I/O APIC (which sends messages to the local
 //! APICs); a guest uses one and masks the other. The local APICs (one per vCPU, MMIO at
-//! 0xfee00000) and the I/O APIC (0xfec00000) are in `apics`.
+//! 0xfee00000) and the I/O APIC (0xfec00000) are in `apics`. PCI's root bus (`pci.rs`) is
+//! at the configuration ports and at its ECAM window (MMIO, [`ECAM_BASE`]).
 //!
 //! | ports | device |
 //! |---|---|
@@ -12,7 +13,7 @@
 //! | 0x60, 0x64 | i8042: 0xfe to 0x64 pulses the reset line (ends the run as a reboot) |
 //! | 0x92 | system control port A: bit 0 is a fast reset; bit 1 (A20) reads as set |
 //! | 0xcf8-0xcfb | PCI configuration address (dword); in it, the reset control at 0xcf9 (byte): a write with bit 2 (reset CPU) set resets |
-//! | 0xcfc-0xcff | PCI configuration data: all ones (no PCI device yet) |
+//! | 0xcfc-0xcff | PCI configuration data (mechanism #1, byte/word/dword), `pci.rs`: the host bridge at 00:00.0 |
 //! | 0x70-0x71 | CMOS RTC with the host's time |
 //! | 0x80 | POST code sink |
 //! | 0x3f8-0x3ff | 16550A UART (COM1) on IRQ4: the console |
@@ -47,7 +48,7 @@ use super::cmos::Cmos;
 use super::i8042::I8042;
 use super::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
 use super::lapic::{LAPIC_BASE, LAPIC_SIZE};
-use super::pci::{ConfigAddress, ConfigData, CONFIG_ADDRESS, CONFIG_DATA};
+use super::pci::{self, PciRoot, PciStats, CONFIG_ADDRESS, CONFIG_DATA, ECAM_BASE, ECAM_SIZE};
 use super::pic::Pic;
 use super::pit::{IrqTimer, Pit};
 use super::uart::{Uart, COM1_BASE, COM1_IRQ};
@@ -469,6 +470,8 @@ pub struct PcBoard {
     pub uart: Arc<Mutex<UartDevice>>,
     pub pm: Arc<Mutex<PmDevice>>,
     cmos: Arc<Mutex<Cmos>>,
+    /// PCI's root bus (made again, with the buses' count of odd accesses, by `install`).
+    pub(crate) pci: Arc<Mutex<PciRoot>>,
     pub clock: Clock,
     /// How the interrupt lines wake the vCPUs (one per vCPU).
     wakers: Arc<[Waker]>,
@@ -489,6 +492,7 @@ impl PcBoard {
             pit: Arc::new(Mutex::new(pit)),
             uart: Arc::new(Mutex::new(uart)),
             cmos: Arc::new(Mutex::new(Cmos::new(ram_bytes))),
+            pci: Arc::new(Mutex::new(PciRoot::new(Default::default()))),
             interrupts,
             clock,
             wakers,
@@ -524,10 +528,13 @@ impl PcBoard {
         for (name, port, len, device) in isa {
             ports.insert(name, port.into(), len, Span::Bytes, device)?;
         }
-        // PCI's configuration ports take dwords (with the reset control at 0xcf9).
-        let address = ConfigAddress::new(ports.ignored().clone());
-        ports.insert("pci config address, reset control", CONFIG_ADDRESS.into(), 4, Span::Whole, Arc::new(Mutex::new(address)))?;
-        ports.insert("pci config data", CONFIG_DATA.into(), 4, Span::Whole, Arc::new(Mutex::new(ConfigData)))?;
+        // PCI's configuration ports take bytes, words and dwords (with the reset control at
+        // 0xcf9); ECAM is in the MMIO space.
+        *lock(&self.pci) = PciRoot::new(ports.ignored().clone());
+        ports.insert("pci config address, reset control", CONFIG_ADDRESS.into(), 4, Span::Whole, self.pci.clone())?;
+        ports.insert("pci config data", CONFIG_DATA.into(), 4, Span::Whole, self.pci.clone())?;
+        mmio.insert("pci ecam", ECAM_BASE, ECAM_SIZE, Span::Whole, self.pci.clone())?;
+        mmio.insert("pci memory window", pci::WINDOW_START, pci::WINDOW_SIZE, Span::Whole, self.pci.clone())?;
         // The ACPI PM registers take words and dwords (the timer is read whole).
         ports.insert("acpi pm", PM_BASE.into(), acpi_pm::BLOCK_LEN.into(), Span::Whole, self.pm.clone())?;
         let apics: SharedDevice = Arc::new(Mutex::new(ApicPages { controllers: self.interrupts.clone(), clock: self.clock }));
@@ -539,6 +546,11 @@ impl PcBoard {
     /// Nanoseconds since the board was built: the devices' clock.
     pub fn now_ns(&self) -> u64 {
         self.clock.now_ns()
+    }
+
+    /// What PCI's root bus counted.
+    pub fn pci_stats(&self) -> PciStats {
+        lock(&self.pci).stats
     }
 
     /// The interrupt controllers, locked.

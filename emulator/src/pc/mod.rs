@@ -12,6 +12,8 @@ pub mod ioapic;
 pub mod lapic;
 pub mod mptable;
 pub mod pci;
+pub mod pci_config;
+pub mod pci_msi;
 pub mod pic;
 pub mod pit;
 pub mod uart;

@@ -21,9 +21,10 @@
 //! the run through port 0xf4: status 0 if every check passed, 1 otherwise. The checks:
 //! EAX; the information flags 0, 2, 3, 6 and 9; `mem_lower` = 639; the command line's
 //! `mem=` (K, M or G suffix) against `mem_upper` = (mem - 1 MiB - 64 KiB) / 1 KiB (the
-//! top 64 KiB are the emulator's) and against the memory map (yakvm's five entries:
+//! top 64 KiB are the emulator's) and against the memory map (yakvm's six entries:
 //! available `[0, 0x9fc00)`, reserved `[0x9fc00, 0xa0000)` and `[0xf0000, 1 MiB)`,
-//! available `[1 MiB, mem - 64 KiB)`, reserved `[mem - 64 KiB, mem)`, each of `size` 20;
+//! available `[1 MiB, mem - 64 KiB)`, reserved `[mem - 64 KiB, mem)` and PCI's ECAM
+//! `[0xe0000000, +1 MiB)`, each of `size` 20;
 //! the available ones add up to 639 KiB + mem - 1 MiB - 64 KiB); the boot loader name
 //! `yakvm`; two modules, `first arg1` starting with `MODULE-ONE` and `second` starting
 //! with `MODULE-TWO`, page-aligned and clear of the kernel and of each other. With the
@@ -46,6 +47,7 @@
 //! mmap 0xf0000 0x10000 2
 //! mmap 0x100000 0x1ef0000 1
 //! mmap 0x1ff0000 0x10000 2
+//! mmap 0xe0000000 0x100000 2
 //! ok mmap entries as yakvm lays them out
 //! ok mmap available bytes 33094656
 //! ok boot_loader_name yakvm
@@ -201,6 +203,8 @@ const MIB: u64 = 1024 * KIB;
 const EMULATOR_TOP: u64 = 64 * KIB;
 /// Longest string read from the structure.
 const MAX_STRING: usize = 4096;
+/// PCI's ECAM window, reserved in the memory map (yakvm's `layout::PCI_ECAM_BASE`).
+const PCI_ECAM: u64 = 0xe000_0000;
 /// Most memory map entries looked at.
 const MAX_MMAP_ENTRIES: usize = 32;
 
@@ -387,6 +391,7 @@ fn main(info: u32, magic_ok: bool, eax: u32) -> ! {
                 (0xf_0000, 0x1_0000, 2),
                 (MIB, m.saturating_sub(MIB + EMULATOR_TOP), 1),
                 (m.saturating_sub(EMULATOR_TOP), EMULATOR_TOP, 2),
+                (PCI_ECAM, MIB, 2),
             ]
         });
         let (mut entry, mut count, mut as_expected, mut available) = (start, 0, true, 0);
