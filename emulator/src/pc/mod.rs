@@ -14,5 +14,6 @@ pub mod mptable;
 pub mod pci;
 pub mod pic;
 pub mod pit;
+pub mod testdev;
 pub mod uart;
 pub mod world;
