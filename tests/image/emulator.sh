@@ -132,6 +132,7 @@ bad_input_errors() {
     expect_error 'the MMIO window must be 4 KiB aligned, above RAM' yakvm run --mmio-base 0x1000 guests/hello.bin || return 1
     expect_error 'needs a load address below 1 MiB' yakvm run --entry real --load-addr 0x100000 guests/real16.bin || return 1
     expect_error "is not a size" yakvm run --mem lots guests/hello.bin || return 1
+    expect_error "the test device is a pc machine's" yakvm run --testdev guests/hello.bin || return 1
 }
 
 check disk_suite_ports disk_suite_ports
