@@ -13,6 +13,7 @@ use crate::events::Waker;
 use crate::pc::board::{Interrupts, PcBoard};
 use crate::pc::acpi::{self, AcpiDesc, AcpiError};
 use crate::pc::mptable;
+use crate::pc::testdev;
 use crate::pc::world::PcWorld;
 use crate::run::{Error, Outcome};
 use crate::{layout, sys};
@@ -115,6 +116,8 @@ pub struct BoardConfig {
     pub cpus: u32,
     /// pc: the console's input is a terminal (Ctrl-A commands are read from it).
     pub console_is_terminal: bool,
+    /// pc: the test device (`--testdev`, `pc::testdev`) is on the buses.
+    pub testdev: bool,
 }
 
 /// The board `config.kind`: its devices on their buses, the interrupt wiring, and (pc)
@@ -126,11 +129,18 @@ pub fn build(
     wakers: Arc<[Waker]>,
 ) -> Result<(Devices, Box<dyn Board>), Error> {
     match config.kind {
+        MachineKind::Seed if config.testdev => Err(Error::TestdevNeedsPc),
         MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
         MachineKind::Pc => {
             let mut devices = Devices::pc(out, disk, config.mmio_base)?;
             let board = PcBoard::new(config.ram, wakers.clone(), devices.console.clone());
             board.install(&mut devices.ports, &mut devices.mmio)?;
+            if config.testdev {
+                if config.ram > testdev::MEMORY_BASE {
+                    return Err(Error::TestdevInRam { base: testdev::MEMORY_BASE, mem: config.ram });
+                }
+                board.install_testdev(&mut devices.ports, &mut devices.mmio)?;
+            }
             let world = PcWorld::start(board, config.cpus as usize, wakers, config.console_is_terminal)?;
             Ok((devices, Box::new(world)))
         }
@@ -145,7 +155,7 @@ mod tests {
 
     #[test]
     fn the_seed_board_has_no_interrupts_and_hlt_ends_its_run() {
-        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false };
+        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false };
         let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).unwrap();
         assert!(board.hlt_ends_run());
         assert!(board.interrupts().is_none());
@@ -154,6 +164,27 @@ mod tests {
         assert_eq!(devices.ports.range_of("serial"), Some((0x10, 1)));
         assert_eq!(devices.mmio.range_of("exit (mmio)"), Some((0xc000_0000 + 0xf4 * 8, 8)));
         assert!(!MachineKind::Seed.has_lapics() && MachineKind::Pc.has_lapics());
+    }
+
+    /// `--testdev` puts the test device on the pc machine's buses; the seed machine, or RAM
+    /// reaching its test memory, is a clear error; without it, nothing answers there.
+    #[test]
+    fn the_test_device_is_opt_in_and_pc_only() {
+        let build_with = |kind, ram, testdev| {
+            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev };
+            build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).map(|(devices, _)| devices)
+        };
+        let err = build_with(MachineKind::Seed, 16 << 20, true).err().expect("refused");
+        assert_eq!(err.to_string(), "--testdev: the test device is a pc machine's (--machine pc)");
+        let err = build_with(MachineKind::Pc, 4 << 30, true).err().expect("refused");
+        assert!(matches!(err, Error::TestdevInRam { base: testdev::MEMORY_BASE, .. }), "{err}");
+        let plain = build_with(MachineKind::Pc, 16 << 20, false).unwrap();
+        assert_eq!(plain.mmio.range_of("testdev memory"), None);
+        assert_eq!(plain.ports.range_of("testdev irq lines"), None);
+        let with = build_with(MachineKind::Pc, 16 << 20, true).unwrap();
+        assert_eq!(with.mmio.range_of("testdev memory"), Some((testdev::MEMORY_BASE, testdev::MEMORY_SIZE)));
+        assert_eq!(with.ports.range_of("testdev irq lines"), Some((0x2000, 24)));
+        assert_eq!(with.ports.range_of("testdev scratch"), Some((0xe0, 4)));
     }
 
     #[test]

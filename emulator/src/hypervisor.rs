@@ -807,9 +807,9 @@ mod tests {
     fn an_mmio_instruction_that_cannot_be_emulated_is_an_error() {
         let mem = GuestMemory::new(1 << 20).unwrap();
         let regs = abi::Regs { rip: 5, ..Default::default() };
-        // imul eax, [rax]
-        let Mmio::Failed { error, .. } = decode_mmio(&mem, 0xc000_0000, &[0x0f, 0xaf, 0x00], &regs, &long_mode()) else { panic!("decoded") };
-        assert!(error.to_string().starts_with("cannot emulate 'imul eax,[rax]'"), "{error}");
+        // cmove eax, [rax]
+        let Mmio::Failed { error, .. } = decode_mmio(&mem, 0xc000_0000, &[0x0f, 0x44, 0x00], &regs, &long_mode()) else { panic!("decoded") };
+        assert!(error.to_string().starts_with("cannot emulate 'cmove eax,[rax]'"), "{error}");
         // Nothing to fetch outside RAM.
         let regs = abi::Regs { rip: 2 << 20, ..Default::default() };
         let Mmio::Failed { error, .. } = decode_mmio(&mem, 0xc000_0000, &[], &regs, &long_mode()) else { panic!("decoded") };

@@ -8,17 +8,20 @@
 //!   SUB, XOR, CMP, TEST; INC, DEC, NOT, NEG; their flags as the CPU sets them (the
 //!   flags Intel and AMD leave undefined: AF after a logic operation is cleared);
 //! - XCHG, XADD; BT, BTS, BTR, BTC (bit offset in an immediate or a register);
+//! - BSF, BSR and IMUL (two and three operands) with memory as source; SHLD, SHRD with
+//!   memory as destination (count in an immediate or CL);
 //! - string instructions MOVS, STOS, LODS, CMPS, SCAS with REP, REPE and REPNE prefixes,
 //!   either side in RAM or MMIO: one element per exit (RIP stays on the instruction until
 //!   RCX runs out or the REPE/REPNE condition ends it; the CPU runs RAM elements itself and
 //!   exits again at the next MMIO one).
 //!
 //! Everything else on MMIO is refused with its bytes and text (the run ends): among others
-//! SSE, MMX and x87 loads and stores, PUSH/POP/CALL/RET/ENTER/LEAVE with the stack on MMIO,
-//! indirect JMP/CALL through MMIO, CMOVcc, MUL, IMUL, DIV, BSF, BSR, shifts and rotates,
-//! SETcc, CMPXCHG, INS/OUTS to MMIO, LGDT/LIDT/LTR/LLDT and segment loads from MMIO. An
-//! access that crosses into the next page is carried out at the exit's address as one
-//! access.
+//! SSE, MMX and x87 loads and stores (the hypervisor's interface gives no access to a
+//! vCPU's XMM, MMX or x87 registers), PUSH/POP/CALL/RET/ENTER/LEAVE with the stack on MMIO,
+//! indirect JMP/CALL through MMIO, CMOVcc, MUL, one-operand IMUL, DIV, IDIV, shifts and
+//! rotates other than SHLD/SHRD, SETcc, CMPXCHG, MOVBE, INS/OUTS to MMIO, LGDT/LIDT/LTR/LLDT
+//! and segment loads from MMIO. An access that crosses into the next page is carried out at
+//! the exit's address as one access.
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 use yakvm_abi as abi;
@@ -39,6 +42,15 @@ pub enum Extend {
     Zero,
     /// MOVSX, MOVSXD.
     Sign,
+}
+
+impl Source {
+    fn register(self) -> Option<Register> {
+        match self {
+            Source::Register(r) => Some(r),
+            Source::Immediate(_) => None,
+        }
+    }
 }
 
 /// The two-operand arithmetic and logic operations.
@@ -103,6 +115,13 @@ pub enum Op {
     /// Exchanges memory and the register (XADD: and stores their sum).
     Xchg { reg: Register, add: bool },
     Bit { op: BitOp, offset: Source },
+    /// BSF (`reverse` false) or BSR of memory into `dest`.
+    BitScan { reverse: bool, dest: Register },
+    /// IMUL `dest`, memory (`imm` None: `dest` is the other factor) or `dest`, memory, imm.
+    Imul { dest: Register, imm: Option<u64> },
+    /// SHLD (`left`) or SHRD of memory, shifting in `fill`'s bits, by `count` (CL or an
+    /// immediate).
+    DoubleShift { left: bool, fill: Register, count: Source },
     /// `addr_size`: 2, 4 or 8 bytes of RSI, RDI and RCX; `seg`: the source segment.
     String { op: StringOp, rep: Rep, addr_size: usize, seg: Register },
 }
@@ -148,6 +167,8 @@ pub fn decode(bytes: &[u8], bitness: u32, rip: u64) -> Result<MmioInsn, InsnErro
     let registers_ok = match op {
         Op::Store { source: Some(Source::Register(r)) } | Op::Alu { source: Source::Register(r), .. } => gpr(r),
         Op::Load { dest: r, .. } | Op::Xchg { reg: r, .. } | Op::Bit { offset: Source::Register(r), .. } => gpr(r),
+        Op::BitScan { dest: r, .. } | Op::Imul { dest: r, .. } => gpr(r),
+        Op::DoubleShift { fill, count, .. } => gpr(fill) && count.register().is_none_or(gpr),
         _ => true,
     };
     if !registers_ok {
@@ -214,6 +235,23 @@ fn decode_op(insn: &Instruction) -> Option<Op> {
         (M::Xchg, OpKind::Memory, OpKind::Register) => Op::Xchg { reg: insn.op1_register(), add: false },
         (M::Xchg, OpKind::Register, OpKind::Memory) => Op::Xchg { reg: insn.op0_register(), add: false },
         (M::Xadd, OpKind::Memory, OpKind::Register) => Op::Xchg { reg: insn.op1_register(), add: true },
+        (M::Bsf | M::Bsr, OpKind::Register, OpKind::Memory) => Op::BitScan { reverse: insn.mnemonic() == M::Bsr, dest: insn.op0_register() },
+        (M::Imul, OpKind::Register, OpKind::Memory) => {
+            let imm = match insn.op2_kind() {
+                k if operands == 3 && is_immediate(k) => Some(insn.immediate(2)),
+                _ if operands == 2 => None,
+                _ => return None,
+            };
+            Op::Imul { dest: insn.op0_register(), imm }
+        }
+        (M::Shld | M::Shrd, OpKind::Memory, OpKind::Register) => {
+            let count = match insn.op2_kind() {
+                OpKind::Register => Source::Register(insn.op2_register()),
+                k if is_immediate(k) => Source::Immediate(insn.immediate(2)),
+                _ => return None,
+            };
+            Op::DoubleShift { left: insn.mnemonic() == M::Shld, fill: insn.op1_register(), count }
+        }
         (M::Bt | M::Bts | M::Btr | M::Btc, _, _) if mem0 => {
             let op = match insn.mnemonic() {
                 M::Bt => BitOp::Test,
@@ -340,6 +378,48 @@ pub fn unary(op: UnaryOp, size: usize, d: u64, rflags: u64) -> (u64, u64) {
     (r, (rflags & !flags::STATUS) | f)
 }
 
+/// Signed `a * b` on `size` bytes: the truncated product, and CF = OF = the product did
+/// not fit (SF, ZF and PF as of the truncated result; AF clear: the four are undefined).
+pub fn imul(size: usize, a: u64, b: u64) -> (u64, u64) {
+    let sext = |v: u64| loaded_value(v, size, Extend::Sign) as i64;
+    let wide = i128::from(sext(a)) * i128::from(sext(b));
+    let r = wide as u64 & mask(size);
+    let mut f = zsp(r, size);
+    if i128::from(sext(r)) != wide {
+        f |= flags::CF | flags::OF;
+    }
+    (r, f)
+}
+
+/// SHLD (`left`) or SHRD of `d` by `count` (1 to 63, already masked) with `fill`'s bits
+/// shifted in, on `size` bytes: the result and the status flags (CF the last bit shifted
+/// out; OF the sign change, defined for a count of 1; AF clear). Counts past the operand's
+/// width (16-bit operands) are undefined; this gives the bits of the double-width shift.
+pub fn double_shift(left: bool, size: usize, d: u64, fill: u64, count: u64) -> (u64, u64) {
+    let bits = size as u32 * 8;
+    let m = mask(size);
+    let (d, fill) = (u128::from(d & m), u128::from(fill & m));
+    let count = (count as u32 % (2 * bits)).max(1);
+    let (r, cf) = if left {
+        // d:fill shifted left: the result is the top half; CF the last bit out of it.
+        let joined = (d << bits) | fill;
+        (((joined << count) >> bits) as u64 & m, (joined >> (2 * bits - count)) & 1 == 1)
+    } else {
+        // fill:d shifted right: the result is the bottom half; CF the last bit out of it.
+        let joined = (fill << bits) | d;
+        ((joined >> count) as u64 & m, (joined >> (count - 1)) & 1 == 1)
+    };
+    let mut f = zsp(r, size);
+    if cf {
+        f |= flags::CF;
+    }
+    let sign = 1u64 << (bits - 1);
+    if (r ^ (d as u64)) & sign != 0 {
+        f |= flags::OF;
+    }
+    (r, f)
+}
+
 /// What the emulation reads and writes besides the registers.
 pub trait Memory {
     type Error;
@@ -449,6 +529,39 @@ pub fn execute<M: Memory>(insn: &MmioInsn, regs: &mut abi::Regs, sregs: &abi::Sr
                 store(m, gpa, size, r)?;
             }
             regs.rflags = (regs.rflags & !flags::CF) | u64::from(set);
+        }
+        Op::BitScan { reverse, dest } => {
+            let mem = load(m, gpa, size)?;
+            // A zero source sets ZF and leaves the destination as it was (AMD documents
+            // it; Intel CPUs do it too). The other status flags: as they were.
+            if mem == 0 {
+                regs.rflags |= flags::ZF;
+            } else {
+                let index = if reverse { 63 - u64::from(mem.leading_zeros()) } else { u64::from(mem.trailing_zeros()) };
+                write_register(regs, dest, index);
+                regs.rflags &= !flags::ZF;
+            }
+        }
+        Op::Imul { dest, imm } => {
+            let mem = load(m, gpa, size)?;
+            let other = match imm {
+                Some(v) => v,
+                None => read_register(regs, dest).unwrap_or(0),
+            };
+            let (r, f) = imul(size, mem, other);
+            write_register(regs, dest, r);
+            status(regs, f);
+        }
+        Op::DoubleShift { left, fill, count } => {
+            // The count is taken modulo 32 (64 for 64-bit operands); 0 changes nothing.
+            let count = value_of(regs, count) & if size == 8 { 63 } else { 31 };
+            if count != 0 {
+                let mem = load(m, gpa, size)?;
+                let fill = read_register(regs, fill).unwrap_or(0);
+                let (r, f) = double_shift(left, size, mem, fill, count);
+                store(m, gpa, size, r)?;
+                status(regs, f);
+            }
         }
         Op::String { op, rep, addr_size, seg } => done = string(insn, op, rep, addr_size, seg, regs, sregs, m)?,
     }
@@ -954,11 +1067,83 @@ mod tests {
         assert!(matches!(e, InsnError::Unsupported { .. }), "{e}");
     }
 
+    /// BSF and BSR as kvm-unit-tests' emulator test does them: the index of the lowest or
+    /// highest set bit; a zero source sets ZF and leaves the destination.
+    #[test]
+    fn bsf_and_bsr_from_memory() {
+        assert_eq!(dec(&[0x66, 0x0f, 0xbc, 0x07]).op, Op::BitScan { reverse: false, dest: Register::AX });
+        let mut m = Mem::with(0x5000, 0x4000_0000_0040_0000, 8);
+        let mut regs = abi::Regs { rax: 0xffff_ffff_ffff_ffff, rflags: flags::ZF, ..Default::default() };
+        run(&[0x66, 0x0f, 0xbc, 0x07], &mut regs, 0x5000, &mut m); // bsf ax, [rdi]: word 0
+        assert_eq!((regs.rax, regs.rflags & flags::ZF, regs.rip), (0xffff_ffff_ffff_ffff, flags::ZF, 0x1004), "zero: ax kept, ZF");
+        run(&[0x0f, 0xbc, 0x07], &mut regs, 0x5000, &mut m); // bsf eax, [rdi]
+        assert_eq!((regs.rax, regs.rflags & flags::ZF), (22, 0));
+        run(&[0x48, 0x0f, 0xbd, 0x07], &mut regs, 0x5000, &mut m); // bsr rax, [rdi]
+        assert_eq!(regs.rax, 62);
+        run(&[0x48, 0x0f, 0xbc, 0x07], &mut regs, 0x5000, &mut m); // bsf rax, [rdi]
+        assert_eq!(regs.rax, 22);
+    }
+
+    /// IMUL with a memory source, the emulator test's values: the truncated product, the
+    /// other bits of a 16-bit destination kept, a 32-bit one zero-extended; CF and OF when
+    /// the product does not fit.
+    #[test]
+    fn imul_from_memory() {
+        assert_eq!(dec(&[0x66, 0x6b, 0x07, 0x33]).op, Op::Imul { dest: Register::AX, imm: Some(51) });
+        let mut m = Mem::with(0x5000, 51, 8);
+        let mut regs = abi::Regs { rax: 0x1234_5678_1234_5678, ..Default::default() };
+        run(&[0x66, 0x0f, 0xaf, 0x07], &mut regs, 0x5000, &mut m); // imul ax, [rdi]
+        assert_eq!(regs.rax, 0x1234_5678_1234_39e8);
+        assert_eq!(regs.rflags & (flags::CF | flags::OF), flags::CF | flags::OF);
+        regs.rax = 0x1234_5678_1234_5678;
+        run(&[0x0f, 0xaf, 0x07], &mut regs, 0x5000, &mut m); // imul eax, [rdi]
+        assert_eq!(regs.rax, 0xa06d_39e8);
+        let mut m = Mem::with(0x5000, 0x1234_5678_1234_5678, 8);
+        regs.rax = 0x8765_4321_8765_4321;
+        run(&[0x66, 0x69, 0x07, 0x37, 0x01], &mut regs, 0x5000, &mut m); // imul ax, [rdi], 311
+        assert_eq!(regs.rax, 0x8765_4321_8765_0bc8);
+        run(&[0x69, 0x07, 0x37, 0x01, 0x00, 0x00], &mut regs, 0x5000, &mut m); // imul eax, [rdi], 311
+        assert_eq!(regs.rax, 0x1d95_0bc8);
+        // A product that fits: CF and OF clear. -2 * 3 = -6.
+        let mut m = Mem::with(0x5000, (-2i64) as u64, 8);
+        regs.rax = 3;
+        run(&[0x48, 0x0f, 0xaf, 0x07], &mut regs, 0x5000, &mut m); // imul rax, [rdi]
+        assert_eq!((regs.rax as i64, regs.rflags & (flags::CF | flags::OF | flags::SF)), (-6, flags::SF));
+    }
+
+    /// SHLD and SHRD on memory, by CL and by an immediate, as the emulator test does them.
+    #[test]
+    fn shld_and_shrd_on_memory() {
+        assert_eq!(dec(&[0x0f, 0xa5, 0x07]).op, Op::DoubleShift { left: true, fill: Register::EAX, count: Source::Register(Register::CL) });
+        let mut m = Mem::with(0x5000, 0x1234_5678, 4);
+        let mut regs = abi::Regs { rax: 0xaaaa_aaaa, rcx: 3, ..Default::default() };
+        run(&[0x0f, 0xa5, 0x07], &mut regs, 0x5000, &mut m); // shld [rdi], eax, cl
+        assert_eq!(m.get(0x5000, 4), (0x1234_5678u32 << 3 | 5) as u64);
+        assert_eq!(regs.rflags & flags::CF, 0, "the last bit out of 0x12345678 << 3 is 0");
+        let mut m = Mem::with(0x5000, 0x1234_5678, 4);
+        regs.rax = 0x5555_5555;
+        run(&[0x0f, 0xac, 0x07, 0x03], &mut regs, 0x5000, &mut m); // shrd [rdi], eax, 3
+        assert_eq!(m.get(0x5000, 4), (0x1234_5678u64 >> 3) | 5 << 29);
+        assert_eq!(regs.rflags & flags::CF, 0, "bit 2 of 0x12345678");
+        // 64-bit, CF set: shld qword [rdi], rax, 4 with the top nibble 0x9.
+        let mut m = Mem::with(0x5000, 0x9000_0000_0000_0001, 8);
+        regs.rax = 0xf000_0000_0000_0000;
+        run(&[0x48, 0x0f, 0xa4, 0x07, 0x04], &mut regs, 0x5000, &mut m);
+        assert_eq!((m.get(0x5000, 8), regs.rflags & flags::CF), (0x0000_0000_0000_001f, flags::CF));
+        // A count of 0 (mod 32) changes neither memory nor flags.
+        regs.rcx = 32;
+        regs.rflags = flags::ZF;
+        m.writes.clear();
+        run(&[0x0f, 0xa5, 0x07], &mut regs, 0x5000, &mut m);
+        assert!(m.writes.is_empty());
+        assert_eq!(regs.rflags, flags::ZF);
+    }
+
     #[test]
     fn other_instructions_are_refused_with_their_bytes() {
-        // imul eax, [rdi] (0f af 07)
-        let e = decode(&[0x0f, 0xaf, 0x07], 64, 0x2000).unwrap_err();
-        assert!(matches!(e, InsnError::Unsupported { ref bytes, rip: 0x2000, .. } if bytes == &[0x0f, 0xaf, 0x07]));
+        // imul dword [rdi] (f7 2f): the one-operand form
+        let e = decode(&[0xf7, 0x2f], 64, 0x2000).unwrap_err();
+        assert!(matches!(e, InsnError::Unsupported { ref bytes, rip: 0x2000, .. } if bytes == &[0xf7, 0x2f]));
         assert!(e.to_string().contains("imul"));
         // movdqu [rdi], xmm0 (f3 0f 7f 07): 16 bytes
         assert!(decode(&[0xf3, 0x0f, 0x7f, 0x07], 64, 0).is_err());

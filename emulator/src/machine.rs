@@ -54,6 +54,8 @@ pub struct Config {
     pub coalesced_io: bool,
     /// vCPUs (`--smp`): 1 to `MAX_CPUS`; more than one needs the pc machine.
     pub cpus: u32,
+    /// The test device (`--testdev`, pc machine only).
+    pub testdev: bool,
 }
 
 pub struct Machine {
@@ -170,7 +172,7 @@ impl Machine {
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
         // The bootstrap processor runs; the others wait for INIT and a startup IPI.
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
-        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal };
+        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone())?;
         Ok(Self { _vm: vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
@@ -311,6 +313,7 @@ mod tests {
             device: String::new(),
             coalesced_io: false,
             cpus: 1,
+            testdev: false,
         }
     }
 

@@ -118,6 +118,12 @@ enum Command {
         /// few thousand instructions per second under QEMU.
         #[arg(long, value_name = "FILE", conflicts_with = "gdb")]
         step_trace: Option<PathBuf>,
+        /// A test aid, not a PC device (pc machine only): QEMU's pc-testdev, which
+        /// kvm-unit-tests drives: a scratch register at ports 0xe0-0xe3 (and 0xe8-0xeb),
+        /// interrupt lines 0-23 at ports 0x2000-0x2017, 64 KiB of test memory (MMIO) at
+        /// 0xff000000 (docs/conformance.md).
+        #[arg(long)]
+        testdev: bool,
     },
     /// Show what the CPU's SVM and the module offer.
     Info,
@@ -373,7 +379,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -384,7 +390,7 @@ fn main() -> ExitCode {
             let mem = mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
             // --trace and --step-trace show every port write as an exit.
             let coalesced_io = !no_coalesced_io && step_trace.is_none();
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp };
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev };
             match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {

@@ -78,6 +78,10 @@ pub enum Error {
     BadCpus(u32),
     #[error("--smp {0}: several vCPUs need the pc machine (--machine pc), which has local APICs")]
     SmpNeedsPc(u32),
+    #[error("--testdev: the test device is a pc machine's (--machine pc)")]
+    TestdevNeedsPc,
+    #[error("--testdev: its test memory at {base:#x} would be inside RAM (--mem {mem}); give at most {base:#x} bytes of RAM")]
+    TestdevInRam { base: u64, mem: u64 },
     #[error("cannot start a vCPU thread: {0}")]
     Thread(io::Error),
     /// An error on one vCPU of several.

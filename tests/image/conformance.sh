@@ -12,7 +12,10 @@ mkdir -p $R/yakvm $R/kvm
 ONLY=${ONLY:-}
 
 # The suite's environment, as the first Multiboot module (no fw_cfg here): the CPU count,
-# the RAM size in MiB (as --mem) and no QEMU test device.
+# the RAM size in MiB (as --mem) and TEST_DEVICE=0. Every run has yakvm's test device
+# (--testdev: QEMU's pc-testdev, which QEMU's own runner gives every test), but the suite's
+# TEST_DEVICE flag means more than the device: with it, `xapic` tests KVM's PV IPI
+# hypercall and `eventinj` asks QEMU to flush pages. So it stays 0.
 MEM_MIB=256
 envfile() {
     printf 'NR_CPUS=%s\nMEMSIZE=%s\nTEST_DEVICE=0\n' "$1" $MEM_MIB > /tmp/kut-env-$1
@@ -25,7 +28,7 @@ envfile() {
 run_one() {
     hv=$1 name=$2 bin=$3 smp=$4 secs=$5 env=$6
     shift 6
-    set -- --hypervisor $hv --kernel kut/$bin --smp $smp --mem ${MEM_MIB}M --timeout $secs --append "$bin${*:+ $*}"
+    set -- --hypervisor $hv --kernel kut/$bin --smp $smp --mem ${MEM_MIB}M --timeout $secs --testdev --append "$bin${*:+ $*}"
     [ "$env" = env ] && set -- "$@" --module "$(envfile $smp),env"
     t0=$(cut -d' ' -f1 /proc/uptime)
     timeout $((secs + 30)) yakvm run "$@" > $R/$hv/$name.out 2> $R/$hv/$name.err < /dev/null

@@ -117,9 +117,9 @@ help_text() {
 }
 
 unemulatable_mmio_instruction() {
-    # mov eax, 0xc0000080; imul eax, [rax]; hlt -- IMUL from MMIO is not emulated.
-    printf '\270\200\000\000\300\017\257\000\364' > "$OUT/imul-mmio.bin"
-    expect_error "cannot emulate 'imul eax,\[rax\]' (\[0f, af, 00\]) at rip 0x5 on MMIO" yakvm run "$OUT/imul-mmio.bin"
+    # mov eax, 0xc0000080; cmove eax, [rax]; hlt -- CMOVcc from MMIO is not emulated.
+    printf '\270\200\000\000\300\017\104\000\364' > "$OUT/cmov-mmio.bin"
+    expect_error "cannot emulate 'cmove eax,\[rax\]' (\[0f, 44, 00\]) at rip 0x5 on MMIO" yakvm run "$OUT/cmov-mmio.bin"
 }
 bad_input_errors() {
     dd if=/dev/zero of="$OUT/odd.img" bs=100 count=1 2>/dev/null
@@ -132,6 +132,7 @@ bad_input_errors() {
     expect_error 'the MMIO window must be 4 KiB aligned, above RAM' yakvm run --mmio-base 0x1000 guests/hello.bin || return 1
     expect_error 'needs a load address below 1 MiB' yakvm run --entry real --load-addr 0x100000 guests/real16.bin || return 1
     expect_error "is not a size" yakvm run --mem lots guests/hello.bin || return 1
+    expect_error "the test device is a pc machine's" yakvm run --testdev guests/hello.bin || return 1
 }
 
 check disk_suite_ports disk_suite_ports

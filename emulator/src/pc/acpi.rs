@@ -11,7 +11,7 @@
 //! | then | FADT | revision 6.5; PM1a event block, PM1a control block, PM timer (32-bit) at [`acpi_pm`](super::acpi_pm)'s ports; the SCI on an ISA line; no SMI command port (always in ACPI mode); the reset register; fixed power button; IA-PC boot flags "legacy devices", "8042", "no VGA" |
 //! | then | MADT | the local APICs' address, PCAT_COMPAT (8259 PICs present), a local APIC per vCPU, the I/O APIC, interrupt source overrides IRQ0 -> GSI 2 (edge, high) and SCI -> same GSI (level, active high), LINT1 of every processor as NMI |
 //! | then | MCFG | ECAM: segment 0, buses 0 to 0, at [`pci::ECAM_BASE`] |
-//! | then | XSDT | the FADT, the MADT and the MCFG (the FADT points at the DSDT and the FACS) |
+//! | then | XSDT | the FADT, the MADT and the MCFG (the FADT points at the FACS by its 32-bit FIRMWARE_CTRL, at the DSDT by its 64-bit X_DSDT) |
 //!
 //! Every table is 16-byte aligned (the FACS 64). The bytes are one image ([`AcpiImage`]):
 //! [`write`] copies it into guest RAM. Nothing of it is RAM in the memory map the kernel
@@ -364,7 +364,10 @@ fn fadt(desc: &AcpiDesc, facs: u64, dsdt: u64) -> acpi_tables::fadt::FADT {
     let cnt = desc.pm_base + acpi_pm::PM1_CNT;
     let tmr = desc.pm_base + acpi_pm::PM_TMR;
     let mut f = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
-        .firmware_ctrl_64(facs)
+        // The FACS by its 32-bit address, X_FIRMWARE_CTRL 0 (ACPI 6.5, 5.2.9: the 64-bit
+        // field is for a FACS above 4 GiB, and then FIRMWARE_CTRL must be 0): OSes read
+        // either, and kvm-unit-tests' `s3` reads FIRMWARE_CTRL only.
+        .firmware_ctrl_32(u32::try_from(facs).expect("the E segment is below 4 GiB"))
         .dsdt_64(dsdt)
         // WBINVD works; every CPU has C1 (HLT); the sleep button, if any, is not a fixed
         // feature (the power button is: PWR_BUTTON clear); no RTC wake status in PM1.
@@ -609,7 +612,7 @@ mod tests {
             let fadt = table(&mem, tables[b"FACP"], b"FACP");
             let dsdt = table(&mem, u64_at(&fadt, 140), b"DSDT");
             assert_eq!(dsdt[8], 2, "DSDT revision 2: 64-bit integers");
-            let facs_at = u64_at(&fadt, 132);
+            let facs_at = u64::from(u32_at(&fadt, 36));
             assert_eq!(facs_at % 64, 0, "FACS 64-byte aligned");
             let facs = read(&mem, facs_at, 64);
             assert_eq!((&facs[0..4], u32_at(&facs, 4)), (&b"FACS"[..], 64));
@@ -664,8 +667,9 @@ mod tests {
         for (at, what) in [(160, "X_PM1b_EVT"), (184, "X_PM1b_CNT"), (196, "X_PM2_CNT"), (220, "X_GPE0"), (232, "X_GPE1"), (244, "SLEEP_CONTROL"), (256, "SLEEP_STATUS")] {
             assert_eq!(gas(at), (0, 0, 0, 0), "{what}");
         }
-        // The DSDT and FACS by their 64-bit addresses only.
-        assert_eq!((u32_at(&fadt, 36), u32_at(&fadt, 40)), (0, 0));
+        // The FACS by its 32-bit address only (FIRMWARE_CTRL, checked above), the DSDT by
+        // its 64-bit one only.
+        assert_eq!((u64_at(&fadt, 132), u32_at(&fadt, 40)), (0, 0), "X_FIRMWARE_CTRL, DSDT");
     }
 
     /// (type, bytes) of each MADT structure.

@@ -18,6 +18,7 @@
 //! | 0x80 | POST code sink |
 //! | 0x3f8-0x3ff | 16550A UART (COM1) on IRQ4: the console |
 //! | 0x600-0x60b | ACPI PM registers (PM1a event and control, PM timer) at their real widths; the SCI on IRQ9 (level); S5 ends the run as a power-off |
+//! | 0xe0-0xeb, 0x2000-0x2017 | with `--testdev` only: the test device (`testdev.rs`), its lines wired as the ISA lines 0-15 and the I/O APIC's pins 16-23; its test memory at MMIO 0xff000000 |
 //!
 //! Each device is on the buses (`bus.rs`) under a lock of its own; the interrupt controllers
 //! (the PICs, the local APICs and the I/O APIC) share one ([`Interrupts`]). A device raises
@@ -51,6 +52,7 @@ use super::lapic::{LAPIC_BASE, LAPIC_SIZE};
 use super::pci::{self, PciRoot, PciStats, CONFIG_ADDRESS, CONFIG_DATA, ECAM_BASE, ECAM_SIZE};
 use super::pic::Pic;
 use super::pit::{IrqTimer, Pit};
+use super::testdev::{self, TestDev};
 use super::uart::{Uart, COM1_BASE, COM1_IRQ};
 use crate::bus::{lock, Bus, BusDevice, BusError, Ctx, Effect, SharedDevice, Span};
 use crate::devices::Console;
@@ -441,6 +443,17 @@ impl BusDevice for PmDevice {
     }
 }
 
+/// The test device's interrupt lines, by number.
+struct TestdevLines(Vec<IrqLine>);
+
+impl testdev::Lines for TestdevLines {
+    fn set_level(&mut self, line: u8, high: bool) {
+        if let Some(line) = self.0.get(usize::from(line)) {
+            line.set_level(high);
+        }
+    }
+}
+
 /// The APICs' MMIO pages: the local APIC page is the accessing CPU's own.
 struct ApicPages {
     controllers: Arc<Mutex<Interrupts>>,
@@ -541,6 +554,19 @@ impl PcBoard {
         mmio.insert("io apic", IOAPIC_BASE, IOAPIC_SIZE, Span::Whole, apics.clone())?;
         mmio.insert("local apic", LAPIC_BASE, LAPIC_SIZE, Span::Whole, apics)?;
         Ok(())
+    }
+
+    /// Puts the test device (`--testdev`) on the buses: its ports, its lines (0-15 the ISA
+    /// lines, to both controllers; 16-23 the I/O APIC's other pins) and its test memory.
+    pub fn install_testdev(&self, ports: &mut Bus, mmio: &mut Bus) -> Result<(), BusError> {
+        let lines = TestdevLines((0..testdev::IRQ_LINES as u8).map(|line| self.irq_line(line)).collect());
+        let dev: SharedDevice = Arc::new(Mutex::new(TestDev::new(lines, ports.ignored().clone())));
+        let len = u64::from(testdev::REGISTER_LEN);
+        ports.insert("testdev scratch", testdev::SCRATCH_PORT.into(), len, Span::Whole, dev.clone())?;
+        ports.insert("testdev flush page", testdev::FLUSH_PORT.into(), len, Span::Whole, dev.clone())?;
+        ports.insert("testdev scratch bytes", testdev::SCRATCH_BYTES_PORT.into(), len, Span::Bytes, dev.clone())?;
+        ports.insert("testdev irq lines", testdev::IRQ_PORT_BASE.into(), testdev::IRQ_LINES.into(), Span::Whole, dev.clone())?;
+        mmio.insert("testdev memory", testdev::MEMORY_BASE, testdev::MEMORY_SIZE, Span::Whole, dev)
     }
 
     /// Nanoseconds since the board was built: the devices' clock.

@@ -16,5 +16,6 @@ pub mod pci_config;
 pub mod pci_msi;
 pub mod pic;
 pub mod pit;
+pub mod testdev;
 pub mod uart;
 pub mod world;
