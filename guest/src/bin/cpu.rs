@@ -25,6 +25,7 @@ const F15H_PERF_CTR5: u32 = 0xc001_020b;
 const HWCR: u32 = 0xc001_0015;
 const TSC_AUX: u32 = 0xc000_0103;
 const EFER_LMSLE: u64 = 1 << 13;
+const RFLAGS_RF: u64 = 1 << 16;
 
 /// Runs one 3-byte SVM instruction and says whether it raised #UD.
 macro_rules! ud3 {
@@ -85,5 +86,11 @@ fn main() {
     t.check("STGI raises #UD", ud3!("stgi"));
     t.check("SKINIT raises #UD", ud3!("skinit eax"));
     t.check("INVLPGA raises #UD", ud3!("invlpga rax, ecx"));
+    // A fault pushes RFLAGS with RF set, whether the module raises it or the CPU does
+    // (yakvm intercepts #UD: QEMU's software CPU leaves RF out).
+    t.check("VMRUN's #UD pushes RF", ud3!("vmrun rax") && trap::fault_rflags() & RFLAGS_RF != 0);
+    // SAFETY: UD2 raises #UD; our handler skips its 2 bytes.
+    let ud2 = trap::expect_fault(2, || unsafe { core::arch::asm!("ud2", options(nostack)) });
+    t.check("UD2 raises #UD with RF pushed", ud2 == Some(trap::UD) && trap::fault_rflags() & RFLAGS_RF != 0);
     t.finish()
 }
