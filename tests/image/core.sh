@@ -15,8 +15,9 @@ guest_checks() {
 }
 
 # CPUID, MSRs (#GP for VM_HSAVE_PA, VM_CR, EFER.SVME/LMSLE), #UD for VMRUN, VMLOAD,
-# VMSAVE, CLGI, STGI, SKINIT, INVLPGA; UD2's #UD and theirs push RF.
-cpu_guest() { guest_checks cpu 33; }
+# VMSAVE, CLGI, STGI, SKINIT, INVLPGA; UD2's #UD and theirs push RF; RDTSCP with the
+# guest's TSC_AUX.
+cpu_guest() { guest_checks cpu 36; }
 # IN/OUT of 1, 2, 4 bytes, OUTS/INS with and without REP, DF=1, 5000-byte REP OUTSB.
 # The exact output is compared on the host.
 ports_guest() { yakvm run guests/ports.bin > "$OUT/ports.out"; }

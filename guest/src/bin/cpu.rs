@@ -37,6 +37,21 @@ macro_rules! ud3 {
     };
 }
 
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC only writes EDX:EAX.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nostack, nomem)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// RDTSCP: (TSC, TSC_AUX).
+fn rdtscp() -> (u64, u32) {
+    let (lo, hi, aux): (u32, u32, u32);
+    // SAFETY: RDTSCP (offered by CPUID, checked before) only writes EDX:EAX and ECX.
+    unsafe { core::arch::asm!("rdtscp", out("eax") lo, out("edx") hi, out("ecx") aux, options(nostack, nomem)) };
+    ((u64::from(hi) << 32) | u64::from(lo), aux)
+}
+
 fn main() {
     trap::install();
     let mut t = Checks::new();
@@ -75,6 +90,14 @@ fn main() {
         wrmsr(MC0_STATUS, 0) && wrmsr(MC0_STATUS, 7) && wrmsr(HWCR, 1 << 24) && !wrmsr(MC0_STATUS, 7));
     t.check("no bank 4", rdmsr(MC0_CTL + 16).is_none());
     t.check("TSC_AUX reads back", wrmsr(TSC_AUX, 3) && rdmsr(TSC_AUX) == Some(3));
+    t.check("TSC_AUX bits 63:32 raise #GP", !wrmsr(TSC_AUX, 1 << 32));
+    // RDTSCP is offered and returns the guest's TSC_AUX (not the host's: Linux keeps its
+    // CPU number there) with the guest's TSC, after an exit (the WRMSR) as well.
+    t.check("cpuid offers RDTSCP", cpuid(0x8000_0001, 0)[3] & (1 << 27) != 0);
+    let before = rdtsc();
+    let first = wrmsr(TSC_AUX, 0x5a5a) && rdtscp().1 == 0x5a5a;
+    let (tsc, aux) = rdtscp();
+    t.check("RDTSCP returns TSC_AUX and the guest's TSC", first && aux == 0x5a5a && tsc > before && tsc - before < 1 << 40);
     t.check("SPEC_CTRL, PRED_CMD, VIRT_SPEC_CTRL raise #GP (CPUID offers none of them)",
         rdmsr(SPEC_CTRL).is_none() && !wrmsr(SPEC_CTRL, 0) && !wrmsr(PRED_CMD, 1) && rdmsr(VIRT_SPEC_CTRL).is_none());
     t.check("an unknown MSR raises #GP", rdmsr(0xc001_1234).is_none() && !wrmsr(0x1234_5678, 0));
