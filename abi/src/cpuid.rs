@@ -35,8 +35,10 @@ const LEAF1_ECX: u32 = bit(0) | bit(1) | bit(9) | bit(13) | bit(19) | bit(20) | 
 const LEAF1_EDX: u32 = bit(0) | bit(1) | bit(2) | bit(3) | bit(4) | bit(5) | bit(6) | bit(8)
     | bit(11) | bit(13) | bit(15) | bit(16) | bit(17) | bit(19) | bit(23) | bit(24) | bit(25)
     | bit(26);
-/// CPUID.7.0:EBX: FSGSBASE, BMI1, BMI2, ERMS, ADX, CLFLUSHOPT, SHA.
-const LEAF7_EBX: u32 = bit(0) | bit(3) | bit(8) | bit(9) | bit(19) | bit(23) | bit(29);
+/// CPUID.7.0:EBX: FSGSBASE, BMI1, BMI2, ERMS, ADX, SMAP, CLFLUSHOPT, SHA. SMAP: CR4.SMAP
+/// passes the CR4 checks when offered (kmod/svm/vcpu/cr.rs), STAC/CLAC and the checks
+/// themselves are the CPU's (QEMU's EPYC model has them).
+const LEAF7_EBX: u32 = bit(0) | bit(3) | bit(8) | bit(9) | bit(19) | bit(20) | bit(23) | bit(29);
 /// CPUID.80000001:ECX: LAHF/SAHF, ABM (LZCNT), SSE4A, MISALIGNSSE, 3DNOWPREFETCH.
 const EXT1_ECX: u32 = bit(0) | bit(5) | bit(6) | bit(7) | bit(8);
 /// CPUID.80000001:EDX: SYSCALL, NX, MMXEXT, FFXSR, PDPE1GB, RDTSCP, LM, and the legacy
