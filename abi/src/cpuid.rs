@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! CPUID as the guest sees it: the host's answers filtered down to what yakvm really
 //! provides (AMD vendor, no SVM, no XSAVE/AVX since XCR0 is not virtualized, no
-//! MONITOR/MWAIT or RDTSCP, which are intercepted; the APIC only for a VM that has local
-//! APICs in userspace), plus the hypervisor bit and our own brand string. Leaves not
+//! MONITOR/MWAIT, which are intercepted; the APIC only for a VM that has local APICs in
+//! userspace), plus the hypervisor bit and our own brand string. Leaves not
 //! listed read as zeros.
 //!
 //! Shared like `abi.rs`: the module answers CPUID exits with it, and the emulator gives the
@@ -35,14 +35,18 @@ const LEAF1_ECX: u32 = bit(0) | bit(1) | bit(9) | bit(13) | bit(19) | bit(20) | 
 const LEAF1_EDX: u32 = bit(0) | bit(1) | bit(2) | bit(3) | bit(4) | bit(5) | bit(6) | bit(8)
     | bit(11) | bit(13) | bit(15) | bit(16) | bit(17) | bit(19) | bit(23) | bit(24) | bit(25)
     | bit(26);
-/// CPUID.7.0:EBX: FSGSBASE, BMI1, BMI2, ERMS, ADX, CLFLUSHOPT, SHA.
-const LEAF7_EBX: u32 = bit(0) | bit(3) | bit(8) | bit(9) | bit(19) | bit(23) | bit(29);
+/// CPUID.7.0:EBX: FSGSBASE, BMI1, BMI2, ERMS, ADX, SMAP, CLFLUSHOPT, SHA. SMAP: CR4.SMAP
+/// passes the CR4 checks when offered (kmod/svm/vcpu/cr.rs), STAC/CLAC and the checks
+/// themselves are the CPU's (QEMU's EPYC model has them).
+const LEAF7_EBX: u32 = bit(0) | bit(3) | bit(8) | bit(9) | bit(19) | bit(20) | bit(23) | bit(29);
 /// CPUID.80000001:ECX: LAHF/SAHF, ABM (LZCNT), SSE4A, MISALIGNSSE, 3DNOWPREFETCH.
 const EXT1_ECX: u32 = bit(0) | bit(5) | bit(6) | bit(7) | bit(8);
-/// CPUID.80000001:EDX: SYSCALL, NX, MMXEXT, FFXSR, PDPE1GB, LM, and the legacy bits
-/// mirrored from leaf 1.
+/// CPUID.80000001:EDX: SYSCALL, NX, MMXEXT, FFXSR, PDPE1GB, RDTSCP, LM, and the legacy
+/// bits mirrored from leaf 1. RDTSCP: the module loads the guest's TSC_AUX around VMRUN
+/// (KVM gives it to the same guest). Not RDPID (CPUID.7.0:ECX[22]): QEMU's EPYC model
+/// has none.
 const EXT1_EDX: u32 = (LEAF1_EDX & 0x0183_f3ff) | bit(11) | bit(20) | bit(22) | bit(25)
-    | bit(26) | bit(29);
+    | bit(26) | bit(27) | bit(29);
 /// CPUID.1:EDX.APIC and its mirror CPUID.80000001:EDX.APIC: an on-chip local APIC.
 const APIC: u32 = bit(9);
 

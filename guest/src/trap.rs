@@ -8,6 +8,8 @@ use x86_64::structures::idt::InterruptDescriptorTable;
 
 /// Vector of the last caught exception, or NONE.
 static FAULT: AtomicU64 = AtomicU64::new(NONE);
+/// The RFLAGS image the last caught exception pushed.
+static RFLAGS: AtomicU64 = AtomicU64::new(0);
 /// Bytes to skip when the instruction under test faults.
 static SKIP: AtomicU64 = AtomicU64::new(0);
 const NONE: u64 = u64::MAX;
@@ -23,8 +25,8 @@ unsafe extern "C" {
     fn yakvm_guest_other();
 }
 
-// Handlers: #UD has no error code, #GP has one. Both record the vector, move the saved
-// RIP past the instruction under test (SKIP bytes) and return.
+// Handlers: #UD has no error code, #GP has one. Both record the vector and the pushed
+// RFLAGS, move the saved RIP past the instruction under test (SKIP bytes) and return.
 core::arch::global_asm!(
     ".globl yakvm_guest_ud",
     "yakvm_guest_ud:",
@@ -38,6 +40,8 @@ core::arch::global_asm!(
     "mov rax, 13",
     "2:",
     "mov [rip + {fault}], rax",
+    "mov rax, [rsp + 24]", // RFLAGS, above the saved RAX, RIP and CS
+    "mov [rip + {rflags}], rax",
     "mov rax, [rip + {skip}]",
     "add [rsp + 8], rax",
     "pop rax",
@@ -54,6 +58,7 @@ core::arch::global_asm!(
     "jmp 3b",
     fault = sym FAULT,
     skip = sym SKIP,
+    rflags = sym RFLAGS,
 );
 
 /// Installs the IDT: #UD and #GP are caught, every other exception ends the run with
@@ -85,4 +90,9 @@ pub fn expect_fault(len: u64, f: impl FnOnce()) -> Option<u64> {
         NONE => None,
         v => Some(v),
     }
+}
+
+/// The RFLAGS image the last exception `expect_fault` caught pushed (a fault's has RF).
+pub fn fault_rflags() -> u64 {
+    RFLAGS.load(Ordering::SeqCst)
 }

@@ -35,6 +35,8 @@ pub(crate) mod msr {
     pub(crate) const VM_CR: u32 = 0xc001_0114;
     /// Physical address of the host save area used by VMRUN (APM 15.30.4).
     pub(crate) const VM_HSAVE_PA: u32 = 0xc001_0117;
+    /// The value RDTSCP returns in ECX (and RDPID in its register).
+    pub(crate) const TSC_AUX: u32 = 0xc000_0103;
 }
 
 /// VM_CR.SVMDIS.
@@ -87,6 +89,54 @@ unsafe fn wrmsr(msr: u32, value: u64) {
         core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32,
                          in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
     };
+}
+
+/// Proof that this machine's CPUs have the TSC_AUX MSR (CPUID Fn8000_0001 EDX.RDTSCP or
+/// Fn0000_0007 ECX.RDPID, APM vol. 3 RDTSCP).
+#[derive(Clone, Copy)]
+pub(crate) struct TscAux(());
+
+impl TscAux {
+    /// `None` on a CPU without TSC_AUX.
+    pub(crate) fn probe() -> Option<Self> {
+        let rdtscp = cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
+        let rdpid = cpuid(0, 0).eax >= 7 && cpuid(7, 0).ecx & (1 << 22) != 0;
+        (rdtscp || rdpid).then_some(Self(()))
+    }
+
+    /// Puts the guest's `value` into this CPU's TSC_AUX until the returned guard is
+    /// dropped, which puts the host's back. Preemption stays off meanwhile (`pinned`), so
+    /// no host task returns to userspace (where RDTSCP and RDPID read it: `getcpu`) on
+    /// this CPU with the guest's value; Linux's own code never reads it (its entry code
+    /// avoids RDPID for this reason: KVM too keeps a guest's value while in the kernel).
+    pub(crate) fn load_guest(self, pinned: &NoPreempt, value: u32) -> GuestTscAux<'_> {
+        let host = Msr(msr::TSC_AUX).read();
+        let loaded = host != u64::from(value);
+        if loaded {
+            // SAFETY: the MSR exists (`self`); bits 63:32 are reserved and `value` has
+            // none. The host's value is back before preemption is on again (the guard
+            // borrows `pinned`).
+            unsafe { wrmsr(msr::TSC_AUX, value.into()) };
+        }
+        GuestTscAux { host: loaded.then_some(host), _pinned: pinned }
+    }
+}
+
+/// The guest's TSC_AUX is in the MSR of this CPU ([`TscAux::load_guest`]).
+pub(crate) struct GuestTscAux<'a> {
+    /// The host's value to put back, if it differed from the guest's.
+    host: Option<u64>,
+    _pinned: &'a NoPreempt,
+}
+
+impl Drop for GuestTscAux<'_> {
+    fn drop(&mut self) {
+        if let Some(host) = self.host {
+            // SAFETY: the value read from this same MSR on this CPU (preemption is still
+            // off: `_pinned`).
+            unsafe { wrmsr(msr::TSC_AUX, host) };
+        }
+    }
 }
 
 /// Reads CR3 (the current task's page-table root, with its PCID bits).

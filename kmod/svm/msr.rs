@@ -113,6 +113,11 @@ impl GuestMsrs {
 
 impl GuestMsrs {
     /// The local APIC exists and IA32_APIC_BASE.EN is set.
+    /// The guest's TSC_AUX (32 bits: writes of more raise #GP).
+    pub(crate) fn tsc_aux(&self) -> u32 {
+        self.tsc_aux as u32
+    }
+
     pub(crate) fn apic_enabled(&self) -> bool {
         self.apic_base.is_some_and(|b| b & APIC_BASE_EN != 0)
     }

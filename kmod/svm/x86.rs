@@ -100,6 +100,7 @@ pub(crate) mod vector {
     pub(crate) const BP: u8 = 3;
     pub(crate) const OF: u8 = 4;
     pub(crate) const UD: u8 = 6;
+    pub(crate) const DF: u8 = 8;
     pub(crate) const GP: u8 = 13;
     pub(crate) const PF: u8 = 14;
     pub(crate) const MC: u8 = 18;

@@ -15,8 +15,9 @@ guest_checks() {
 }
 
 # CPUID, MSRs (#GP for VM_HSAVE_PA, VM_CR, EFER.SVME/LMSLE), #UD for VMRUN, VMLOAD,
-# VMSAVE, CLGI, STGI, SKINIT, INVLPGA.
-cpu_guest() { guest_checks cpu 31; }
+# VMSAVE, CLGI, STGI, SKINIT, INVLPGA; UD2's #UD and theirs push RF; RDTSCP with the
+# guest's TSC_AUX.
+cpu_guest() { guest_checks cpu 36; }
 # IN/OUT of 1, 2, 4 bytes, OUTS/INS with and without REP, DF=1, 5000-byte REP OUTSB.
 # The exact output is compared on the host.
 ports_guest() { yakvm run guests/ports.bin > "$OUT/ports.out"; }
@@ -28,9 +29,9 @@ mmio_guest() {
 hypercall_guest() { guest_checks hypercall 2; }
 # Control registers and MSRs a guest must not load (CR4 reserved and unoffered bits, CR0
 # and CR3 reserved bits and combinations, EFER.LME while paging) raise #GP instead of
-# failing VMRUN; legal writes, CLTS and LMSW take effect; DR4 #UD with CR4.DE, DR7 bits
+# failing VMRUN; legal writes (CR4.SMAP, offered), CLTS and LMSW take effect; DR4 #UD with CR4.DE, DR7 bits
 # 63:32 #GP; IA32_MISC_ENABLE as KVM has it.
-ctlregs_guest() { guest_checks ctlregs 26; }
+ctlregs_guest() { guest_checks ctlregs 27; }
 
 triple_fault() {
     msg=$(yakvm run guests/triple.bin 2>&1); rc=$?

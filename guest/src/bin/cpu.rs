@@ -25,6 +25,7 @@ const F15H_PERF_CTR5: u32 = 0xc001_020b;
 const HWCR: u32 = 0xc001_0015;
 const TSC_AUX: u32 = 0xc000_0103;
 const EFER_LMSLE: u64 = 1 << 13;
+const RFLAGS_RF: u64 = 1 << 16;
 
 /// Runs one 3-byte SVM instruction and says whether it raised #UD.
 macro_rules! ud3 {
@@ -34,6 +35,21 @@ macro_rules! ud3 {
         trap::expect_fault(3, || unsafe { core::arch::asm!($insn, in("rax") 0u64, in("ecx") 0u32, options(nostack)) })
             == Some(trap::UD)
     };
+}
+
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC only writes EDX:EAX.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nostack, nomem)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// RDTSCP: (TSC, TSC_AUX).
+fn rdtscp() -> (u64, u32) {
+    let (lo, hi, aux): (u32, u32, u32);
+    // SAFETY: RDTSCP (offered by CPUID, checked before) only writes EDX:EAX and ECX.
+    unsafe { core::arch::asm!("rdtscp", out("eax") lo, out("edx") hi, out("ecx") aux, options(nostack, nomem)) };
+    ((u64::from(hi) << 32) | u64::from(lo), aux)
 }
 
 fn main() {
@@ -74,6 +90,14 @@ fn main() {
         wrmsr(MC0_STATUS, 0) && wrmsr(MC0_STATUS, 7) && wrmsr(HWCR, 1 << 24) && !wrmsr(MC0_STATUS, 7));
     t.check("no bank 4", rdmsr(MC0_CTL + 16).is_none());
     t.check("TSC_AUX reads back", wrmsr(TSC_AUX, 3) && rdmsr(TSC_AUX) == Some(3));
+    t.check("TSC_AUX bits 63:32 raise #GP", !wrmsr(TSC_AUX, 1 << 32));
+    // RDTSCP is offered and returns the guest's TSC_AUX (not the host's: Linux keeps its
+    // CPU number there) with the guest's TSC, after an exit (the WRMSR) as well.
+    t.check("cpuid offers RDTSCP", cpuid(0x8000_0001, 0)[3] & (1 << 27) != 0);
+    let before = rdtsc();
+    let first = wrmsr(TSC_AUX, 0x5a5a) && rdtscp().1 == 0x5a5a;
+    let (tsc, aux) = rdtscp();
+    t.check("RDTSCP returns TSC_AUX and the guest's TSC", first && aux == 0x5a5a && tsc > before && tsc - before < 1 << 40);
     t.check("SPEC_CTRL, PRED_CMD, VIRT_SPEC_CTRL raise #GP (CPUID offers none of them)",
         rdmsr(SPEC_CTRL).is_none() && !wrmsr(SPEC_CTRL, 0) && !wrmsr(PRED_CMD, 1) && rdmsr(VIRT_SPEC_CTRL).is_none());
     t.check("an unknown MSR raises #GP", rdmsr(0xc001_1234).is_none() && !wrmsr(0x1234_5678, 0));
@@ -85,5 +109,11 @@ fn main() {
     t.check("STGI raises #UD", ud3!("stgi"));
     t.check("SKINIT raises #UD", ud3!("skinit eax"));
     t.check("INVLPGA raises #UD", ud3!("invlpga rax, ecx"));
+    // A fault pushes RFLAGS with RF set, whether the module raises it or the CPU does
+    // (yakvm intercepts #UD: QEMU's software CPU leaves RF out).
+    t.check("VMRUN's #UD pushes RF", ud3!("vmrun rax") && trap::fault_rflags() & RFLAGS_RF != 0);
+    // SAFETY: UD2 raises #UD; our handler skips its 2 bytes.
+    let ud2 = trap::expect_fault(2, || unsafe { core::arch::asm!("ud2", options(nostack)) });
+    t.check("UD2 raises #UD with RF pushed", ud2 == Some(trap::UD) && trap::fault_rflags() & RFLAGS_RF != 0);
     t.finish()
 }

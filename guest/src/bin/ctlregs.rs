@@ -2,7 +2,7 @@
 //! #GP as on a CPU of the guest's CPUID (and not to end the run: under QEMU's software SVM
 //! an unchecked one makes the next VMRUN fail), then legal writes, checked to take
 //! effect: CR4 reserved and unoffered bits (LA57, PKE, OSXSAVE without XSAVE, PCIDE
-//! without PCID, SMEP), CR0 reserved and invalid combinations, CR3 reserved bits, EFER.LME
+//! without PCID, SMEP; SMAP is offered and sets), CR0 reserved and invalid combinations, CR3 reserved bits, EFER.LME
 //! while paging; CLTS, LMSW; DR4 (#UD with CR4.DE), DR7's upper half; IA32_MISC_ENABLE
 //! (0x1a0) as KVM emulates it.
 #![no_std]
@@ -24,6 +24,7 @@ const CR4_LA57: u64 = 1 << 12;
 const CR4_PCIDE: u64 = 1 << 17;
 const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_SMEP: u64 = 1 << 20;
+const CR4_SMAP: u64 = 1 << 21;
 const CR4_PKE: u64 = 1 << 22;
 const EFER: u32 = 0xc000_0080;
 const EFER_LME: u64 = 1 << 8;
@@ -90,6 +91,9 @@ fn main() {
     // A legal write takes effect (PGE, which CPUID offers), and is undone.
     let pge = write_cr4(c4 ^ CR4_PGE).is_none() && cr4() == c4 ^ CR4_PGE;
     t.check("CR4.PGE toggles", pge && write_cr4(c4).is_none() && cr4() == c4);
+    // SMAP is offered (our pages are supervisor pages: nothing here faults with it on).
+    let smap = ebx7 & (1 << 20) != 0 && write_cr4(c4 | CR4_SMAP).is_none() && cr4() == c4 | CR4_SMAP;
+    t.check("CR4.SMAP sets and clears (SMAP offered)", smap && write_cr4(c4).is_none() && cr4() == c4);
 
     // CR0: the upper half, NW without CD, paging off in 64-bit code.
     t.check("CR0 bit 32 raises #GP", write_cr0(c0 | 1 << 32) == Some(GP));

@@ -10,7 +10,7 @@
 //! - PUSHF is intercepted; it then runs once with TF, and the flags it pushed lose TF at
 //!   its #DB;
 //! - no event is delivered with it: the guest's exceptions and INT n are intercepted and
-//!   injected again, and an entry that delivers an event (EVENTINJ) runs without TF and
+//!   injected again (#UD is intercepted and injected again always: `ALWAYS_EXCEPTIONS`), and an entry that delivers an event (EVENTINJ) runs without TF and
 //!   exits before the handler's first instruction (a self-IPI pending at VMRUN,
 //!   `world::run`). The delivery is that step.
 //!
@@ -25,7 +25,7 @@ use crate::abi::{self, guest_debug as ctl};
 use crate::svm::vm::Vm;
 use crate::svm::vmcb::{event, exit_code, intercept1};
 use crate::svm::x86::dr::{DR6_BS, DR6_RESET};
-use crate::svm::x86::rflags::TF as RFLAGS_TF;
+use crate::svm::x86::rflags::{RF as RFLAGS_RF, TF as RFLAGS_TF};
 use crate::svm::x86::{seg, vector};
 use kernel::prelude::*;
 
@@ -35,6 +35,13 @@ use kernel::prelude::*;
 const STEP_EXCEPTIONS: u32 = !((1 << vector::DB) | (1 << vector::NMI) | (1 << vector::BP) | (1 << vector::OF) | (1 << vector::MC));
 /// Exceptions that push an error code.
 const ERROR_CODE_VECTORS: u32 = (1 << 8) | (0x1f << 10) | (1 << 17) | (1 << 21) | (3 << 29);
+/// Exceptions of the fault class: the RFLAGS image they push has RF set (APM 8.2, 13.1.6).
+/// All but #DB, #BP and #OF (traps), NMI (an interrupt), #DF and #MC (aborts).
+const FAULT_VECTORS: u32 = !((1 << vector::DB) | (1 << vector::NMI) | (1 << vector::BP) | (1 << vector::OF) | (1 << vector::DF) | (1 << vector::MC));
+/// Exceptions intercepted on every entry and injected again with RF: #UD. QEMU's software
+/// CPU delivers a `ud2`'s #UD itself without RF in the pushed RFLAGS; injected, it has it
+/// (as on KVM, which intercepts #UD). kvm-unit-tests' idt_test checks it.
+const ALWAYS_EXCEPTIONS: u32 = 1 << vector::UD;
 
 /// A vCPU's debugger state.
 #[derive(Default)]
@@ -149,7 +156,8 @@ pub(super) fn before_entry(v: &mut VcpuState) -> bool {
         && c.event_inj & event::VALID == 0
         && !guest_tf;
     d.nmi_stepping = nmi_step;
-    let mut exceptions = 0;
+    // An entry that lets the CPU deliver exceptions itself intercepts none of the guest's.
+    let mut exceptions = if native { 0 } else { ALWAYS_EXCEPTIONS };
     if d.on(ctl::SW_BP) {
         exceptions |= 1 << vector::BP;
     }
@@ -235,8 +243,9 @@ fn clear_pushed_tf(vm: &Vm, v: &mut VcpuState) {
     }
 }
 
-/// An exception intercepted while stepping, RIP at the faulting instruction: injected
-/// again, so it is delivered without the module's TF and the step ends at its handler.
+/// An exception intercepted (#UD always, the others while stepping), RIP at the faulting
+/// instruction: injected again, so it is delivered without the module's TF and the step
+/// ends at its handler, and a fault pushes RFLAGS with RF set as the CPU must.
 pub(super) fn handle_exception(v: &mut VcpuState, vector: u8) -> Next {
     if vector == vector::BP {
         // The #BP intercept of a CPU that reports INT3 as an exception (QEMU reports it
@@ -258,6 +267,10 @@ pub(super) fn handle_exception(v: &mut VcpuState, vector: u8) -> Next {
     if vector == vector::PF {
         // The intercept comes before the CPU writes CR2.
         v.vmcb.save.cr2 = c.exit_info_2;
+    }
+    if FAULT_VECTORS & (1u32 << vector) != 0 {
+        // The CPU clears RF again when it delivers the event (the handler runs without it).
+        v.vmcb.save.rflags |= RFLAGS_RF;
     }
     v.vmcb.control.event_inj = event::VALID | event::TYPE_EXCEPTION | u64::from(vector) | error;
     Next::Resume

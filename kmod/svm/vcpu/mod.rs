@@ -76,6 +76,9 @@ struct VcpuState {
     cr_limits: cr::CrLimits,
     /// The guest's TLB must be flushed at the next VMRUN (an emulated CR write).
     flush_tlb: bool,
+    /// The CPU has TSC_AUX: the guest's is loaded around each VMRUN, for RDTSCP (not
+    /// intercepted: QEMU's software SVM keeps no TSC_AUX of the guest's).
+    tsc_aux: Option<cpu::TscAux>,
 }
 
 #[pin_data]
@@ -116,6 +119,7 @@ impl Vcpu {
             debugger: debug::Debugger::default(),
             cr_limits: cr::CrLimits::new(|leaf| cpuid::guest_cpuid(leaf, 0, slot.id, slot.lapic)),
             flush_tlb: false,
+            tsc_aux: cpu::TscAux::probe(),
         };
         Arc::pin_init(pin_init!(Self { vm, run_page, state <- new_mutex!(state, "yakvm_vcpu") }), GFP_KERNEL)
     }
@@ -212,6 +216,7 @@ impl Vcpu {
                 // The VM's one TSC (another vCPU may have written it).
                 v.vmcb.control.tsc_offset = self.vm.tsc_offset();
                 let exit_at_once = debug::before_entry(v);
+                let _tsc_aux = v.tsc_aux.map(|aux| aux.load_guest(&pinned, v.msrs.tsc_aux()));
                 let entered = world::run(&svm, &mut v.vmcb, &mut v.gprs, &v.fpu, maps, exit_at_once);
                 if matches!(entered, Err(e) if e == EIO) {
                     // The host's state came back as the guest's (world::run said why).
@@ -432,7 +437,6 @@ fn init_vmcb(vmcb: &mut Vmcb, asid: u32, (iopm, msrpm): (u64, u64)) {
         | i2::STGI
         | i2::CLGI                     // a guest CLGI would block host interrupts
         | i2::SKINIT
-        | i2::RDTSCP
         | i2::ICEBP
         | i2::WBINVD
         | i2::MONITOR
@@ -520,12 +524,13 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
 
 /// SVM and the intercepted extras are not offered to the guest (CPUID says so), so they
 /// raise #UD as on a CPU without them. (XSETBV too: CPUID offers no XSAVE.) ICEBP and INVD
-/// are not listed: they end the run.
+/// are not listed: they end the run. (RDTSCP is offered and runs in the guest, with its
+/// TSC_AUX loaded around VMRUN.)
 fn is_refused_instruction(code: u32) -> bool {
     use exit_code::*;
     matches!(
         code,
-        VMRUN | VMLOAD | VMSAVE | STGI | CLGI | SKINIT | INVLPGA | RDTSCP | MONITOR | MWAIT
+        VMRUN | VMLOAD | VMSAVE | STGI | CLGI | SKINIT | INVLPGA | MONITOR | MWAIT
             | MWAIT_COND | XSETBV
     )
 }
