@@ -1,12 +1,13 @@
 //! The vCPU threads of a running machine: each runs its vCPU, handles the exits it gets,
-//! and takes its own interrupts, startup IPIs and NMIs. vCPU 0 runs on the calling thread
-//! and also takes the machine's events (the PIT's timer, console input).
+//! and takes its own interrupts, startup IPIs and NMIs. vCPU 0 runs on the calling thread.
+//! No vCPU takes events for the others: the event thread raises the PIT's and the
+//! console's lines itself (`events.rs`, `pc/world.rs`).
 //!
 //! The devices (each behind a lock of its own, `bus.rs`) and the vCPUs' states are
 //! shared behind one more lock, taken between two `RUN`s (never during one):
 //!
 //! ```text
-//!  vCPU i:  lock { events (vCPU 0), APIC timer, INIT/SIPI/NMI, interrupt } RUN
+//!  vCPU i:  lock { quit?, APIC timer, INIT/SIPI/NMI, interrupt } RUN
 //!           lock { coalesced writes, the exit }  wake the vCPUs that were sent something
 //!  idle:    HLT, a stop (HLT with IF=0) or waiting for a startup IPI: sleeps on its
 //!           doorbell (events::Waker) until someone sends it something
@@ -227,16 +228,16 @@ impl CpuLoop<'_> {
         }
     }
 
-    /// Between two RUNs, with the lock: vCPU 0 takes the machine's events; this vCPU
-    /// takes what was sent to it (INIT, a startup IPI, an NMI, an interrupt) and changes
+    /// Between two RUNs, with the lock: this vCPU sees whether the board's events end the
+    /// run, and takes what was sent to it (INIT, a startup IPI, an NMI, an interrupt) and changes
     /// state accordingly. `Some` when the run ends.
     fn between_runs(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let me = self.index;
         if me == 0 {
             l.devices.flush_stale(CONSOLE_FLUSH_DELAY)?;
-            if let Some(outcome) = l.board.poll_events()? {
-                return Ok(Some(outcome));
-            }
+        }
+        if let Some(outcome) = l.board.poll_events()? {
+            return Ok(Some(outcome));
         }
         let Some(irqs) = l.board.interrupts() else {
             return Ok(None);

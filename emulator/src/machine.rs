@@ -18,7 +18,7 @@ use crate::{boot, layout, sys};
 use yakvm_abi as abi;
 
 // What a run ends with and counts (run.rs), where users of the machine have found them.
-pub use crate::pc::world::MIN_TIMER_PERIOD;
+pub use crate::pc::board::MIN_TIMER_PERIOD;
 pub use crate::run::{hypercall, Error, ExitCounts, Outcome, Times, MAX_CPUS};
 pub use crate::board::MachineKind;
 

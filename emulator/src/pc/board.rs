@@ -37,7 +37,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::acpi::{PM_BASE, SCI_IRQ};
 use super::acpi_pm::{self, AcpiPm};
@@ -53,7 +53,7 @@ use super::pit::{IrqTimer, Pit};
 use super::uart::{Uart, COM1_BASE, COM1_IRQ};
 use crate::bus::{lock, Bus, BusDevice, BusError, Ctx, Effect, SharedDevice, Span};
 use crate::devices::Console;
-use crate::events::{wake_cpus, Waker};
+use crate::events::{wake_cpus, HostTimer, Waker};
 
 /// The seed DMA disk's sector, DMA-address and command ports on the pc machine.
 pub const DISK_PORT_BASE: u16 = 0x1020;
@@ -233,15 +233,25 @@ impl IsaPorts for PicPorts {
     }
 }
 
-/// The 8254 PIT (and port B), and its channel 0 on IRQ0.
+/// The fastest timer interrupt rate yakvm delivers (KVM's PIT has the same floor): a
+/// guest that programs the PIT faster gets its ticks merged. The local APIC's timer has
+/// the same floor (one number for both).
+pub const MIN_TIMER_PERIOD: Duration = Duration::from_nanos(super::lapic::MIN_PERIODIC_NS);
+
+/// The 8254 PIT (and port B), and its channel 0 on IRQ0, timed by a host timer that the
+/// event thread watches (`events.rs`): a guest's write arms it, on whichever vCPU; its
+/// expiries raise IRQ0 on the event thread.
 pub struct PitDevice {
     pub pit: Pit,
     clock: Clock,
     irq0: IrqLine,
     /// Up to when the PIT's IRQ0 edges have been taken into account.
     irq0_seen_ns: u64,
-    /// The guest wrote the PIT: the host timer must follow.
-    changed: bool,
+    /// The host timer behind channel 0, and what it is armed for (`None`: disarmed, or a
+    /// one-shot whose edge was taken).
+    timer: HostTimer,
+    armed: Option<IrqTimer>,
+    warned_fast_timer: bool,
     /// Timer edges that arrived while the previous one was still pending (merged).
     pub merged_ticks: u64,
 }
@@ -252,14 +262,20 @@ impl IsaPorts for PitDevice {
     }
     fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect> {
         self.pit.write(port, value, self.clock.now_ns());
-        self.changed = true;
+        self.follow()?;
         Ok(Effect::Continue)
     }
 }
 
 impl PitDevice {
+    fn new(clock: Clock, irq0: IrqLine) -> io::Result<Self> {
+        let timer = HostTimer::new()?;
+        Ok(Self { pit: Pit::new(), clock, irq0, irq0_seen_ns: 0, timer, armed: None, warned_fast_timer: false, merged_ticks: 0 })
+    }
+
     /// The PIT's edges on IRQ0 up to now: one interrupt request, however many edges came
-    /// (the PIC latches one; the others are counted as merged).
+    /// (the PIC latches one; the others are counted as merged). Called by the event thread
+    /// at each expiry of the host timer, and by the clock besides.
     pub fn timer_tick(&mut self) {
         let now = self.clock.now_ns();
         let edges = self.pit.irq0_edges(self.irq0_seen_ns, now);
@@ -268,25 +284,52 @@ impl PitDevice {
             self.irq0.edge();
             self.merged_ticks += edges - 1;
         }
-    }
-
-    /// When channel 0's next edge is due now (`None`: it has none).
-    pub fn irq0_timer(&self) -> Option<IrqTimer> {
-        self.pit.irq0_timer(self.clock.now_ns())
-    }
-
-    /// If the guest reprogrammed the PIT since the last call: when channel 0's next edge
-    /// is due, as the host timer must be armed (`None`: disarmed).
-    pub fn timer_update(&mut self) -> Option<Option<IrqTimer>> {
-        if !std::mem::take(&mut self.changed) {
-            return None;
+        // A one-shot count that has run out wakes nobody any more.
+        if self.pit.irq0_timer(now).is_none() {
+            self.armed = None;
         }
-        // Edges are counted from the last count taken (`irq0_seen_ns`), not from now: a
-        // one-shot count that ran out between the guest's write and this call has its
-        // edge still to be taken (resetting to now lost it, and a tickless Linux then
-        // halted for good). The old programming's edges need no care: `irq0_edges` counts
-        // only the current programming's, none before its start.
-        Some(self.irq0_timer())
+    }
+
+    /// The host timer will raise IRQ0 again (a count runs that has an edge to come, or
+    /// one whose edge is not taken yet).
+    pub fn timer_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// After the guest wrote the PIT: arms the host timer for channel 0's next edge as the
+    /// PIT now has it, unless it is armed for it already.
+    ///
+    /// Edges are counted from the last count taken (`irq0_seen_ns`), not from now: a
+    /// one-shot count that runs out before the host timer's expiry is taken has its edge
+    /// still to be taken (resetting to now lost it, and a tickless Linux then halted for
+    /// good). The old programming's edges need no care: `irq0_edges` counts only the
+    /// current programming's, none before its start.
+    fn follow(&mut self) -> io::Result<()> {
+        let now = self.clock.now_ns();
+        let next = self.pit.irq0_timer(now);
+        if next == self.armed {
+            return Ok(());
+        }
+        self.armed = next;
+        let Some(t) = next else {
+            return self.timer.arm(None, None);
+        };
+        let period = t.period_ns.map(Duration::from_nanos);
+        if period.is_some_and(|p| p < MIN_TIMER_PERIOD) && !self.warned_fast_timer {
+            self.warned_fast_timer = true;
+            eprintln!(
+                "yakvm: the guest runs the PIT at {:.0} Hz; timer interrupts are delivered at most every {} us (the others merge)",
+                1e9 / t.period_ns.unwrap_or(1) as f64,
+                MIN_TIMER_PERIOD.as_micros()
+            );
+        }
+        let delay = Duration::from_nanos(t.next_ns.saturating_sub(now));
+        self.timer.arm(Some(delay), period.map(|p| p.max(MIN_TIMER_PERIOD)))
+    }
+
+    /// The host timer, for the event thread to watch.
+    pub fn host_timer(&self) -> HostTimer {
+        self.timer.clone()
     }
 }
 
@@ -477,14 +520,14 @@ pub struct PcBoard {
 impl PcBoard {
     /// A board with `ram_bytes` of RAM and a vCPU for each of `wakers`, its UART writing
     /// to `console`.
-    pub fn new(ram_bytes: u64, wakers: Arc<[Waker]>, console: Arc<Mutex<Console>>) -> Self {
+    pub fn new(ram_bytes: u64, wakers: Arc<[Waker]>, console: Arc<Mutex<Console>>) -> io::Result<Self> {
         let clock = Clock(Instant::now());
         let interrupts = Arc::new(Mutex::new(Interrupts::new(wakers.len())));
         let line = |line| IrqLine { controllers: interrupts.clone(), wakers: wakers.clone(), line };
-        let pit = PitDevice { pit: Pit::new(), clock, irq0: line(PIT_IRQ), irq0_seen_ns: 0, changed: false, merged_ticks: 0 };
+        let pit = PitDevice::new(clock, line(PIT_IRQ))?;
         let uart = UartDevice { uart: Uart::new(Vec::new()), input: VecDeque::new(), console, irq: line(COM1_IRQ) };
         let pm = PmDevice { pm: AcpiPm::new(), clock, sci: line(SCI_IRQ), sci_high: false };
-        Self {
+        Ok(Self {
             pm: Arc::new(Mutex::new(pm)),
             pit: Arc::new(Mutex::new(pit)),
             uart: Arc::new(Mutex::new(uart)),
@@ -492,7 +535,7 @@ impl PcBoard {
             interrupts,
             clock,
             wakers,
-        }
+        })
     }
 
     /// ISA interrupt line `irq`, for a device.
@@ -563,7 +606,7 @@ pub(crate) mod tests {
     /// The pc machine's devices on their buses, writing to `console`.
     pub(crate) fn pc_with(console: SharedOut) -> (Devices, PcBoard) {
         let mut d = Devices::pc(console, NoDisk, 0x1000_0000).unwrap();
-        let board = PcBoard::new(16 << 20, Arc::from([Waker::new()]), d.console.clone());
+        let board = PcBoard::new(16 << 20, Arc::from([Waker::new()]), d.console.clone()).unwrap();
         board.install(&mut d.ports, &mut d.mmio).unwrap();
         (d, board)
     }
@@ -594,8 +637,8 @@ pub(crate) mod tests {
         assert_eq!(inb(&mut d, 0x3fd) & 1, 0, "no more data");
     }
 
-    /// A one-shot count that runs out before vCPU 0's next pass still raises IRQ0 there
-    /// (it was lost once: the pass reset the edge count to its own time).
+    /// A one-shot count that runs out before its edge is taken still raises IRQ0 then (it
+    /// was lost once: the host timer's arming reset the edge count to its own time).
     #[test]
     fn a_short_one_shot_is_not_lost_before_the_next_pass() {
         let (mut d, board) = pc();
@@ -608,10 +651,12 @@ pub(crate) mod tests {
             out(&mut d, port, value);
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
-        // vCPU 0's pass, long after the edge: arm for the new programming, take edges.
+        // The host timer's expiry (or the event thread's pass by the clock), long after
+        // the edge.
         let mut pit = lock(&board.pit);
-        assert!(pit.timer_update().is_some(), "the write is seen");
+        assert!(pit.timer_armed(), "the write armed the host timer");
         pit.timer_tick();
+        assert!(!pit.timer_armed(), "the one-shot's edge is taken: nothing more to come");
         drop(pit);
         assert!(board.interrupts().interrupt_pending(0), "the one-shot's edge reached the PIC");
         assert_eq!(board.interrupts().acknowledge(0), Some(0x30));
@@ -635,7 +680,7 @@ pub(crate) mod tests {
         use super::super::lapic::DeliveryMode;
         use std::time::{Duration, Instant};
         let wakers: Arc<[Waker]> = (0..2).map(|_| Waker::new()).collect();
-        let board = PcBoard::new(16 << 20, wakers.clone(), Arc::new(Mutex::new(Console::new(Vec::new()))));
+        let board = PcBoard::new(16 << 20, wakers.clone(), Arc::new(Mutex::new(Console::new(Vec::new())))).unwrap();
         {
             let mut c = board.interrupts();
             // The master PIC at vector 0x30, IRQ4 unmasked; vCPU 1's local APIC enabled.
