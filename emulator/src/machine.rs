@@ -239,7 +239,7 @@ impl Machine {
     /// on this thread, each other vCPU on a thread of its own (`cpu.rs`).
     pub fn run(&mut self) -> Result<Outcome, Error> {
         let Self { cpus, mem, devices, trace, states, wakers, board, step_trace, stop_request, .. } = self;
-        let shared = Shared::new(devices, &mut **board, states, mem, wakers, *trace);
+        let shared = Shared::new(&*devices, &mut **board, states, mem, wakers, *trace);
         let (bsp, aps) = cpus.split_first_mut().expect("a machine has a vCPU");
         let spawned = std::thread::scope(|scope| {
             for (i, cpu) in aps.iter_mut().enumerate() {
