@@ -31,7 +31,7 @@ use crate::events::{set_current_cpu, Waker};
 use crate::hypervisor::{Exit, Vcpu};
 use crate::board::Board;
 use crate::pc::board::Interrupts;
-use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times, CONSOLE_FLUSH_DELAY};
+use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times};
 use crate::steptrace::StepTrace;
 use crate::{boot, sys};
 
@@ -175,9 +175,6 @@ impl CpuLoop<'_> {
             self.cpu.vcpu.clear_kick();
             if self.stop_request.is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
                 return Ok(Some(Outcome::Debug(None)));
-            }
-            if self.index == 0 {
-                sh.devices.flush_stale(CONSOLE_FLUSH_DELAY)?;
             }
             let running = {
                 let mut l = sh.lock();
@@ -335,8 +332,6 @@ impl CpuLoop<'_> {
                     return Ok(Some(Some(end)));
                 }
             }
-            // The guest idles: what it printed is all there is for now.
-            sh.devices.flush_stale(Duration::ZERO)?;
             waker.wait(seen, IDLE_POLL);
         }
     }

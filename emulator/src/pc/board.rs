@@ -341,7 +341,7 @@ pub struct UartDevice {
     uart: Uart<Vec<u8>>,
     /// Console input the UART's receive FIFO had no room for yet.
     input: VecDeque<u8>,
-    console: Arc<Mutex<Console>>,
+    console: Arc<Console>,
     irq: IrqLine,
 }
 
@@ -359,7 +359,7 @@ impl IsaPorts for UartDevice {
         self.wire();
         let out = self.uart.output();
         if !out.is_empty() {
-            let sent = lock(&self.console).write_soon(out);
+            let sent = self.console.write(out);
             out.clear();
             sent?;
         }
@@ -520,7 +520,7 @@ pub struct PcBoard {
 impl PcBoard {
     /// A board with `ram_bytes` of RAM and a vCPU for each of `wakers`, its UART writing
     /// to `console`.
-    pub fn new(ram_bytes: u64, wakers: Arc<[Waker]>, console: Arc<Mutex<Console>>) -> io::Result<Self> {
+    pub fn new(ram_bytes: u64, wakers: Arc<[Waker]>, console: Arc<Console>) -> io::Result<Self> {
         let clock = Clock(Instant::now());
         let interrupts = Arc::new(Mutex::new(Interrupts::new(wakers.len())));
         let line = |line| IrqLine { controllers: interrupts.clone(), wakers: wakers.clone(), line };
@@ -680,7 +680,7 @@ pub(crate) mod tests {
         use super::super::lapic::DeliveryMode;
         use std::time::{Duration, Instant};
         let wakers: Arc<[Waker]> = (0..2).map(|_| Waker::new()).collect();
-        let board = PcBoard::new(16 << 20, wakers.clone(), Arc::new(Mutex::new(Console::new(Vec::new())))).unwrap();
+        let board = PcBoard::new(16 << 20, wakers.clone(), Arc::new(Console::new(Vec::new()))).unwrap();
         {
             let mut c = board.interrupts();
             // The master PIC at vector 0x30, IRQ4 unmasked; vCPU 1's local APIC enabled.
@@ -773,6 +773,7 @@ pub(crate) mod tests {
         lock(&board.pit).irq0.edge();
         assert_eq!(board.interrupts().acknowledge(0), Some(0x40));
         d.ports.write(0x3f8, b"ok", &CTX).unwrap(); // THR, then IER
+        d.finish().unwrap();
         assert_eq!(console.bytes(), b"o");
         let counts: Vec<(&str, u64)> = d.ports.accesses().filter(|a| a.3 > 0).map(|a| (a.0, a.3)).collect();
         assert_eq!(counts, [("pic master", 5), ("uart", 2)]);
