@@ -65,8 +65,17 @@ const FCR_CLEAR_RX: u8 = 1 << 1;
 /// System control port A (fast reset in bit 0, A20 gate in bit 1): one more way a PC
 /// reboots (the reset control register at 0xcf9 is another, `pci.rs`).
 const PORT_A: u16 = 0x92;
-const PORT_A_FAST_RESET: u8 = 1 << 0;
-const PORT_A_A20: u8 = 1 << 1;
+
+bitflags::bitflags! {
+    /// System control port A's bits: a write with FAST_RESET resets; A20 reads as set
+    /// (the A20 gate is always open); the others read 0 and are dropped.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct PortABits: u8 {
+        const FAST_RESET = 1 << 0;
+        const A20 = 1 << 1;
+        const _ = !0;
+    }
+}
 /// The PIT's channel 0 drives this line.
 pub const PIT_IRQ: u8 = 0;
 
@@ -425,10 +434,11 @@ struct PortA;
 
 impl IsaPorts for PortA {
     fn read_port(&mut self, _: u16) -> u8 {
-        PORT_A_A20
+        PortABits::A20.bits()
     }
     fn write_port(&mut self, _: u16, value: u8) -> io::Result<Effect> {
-        Ok(if value & PORT_A_FAST_RESET != 0 { Effect::Reset } else { Effect::Continue })
+        let reset = PortABits::from_bits_retain(value).contains(PortABits::FAST_RESET);
+        Ok(if reset { Effect::Reset } else { Effect::Continue })
     }
 }
 
@@ -666,11 +676,11 @@ pub(crate) mod tests {
     fn the_ways_a_pc_resets() {
         let (mut d, _) = pc();
         assert_eq!(out(&mut d, 0x64, 0xfe), Effect::Reset);
-        assert_eq!(out(&mut d, 0x92, PORT_A_A20), Effect::Continue);
-        assert_eq!(out(&mut d, 0x92, PORT_A_A20 | PORT_A_FAST_RESET), Effect::Reset);
+        assert_eq!(out(&mut d, 0x92, PortABits::A20.bits()), Effect::Continue);
+        assert_eq!(out(&mut d, 0x92, (PortABits::A20 | PortABits::FAST_RESET).bits()), Effect::Reset);
         assert_eq!(out(&mut d, 0xcf9, 0x02), Effect::Continue);
         assert_eq!(out(&mut d, 0xcf9, 0x06), Effect::Reset);
-        assert_eq!(inb(&mut d, 0x92), PORT_A_A20);
+        assert_eq!(inb(&mut d, 0x92), PortABits::A20.bits());
     }
 
     /// A device's line raised on a thread that is not a vCPU's wakes the halted vCPU it
