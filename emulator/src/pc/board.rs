@@ -207,7 +207,7 @@ impl MsiSender {
 
 /// A byte-wide ISA device: its bus ranges are `Span::Bytes`, so it gets one byte at a
 /// time, at its absolute port.
-trait IsaPorts: Send {
+pub(crate) trait IsaPorts: Send {
     fn read_port(&mut self, port: u16) -> u8;
     fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect>;
 }
