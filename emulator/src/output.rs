@@ -11,6 +11,11 @@
 //! and flushed: the machine calls it when a run ends, so no byte is lost at exit. A
 //! failed write ends the writer's writing; the error is returned by the next `write` (the
 //! run then ends with it) and by `flush`.
+//!
+//! The console's lines and the emulator's messages (`eprintln!` on the vCPU threads: an
+//! ignored access, `--trace`) often share a terminal, or a file with `2>&1`. The writer
+//! holds the standard error's lock while it writes, as a message holds it while it is
+//! written in pieces: a line never lands inside a message, nor a message inside a line.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -132,7 +137,10 @@ fn write_out(queue: &Queue, mut out: Box<dyn Write + Send>) {
         if !state.bytes.is_empty() {
             let bytes = std::mem::take(&mut state.bytes);
             drop(state);
-            let written = out.write_all(&bytes);
+            let written = {
+                let _messages = io::stderr().lock();
+                out.write_all(&bytes)
+            };
             state = queue.lock();
             if let Err(e) = written {
                 state.error = Some((e.kind(), e.to_string()));
@@ -143,7 +151,10 @@ fn write_out(queue: &Queue, mut out: Box<dyn Write + Send>) {
         let asked = state.asked;
         if asked > state.done || state.closing || (unflushed && state.idle) {
             drop(state);
-            let flushed = out.flush();
+            let flushed = {
+                let _messages = io::stderr().lock();
+                out.flush()
+            };
             state = queue.lock();
             if let Err(e) = flushed {
                 state.error = Some((e.kind(), e.to_string()));

@@ -73,7 +73,8 @@ impl PcEvents {
 }
 
 impl EventSink for PcEvents {
-    fn timer(&mut self) {
+    fn timer(&mut self, _expired: bool) {
+        // By the clock either way.
         lock(&self.pit).timer_tick();
     }
 
