@@ -5,6 +5,7 @@
 //! controllers and the board's own events.
 
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
 use crate::devices::Devices;
@@ -68,8 +69,8 @@ pub trait Board: Send {
     fn interrupts(&self) -> Option<Arc<Mutex<Interrupts>>>;
     /// The board's clock (ns), which the interrupt controllers' timers count in.
     fn now_ns(&self) -> u64;
-    /// vCPU 0, between two runs: the board's events (host timers, console input).
-    /// `Some` when they end the run.
+    /// Any vCPU, between two runs: whether the board's events (the console's escape
+    /// keys) end the run.
     fn poll_events(&mut self) -> Result<Option<Outcome>, Error>;
     /// vCPU `cpu`'s local APIC timer fires at `deadline` (board clock, `now_ns` now; `None`:
     /// never).
@@ -133,7 +134,7 @@ pub fn build(
         MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
         MachineKind::Pc => {
             let mut devices = Devices::pc(out, disk, config.mmio_base)?;
-            let board = PcBoard::new(config.ram, wakers.clone(), devices.console.clone());
+            let board = PcBoard::new(config.ram, wakers.clone(), devices.console.clone())?;
             board.install(&mut devices.ports, &mut devices.mmio)?;
             if config.testdev {
                 if config.ram > testdev::MEMORY_BASE {
@@ -141,7 +142,9 @@ pub fn build(
                 }
                 board.install_testdev(&mut devices.ports, &mut devices.mmio)?;
             }
-            let world = PcWorld::start(board, config.cpus as usize, wakers, config.console_is_terminal)?;
+            // The console's input: standard input, read by the event thread.
+            let input = io::stdin().as_fd().try_clone_to_owned()?;
+            let world = PcWorld::start(board, config.cpus as usize, wakers, Some(input), config.console_is_terminal)?;
             Ok((devices, Box::new(world)))
         }
     }

@@ -3,6 +3,8 @@
 //! first byte, at its offset in that range and with its real width (1, 2, 4 or 8 bytes).
 //! A device is any [`BusDevice`]; it is shared (`Arc<Mutex<..>>`, a lock of its own), so
 //! that one device may sit at several ranges and its owner may reach it outside the bus.
+//! Accesses take the bus by `&self`: the vCPU threads use it at once, each access locking
+//! only its device.
 //!
 //! Ranges are inserted at a base and a length (an overlap is refused with an error naming
 //! both ranges), and can be moved or removed while the machine runs (a PCI BAR the guest
@@ -118,7 +120,9 @@ struct Range {
     len: u64,
     span: Span,
     device: SharedDevice,
-    accesses: u64,
+    /// Accesses that reached the range (`--stats`): counted by whichever vCPU made one,
+    /// without a lock (the bus is shared by the vCPU threads).
+    accesses: AtomicU64,
 }
 
 /// One address space.
@@ -145,7 +149,7 @@ impl Bus {
             return Err(BusError::Duplicate { space, name: name.into() });
         }
         self.check_free(name, base, len, None)?;
-        self.ranges.insert(base, Range { name: name.into(), len, span, device, accesses: 0 });
+        self.ranges.insert(base, Range { name: name.into(), len, span, device, accesses: AtomicU64::new(0) });
         Ok(())
     }
 
@@ -172,7 +176,7 @@ impl Bus {
 
     /// The accesses that reached each range so far, by name, in address order.
     pub fn accesses(&self) -> impl Iterator<Item = (&str, u64, u64, u64)> {
-        self.ranges.iter().map(|(&base, r)| (r.name.as_str(), base, r.len, r.accesses))
+        self.ranges.iter().map(|(&base, r)| (r.name.as_str(), base, r.len, r.accesses.load(Ordering::Relaxed)))
     }
 
     /// Accesses nothing answered or a device refused (shared count).
@@ -218,7 +222,7 @@ impl Bus {
     }
 
     /// A write of `data` at `addr`.
-    pub fn write(&mut self, addr: u64, data: &[u8], ctx: &Ctx) -> io::Result<Effect> {
+    pub fn write(&self, addr: u64, data: &[u8], ctx: &Ctx) -> io::Result<Effect> {
         if self.span_at(addr) == Span::Whole || data.len() == 1 {
             return self.write_whole(addr, data, ctx, Span::Whole);
         }
@@ -233,7 +237,7 @@ impl Bus {
     }
 
     /// A read of `data.len()` bytes at `addr`.
-    pub fn read(&mut self, addr: u64, data: &mut [u8], ctx: &Ctx) {
+    pub fn read(&self, addr: u64, data: &mut [u8], ctx: &Ctx) {
         if self.span_at(addr) == Span::Whole || data.len() == 1 {
             return self.read_whole(addr, data, ctx, Span::Whole);
         }
@@ -244,32 +248,29 @@ impl Bus {
 
     /// The range at `addr` if an access made of `part`s may reach it (a byte of a split
     /// access reaches byte-wide ranges only).
-    fn target(&mut self, addr: u64, part: Span) -> Option<(u64, &mut Range)> {
+    fn target(&self, addr: u64, part: Span) -> Option<(u64, &Range)> {
         let base = self.find(addr)?;
-        let range = self.ranges.get_mut(&base).expect("found");
+        let range = &self.ranges[&base];
         (part == Span::Whole || range.span == Span::Bytes).then_some((base, range))
     }
 
-    fn write_whole(&mut self, addr: u64, data: &[u8], ctx: &Ctx, part: Span) -> io::Result<Effect> {
+    fn write_whole(&self, addr: u64, data: &[u8], ctx: &Ctx, part: Span) -> io::Result<Effect> {
         let Some((base, range)) = self.target(addr, part) else {
             self.ignored.note(format_args!("{}-byte write of {:#x} to {} {addr:#x} (nothing there)", data.len(), le(data), self.space));
             return Ok(Effect::Continue);
         };
-        range.accesses += 1;
-        let device = range.device.clone();
-        let effect = lock(&device).write(base, addr - base, data, ctx);
-        effect
+        range.accesses.fetch_add(1, Ordering::Relaxed);
+        lock(&range.device).write(base, addr - base, data, ctx)
     }
 
-    fn read_whole(&mut self, addr: u64, data: &mut [u8], ctx: &Ctx, part: Span) {
+    fn read_whole(&self, addr: u64, data: &mut [u8], ctx: &Ctx, part: Span) {
         let Some((base, range)) = self.target(addr, part) else {
             data.fill(0xff);
             self.ignored.note(format_args!("{}-byte read of {} {addr:#x} (nothing there: all ones)", data.len(), self.space));
             return;
         };
-        range.accesses += 1;
-        let device = range.device.clone();
-        lock(&device).read(base, addr - base, data, ctx);
+        range.accesses.fetch_add(1, Ordering::Relaxed);
+        lock(&range.device).read(base, addr - base, data, ctx);
     }
 }
 

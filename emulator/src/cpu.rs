@@ -1,13 +1,19 @@
 //! The vCPU threads of a running machine: each runs its vCPU, handles the exits it gets,
-//! and takes its own interrupts, startup IPIs and NMIs. vCPU 0 runs on the calling thread
-//! and also takes the machine's events (the PIT's timer, console input).
+//! and takes its own interrupts, startup IPIs and NMIs. vCPU 0 runs on the calling thread.
+//! No vCPU takes events for the others: the event thread raises the PIT's and the
+//! console's lines itself (`events.rs`, `pc/world.rs`).
 //!
-//! The devices (each behind a lock of its own, `bus.rs`) and the vCPUs' states are
-//! shared behind one more lock, taken between two `RUN`s (never during one):
+//! Locks by concern: each device has its own (`bus.rs`), the interrupt controllers theirs
+//! (`pc/board.rs`); a port or MMIO exit takes only the device's (and the controllers', if
+//! it raises a line), so vCPUs reach different devices at once. The vCPUs' states and the
+//! board's timers are behind one more lock, which a vCPU needs to enter the guest: it is
+//! taken between two `RUN`s and at HLT, never around a device's access, so no device's
+//! I/O (the console's output, the disk's file) holds up another vCPU's entry:
 //!
 //! ```text
-//!  vCPU i:  lock { events (vCPU 0), APIC timer, INIT/SIPI/NMI, interrupt } RUN
-//!           lock { coalesced writes, the exit }  wake the vCPUs that were sent something
+//!  vCPU i:  lock { quit?, APIC timer, INIT/SIPI/NMI, interrupt } RUN
+//!           coalesced writes, the exit (the device's lock; HLT: lock { state })
+//!           wake the vCPUs that were sent something
 //!  idle:    HLT, a stop (HLT with IF=0) or waiting for a startup IPI: sleeps on its
 //!           doorbell (events::Waker) until someone sends it something
 //! ```
@@ -16,7 +22,7 @@
 //! signal), or when no vCPU can ever run again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::bus::{le, lock, Ctx, Effect};
@@ -24,7 +30,8 @@ use crate::devices::Devices;
 use crate::events::{set_current_cpu, Waker};
 use crate::hypervisor::{Exit, Vcpu};
 use crate::board::Board;
-use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times, CONSOLE_FLUSH_DELAY};
+use crate::pc::board::Interrupts;
+use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times};
 use crate::steptrace::StepTrace;
 use crate::{boot, sys};
 
@@ -61,6 +68,12 @@ impl Cpu {
 
 /// What the vCPU threads share.
 pub(crate) struct Shared<'m> {
+    /// The buses (each device behind its own lock): outside `locked`.
+    devices: &'m Devices,
+    /// The interrupt controllers (behind their own lock), if the board has any.
+    irqs: Option<Arc<Mutex<Interrupts>>>,
+    /// HLT ends the run (the seed board).
+    hlt_ends_run: bool,
     locked: Mutex<Locked<'m>>,
     mem: &'m sys::GuestMemory,
     wakers: &'m [Waker],
@@ -69,9 +82,8 @@ pub(crate) struct Shared<'m> {
     trace: bool,
 }
 
-/// The devices and the vCPUs' states, behind the lock.
+/// The board's timers and events and the vCPUs' states, behind the lock.
 pub(crate) struct Locked<'m> {
-    devices: &'m mut Devices,
     board: &'m mut dyn Board,
     states: &'m mut [CpuState],
     /// How the run ended (the first vCPU to end it wins).
@@ -79,9 +91,10 @@ pub(crate) struct Locked<'m> {
 }
 
 impl<'m> Shared<'m> {
-    pub fn new(devices: &'m mut Devices, board: &'m mut dyn Board, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
-        let locked = Locked { devices, board, states, outcome: None };
-        Self { locked: Mutex::new(locked), mem, wakers, done: AtomicBool::new(false), trace }
+    pub fn new(devices: &'m Devices, board: &'m mut dyn Board, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
+        let (irqs, hlt_ends_run) = (board.interrupts(), board.hlt_ends_run());
+        let locked = Locked { board, states, outcome: None };
+        Self { devices, irqs, hlt_ends_run, locked: Mutex::new(locked), mem, wakers, done: AtomicBool::new(false), trace }
     }
 
     fn lock(&self) -> MutexGuard<'_, Locked<'m>> {
@@ -190,9 +203,8 @@ impl CpuLoop<'_> {
             mark = Instant::now();
             self.cpu.times.guest += mark - entered;
             let ran = ran?;
-            let mut l = sh.lock();
             // Writes the hypervisor held back happened before this exit (or this stop).
-            let coalesced = self.apply_coalesced(&mut l, sh);
+            let coalesced = self.apply_coalesced(sh);
             if let Some(signal) = sys::stop_signal() {
                 return Ok(Some(Outcome::Interrupted(signal)));
             }
@@ -216,33 +228,29 @@ impl CpuLoop<'_> {
                     t.after_exit(debug, what)?;
                 }
             }
-            let result = self.handle(&mut l, sh);
-            if let Some(irqs) = l.board.interrupts() {
-                sh.wake(lock(&irqs).take_wakes(), self.index);
+            let result = self.handle(sh);
+            if let Some(irqs) = &sh.irqs {
+                sh.wake(lock(irqs).take_wakes(), self.index);
             }
-            drop(l);
             if let Some(outcome) = result? {
                 return Ok(Some(outcome));
             }
         }
     }
 
-    /// Between two RUNs, with the lock: vCPU 0 takes the machine's events; this vCPU
-    /// takes what was sent to it (INIT, a startup IPI, an NMI, an interrupt) and changes
+    /// Between two RUNs, with the lock: this vCPU sees whether the board's events end the
+    /// run, and takes what was sent to it (INIT, a startup IPI, an NMI, an interrupt) and changes
     /// state accordingly. `Some` when the run ends.
     fn between_runs(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let me = self.index;
-        if me == 0 {
-            l.devices.flush_stale(CONSOLE_FLUSH_DELAY)?;
-            if let Some(outcome) = l.board.poll_events()? {
-                return Ok(Some(outcome));
-            }
+        if let Some(outcome) = l.board.poll_events()? {
+            return Ok(Some(outcome));
         }
-        let Some(irqs) = l.board.interrupts() else {
+        let Some(irqs) = &sh.irqs else {
             return Ok(None);
         };
         let now = l.board.now_ns();
-        let mut irqs = lock(&irqs);
+        let mut irqs = lock(irqs);
         let lapic = &mut irqs.apics.lapics[me];
         lapic.timer_expired(now);
         let deadline = lapic.timer_deadline();
@@ -323,8 +331,6 @@ impl CpuLoop<'_> {
                 if let Some(end) = l.stalled(&*self.cpu.vcpu)? {
                     return Ok(Some(Some(end)));
                 }
-                // The guest idles: what it printed is all there is for now.
-                l.devices.flush_stale(Duration::ZERO)?;
             }
             waker.wait(seen, IDLE_POLL);
         }
@@ -332,8 +338,8 @@ impl CpuLoop<'_> {
 
     /// Applies the port writes the hypervisor coalesced, in order. `Some` if one of them
     /// ended the run.
-    fn apply_coalesced(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
-        let ports = &mut l.devices.ports;
+    fn apply_coalesced(&mut self, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
+        let ports = &sh.devices.ports;
         let ctx = Ctx { mem: sh.mem, cpu: self.index };
         let mut result = Ok(Effect::Continue);
         self.cpu.vcpu.drain_coalesced(&mut |port, data| {
@@ -346,17 +352,17 @@ impl CpuLoop<'_> {
 
     /// One exit: what the emulator does about it. (The exit's data is read in place:
     /// exits are the hot path.) `None`: the guest runs on; `Some`: the run ends so.
-    fn handle(&mut self, l: &mut Locked<'_>, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
+    fn handle(&mut self, sh: &Shared<'_>) -> Result<Option<Outcome>, Error> {
         let me = self.index;
         let if_flag = self.cpu.vcpu.if_flag();
-        let cpus = l.states.len();
+        let cpus = sh.wakers.len();
         // --trace shows where an MMIO access came from.
         let rip = if sh.trace { self.rip() } else { 0 };
         let mut mmio_done = false;
         let exit = self.cpu.vcpu.exit();
         self.cpu.exits.count(&exit);
         let effect = match exit {
-            Exit::Io { port, size, out, data } => port_io(l.devices, &Ctx { mem: sh.mem, cpu: me }, port, size, out, data)?,
+            Exit::Io { port, size, out, data } => port_io(sh.devices, &Ctx { mem: sh.mem, cpu: me }, port, size, out, data)?,
             Exit::Mmio { gpa, write, data } => {
                 let ctx = Ctx { mem: sh.mem, cpu: me };
                 let trace = |dir, data: &[u8]| eprintln!("[trace] {}rip={rip:#x} mmio {dir} gpa={gpa:#x} size={} value={:#x}", cpu_name(me), data.len(), le(data));
@@ -365,9 +371,9 @@ impl CpuLoop<'_> {
                     if sh.trace {
                         trace("write", data);
                     }
-                    l.devices.mmio.write(gpa, data, &ctx)?
+                    sh.devices.mmio.write(gpa, data, &ctx)?
                 } else {
-                    l.devices.mmio.read(gpa, data, &ctx);
+                    sh.devices.mmio.read(gpa, data, &ctx);
                     if sh.trace {
                         trace("read", data);
                     }
@@ -384,10 +390,10 @@ impl CpuLoop<'_> {
             }
             // seed: HLT ends the run. pc: it waits for an interrupt; with interrupts off
             // the vCPU stops (one vCPU: nothing can wake it, the run ends).
-            Exit::Hlt if l.board.hlt_ends_run() => Effect::Exit(0),
+            Exit::Hlt if sh.hlt_ends_run => Effect::Exit(0),
             Exit::Hlt if !if_flag && cpus == 1 => return Ok(Some(Outcome::Halted)),
             Exit::Hlt => {
-                l.states[me] = if if_flag { CpuState::Halted } else { CpuState::Stopped };
+                sh.lock().states[me] = if if_flag { CpuState::Halted } else { CpuState::Stopped };
                 Effect::Continue
             }
             // The loop delivers what the interrupt controllers have.
@@ -435,7 +441,7 @@ fn cpu_name(i: usize) -> String {
 
 /// Port I/O of `size`-byte elements: OUT's bytes go to the bus in order (stopping at the
 /// first that ends the run), IN's are read from it.
-fn port_io(devices: &mut Devices, ctx: &Ctx, port: u16, size: u8, out: bool, data: &mut [u8]) -> Result<Effect, Error> {
+fn port_io(devices: &Devices, ctx: &Ctx, port: u16, size: u8, out: bool, data: &mut [u8]) -> Result<Effect, Error> {
     let size = usize::from(size.max(1));
     if out {
         for chunk in data.chunks(size) {

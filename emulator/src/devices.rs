@@ -21,11 +21,11 @@
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::bus::{le, lock, Bus, BusDevice, BusError, Ctx, Effect, Ignored, SharedDevice, Span};
 use crate::disk::{Backing, Disk, COMMAND_PORT, SECTOR_PORT};
 use crate::pc::board::DISK_PORT_BASE;
+pub use crate::output::Console;
 
 pub const SERIAL_PORT: u16 = 0x10;
 pub const EXIT_PORT: u16 = 0xf4;
@@ -35,54 +35,8 @@ pub const MMIO_STRIDE: u64 = 8;
 /// Ports reachable through the MMIO window.
 pub const MMIO_PORTS: u64 = 0x100;
 
-/// The console's output (stdout in a run, a buffer in tests).
-pub type Output = Box<dyn Write + Send>;
 /// What holds the DMA disk's bytes (a file in a run).
 pub type DiskBacking = Box<dyn Backing + Send>;
-
-/// The console's output, shared by the seed's serial port and the PC's UART.
-pub struct Console {
-    out: Output,
-    /// Since when output has waited in `out`'s buffer (a line without its end: a prompt).
-    /// Flushing every byte costs a system call per byte (a round trip when the output is
-    /// a file on a 9p share).
-    unflushed_since: Option<Instant>,
-}
-
-impl Console {
-    pub fn new(out: impl Write + Send + 'static) -> Self {
-        Self { out: Box::new(out), unflushed_since: None }
-    }
-
-    /// Bytes for the output, left to its own buffering (the seed's serial port).
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.write_all(bytes)
-    }
-
-    /// Bytes for the output that `flush_stale` flushes in time (a UART's: a prompt must
-    /// show without a newline).
-    pub fn write_soon(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.write_all(bytes)?;
-        self.unflushed_since.get_or_insert_with(Instant::now);
-        Ok(())
-    }
-
-    /// Flushes output that has waited `age` or longer (the machine calls it often, and
-    /// with zero before the guest idles).
-    pub fn flush_stale(&mut self, age: Duration) -> io::Result<()> {
-        match self.unflushed_since {
-            Some(since) if since.elapsed() >= age => {
-                self.unflushed_since = None;
-                self.out.flush()
-            }
-            _ => Ok(()),
-        }
-    }
-
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
 
 /// How a seed register names an access in messages.
 fn register(base: u64, offset: u64) -> String {
@@ -91,7 +45,7 @@ fn register(base: u64, offset: u64) -> String {
 
 /// Port 0x10: what is written goes to the console.
 struct SerialPort {
-    console: Arc<Mutex<Console>>,
+    console: Arc<Console>,
     ignored: Ignored,
 }
 
@@ -101,7 +55,7 @@ impl BusDevice for SerialPort {
     }
     fn write(&mut self, base: u64, offset: u64, data: &[u8], _: &Ctx) -> io::Result<Effect> {
         match data.len() {
-            1 | 2 | 4 => lock(&self.console).write(data)?,
+            1 | 2 | 4 => self.console.write(data)?,
             _ => bad_write(&self.ignored, base, offset, data),
         }
         Ok(Effect::Continue)
@@ -201,7 +155,8 @@ pub struct Devices {
     pub ports: Bus,
     /// Guest-physical addresses outside RAM.
     pub mmio: Bus,
-    pub console: Arc<Mutex<Console>>,
+    /// The console's output, written by a thread of its own (`output.rs`).
+    pub console: Arc<Console>,
     pub disk: Arc<Mutex<DiskPorts>>,
     /// Accesses nothing answered or a device refused (both buses, the seed's registers).
     pub ignored: Ignored,
@@ -231,7 +186,7 @@ impl Devices {
         Self {
             ports: Bus::new("port", unclaimed_ports, ignored.clone()),
             mmio: Bus::new("MMIO", Span::Whole, ignored.clone()),
-            console: Arc::new(Mutex::new(Console::new(out))),
+            console: Arc::new(Console::new(out)),
             disk: Arc::new(Mutex::new(disk)),
             ignored,
         }
@@ -263,15 +218,10 @@ impl Devices {
         Ok(())
     }
 
-    /// Flushes console output that has waited `age` or longer.
-    pub fn flush_stale(&self, age: Duration) -> io::Result<()> {
-        lock(&self.console).flush_stale(age)
-    }
-
     /// Flushes the output and puts the disk's writes on stable storage: call it however
     /// the run ended.
     pub fn finish(&self) -> io::Result<()> {
-        let flushed = lock(&self.console).flush();
+        let flushed = self.console.flush();
         lock(&self.disk).disk.sync()?;
         flushed
     }
@@ -308,26 +258,28 @@ pub(crate) mod tests {
 
     #[test]
     fn serial_by_port_and_by_mmio() {
-        let (mut d, out) = seed(0x1000_0000);
+        let (d, out) = seed(0x1000_0000);
         assert_eq!(d.ports.write(SERIAL_PORT.into(), b"hi", &CTX).unwrap(), Effect::Continue);
         d.mmio.write(0x1000_0000 + 0x10 * 8, b"!!!!", &CTX).unwrap();
+        d.finish().unwrap();
         assert_eq!(out.bytes(), b"hi!!!!");
         // 8 bytes is not a port width: ignored, counted.
         d.mmio.write(0x1000_0080, b"12345678", &CTX).unwrap();
+        d.finish().unwrap();
         assert_eq!(out.bytes(), b"hi!!!!");
         assert_eq!(d.ignored.count(), 1);
     }
 
     #[test]
     fn exit_port_ends_the_run() {
-        let (mut d, _) = seed(0x10_0000);
+        let (d, _) = seed(0x10_0000);
         assert_eq!(d.ports.write(EXIT_PORT.into(), &[7, 1], &CTX).unwrap(), Effect::Exit(7));
         assert_eq!(d.mmio.write(0x10_0000 + 0xf4 * 8, &[9], &CTX).unwrap(), Effect::Exit(9));
     }
 
     #[test]
     fn scratch_reads_back_and_unknown_reads_all_ones() {
-        let (mut d, _) = seed(0x8000);
+        let (d, _) = seed(0x8000);
         d.mmio.write(0x8000 + 0xff * 8, &0x1122_3344_5566_7788u64.to_le_bytes(), &CTX).unwrap();
         let mut b = [0u8; 2];
         d.ports.read(SCRATCH_PORT.into(), &mut b, &CTX);

@@ -1,21 +1,23 @@
 //! The machine's outside world, seen from the vCPU threads: the host timer behind the PIT,
 //! one host timer per local APIC, and the console's input. One helper thread waits on all
-//! of them (poll). What the PIT's timer and the console bring goes through a channel to
-//! vCPU 0, which it wakes; an APIC timer wakes its own vCPU, which looks at its APIC.
+//! of them (poll) and hands what it sees to the board's [`EventSink`], which raises the
+//! interrupt lines itself (an `IrqLine` sets the controllers' state and wakes the vCPUs it
+//! reaches): no vCPU takes events for the others. An APIC timer wakes its own vCPU, which
+//! looks at its APIC.
 //!
 //! A vCPU is woken by its [`Waker`]: a kick makes its `RUN` return (`sys::Kicker`), and a
 //! doorbell ends its wait when it idles (HLT, waiting for a startup IPI).
 //!
 //! ```text
-//!  event thread: poll(timerfds, stdin) -> channel -> wake vCPU 0 (kick + doorbell)
-//!                APIC timer i          ->            wake vCPU i
-//!  vCPU thread:  clear kick, drain channel, update devices, inject, RUN ...
+//!  event thread: poll(timerfds, stdin) -> sink: PIT edges, console bytes -> IrqLine
+//!                                              -> controllers + wake the target vCPU
+//!                APIC timer i          -> wake vCPU i
+//!  vCPU thread:  clear kick, take its interrupt, RUN ...
 //! ```
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -25,15 +27,19 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 
 use crate::sys::Kicker;
 
-/// What the event thread saw.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Event {
-    /// The host timer expired (the PIT's next edge is due).
-    Timer,
+/// What the event thread does with what it sees, on its own thread (the board's devices:
+/// the PIT and the console's UART).
+pub trait EventSink: Send {
+    /// The PIT's edges up to now: the host timer expired (`expired`), or the thread woke
+    /// without news (a backstop, so that an expiry that came late cannot stall a guest).
+    fn timer(&mut self, expired: bool);
     /// Bytes from standard input.
-    Input(Vec<u8>),
+    fn input(&mut self, bytes: &[u8]);
     /// Standard input reached its end (or failed): no more input.
-    InputClosed,
+    fn input_closed(&mut self);
+    /// Input read and not yet taken by the guest: the thread stops reading standard input
+    /// above [`INPUT_BACKLOG`], so a large file on stdin waits in the file, not in memory.
+    fn backlog(&self) -> usize;
 }
 
 /// The host timer the PIT programs: a monotonic timerfd, shared with the event thread.
@@ -135,15 +141,9 @@ pub fn wake_cpus(wakers: &[Waker], mask: u32) {
     }
 }
 
-/// Receives what the event thread saw. Dropping it ends the thread within
-/// `POLL_PERIOD_MS`.
+/// The event thread. Dropping it ends the thread within `POLL_PERIOD_MS`.
 pub struct Events {
-    rx: Receiver<Event>,
     stop: Arc<AtomicBool>,
-    /// Input bytes read and not yet taken by the guest (the machine keeps it current):
-    /// the thread stops reading standard input above `INPUT_BACKLOG`, so a large file on
-    /// stdin waits in the file, not in memory.
-    backlog: Arc<AtomicUsize>,
 }
 
 impl Drop for Events {
@@ -152,8 +152,9 @@ impl Drop for Events {
     }
 }
 
-/// How long the event thread sleeps in poll before checking whether it is still wanted.
-const POLL_PERIOD_MS: u16 = 200;
+/// How long the event thread sleeps in poll before checking whether it is still wanted
+/// (and taking the PIT's edges by the clock, should a timer expiry be late).
+const POLL_PERIOD_MS: u16 = 100;
 /// Input the guest has not taken yet beyond which standard input is not read.
 pub const INPUT_BACKLOG: usize = 64 * 1024;
 /// How often the thread looks again while the backlog is full.
@@ -161,68 +162,47 @@ const BACKLOG_POLL_MS: u16 = 10;
 
 impl Events {
     /// Starts the event thread on `timer` and, if there is one, the `input` descriptor
-    /// (the console: standard input); it wakes `wakers[0]` after each of their events.
-    /// `apic_timers[i]` wakes `wakers[i]` (and gives no event).
-    pub fn start(timer: HostTimer, input: Option<OwnedFd>, apic_timers: Vec<HostTimer>, wakers: Arc<[Waker]>) -> io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
+    /// (the console: standard input), handing what they bring to `sink`.
+    /// `apic_timers[i]` wakes `wakers[i]`.
+    pub fn start(timer: HostTimer, input: Option<OwnedFd>, apic_timers: Vec<HostTimer>, wakers: Arc<[Waker]>, sink: Box<dyn EventSink>) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let backlog = Arc::new(AtomicUsize::new(0));
-        let (stopped, pending) = (stop.clone(), backlog.clone());
+        let stopped = stop.clone();
         std::thread::Builder::new()
             .name("yakvm-events".into())
-            .spawn(move || event_loop(timer, input, &apic_timers, &tx, &wakers, &stopped, &pending))?;
-        Ok(Self { rx, stop, backlog })
-    }
-
-    /// Tells the thread how much input the guest has not taken yet (after the machine
-    /// has taken every event).
-    pub fn set_backlog(&self, bytes: usize) {
-        self.backlog.store(bytes, Ordering::SeqCst);
-    }
-
-    /// The next event that already happened, without waiting.
-    pub fn try_next(&self) -> Option<Event> {
-        self.rx.try_recv().ok()
-    }
-
-    /// Waits up to `timeout` for the next event.
-    pub fn wait(&self, timeout: Duration) -> Option<Event> {
-        // A timeout, or the thread gone: nothing to report.
-        self.rx.recv_timeout(timeout).ok()
+            .spawn(move || event_loop(timer, input, &apic_timers, &wakers, sink, &stopped))?;
+        Ok(Self { stop })
     }
 }
 
-fn event_loop(
-    timer: HostTimer,
-    mut input: Option<OwnedFd>,
-    apic_timers: &[HostTimer],
-    tx: &Sender<Event>,
-    wakers: &[Waker],
-    stop: &AtomicBool,
-    backlog: &AtomicUsize,
-) {
+fn event_loop(timer: HostTimer, mut input: Option<OwnedFd>, apic_timers: &[HostTimer], wakers: &[Waker], mut sink: Box<dyn EventSink>, stop: &AtomicBool) {
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
         // The PIT's timer, the APIC timers, then the input.
         let mut fds = vec![PollFd::new(timer.fd(), PollFlags::POLLIN)];
         fds.extend(apic_timers.iter().map(|t| PollFd::new(t.fd(), PollFlags::POLLIN)));
         let input_at = fds.len();
-        let throttled = backlog.load(Ordering::SeqCst) >= INPUT_BACKLOG;
+        let throttled = sink.backlog() >= INPUT_BACKLOG;
         match &input {
             Some(fd) if !throttled => fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
             _ => {}
         }
         let period = if throttled { BACKLOG_POLL_MS } else { POLL_PERIOD_MS };
         match poll(&mut fds, PollTimeout::from(period)) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(0) => {
+                // Nothing came: the PIT's edges by the clock all the same, so that an
+                // expiry that came late (or never) cannot stall a tickless guest.
+                sink.timer(false);
+                continue;
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
             Err(_) => return,
         }
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let mut events = Vec::new();
         if ready(&fds[0]) {
+            // Acknowledged before the edges are taken: an expiry after this is not lost.
             timer.acknowledge();
-            events.push(Event::Timer);
+            sink.timer(true);
         }
         for (i, apic_timer) in apic_timers.iter().enumerate() {
             if ready(&fds[1 + i]) {
@@ -233,76 +213,116 @@ fn event_loop(
             }
         }
         // The backlog may have filled while the thread waited in poll: read only below it.
-        let input_ready = fds.get(input_at).is_some_and(ready) && backlog.load(Ordering::SeqCst) < INPUT_BACKLOG;
+        let input_ready = fds.get(input_at).is_some_and(ready) && sink.backlog() < INPUT_BACKLOG;
         drop(fds);
         if let (true, Some(fd)) = (input_ready, &input) {
             match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-                Ok(n) if n > 0 => {
-                    backlog.fetch_add(n, Ordering::SeqCst);
-                    events.push(Event::Input(buf[..n].to_vec()));
-                }
+                Ok(n) if n > 0 => sink.input(&buf[..n]),
                 Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
                 // The end (or a broken descriptor): no more input.
                 _ => {
                     input = None;
-                    events.push(Event::InputClosed);
+                    sink.input_closed();
                 }
             }
-        }
-        if events.is_empty() {
-            continue;
-        }
-        for event in events {
-            if tx.send(event).is_err() {
-                return;
-            }
-        }
-        if let Some(waker) = wakers.first() {
-            waker.wake();
         }
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc::{self, Receiver, Sender};
+    use std::time::Instant;
+
+    /// What the test sink saw.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Seen {
+        /// `timer(expired)`.
+        Timer(bool),
+        Input(Vec<u8>),
+        InputClosed,
+    }
+
+    /// A sink that reports what it is handed through a channel, with a backlog the test
+    /// sets.
+    struct Sink(Sender<Seen>, Arc<AtomicUsize>);
+
+    impl EventSink for Sink {
+        fn timer(&mut self, expired: bool) {
+            let _ = self.0.send(Seen::Timer(expired));
+        }
+        fn input(&mut self, bytes: &[u8]) {
+            let _ = self.0.send(Seen::Input(bytes.to_vec()));
+        }
+        fn input_closed(&mut self) {
+            let _ = self.0.send(Seen::InputClosed);
+        }
+        fn backlog(&self) -> usize {
+            self.1.load(Ordering::SeqCst)
+        }
+    }
+
+    fn start(timer: HostTimer, input: Option<OwnedFd>) -> (Events, Receiver<Seen>, Arc<AtomicUsize>) {
+        let (tx, rx) = mpsc::channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let events = Events::start(timer, input, Vec::new(), Arc::new([]), Box::new(Sink(tx, backlog.clone()))).unwrap();
+        (events, rx, backlog)
+    }
+
+    /// The next thing the sink saw but the backstop's timer calls, within `timeout`.
+    fn next_input(rx: &Receiver<Seen>, timeout: Duration) -> Option<Seen> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match rx.recv_timeout(left).ok()? {
+                Seen::Timer(_) => continue,
+                seen => return Some(seen),
+            }
+        }
+    }
 
     #[test]
     fn input_and_its_end_arrive_in_order() {
         let (read, write) = nix::unistd::pipe().unwrap();
-        let events = Events::start(HostTimer::new().unwrap(), Some(read), Vec::new(), Arc::new([])).unwrap();
+        let (_events, rx, _) = start(HostTimer::new().unwrap(), Some(read));
         nix::unistd::write(&write, b"hello").unwrap();
         drop(write);
         let mut got = Vec::new();
-        while let Some(event) = events.wait(Duration::from_secs(5)) {
-            let end = event == Event::InputClosed;
-            got.push(event);
+        while let Some(seen) = next_input(&rx, Duration::from_secs(5)) {
+            let end = seen == Seen::InputClosed;
+            got.push(seen);
             if end {
                 break;
             }
         }
-        assert_eq!(got, [Event::Input(b"hello".to_vec()), Event::InputClosed]);
+        assert_eq!(got, [Seen::Input(b"hello".to_vec()), Seen::InputClosed]);
     }
 
     #[test]
     fn a_full_backlog_stops_reading() {
         let (read, write) = nix::unistd::pipe().unwrap();
-        let events = Events::start(HostTimer::new().unwrap(), Some(read), Vec::new(), Arc::new([])).unwrap();
-        events.set_backlog(INPUT_BACKLOG);
+        let (_events, rx, backlog) = start(HostTimer::new().unwrap(), Some(read));
+        backlog.store(INPUT_BACKLOG, Ordering::SeqCst);
         nix::unistd::write(&write, b"later").unwrap();
-        assert_eq!(events.wait(Duration::from_millis(300)), None, "read while the backlog was full");
-        events.set_backlog(0);
-        assert_eq!(events.wait(Duration::from_secs(5)), Some(Event::Input(b"later".to_vec())));
+        assert_eq!(next_input(&rx, Duration::from_millis(300)), None, "read while the backlog was full");
+        backlog.store(0, Ordering::SeqCst);
+        assert_eq!(next_input(&rx, Duration::from_secs(5)), Some(Seen::Input(b"later".to_vec())));
     }
 
     #[test]
     fn the_timer_fires() {
         let timer = HostTimer::new().unwrap();
-        let events = Events::start(timer.clone(), None, Vec::new(), Arc::new([])).unwrap();
+        let (_events, rx, _) = start(timer.clone(), None);
         timer.arm(Some(Duration::from_millis(5)), Some(Duration::from_millis(5))).unwrap();
-        for _ in 0..3 {
-            assert_eq!(events.wait(Duration::from_secs(5)), Some(Event::Timer));
+        let mut expiries = 0;
+        while expiries < 3 {
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Seen::Timer(true)) => expiries += 1,
+                Ok(Seen::Timer(false)) => {} // the backstop
+                other => panic!("{other:?} instead of the timer"),
+            }
         }
     }
 }

@@ -32,6 +32,8 @@ pub mod machine;
 #[deny(unsafe_code)]
 pub mod mmu;
 #[deny(unsafe_code)]
+pub mod output;
+#[deny(unsafe_code)]
 pub mod pc;
 #[deny(unsafe_code)]
 pub mod run;

@@ -18,7 +18,7 @@ use crate::{boot, layout, sys};
 use yakvm_abi as abi;
 
 // What a run ends with and counts (run.rs), where users of the machine have found them.
-pub use crate::pc::world::MIN_TIMER_PERIOD;
+pub use crate::pc::board::MIN_TIMER_PERIOD;
 pub use crate::run::{hypercall, Error, ExitCounts, Outcome, Times, MAX_CPUS};
 pub use crate::board::MachineKind;
 
@@ -241,7 +241,7 @@ impl Machine {
     /// on this thread, each other vCPU on a thread of its own (`cpu.rs`).
     pub fn run(&mut self) -> Result<Outcome, Error> {
         let Self { cpus, mem, devices, trace, states, wakers, board, step_trace, stop_request, .. } = self;
-        let shared = Shared::new(devices, &mut **board, states, mem, wakers, *trace);
+        let shared = Shared::new(&*devices, &mut **board, states, mem, wakers, *trace);
         let (bsp, aps) = cpus.split_first_mut().expect("a machine has a vCPU");
         let spawned = std::thread::scope(|scope| {
             for (i, cpu) in aps.iter_mut().enumerate() {

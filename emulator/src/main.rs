@@ -233,7 +233,7 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
         return Err(format!("--smp {}: --gdb and --step-trace follow one vCPU; run the guest with --smp 1", args.config.cpus));
     }
     let disk = args.disk.as_ref().map(open_disk).transpose()?.map(yakvm::disk::DiskFile::new);
-    // The vCPU threads share it (the console's bytes go out under the machine's lock).
+    // The console's writer thread writes to it (`output.rs`).
     let out = io::LineWriter::new(io::stdout());
     // pc: a terminal on stdin becomes the guest's raw console until the run ends (the
     // guard restores it on every path out of this function).

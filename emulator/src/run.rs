@@ -28,8 +28,6 @@ pub enum Outcome {
     Debug(Option<abi::DebugExit>),
 }
 
-/// Console output without a newline (a prompt) waits at most this long for more.
-pub(crate) const CONSOLE_FLUSH_DELAY: Duration = Duration::from_millis(20);
 /// The most vCPUs a machine has (`--smp`).
 pub const MAX_CPUS: u32 = yakvm_abi::MAX_VCPUS;
 

@@ -39,7 +39,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::acpi::{PM_BASE, SCI_IRQ};
 use super::acpi_pm::{self, AcpiPm};
@@ -56,7 +56,7 @@ use super::testdev::{self, TestDev};
 use super::uart::{Uart, COM1_BASE, COM1_IRQ};
 use crate::bus::{lock, Bus, BusDevice, BusError, Ctx, Effect, SharedDevice, Span};
 use crate::devices::Console;
-use crate::events::{wake_cpus, Waker};
+use crate::events::{wake_cpus, HostTimer, Waker};
 
 /// The seed DMA disk's sector, DMA-address and command ports on the pc machine.
 pub const DISK_PORT_BASE: u16 = 0x1020;
@@ -68,8 +68,17 @@ const FCR_CLEAR_RX: u8 = 1 << 1;
 /// System control port A (fast reset in bit 0, A20 gate in bit 1): one more way a PC
 /// reboots (the reset control register at 0xcf9 is another, `pci.rs`).
 const PORT_A: u16 = 0x92;
-const PORT_A_FAST_RESET: u8 = 1 << 0;
-const PORT_A_A20: u8 = 1 << 1;
+
+bitflags::bitflags! {
+    /// System control port A's bits: a write with FAST_RESET resets; A20 reads as set
+    /// (the A20 gate is always open); the others read 0 and are dropped.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct PortABits: u8 {
+        const FAST_RESET = 1 << 0;
+        const A20 = 1 << 1;
+        const _ = !0;
+    }
+}
 /// The PIT's channel 0 drives this line.
 pub const PIT_IRQ: u8 = 0;
 
@@ -201,7 +210,7 @@ impl MsiSender {
 
 /// A byte-wide ISA device: its bus ranges are `Span::Bytes`, so it gets one byte at a
 /// time, at its absolute port.
-trait IsaPorts: Send {
+pub(crate) trait IsaPorts: Send {
     fn read_port(&mut self, port: u16) -> u8;
     fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect>;
 }
@@ -236,15 +245,25 @@ impl IsaPorts for PicPorts {
     }
 }
 
-/// The 8254 PIT (and port B), and its channel 0 on IRQ0.
+/// The fastest timer interrupt rate yakvm delivers (KVM's PIT has the same floor): a
+/// guest that programs the PIT faster gets its ticks merged. The local APIC's timer has
+/// the same floor (one number for both).
+pub const MIN_TIMER_PERIOD: Duration = Duration::from_nanos(super::lapic::MIN_PERIODIC_NS);
+
+/// The 8254 PIT (and port B), and its channel 0 on IRQ0, timed by a host timer that the
+/// event thread watches (`events.rs`): a guest's write arms it, on whichever vCPU; its
+/// expiries raise IRQ0 on the event thread.
 pub struct PitDevice {
     pub pit: Pit,
     clock: Clock,
     irq0: IrqLine,
     /// Up to when the PIT's IRQ0 edges have been taken into account.
     irq0_seen_ns: u64,
-    /// The guest wrote the PIT: the host timer must follow.
-    changed: bool,
+    /// The host timer behind channel 0, and what it is armed for (`None`: disarmed, or a
+    /// one-shot whose edge was taken).
+    timer: HostTimer,
+    armed: Option<IrqTimer>,
+    warned_fast_timer: bool,
     /// Timer edges that arrived while the previous one was still pending (merged).
     pub merged_ticks: u64,
 }
@@ -255,14 +274,20 @@ impl IsaPorts for PitDevice {
     }
     fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect> {
         self.pit.write(port, value, self.clock.now_ns());
-        self.changed = true;
+        self.follow()?;
         Ok(Effect::Continue)
     }
 }
 
 impl PitDevice {
+    fn new(clock: Clock, irq0: IrqLine) -> io::Result<Self> {
+        let timer = HostTimer::new()?;
+        Ok(Self { pit: Pit::new(), clock, irq0, irq0_seen_ns: 0, timer, armed: None, warned_fast_timer: false, merged_ticks: 0 })
+    }
+
     /// The PIT's edges on IRQ0 up to now: one interrupt request, however many edges came
-    /// (the PIC latches one; the others are counted as merged).
+    /// (the PIC latches one; the others are counted as merged). Called by the event thread
+    /// at each expiry of the host timer, and by the clock besides.
     pub fn timer_tick(&mut self) {
         let now = self.clock.now_ns();
         let edges = self.pit.irq0_edges(self.irq0_seen_ns, now);
@@ -271,25 +296,52 @@ impl PitDevice {
             self.irq0.edge();
             self.merged_ticks += edges - 1;
         }
-    }
-
-    /// When channel 0's next edge is due now (`None`: it has none).
-    pub fn irq0_timer(&self) -> Option<IrqTimer> {
-        self.pit.irq0_timer(self.clock.now_ns())
-    }
-
-    /// If the guest reprogrammed the PIT since the last call: when channel 0's next edge
-    /// is due, as the host timer must be armed (`None`: disarmed).
-    pub fn timer_update(&mut self) -> Option<Option<IrqTimer>> {
-        if !std::mem::take(&mut self.changed) {
-            return None;
+        // A one-shot count that has run out wakes nobody any more.
+        if self.pit.irq0_timer(now).is_none() {
+            self.armed = None;
         }
-        // Edges are counted from the last count taken (`irq0_seen_ns`), not from now: a
-        // one-shot count that ran out between the guest's write and this call has its
-        // edge still to be taken (resetting to now lost it, and a tickless Linux then
-        // halted for good). The old programming's edges need no care: `irq0_edges` counts
-        // only the current programming's, none before its start.
-        Some(self.irq0_timer())
+    }
+
+    /// The host timer will raise IRQ0 again (a count runs that has an edge to come, or
+    /// one whose edge is not taken yet).
+    pub fn timer_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// After the guest wrote the PIT: arms the host timer for channel 0's next edge as the
+    /// PIT now has it, unless it is armed for it already.
+    ///
+    /// Edges are counted from the last count taken (`irq0_seen_ns`), not from now: a
+    /// one-shot count that runs out before the host timer's expiry is taken has its edge
+    /// still to be taken (resetting to now lost it, and a tickless Linux then halted for
+    /// good). The old programming's edges need no care: `irq0_edges` counts only the
+    /// current programming's, none before its start.
+    fn follow(&mut self) -> io::Result<()> {
+        let now = self.clock.now_ns();
+        let next = self.pit.irq0_timer(now);
+        if next == self.armed {
+            return Ok(());
+        }
+        self.armed = next;
+        let Some(t) = next else {
+            return self.timer.arm(None, None);
+        };
+        let period = t.period_ns.map(Duration::from_nanos);
+        if period.is_some_and(|p| p < MIN_TIMER_PERIOD) && !self.warned_fast_timer {
+            self.warned_fast_timer = true;
+            eprintln!(
+                "yakvm: the guest runs the PIT at {:.0} Hz; timer interrupts are delivered at most every {} us (the others merge)",
+                1e9 / t.period_ns.unwrap_or(1) as f64,
+                MIN_TIMER_PERIOD.as_micros()
+            );
+        }
+        let delay = Duration::from_nanos(t.next_ns.saturating_sub(now));
+        self.timer.arm(Some(delay), period.map(|p| p.max(MIN_TIMER_PERIOD)))
+    }
+
+    /// The host timer, for the event thread to watch.
+    pub fn host_timer(&self) -> HostTimer {
+        self.timer.clone()
     }
 }
 
@@ -301,7 +353,7 @@ pub struct UartDevice {
     uart: Uart<Vec<u8>>,
     /// Console input the UART's receive FIFO had no room for yet.
     input: VecDeque<u8>,
-    console: Arc<Mutex<Console>>,
+    console: Arc<Console>,
     irq: IrqLine,
 }
 
@@ -319,7 +371,7 @@ impl IsaPorts for UartDevice {
         self.wire();
         let out = self.uart.output();
         if !out.is_empty() {
-            let sent = lock(&self.console).write_soon(out);
+            let sent = self.console.write(out);
             out.clear();
             sent?;
         }
@@ -385,10 +437,11 @@ struct PortA;
 
 impl IsaPorts for PortA {
     fn read_port(&mut self, _: u16) -> u8 {
-        PORT_A_A20
+        PortABits::A20.bits()
     }
     fn write_port(&mut self, _: u16, value: u8) -> io::Result<Effect> {
-        Ok(if value & PORT_A_FAST_RESET != 0 { Effect::Reset } else { Effect::Continue })
+        let reset = PortABits::from_bits_retain(value).contains(PortABits::FAST_RESET);
+        Ok(if reset { Effect::Reset } else { Effect::Continue })
     }
 }
 
@@ -493,14 +546,14 @@ pub struct PcBoard {
 impl PcBoard {
     /// A board with `ram_bytes` of RAM and a vCPU for each of `wakers`, its UART writing
     /// to `console`.
-    pub fn new(ram_bytes: u64, wakers: Arc<[Waker]>, console: Arc<Mutex<Console>>) -> Self {
+    pub fn new(ram_bytes: u64, wakers: Arc<[Waker]>, console: Arc<Console>) -> io::Result<Self> {
         let clock = Clock(Instant::now());
         let interrupts = Arc::new(Mutex::new(Interrupts::new(wakers.len())));
         let line = |line| IrqLine { controllers: interrupts.clone(), wakers: wakers.clone(), line };
-        let pit = PitDevice { pit: Pit::new(), clock, irq0: line(PIT_IRQ), irq0_seen_ns: 0, changed: false, merged_ticks: 0 };
+        let pit = PitDevice::new(clock, line(PIT_IRQ))?;
         let uart = UartDevice { uart: Uart::new(Vec::new()), input: VecDeque::new(), console, irq: line(COM1_IRQ) };
         let pm = PmDevice { pm: AcpiPm::new(), clock, sci: line(SCI_IRQ), sci_high: false };
-        Self {
+        Ok(Self {
             pm: Arc::new(Mutex::new(pm)),
             pit: Arc::new(Mutex::new(pit)),
             uart: Arc::new(Mutex::new(uart)),
@@ -509,7 +562,7 @@ impl PcBoard {
             interrupts,
             clock,
             wakers,
-        }
+        })
     }
 
     /// ISA interrupt line `irq`, for a device.
@@ -601,7 +654,7 @@ pub(crate) mod tests {
     /// The pc machine's devices on their buses, writing to `console`.
     pub(crate) fn pc_with(console: SharedOut) -> (Devices, PcBoard) {
         let mut d = Devices::pc(console, NoDisk, 0x1000_0000).unwrap();
-        let board = PcBoard::new(16 << 20, Arc::from([Waker::new()]), d.console.clone());
+        let board = PcBoard::new(16 << 20, Arc::from([Waker::new()]), d.console.clone()).unwrap();
         board.install(&mut d.ports, &mut d.mmio).unwrap();
         (d, board)
     }
@@ -632,8 +685,8 @@ pub(crate) mod tests {
         assert_eq!(inb(&mut d, 0x3fd) & 1, 0, "no more data");
     }
 
-    /// A one-shot count that runs out before vCPU 0's next pass still raises IRQ0 there
-    /// (it was lost once: the pass reset the edge count to its own time).
+    /// A one-shot count that runs out before its edge is taken still raises IRQ0 then (it
+    /// was lost once: the host timer's arming reset the edge count to its own time).
     #[test]
     fn a_short_one_shot_is_not_lost_before_the_next_pass() {
         let (mut d, board) = pc();
@@ -646,10 +699,12 @@ pub(crate) mod tests {
             out(&mut d, port, value);
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
-        // vCPU 0's pass, long after the edge: arm for the new programming, take edges.
+        // The host timer's expiry (or the event thread's pass by the clock), long after
+        // the edge.
         let mut pit = lock(&board.pit);
-        assert!(pit.timer_update().is_some(), "the write is seen");
+        assert!(pit.timer_armed(), "the write armed the host timer");
         pit.timer_tick();
+        assert!(!pit.timer_armed(), "the one-shot's edge is taken: nothing more to come");
         drop(pit);
         assert!(board.interrupts().interrupt_pending(0), "the one-shot's edge reached the PIC");
         assert_eq!(board.interrupts().acknowledge(0), Some(0x30));
@@ -659,11 +714,11 @@ pub(crate) mod tests {
     fn the_ways_a_pc_resets() {
         let (mut d, _) = pc();
         assert_eq!(out(&mut d, 0x64, 0xfe), Effect::Reset);
-        assert_eq!(out(&mut d, 0x92, PORT_A_A20), Effect::Continue);
-        assert_eq!(out(&mut d, 0x92, PORT_A_A20 | PORT_A_FAST_RESET), Effect::Reset);
+        assert_eq!(out(&mut d, 0x92, PortABits::A20.bits()), Effect::Continue);
+        assert_eq!(out(&mut d, 0x92, (PortABits::A20 | PortABits::FAST_RESET).bits()), Effect::Reset);
         assert_eq!(out(&mut d, 0xcf9, 0x02), Effect::Continue);
         assert_eq!(out(&mut d, 0xcf9, 0x06), Effect::Reset);
-        assert_eq!(inb(&mut d, 0x92), PORT_A_A20);
+        assert_eq!(inb(&mut d, 0x92), PortABits::A20.bits());
     }
 
     /// A device's line raised on a thread that is not a vCPU's wakes the halted vCPU it
@@ -673,7 +728,7 @@ pub(crate) mod tests {
         use super::super::lapic::DeliveryMode;
         use std::time::{Duration, Instant};
         let wakers: Arc<[Waker]> = (0..2).map(|_| Waker::new()).collect();
-        let board = PcBoard::new(16 << 20, wakers.clone(), Arc::new(Mutex::new(Console::new(Vec::new()))));
+        let board = PcBoard::new(16 << 20, wakers.clone(), Arc::new(Console::new(Vec::new()))).unwrap();
         {
             let mut c = board.interrupts();
             // The master PIC at vector 0x30, IRQ4 unmasked; vCPU 1's local APIC enabled.
@@ -766,6 +821,7 @@ pub(crate) mod tests {
         lock(&board.pit).irq0.edge();
         assert_eq!(board.interrupts().acknowledge(0), Some(0x40));
         d.ports.write(0x3f8, b"ok", &CTX).unwrap(); // THR, then IER
+        d.finish().unwrap();
         assert_eq!(console.bytes(), b"o");
         let counts: Vec<(&str, u64)> = d.ports.accesses().filter(|a| a.3 > 0).map(|a| (a.0, a.3)).collect();
         assert_eq!(counts, [("pic master", 5), ("uart", 2)]);

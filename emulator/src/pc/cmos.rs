@@ -77,14 +77,21 @@ pub const REG_CENTURY: u8 = 0x32;
 const STATUS_A_UIP: u8 = 0x80;
 /// Status A at power-on: 32.768 kHz time base, 1024 Hz periodic rate.
 const STATUS_A_DEFAULT: u8 = 0x26;
-/// Status B: SET, the clock is stopped while the guest sets it.
-const STATUS_B_SET: u8 = 0x80;
-/// Status B: data mode binary (clear: BCD).
-const STATUS_B_BINARY: u8 = 0x04;
-/// Status B: 24-hour mode (clear: 12-hour mode).
-const STATUS_B_24H: u8 = 0x02;
+bitflags::bitflags! {
+    /// Status B's flags that the clock follows (the others are kept as RAM).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct StatusB: u8 {
+        /// SET: the clock is stopped while the guest sets it.
+        const SET = 0x80;
+        /// Data mode binary (clear: BCD).
+        const BINARY = 0x04;
+        /// 24-hour mode (clear: 12-hour mode).
+        const H24 = 0x02;
+        const _ = !0;
+    }
+}
 /// Status B at power-on: 24-hour mode, BCD.
-const STATUS_B_DEFAULT: u8 = STATUS_B_24H;
+const STATUS_B_DEFAULT: StatusB = StatusB::H24;
 /// Status C: no interrupt flags, ever.
 const STATUS_C_VALUE: u8 = 0x00;
 /// Status D: valid RAM and time (the battery is good).
@@ -187,7 +194,7 @@ impl Cmos {
     pub fn new(ram_bytes: u64) -> Self {
         let mut ram = [0; RAM_SIZE];
         ram[usize::from(REG_STATUS_A)] = STATUS_A_DEFAULT;
-        ram[usize::from(REG_STATUS_B)] = STATUS_B_DEFAULT;
+        ram[usize::from(REG_STATUS_B)] = STATUS_B_DEFAULT.bits();
 
         let base_kib = (ram_bytes / KIB).min(BASE_MEM_KIB);
         let ext_kib = (ram_bytes.saturating_sub(EXT_MEM_START) / KIB).min(MEM_FIELD_MAX);
@@ -281,15 +288,15 @@ impl Cmos {
         }
     }
 
-    fn status_b(&self) -> u8 {
-        self.ram[usize::from(REG_STATUS_B)]
+    fn status_b(&self) -> StatusB {
+        StatusB::from_bits_retain(self.ram[usize::from(REG_STATUS_B)])
     }
 
     /// Brings the held time registers up to date with the host time `now_unix`: while
     /// SET is on, latches the running clock into the registers not yet held (freezing
     /// it); otherwise folds the held registers into the offset.
     fn settle(&mut self, now_unix: i64) {
-        if self.status_b() & STATUS_B_SET != 0 {
+        if self.status_b().contains(StatusB::SET) {
             if self.held != ALL_HELD {
                 let now = from_unix(now_unix.saturating_add(self.offset));
                 for (i, &reg) in TIME_REGS.iter().enumerate() {
@@ -312,7 +319,7 @@ impl Cmos {
     /// from `now`; `None` if they do not form a valid one.
     fn decode_held(&self, now: &DateTime) -> Option<DateTime> {
         let b = self.status_b();
-        let binary = b & STATUS_B_BINARY != 0;
+        let binary = b.contains(StatusB::BINARY);
         let field = |reg: u8| -> Option<u8> {
             let bit = time_bit(reg)?;
             if self.held & bit == 0 {
@@ -330,7 +337,7 @@ impl Cmos {
         let minute = number(REG_MINUTES, now.minute, 59)?;
         let hour = match field(REG_HOURS) {
             None => now.hour,
-            Some(raw) => decode_hour(raw, binary, b & STATUS_B_24H != 0)?,
+            Some(raw) => decode_hour(raw, binary, b.contains(StatusB::H24))?,
         };
         let month = number(REG_MONTH, now.month, 12)?;
         let year_in_century = number(REG_YEAR, year_in_century(now.year), 99)?;
@@ -355,11 +362,11 @@ impl Cmos {
     /// Time register `reg` as the guest sees it for the time `now`.
     fn encode_time_reg(&self, reg: u8, now: &DateTime) -> u8 {
         let b = self.status_b();
-        let binary = b & STATUS_B_BINARY != 0;
+        let binary = b.contains(StatusB::BINARY);
         match reg {
             REG_SECONDS => encode_number(now.second, binary),
             REG_MINUTES => encode_number(now.minute, binary),
-            REG_HOURS => encode_hour(now.hour, binary, b & STATUS_B_24H != 0),
+            REG_HOURS => encode_hour(now.hour, binary, b.contains(StatusB::H24)),
             REG_WEEKDAY => encode_number(now.weekday + 1, binary),
             REG_DAY => encode_number(now.day, binary),
             REG_MONTH => encode_number(now.month, binary),
@@ -608,10 +615,10 @@ mod tests {
     #[test]
     fn binary_and_12_hour_modes() {
         let mut c = Cmos::new(0);
-        set(&mut c, REG_STATUS_B, STATUS_B_24H | STATUS_B_BINARY);
+        set(&mut c, REG_STATUS_B, (StatusB::H24 | StatusB::BINARY).bits());
         assert_eq!(clock(&mut c, T_2026), [20, 26, 11, 24, 3, 12, 34, 56]);
 
-        set(&mut c, REG_STATUS_B, STATUS_B_BINARY);
+        set(&mut c, REG_STATUS_B, StatusB::BINARY.bits());
         assert_eq!(reg(&mut c, REG_HOURS, T_2026), 12 | HOUR_PM); // 12:34 PM
         assert_eq!(reg(&mut c, REG_HOURS, T_2026 - 12 * 3600), 12); // 00:34 = 12 AM
         assert_eq!(reg(&mut c, REG_HOURS, T_2099), 11 | HOUR_PM);
@@ -642,7 +649,7 @@ mod tests {
     fn status_registers() {
         let mut c = Cmos::new(0);
         assert_eq!(reg(&mut c, REG_STATUS_A, 0), STATUS_A_DEFAULT);
-        assert_eq!(reg(&mut c, REG_STATUS_B, 0), STATUS_B_DEFAULT);
+        assert_eq!(reg(&mut c, REG_STATUS_B, 0), STATUS_B_DEFAULT.bits());
         assert_eq!(reg(&mut c, REG_STATUS_C, 0), 0);
         assert_eq!(reg(&mut c, REG_STATUS_D, 0), STATUS_D_VRT);
 
@@ -725,7 +732,7 @@ mod tests {
         let now = T_2026;
         // The Linux sequence: SET on, write the fields, SET off.
         let b = reg(&mut c, REG_STATUS_B, now);
-        set(&mut c, REG_STATUS_B, b | STATUS_B_SET);
+        set(&mut c, REG_STATUS_B, b | StatusB::SET.bits());
         // Frozen: the first read latches the time; it does not move on.
         assert_eq!(reg(&mut c, REG_SECONDS, now), 0x56);
         assert_eq!(reg(&mut c, REG_SECONDS, now + 5), 0x56);
@@ -770,7 +777,7 @@ mod tests {
         assert_eq!(reg(&mut c, REG_MINUTES, now + 4), 0x35);
 
         // Binary mode writes are decoded in binary.
-        set(&mut c, REG_STATUS_B, STATUS_B_24H | STATUS_B_BINARY);
+        set(&mut c, REG_STATUS_B, (StatusB::H24 | StatusB::BINARY).bits());
         set(&mut c, REG_HOURS, 7);
         assert_eq!(reg(&mut c, REG_HOURS, now + 4), 7);
         assert_eq!(reg(&mut c, REG_DAY, now + 4), 29);
@@ -798,19 +805,19 @@ mod tests {
             );
         }
         // 29 February of a year that is not a leap year.
-        set(&mut c, REG_STATUS_B, STATUS_B_DEFAULT | STATUS_B_SET);
+        set(&mut c, REG_STATUS_B, (STATUS_B_DEFAULT | StatusB::SET).bits());
         set(&mut c, REG_MONTH, 0x02);
         set(&mut c, REG_DAY, 0x29);
         set(&mut c, REG_YEAR, 0x23);
-        set(&mut c, REG_STATUS_B, STATUS_B_DEFAULT);
+        set(&mut c, REG_STATUS_B, STATUS_B_DEFAULT.bits());
         assert_eq!(reg(&mut c, REG_YEAR, now), 0x26);
         // The weekday is derived from the date; a write only shows while SET holds it.
         set(&mut c, REG_WEEKDAY, 0x07);
         assert_eq!(reg(&mut c, REG_WEEKDAY, now), 0x03);
-        set(&mut c, REG_STATUS_B, STATUS_B_DEFAULT | STATUS_B_SET);
+        set(&mut c, REG_STATUS_B, (STATUS_B_DEFAULT | StatusB::SET).bits());
         set(&mut c, REG_WEEKDAY, 0x07);
         assert_eq!(reg(&mut c, REG_WEEKDAY, now), 0x07);
-        set(&mut c, REG_STATUS_B, STATUS_B_DEFAULT);
+        set(&mut c, REG_STATUS_B, STATUS_B_DEFAULT.bits());
         assert_eq!(reg(&mut c, REG_WEEKDAY, now), 0x03);
     }
 

@@ -38,7 +38,7 @@
 //!   return 0; writes to them, to the version and to the arbitration register are ignored.
 //!   Pins above 23 are ignored. No guest input panics.
 
-use super::lapic::DeliveryMode;
+use super::lapic::{DeliveryMode, DELIVERY_MODE_SHIFT};
 
 pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 pub const IOAPIC_SIZE: u64 = 0x1000;
@@ -57,14 +57,27 @@ pub const VERSION: u32 = 0x11 | ((PINS as u32 - 1) << 16);
 const ID_SHIFT: u32 = 24;
 const ID_BITS: u32 = 0xf;
 
-const VECTOR: u32 = 0xff;
-const DELIVERY_MODE_SHIFT: u32 = 8;
-const LOGICAL: u32 = 1 << 11;
-const REMOTE_IRR: u32 = 1 << 14;
-const LEVEL_TRIGGERED: u32 = 1 << 15;
-const MASKED: u32 = 1 << 16;
-/// Vector, delivery mode, destination mode, polarity (13), trigger mode, mask.
-const LOW_WRITABLE: u32 = 0x0001_afff;
+bitflags::bitflags! {
+    /// A redirection entry's low half (82093AA datasheet, 3.2.4): its fields and flags.
+    /// The guest writes all of them but the delivery status (bit 12, always clear: a
+    /// message is delivered at once) and the remote IRR, which the I/O APIC keeps.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Low: u32 {
+        const VECTOR = 0xff;
+        const DELIVERY_MODE = 0b111 << DELIVERY_MODE_SHIFT;
+        /// Destination mode: logical rather than physical.
+        const LOGICAL = 1 << 11;
+        /// Polarity: active low (kept, not applied).
+        const POLARITY_LOW = 1 << 13;
+        /// A level-triggered message was sent and not yet EOIed.
+        const REMOTE_IRR = 1 << 14;
+        const LEVEL_TRIGGERED = 1 << 15;
+        const MASKED = 1 << 16;
+    }
+}
+
+/// What a guest's write of an entry's low half may change.
+const LOW_WRITABLE: Low = Low::all().difference(Low::REMOTE_IRR);
 const DEST_SHIFT: u32 = 24;
 
 /// An interrupt message from the I/O APIC to the local APICs.
@@ -80,39 +93,39 @@ pub struct Message {
 /// One redirection table entry, as its two 32-bit halves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
-    low: u32,
+    low: Low,
     high: u32,
 }
 
 impl Entry {
-    const RESET: Entry = Entry { low: MASKED, high: 0 };
+    const RESET: Entry = Entry { low: Low::MASKED, high: 0 };
 
     fn masked(&self) -> bool {
-        self.low & MASKED != 0
+        self.low.contains(Low::MASKED)
     }
 
     fn level_triggered(&self) -> bool {
-        self.low & LEVEL_TRIGGERED != 0
+        self.low.contains(Low::LEVEL_TRIGGERED)
     }
 
     fn remote_irr(&self) -> bool {
-        self.low & REMOTE_IRR != 0
+        self.low.contains(Low::REMOTE_IRR)
     }
 
     fn vector(&self) -> u8 {
-        (self.low & VECTOR) as u8
+        (self.low & Low::VECTOR).bits() as u8
     }
 
     /// The message this entry sends, if its delivery mode is one an I/O APIC can send.
     fn message(&self) -> Option<Message> {
-        let mode = match DeliveryMode::from_bits(self.low >> DELIVERY_MODE_SHIFT)? {
+        let mode = match DeliveryMode::from_bits((self.low & Low::DELIVERY_MODE).bits() >> DELIVERY_MODE_SHIFT)? {
             DeliveryMode::StartUp => return None,
             mode => mode,
         };
         Some(Message {
             vector: self.vector(),
             mode,
-            logical: self.low & LOGICAL != 0,
+            logical: self.low.contains(Low::LOGICAL),
             dest: (self.high >> DEST_SHIFT) as u8,
             level_triggered: self.level_triggered(),
         })
@@ -175,7 +188,7 @@ impl IoApic {
             REG_VERSION => VERSION,
             _ => match Self::entry_of(index) {
                 Some((pin, true)) => self.entries[pin].high,
-                Some((pin, false)) => self.entries[pin].low,
+                Some((pin, false)) => self.entries[pin].low.bits(),
                 None => 0,
             },
         }
@@ -192,10 +205,10 @@ impl IoApic {
             entry.high = value & (0xff << DEST_SHIFT);
             return Vec::new();
         }
-        let keep = entry.low & REMOTE_IRR;
-        entry.low = (value & LOW_WRITABLE) | keep;
+        let keep = entry.low & Low::REMOTE_IRR;
+        entry.low = (Low::from_bits_truncate(value) & LOW_WRITABLE) | keep;
         if !entry.level_triggered() {
-            entry.low &= !REMOTE_IRR;
+            entry.low.remove(Low::REMOTE_IRR);
         }
         self.service(pin).into_iter().collect()
     }
@@ -207,7 +220,7 @@ impl IoApic {
             return None;
         }
         let message = entry.message()?;
-        entry.low |= REMOTE_IRR;
+        entry.low.insert(Low::REMOTE_IRR);
         Some(message)
     }
 
@@ -239,7 +252,7 @@ impl IoApic {
         for pin in 0..PINS {
             let entry = &mut self.entries[pin];
             if entry.remote_irr() && entry.vector() == vector {
-                entry.low &= !REMOTE_IRR;
+                entry.low.remove(Low::REMOTE_IRR);
                 messages.extend(self.service(pin));
             }
         }
@@ -267,6 +280,13 @@ mod tests {
         Message { vector, mode: DeliveryMode::Fixed, logical: false, dest, level_triggered }
     }
 
+    /// The writable bits are the flag set's but remote IRR: the mask written by hand
+    /// before (vector, delivery mode, destination mode, polarity, trigger mode, mask).
+    #[test]
+    fn the_writable_bits() {
+        assert_eq!(LOW_WRITABLE.bits(), 0x0001_afff);
+    }
+
     #[test]
     fn reset_values_and_registers() {
         let mut ioapic = IoApic::new(2);
@@ -274,7 +294,7 @@ mod tests {
         assert_eq!(read_register(&mut ioapic, REG_VERSION), 0x0017_0011);
         assert_eq!(read_register(&mut ioapic, REG_ARBITRATION), 0x0200_0000);
         for index in REG_REDIRECTION..REG_REDIRECTION + 48 {
-            let expect = if index % 2 == 0 { MASKED } else { 0 };
+            let expect = if index % 2 == 0 { Low::MASKED.bits() } else { 0 };
             assert_eq!(read_register(&mut ioapic, index), expect, "index {index:#x}");
         }
         assert_eq!(read_register(&mut ioapic, REG_REDIRECTION + 48), 0, "no entry 24");
@@ -324,27 +344,27 @@ mod tests {
     #[test]
     fn level_triggered_pin_with_remote_irr() {
         let mut ioapic = IoApic::new(1);
-        let entry = LEVEL_TRIGGERED | 0x50;
+        let entry = Low::LEVEL_TRIGGERED.bits() | 0x50;
         write_entry(&mut ioapic, 10, entry, 0);
         let low = |ioapic: &mut IoApic| read_register(ioapic, REG_REDIRECTION + 20);
         assert_eq!(ioapic.set_level(10, true), Some(message(0x50, 0, true)));
-        assert_eq!(low(&mut ioapic), entry | REMOTE_IRR);
+        assert_eq!(low(&mut ioapic), entry | Low::REMOTE_IRR.bits());
         assert_eq!(ioapic.set_level(10, true), None, "remote IRR set");
         // EOI of another vector does nothing; of this one with the line high: again.
         assert!(ioapic.eoi(0x51).is_empty());
         assert_eq!(ioapic.eoi(0x50), [message(0x50, 0, true)]);
-        assert_eq!(low(&mut ioapic), entry | REMOTE_IRR);
+        assert_eq!(low(&mut ioapic), entry | Low::REMOTE_IRR.bits());
         // Line low, then EOI: remote IRR clear, nothing sent.
         assert_eq!(ioapic.set_level(10, false), None);
         assert!(ioapic.eoi(0x50).is_empty());
         assert_eq!(low(&mut ioapic), entry);
         // Masked while high: sent when unmasked.
-        write_entry(&mut ioapic, 10, entry | MASKED, 0);
+        write_entry(&mut ioapic, 10, entry | Low::MASKED.bits(), 0);
         assert_eq!(ioapic.set_level(10, true), None);
         assert_eq!(write_entry(&mut ioapic, 10, entry, 0), [message(0x50, 0, true)]);
         // Rewriting the entry keeps remote IRR; switching to edge clears it.
         write_entry(&mut ioapic, 10, entry, 0);
-        assert_eq!(low(&mut ioapic), entry | REMOTE_IRR);
+        assert_eq!(low(&mut ioapic), entry | Low::REMOTE_IRR.bits());
         write_entry(&mut ioapic, 10, 0x50, 0);
         assert_eq!(low(&mut ioapic), 0x50);
         // A pulse on a level pin is one message until EOI.

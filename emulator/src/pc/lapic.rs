@@ -108,32 +108,77 @@ const DFR_MODEL_SHIFT: u32 = 28;
 const DFR_MODEL_FLAT: u32 = 0xf;
 const DFR_RESERVED_ONES: u32 = 0x0fff_ffff;
 
-const SVR_VECTOR: u32 = 0xff;
-const SVR_ENABLE: u32 = 1 << 8;
-const SVR_FOCUS_CHECK_DISABLE: u32 = 1 << 9;
-const SVR_WRITABLE: u32 = SVR_VECTOR | SVR_ENABLE | SVR_FOCUS_CHECK_DISABLE;
+bitflags::bitflags! {
+    /// The spurious-interrupt vector register (SDM 11.9): its vector and two flags; the
+    /// other bits are reserved (a write drops them).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Svr: u32 {
+        const VECTOR = 0xff;
+        /// APIC software enable.
+        const ENABLE = 1 << 8;
+        const FOCUS_CHECK_DISABLE = 1 << 9;
+    }
+
+    /// The errors the emulator records in the error status register (SDM 11.5.3).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    struct Esr: u32 {
+        const SEND_ILLEGAL_VECTOR = 1 << 5;
+        const RECEIVE_ILLEGAL_VECTOR = 1 << 6;
+    }
+
+    /// ICR low (SDM 11.6.1): its writable fields and flags. The delivery status (bit 12)
+    /// is read-only and always clear: an IPI is delivered at once.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    struct IcrLow: u32 {
+        const VECTOR = 0xff;
+        const DELIVERY_MODE = DELIVERY_MODE_BITS << DELIVERY_MODE_SHIFT;
+        /// Destination mode: logical (LDR/DFR) rather than physical (APIC ID).
+        const LOGICAL = 1 << 11;
+        /// Level: assert (only INIT de-assert clears it).
+        const LEVEL_ASSERT = 1 << 14;
+        const LEVEL_TRIGGERED = 1 << 15;
+        const SHORTHAND = 0b11 << ICR_SHORTHAND_SHIFT;
+    }
+
+    /// An LVT entry (SDM 11.5.1): the fields and flags of all entries; which ones each
+    /// entry has is in `LVT_WRITABLE`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Lvt: u32 {
+        const VECTOR = 0xff;
+        const DELIVERY_MODE = DELIVERY_MODE_BITS << DELIVERY_MODE_SHIFT;
+        const POLARITY_LOW = 1 << 13;
+        const LEVEL_TRIGGERED = 1 << 15;
+        const MASKED = 1 << 16;
+        /// The timer's entry: periodic rather than one-shot.
+        const TIMER_PERIODIC = 1 << 17;
+    }
+}
+
+impl Lvt {
+    /// An unmasked entry delivering in `mode`.
+    fn delivering(mode: DeliveryMode) -> Self {
+        Lvt::from_bits_retain(mode.code() << DELIVERY_MODE_SHIFT)
+    }
+
+    fn vector(self) -> u8 {
+        (self & Lvt::VECTOR).bits() as u8
+    }
+
+    fn mode(self) -> Option<DeliveryMode> {
+        DeliveryMode::from_bits((self & Lvt::DELIVERY_MODE).bits() >> DELIVERY_MODE_SHIFT)
+    }
+}
 
 /// Priority classes: the high nibble of a vector, TPR or PPR.
 const CLASS: u8 = 0xf0;
 /// Vectors 0-15 are exceptions: illegal in fixed and lowest-priority messages.
 const FIRST_LEGAL_VECTOR: u8 = 16;
 
-const ESR_SEND_ILLEGAL_VECTOR: u32 = 1 << 5;
-const ESR_RECEIVE_ILLEGAL_VECTOR: u32 = 1 << 6;
-
-/// ICR low and LVT fields.
-const VECTOR: u32 = 0xff;
-const DELIVERY_MODE_SHIFT: u32 = 8;
+/// The delivery mode field of ICR low, the LVT entries and the I/O APIC's redirection
+/// entries: bits 10-8.
+pub(super) const DELIVERY_MODE_SHIFT: u32 = 8;
 const DELIVERY_MODE_BITS: u32 = 0b111;
-const ICR_LOGICAL: u32 = 1 << 11;
-const ICR_LEVEL_ASSERT: u32 = 1 << 14;
-const ICR_LEVEL_TRIGGERED: u32 = 1 << 15;
 const ICR_SHORTHAND_SHIFT: u32 = 18;
-const ICR_SHORTHAND_BITS: u32 = 0b11;
-/// Vector, delivery mode, destination mode, level, trigger mode, shorthand.
-const ICR_LOW_WRITABLE: u32 = 0x000c_cfff;
-const LVT_MASKED: u32 = 1 << 16;
-const LVT_TIMER_PERIODIC: u32 = 1 << 17;
 
 /// The LVT entries, in register order from 0x320, and what each may hold.
 const LVT_COUNT: usize = 6;
@@ -141,16 +186,19 @@ const LVT_TIMER: usize = 0;
 const LVT_LINT0: usize = 3;
 const LVT_LINT1: usize = 4;
 const LVT_ERROR: usize = 5;
-const LVT_WRITABLE: [u32; LVT_COUNT] = [
-    VECTOR | LVT_MASKED | LVT_TIMER_PERIODIC, // timer: no TSC-deadline mode (bit 18)
-    VECTOR | 0x700 | LVT_MASKED,              // thermal: vector, delivery mode
-    VECTOR | 0x700 | LVT_MASKED,              // performance counters
-    VECTOR | 0x700 | 0xa000 | LVT_MASKED,     // LINT0: also polarity (13), trigger mode (15)
-    VECTOR | 0x700 | 0xa000 | LVT_MASKED,     // LINT1
-    VECTOR | LVT_MASKED,                      // error
-];
-const LVT_DELIVERY_EXTINT: u32 = 0x700;
-const LVT_DELIVERY_NMI: u32 = 0x400;
+const LVT_WRITABLE: [Lvt; LVT_COUNT] = {
+    let vector_masked = Lvt::VECTOR.union(Lvt::MASKED);
+    let with_mode = vector_masked.union(Lvt::DELIVERY_MODE);
+    let lint = with_mode.union(Lvt::POLARITY_LOW).union(Lvt::LEVEL_TRIGGERED);
+    [
+        vector_masked.union(Lvt::TIMER_PERIODIC), // timer: no TSC-deadline mode (bit 18)
+        with_mode,                                // thermal
+        with_mode,                                // performance counters
+        lint,                                     // LINT0
+        lint,                                     // LINT1
+        vector_masked,                            // error
+    ]
+};
 
 /// Divide configuration: bits 0, 1 and 3 choose 2, 4, ..., 128, or 1 for 0b1011.
 const DIVIDE_WRITABLE: u32 = 0b1011;
@@ -180,6 +228,19 @@ impl DeliveryMode {
             7 => DeliveryMode::ExtInt,
             _ => return None,
         })
+    }
+
+    /// The 3-bit field's value.
+    fn code(self) -> u32 {
+        match self {
+            DeliveryMode::Fixed => 0,
+            DeliveryMode::LowestPriority => 1,
+            DeliveryMode::Smi => 2,
+            DeliveryMode::Nmi => 4,
+            DeliveryMode::Init => 5,
+            DeliveryMode::StartUp => 6,
+            DeliveryMode::ExtInt => 7,
+        }
     }
 
     /// Fixed and lowest priority carry a vector that must be 16 or above.
@@ -352,16 +413,16 @@ pub struct Lapic {
     ldr: u8,
     /// DFR bits 31-28: the model, flat (0xf) or cluster (0).
     dfr_model: u32,
-    svr: u32,
+    svr: Svr,
     isr: Vectors,
     tmr: Vectors,
     irr: Vectors,
     /// The error status register as last latched, and the errors since.
-    esr: u32,
-    errors: u32,
-    icr_low: u32,
+    esr: Esr,
+    errors: Esr,
+    icr_low: IcrLow,
     icr_high: u32,
-    lvt: [u32; LVT_COUNT],
+    lvt: [Lvt; LVT_COUNT],
     timer: Timer,
     nmi: bool,
     init: bool,
@@ -381,15 +442,15 @@ impl Lapic {
             tpr: 0,
             ldr: 0,
             dfr_model: DFR_MODEL_FLAT,
-            svr: SVR_VECTOR,
+            svr: Svr::VECTOR,
             isr: Vectors::default(),
             tmr: Vectors::default(),
             irr: Vectors::default(),
-            esr: 0,
-            errors: 0,
-            icr_low: 0,
+            esr: Esr::empty(),
+            errors: Esr::empty(),
+            icr_low: IcrLow::empty(),
             icr_high: 0,
-            lvt: [LVT_MASKED; LVT_COUNT],
+            lvt: [Lvt::MASKED; LVT_COUNT],
             timer: Timer::default(),
             nmi: false,
             init: false,
@@ -397,9 +458,9 @@ impl Lapic {
             waiting_for_sipi: !bsp,
         };
         if bsp {
-            lapic.svr |= SVR_ENABLE;
-            lapic.lvt[LVT_LINT0] = LVT_DELIVERY_EXTINT;
-            lapic.lvt[LVT_LINT1] = LVT_DELIVERY_NMI;
+            lapic.svr |= Svr::ENABLE;
+            lapic.lvt[LVT_LINT0] = Lvt::delivering(DeliveryMode::ExtInt);
+            lapic.lvt[LVT_LINT1] = Lvt::delivering(DeliveryMode::Nmi);
         }
         lapic
     }
@@ -423,7 +484,7 @@ impl Lapic {
 
     /// SVR bit 8.
     pub fn software_enabled(&self) -> bool {
-        self.svr & SVR_ENABLE != 0
+        self.svr.contains(Svr::ENABLE)
     }
 
     pub fn tpr(&self) -> u8 {
@@ -447,7 +508,7 @@ impl Lapic {
     }
 
     fn timer_periodic(&self) -> bool {
-        self.lvt[LVT_TIMER] & LVT_TIMER_PERIODIC != 0
+        self.lvt[LVT_TIMER].contains(Lvt::TIMER_PERIODIC)
     }
 
     /// The 32-bit register at `offset & 0xff0`.
@@ -461,14 +522,14 @@ impl Lapic {
             REG_PPR => u32::from(self.ppr()),
             REG_LDR => u32::from(self.ldr) << HIGH_BYTE_SHIFT,
             REG_DFR => (self.dfr_model << DFR_MODEL_SHIFT) | DFR_RESERVED_ONES,
-            REG_SVR => self.svr,
+            REG_SVR => self.svr.bits(),
             REG_ISR..REG_TMR => self.isr.register((offset - REG_ISR) / REG_STRIDE),
             REG_TMR..REG_IRR => self.tmr.register((offset - REG_TMR) / REG_STRIDE),
             REG_IRR..REG_ESR => self.irr.register((offset - REG_IRR) / REG_STRIDE),
-            REG_ESR => self.esr,
-            REG_ICR_LOW => self.icr_low,
+            REG_ESR => self.esr.bits(),
+            REG_ICR_LOW => self.icr_low.bits(),
             REG_ICR_HIGH => self.icr_high,
-            REG_LVT_TIMER..=REG_LVT_ERROR => self.lvt[Self::lvt_index(offset)],
+            REG_LVT_TIMER..=REG_LVT_ERROR => self.lvt[Self::lvt_index(offset)].bits(),
             REG_TIMER_INITIAL => self.timer.initial,
             REG_TIMER_CURRENT => self.timer.current(self.timer_periodic(), now_ns),
             REG_TIMER_DIVIDE => self.timer.divide_config,
@@ -491,15 +552,15 @@ impl Lapic {
             REG_DFR => self.dfr_model = value >> DFR_MODEL_SHIFT,
             REG_SVR => {
                 self.timer_expired(now_ns);
-                self.svr = value & SVR_WRITABLE;
+                self.svr = Svr::from_bits_truncate(value);
                 if !self.software_enabled() {
-                    self.lvt.iter_mut().for_each(|lvt| *lvt |= LVT_MASKED);
+                    self.lvt.iter_mut().for_each(|lvt| lvt.insert(Lvt::MASKED));
                 }
                 return LapicEffect::TimerChanged;
             }
             REG_ESR => self.esr = std::mem::take(&mut self.errors),
             REG_ICR_LOW => {
-                self.icr_low = value & ICR_LOW_WRITABLE;
+                self.icr_low = IcrLow::from_bits_truncate(value);
                 return self.send_ipi();
             }
             REG_ICR_HIGH => self.icr_high = value & (0xff << HIGH_BYTE_SHIFT),
@@ -510,8 +571,8 @@ impl Lapic {
                     // What happened under the old mask and mode stays as it was.
                     self.timer_expired(now_ns);
                 }
-                let forced = if self.software_enabled() { 0 } else { LVT_MASKED };
-                self.lvt[index] = (value & LVT_WRITABLE[index]) | forced;
+                let forced = if self.software_enabled() { Lvt::empty() } else { Lvt::MASKED };
+                self.lvt[index] = (Lvt::from_bits_truncate(value) & LVT_WRITABLE[index]) | forced;
                 if timer {
                     return LapicEffect::TimerChanged;
                 }
@@ -540,16 +601,16 @@ impl Lapic {
     /// ICR low was written: the IPI it describes, if it is one that can be sent.
     fn send_ipi(&mut self) -> LapicEffect {
         let icr = self.icr_low;
-        let mode = match DeliveryMode::from_bits(icr >> DELIVERY_MODE_SHIFT) {
+        let mode = match DeliveryMode::from_bits((icr & IcrLow::DELIVERY_MODE).bits() >> DELIVERY_MODE_SHIFT) {
             Some(DeliveryMode::ExtInt) | None => return LapicEffect::None,
             Some(mode) => mode,
         };
-        let vector = (icr & VECTOR) as u8;
+        let vector = (icr & IcrLow::VECTOR).bits() as u8;
         if mode.has_vector() && vector < FIRST_LEGAL_VECTOR {
-            self.error(ESR_SEND_ILLEGAL_VECTOR);
+            self.error(Esr::SEND_ILLEGAL_VECTOR);
             return LapicEffect::None;
         }
-        let shorthand = match (icr >> ICR_SHORTHAND_SHIFT) & ICR_SHORTHAND_BITS {
+        let shorthand = match (icr & IcrLow::SHORTHAND).bits() >> ICR_SHORTHAND_SHIFT {
             0 => Shorthand::None,
             1 => Shorthand::SelfOnly,
             2 => Shorthand::AllIncludingSelf,
@@ -558,20 +619,20 @@ impl Lapic {
         LapicEffect::Ipi(Ipi {
             vector,
             mode,
-            logical: icr & ICR_LOGICAL != 0,
+            logical: icr.contains(IcrLow::LOGICAL),
             dest: (self.icr_high >> HIGH_BYTE_SHIFT) as u8,
             shorthand,
-            level_triggered: icr & ICR_LEVEL_TRIGGERED != 0,
-            assert: icr & ICR_LEVEL_ASSERT != 0,
+            level_triggered: icr.contains(IcrLow::LEVEL_TRIGGERED),
+            assert: icr.contains(IcrLow::LEVEL_ASSERT),
         })
     }
 
     /// Records an error; raises the LVT error interrupt if it is unmasked.
-    fn error(&mut self, bits: u32) {
-        self.errors |= bits;
+    fn error(&mut self, error: Esr) {
+        self.errors |= error;
         let lvt = self.lvt[LVT_ERROR];
-        let vector = (lvt & VECTOR) as u8;
-        if lvt & LVT_MASKED == 0 && vector >= FIRST_LEGAL_VECTOR {
+        let vector = lvt.vector();
+        if !lvt.contains(Lvt::MASKED) && vector >= FIRST_LEGAL_VECTOR {
             self.irr.set(vector);
             self.tmr.clear(vector);
         }
@@ -590,8 +651,8 @@ impl Lapic {
                     return false;
                 }
                 if vector < FIRST_LEGAL_VECTOR {
-                    self.error(ESR_RECEIVE_ILLEGAL_VECTOR);
-                    return self.lvt[LVT_ERROR] & LVT_MASKED == 0;
+                    self.error(Esr::RECEIVE_ILLEGAL_VECTOR);
+                    return !self.lvt[LVT_ERROR].contains(Lvt::MASKED);
                 }
                 self.irr.set(vector);
                 if level_triggered {
@@ -660,8 +721,7 @@ impl Lapic {
     /// Whether the PIC's INTR reaches this CPU: LINT0 is ExtINT and unmasked.
     pub fn accepts_pic(&self) -> bool {
         let lint0 = self.lvt[LVT_LINT0];
-        lint0 & LVT_MASKED == 0
-            && (lint0 >> DELIVERY_MODE_SHIFT) & DELIVERY_MODE_BITS == LVT_DELIVERY_EXTINT >> 8
+        !lint0.contains(Lvt::MASKED) && lint0.mode() == Some(DeliveryMode::ExtInt)
     }
 
     /// Whether a message for `dest` is for this CPU. Physical: the APIC ID, or 0xff for all.
@@ -684,8 +744,7 @@ impl Lapic {
 
     /// When the timer next fires, if it is counting and its LVT entry is unmasked.
     pub fn timer_deadline(&self) -> Option<u64> {
-        let masked = self.lvt[LVT_TIMER] & LVT_MASKED != 0;
-        if masked {
+        if self.lvt[LVT_TIMER].contains(Lvt::MASKED) {
             None
         } else {
             self.timer.deadline(self.timer_periodic())
@@ -699,10 +758,10 @@ impl Lapic {
             return false;
         }
         let lvt = self.lvt[LVT_TIMER];
-        if lvt & LVT_MASKED != 0 {
+        if lvt.contains(Lvt::MASKED) {
             return false;
         }
-        self.receive(DeliveryMode::Fixed, (lvt & VECTOR) as u8, false)
+        self.receive(DeliveryMode::Fixed, lvt.vector(), false)
     }
 }
 
@@ -713,9 +772,18 @@ mod tests {
     const T0: u64 = 1_000_000_000;
     const US: u64 = 1_000;
 
+    /// The flag sets give the writable bits the SDM lists (hand-written masks before).
+    #[test]
+    fn the_flag_sets_are_the_writable_bits() {
+        assert_eq!(IcrLow::all().bits(), 0x000c_cfff);
+        assert_eq!(Svr::all().bits(), 0x3ff);
+        assert_eq!(LVT_WRITABLE.map(|l| l.bits()), [0x300ff, 0x107ff, 0x107ff, 0x1a7ff, 0x1a7ff, 0x100ff]);
+        assert_eq!(Lvt::delivering(DeliveryMode::ExtInt).bits(), 0x700);
+    }
+
     fn enabled(id: u8) -> Lapic {
         let mut lapic = Lapic::new(id, false);
-        lapic.write(REG_SVR, SVR_ENABLE | 0xff, T0);
+        lapic.write(REG_SVR, Svr::ENABLE.bits() | 0xff, T0);
         lapic
     }
 
@@ -1067,7 +1135,7 @@ mod tests {
     fn periodic_timer() {
         let mut lapic = enabled(0);
         lapic.write(REG_TIMER_DIVIDE, 0b1011, T0); // by 1
-        lapic.write(REG_LVT_TIMER, LVT_TIMER_PERIODIC | 0x40, T0);
+        lapic.write(REG_LVT_TIMER, Lvt::TIMER_PERIODIC.bits() | 0x40, T0);
         lapic.write(REG_TIMER_INITIAL, 1_000_000, T0); // 1 ms
         assert_eq!(lapic.timer_deadline(), Some(T0 + 1_000_000));
         assert_eq!(lapic.read(REG_TIMER_CURRENT, T0 + 1_250_000), 750_000, "reloaded");
@@ -1095,7 +1163,7 @@ mod tests {
     fn masked_timer_counts_without_interrupts() {
         let mut lapic = enabled(0);
         lapic.write(REG_TIMER_DIVIDE, 0b1011, T0);
-        lapic.write(REG_LVT_TIMER, LVT_MASKED | 0x30, T0);
+        lapic.write(REG_LVT_TIMER, Lvt::MASKED.bits() | 0x30, T0);
         lapic.write(REG_TIMER_INITIAL, 1000, T0);
         assert_eq!(lapic.timer_deadline(), None, "no need to wake for it");
         assert_eq!(lapic.read(REG_TIMER_CURRENT, T0 + 400), 600);
@@ -1107,9 +1175,9 @@ mod tests {
         assert!(!lapic.timer_expired(T0 + 4000));
         assert_eq!(lapic.pending_interrupt(), None);
         // Masked periodic: unmasking fires from the next period on.
-        lapic.write(REG_LVT_TIMER, LVT_MASKED | LVT_TIMER_PERIODIC | 0x30, T0);
+        lapic.write(REG_LVT_TIMER, (Lvt::MASKED | Lvt::TIMER_PERIODIC).bits() | 0x30, T0);
         lapic.write(REG_TIMER_INITIAL, 1_000_000, T0);
-        lapic.write(REG_LVT_TIMER, LVT_TIMER_PERIODIC | 0x30, T0 + 2_500_000);
+        lapic.write(REG_LVT_TIMER, Lvt::TIMER_PERIODIC.bits() | 0x30, T0 + 2_500_000);
         assert_eq!(lapic.timer_deadline(), Some(T0 + 3_000_000));
         assert_eq!(lapic.pending_interrupt(), None);
     }

@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_byte_at_0xcf9_is_still_the_reset_control() {
-        let (mut d, _) = pc();
+        let (d, _) = pc();
         assert_eq!(d.ports.write(0xcf9, &[0x02], &CTX).unwrap(), Effect::Continue);
         let mut b = [0xaau8];
         d.ports.read(0xcf9, &mut b, &CTX);

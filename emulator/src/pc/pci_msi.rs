@@ -243,9 +243,9 @@ mod tests {
         use crate::devices::Console;
         use crate::events::Waker;
         use crate::pc::board::PcBoard;
-        use std::sync::{Arc, Mutex};
+        use std::sync::Arc;
         let wakers: Arc<[Waker]> = (0..2).map(|_| Waker::new()).collect();
-        let board = PcBoard::new(16 << 20, wakers, Arc::new(Mutex::new(Console::new(Vec::new()))));
+        let board = PcBoard::new(16 << 20, wakers, Arc::new(Console::new(Vec::new()))).unwrap();
         board.interrupts().apics.lapics[1].write(0xf0, 0x1ff, 0);
         let (mut space, msi) = function();
         program(&mut space, &msi, 0xfee0_1000, 0x0045);

@@ -1,112 +1,119 @@
 //! The pc board as the vCPU loop sees it (`board::Board`): its devices (`PcBoard`) and
-//! what it needs beyond them: the host timers behind the PIT and the local APICs, the
-//! event thread, the console's escape keys.
+//! what it needs beyond them: the host timers of the local APICs, and the event thread,
+//! which raises the PIT's and the console's interrupt lines itself ([`PcEvents`]) and
+//! reads the console's escape keys.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::board::{Interrupts, PcBoard};
+use super::board::{Interrupts, PcBoard, PitDevice, UartDevice};
 use super::console::{Escape, Key};
-use super::pit::IrqTimer;
 use crate::board::Board;
 use crate::bus::lock;
-use crate::events::{Event, Events, HostTimer, Waker};
+use crate::events::{EventSink, Events, HostTimer, Waker};
 use crate::run::{Error, Outcome};
-
-/// The fastest timer interrupt rate yakvm delivers (KVM's PIT has the same floor): a
-/// guest that programs the PIT faster gets its ticks merged. The local APIC's timer has
-/// the same floor (one number for both).
-pub const MIN_TIMER_PERIOD: Duration = Duration::from_nanos(crate::pc::lapic::MIN_PERIODIC_NS);
 
 /// The pc board: its devices, and what it needs beyond them.
 pub(crate) struct PcWorld {
     board: PcBoard,
-    timer: HostTimer,
-    events: Events,
+    _events: Events,
     /// One per local APIC, and the deadline (board clock, ns) each is armed for.
     apic_timers: Vec<(HostTimer, Option<u64>)>,
-    /// Ctrl-A commands, when the console is a terminal.
-    escape: Option<Escape>,
-    /// Standard input has not ended.
-    input_open: bool,
-    /// The host timer is armed.
-    timer_armed: bool,
-    warned_fast_timer: bool,
+    /// The user typed Ctrl-A X (set by the event thread).
+    quit: Arc<AtomicBool>,
+    /// Standard input has not ended (cleared by the event thread).
+    input_open: Arc<AtomicBool>,
 }
 
 impl PcWorld {
-    /// `board` with the host timers of the PIT and of `cpus` local APICs, and the event
-    /// thread that watches them and the console's input (standard input), ringing `wakers`.
-    pub(crate) fn start(board: PcBoard, cpus: usize, wakers: Arc<[Waker]>, console_is_terminal: bool) -> io::Result<Self> {
-        let timer = HostTimer::new()?;
+    /// `board` with the host timers of `cpus` local APICs, and the event thread that
+    /// watches them, the PIT's host timer and the console's `input` (standard input),
+    /// ringing `wakers`.
+    pub(crate) fn start(board: PcBoard, cpus: usize, wakers: Arc<[Waker]>, input: Option<OwnedFd>, console_is_terminal: bool) -> io::Result<Self> {
         let apic_timers = (0..cpus).map(|_| HostTimer::new()).collect::<io::Result<Vec<_>>>()?;
-        // The console's input: standard input, read by the event thread.
-        let input = std::io::stdin().as_fd().try_clone_to_owned()?;
-        let events = Events::start(timer.clone(), Some(input), apic_timers.clone(), wakers)?;
-        let escape = console_is_terminal.then(Escape::new);
-        let apic_timers = apic_timers.into_iter().map(|t| (t, None)).collect();
-        Ok(PcWorld { board, timer, events, apic_timers, escape, input_open: true, timer_armed: false, warned_fast_timer: false })
-    }
-
-    /// One event of the event thread; `Some` when it ends the run.
-    fn handle_event(&mut self, event: Event) -> Option<Outcome> {
-        match event {
-            Event::Timer => self.take_timer_edges(),
-            Event::Input(bytes) => {
-                let Some(escape) = self.escape.as_mut() else {
-                    lock(&self.board.uart).console_input(&bytes);
-                    return None;
-                };
-                let mut to_guest = Vec::with_capacity(bytes.len());
-                let mut rest = &bytes[..];
-                while !rest.is_empty() {
-                    let (key, used) = escape.filter(rest, &mut to_guest);
-                    rest = &rest[used..];
-                    match key {
-                        Some(Key::Quit) => return Some(Outcome::Quit),
-                        Some(Key::Help) => eprint!("\r\n{}\r\n", crate::pc::console::HELP.replace('\n', "\r\n")),
-                        _ => {}
-                    }
-                }
-                lock(&self.board.uart).console_input(&to_guest);
-            }
-            Event::InputClosed => self.input_open = false,
-        }
-        None
-    }
-
-    /// The PIT's edges on IRQ0 up to now.
-    fn take_timer_edges(&mut self) {
-        // Not only while the host timer is armed: a one-shot count the guest wrote can run
-        // out before this vCPU's next pass arms anything, and its one edge must be taken.
-        let mut pit = lock(&self.board.pit);
-        pit.timer_tick();
-        // A one-shot count that has run out wakes nobody any more.
-        if pit.irq0_timer().is_none() {
-            self.timer_armed = false;
-        }
-    }
-
-    /// Arms the host timer for channel 0 as the PIT now has it.
-    fn arm(&mut self, timer: Option<IrqTimer>, now_ns: u64) -> io::Result<()> {
-        let Some(t) = timer else {
-            self.timer_armed = false;
-            return self.timer.arm(None, None);
+        let quit = Arc::new(AtomicBool::new(false));
+        let input_open = Arc::new(AtomicBool::new(input.is_some()));
+        let sink = PcEvents {
+            pit: board.pit.clone(),
+            uart: board.uart.clone(),
+            escape: console_is_terminal.then(Escape::new),
+            quit: quit.clone(),
+            input_open: input_open.clone(),
+            wakers: wakers.clone(),
         };
-        let period = t.period_ns.map(Duration::from_nanos);
-        if period.is_some_and(|p| p < MIN_TIMER_PERIOD) && !self.warned_fast_timer {
-            self.warned_fast_timer = true;
-            eprintln!(
-                "yakvm: the guest runs the PIT at {:.0} Hz; timer interrupts are delivered at most every {} us (the others merge)",
-                1e9 / t.period_ns.unwrap_or(1) as f64,
-                MIN_TIMER_PERIOD.as_micros()
-            );
+        let pit_timer = lock(&board.pit).host_timer();
+        let events = Events::start(pit_timer, input, apic_timers.clone(), wakers, Box::new(sink))?;
+        let apic_timers = apic_timers.into_iter().map(|t| (t, None)).collect();
+        Ok(PcWorld { board, _events: events, apic_timers, quit, input_open })
+    }
+}
+
+/// What the event thread does with the pc board's events, on its own thread: the PIT's
+/// edges and the console's bytes raise IRQ0 and IRQ4 through the devices' `IrqLine`s
+/// (which wake the vCPU they reach); Ctrl-A X ends the run (every vCPU is woken to see it).
+struct PcEvents {
+    pit: Arc<Mutex<PitDevice>>,
+    uart: Arc<Mutex<UartDevice>>,
+    /// Ctrl-A commands, when the console is a terminal.
+    escape: Option<Escape>,
+    quit: Arc<AtomicBool>,
+    input_open: Arc<AtomicBool>,
+    wakers: Arc<[Waker]>,
+}
+
+impl PcEvents {
+    fn wake_all(&self) {
+        for waker in self.wakers.iter() {
+            waker.wake();
         }
-        self.timer_armed = true;
-        let delay = Duration::from_nanos(t.next_ns.saturating_sub(now_ns));
-        self.timer.arm(Some(delay), period.map(|p| p.max(MIN_TIMER_PERIOD)))
+    }
+}
+
+impl EventSink for PcEvents {
+    fn timer(&mut self, _expired: bool) {
+        // By the clock either way.
+        lock(&self.pit).timer_tick();
+    }
+
+    fn input(&mut self, bytes: &[u8]) {
+        if self.quit.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(escape) = self.escape.as_mut() else {
+            lock(&self.uart).console_input(bytes);
+            return;
+        };
+        let mut to_guest = Vec::with_capacity(bytes.len());
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (key, used) = escape.filter(rest, &mut to_guest);
+            rest = &rest[used..];
+            match key {
+                Some(Key::Quit) => {
+                    // What came before the command reaches the guest; nothing after it.
+                    lock(&self.uart).console_input(&to_guest);
+                    self.quit.store(true, Ordering::SeqCst);
+                    self.wake_all();
+                    return;
+                }
+                Some(Key::Help) => eprint!("\r\n{}\r\n", crate::pc::console::HELP.replace('\n', "\r\n")),
+                _ => {}
+            }
+        }
+        lock(&self.uart).console_input(&to_guest);
+    }
+
+    fn input_closed(&mut self) {
+        self.input_open.store(false, Ordering::SeqCst);
+        // An idle vCPU looks again whether anything can still wake it.
+        self.wake_all();
+    }
+
+    fn backlog(&self) -> usize {
+        lock(&self.uart).input_backlog()
     }
 }
 
@@ -123,24 +130,9 @@ impl Board for PcWorld {
         self.board.now_ns()
     }
 
-    /// What the event thread saw (timer expiries, console input), and the host timer
-    /// following the PIT.
+    /// The user's Ctrl-A X (the event thread handles the rest itself).
     fn poll_events(&mut self) -> Result<Option<Outcome>, Error> {
-        while let Some(event) = self.events.try_next() {
-            if let Some(outcome) = self.handle_event(event) {
-                return Ok(Some(outcome));
-            }
-        }
-        // The PIT's edges by the clock, at every pass: a timer event only wakes vCPU 0
-        // sooner, and one that came late (or never) cannot stall a tickless guest (an
-        // idle vCPU 0 passes here at least every `IDLE_POLL`).
-        self.take_timer_edges();
-        self.events.set_backlog(lock(&self.board.uart).input_backlog());
-        let update = lock(&self.board.pit).timer_update();
-        if let Some(timer) = update {
-            self.arm(timer, self.board.now_ns())?;
-        }
-        Ok(None)
+        Ok(self.quit.load(Ordering::SeqCst).then_some(Outcome::Quit))
     }
 
     /// Arms vCPU `cpu`'s host timer for its local APIC's `deadline`, unless it is armed
@@ -156,7 +148,8 @@ impl Board for PcWorld {
 
     fn idle_forever(&self) -> bool {
         let apic_timer = self.board.interrupts().apics.next_timer_deadline().is_some();
-        !self.timer_armed && !apic_timer && !self.input_open
+        let pit_timer = lock(&self.board.pit).timer_armed();
+        !pit_timer && !apic_timer && !self.input_open.load(Ordering::SeqCst)
     }
 
     fn stats(&self) -> Vec<String> {
@@ -171,5 +164,67 @@ impl Board for PcWorld {
             lines.push(format!("timer ticks merged (the guest was not taking them fast enough): {merged}"));
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::tests::CTX;
+    use crate::devices::tests::SharedOut;
+    use crate::devices::Devices;
+    use crate::disk::NoDisk;
+    use std::time::Instant;
+
+    /// The event thread, not a vCPU, raises IRQ0 when the PIT's count runs out and IRQ4
+    /// when console bytes come, and wakes vCPU 0 halted on its doorbell each time.
+    #[test]
+    fn the_event_thread_raises_irq0_and_irq4_and_wakes_a_halted_vcpu() {
+        let wakers: Arc<[Waker]> = Arc::from([Waker::new()]);
+        let mut d = Devices::pc(SharedOut::default(), NoDisk, 0x1000_0000).unwrap();
+        let board = PcBoard::new(16 << 20, wakers.clone(), d.console.clone()).unwrap();
+        board.install(&mut d.ports, &mut d.mmio).unwrap();
+        let controllers = board.interrupts.clone();
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let world = PcWorld::start(board, 1, wakers.clone(), Some(read), false).unwrap();
+        let out = |d: &mut Devices, port: u16, value: u8| d.ports.write(port.into(), &[value], &CTX).unwrap();
+        // The master PIC as Linux sets it up (vector 0x30), IRQ0 and IRQ4 unmasked; the
+        // UART's receive interrupt on (IER bit 0, OUT2 in MCR).
+        for (port, value) in [(0x20, 0x11), (0x21, 0x30), (0x21, 0x04), (0x21, 0x01), (0x21, 0xee), (0x3f9, 0x01), (0x3fc, 0x08)] {
+            out(&mut d, port, value);
+        }
+        // vCPU 0 halts: it notes the rings, finds nothing to do, and waits; a one-shot of
+        // 20 ms (mode 0) runs out meanwhile.
+        let halt_until = |what: &str, raise: &mut dyn FnMut()| {
+            assert!(!lock(&controllers).interrupt_pending(0), "{what}: nothing pending before");
+            let seen = wakers[0].rings();
+            let start = Instant::now();
+            raise();
+            wakers[0].wait(seen, Duration::from_secs(20));
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}: vCPU 0 was not woken");
+            // The doorbell rings after the line is raised.
+            lock(&controllers).acknowledge(0)
+        };
+        let count = 23_864u16.to_le_bytes(); // 20 ms of 1.193182 MHz clocks
+        let pit = &mut || {
+            for (port, value) in [(0x43, 0x30), (0x40, count[0]), (0x40, count[1])] {
+                out(&mut d, port, value);
+            }
+        };
+        assert_eq!(halt_until("the PIT", pit), Some(0x30));
+        out(&mut d, 0x20, 0x20); // EOI
+        assert!(!world.idle_forever(), "standard input is open");
+        let mut typed = || {
+            nix::unistd::write(&write, b"k").unwrap();
+        };
+        assert_eq!(halt_until("console input", &mut typed), Some(0x34));
+        assert_eq!(lock(&world.board.uart).input_backlog(), 0, "the byte is in the UART");
+        // The end of the input: nothing can wake an idle guest any more.
+        drop(write);
+        let start = Instant::now();
+        while !world.idle_forever() {
+            assert!(start.elapsed() < Duration::from_secs(10), "the end of input was not seen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
