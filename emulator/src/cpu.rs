@@ -311,6 +311,17 @@ impl CpuLoop<'_> {
     /// run ends (`end`: as `run` returns it).
     #[allow(clippy::type_complexity)]
     fn idle(&mut self, sh: &Shared<'_>) -> Result<Option<Option<Outcome>>, Error> {
+        // Idle: wakers ring without kicking (events.rs, `Waker::wake`), until the vCPU
+        // goes back to its loop, which looks at its interrupts again before `RUN`.
+        let waker = &sh.wakers[self.index];
+        waker.set_idle(true);
+        let idled = self.idle_until_work(sh);
+        waker.set_idle(false);
+        idled
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn idle_until_work(&mut self, sh: &Shared<'_>) -> Result<Option<Option<Outcome>>, Error> {
         let waker = &sh.wakers[self.index];
         loop {
             let seen = waker.rings();
