@@ -128,6 +128,10 @@ pub trait PciFunction: Send {
     fn bar_device(&self, _index: usize) -> Option<SharedDevice> {
         None
     }
+    /// After the guest wrote `len` bytes at `offset` of the configuration space (an MSI
+    /// or MSI-X capability's enable or mask may have changed: a pending vector may go).
+    /// It must never lock the PCI root.
+    fn config_written(&mut self, _offset: usize, _len: usize) {}
 }
 
 /// The host bridge: a header and nothing else.
@@ -239,6 +243,7 @@ impl PciRoot {
         let decoded = |f: &dyn PciFunction| -> Decoded { std::array::from_fn(|i| f.config().bar(i)) };
         let before = decoded(&**f);
         f.config_mut().write(offset, data);
+        f.config_written(offset, data.len());
         let touches = |start: usize, len: usize| offset < start + len && start < offset + data.len();
         if touches(COMMAND, 2) || touches(BAR0, 4 * BARS) {
             let after = decoded(&**f);
