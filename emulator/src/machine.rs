@@ -54,6 +54,8 @@ pub struct Config {
     pub coalesced_io: bool,
     /// vCPUs (`--smp`): 1 to `MAX_CPUS`; more than one needs the pc machine.
     pub cpus: u32,
+    /// pc: write the ACPI tables (false with `--no-acpi`: the MP table alone).
+    pub acpi: bool,
 }
 
 pub struct Machine {
@@ -162,7 +164,7 @@ impl Machine {
             return Err(Error::SmpNeedsPc(n));
         }
         let (vm, vcpus) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics())?;
-        kind.write_tables(&mem, ram, n)?;
+        kind.write_tables(&mem, ram, n, config.acpi)?;
         let mut cpus: Vec<Cpu> = vcpus.into_iter().map(Cpu::new).collect();
         let (regs, sregs) = place(&mem);
         cpus[0].vcpu.set_sregs(&sregs)?;
@@ -311,6 +313,7 @@ mod tests {
             device: String::new(),
             coalesced_io: false,
             cpus: 1,
+            acpi: true,
         }
     }
 
