@@ -40,9 +40,10 @@ impl MachineKind {
     /// Writes the board's tables into guest RAM of `ram` bytes for `cpus` vCPUs (pc: the
     /// ACPI tables in the E segment and the MP table in the F segment), before the guest's
     /// own bytes (which win where they meet). A table that does not fit below the boot
-    /// area (a tiny `--mem`) is left out, as on a machine without it. Returns where the
-    /// ACPI tables' RSDP is, if they were written.
-    pub fn write_tables(self, mem: &sys::GuestMemory, ram: u64, cpus: u32) -> Result<Option<u64>, AcpiError> {
+    /// area (a tiny `--mem`) is left out, as on a machine without it; `acpi` false
+    /// (`--no-acpi`) leaves the ACPI tables out, the MP table then being the only one.
+    /// Returns where the ACPI tables' RSDP is, if they were written.
+    pub fn write_tables(self, mem: &sys::GuestMemory, ram: u64, cpus: u32, acpi: bool) -> Result<Option<u64>, AcpiError> {
         if self != MachineKind::Pc {
             return Ok(None);
         }
@@ -50,14 +51,14 @@ impl MachineKind {
         if mptable::MP_TABLE_ADDR + table.len() as u64 <= layout::boot_area(ram) {
             mem.write(mptable::MP_TABLE_ADDR, &table).expect("checked to fit");
         }
-        self.acpi_rsdp(ram).map(|_| acpi::write(&AcpiDesc::pc(cpus, ram), mem)).transpose()
+        self.acpi_rsdp(ram, acpi).map(|_| acpi::write(&AcpiDesc::pc(cpus, ram), mem)).transpose()
     }
 
     /// Where the board's ACPI tables put the RSDP with `ram` bytes of RAM (`None`: the
-    /// board has none, or they would not fit below the boot area).
-    pub fn acpi_rsdp(self, ram: u64) -> Option<u64> {
+    /// board has none, `acpi` is false, or they would not fit below the boot area).
+    pub fn acpi_rsdp(self, ram: u64, acpi: bool) -> Option<u64> {
         let fits = layout::ACPI_START + layout::ACPI_SIZE <= layout::boot_area(ram);
-        (self == MachineKind::Pc && fits).then_some(layout::ACPI_START)
+        (self == MachineKind::Pc && acpi && fits).then_some(layout::ACPI_START)
     }
 }
 
@@ -193,17 +194,17 @@ mod tests {
     #[test]
     fn the_pc_board_writes_its_mp_and_acpi_tables() {
         let mem = sys::GuestMemory::new(16 << 20).unwrap();
-        MachineKind::Seed.write_tables(&mem, 16 << 20, 1).unwrap();
+        MachineKind::Seed.write_tables(&mem, 16 << 20, 1, true).unwrap();
         let mut sig = [0u8; 4];
         mem.read(mptable::MP_TABLE_ADDR, &mut sig).unwrap();
         assert_eq!(sig, [0; 4]);
         let mut rsdp = [0u8; 8];
-        assert_eq!(MachineKind::Seed.write_tables(&mem, 16 << 20, 1), Ok(None));
-        assert_eq!(MachineKind::Seed.acpi_rsdp(16 << 20), None);
+        assert_eq!(MachineKind::Seed.write_tables(&mem, 16 << 20, 1, true), Ok(None));
+        assert_eq!(MachineKind::Seed.acpi_rsdp(16 << 20, true), None);
         mem.read(layout::ACPI_START, &mut rsdp).unwrap();
         assert_eq!(rsdp, [0; 8], "the seed board has no ACPI tables");
-        assert_eq!(MachineKind::Pc.write_tables(&mem, 16 << 20, 2), Ok(Some(layout::ACPI_START)));
-        assert_eq!(MachineKind::Pc.acpi_rsdp(16 << 20), Some(layout::ACPI_START));
+        assert_eq!(MachineKind::Pc.write_tables(&mem, 16 << 20, 2, true), Ok(Some(layout::ACPI_START)));
+        assert_eq!(MachineKind::Pc.acpi_rsdp(16 << 20, true), Some(layout::ACPI_START));
         mem.read(mptable::MP_TABLE_ADDR, &mut sig).unwrap();
         assert_eq!(&sig, b"_MP_");
         mem.read(layout::ACPI_START, &mut rsdp).unwrap();
@@ -216,7 +217,21 @@ mod tests {
     fn a_tiny_pc_has_no_acpi_tables() {
         let ram = 512 << 10;
         let mem = sys::GuestMemory::new(ram as usize).unwrap();
-        assert_eq!(MachineKind::Pc.write_tables(&mem, ram, 1), Ok(None));
-        assert_eq!(MachineKind::Pc.acpi_rsdp(ram), None);
+        assert_eq!(MachineKind::Pc.write_tables(&mem, ram, 1, true), Ok(None));
+        assert_eq!(MachineKind::Pc.acpi_rsdp(ram, true), None);
+    }
+
+    /// `--no-acpi`: the MP table alone, no RSDP for the kernel loader.
+    #[test]
+    fn a_pc_without_acpi_has_only_its_mp_table() {
+        let ram = 16 << 20;
+        let mem = sys::GuestMemory::new(ram as usize).unwrap();
+        assert_eq!(MachineKind::Pc.write_tables(&mem, ram, 2, false), Ok(None));
+        assert_eq!(MachineKind::Pc.acpi_rsdp(ram, false), None);
+        let (mut sig, mut rsdp) = ([0u8; 4], [0u8; 8]);
+        mem.read(mptable::MP_TABLE_ADDR, &mut sig).unwrap();
+        assert_eq!(&sig, b"_MP_");
+        mem.read(layout::ACPI_START, &mut rsdp).unwrap();
+        assert_eq!(rsdp, [0; 8], "no RSDP");
     }
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub cpus: u32,
     /// The test device (`--testdev`, pc machine only).
     pub testdev: bool,
+    /// pc: write the ACPI tables (false with `--no-acpi`: the MP table alone).
+    pub acpi: bool,
 }
 
 pub struct Machine {
@@ -164,7 +166,7 @@ impl Machine {
             return Err(Error::SmpNeedsPc(n));
         }
         let (vm, vcpus) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics())?;
-        kind.write_tables(&mem, ram, n)?;
+        kind.write_tables(&mem, ram, n, config.acpi)?;
         let mut cpus: Vec<Cpu> = vcpus.into_iter().map(Cpu::new).collect();
         let (regs, sregs) = place(&mem);
         cpus[0].vcpu.set_sregs(&sregs)?;
@@ -314,6 +316,7 @@ mod tests {
             coalesced_io: false,
             cpus: 1,
             testdev: false,
+            acpi: true,
         }
     }
 

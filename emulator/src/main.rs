@@ -73,6 +73,10 @@ enum Command {
         /// others wait for INIT and a startup IPI from it through their local APICs.
         #[arg(long, default_value = "1", value_name = "N")]
         smp: u32,
+        /// pc: build the machine without ACPI tables, for guests that want only the MP
+        /// table (Linux is given no RSDP; the PM registers stay on their ports).
+        #[arg(long)]
+        no_acpi: bool,
         /// Guest RAM size, in bytes or with a K, M or G suffix [default: 16M; 256M with --kernel].
         #[arg(long, value_parser = parse_size)]
         mem: Option<u64>,
@@ -200,7 +204,7 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
             cmdline.push(' ');
             cmdline.push_str(extra);
         }
-        let rsdp = config.machine.acpi_rsdp(mem);
+        let rsdp = config.machine.acpi_rsdp(mem, config.acpi);
         return linux::load_with_acpi(&kernel, initrd.as_deref(), &cmdline, mem, rsdp).map_err(|e| format!("{name}: {e}"));
     }
     if multiboot::detect(&kernel) {
@@ -379,7 +383,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -390,7 +394,7 @@ fn main() -> ExitCode {
             let mem = mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
             // --trace and --step-trace show every port write as an exit.
             let coalesced_io = !no_coalesced_io && step_trace.is_none();
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev };
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, acpi: !no_acpi };
             match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {

@@ -51,6 +51,9 @@ boot_linux() {
     s1=$(wait_for "$OUT/linux.out" '^SLEEP-START' 2000) || { kill $pid; exec 5>&-; echo "no SLEEP-START: $(tail -c 300 "$OUT/linux.out")"; return 1; }
     s2=$(wait_for "$OUT/linux.out" '^SLEEP-END' 2000) || { kill $pid; exec 5>&-; echo "no SLEEP-END"; return 1; }
     printf 'cat /proc/interrupts\n' >&5
+    # What ACPI and PCI gave our kernel: its tables, and an lspci from sysfs.
+    printf 'echo "tables:" $(ls /sys/firmware/acpi/tables)\n' >&5
+    printf 'for d in /sys/bus/pci/devices/*; do echo "pci: ${d##*/} $(cat $d/vendor) $(cat $d/device) $(cat $d/class)"; done\n' >&5
     printf 'read line; echo "answer: $line"\n' >&5
     sleep 1
     printf 'yakvm-says-hello\n' >&5
@@ -65,17 +68,28 @@ boot_linux() {
     sed -n '/^exits:/,$p' "$OUT/linux.err" | sed 's/^/  | /' >&3
 }
 # reboot -f: Linux resets through the i8042; yakvm ends with status 0 and says so.
+# Without ACPI tables (--no-acpi), as a kernel that wants only the MP table: our kernel
+# finds its two CPUs there, and `reboot -f` (no FADT reset register) pulses the i8042's
+# reset line.
 reboot_linux() {
     rm -f /tmp/reboot.in; mkfifo /tmp/reboot.in
-    yakvm run --kernel $KERNEL --initrd $INITRD --mem 64M < /tmp/reboot.in > "$OUT/reboot.out" 2>&1 &
+    yakvm run --kernel $KERNEL --initrd $INITRD --mem 64M --smp 2 --no-acpi < /tmp/reboot.in > "$OUT/reboot.out" 2>&1 &
     pid=$!
     exec 6> /tmp/reboot.in
     wait_for "$OUT/reboot.out" '/ # ' 1200 0.25 > /dev/null || { kill $pid; exec 6>&-; echo "no shell: $(tail -c 300 "$OUT/reboot.out")"; return 1; }
+    printf 'echo "online: $(cat /sys/devices/system/cpu/online)" "acpi: $(ls /sys/firmware/acpi/tables 2>/dev/null | wc -l)"\n' >&6
+    printf 'dmesg | grep -E "MP-table|ACPI: (Using|No)" | sed "s/^\\[[^]]*\\] /dmesg: /"\n' >&6
+    wait_for "$OUT/reboot.out" '^online: ' 400 > /dev/null
     printf 'reboot -f\n' >&6
     wait_bounded $pid 120; rc=$?
     exec 6>&-
     rm -f /tmp/reboot.in
     [ $rc -eq 0 ] && grep -q 'the guest reset the machine' "$OUT/reboot.out" || { echo "status $rc: $(tail -c 300 "$OUT/reboot.out")"; return 1; }
+}
+reboot_mp_table() { # the --no-acpi boot: both CPUs through the MP table, no ACPI table
+    out=$(tr -d '\r' < "$OUT/reboot.out")
+    echo "$out" | grep -qx 'online: 0-1 acpi: 0' || { echo "$(echo "$out" | grep '^online:')"; return 1; }
+    echo "$out" | grep -qE '^dmesg: found SMP MP-table at' || { echo "no MP table in dmesg: $(echo "$out" | grep '^dmesg:')"; return 1; }
 }
 boots_to_init() { [ -f "$OUT/linux.rc" ] && grep -q '^YAKVM-GUEST-LINUX-UP' "$OUT/linux.out"; }
 uname_r() { grep -q '^6\.12\.' "$OUT/linux.out" || { echo "no 6.12.x in the output"; return 1; }; }
@@ -90,15 +104,28 @@ sleep_2s() {
     # 2 s, within 10% (plus the console's 50 ms polling here)
     [ "$t" -ge 180 ] && [ "$t" -le 225 ] || { echo "sleep 2 took ${t}0 ms"; return 1; }
 }
+# Our kernel with ACPI and PCI: the tables, and the host bridge (vendor, device, class) alone on bus 0.
+linux_acpi_tables() {
+    t=" $(tr -d '\r' < "$OUT/linux.out" | grep -m1 '^tables: ' | cut -d: -f2) "
+    for sig in APIC FACP DSDT MCFG; do
+        case "$t" in *" $sig "*) ;; *) echo "no $sig in:$t"; return 1 ;; esac
+    done
+}
+linux_pci() {
+    out=$(tr -d '\r' < "$OUT/linux.out")
+    echo "$out" | grep -qx 'pci: 0000:00:00.0 0x1b36 0x0008 0x060000' || { echo "$(echo "$out" | grep '^pci: ')"; return 1; }
+    [ "$(echo "$out" | grep -cE '^pci: [0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7] 0x')" -eq 1 ] || { echo "more than the host bridge: $(echo "$out" | grep '^pci: ')"; return 1; }
+}
 stdin_line_answered() { grep -q '^answer: yakvm-says-hello' "$OUT/linux.out" || { echo "$(tail -c 300 "$OUT/linux.out")"; return 1; }; }
+# Our kernel has ACPI: `poweroff -f` is ACPI's S5.
 powers_off() {
-    [ "$(cat "$OUT/linux.rc")" = 0 ] && grep -q 'halted with interrupts disabled' "$OUT/linux.err" ||
+    [ "$(cat "$OUT/linux.rc")" = 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/linux.err" ||
         { echo "status $(cat "$OUT/linux.rc"): $(tail -n 3 "$OUT/linux.err")"; return 1; }
 }
 
 # Linux on two vCPUs (`--smp 2`: local APICs, the I/O APIC, the MP table). The guest's init
 # (`yakvm.smp`) says what it sees, runs two pinned and two free processes, shows the
-# per-CPU interrupts and powers off: Linux stops vCPU 1, then vCPU 0 halts.
+# per-CPU interrupts and powers off: Linux stops vCPU 1, then vCPU 0 enters ACPI's S5.
 linux_smp() {
     t0=$(now_cs)
     timeout 600 yakvm run --kernel $KERNEL --initrd $INITRD --mem 128M --smp 2 --append yakvm.smp --stats \
@@ -107,7 +134,7 @@ linux_smp() {
     echo "  Linux --smp 2 on yakvm: start to power-off $((t / 100)).$(printf %02d $((t % 100))) s" >&3
     tr -d '\r' < "$OUT/linux-smp.out" | sed -n '/^SMP-BEGIN/,/^SMP-END/p' | sed 's/^/  | /' >&3
     grep -E '^(vCPU|interrupts by line)' "$OUT/linux-smp.err" | sed 's/^/  | /' >&3
-    [ $rc -eq 0 ] && grep -q 'halted with interrupts disabled' "$OUT/linux-smp.err" ||
+    [ $rc -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/linux-smp.err" ||
         { echo "status $rc: $(tail -n 3 "$OUT/linux-smp.err") / $(tail -c 400 "$OUT/linux-smp.out")"; return 1; }
     out=$(tr -d '\r' < "$OUT/linux-smp.out")
     echo "$out" | grep -qx 'cpus: 2' && echo "$out" | grep -qx 'online: 0-1' ||
@@ -181,8 +208,8 @@ multiboot_bad_input() {
 # shell is driven through the console; the markers are computed by the guest's shell, so
 # that the echo of the typed line never matches them.
 DEBIAN=debian/vmlinuz
-debian_boot() { # debian_boot N: boots with --smp N, asks, powers off; leaves debian-N.*
-    n=$1 out="$OUT/debian-$1.out" err="$OUT/debian-$1.err"
+debian_boot() { # debian_boot N END: boots with --smp N, asks, ends by END (poweroff or reboot); leaves debian-N.*
+    n=$1 end=$2 out="$OUT/debian-$1.out" err="$OUT/debian-$1.err"
     rm -f "$out" "$err" "$OUT/debian-$1.rc" /tmp/debian.in
     [ -f debian/vmlinuz ] || { echo "no Debian kernel: $(cat debian/FETCH-FAILED 2>/dev/null || echo 'not staged (make env)')"; return 1; }
     mkfifo /tmp/debian.in
@@ -199,14 +226,14 @@ debian_boot() { # debian_boot N: boots with --smp N, asks, powers off; leaves de
     printf 'echo DEBIAN-$((6*7))-END\n' >&7
     wait_for "$out" '^DEBIAN-42-END' 1200 > /dev/null || { kill $pid; exec 7>&-; echo "no answers: $(tail -c 400 "$out")"; return 1; }
     t1=$(now_cs)
-    printf 'poweroff\n' >&7
+    printf '%s\n' "$end" >&7
     wait_bounded $pid 120; rc=$?
     t2=$(now_cs)
     exec 7>&-
     rm -f /tmp/debian.in
     echo $rc > "$OUT/debian-$n.rc"
     b=$(( up - t0 )) p=$(( t2 - t1 ))
-    echo "  Debian $(tr -d '\r' < "$out" | grep -m1 -E '^6\.[0-9]+\.') --smp $n on yakvm: start to init's marker $((b / 100)).$(printf %02d $((b % 100))) s; poweroff to exit $((p / 100)).$(printf %02d $((p % 100))) s" >&3
+    echo "  Debian $(tr -d '\r' < "$out" | grep -m1 -E '^6\.[0-9]+\.') --smp $n on yakvm: start to init's marker $((b / 100)).$(printf %02d $((b % 100))) s; $end to exit $((p / 100)).$(printf %02d $((p % 100))) s" >&3
     tr -d '\r' < "$out" | sed -n '/^DEBIAN-42-BEGIN/,/^DEBIAN-42-END/p' | grep -vE '^DEBIAN-42' | sed 's/^/  | /' >&3
 }
 # answer N PATTERN: the line of debian-N's answers that PATTERN (a whole line) matches.
@@ -232,6 +259,10 @@ debian_pci() { # the host bridge, by vendor, device, class; and Linux took ECAM
         { echo "ECAM not taken: $(debian_answer $1 'dmesg: .*MMCONFIG.*')"; return 1; }
     debian_answer $1 'dmesg: ACPI: PCI Root Bridge \[PCI0\] \(domain 0000 \[bus 00\]\)' > /dev/null || { echo "no PCI0 root bridge in dmesg"; return 1; }
 }
+debian_reset() { # reboot (Linux tries the FADT's reset register, 0xcf9, first): yakvm ends as a reboot, status 0
+    [ "$(cat "$OUT/debian-$1.rc" 2>/dev/null)" = 0 ] && grep -q 'the guest reset the machine' "$OUT/debian-$1.err" ||
+        { echo "status $(cat "$OUT/debian-$1.rc" 2>/dev/null): $(tail -n 3 "$OUT/debian-$1.err")"; return 1; }
+}
 debian_s5() { # poweroff is ACPI S5: yakvm ends with status 0 and says so
     [ "$(cat "$OUT/debian-$1.rc" 2>/dev/null)" = 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/debian-$1.err" ||
         { echo "status $(cat "$OUT/debian-$1.rc" 2>/dev/null): $(tail -n 3 "$OUT/debian-$1.err")"; return 1; }
@@ -249,15 +280,18 @@ check linux_sleep_2s_is_2s_of_host_time sleep_2s
 check linux_reads_stdin_and_answers stdin_line_answered
 check linux_poweroff_ends_yakvm powers_off
 check linux_reboot_ends_yakvm reboot_linux
+check linux_no_acpi_smp2_through_the_mp_table reboot_mp_table
+check linux_acpi_tables_apic_facp_dsdt_mcfg linux_acpi_tables
+check linux_pci_host_bridge linux_pci
 check linux_smp2_both_cpus_work linux_smp
-check debian_smp2_boots debian_boot 2
+check debian_smp2_boots debian_boot 2 poweroff
 check debian_smp2_all_cpus_online_through_the_madt debian_cpus 2
 check debian_smp2_acpi_tables_apic_facp_dsdt_mcfg debian_tables 2
 check debian_smp2_pci_host_bridge_and_ecam debian_pci 2
 check debian_smp2_poweroff_is_acpi_s5 debian_s5 2
-check debian_smp4_boots debian_boot 4
+check debian_smp4_boots debian_boot 4 reboot
 check debian_smp4_all_cpus_online_through_the_madt debian_cpus 4
 check debian_smp4_acpi_tables_apic_facp_dsdt_mcfg debian_tables 4
 check debian_smp4_pci_host_bridge_and_ecam debian_pci 4
-check debian_smp4_poweroff_is_acpi_s5 debian_s5 4
+check debian_smp4_reboot_ends_yakvm_as_a_reboot debian_reset 4
 check dmesg_clean_linux dmesg_clean

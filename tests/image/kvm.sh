@@ -16,7 +16,7 @@ printf 'MODULE-TWO' > /tmp/m2.bin
 # - hypercall: yakvm's VMMCALL interface (KVM answers hypercalls itself);
 # - spin, hostile, pc_hostile, writer: no end of their own or timing-dependent output;
 # - pc_mmio_ticks: counts timer ticks against a busy loop (timing-dependent).
-# debian is Debian's stock cloud kernel (shares/debian, `scripts/distro-kernel.sh`): ACPI
+# debian and debian4 are Debian's stock cloud kernel (shares/debian, `scripts/distro-kernel.sh`) with --smp 2 and 4: ACPI
 # and PCI, its CPUs through the MADT.
 GUESTS='hello guests/hello.bin
 elf guests/hello.elf
@@ -34,7 +34,8 @@ pc_timer --machine pc guests/pc_timer.bin
 multiboot --mem 32M --kernel guests/multiboot.elf --append "mem=32M answer=42" --module "/tmp/m1.bin,first arg1" --module /tmp/m2.bin,second
 linux --kernel linux/bzImage --initrd linux/initramfs.cpio.gz --mem 128M --append yakvm.check
 pc_pci --machine pc guests/pc_pci.bin
-debian --kernel debian/vmlinuz --initrd linux/initramfs.cpio.gz --mem 256M --smp 2 --append yakvm.check'
+debian --kernel debian/vmlinuz --initrd linux/initramfs.cpio.gz --mem 256M --smp 2 --append yakvm.check
+debian4 --kernel debian/vmlinuz --initrd linux/initramfs.cpio.gz --mem 256M --smp 4 --append yakvm.check'
 
 # run_all HV: every guest on hypervisor HV; output, status and disk under $D/HV.
 run_all() {
@@ -51,7 +52,7 @@ run_all() {
 # lines count there.
 comparable() {
     case $1 in
-    linux|debian) tr -d '\r' < "$2" | sed -n '/^CHECK-BEGIN/,/^CHECK-END/p' |
+    linux|debian|debian4) tr -d '\r' < "$2" | sed -n '/^CHECK-BEGIN/,/^CHECK-END/p' |
         grep -E '^(CHECK-BEGIN|CHECK-END|vendor_id:|model name:|flags:|cpus:|MemTotal:|sum:)' ;;
     *) cat "$2" ;;
     esac
@@ -79,6 +80,8 @@ expected_results() {
     tr -d '\r' < $D/yakvm/linux.out | grep -q '^sum: 2664667000$' || { echo "linux check: $(tail -c 300 $D/yakvm/linux.out)"; return 1; }
     [ "$(comparable debian $D/yakvm/debian.out | wc -l)" -eq 8 ] && comparable debian $D/yakvm/debian.out | grep -qx 'cpus: 2' ||
         { echo "debian check lines: $(comparable debian $D/yakvm/debian.out)"; return 1; }
+    [ "$(comparable debian4 $D/yakvm/debian4.out | wc -l)" -eq 8 ] && comparable debian4 $D/yakvm/debian4.out | grep -qx 'cpus: 4' ||
+        { echo "debian4 check lines: $(comparable debian4 $D/yakvm/debian4.out)"; return 1; }
     [ "$(grep -c '^ok ' $D/yakvm/pc_pci.out)" -eq 13 ] || { echo "pc_pci: $(grep -v '^ok ' $D/yakvm/pc_pci.out | head -n 3)"; return 1; }
     grep -q 'guest shut down (triple fault)' $D/kvm/triple.err || { echo "triple on kvm: $(cat $D/kvm/triple.err)"; return 1; }
     [ "$(cat $D/kvm/multiboot.rc)" = 0 ] || { echo "multiboot on kvm: $(tail -n 3 $D/kvm/multiboot.out)"; return 1; }

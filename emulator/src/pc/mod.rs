@@ -14,6 +14,7 @@ pub mod mptable;
 pub mod pci;
 pub mod pci_config;
 pub mod pci_msi;
+pub mod pci_msix;
 pub mod pic;
 pub mod pit;
 pub mod testdev;

@@ -46,6 +46,23 @@ const MSI_DEST_LOGICAL: u64 = 1 << 2;
 const MSI_DATA_LEVEL: u16 = 1 << 15;
 const MSI_DATA_MODE_SHIFT: u32 = 8;
 
+/// The interrupt an MSI or MSI-X message (`address`, the low 16 bits of its `data`) is
+/// on x86, or `None` if it is not one (outside the local APICs' window, or a reserved
+/// delivery mode).
+pub fn interrupt_message(address: u64, data: u16) -> Option<Message> {
+    if address >> 32 != 0 || address & MSI_ADDRESS_MASK != MSI_ADDRESS_BASE {
+        return None;
+    }
+    let mode = DeliveryMode::from_bits(u32::from(data >> MSI_DATA_MODE_SHIFT))?;
+    Some(Message {
+        vector: data as u8,
+        mode,
+        logical: address & MSI_DEST_LOGICAL != 0,
+        dest: (address >> MSI_DEST_SHIFT) as u8,
+        level_triggered: data & MSI_DATA_LEVEL != 0,
+    })
+}
+
 /// What raising the vector did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Raised {
@@ -113,19 +130,7 @@ impl Msi {
     pub fn message(&self, space: &ConfigSpace) -> Option<Message> {
         let low = u64::from(u32::from_le_bytes(self.bytes(space, ADDRESS_LOW)));
         let high = u64::from(u32::from_le_bytes(self.bytes(space, ADDRESS_HIGH)));
-        let address = high << 32 | low;
-        let data = u16::from_le_bytes(self.bytes(space, DATA));
-        if address >> 32 != 0 || address & MSI_ADDRESS_MASK != MSI_ADDRESS_BASE {
-            return None;
-        }
-        let mode = DeliveryMode::from_bits(u32::from(data >> MSI_DATA_MODE_SHIFT))?;
-        Some(Message {
-            vector: data as u8,
-            mode,
-            logical: address & MSI_DEST_LOGICAL != 0,
-            dest: (address >> MSI_DEST_SHIFT) as u8,
-            level_triggered: data & MSI_DATA_LEVEL != 0,
-        })
+        interrupt_message(high << 32 | low, u16::from_le_bytes(self.bytes(space, DATA)))
     }
 
     /// The device raises its vector.
