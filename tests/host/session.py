@@ -105,7 +105,7 @@ def linux(fd: int, pump, seen) -> str | None:
     if not expect(b"linux-42 on 6.12", 60):
         return f"the Linux shell did not answer; console ended with {seen()[-300:]!r}"
     type_line(b"poweroff -f")
-    if not expect(b"halted with interrupts disabled", 60) or not expect(b"/mnt/shares # ", 30):
+    if not expect(b"the guest powered off (ACPI S5)", 60) or not expect(b"/mnt/shares # ", 30):
         return f"poweroff in Linux did not end yakvm; console ended with {seen()[-300:]!r}"
     return None
 
