@@ -132,12 +132,6 @@ impl Board for PcWorld {
 
     /// The user's Ctrl-A X (the event thread handles the rest itself).
     fn poll_events(&mut self) -> Result<Option<Outcome>, Error> {
-        // The PIT's edges by the clock at every vCPU's pass too, not only at the host
-        // timer's expiry on the event thread: a guest that leaves HLT or exits often takes
-        // its tick as soon as it is due, without waiting for the event thread's wake-up
-        // (make bench's timer row: 2401 interrupts/s with the event thread alone, 3328
-        // before it).
-        lock(&self.board.pit).timer_tick();
         Ok(self.quit.load(Ordering::SeqCst).then_some(Outcome::Quit))
     }
 
