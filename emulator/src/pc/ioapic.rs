@@ -27,8 +27,16 @@
 //! line is still high, sends again.
 //!
 //! What happens when the guest does something odd:
-//! - **Polarity**: kept in the entry and read back, never applied: lines are given to
-//!   [`IoApic::set_level`] as asserted or not.
+//! - **Polarity**: applied as on the chip, to the pin's electrical level. Sources give
+//!   [`IoApic::set_level`] their line as asserted or not; the board's wiring says which pins
+//!   have active-low sources ([`ACTIVE_LOW_PINS`]: PCI's INTx lines on GSIs 16-23, level and
+//!   active low as the DSDT's `_PRT` says; the ISA pins are active high, as the MADT and the
+//!   MP table say), so a pin's level is the source's asserted state, inverted on those
+//!   pins, and an idle PCI line is high. An entry's polarity bit says which level is active:
+//!   programmed as the tables say, the entry sees the source's asserted state; programmed
+//!   the other way, it sees the inverse (an idle line is active: a level-triggered entry
+//!   sends at once and again after each EOI, as on hardware). Reprogramming the polarity
+//!   of an edge-triggered entry is not an edge.
 //! - **Masked pins**: an edge on a masked pin is lost (as the datasheet says, unlike QEMU which
 //!   keeps it); a level still high when its pin is unmasked is delivered then.
 //! - **Reprogramming**: switching an entry to edge-triggered clears its remote IRR. The
@@ -44,6 +52,9 @@ pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 pub const IOAPIC_SIZE: u64 = 0x1000;
 /// Interrupt input pins.
 pub const PINS: usize = 24;
+/// The pins whose sources are active low (bit n: pin n): PCI's INTx lines, the GSIs the
+/// DSDT's `_PRT` routes them to (`acpi::INTX_GSI_BASE`, `acpi::INTX_LINES`).
+pub const ACTIVE_LOW_PINS: u32 = ((1 << super::acpi::INTX_LINES) - 1) << super::acpi::INTX_GSI_BASE;
 
 pub const IOREGSEL: u64 = 0x00;
 pub const IOWIN: u64 = 0x10;
@@ -67,7 +78,7 @@ bitflags::bitflags! {
         const DELIVERY_MODE = 0b111 << DELIVERY_MODE_SHIFT;
         /// Destination mode: logical rather than physical.
         const LOGICAL = 1 << 11;
-        /// Polarity: active low (kept, not applied).
+        /// Polarity: the pin is active when its level is low.
         const POLARITY_LOW = 1 << 13;
         /// A level-triggered message was sent and not yet EOIed.
         const REMOTE_IRR = 1 << 14;
@@ -139,7 +150,8 @@ pub struct IoApic {
     /// IOREGSEL.
     select: u8,
     entries: [Entry; PINS],
-    /// The input lines, asserted or not.
+    /// The input lines, asserted by their source or not (the level is this, inverted on
+    /// the [`ACTIVE_LOW_PINS`]).
     lines: [bool; PINS],
 }
 
@@ -213,10 +225,18 @@ impl IoApic {
         self.service(pin).into_iter().collect()
     }
 
-    /// Sends the message of a level-triggered pin whose line is high, if it may.
+    /// Whether pin `pin`'s input is active: its level (the source's asserted state, inverted
+    /// where the source is active low) as the entry's polarity reads it.
+    fn active(&self, pin: usize) -> bool {
+        let level = self.lines[pin] != (ACTIVE_LOW_PINS >> pin & 1 != 0);
+        level != self.entries[pin].low.contains(Low::POLARITY_LOW)
+    }
+
+    /// Sends the message of a level-triggered pin whose input is active, if it may.
     fn service(&mut self, pin: usize) -> Option<Message> {
+        let active = self.active(pin);
         let entry = &mut self.entries[pin];
-        if !self.lines[pin] || !entry.level_triggered() || entry.masked() || entry.remote_irr() {
+        if !active || !entry.level_triggered() || entry.masked() || entry.remote_irr() {
             return None;
         }
         let message = entry.message()?;
@@ -224,22 +244,27 @@ impl IoApic {
         Some(message)
     }
 
-    /// An edge on a line (an ISA interrupt): up and down again.
+    /// An edge on a line (an ISA interrupt): up and down again. The message it sends, if
+    /// any: at its start, or at its end where the entry's polarity inverts the line.
     pub fn pulse(&mut self, pin: u8) -> Option<Message> {
         let message = self.set_level(pin, true);
-        self.set_level(pin, false);
-        message
+        let end = self.set_level(pin, false);
+        message.or(end)
     }
 
-    /// A line changes level; the message it sends, if any.
+    /// A line's source asserts it (`high`) or not; the message it sends, if any.
     pub fn set_level(&mut self, pin: u8, high: bool) -> Option<Message> {
         let pin = usize::from(pin);
-        let was_high = std::mem::replace(self.lines.get_mut(pin)?, high);
+        if pin >= PINS {
+            return None;
+        }
+        let was_active = self.active(pin);
+        self.lines[pin] = high;
         let entry = &self.entries[pin];
         if entry.level_triggered() {
             return self.service(pin);
         }
-        if high && !was_high && !entry.masked() {
+        if self.active(pin) && !was_active && !entry.masked() {
             return entry.message();
         }
         None
@@ -373,6 +398,43 @@ mod tests {
         assert_eq!(ioapic.pulse(11), None);
         assert!(ioapic.eoi(0x50).is_empty(), "line low");
         assert_eq!(ioapic.pulse(11), Some(message(0x50, 0, true)));
+    }
+
+    /// The polarity bit applies to the pin's level. ISA pins are active high: an entry
+    /// programmed active high sees the source; active low, the inverse (an idle line is
+    /// active). PCI's pins (16-23) are wired active low: the entry must say active low (as
+    /// the `_PRT` does) to see the source, and an idle line is high.
+    #[test]
+    fn polarity_applies_to_the_level_as_the_board_wires_it() {
+        assert_eq!(ACTIVE_LOW_PINS, 0x00ff_0000, "GSIs 16-23");
+        let level = Low::LEVEL_TRIGGERED.bits();
+        let low = Low::POLARITY_LOW.bits();
+        let mut ioapic = IoApic::new(1);
+        // A PCI pin programmed as the `_PRT` says (level, active low): idle sends nothing,
+        // asserted sends, and again after an EOI while still asserted.
+        assert!(write_entry(&mut ioapic, 16, level | low | 0x60, 0).is_empty(), "an idle PCI line is high: inactive");
+        assert_eq!(ioapic.set_level(16, true), Some(message(0x60, 0, true)));
+        assert_eq!(ioapic.eoi(0x60), [message(0x60, 0, true)]);
+        assert_eq!(ioapic.set_level(16, false), None);
+        assert!(ioapic.eoi(0x60).is_empty());
+        // The same pin programmed active high: the idle (high) line is active at once, the
+        // asserted (low) one is not.
+        assert_eq!(write_entry(&mut ioapic, 17, level | 0x61, 0), [message(0x61, 0, true)]);
+        assert_eq!(ioapic.set_level(17, true), None, "remote IRR");
+        assert!(ioapic.eoi(0x61).is_empty(), "asserted = low = inactive for an active-high entry");
+        assert_eq!(ioapic.set_level(17, false), Some(message(0x61, 0, true)));
+        // An ISA pin programmed active low: inverted too. Edge-triggered: the source's
+        // falling edge is the input's rising one; reprogramming is no edge.
+        assert!(write_entry(&mut ioapic, 5, low | 0x35, 0).is_empty(), "reprogramming is no edge");
+        assert_eq!(ioapic.set_level(5, true), None, "the input falls");
+        assert_eq!(ioapic.set_level(5, false), Some(message(0x35, 0, false)));
+        assert_eq!(ioapic.pulse(5), Some(message(0x35, 0, false)), "a pulse: the input falls, then rises at its end");
+        assert!(write_entry(&mut ioapic, 5, 0x35, 0).is_empty());
+        assert_eq!(ioapic.pulse(5), Some(message(0x35, 0, false)), "active high, as the MADT says");
+        // A PCI pin edge-triggered active low (not what the tables say, but consistent).
+        write_entry(&mut ioapic, 20, low | 0x40, 0);
+        assert_eq!(ioapic.set_level(20, true), Some(message(0x40, 0, false)));
+        assert_eq!(ioapic.set_level(20, false), None);
     }
 
     #[test]
