@@ -120,6 +120,8 @@ pub struct BoardConfig {
     pub console_is_terminal: bool,
     /// pc: the test device (`--testdev`, `pc::testdev`) is on the buses.
     pub testdev: bool,
+    /// pc: the PCI test functions (`--pci-testdev`, `pc::pci_testdev`) are on the root bus.
+    pub pci_testdev: bool,
 }
 
 /// The board `config.kind`: its devices on their buses, the interrupt wiring, and (pc)
@@ -132,6 +134,7 @@ pub fn build(
 ) -> Result<(Devices, Box<dyn Board>), Error> {
     match config.kind {
         MachineKind::Seed if config.testdev => Err(Error::TestdevNeedsPc),
+        MachineKind::Seed if config.pci_testdev => Err(Error::PciTestdevNeedsPc),
         MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
         MachineKind::Pc => {
             let mut devices = Devices::pc(out, disk, config.mmio_base)?;
@@ -142,6 +145,9 @@ pub fn build(
                     return Err(Error::TestdevInRam { base: testdev::MEMORY_BASE, mem: config.ram });
                 }
                 board.install_testdev(&mut devices.ports, &mut devices.mmio)?;
+            }
+            if config.pci_testdev {
+                board.install_pci_testdev()?;
             }
             // The console's input: standard input, read by the event thread.
             let input = io::stdin().as_fd().try_clone_to_owned()?;
@@ -159,7 +165,7 @@ mod tests {
 
     #[test]
     fn the_seed_board_has_no_interrupts_and_hlt_ends_its_run() {
-        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false };
+        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev: false };
         let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).unwrap();
         assert!(board.hlt_ends_run());
         assert!(board.interrupts().is_none());
@@ -175,7 +181,7 @@ mod tests {
     #[test]
     fn the_test_device_is_opt_in_and_pc_only() {
         let build_with = |kind, ram, testdev| {
-            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev };
+            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, pci_testdev: false };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, 16 << 20, true).err().expect("refused");

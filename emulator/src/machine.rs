@@ -56,6 +56,8 @@ pub struct Config {
     pub cpus: u32,
     /// The test device (`--testdev`, pc machine only).
     pub testdev: bool,
+    /// The PCI test functions (`--pci-testdev`, pc machine only).
+    pub pci_testdev: bool,
     /// pc: write the ACPI tables (false with `--no-acpi`: the MP table alone).
     pub acpi: bool,
 }
@@ -174,7 +176,7 @@ impl Machine {
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
         // The bootstrap processor runs; the others wait for INIT and a startup IPI.
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
-        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev };
+        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone())?;
         Ok(Self { _vm: vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
@@ -316,6 +318,7 @@ mod tests {
             coalesced_io: false,
             cpus: 1,
             testdev: false,
+            pci_testdev: false,
             acpi: true,
         }
     }

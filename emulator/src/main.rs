@@ -128,6 +128,11 @@ enum Command {
         /// 0xff000000 (docs/conformance.md).
         #[arg(long)]
         testdev: bool,
+        /// A test aid (pc machine only): two PCI test functions (1234:11e8, QEMU edu's ID) at
+        /// 00:16.0 and 00:1e.0 whose registers raise INTx (both on GSI 22), MSI and MSI-X
+        /// (docs/pci.md).
+        #[arg(long)]
+        pci_testdev: bool,
     },
     /// Show what the CPU's SVM and the module offer.
     Info,
@@ -383,7 +388,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -394,7 +399,7 @@ fn main() -> ExitCode {
             let mem = mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
             // --trace and --step-trace show every port write as an exit.
             let coalesced_io = !no_coalesced_io && step_trace.is_none();
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, acpi: !no_acpi };
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi };
             match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {

@@ -174,14 +174,21 @@ impl AcpiDesc {
             area_start: layout::ACPI_START,
             area_size: layout::ACPI_SIZE,
             ram,
-            pci: PciDesc {
-                ecam_base: pci::ECAM_BASE,
-                bus_first: pci::BUS_FIRST,
-                bus_last: pci::BUS_LAST,
-                mmio_start: layout::PCI_MMIO_WINDOW_START as u32,
-                mmio_size: layout::PCI_MMIO_WINDOW_SIZE as u32,
-                intx_gsi_base: INTX_GSI_BASE,
-            },
+            pci: PciDesc::pc(),
+        }
+    }
+}
+
+impl PciDesc {
+    /// The pc machine's PCI root bus.
+    pub fn pc() -> Self {
+        Self {
+            ecam_base: pci::ECAM_BASE,
+            bus_first: pci::BUS_FIRST,
+            bus_last: pci::BUS_LAST,
+            mmio_start: layout::PCI_MMIO_WINDOW_START as u32,
+            mmio_size: layout::PCI_MMIO_WINDOW_SIZE as u32,
+            intx_gsi_base: INTX_GSI_BASE,
         }
     }
 }

@@ -41,7 +41,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::acpi::{PM_BASE, SCI_IRQ};
+use super::acpi::{prt_gsi, PciDesc, INTX_GSI_BASE, INTX_LINES, PM_BASE, SCI_IRQ};
 use super::acpi_pm::{self, AcpiPm};
 use super::apic::Apics;
 use super::ioapic::Message;
@@ -49,7 +49,9 @@ use super::cmos::Cmos;
 use super::i8042::I8042;
 use super::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
 use super::lapic::{LAPIC_BASE, LAPIC_SIZE};
-use super::pci::{self, PciRoot, PciStats, CONFIG_ADDRESS, CONFIG_DATA, ECAM_BASE, ECAM_SIZE};
+use super::pci_intx::{IntxPin, WiredOr, Wire};
+use super::pci_testdev::{self, PciTestDev};
+use super::pci::{self, Bdf, PciError, PciRoot, PciStats, CONFIG_ADDRESS, CONFIG_DATA, ECAM_BASE, ECAM_SIZE};
 use super::pic::Pic;
 use super::pit::{IrqTimer, Pit};
 use super::testdev::{self, TestDev};
@@ -103,11 +105,22 @@ pub struct Interrupts {
     wakes: u32,
     /// Interrupts delivered to the CPU, by ISA line (`--stats`).
     pub irqs: [u64; 16],
+    /// PCI's INTx lines (the `_PRT`'s GSIs): which functions hold each.
+    pci_lines: WiredOr,
 }
 
 impl Interrupts {
     fn new(cpus: usize) -> Self {
-        Self { pic: Pic::new(), apics: Apics::new(cpus), wakes: 0, irqs: [0; 16] }
+        let pci_lines = WiredOr::new(INTX_GSI_BASE, INTX_LINES);
+        Self { pic: Pic::new(), apics: Apics::new(cpus), wakes: 0, irqs: [0; 16], pci_lines }
+    }
+
+    /// PCI INTx: `source` asserts the shared line `gsi` or lets it go; the I/O APIC sees
+    /// the line asserted while any source holds it.
+    pub fn pci_intx(&mut self, gsi: u32, source: u32, asserted: bool) {
+        if let Some(level) = self.pci_lines.set(gsi, source, asserted) {
+            self.wakes |= self.apics.set_pin(gsi as u8, level);
+        }
     }
 
     /// An edge on ISA line `irq`, to both interrupt controllers.
@@ -190,6 +203,29 @@ impl IrqLine {
             controllers.take_wakes()
         };
         wake_cpus(&self.wakers, woken);
+    }
+}
+
+/// A PCI function's INTx pin's line: its GSI (the `_PRT`'s), shared with the other
+/// functions routed there (a wired-OR), held by this function as one source.
+struct PciLine {
+    controllers: Arc<Mutex<Interrupts>>,
+    wakers: Arc<[Waker]>,
+    gsi: u32,
+    source: u32,
+}
+
+impl Wire for PciLine {
+    fn set(&self, asserted: bool) {
+        let woken = {
+            let mut controllers = lock(&self.controllers);
+            controllers.pci_intx(self.gsi, self.source, asserted);
+            controllers.take_wakes()
+        };
+        wake_cpus(&self.wakers, woken);
+    }
+    fn gsi(&self) -> u32 {
+        self.gsi
     }
 }
 
@@ -570,6 +606,16 @@ impl PcBoard {
         IrqLine { controllers: self.interrupts.clone(), wakers: self.wakers.clone(), line: irq }
     }
 
+    /// The INTx pin `pin` (1-4: INTA#-INTD#) of the function at `bdf`, wired as the DSDT's
+    /// `_PRT` says (`acpi::prt_gsi`), for the function to hold and give the root
+    /// (`PciFunction::intx`).
+    pub fn intx_pin(&self, bdf: Bdf, pin: u8) -> IntxPin {
+        let gsi = prt_gsi(&PciDesc::pc(), bdf.device, pin.saturating_sub(1) & 3);
+        let source = u32::from(bdf.bus) << 16 | u32::from(bdf.device) << 11 | u32::from(bdf.function) << 8 | u32::from(pin);
+        let line = PciLine { controllers: self.interrupts.clone(), wakers: self.wakers.clone(), gsi, source };
+        IntxPin::new(pin, Box::new(line))
+    }
+
     /// A sender of message-signalled interrupts, for a device.
     pub fn msi(&self) -> MsiSender {
         MsiSender { controllers: self.interrupts.clone(), wakers: self.wakers.clone() }
@@ -620,6 +666,17 @@ impl PcBoard {
         ports.insert("testdev scratch bytes", testdev::SCRATCH_BYTES_PORT.into(), len, Span::Bytes, dev.clone())?;
         ports.insert("testdev irq lines", testdev::IRQ_PORT_BASE.into(), testdev::IRQ_LINES.into(), Span::Whole, dev.clone())?;
         mmio.insert("testdev memory", testdev::MEMORY_BASE, testdev::MEMORY_SIZE, Span::Whole, dev)
+    }
+
+    /// Puts the PCI test functions (`--pci-testdev`, `pci_testdev.rs`) on the root bus.
+    pub fn install_pci_testdev(&self) -> Result<(), PciError> {
+        let mut root = lock(&self.pci);
+        let ignored = root.ignored().clone();
+        for bdf in pci_testdev::SLOTS {
+            let function = PciTestDev::new(self.intx_pin(bdf, 1), self.msi(), ignored.clone());
+            root.add(bdf, Box::new(function))?;
+        }
+        Ok(())
     }
 
     /// Nanoseconds since the board was built: the devices' clock.

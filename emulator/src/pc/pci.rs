@@ -56,7 +56,10 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use super::pci_config::{BarKind, ConfigSpace, Identity, BAR0, BARS, COMMAND, CONVENTIONAL_SIZE, SPACE_SIZE};
+use super::pci_config::{
+    BarKind, ConfigSpace, Identity, BAR0, BARS, COMMAND, COMMAND_INTX_DISABLE, CONVENTIONAL_SIZE, INTERRUPT_LINE, SPACE_SIZE,
+};
+use super::pci_intx::IntxPin;
 use crate::bus::{le, Bus, BusDevice, BusError, Ctx, Effect, Ignored, SharedDevice, Span};
 
 /// The configuration address register (a dword), with the reset control register in it.
@@ -132,6 +135,16 @@ pub trait PciFunction: Send {
     /// or MSI-X capability's enable or mask may have changed: a pending vector may go).
     /// It must never lock the PCI root.
     fn config_written(&mut self, _offset: usize, _len: usize) {}
+    /// Before the guest reads the configuration space (a device-set bit that the device
+    /// keeps elsewhere, such as a pending bit, goes into the space). It must never lock
+    /// the PCI root.
+    fn before_config_read(&mut self) {}
+    /// The function's INTx pin (`pci_intx.rs`), if its Interrupt Pin register names one:
+    /// the root gives it the command register's Interrupt Disable after each configuration
+    /// write and shows its request in the status register's Interrupt Status.
+    fn intx(&self) -> Option<&IntxPin> {
+        None
+    }
 }
 
 /// The host bridge: a header and nothing else.
@@ -213,8 +226,19 @@ impl PciRoot {
         if self.functions.contains_key(&bdf) {
             return Err(PciError::Taken(bdf));
         }
+        let mut function = function;
+        // What a firmware does for an OS without `_PRT` to read: the Interrupt Line holds
+        // where the pin goes (the GSI; an OS may write it, nothing here reads it back).
+        if let Some(gsi) = function.intx().map(IntxPin::gsi) {
+            function.config_mut().write(INTERRUPT_LINE, &[gsi as u8]);
+        }
         self.functions.insert(bdf, function);
         Ok(())
+    }
+
+    /// Where odd accesses are noted (for the functions' own).
+    pub fn ignored(&self) -> &Ignored {
+        &self.ignored
     }
 
     /// The functions, in order.
@@ -225,8 +249,14 @@ impl PciRoot {
     /// Reads `data.len()` bytes at `offset` of `bdf`'s space (all ones if it is absent).
     fn config_read(&mut self, bdf: Bdf, offset: usize, data: &mut [u8]) {
         self.stats.config_reads += 1;
-        match self.functions.get(&bdf) {
-            Some(f) => f.config().read(offset, data),
+        match self.functions.get_mut(&bdf) {
+            Some(f) => {
+                f.before_config_read();
+                if let Some(status) = f.intx().map(IntxPin::status) {
+                    f.config_mut().set_interrupt_status(status);
+                }
+                f.config().read(offset, data)
+            }
             None => {
                 self.stats.absent += 1;
                 data.fill(0xff);
@@ -245,6 +275,9 @@ impl PciRoot {
         f.config_mut().write(offset, data);
         f.config_written(offset, data.len());
         let touches = |start: usize, len: usize| offset < start + len && start < offset + data.len();
+        if let Some(pin) = f.intx().filter(|_| touches(COMMAND, 2)) {
+            pin.set_disabled(f.config().command() & COMMAND_INTX_DISABLE != 0);
+        }
         if touches(COMMAND, 2) || touches(BAR0, 4 * BARS) {
             let after = decoded(&**f);
             self.remap(bdf, &before, &after);

@@ -63,6 +63,9 @@ const COMMAND_WRITABLE: u16 =
 /// abort, received target abort, received master abort, signaled system error, detected
 /// parity error).
 pub const STATUS_CAPABILITIES: u16 = 1 << 4;
+/// Status register: the function's INTx is asserted, or would be but for the command
+/// register's Interrupt Disable (read-only; `pci_intx.rs`).
+pub const STATUS_INTERRUPT: u16 = 1 << 3;
 const STATUS_CLEAR_ON_ONE: u16 = (1 << 8) | (1 << 11) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 15);
 
 /// BAR type bits (PCI Local Bus 3.0, 6.2.5.1).
@@ -258,6 +261,12 @@ impl ConfigSpace {
     /// The device sets status bits (an error it saw); the guest clears them.
     pub fn set_status(&mut self, bits: u16) {
         let status = self.u16_at(STATUS) | (bits & STATUS_CLEAR_ON_ONE);
+        self.put(STATUS, &status.to_le_bytes());
+    }
+
+    /// The status register's Interrupt Status (the function's INTx request).
+    pub fn set_interrupt_status(&mut self, on: bool) {
+        let status = self.u16_at(STATUS) & !STATUS_INTERRUPT | if on { STATUS_INTERRUPT } else { 0 };
         self.put(STATUS, &status.to_le_bytes());
     }
 

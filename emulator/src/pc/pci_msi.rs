@@ -122,7 +122,9 @@ impl Msi {
         self.bytes::<1>(space, PENDING)[0] & 1 != 0
     }
 
-    fn set_pending(&self, space: &mut ConfigSpace, on: bool) {
+    /// Sets or clears the pending bit (for a device that raises its vector outside a
+    /// configuration access and keeps the bit's state itself).
+    pub fn set_pending(&self, space: &mut ConfigSpace, on: bool) {
         space.set(self.at + PENDING, &[u8::from(on), 0, 0, 0]);
     }
 

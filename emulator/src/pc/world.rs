@@ -159,6 +159,10 @@ impl Board for PcWorld {
         if !irqs.is_empty() {
             lines.push(format!("interrupts by line: {}", irqs.join(", ")));
         }
+        let pci = self.board.pci_stats();
+        if pci.bars_refused > 0 || pci.bar_moves > 0 {
+            lines.push(format!("pci bars: moved {}, refused {}", pci.bar_moves, pci.bars_refused));
+        }
         let merged = lock(&self.board.pit).merged_ticks;
         if merged > 0 {
             lines.push(format!("timer ticks merged (the guest was not taking them fast enough): {merged}"));
