@@ -229,7 +229,7 @@ impl BusDevice for Registers {
     fn read(&mut self, _: u64, offset: u64, data: &mut [u8], _: &Ctx) {
         let s = lock(&self.0);
         match s.msix.read(0, offset, data) {
-            Access::NotMine if data.len() == 4 && offset % 4 == 0 => data.copy_from_slice(&s.read(offset).to_le_bytes()),
+            Access::NotMine if data.len() == 4 && offset.is_multiple_of(4) => data.copy_from_slice(&s.read(offset).to_le_bytes()),
             Access::NotMine | Access::Ignored => {
                 data.fill(0xff);
                 s.ignored.note(format_args!("{}-byte read of the PCI test function's BAR at {offset:#x}", data.len()));
@@ -241,7 +241,7 @@ impl BusDevice for Registers {
     fn write(&mut self, _: u64, offset: u64, data: &[u8], _: &Ctx) -> io::Result<Effect> {
         let mut s = lock(&self.0);
         match s.msix.write(0, offset, data) {
-            Access::NotMine if data.len() == 4 && offset % 4 == 0 => s.write(offset, le(data) as u32),
+            Access::NotMine if data.len() == 4 && offset.is_multiple_of(4) => s.write(offset, le(data) as u32),
             Access::NotMine | Access::Ignored => {
                 s.ignored.note(format_args!("{}-byte write of {:#x} to the PCI test function's BAR at {offset:#x}", data.len(), le(data)));
             }
