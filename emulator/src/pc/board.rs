@@ -18,6 +18,7 @@
 //! | 0x80 | POST code sink |
 //! | 0x3f8-0x3ff | 16550A UART (COM1) on IRQ4: the console |
 //! | 0x600-0x60b | ACPI PM registers (PM1a event and control, PM timer) at their real widths; the SCI on IRQ9 (level); S5 ends the run as a power-off |
+//! | MMIO 0xd0000000-0xdfffffff | PCI's memory window: the functions' BARs (`pci.rs`); with `--pci-testdev`, two test functions at 00:16.0 and 00:1e.0 (`pci_testdev.rs`), their INTA# on GSI 22 as the `_PRT` says (`pci_intx.rs`: wired-OR, level, active low) |
 //! | 0xe0-0xeb, 0x2000-0x2017 | with `--testdev` only: the test device (`testdev.rs`), its lines wired as the ISA lines 0-15 and the I/O APIC's pins 16-23; its test memory at MMIO 0xff000000 |
 //!
 //! Each device is on the buses (`bus.rs`) under a lock of its own; the interrupt controllers

@@ -7,7 +7,7 @@
 //! | ports 0xe0-0xe3 | a 32-bit scratch register: an access of any width at any of its bytes reads back what was written there |
 //! | ports 0xe8-0xeb | the same register, byte by byte |
 //! | ports 0xe4-0xe7 | "flush page": a dword write names a guest page; accepted and counted, nothing to do (below) |
-//! | ports 0x2000-0x2017 | interrupt lines: a write of V to 0x2000 + N sets line N high (V ≠ 0) or low; lines 0-15 are the ISA lines (both PICs and the I/O APIC), 16-23 the I/O APIC's other pins |
+//! | ports 0x2000-0x2017 | interrupt lines: a write of V to 0x2000 + N sets line N high (V ≠ 0) or low; lines 0-15 are the ISA lines (both PICs and the I/O APIC), 16-23 the I/O APIC's other pins, wired as PCI's INTx lines (active low, `ioapic.rs`) |
 //! | MMIO 0xff000000-0xff00ffff | 64 KiB of test memory that is not RAM: every access is MMIO, and reads back what was written |
 //!
 //! A write to an interrupt line's port sets that one line, whatever the access's width
