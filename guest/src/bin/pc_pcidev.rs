@@ -221,8 +221,8 @@ fn discover() -> bool {
     for i in 0..2 {
         let line_pin = cfg_read32(devfn(i), INTERRUPT_LINE);
         let (line, pin) = (line_pin & 0xff, (line_pin >> 8) & 0xff);
-        let gsi = INTX_GSI_BASE + ((devfn(i) >> 3) + pin - 1) % INTX_LINES;
-        say!("  00:{:02x}.{}: INT{}# -> GSI {gsi} (interrupt line {line})", devfn(i) >> 3, devfn(i) & 7, (b'A' + pin as u8 - 1) as char);
+        let gsi = INTX_GSI_BASE + ((devfn(i) >> 3) + pin.wrapping_sub(1)) % INTX_LINES;
+        say!("  00:{:02x}.{}: INT{}# -> GSI {gsi} (interrupt line {line})", devfn(i) >> 3, devfn(i) & 7, (b'@' + pin as u8) as char);
         same &= pin == 1 && line == gsi && gsi == 22;
     }
     check("both INTA#, on GSI 22 by the _PRT's formula and the interrupt line", same);
@@ -265,7 +265,6 @@ fn intx() {
     let seen = SEEN.load(SeqCst);
     say!("  shared line: the handler saw {:#x} (nibbles: first interrupt, second; bit i: function i)", seen);
     check("INTx: two functions on GSI 22 are a wired-OR (two interrupts, the second for the one still holding it)", shared && seen == 0x32);
-    ioapic_write(0x10 + 2 * gsi, 1 << 16);
 }
 
 fn msi() {
@@ -280,7 +279,8 @@ fn msi() {
     cfg_write32(d, cap + 0xc, u32::from(MSI_VECTOR));
     cfg_write32(d, cap, 1 << 16);
     mmio_write(reg(0, RAISE), 1);
-    check("MSI: delivered at its vector, no INTx", wait_taken(MSI_VECTOR, 1) && still_taken(MSI_VECTOR, 1) && taken(INTX_VECTOR) == 4);
+    let no_intx = taken(INTX_VECTOR) == 4 && status_register(d) & STATUS_INTERRUPT == 0;
+    check("MSI: delivered at its vector, no INTx", wait_taken(MSI_VECTOR, 1) && still_taken(MSI_VECTOR, 1) && no_intx);
     mmio_write(reg(0, ACK), u32::MAX);
     cfg_write32(d, cap + 0x10, 1);
     mmio_write(reg(0, RAISE), 1);
