@@ -197,6 +197,27 @@ mod tests {
         assert_eq!(with.ports.range_of("testdev scratch"), Some((0xe0, 4)));
     }
 
+    /// `--pci-testdev` puts the two test functions on the pc machine's PCI root (ECAM
+    /// finds them); the seed machine is a clear error; without it, the slots are empty.
+    #[test]
+    fn the_pci_test_functions_are_opt_in_and_pc_only() {
+        let build_with = |kind, pci_testdev| {
+            let config = BoardConfig { kind, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev };
+            build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).map(|(devices, _)| devices)
+        };
+        let err = build_with(MachineKind::Seed, true).err().expect("refused");
+        assert_eq!(err.to_string(), "--pci-testdev: the PCI test functions are a pc machine's (--machine pc)");
+        let id = |d: &mut Devices, device: u64| {
+            let mut b = [0; 4];
+            d.mmio.read(crate::pc::pci::ECAM_BASE + (device << 15), &mut b, &crate::bus::tests::CTX);
+            u32::from_le_bytes(b)
+        };
+        let mut plain = build_with(MachineKind::Pc, false).unwrap();
+        assert_eq!((id(&mut plain, 22), id(&mut plain, 30)), (u32::MAX, u32::MAX));
+        let mut with = build_with(MachineKind::Pc, true).unwrap();
+        assert_eq!((id(&mut with, 22), id(&mut with, 30)), (0x11e8_1234, 0x11e8_1234));
+    }
+
     #[test]
     fn the_pc_board_writes_its_mp_and_acpi_tables() {
         let mem = sys::GuestMemory::new(16 << 20).unwrap();
