@@ -34,6 +34,7 @@ pc_timer --machine pc guests/pc_timer.bin
 multiboot --mem 32M --kernel guests/multiboot.elf --append "mem=32M answer=42" --module "/tmp/m1.bin,first arg1" --module /tmp/m2.bin,second
 linux --kernel linux/bzImage --initrd linux/initramfs.cpio.gz --mem 128M --append yakvm.check
 pc_pci --machine pc guests/pc_pci.bin
+pc_pcidev --machine pc --pci-testdev guests/pc_pcidev.bin
 debian --kernel debian/vmlinuz --initrd linux/initramfs.cpio.gz --mem 256M --smp 2 --append yakvm.check
 debian4 --kernel debian/vmlinuz --initrd linux/initramfs.cpio.gz --mem 256M --smp 4 --append yakvm.check'
 
@@ -83,6 +84,7 @@ expected_results() {
     [ "$(comparable debian4 $D/yakvm/debian4.out | wc -l)" -eq 8 ] && comparable debian4 $D/yakvm/debian4.out | grep -qx 'cpus: 4' ||
         { echo "debian4 check lines: $(comparable debian4 $D/yakvm/debian4.out)"; return 1; }
     [ "$(grep -c '^ok ' $D/yakvm/pc_pci.out)" -eq 13 ] || { echo "pc_pci: $(grep -v '^ok ' $D/yakvm/pc_pci.out | head -n 3)"; return 1; }
+    [ "$(grep -c '^ok ' $D/yakvm/pc_pcidev.out)" -eq 30 ] || { echo "pc_pcidev: $(grep -v '^ok ' $D/yakvm/pc_pcidev.out | head -n 3)"; return 1; }
     grep -q 'guest shut down (triple fault)' $D/kvm/triple.err || { echo "triple on kvm: $(cat $D/kvm/triple.err)"; return 1; }
     [ "$(cat $D/kvm/multiboot.rc)" = 0 ] || { echo "multiboot on kvm: $(tail -n 3 $D/kvm/multiboot.out)"; return 1; }
 }

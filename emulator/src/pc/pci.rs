@@ -28,6 +28,13 @@
 //! 0xffff: "nothing here") and drops writes, as a PC's master abort does; those accesses
 //! are counted, not logged (probing every slot is how an OS finds devices).
 //!
+//! Interrupts: a function with an INTx pin gives the root its [`IntxPin`]
+//! ([`PciFunction::intx`], `pci_intx.rs`): the root passes it the command register's
+//! Interrupt Disable after each configuration write, shows its request in the status
+//! register's Interrupt Status before each read, and fills the Interrupt Line with its GSI
+//! when the function is added (as a firmware would). MSI and MSI-X are the functions' own
+//! (`pci_msi.rs`, `pci_msix.rs`).
+//!
 //! The reset control register at 0xcf9 shares the address register's dword: a byte
 //! access there is the reset control's, a dword access at 0xcf8 the address register's,
 //! as on PC chipsets. (A dword written to 0xcf8 once reached 0xcf9 as its second byte, and
@@ -219,14 +226,13 @@ impl PciRoot {
     }
 
     /// Puts `function` at `bdf`.
-    pub fn add(&mut self, bdf: Bdf, function: Box<dyn PciFunction>) -> Result<(), PciError> {
+    pub fn add(&mut self, bdf: Bdf, mut function: Box<dyn PciFunction>) -> Result<(), PciError> {
         if bdf.bus != 0 || bdf.device > 31 || bdf.function > 7 {
             return Err(PciError::BadPlace(bdf));
         }
         if self.functions.contains_key(&bdf) {
             return Err(PciError::Taken(bdf));
         }
-        let mut function = function;
         // What a firmware does for an OS without `_PRT` to read: the Interrupt Line holds
         // where the pin goes (the GSI; an OS may write it, nothing here reads it back).
         if let Some(gsi) = function.intx().map(IntxPin::gsi) {
