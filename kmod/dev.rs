@@ -48,6 +48,10 @@ impl FileOps for Vm {
                 this.enable_lapic()?;
                 Ok(0)
             }
+            abi::IOEVENTFD => {
+                this.ioeventfd(&read_arg(arg)?)?;
+                Ok(0)
+            }
             _ => Err(ENOTTY),
         }
     }

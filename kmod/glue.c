@@ -6,6 +6,8 @@
  */
 #include <linux/anon_inodes.h>
 #include <asm/fpu/api.h>
+#include <linux/eventfd.h>
+#include <linux/err.h>
 #include <linux/fs.h>
 #include <linux/gfp.h>
 #include <linux/io.h>
@@ -142,4 +144,31 @@ void yakvm_put_page(struct page *page)
 void *yakvm_page_address(struct page *page)
 {
 	return page_address(page);
+}
+
+/*
+ * The eventfd of descriptor `fd` of the calling process, with a reference taken; NULL and
+ * the error in *err if `fd` is not an eventfd (eventfd_ctx_fdget returns an ERR_PTR).
+ */
+struct eventfd_ctx *yakvm_eventfd_get(int fd, int *err)
+{
+	struct eventfd_ctx *ctx = eventfd_ctx_fdget(fd);
+
+	if (IS_ERR(ctx)) {
+		*err = PTR_ERR(ctx);
+		return NULL;
+	}
+	*err = 0;
+	return ctx;
+}
+
+/* eventfd_signal is static inline in 6.12. */
+void yakvm_eventfd_signal(struct eventfd_ctx *ctx)
+{
+	eventfd_signal(ctx);
+}
+
+void yakvm_eventfd_put(struct eventfd_ctx *ctx)
+{
+	eventfd_ctx_put(ctx);
 }

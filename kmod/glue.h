@@ -5,6 +5,7 @@
 
 #include <linux/types.h>
 
+struct eventfd_ctx;
 struct file;
 struct page;
 struct vm_area_struct;
@@ -28,6 +29,9 @@ void yakvm_vma_range(struct vm_area_struct *vma, unsigned long *start,
 		     unsigned long *end, unsigned long *pgoff);
 void yakvm_on_each_cpu(void (*func)(void *), void *info);
 void yakvm_vma_set_dontcopy(struct vm_area_struct *vma);
+struct eventfd_ctx *yakvm_eventfd_get(int fd, int *err);
+void yakvm_eventfd_signal(struct eventfd_ctx *ctx);
+void yakvm_eventfd_put(struct eventfd_ctx *ctx);
 void yakvm_get_page(struct page *page);
 void yakvm_put_page(struct page *page);
 void *yakvm_page_address(struct page *page);

@@ -14,6 +14,10 @@ mod abi;
 #[path = "../abi/src/paging.rs"]
 #[allow(unreachable_pub)]
 mod paging;
+// The decoder of MMIO MOV forms, shared with host tests the same way.
+#[path = "../abi/src/decode.rs"]
+#[allow(unreachable_pub, dead_code)]
+mod decode;
 // The guest's CPUID table, shared with the emulator's KVM backend the same way.
 #[path = "../abi/src/cpuid.rs"]
 #[allow(unreachable_pub)]

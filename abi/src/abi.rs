@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 /// Version of this ABI; bumped on every incompatible change.
-pub const API_VERSION: u32 = 5;
+pub const API_VERSION: u32 = 6;
 
 /// The ioctl "type" byte of every yakvm command.
 pub const IOCTL_TYPE: u32 = b'Y' as u32;
@@ -56,6 +56,28 @@ pub const CREATE_VCPU: u32 = io(0x11);
 /// 10: no x2APIC) or moves the base. `EBUSY` once the VM has a vCPU. Without it, the
 /// guest sees no APIC (no CPUID bit; the MSR raises #GP).
 pub const ENABLE_LAPIC: u32 = io(0x12);
+/// Binds an eventfd to guest writes ([`IoEventFd`]), as KVM's `KVM_IOEVENTFD`: a guest
+/// write to the port or MMIO address `addr` with `len` bytes (0: any length) and, with
+/// [`ioeventfd::DATAMATCH`], the value `datamatch` (the written bytes as a little-endian
+/// number) signals the eventfd `fd` (adds 1 to its counter) and the guest goes on without
+/// an exit to userspace. A reader of the eventfd gets the sum of the signals since its last
+/// read: writes are counted exactly, but one wake-up may stand for several.
+///
+/// Port writes are `OUT` (not `OUTS`); MMIO writes are the MOV stores the module decodes
+/// (`decode.rs`: `mov` from a register or an immediate, with their prefixes): any other
+/// instruction writing there exits to userspace as before, as does any write that does not
+/// match. Reads never match.
+///
+/// With [`ioeventfd::DEASSIGN`], removes the registration with the same `fd`, `addr`,
+/// `len`, `PIO` flag and datamatch (or its absence); `ENOENT` if there is none. Assigning
+/// fails with `EEXIST` where KVM's does: a registration exists in the same space at the same
+/// `addr` whose length is 0, or the new one's is 0, or whose length is the same and whose
+/// datamatch is absent, or the new one's is, or the two are equal. `EINVAL` for unknown
+/// flags, a length other than 0, 1, 2, 4, 8, DATAMATCH with length 0, a port range past
+/// 0xffff or an address range that wraps; `EBADF` for an `fd` that is not an eventfd;
+/// `ENOSPC` past [`MAX_IOEVENTFDS`]. Registrations end when the VM is closed, and may be
+/// changed while vCPUs run.
+pub const IOEVENTFD: u32 = iow::<IoEventFd>(0x50);
 
 // --- ioctls on a vCPU descriptor ---
 /// Runs the vCPU until an exit needs userspace; the exit is described in the [`Run`] page.
@@ -116,6 +138,8 @@ pub mod cap {
     pub const PAGES_HELD: u64 = 7;
     /// Guest RAM pages the module has pinned now.
     pub const PAGES_PINNED: u64 = 8;
+    /// [`IOEVENTFD`] exists: the most registrations a VM may have ([`MAX_IOEVENTFDS`]).
+    pub const IOEVENTFDS: u64 = 9;
 }
 
 /// Size of the [`Run`] page: `mmap` a vCPU descriptor with this length at offset 0.
@@ -128,6 +152,37 @@ pub const MAX_MEMORY_REGIONS: u32 = 8;
 pub const MAX_GUEST_PHYS: u64 = 1 << 48;
 /// Most vCPUs per VM.
 pub const MAX_VCPUS: u32 = 8;
+/// Most [`IOEVENTFD`] registrations per VM (KVM allows 1000 per bus; a virtio device needs
+/// one per queue).
+pub const MAX_IOEVENTFDS: u32 = 256;
+
+/// Flags of [`IoEventFd`] (KVM's values).
+pub mod ioeventfd {
+    /// Match only writes of the value `datamatch`.
+    pub const DATAMATCH: u32 = 1 << 0;
+    /// `addr` is a port, not a guest-physical address.
+    pub const PIO: u32 = 1 << 1;
+    /// Remove the registration instead of adding it.
+    pub const DEASSIGN: u32 = 1 << 2;
+    pub const ALL: u32 = DATAMATCH | PIO | DEASSIGN;
+}
+
+/// The argument of [`IOEVENTFD`] (the layout of KVM's `kvm_ioeventfd` without its padding).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoEventFd {
+    /// The value a write must have, with [`ioeventfd::DATAMATCH`].
+    pub datamatch: u64,
+    /// A port (with [`ioeventfd::PIO`]) or a guest-physical address.
+    pub addr: u64,
+    /// Bytes of the write: 1, 2, 4, 8, or 0 for any.
+    pub len: u32,
+    /// An eventfd of the calling process.
+    pub fd: i32,
+    /// [`ioeventfd`] flags.
+    pub flags: u32,
+    pub _pad: u32,
+}
 
 /// Guest RAM: `memory_size` bytes at guest-physical `guest_phys_addr`, backed by the
 /// calling process's memory at `userspace_addr` (pinned by the module for the VM's life).
@@ -448,6 +503,9 @@ pub struct ExitStats {
     pub coalesced: u64,
     /// NMIs delivered from [`NMI`].
     pub nmi: u64,
+    /// Port and MMIO writes that signalled an [`IOEVENTFD`] instead of going to userspace
+    /// (counted in `io` or `mmio` too).
+    pub ioeventfd: u64,
 }
 
 /// Register sets the run page carries (`Run::sync_valid`, `Run::sync_dirty`).
@@ -516,7 +574,8 @@ const _: () = assert!(core::mem::size_of::<Regs>() == 18 * 8);
 const _: () = assert!(core::mem::size_of::<Segment>() == 16);
 const _: () = assert!(core::mem::size_of::<Sregs>() == 8 * 16 + 2 * 16 + 5 * 8);
 const _: () = assert!(core::mem::size_of::<MemoryRegion>() == 32);
-const _: () = assert!(core::mem::size_of::<ExitStats>() == 18 * 8);
+const _: () = assert!(core::mem::size_of::<ExitStats>() == 19 * 8);
+const _: () = assert!(core::mem::size_of::<IoEventFd>() == 32);
 const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENTRIES);
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
 const _: () = assert!(core::mem::size_of::<GuestDebug>() == 8 + 8 * 8);

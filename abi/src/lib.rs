@@ -7,3 +7,4 @@ mod abi;
 pub use abi::*;
 pub mod paging;
 pub mod cpuid;
+pub mod decode;

@@ -6,7 +6,10 @@
 //! both are in `sys`.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
+
+pub use vmm_sys_util::eventfd::EventFd;
 
 use crate::insn;
 use crate::sys::{self, GuestMemory, Kicker};
@@ -119,8 +122,117 @@ pub trait Vcpu: Send {
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8]));
 }
 
-/// Whatever keeps a VM alive (its descriptors), for the machine to hold until the end.
-pub type VmHandle = Box<dyn std::any::Any + Send>;
+/// Where an ioeventfd listens: a port or a guest-physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoEventAddress {
+    Pio(u16),
+    Mmio(u64),
+}
+
+/// Which writes an ioeventfd takes: any (any length, any value), or writes of exactly this
+/// width and value (KVM's datamatch; the length follows from the type, as in kvm-ioctls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Datamatch {
+    Any,
+    U8(u8),
+    U16(u16),
+    U32(u32),
+    U64(u64),
+}
+
+impl Datamatch {
+    /// The write's length in bytes (0: any) and the value, if one must match.
+    pub fn len_and_value(self) -> (u32, Option<u64>) {
+        match self {
+            Datamatch::Any => (0, None),
+            Datamatch::U8(v) => (1, Some(v.into())),
+            Datamatch::U16(v) => (2, Some(v.into())),
+            Datamatch::U32(v) => (4, Some(v.into())),
+            Datamatch::U64(v) => (8, Some(v)),
+        }
+    }
+}
+
+/// What the machine keeps of its VM: its descriptors (dropped with it) and what is done
+/// to the VM as a whole while it runs, from any thread.
+pub trait Vm: Send + Sync {
+    /// IOEVENTFD (yakvm's `IOEVENTFD`, KVM's `KVM_IOEVENTFD`): a guest write to `addr`
+    /// that `datamatch` takes adds 1 to `fd`'s counter and the vCPU goes on without an exit
+    /// to this program. A reader of `fd` gets the number of such writes since its last
+    /// read (several writes may come as one wake-up). Port writes are OUTs; MMIO writes are
+    /// the MOV stores the hypervisor decodes itself (any other instruction writing there,
+    /// and writes that do not match, exit as before). `EEXIST` for a registration that
+    /// collides with one at the same address (KVM's rule, docs/abi.md).
+    fn register_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()>;
+    /// Removes the registration made with the same arguments (`ENOENT` if there is none),
+    /// as when a device's BAR moves.
+    fn unregister_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()>;
+}
+
+/// A VM, shared by the machine and the devices that register ioeventfds.
+pub type VmHandle = Arc<dyn Vm>;
+
+struct YakvmVm(sys::Vm);
+
+impl YakvmVm {
+    fn ioeventfd(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd, deassign: bool) -> io::Result<()> {
+        use abi::ioeventfd::*;
+        let (len, value) = datamatch.len_and_value();
+        let (addr, pio) = match addr {
+            IoEventAddress::Pio(port) => (port.into(), PIO),
+            IoEventAddress::Mmio(gpa) => (gpa, 0),
+        };
+        let flags = pio | if value.is_some() { DATAMATCH } else { 0 } | if deassign { DEASSIGN } else { 0 };
+        let arg = abi::IoEventFd { datamatch: value.unwrap_or(0), addr, len, fd: fd.as_raw_fd(), flags, _pad: 0 };
+        self.0.ioeventfd(&arg)
+    }
+}
+
+impl Vm for YakvmVm {
+    fn register_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()> {
+        self.ioeventfd(addr, datamatch, fd, false)
+    }
+    fn unregister_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()> {
+        self.ioeventfd(addr, datamatch, fd, true)
+    }
+}
+
+struct KvmVm {
+    vm: kvm_ioctls::VmFd,
+    _kvm: kvm_ioctls::Kvm,
+}
+
+fn kvm_address(addr: IoEventAddress) -> kvm_ioctls::IoEventAddress {
+    match addr {
+        IoEventAddress::Pio(port) => kvm_ioctls::IoEventAddress::Pio(port.into()),
+        IoEventAddress::Mmio(gpa) => kvm_ioctls::IoEventAddress::Mmio(gpa),
+    }
+}
+
+impl Vm for KvmVm {
+    fn register_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()> {
+        let a = &kvm_address(addr);
+        match datamatch {
+            Datamatch::Any => self.vm.register_ioevent(fd, a, kvm_ioctls::NoDatamatch),
+            Datamatch::U8(v) => self.vm.register_ioevent(fd, a, v),
+            Datamatch::U16(v) => self.vm.register_ioevent(fd, a, v),
+            Datamatch::U32(v) => self.vm.register_ioevent(fd, a, v),
+            Datamatch::U64(v) => self.vm.register_ioevent(fd, a, v),
+        }
+        .map_err(|e| io::Error::from_raw_os_error(e.errno()))
+    }
+    fn unregister_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()> {
+        let a = &kvm_address(addr);
+        match datamatch {
+            Datamatch::Any => self.vm.unregister_ioevent(fd, a, kvm_ioctls::NoDatamatch),
+            Datamatch::U8(v) => self.vm.unregister_ioevent(fd, a, v),
+            Datamatch::U16(v) => self.vm.unregister_ioevent(fd, a, v),
+            Datamatch::U32(v) => self.vm.unregister_ioevent(fd, a, v),
+            Datamatch::U64(v) => self.vm.unregister_ioevent(fd, a, v),
+        }
+        .map_err(|e| io::Error::from_raw_os_error(e.errno()))
+    }
+}
 
 /// A VM of either hypervisor with `vcpus` vCPUs (1 to `abi::MAX_VCPUS`; index i has
 /// APIC id i, 0 is the bootstrap processor) and `mem` as its RAM at address 0. Keep
@@ -168,7 +280,7 @@ pub fn create(
                 vcpu.set_coalesced_io(&zones)?;
                 list.push(Box::new(YakvmVcpu { vcpu, synced: false, mem: mem.clone(), mmio: Mmio::None }));
             }
-            Ok((Box::new(vm), list))
+            Ok((Arc::new(YakvmVm(vm)), list))
         }
         Kind::Kvm => {
             let kvm = kvm_ioctls::Kvm::new().map_err(|e| Error::Kvm(format!("cannot open /dev/kvm: {e} (is kvm_amd loaded?)")))?;
@@ -190,7 +302,7 @@ pub fn create(
                 }
                 list.push(Box::new(KvmVcpu { vcpu, ring: ring.clone() }));
             }
-            Ok((Box::new((kvm, vm)), list))
+            Ok((Arc::new(KvmVm { vm, _kvm: kvm }), list))
         }
     }
 }

@@ -19,6 +19,9 @@ pub mod disk;
 pub mod events;
 /// The hypervisor under the machine: yakvm or KVM.
 pub mod hypervisor;
+/// `--ioeventfd`: ioeventfds counted by a thread (a test aid).
+#[deny(unsafe_code)]
+pub mod ioevent_probe;
 #[deny(unsafe_code)]
 pub mod insn;
 #[deny(unsafe_code)]

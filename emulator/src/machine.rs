@@ -66,7 +66,7 @@ pub struct Machine {
     // Field order is drop order: the vCPUs and the VM go before the RAM they use.
     /// The vCPUs; index = APIC id; 0 is the bootstrap processor.
     cpus: Vec<Cpu>,
-    _vm: hypervisor::VmHandle,
+    vm: hypervisor::VmHandle,
     mem: Arc<sys::GuestMemory>,
     pub devices: Devices,
     trace: bool,
@@ -178,7 +178,7 @@ impl Machine {
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
         let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone())?;
-        Ok(Self { _vm: vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
+        Ok(Self { vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
 
     // --- Hooks for debuggers (gdb.rs, steptrace.rs) ---
@@ -198,6 +198,11 @@ impl Machine {
     /// `run` returns `Outcome::Debug(None)` once `flag` is set (and the vCPU kicked).
     pub fn set_stop_request(&mut self, flag: Arc<AtomicBool>) {
         self.stop_request = Some(flag);
+    }
+
+    /// The VM, for what is done to it as a whole (ioeventfds: `hypervisor::Vm`).
+    pub fn vm(&self) -> &hypervisor::VmHandle {
+        &self.vm
     }
 
     /// vCPU 0 (the debugger's).

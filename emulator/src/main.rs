@@ -133,6 +133,11 @@ enum Command {
         /// (docs/pci.md).
         #[arg(long)]
         pci_testdev: bool,
+        /// A test aid: an ioeventfd on pio:PORT or mmio:ADDRESS (any write there), or with
+        /// :LEN:VALUE (writes of LEN bytes and that value only). A thread counts its
+        /// signals; the counts are printed on stderr at the end. Repeatable.
+        #[arg(long = "ioeventfd", value_name = "SPEC", value_parser = yakvm::ioevent_probe::parse)]
+        ioeventfds: Vec<yakvm::ioevent_probe::Spec>,
     },
     /// Show what the CPU's SVM and the module offer.
     Info,
@@ -175,6 +180,7 @@ struct RunArgs {
     gdb: Option<u16>,
     gdb_wait: bool,
     step_trace: Option<PathBuf>,
+    ioeventfds: Vec<yakvm::ioevent_probe::Spec>,
 }
 
 fn open_disk(path: &PathBuf) -> Result<File, String> {
@@ -260,6 +266,10 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
         let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         machine.set_step_trace(Box::new(io::BufWriter::new(file))).map_err(|e| e.to_string())?;
     }
+    let probe = match args.ioeventfds.as_slice() {
+        [] => None,
+        specs => Some(yakvm::ioevent_probe::Probe::start(machine.vm(), specs)?),
+    };
     if let Some(secs) = args.timeout {
         sys::alarm(secs);
     }
@@ -270,6 +280,11 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
     // Whatever happened: the output flushed, the disk's writes on stable storage.
     machine.finish().map_err(|e| format!("flushing the output or the disk: {e}"))?;
     drop(raw);
+    if let Some(probe) = probe {
+        for line in probe.finish(machine.vm()).map_err(|e| format!("removing an ioeventfd: {e}"))? {
+            eprintln!("{line}");
+        }
+    }
     if args.stats {
         print_stats(&machine);
     }
@@ -337,6 +352,7 @@ fn print_hypervisor_stats(machine: &Machine, i: usize, indent: &str) {
             ("hypercall", s.hypercall), ("interrupt", s.interrupt), ("#UD", s.invalid_opcode),
             ("shutdown", s.shutdown), ("fail-entry", s.fail_entry), ("other", s.other),
             ("irq-window", s.irq_window), ("coalesced", s.coalesced), ("nmi", s.nmi),
+            ("ioeventfd", s.ioeventfd),
         ] {
             if n > 0 {
                 eprintln!("{indent}  {name:<10} {n}");
@@ -388,7 +404,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -400,7 +416,7 @@ fn main() -> ExitCode {
             // --trace and --step-trace show every port write as an exit.
             let coalesced_io = !no_coalesced_io && step_trace.is_none();
             let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi };
-            match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace }) {
+            match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {
                     eprintln!("yakvm: the guest halted with interrupts disabled");

@@ -6,6 +6,7 @@
 pub(crate) mod plain;
 pub(crate) mod chardev;
 pub(crate) mod cpu;
+pub(crate) mod eventfd;
 pub(crate) mod mem;
 pub(crate) mod world;
 
@@ -44,5 +45,8 @@ mod glue {
             pgoff: *mut c_ulong,
         );
         pub(super) fn yakvm_vma_set_dontcopy(vma: *mut bindings::vm_area_struct);
+        pub(super) fn yakvm_eventfd_get(fd: c_int, err: *mut c_int) -> *mut c_void;
+        pub(super) fn yakvm_eventfd_signal(ctx: *mut c_void);
+        pub(super) fn yakvm_eventfd_put(ctx: *mut c_void);
     }
 }

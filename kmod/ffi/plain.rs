@@ -35,6 +35,7 @@ zeroable!(abi::Run, abi::IoExit, abi::HwExit, abi::MmioExit, abi::HypercallExit,
 // SAFETY: plain data as described in the module documentation.
 unsafe impl AsBytes for vmcb::Vmcb {}
 user_copyable!(abi::MemoryRegion, abi::Regs, abi::Sregs, abi::VmcbDump, abi::ExitStats);
+user_copyable!(abi::IoEventFd);
 user_copyable!(abi::Interrupt, abi::MsrStats, abi::MsrCount, abi::CoalescedIo, abi::CoalescedZone, abi::GuestDebug);
 
 /// Reads a value that another party (userspace, through a shared page) may write at any

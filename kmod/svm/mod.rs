@@ -4,6 +4,7 @@
 
 pub(crate) mod cpuid;
 pub(crate) mod dr;
+pub(crate) mod ioeventfd;
 pub(crate) mod msr;
 pub(crate) mod npt;
 pub(crate) mod vcpu;
@@ -271,6 +272,7 @@ impl Shared {
             cap::SVM_REVISION => f.revision.into(),
             cap::PAGES_HELD => crate::ffi::mem::pages_in_use().0 as u64,
             cap::PAGES_PINNED => crate::ffi::mem::pages_in_use().1 as u64,
+            cap::IOEVENTFDS => crate::abi::MAX_IOEVENTFDS.into(),
             _ => 0,
         }
     }

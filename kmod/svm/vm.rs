@@ -2,6 +2,7 @@
 //! A virtual machine: its guest RAM (pinned userspace memory), its nested page table,
 //! its vCPUs and what they share (local APICs or not, the TSC).
 
+use super::ioeventfd::IoEvents;
 use super::npt::Npt;
 use super::Shared;
 use crate::abi;
@@ -10,7 +11,7 @@ use crate::paging::PagingRegs;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::new_mutex;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A RAM region: guest-physical `[gpa, gpa + pages.len() * 4096)`.
 struct Region {
@@ -52,13 +53,24 @@ pub(crate) struct Vm {
     tsc_offset: AtomicU64,
     #[pin]
     state: Mutex<VmState>,
+    /// `IOEVENTFD` registrations; `ioevent_count` mirrors their number so that exits of a
+    /// VM without any take no lock.
+    #[pin]
+    ioevents: Mutex<IoEvents>,
+    ioevent_count: AtomicUsize,
 }
 
 impl Vm {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Arc<Self>> {
         let state = VmState { npt: Npt::new()?, regions: KVec::new(), ram_bytes: 0, vcpus: 0, lapic: false, started: false };
         Arc::pin_init(
-            pin_init!(Self { shared, tsc_offset: AtomicU64::new(0), state <- new_mutex!(state, "yakvm_vm") }),
+            pin_init!(Self {
+                shared,
+                tsc_offset: AtomicU64::new(0),
+                state <- new_mutex!(state, "yakvm_vm"),
+                ioevents <- new_mutex!(IoEvents::default(), "yakvm_ioevents"),
+                ioevent_count: AtomicUsize::new(0),
+            }),
             GFP_KERNEL,
         )
     }
@@ -132,6 +144,25 @@ impl Vm {
         }
         vm.lapic = true;
         Ok(())
+    }
+
+    /// `IOEVENTFD`: adds or removes a registration (ioeventfd.rs).
+    pub(crate) fn ioeventfd(&self, a: &abi::IoEventFd) -> Result {
+        let mut events = self.ioevents.lock();
+        let done = events.update(a);
+        self.ioevent_count.store(events.len(), Ordering::Relaxed);
+        done
+    }
+
+    /// A guest write of `data` to port (`pio`) or guest-physical address `addr`: signals
+    /// the eventfd it matches; `false` if none does.
+    pub(crate) fn signal_ioeventfd(&self, pio: bool, addr: u64, data: &[u8]) -> bool {
+        self.has_ioeventfds() && self.ioevents.lock().signal(pio, addr, data)
+    }
+
+    /// The VM has `IOEVENTFD` registrations (a hint: they may change meanwhile).
+    pub(crate) fn has_ioeventfds(&self) -> bool {
+        self.ioevent_count.load(Ordering::Relaxed) != 0
     }
 
     /// Counts a new vCPU and returns its index; `ENOSPC` past the limit.

@@ -24,6 +24,7 @@ count guests/count.bin
 sse guests/sse.bin
 ports guests/ports.bin
 mmio guests/mmio.bin
+ioeventfd --stats --no-coalesced-io --ioeventfd pio:0x60 --ioeventfd pio:0x10:1:0x23 --ioeventfd mmio:0xc0000300 --ioeventfd mmio:0xc00007f8:4:0xcafe guests/ioeventfd.bin
 triple guests/triple.bin
 disk --mem 2M --disk DISK guests/disk.bin
 disk_mmio --mem 2M --mmio-base 0x200000 --disk DISK guests/disk_mmio.bin
@@ -101,6 +102,13 @@ kvm_missing_is_explained() {
     [ $rc -ne 0 ] && echo "$msg" | grep -q 'cannot open /dev/kvm.*is kvm_amd loaded' || { echo "status $rc: $msg"; return 1; }
 }
 
+# IOEVENTFD through KVM_IOEVENTFD: the same counts as on yakvm (lib.sh).
+ioeventfd_on_both() {
+    for hv in yakvm kvm; do
+        ioeventfd_results "$(cat $D/$hv/ioeventfd.out)" $D/$hv/ioeventfd.err || { echo "on $hv"; return 1; }
+    done
+}
+
 check kvm_missing_is_explained kvm_missing_is_explained
 run_all yakvm
 if check kvm_loads use_kvm; then
@@ -109,6 +117,7 @@ if check kvm_loads use_kvm; then
     check yakvm_reloads use_yakvm
     echo "$GUESTS" | while read -r name args; do check "same_on_kvm_$name" same "$name"; done
     check differential_results_meaningful expected_results
+    check ioeventfd_on_kvm ioeventfd_on_both
 else
     use_yakvm
 fi

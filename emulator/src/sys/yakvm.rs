@@ -20,6 +20,7 @@ mod ioctls {
     nix::ioctl_write_ptr_bad!(set_memory_region, abi::SET_MEMORY_REGION, abi::MemoryRegion);
     nix::ioctl_none_bad!(create_vcpu, abi::CREATE_VCPU);
     nix::ioctl_none_bad!(enable_lapic, abi::ENABLE_LAPIC);
+    nix::ioctl_write_ptr_bad!(ioeventfd, abi::IOEVENTFD, abi::IoEventFd);
     nix::ioctl_none_bad!(run, abi::RUN);
     nix::ioctl_read_bad!(get_regs, abi::GET_REGS, abi::Regs);
     nix::ioctl_write_ptr_bad!(set_regs, abi::SET_REGS, abi::Regs);
@@ -95,6 +96,13 @@ impl Vm {
     pub fn enable_lapic(&self) -> io::Result<()> {
         // SAFETY: an argument-less ioctl on our own descriptor.
         unsafe { ioctls::enable_lapic(self.0.as_raw_fd()) }.map_err(ctx("ENABLE_LAPIC"))?;
+        Ok(())
+    }
+
+    /// `IOEVENTFD`: adds or removes an eventfd bound to guest writes (abi.rs).
+    pub fn ioeventfd(&self, arg: &abi::IoEventFd) -> io::Result<()> {
+        // SAFETY: `arg` is valid for the call; the module reads it and checks every field.
+        unsafe { ioctls::ioeventfd(self.0.as_raw_fd(), arg) }.map_err(ctx("IOEVENTFD"))?;
         Ok(())
     }
 

@@ -44,6 +44,11 @@ pub(super) fn handle_ioio(vm: &Vm, v: &mut VcpuState) -> Next {
     if info & ioio::STR != 0 {
         return handle_string_io(vm, v, port, size, direction);
     }
+    if !is_in && vm.signal_ioeventfd(true, port.into(), &v.vmcb.save.rax.to_le_bytes()[..size as usize]) {
+        v.stats.ioeventfd += 1;
+        complete_instruction(v, v.vmcb.control.exit_info_2);
+        return Next::Resume;
+    }
     if !is_in && coalesce(v, port, size) {
         complete_instruction(v, v.vmcb.control.exit_info_2);
         return Next::Resume;

@@ -7,6 +7,7 @@ mod cr;
 mod debug;
 mod events;
 mod ioio;
+pub(super) mod mmio;
 
 use super::dr::{self, DebugRegs};
 use super::vm::Vm;
@@ -496,7 +497,7 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         exit_code::CPUID => handle_cpuid(v),
         exit_code::MSR => handle_msr(vm, v),
         exit_code::VMMCALL => handle_vmmcall(v),
-        exit_code::NPF => handle_npf(v),
+        exit_code::NPF => handle_npf(vm, v),
         exit_code::PUSHF => debug::handle_pushf(v),
         exit_code::SWINT => debug::handle_int(vm, v),
         code if code == exit_code::EXCP_BASE + 1 => debug::handle_db(vm, v),
@@ -743,7 +744,7 @@ const NPF_WRITE: u64 = 1 << 1;
 /// A nested page fault: only RAM is mapped, so a fault on a non-present page is an access
 /// to something else, which userspace emulates (MMIO). A fault on a present page cannot
 /// come from our tables; it is reported as it is.
-fn handle_npf(v: &mut VcpuState) -> Next {
+fn handle_npf(vm: &Vm, v: &mut VcpuState) -> Next {
     let c = &v.vmcb.control;
     // The fault came while the CPU delivered an event (its IDT or stack is not RAM): the
     // instruction at RIP is not the one that touched memory, so there is nothing to
@@ -757,11 +758,23 @@ fn handle_npf(v: &mut VcpuState) -> Next {
         return to_user_hw(v, abi::exit::UNKNOWN);
     }
     v.stats.mmio += 1;
+    let gpa = c.exit_info_2;
+    if c.exit_info_1 & NPF_WRITE != 0 && vm.has_ioeventfds() {
+        let signal = |gpa, access: mmio::Access<'_>| match access {
+            mmio::Access::Write(data) => vm.signal_ioeventfd(false, gpa, data),
+            mmio::Access::Read(_) => false,
+        };
+        if let mmio::Emulated::Done = mmio::emulate(vm, v, gpa, signal) {
+            v.stats.ioeventfd += 1;
+            return Next::Resume;
+        }
+    }
+    let c = &v.vmcb.control;
     let len = c.insn_len.min(15);
     let mut insn_bytes = [0u8; 16];
     insn_bytes[..len as usize].copy_from_slice(&c.insn_bytes[..len as usize]);
     v.run.mmio = abi::MmioExit {
-        gpa: c.exit_info_2,
+        gpa,
         is_write: u8::from(c.exit_info_1 & NPF_WRITE != 0),
         insn_len: len,
         _pad: [0; 6],
