@@ -134,8 +134,7 @@ impl Machine {
             match image.entry {
                 KernelEntry::Long64 { rip, rsi } => boot::linux_long_mode(mem, rip, rsi, mmio_top).expect("checked to fit"),
                 KernelEntry::Protected32 { eip, eax, ebx } => {
-                    let (regs, sregs) = boot::protected_mode(mem, eip.into()).expect("boot area in RAM");
-                    (abi::Regs { rax: eax.into(), rbx: ebx.into(), ..regs }, sregs)
+                    boot::multiboot_protected_mode(mem, eip.into(), eax, ebx).expect("boot area in RAM")
                 }
             }
         })
