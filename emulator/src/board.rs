@@ -13,7 +13,7 @@ use crate::disk::Backing;
 use crate::events::Waker;
 use crate::pc::board::{Interrupts, PcBoard};
 use crate::pc::acpi::{self, AcpiDesc, AcpiError};
-use crate::pc::mptable;
+use crate::pc::{bios, mptable};
 use crate::pc::testdev;
 use crate::pc::world::PcWorld;
 use crate::run::{Error, Outcome};
@@ -37,8 +37,10 @@ impl MachineKind {
         self == MachineKind::Pc
     }
 
-    /// Writes the board's tables into guest RAM of `ram` bytes for `cpus` vCPUs (pc: the
-    /// ACPI tables in the E segment and the MP table in the F segment), before the guest's
+    /// Writes the board's tables into guest RAM of `ram` bytes for `cpus` vCPUs (pc: what a
+    /// BIOS leaves in low memory, `pc::bios`: the interrupt vector table, the BIOS data
+    /// area, the EBDA; the ACPI tables in the E segment and the MP table in the F
+    /// segment), before the guest's
     /// own bytes (which win where they meet). A table that does not fit below the boot
     /// area (a tiny `--mem`) is left out, as on a machine without it; `acpi` false
     /// (`--no-acpi`) leaves the ACPI tables out, the MP table then being the only one.
@@ -46,6 +48,11 @@ impl MachineKind {
     pub fn write_tables(self, mem: &sys::GuestMemory, ram: u64, cpus: u32, acpi: bool) -> Result<Option<u64>, AcpiError> {
         if self != MachineKind::Pc {
             return Ok(None);
+        }
+        for (at, bytes) in bios::low_memory() {
+            if at + bytes.len() as u64 <= layout::boot_area(ram) {
+                mem.write(at, &bytes).expect("checked to fit");
+            }
         }
         let table = mptable::mp_table(cpus);
         if mptable::MP_TABLE_ADDR + table.len() as u64 <= layout::boot_area(ram) {
@@ -209,6 +216,9 @@ mod tests {
         assert_eq!(&sig, b"_MP_");
         mem.read(layout::ACPI_START, &mut rsdp).unwrap();
         assert_eq!(&rsdp, b"RSD PTR ");
+        let mut bda = [0u8; 0x15];
+        mem.read(bios::BDA_ADDR, &mut bda).unwrap();
+        assert_eq!((bda[0x0e], bda[0x0f], bda[0x13], bda[0x14]), (0xc0, 0x9f, 0x7f, 0x02), "EBDA segment 0x9fc0, 639 KiB");
     }
 
     /// With RAM too small for the E segment below the boot area, the pc board leaves its

@@ -4,6 +4,7 @@
 pub mod acpi;
 pub mod acpi_pm;
 pub mod apic;
+pub mod bios;
 pub mod board;
 pub mod cmos;
 pub mod console;
