@@ -4,7 +4,7 @@
 //! vCPU loop (`cpu.rs`) sees the buses (`Devices`) and, through [`Board`], the interrupt
 //! controllers and the board's own events.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +14,7 @@ use crate::events::Waker;
 use crate::pc::board::{Interrupts, PcBoard};
 use crate::pc::acpi::{self, AcpiDesc, AcpiError};
 use crate::pc::{bios, mptable};
+use crate::pc::vga::Mirror;
 use crate::pc::testdev;
 use crate::pc::world::PcWorld;
 use crate::run::{Error, Outcome};
@@ -127,6 +128,9 @@ pub struct BoardConfig {
     pub console_is_terminal: bool,
     /// pc: the test device (`--testdev`, `pc::testdev`) is on the buses.
     pub testdev: bool,
+    /// pc: the VGA text screen is mirrored to the console (`--vga`): with colours when
+    /// standard output is a terminal, as plain text otherwise.
+    pub vga: bool,
 }
 
 /// The board `config.kind`: its devices on their buses, the interrupt wiring, and (pc)
@@ -139,11 +143,16 @@ pub fn build(
 ) -> Result<(Devices, Box<dyn Board>), Error> {
     match config.kind {
         MachineKind::Seed if config.testdev => Err(Error::TestdevNeedsPc),
+        MachineKind::Seed if config.vga => Err(Error::VgaNeedsPc),
         MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
         MachineKind::Pc => {
             let mut devices = Devices::pc(out, disk, config.mmio_base)?;
             let board = PcBoard::new(config.ram, wakers.clone(), devices.console.clone())?;
             board.install(&mut devices.ports, &mut devices.mmio)?;
+            if config.vga {
+                let mirror = if io::stdout().is_terminal() { Mirror::Ansi } else { Mirror::Text };
+                crate::bus::lock(&board.vga).set_mirror(mirror);
+            }
             if config.testdev {
                 if config.ram > testdev::MEMORY_BASE {
                     return Err(Error::TestdevInRam { base: testdev::MEMORY_BASE, mem: config.ram });
@@ -166,7 +175,7 @@ mod tests {
 
     #[test]
     fn the_seed_board_has_no_interrupts_and_hlt_ends_its_run() {
-        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false };
+        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, vga: false };
         let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).unwrap();
         assert!(board.hlt_ends_run());
         assert!(board.interrupts().is_none());
@@ -182,7 +191,7 @@ mod tests {
     #[test]
     fn the_test_device_is_opt_in_and_pc_only() {
         let build_with = |kind, ram, testdev| {
-            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev };
+            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, vga: false };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, 16 << 20, true).err().expect("refused");

@@ -16,6 +16,7 @@
 //! | 0xcfc-0xcff | PCI configuration data (mechanism #1, byte/word/dword), `pci.rs`: the host bridge at 00:00.0 |
 //! | 0x70-0x71 | CMOS RTC with the host's time |
 //! | 0x80 | POST code sink |
+//! | 0x3d4-0x3d5, 0x3da | the VGA's CRT controller (index, data) and input status (`vga.rs`): the cursor of the text screen at 0xb8000 (RAM); with `--vga` the screen is mirrored to the console |
 //! | 0x3f8-0x3ff | 16550A UART (COM1) on IRQ4: the console |
 //! | 0x600-0x60b | ACPI PM registers (PM1a event and control, PM timer) at their real widths; the SCI on IRQ9 (level); S5 ends the run as a power-off |
 //! | 0xe0-0xeb, 0x2000-0x2017 | with `--testdev` only: the test device (`testdev.rs`), its lines wired as the ISA lines 0-15 and the I/O APIC's pins 16-23; its test memory at MMIO 0xff000000 |
@@ -54,6 +55,7 @@ use super::pic::Pic;
 use super::pit::{IrqTimer, Pit};
 use super::testdev::{self, TestDev};
 use super::uart::{Uart, COM1_BASE, COM1_IRQ};
+use super::vga::{self, Mirror, Vga};
 use crate::bus::{lock, Bus, BusDevice, BusError, Ctx, Effect, SharedDevice, Span};
 use crate::devices::Console;
 use crate::events::{wake_cpus, HostTimer, Waker};
@@ -536,6 +538,8 @@ pub struct PcBoard {
     pub uart: Arc<Mutex<UartDevice>>,
     pub pm: Arc<Mutex<PmDevice>>,
     cmos: Arc<Mutex<Cmos>>,
+    /// The VGA's text console (its CRTC; the screen mirrored to the console with `--vga`).
+    pub vga: Arc<Mutex<Vga<Arc<Console>>>>,
     /// PCI's root bus (made again, with the buses' count of odd accesses, by `install`).
     pub(crate) pci: Arc<Mutex<PciRoot>>,
     pub clock: Clock,
@@ -551,9 +555,11 @@ impl PcBoard {
         let interrupts = Arc::new(Mutex::new(Interrupts::new(wakers.len())));
         let line = |line| IrqLine { controllers: interrupts.clone(), wakers: wakers.clone(), line };
         let pit = PitDevice::new(clock, line(PIT_IRQ))?;
-        let uart = UartDevice { uart: Uart::new(Vec::new()), input: VecDeque::new(), console, irq: line(COM1_IRQ) };
+        let uart = UartDevice { uart: Uart::new(Vec::new()), input: VecDeque::new(), console: console.clone(), irq: line(COM1_IRQ) };
         let pm = PmDevice { pm: AcpiPm::new(), clock, sci: line(SCI_IRQ), sci_high: false };
+        let vga = Arc::new(Mutex::new(Vga::new(Mirror::Off, console.clone())));
         Ok(Self {
+            vga,
             pm: Arc::new(Mutex::new(pm)),
             pit: Arc::new(Mutex::new(pit)),
             uart: Arc::new(Mutex::new(uart)),
@@ -579,7 +585,7 @@ impl PcBoard {
     pub fn install(&self, ports: &mut Bus, mmio: &mut Bus) -> Result<(), BusError> {
         let pic: SharedDevice = Arc::new(Mutex::new(PicPorts(self.interrupts.clone())));
         let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new()));
-        let isa: [(&str, u16, u64, SharedDevice); 10] = [
+        let isa: [(&str, u16, u64, SharedDevice); 12] = [
             ("pic master", 0x20, 2, pic.clone()),
             ("pit", 0x40, 4, self.pit.clone()),
             ("i8042 data", 0x60, 1, i8042.clone()),
@@ -590,6 +596,8 @@ impl PcBoard {
             ("port a", PORT_A, 1, Arc::new(Mutex::new(PortA))),
             ("pic slave", 0xa0, 2, pic),
             ("uart", COM1_BASE, 8, self.uart.clone()),
+            ("vga crtc", vga::CRTC_INDEX, 2, self.vga.clone()),
+            ("vga input status", vga::INPUT_STATUS, 1, self.vga.clone()),
         ];
         for (name, port, len, device) in isa {
             ports.insert(name, port.into(), len, Span::Bytes, device)?;

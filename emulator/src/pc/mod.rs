@@ -20,4 +20,5 @@ pub mod pic;
 pub mod pit;
 pub mod testdev;
 pub mod uart;
+pub mod vga;
 pub mod world;
