@@ -57,6 +57,8 @@ guests:
 	@cp $(GUEST_OUT)/debuggee $(BUILD)/guests/debuggee.elf
 	@# The Multiboot test kernel stays an ELF file (linked at 1 MiB by guest/multiboot.ld).
 	@cp $(GUEST_OUT)/multiboot $(BUILD)/guests/multiboot.elf
+	@# The PC-boot test kernel: xv6's layout (guest/pcboot.ld), entered by p_paddr.
+	@cp $(GUEST_OUT)/pcboot $(BUILD)/guests/pcboot.elf
 
 initramfs: deps
 	@scripts/initramfs.sh
