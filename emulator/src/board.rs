@@ -128,8 +128,9 @@ pub struct BoardConfig {
     pub console_is_terminal: bool,
     /// pc: the test device (`--testdev`, `pc::testdev`) is on the buses.
     pub testdev: bool,
-    /// pc: the VGA text screen is mirrored to the console (`--vga`): with colours when
-    /// standard output is a terminal, as plain text otherwise.
+    /// pc: the console is the screen and the keyboard (`--vga`): the VGA text screen is
+    /// mirrored to it (with colours when standard output is a terminal, as plain text
+    /// otherwise) and its input is typed on the PS/2 keyboard.
     pub vga: bool,
 }
 
@@ -152,6 +153,7 @@ pub fn build(
             if config.vga {
                 let mirror = if io::stdout().is_terminal() { Mirror::Ansi } else { Mirror::Text };
                 crate::bus::lock(&board.vga).set_mirror(mirror);
+                board.attach_keyboard();
             }
             if config.testdev {
                 if config.ram > testdev::MEMORY_BASE {

@@ -128,10 +128,12 @@ enum Command {
         /// 0xff000000 (docs/conformance.md).
         #[arg(long)]
         testdev: bool,
-        /// pc: mirror the VGA text screen (80x25 at 0xb8000) to standard output, a line
-        /// once the guest's cursor leaves it: in colour to a terminal, as plain text
-        /// otherwise. Off by default: most kernels also write their console to the UART,
-        /// whose lines would then come twice.
+        /// pc: the console is the PC's screen and keyboard: the VGA text screen (80x25 at
+        /// 0xb8000) is mirrored to standard output, a line once the guest's cursor leaves
+        /// it (in colour to a terminal, as plain text otherwise), and standard input is
+        /// typed on a PS/2 keyboard (scan code set 1, IRQ1) instead of reaching the UART.
+        /// Off by default: most kernels also write their console to the UART, whose lines
+        /// would then come twice.
         #[arg(long)]
         vga: bool,
     },

@@ -34,6 +34,17 @@ uart_echo() {
     echo "$out" | grep -qE '^rx 11 tx-irqs [1-9][0-9]*$' || { echo "output: $out"; return 1; }
 }
 
+# --vga: console input is typed on the PS/2 keyboard: the guest's IRQ1 handler reads the
+# scan codes (set 1) of what was typed, after the controller's self test and the
+# keyboard's reset answered by polling. (Typed 2 s in: the guest reports a key that
+# came before it looked.)
+keyboard_irq1() {
+    out=$( (sleep 2; printf 'aB\n') | yakvm run --machine pc --vga --timeout 60 guests/pc_kbd.bin 2>&1); rc=$?
+    [ $rc -eq 0 ] || { echo "status $rc: $out"; return 1; }
+    [ "$out" = "$(printf 'ok controller self test 0x55\nok keyboard reset 0xfa 0xaa\nkeys 1e 9e 2a 30 b0 aa 1c 9c\nok aB and Enter as set 1 scan codes, read by the IRQ1 handler')" ] ||
+        { echo "output: $out"; return 1; }
+}
+
 # Timer interrupts while the guest does MMIO in a tight loop: the guest's handler count
 # equals the interrupts the emulator injected (none lost in an exit, none doubled).
 ticks_during_mmio() {
@@ -134,6 +145,7 @@ check pc_acpi_poweroff acpi_poweroff 1
 check pc_acpi_poweroff_smp2 acpi_poweroff 2
 check pc_pci_probe_ecam_and_hostile_writes pci_probe_and_attack
 check pc_uart_echo_by_interrupts uart_echo
+check pc_keyboard_scan_codes_by_irq1 keyboard_irq1
 check pc_ticks_during_mmio_exactly_once ticks_during_mmio
 check pc_hostile_fastest_pit_never_eoi fastest_pit_never_eoi
 check pc_hostile_fast_pit fast_pit_with_eoi

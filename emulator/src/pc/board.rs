@@ -10,7 +10,7 @@
 //! |---|---|
 //! | 0x20-0x21, 0xa0-0xa1 | master and slave 8259A PIC (slave on IRQ2) |
 //! | 0x40-0x43, 0x61 | 8254 PIT (channel 0 on IRQ0), port B (speaker gate, OUT2) |
-//! | 0x60, 0x64 | i8042: 0xfe to 0x64 pulses the reset line (ends the run as a reboot) |
+//! | 0x60, 0x64 | i8042: 0xfe to 0x64 pulses the reset line (ends the run as a reboot); with `--vga`, a PS/2 keyboard (scan code set 1, IRQ1) that console input is typed on |
 //! | 0x92 | system control port A: bit 0 is a fast reset; bit 1 (A20) reads as set |
 //! | 0xcf8-0xcfb | PCI configuration address (dword); in it, the reset control at 0xcf9 (byte): a write with bit 2 (reset CPU) set resets |
 //! | 0xcfc-0xcff | PCI configuration data (mechanism #1, byte/word/dword), `pci.rs`: the host bridge at 00:00.0 |
@@ -48,6 +48,7 @@ use super::apic::Apics;
 use super::ioapic::Message;
 use super::cmos::Cmos;
 use super::i8042::I8042;
+use super::ps2kbd::Ps2Keyboard;
 use super::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
 use super::lapic::{LAPIC_BASE, LAPIC_SIZE};
 use super::pci::{self, PciRoot, PciStats, CONFIG_ADDRESS, CONFIG_DATA, ECAM_BASE, ECAM_SIZE};
@@ -83,6 +84,8 @@ bitflags::bitflags! {
 }
 /// The PIT's channel 0 drives this line.
 pub const PIT_IRQ: u8 = 0;
+/// The keyboard's line.
+pub const KEYBOARD_IRQ: u8 = 1;
 
 /// The devices' clock: nanoseconds since the board was built.
 #[derive(Clone, Copy, Debug)]
@@ -425,12 +428,58 @@ impl IsaPorts for Cmos {
     }
 }
 
-impl IsaPorts for I8042 {
+/// The i8042 at 0x60/0x64: its reset line always (`i8042.rs`); with a keyboard attached
+/// (`--vga`: the console is the screen and the keyboard), the PS/2 keyboard
+/// (`ps2kbd.rs`) that the console types into, on IRQ1.
+pub struct KeyboardController {
+    i8042: I8042,
+    keyboard: Option<Ps2Keyboard>,
+    irq: IrqLine,
+}
+
+impl IsaPorts for KeyboardController {
     fn read_port(&mut self, port: u16) -> u8 {
-        self.read(port)
+        let Some(keyboard) = self.keyboard.as_mut() else {
+            return self.i8042.read(port);
+        };
+        let value = keyboard.read(port);
+        self.wire();
+        value
     }
     fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect> {
-        Ok(if self.write(port, value) { Effect::Reset } else { Effect::Continue })
+        let reset = self.i8042.write(port, value);
+        if let Some(keyboard) = self.keyboard.as_mut() {
+            keyboard.write(port, value);
+            self.wire();
+        }
+        Ok(if reset { Effect::Reset } else { Effect::Continue })
+    }
+}
+
+impl KeyboardController {
+    /// Whether a keyboard is attached (console input goes to it, not to the UART).
+    pub fn has_keyboard(&self) -> bool {
+        self.keyboard.is_some()
+    }
+
+    /// Console bytes typed on the keyboard (none attached: dropped; the caller checks).
+    pub fn console_input(&mut self, bytes: &[u8]) {
+        if let Some(keyboard) = self.keyboard.as_mut() {
+            keyboard.type_bytes(bytes);
+        }
+        self.wire();
+    }
+
+    /// Scan codes the guest has not read yet.
+    pub fn input_backlog(&self) -> usize {
+        self.keyboard.as_ref().map_or(0, Ps2Keyboard::backlog)
+    }
+
+    /// A byte for the guest with IRQ1 allowed: an edge on IRQ1.
+    fn wire(&mut self) {
+        if self.keyboard.as_mut().is_some_and(Ps2Keyboard::take_irq) {
+            self.irq.edge();
+        }
     }
 }
 
@@ -538,6 +587,8 @@ pub struct PcBoard {
     pub uart: Arc<Mutex<UartDevice>>,
     pub pm: Arc<Mutex<PmDevice>>,
     cmos: Arc<Mutex<Cmos>>,
+    /// The i8042, and the PS/2 keyboard once attached (`attach_keyboard`).
+    pub keyboard: Arc<Mutex<KeyboardController>>,
     /// The VGA's text console (its CRTC; the screen mirrored to the console with `--vga`).
     pub vga: Arc<Mutex<Vga<Arc<Console>>>>,
     /// PCI's root bus (made again, with the buses' count of odd accesses, by `install`).
@@ -558,7 +609,9 @@ impl PcBoard {
         let uart = UartDevice { uart: Uart::new(Vec::new()), input: VecDeque::new(), console: console.clone(), irq: line(COM1_IRQ) };
         let pm = PmDevice { pm: AcpiPm::new(), clock, sci: line(SCI_IRQ), sci_high: false };
         let vga = Arc::new(Mutex::new(Vga::new(Mirror::Off, console.clone())));
+        let keyboard = KeyboardController { i8042: I8042::new(), keyboard: None, irq: line(KEYBOARD_IRQ) };
         Ok(Self {
+            keyboard: Arc::new(Mutex::new(keyboard)),
             vga,
             pm: Arc::new(Mutex::new(pm)),
             pit: Arc::new(Mutex::new(pit)),
@@ -569,6 +622,11 @@ impl PcBoard {
             clock,
             wakers,
         })
+    }
+
+    /// Attaches the PS/2 keyboard to the i8042: console input is typed on it from now on.
+    pub fn attach_keyboard(&self) {
+        lock(&self.keyboard).keyboard = Some(Ps2Keyboard::new());
     }
 
     /// ISA interrupt line `irq`, for a device.
@@ -584,7 +642,7 @@ impl PcBoard {
     /// Puts the board's devices on the machine's buses.
     pub fn install(&self, ports: &mut Bus, mmio: &mut Bus) -> Result<(), BusError> {
         let pic: SharedDevice = Arc::new(Mutex::new(PicPorts(self.interrupts.clone())));
-        let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new()));
+        let i8042: SharedDevice = self.keyboard.clone();
         let isa: [(&str, u16, u64, SharedDevice); 12] = [
             ("pic master", 0x20, 2, pic.clone()),
             ("pit", 0x40, 4, self.pit.clone()),

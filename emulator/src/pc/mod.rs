@@ -18,6 +18,7 @@ pub mod pci_msi;
 pub mod pci_msix;
 pub mod pic;
 pub mod pit;
+pub mod ps2kbd;
 pub mod testdev;
 pub mod uart;
 pub mod vga;
