@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile pc_acpi pc_pci pc_kbd diskread bench_pio bench_mmio bench_cpuid bench_timer step16 step32 step64 debuggee smp smp_storm smp_silent smp_initbsp bench_ipi bench_apictimer ctlregs exitstorm
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile pc_acpi pc_pci pc_kbd pc_ide diskread bench_pio bench_mmio bench_cpuid bench_timer step16 step32 step64 debuggee smp smp_storm smp_silent smp_initbsp bench_ipi bench_apictimer ctlregs exitstorm
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.
@@ -57,6 +57,7 @@ guests:
 	@cp $(GUEST_OUT)/debuggee $(BUILD)/guests/debuggee.elf
 	@# The Multiboot test kernel stays an ELF file (linked at 1 MiB by guest/multiboot.ld).
 	@cp $(GUEST_OUT)/multiboot $(BUILD)/guests/multiboot.elf
+	@cp $(GUEST_OUT)/multiboot2 $(BUILD)/guests/multiboot2.elf
 	@# The PC-boot test kernel: xv6's layout (guest/pcboot.ld), entered by p_paddr.
 	@cp $(GUEST_OUT)/pcboot $(BUILD)/guests/pcboot.elf
 

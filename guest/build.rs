@@ -5,6 +5,7 @@
 /// Guests linked with their own script: (bin name, script, extra linker arguments).
 const OWN_SCRIPTS: &[(&str, &str, &[&str])] = &[
     ("multiboot", "multiboot.ld", &["-Wl,-z,max-page-size=0x1000"]),
+    ("multiboot2", "multiboot.ld", &["-Wl,-z,max-page-size=0x1000"]),
     ("pcboot", "pcboot.ld", &["-Wl,-z,max-page-size=0x1000"]),
 ];
 

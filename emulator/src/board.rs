@@ -132,6 +132,8 @@ pub struct BoardConfig {
     /// mirrored to it (with colours when standard output is a terminal, as plain text
     /// otherwise) and its input is typed on the PS/2 keyboard.
     pub vga: bool,
+    /// pc: the IDE channel's disks (`--ide`): none, the master, or the master and the slave.
+    pub ide: Vec<Arc<std::fs::File>>,
 }
 
 /// The board `config.kind`: its devices on their buses, the interrupt wiring, and (pc)
@@ -145,6 +147,7 @@ pub fn build(
     match config.kind {
         MachineKind::Seed if config.testdev => Err(Error::TestdevNeedsPc),
         MachineKind::Seed if config.vga => Err(Error::VgaNeedsPc),
+        MachineKind::Seed if !config.ide.is_empty() => Err(Error::IdeNeedsPc),
         MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
         MachineKind::Pc => {
             let mut devices = Devices::pc(out, disk, config.mmio_base)?;
@@ -154,6 +157,9 @@ pub fn build(
                 let mirror = if io::stdout().is_terminal() { Mirror::Ansi } else { Mirror::Text };
                 crate::bus::lock(&board.vga).set_mirror(mirror);
                 board.attach_keyboard();
+            }
+            if !config.ide.is_empty() {
+                board.install_ide(&mut devices.ports, &config.ide)?;
             }
             if config.testdev {
                 if config.ram > testdev::MEMORY_BASE {
@@ -177,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_seed_board_has_no_interrupts_and_hlt_ends_its_run() {
-        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, vga: false };
+        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, vga: false, ide: Vec::new() };
         let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).unwrap();
         assert!(board.hlt_ends_run());
         assert!(board.interrupts().is_none());
@@ -193,7 +199,7 @@ mod tests {
     #[test]
     fn the_test_device_is_opt_in_and_pc_only() {
         let build_with = |kind, ram, testdev| {
-            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, vga: false };
+            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, vga: false, ide: Vec::new() };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, 16 << 20, true).err().expect("refused");

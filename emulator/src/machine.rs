@@ -58,8 +58,10 @@ pub struct Config {
     pub testdev: bool,
     /// pc: write the ACPI tables (false with `--no-acpi`: the MP table alone).
     pub acpi: bool,
-    /// pc: mirror the VGA text screen to the console (`--vga`).
+    /// pc: the console is the VGA text screen and the PS/2 keyboard (`--vga`).
     pub vga: bool,
+    /// pc: the IDE channel's disks (`--ide`, at most two: the master, then the slave).
+    pub ide: Vec<Arc<std::fs::File>>,
 }
 
 pub struct Machine {
@@ -175,7 +177,7 @@ impl Machine {
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
         // The bootstrap processor runs; the others wait for INIT and a startup IPI.
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
-        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, vga: config.vga };
+        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, vga: config.vga, ide: config.ide.clone() };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone())?;
         Ok(Self { _vm: vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
@@ -319,6 +321,7 @@ mod tests {
             testdev: false,
             acpi: true,
             vga: false,
+            ide: Vec::new(),
         }
     }
 

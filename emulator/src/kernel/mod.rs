@@ -69,3 +69,4 @@ pub fn memory_map(ram: u64, usable_top: u64) -> Vec<MemoryRange> {
 
 pub mod linux;
 pub mod multiboot;
+pub mod multiboot2;

@@ -16,6 +16,7 @@
 //! | 0xcfc-0xcff | PCI configuration data (mechanism #1, byte/word/dword), `pci.rs`: the host bridge at 00:00.0 |
 //! | 0x70-0x71 | CMOS RTC with the host's time |
 //! | 0x80 | POST code sink |
+//! | 0x1f0-0x1f7, 0x3f6 | with `--ide` only: an IDE channel (`ide.rs`, PIO, LBA28) with one or two disks, on IRQ14 |
 //! | 0x3d4-0x3d5, 0x3da | the VGA's CRT controller (index, data) and input status (`vga.rs`): the cursor of the text screen at 0xb8000 (RAM); with `--vga` the screen is mirrored to the console |
 //! | 0x3f8-0x3ff | 16550A UART (COM1) on IRQ4: the console |
 //! | 0x600-0x60b | ACPI PM registers (PM1a event and control, PM timer) at their real widths; the SCI on IRQ9 (level); S5 ends the run as a power-off |
@@ -48,6 +49,7 @@ use super::apic::Apics;
 use super::ioapic::Message;
 use super::cmos::Cmos;
 use super::i8042::I8042;
+use super::ide::{self, IdeChannel};
 use super::ps2kbd::Ps2Keyboard;
 use super::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
 use super::lapic::{LAPIC_BASE, LAPIC_SIZE};
@@ -428,6 +430,51 @@ impl IsaPorts for Cmos {
     }
 }
 
+/// A disk image file behind the IDE channel (shared with the machine's configuration).
+pub struct IdeFile(pub Arc<std::fs::File>);
+
+impl crate::disk::Backing for IdeFile {
+    fn len(&self) -> u64 {
+        self.0.metadata().map_or(0, |m| m.len())
+    }
+    fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&*self.0, out, offset)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&*self.0, data, offset)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+/// The IDE channel (`--ide`, `ide.rs`) on IRQ14.
+pub struct IdeDevice {
+    pub channel: IdeChannel<IdeFile>,
+    irq: IrqLine,
+}
+
+impl BusDevice for IdeDevice {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8], _: &Ctx) {
+        self.channel.read((base + offset) as u16, data);
+        self.wire();
+    }
+    fn write(&mut self, base: u64, offset: u64, data: &[u8], _: &Ctx) -> io::Result<Effect> {
+        let written = self.channel.write((base + offset) as u16, data);
+        self.wire();
+        written?;
+        Ok(Effect::Continue)
+    }
+}
+
+impl IdeDevice {
+    fn wire(&mut self) {
+        if self.channel.take_irq() {
+            self.irq.edge();
+        }
+    }
+}
+
 /// The i8042 at 0x60/0x64: its reset line always (`i8042.rs`); with a keyboard attached
 /// (`--vga`: the console is the screen and the keyboard), the PS/2 keyboard
 /// (`ps2kbd.rs`) that the console types into, on IRQ1.
@@ -622,6 +669,15 @@ impl PcBoard {
             clock,
             wakers,
         })
+    }
+
+    /// Puts an IDE channel with `disks` (the master, then the slave) on the buses.
+    pub fn install_ide(&self, ports: &mut Bus, disks: &[Arc<std::fs::File>]) -> Result<(), BusError> {
+        let disk = |i: usize| disks.get(i).map(|f| IdeFile(f.clone()));
+        let device = IdeDevice { channel: IdeChannel::new(disk(0), disk(1)), irq: self.irq_line(ide::IRQ) };
+        let device: SharedDevice = Arc::new(Mutex::new(device));
+        ports.insert("ide", ide::COMMAND_BASE.into(), ide::COMMAND_LEN.into(), Span::Whole, device.clone())?;
+        ports.insert("ide control", ide::CONTROL_PORT.into(), 1, Span::Whole, device)
     }
 
     /// Attaches the PS/2 keyboard to the i8042: console input is typed on it from now on.

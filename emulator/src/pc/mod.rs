@@ -9,6 +9,7 @@ pub mod board;
 pub mod cmos;
 pub mod console;
 pub mod i8042;
+pub mod ide;
 pub mod ioapic;
 pub mod lapic;
 pub mod mptable;
