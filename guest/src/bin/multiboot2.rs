@@ -29,7 +29,7 @@ use yakvm_guests::pc;
 
 const MAGIC: u32 = 0xE852_50D6;
 const BOOTLOADER_MAGIC: u32 = 0x36D7_6289;
-const HEADER_LEN: u32 = 16 + 32 + 24 + 8;
+const HEADER_LEN: u32 = 16 + 24 + 24 + 8;
 const CHECKSUM: u32 = 0u32.wrapping_sub(MAGIC.wrapping_add(HEADER_LEN));
 
 unsafe extern "C" {
@@ -45,11 +45,10 @@ global_asm!(
     "    .long 0",                 // architecture: i386
     "    .long {length}",
     "    .long {checksum}",
-    // Information request: command line, memory map, framebuffer, new RSDP (32 bytes).
+    // Information request: command line, memory map, framebuffer, new RSDP (24 bytes).
     "    .short 1, 0",
     "    .long 24",
     "    .long 1, 6, 8, 15",
-    "    .long 0",                 // padding to 8 bytes
     // Framebuffer: text mode (depth 0), 80x25 (24 bytes with padding).
     "    .short 5, 0",
     "    .long 20",
