@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile pc_acpi pc_pci pc_pcidev diskread bench_pio bench_mmio bench_cpuid bench_timer step16 step32 step64 debuggee smp smp_storm smp_silent smp_initbsp bench_ipi bench_apictimer ctlregs exitstorm ioeventfd
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile pc_acpi pc_pci pc_kbd pc_ide apic_timer_minute pc_pcidev diskread bench_pio bench_mmio bench_cpuid bench_timer step16 step32 step64 debuggee smp smp_storm smp_silent smp_initbsp bench_ipi bench_apictimer ctlregs exitstorm ioeventfd
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.
@@ -14,7 +14,7 @@ GUEST_OUT = target/$(TARGET)/guest
 override CMD := $(value CMD)
 export CMD
 
-.PHONY: help deps kernel guest-kernel module emulator guests initramfs env run debug test bench conformance soak disk clean
+.PHONY: help deps kernel guest-kernel module emulator guests initramfs env run debug test bench conformance xv6 soak disk clean
 
 help:
 	@echo "yakvm make targets:"
@@ -23,6 +23,7 @@ help:
 	@echo "  make test           run every test (host unit tests and tests in the image)"
 	@echo "  make bench          yakvm against KVM, side by side in one boot: a table, CSV in build/"
 	@echo "  make conformance    kvm-unit-tests on yakvm and on KVM in one boot (KUT=DIR: the suite's source)"
+	@echo "  make xv6            MIT xv6 on yakvm: how far it gets (XV6=DIR: its source)"
 	@echo "  make soak           the robustness suite with 20x the guests, ioctls and cycles"
 	@echo "  make env            build the image: kernel, initramfs, module, emulator, guests"
 	@echo "  make guest-kernel   build the Linux guest: its kernel (cached) and initramfs"
@@ -57,6 +58,9 @@ guests:
 	@cp $(GUEST_OUT)/debuggee $(BUILD)/guests/debuggee.elf
 	@# The Multiboot test kernel stays an ELF file (linked at 1 MiB by guest/multiboot.ld).
 	@cp $(GUEST_OUT)/multiboot $(BUILD)/guests/multiboot.elf
+	@cp $(GUEST_OUT)/multiboot2 $(BUILD)/guests/multiboot2.elf
+	@# The PC-boot test kernel: xv6's layout (guest/pcboot.ld), entered by p_paddr.
+	@cp $(GUEST_OUT)/pcboot $(BUILD)/guests/pcboot.elf
 
 initramfs: deps
 	@scripts/initramfs.sh
@@ -95,6 +99,11 @@ bench: env
 # if needed, run on yakvm and KVM; docs/conformance.md. CHECK=1: fail on a lost pass.
 conformance: env
 	@scripts/conformance.sh
+
+# xv6, the teaching OS, on yakvm: how far it gets (scripts/xv6.sh; XV6=DIR: its source,
+# default ../shared/xv6; docs/hobby-kernels.md).
+xv6: env
+	@scripts/xv6.sh
 
 soak: env
 	@SOAK=1 QEMU_TIMEOUT=7200 scripts/test.sh robust

@@ -3,7 +3,11 @@
 //! The `[[bin]]` targets are read from Cargo.toml (`autobins` is off: they are all).
 
 /// Guests linked with their own script: (bin name, script, extra linker arguments).
-const OWN_SCRIPTS: &[(&str, &str, &[&str])] = &[("multiboot", "multiboot.ld", &["-Wl,-z,max-page-size=0x1000"])];
+const OWN_SCRIPTS: &[(&str, &str, &[&str])] = &[
+    ("multiboot", "multiboot.ld", &["-Wl,-z,max-page-size=0x1000"]),
+    ("multiboot2", "multiboot.ld", &["-Wl,-z,max-page-size=0x1000"]),
+    ("pcboot", "pcboot.ld", &["-Wl,-z,max-page-size=0x1000"]),
+];
 
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo");

@@ -4,7 +4,7 @@
 //! vCPU loop (`cpu.rs`) sees the buses (`Devices`) and, through [`Board`], the interrupt
 //! controllers and the board's own events.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +13,8 @@ use crate::disk::Backing;
 use crate::events::Waker;
 use crate::pc::board::{Interrupts, PcBoard};
 use crate::pc::acpi::{self, AcpiDesc, AcpiError};
-use crate::pc::mptable;
+use crate::pc::{bios, mptable};
+use crate::pc::vga::Mirror;
 use crate::pc::testdev;
 use crate::pc::world::PcWorld;
 use crate::run::{Error, Outcome};
@@ -37,8 +38,10 @@ impl MachineKind {
         self == MachineKind::Pc
     }
 
-    /// Writes the board's tables into guest RAM of `ram` bytes for `cpus` vCPUs (pc: the
-    /// ACPI tables in the E segment and the MP table in the F segment), before the guest's
+    /// Writes the board's tables into guest RAM of `ram` bytes for `cpus` vCPUs (pc: what a
+    /// BIOS leaves in low memory, `pc::bios`: the interrupt vector table, the BIOS data
+    /// area, the EBDA; the ACPI tables in the E segment and the MP table in the F
+    /// segment), before the guest's
     /// own bytes (which win where they meet). A table that does not fit below the boot
     /// area (a tiny `--mem`) is left out, as on a machine without it; `acpi` false
     /// (`--no-acpi`) leaves the ACPI tables out, the MP table then being the only one.
@@ -46,6 +49,11 @@ impl MachineKind {
     pub fn write_tables(self, mem: &sys::GuestMemory, ram: u64, cpus: u32, acpi: bool) -> Result<Option<u64>, AcpiError> {
         if self != MachineKind::Pc {
             return Ok(None);
+        }
+        for (at, bytes) in bios::low_memory() {
+            if at + bytes.len() as u64 <= layout::boot_area(ram) {
+                mem.write(at, &bytes).expect("checked to fit");
+            }
         }
         let table = mptable::mp_table(cpus);
         if mptable::MP_TABLE_ADDR + table.len() as u64 <= layout::boot_area(ram) {
@@ -122,6 +130,12 @@ pub struct BoardConfig {
     pub testdev: bool,
     /// pc: the PCI test functions (`--pci-testdev`, `pc::pci_testdev`) are on the root bus.
     pub pci_testdev: bool,
+    /// pc: the console is the screen and the keyboard (`--vga`): the VGA text screen is
+    /// mirrored to it (with colours when standard output is a terminal, as plain text
+    /// otherwise) and its input is typed on the PS/2 keyboard.
+    pub vga: bool,
+    /// pc: the IDE channel's disks (`--ide`): none, the master, or the master and the slave.
+    pub ide: Vec<Arc<std::fs::File>>,
 }
 
 /// The board `config.kind`: its devices on their buses, the interrupt wiring, and (pc)
@@ -135,11 +149,21 @@ pub fn build(
     match config.kind {
         MachineKind::Seed if config.testdev => Err(Error::TestdevNeedsPc),
         MachineKind::Seed if config.pci_testdev => Err(Error::PciTestdevNeedsPc),
+        MachineKind::Seed if config.vga => Err(Error::VgaNeedsPc),
+        MachineKind::Seed if !config.ide.is_empty() => Err(Error::IdeNeedsPc),
         MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
         MachineKind::Pc => {
             let mut devices = Devices::pc(out, disk, config.mmio_base)?;
             let board = PcBoard::new(config.ram, wakers.clone(), devices.console.clone())?;
             board.install(&mut devices.ports, &mut devices.mmio)?;
+            if config.vga {
+                let mirror = if io::stdout().is_terminal() { Mirror::Ansi } else { Mirror::Text };
+                crate::bus::lock(&board.vga).set_mirror(mirror);
+                board.attach_keyboard();
+            }
+            if !config.ide.is_empty() {
+                board.install_ide(&mut devices.ports, &config.ide)?;
+            }
             if config.testdev {
                 if config.ram > testdev::MEMORY_BASE {
                     return Err(Error::TestdevInRam { base: testdev::MEMORY_BASE, mem: config.ram });
@@ -165,7 +189,7 @@ mod tests {
 
     #[test]
     fn the_seed_board_has_no_interrupts_and_hlt_ends_its_run() {
-        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev: false };
+        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev: false, vga: false, ide: Vec::new() };
         let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).unwrap();
         assert!(board.hlt_ends_run());
         assert!(board.interrupts().is_none());
@@ -181,7 +205,7 @@ mod tests {
     #[test]
     fn the_test_device_is_opt_in_and_pc_only() {
         let build_with = |kind, ram, testdev| {
-            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, pci_testdev: false };
+            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, pci_testdev: false, vga: false, ide: Vec::new() };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, 16 << 20, true).err().expect("refused");
@@ -202,7 +226,7 @@ mod tests {
     #[test]
     fn the_pci_test_functions_are_opt_in_and_pc_only() {
         let build_with = |kind, pci_testdev| {
-            let config = BoardConfig { kind, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev };
+            let config = BoardConfig { kind, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev, vga: false, ide: Vec::new() };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, true).err().expect("refused");
@@ -236,6 +260,9 @@ mod tests {
         assert_eq!(&sig, b"_MP_");
         mem.read(layout::ACPI_START, &mut rsdp).unwrap();
         assert_eq!(&rsdp, b"RSD PTR ");
+        let mut bda = [0u8; 0x15];
+        mem.read(bios::BDA_ADDR, &mut bda).unwrap();
+        assert_eq!((bda[0x0e], bda[0x0f], bda[0x13], bda[0x14]), (0xc0, 0x9f, 0x7f, 0x02), "EBDA segment 0x9fc0, 639 KiB");
     }
 
     /// With RAM too small for the E segment below the boot area, the pc board leaves its

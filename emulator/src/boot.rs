@@ -26,6 +26,14 @@ const GDT: [u64; 4] = [0, CODE64_DESC.bits(), DATA_DESC.bits(), CODE32_DESC.bits
 const LINUX_CODE_SELECTOR: u16 = 0x10;
 const LINUX_DATA_SELECTOR: u16 = 0x18;
 const LINUX_GDT: [u64; 4] = [0, 0, CODE64_DESC.bits(), DATA_DESC.bits()];
+/// Multiboot kernels are entered as GRUB (legacy and 2) and QEMU's `-kernel` enter them:
+/// CS = 0x08 flat 32-bit code, the data segments 0x10 flat data. The specification
+/// leaves the selectors undefined, but kernels written against GRUB rely on them: xv6
+/// loads its own GDT (code at 0x08, data at 0x10) without reloading CS or DS, and its
+/// traps push and restore those selectors, which then must mean the same in its GDT.
+const MULTIBOOT_CODE_SELECTOR: u16 = 0x08;
+const MULTIBOOT_DATA_SELECTOR: u16 = 0x10;
+const MULTIBOOT_GDT: [u64; 3] = [0, CODE32_DESC.bits(), DATA_DESC.bits()];
 
 /// A segment's attributes in the VMCB's packed form: the descriptor's bits 40-47 (type,
 /// S, DPL, P) and 52-55 (AVL, L, D/B, G) (AMD APM vol. 2, 15.5.1).
@@ -141,6 +149,20 @@ pub fn protected_mode(mem: &GuestMemory, entry: u64) -> Option<(abi::Regs, abi::
     Some((abi::Regs { rip: entry, rsp, rflags: 2, ..Default::default() }, sregs))
 }
 
+/// A CPU as a Multiboot boot loader leaves it (Multiboot 0.6.96, 3.2, and GRUB's
+/// selectors, see [`MULTIBOOT_GDT`]): 32-bit protected mode, paging off, flat 4 GiB
+/// segments CS = 0x08 and DS = ES = FS = GS = SS = 0x10, interrupts off (the A20 gate is
+/// always open on yakvm), about to execute `entry`, ESP just below the boot area (the
+/// kernel must set its own), EAX = `eax` (the boot loader's magic) and EBX = `ebx` (the
+/// information structure).
+pub fn multiboot_protected_mode(mem: &GuestMemory, entry: u64, eax: u32, ebx: u32) -> Option<(abi::Regs, abi::Sregs)> {
+    let segments = flat_segments(mem, &MULTIBOOT_GDT, MULTIBOOT_CODE_SELECTOR, CODE32_ATTRIB, MULTIBOOT_DATA_SELECTOR)?;
+    let sregs = abi::Sregs { cr0: (Cr0Flags::PROTECTED_MODE_ENABLE | Cr0Flags::EXTENSION_TYPE).bits(), ..segments };
+    let rsp = initial_rsp(mem.len() as u64);
+    let regs = abi::Regs { rip: entry, rsp, rflags: 2, rax: eax.into(), rbx: ebx.into(), ..Default::default() };
+    Some((regs, sregs))
+}
+
 /// A CPU in real mode with CS, DS, ES, FS, GS and SS all at `base` (16-byte aligned,
 /// below 1 MiB), IP = `entry - base`, SP at the top of the 64 KiB segment.
 pub fn real_mode(base: u64, entry: u64) -> (abi::Regs, abi::Sregs) {
@@ -196,6 +218,25 @@ mod tests {
         assert_eq!(protected_mode(&mem, 0).unwrap().1.cr0, 0x11);
         assert_eq!(real_mode(0, 0).1.cr0, 0x10);
         assert_eq!((TABLE.bits(), LARGE_PAGE.bits()), (0x3, 0x83));
+    }
+
+    /// GRUB's and QEMU's selectors: CS 0x08 (32-bit code), data 0x10, from a GDT in RAM
+    /// that says the same; interrupts off; EAX and EBX as given.
+    #[test]
+    fn multiboot_entry_has_grubs_selectors() {
+        let mem = GuestMemory::new(2 * MIB as usize).unwrap();
+        let (regs, sregs) = multiboot_protected_mode(&mem, 0x10_000c, 0x2bad_b002, 0x1_0000).unwrap();
+        assert_eq!((regs.rip, regs.rax, regs.rbx, regs.rflags), (0x10_000c, 0x2bad_b002, 0x1_0000, 2));
+        assert_eq!((sregs.cs.selector, sregs.cs.attrib), (0x08, 0xc9b));
+        for s in [sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss] {
+            assert_eq!((s.selector, s.attrib, s.base, s.limit), (0x10, 0xc93, 0, u32::MAX));
+        }
+        assert_eq!((sregs.cr0, sregs.efer), (0x11, 0));
+        let mut gdt = [0u8; 24];
+        mem.read(sregs.gdt.base, &mut gdt).unwrap();
+        assert_eq!(u64::from_le_bytes(gdt[8..16].try_into().unwrap()), 0x00cf_9b00_0000_ffff);
+        assert_eq!(u64::from_le_bytes(gdt[16..24].try_into().unwrap()), 0x00cf_9300_0000_ffff);
+        assert_eq!(sregs.gdt.limit, 23);
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct Config {
     pub pci_testdev: bool,
     /// pc: write the ACPI tables (false with `--no-acpi`: the MP table alone).
     pub acpi: bool,
+    /// pc: the console is the VGA text screen and the PS/2 keyboard (`--vga`).
+    pub vga: bool,
+    /// pc: the IDE channel's disks (`--ide`, at most two: the master, then the slave).
+    pub ide: Vec<Arc<std::fs::File>>,
 }
 
 pub struct Machine {
@@ -136,8 +140,7 @@ impl Machine {
             match image.entry {
                 KernelEntry::Long64 { rip, rsi } => boot::linux_long_mode(mem, rip, rsi, mmio_top).expect("checked to fit"),
                 KernelEntry::Protected32 { eip, eax, ebx } => {
-                    let (regs, sregs) = boot::protected_mode(mem, eip.into()).expect("boot area in RAM");
-                    (abi::Regs { rax: eax.into(), rbx: ebx.into(), ..regs }, sregs)
+                    boot::multiboot_protected_mode(mem, eip.into(), eax, ebx).expect("boot area in RAM")
                 }
             }
         })
@@ -176,7 +179,7 @@ impl Machine {
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
         // The bootstrap processor runs; the others wait for INIT and a startup IPI.
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
-        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev };
+        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev, vga: config.vga, ide: config.ide.clone() };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone())?;
         Ok(Self { vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
@@ -325,6 +328,8 @@ mod tests {
             testdev: false,
             pci_testdev: false,
             acpi: true,
+            vga: false,
+            ide: Vec::new(),
         }
     }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use yakvm::disk::SECTOR_SIZE;
 use yakvm::machine::{Config, EntryMode, Machine, MachineKind, Outcome};
-use yakvm::kernel::{linux, multiboot, BootImage};
+use yakvm::kernel::{linux, multiboot, multiboot2, BootImage};
 use yakvm::pc::console::RawMode;
 use yakvm::{hypervisor, layout, sys};
 use yakvm_abi as abi;
@@ -138,6 +138,19 @@ enum Command {
         /// signals; the counts are printed on stderr at the end. Repeatable.
         #[arg(long = "ioeventfd", value_name = "SPEC", value_parser = yakvm::ioevent_probe::parse)]
         ioeventfds: Vec<yakvm::ioevent_probe::Spec>,
+        /// pc: the console is the PC's screen and keyboard: the VGA text screen (80x25 at
+        /// 0xb8000) is mirrored to standard output, a line once the guest's cursor leaves
+        /// it (in colour to a terminal, as plain text otherwise), and standard input is
+        /// typed on a PS/2 keyboard (scan code set 1, IRQ1) instead of reaching the UART.
+        /// Off by default: most kernels also write their console to the UART, whose lines
+        /// would then come twice.
+        #[arg(long)]
+        vga: bool,
+        /// pc: an IDE disk image (a multiple of 512 bytes) on the primary IDE channel
+        /// (ports 0x1f0-0x1f7, 0x3f6, IRQ14; PIO, LBA28): given once, the master; twice,
+        /// the master then the slave (as QEMU's -drive index=0 and index=1).
+        #[arg(long = "ide", value_name = "FILE")]
+        ide: Vec<PathBuf>,
     },
     /// Show what the CPU's SVM and the module offer.
     Info,
@@ -218,7 +231,7 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
         let rsdp = config.machine.acpi_rsdp(mem, config.acpi);
         return linux::load_with_acpi(&kernel, initrd.as_deref(), &cmdline, mem, rsdp).map_err(|e| format!("{name}: {e}"));
     }
-    if multiboot::detect(&kernel) {
+    if multiboot2::detect(&kernel) || multiboot::detect(&kernel) {
         if initrd.is_some() {
             return Err(format!("{name} is a Multiboot kernel: give its files as --module, not --initrd"));
         }
@@ -231,10 +244,21 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
             .collect::<Result<_, _>>()?;
         let modules: Vec<multiboot::Module> = files.iter().map(|(bytes, string)| multiboot::Module { bytes, string }).collect();
         let cmdline = append.as_deref().unwrap_or("");
+        if multiboot2::detect(&kernel) {
+            // The RSDP as the board will write it (its 36 bytes at the tables' start).
+            let rsdp = match config.machine.acpi_rsdp(mem, config.acpi) {
+                Some(_) => {
+                    let tables = yakvm::pc::acpi::build(&yakvm::pc::acpi::AcpiDesc::pc(config.cpus, mem)).map_err(|e| format!("{name}: {e}"))?;
+                    Some(tables.bytes[..36].to_vec())
+                }
+                None => None,
+            };
+            return multiboot2::load(&kernel, cmdline, &modules, mem, layout::BOOT_AREA_SIZE, rsdp.as_deref()).map_err(|e| format!("{name}: {e}"));
+        }
         return multiboot::load(&kernel, cmdline, &modules, mem, layout::BOOT_AREA_SIZE).map_err(|e| format!("{name}: {e}"));
     }
     Err(format!(
-        "{name} is neither a Linux bzImage (no \"HdrS\" setup header at offset 0x202) nor a Multiboot v1 kernel (no header in its first 8192 bytes)"
+        "{name} is neither a Linux bzImage (no \"HdrS\" setup header at offset 0x202) nor a Multiboot kernel (no Multiboot 2 header in its first 32768 bytes, no Multiboot v1 header in its first 8192)"
     ))
 }
 
@@ -404,7 +428,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, vga, ide } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -415,7 +439,18 @@ fn main() -> ExitCode {
             let mem = mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
             // --trace and --step-trace show every port write as an exit.
             let coalesced_io = !no_coalesced_io && step_trace.is_none();
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi };
+            if ide.len() > 2 {
+                eprintln!("yakvm: error: --ide given {} times: an IDE channel has two drives (the master, then the slave)", ide.len());
+                return ExitCode::FAILURE;
+            }
+            let ide = match ide.iter().map(open_disk).collect::<Result<Vec<_>, _>>() {
+                Ok(files) => files.into_iter().map(std::sync::Arc::new).collect(),
+                Err(e) => {
+                    eprintln!("yakvm: error: --ide: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide };
             match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {

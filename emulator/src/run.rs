@@ -82,6 +82,10 @@ pub enum Error {
     PciTestdevNeedsPc,
     #[error("--pci-testdev: {0}")]
     PciTestdev(#[from] crate::pc::pci::PciError),
+    #[error("--vga: the VGA text screen is a pc machine's (--machine pc)")]
+    VgaNeedsPc,
+    #[error("--ide: the IDE channel is a pc machine's (--machine pc)")]
+    IdeNeedsPc,
     #[error("--testdev: its test memory at {base:#x} would be inside RAM (--mem {mem}); give at most {base:#x} bytes of RAM")]
     TestdevInRam { base: u64, mem: u64 },
     #[error("cannot start a vCPU thread: {0}")]

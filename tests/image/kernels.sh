@@ -192,6 +192,28 @@ multiboot_contract() {
     [ "$(echo "$out" | grep -c '^ok ')" -eq 20 ] && ! echo "$out" | grep -q FAIL || { echo "$(echo "$out" | grep -v '^ok' | head -n 5)"; return 1; }
     echo "$out" | grep -qx 'cmdline mem=32M answer=42' || { echo "cmdline: $(grep cmdline "$OUT/multiboot.out")"; return 1; }
 }
+# Our PC-boot kernel, laid out as xv6's (entered at its ELF entry as a physical address):
+# what a kernel booted by GRUB on a PC finds (GRUB's selectors, the BIOS data area, the MP
+# table by xv6's search order, the CRTC's registers), then text on the VGA screen, which
+# --vga mirrors line by line: the whole output, exactly. Without --vga, no screen lines.
+pcboot_contract() {
+    yakvm run --kernel guests/pcboot.elf --vga > "$OUT/pcboot.out" 2> "$OUT/pcboot.err" < /dev/null; rc=$?
+    [ $rc -eq 0 ] || { echo "status $rc: $(grep -v '^ok' "$OUT/pcboot.out" | head -n 5)"; return 1; }
+    cmp -s "$OUT/pcboot.out" tests/expected/pcboot.out ||
+        { echo "differs from tests/expected/pcboot.out: $(diff tests/expected/pcboot.out "$OUT/pcboot.out" | head -n 4 | tr '\n' ' ')"; return 1; }
+    out=$(yakvm run --kernel guests/pcboot.elf 2>&1 < /dev/null) || { echo "without --vga: status $?"; return 1; }
+    [ "$out" = "$(grep -v '^VGA' tests/expected/pcboot.out)" ] || { echo "without --vga: $(echo "$out" | grep -v '^ok' | head -n 3)"; return 1; }
+}
+# Our Multiboot 2 kernel walks its information structure: command line, boot loader
+# name, a module, memory information and map, the EGA text framebuffer, the RSDP tags.
+multiboot2_contract() {
+    printf 'MODULE-ONE and more' > /tmp/m1.bin
+    out=$(yakvm run --mem 32M --kernel guests/multiboot2.elf --append "answer=42" --module "/tmp/m1.bin,first arg1" 2>&1 < /dev/null); rc=$?
+    echo "$out" > "$OUT/multiboot2.out"
+    [ $rc -eq 0 ] || { echo "status $rc: $(echo "$out" | grep -v '^ok' | head -n 5)"; return 1; }
+    [ "$(echo "$out" | grep -c '^ok ')" -eq 12 ] && ! echo "$out" | grep -q FAIL || { echo "$(echo "$out" | grep -v '^ok' | head -n 5)"; return 1; }
+    echo "$out" | grep -qx 'cmdline answer=42' || { echo "cmdline: $(grep cmdline "$OUT/multiboot2.out")"; return 1; }
+}
 multiboot_bad_input() {
     # The header's checksum is the third word of the header, at file offset 0x1000.
     off=$(( 0x1008 ))
@@ -271,6 +293,8 @@ debian_s5() { # poweroff is ACPI S5: yakvm ends with status 0 and says so
 check kernel_bad_input kernel_bad_input
 check multiboot_contract multiboot_contract
 check multiboot_bad_input multiboot_bad_input
+check pcboot_xv6s_pc_and_the_vga_mirror pcboot_contract
+check multiboot2_contract multiboot2_contract
 check linux_boots boot_linux
 check linux_reaches_init boots_to_init
 check linux_uname uname_r

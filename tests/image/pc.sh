@@ -34,6 +34,41 @@ uart_echo() {
     echo "$out" | grep -qE '^rx 11 tx-irqs [1-9][0-9]*$' || { echo "output: $out"; return 1; }
 }
 
+# --vga: console input is typed on the PS/2 keyboard: the guest's IRQ1 handler reads the
+# scan codes (set 1) of what was typed, after the controller's self test and the
+# keyboard's reset answered by polling. (Typed 2 s in: the guest reports a key that
+# came before it looked.)
+keyboard_irq1() {
+    out=$( (sleep 2; printf 'aB\n') | yakvm run --machine pc --vga --timeout 60 guests/pc_kbd.bin 2>&1); rc=$?
+    [ $rc -eq 0 ] || { echo "status $rc: $out"; return 1; }
+    [ "$out" = "$(printf 'ok controller self test 0x55\nok keyboard reset 0xfa 0xaa\nkeys 1e 9e 2a 30 b0 aa 1c 9c\nok aB and Enter as set 1 scan codes, read by the IRQ1 handler')" ] ||
+        { echo "output: $out"; return 1; }
+}
+
+# --ide: the guest reads and writes sectors by PIO, each transfer ending in IRQ14; the
+# host file then holds what it wrote (and the rest as it was).
+ide_pio() {
+    img=/tmp/ide.img
+    dd if=/dev/zero of=$img bs=512 count=64 2>/dev/null
+    printf 'SECTOR-ONE' | dd of=$img bs=512 seek=1 conv=notrunc 2>/dev/null
+    printf 'SECTOR-TWO' | dd of=$img bs=512 seek=2 conv=notrunc 2>/dev/null
+    out=$(yakvm run --machine pc --ide $img --timeout 60 guests/pc_ide.bin 2>&1 < /dev/null); rc=$?
+    [ $rc -eq 0 ] || { echo "status $rc: $out"; return 1; }
+    [ "$(echo "$out" | grep -c '^ok ')" -eq 5 ] || { echo "output: $out"; return 1; }
+    for n in 3 4; do
+        got=$(dd if=$img bs=512 skip=$n count=1 2>/dev/null | tr -d '\000')
+        [ "$got" = "yakvm-ide-write-$n" ] || { echo "sector $n of the host file: '$got'"; return 1; }
+    done
+    [ "$(dd if=$img bs=512 skip=1 count=1 2>/dev/null | tr -d '\000')" = SECTOR-ONE ] || { echo "sector 1 changed"; return 1; }
+    [ "$(stat -c %s $img)" -eq 32768 ] || { echo "the file's size changed"; return 1; }
+    out=$(yakvm run --machine pc --ide $img --ide $img --ide $img guests/pc_ide.bin 2>&1 < /dev/null) &&
+        { echo "three --ide accepted"; return 1; }
+    echo "$out" | grep -q 'an IDE channel has two drives' || { echo "three --ide: $out"; return 1; }
+    out=$(yakvm run --ide $img guests/hello.bin 2>&1 < /dev/null) && { echo "--ide on the seed machine accepted"; return 1; }
+    echo "$out" | grep -q 'the IDE channel is a pc machine' || { echo "--ide on seed: $out"; return 1; }
+    rm -f $img
+}
+
 # Timer interrupts while the guest does MMIO in a tight loop: the guest's handler count
 # equals the interrupts the emulator injected (none lost in an exit, none doubled).
 ticks_during_mmio() {
@@ -150,6 +185,8 @@ check pc_acpi_poweroff_smp2 acpi_poweroff 2
 check pc_pci_probe_ecam_and_hostile_writes pci_probe_and_attack
 check pc_pci_interrupts_and_hostile_bars pci_interrupts_and_hostile_bars
 check pc_uart_echo_by_interrupts uart_echo
+check pc_keyboard_scan_codes_by_irq1 keyboard_irq1
+check pc_ide_pio_sectors_by_irq14 ide_pio
 check pc_ticks_during_mmio_exactly_once ticks_during_mmio
 check pc_hostile_fastest_pit_never_eoi fastest_pit_never_eoi
 check pc_hostile_fast_pit fast_pit_with_eoi

@@ -15,8 +15,9 @@ pub struct BootImage {
 /// The CPU state a kernel is entered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelEntry {
-    /// 32-bit protected mode, paging off, flat 4 GiB code and data segments, interrupts
-    /// off (Multiboot: EAX = 0x2BADB002, EBX = the information structure).
+    /// 32-bit protected mode, paging off, flat 4 GiB code (selector 0x08) and data (0x10)
+    /// segments as GRUB leaves them, interrupts off (Multiboot: EAX = 0x2BADB002, EBX =
+    /// the information structure).
     Protected32 { eip: u32, eax: u32, ebx: u32 },
     /// 64-bit mode with the first GiBs identity-mapped, interrupts off, a GDT whose
     /// selector 0x10 is flat 64-bit code and 0x18 flat data (Linux's 64-bit boot
@@ -68,3 +69,4 @@ pub fn memory_map(ram: u64, usable_top: u64) -> Vec<MemoryRange> {
 
 pub mod linux;
 pub mod multiboot;
+pub mod multiboot2;

@@ -122,10 +122,10 @@ const MMAP_ENTRY_LEN: usize = 24;
 const MMAP_SIZE_VALUE: u32 = 20;
 
 /// `mem_lower`, in KiB.
-const MEM_LOWER_KIB: u32 = 639;
-const PAGE: u64 = 4096;
+pub(super) const MEM_LOWER_KIB: u32 = 639;
+pub(super) const PAGE: u64 = 4096;
 /// The structure's addresses are 32-bit.
-const ADDRESS_LIMIT: u64 = 4 * GIB;
+pub(super) const ADDRESS_LIMIT: u64 = 4 * GIB;
 
 pub const BOOT_LOADER_NAME: &str = "yakvm";
 
@@ -240,16 +240,16 @@ fn check_flags(flags: HeaderFlags) -> Result<(), MultibootError> {
 }
 
 /// A piece of the kernel: `bytes` at `at`, then zeros up to `size` bytes.
-struct Segment<'a> {
-    at: u64,
-    bytes: &'a [u8],
-    size: u64,
+pub(super) struct Segment<'a> {
+    pub(super) at: u64,
+    pub(super) bytes: &'a [u8],
+    pub(super) size: u64,
 }
 
 /// The kernel's pieces and its physical entry point.
-struct Kernel<'a> {
-    segments: Vec<Segment<'a>>,
-    entry: u64,
+pub(super) struct Kernel<'a> {
+    pub(super) segments: Vec<Segment<'a>>,
+    pub(super) entry: u64,
 }
 
 /// The kernel as the a.out kludge's addresses say.
@@ -261,11 +261,19 @@ fn aout_kernel<'a>(kernel: &'a [u8], header: &Header) -> Result<Kernel<'a>, Mult
     else {
         return Err(MultibootError::HeaderTruncated { offset: header.offset, need: HEADER_AOUT_LEN });
     };
+    aout_layout(kernel, header.offset, [header_addr, load_addr, load_end_addr, bss_end_addr], entry)
+}
+
+/// The kernel laid out by a header at file offset `header_offset` that gives its
+/// `[header_addr, load_addr, load_end_addr, bss_end_addr]` and entry (Multiboot 1's a.out
+/// kludge, Multiboot 2's address and entry tags).
+pub(super) fn aout_layout(kernel: &[u8], header_offset: usize, addresses: [u64; 4], entry: u64) -> Result<Kernel<'_>, MultibootError> {
+    let [header_addr, load_addr, load_end_addr, bss_end_addr] = addresses;
     let bad = |why: String| Err(MultibootError::Aout(why));
     if load_addr > header_addr {
         return bad(format!("load_addr {load_addr:#x} is above header_addr {header_addr:#x}"));
     }
-    let header_offset = header.offset as u64;
+    let header_offset = header_offset as u64;
     let Some(file_start) = header_offset.checked_sub(header_addr - load_addr) else {
         return bad(format!(
             "load_addr {load_addr:#x} is {:#x} bytes below header_addr {header_addr:#x}, but the header is at file offset {header_offset:#x}",
@@ -302,7 +310,7 @@ fn aout_kernel<'a>(kernel: &'a [u8], header: &Header) -> Result<Kernel<'a>, Mult
 }
 
 /// The kernel as its ELF program headers say.
-fn elf_kernel(kernel: &[u8]) -> Result<Kernel<'_>, MultibootError> {
+pub(super) fn elf_kernel(kernel: &[u8]) -> Result<Kernel<'_>, MultibootError> {
     match kernel.get(..5) {
         Some([0x7f, b'E', b'L', b'F', class]) if *class == elf::ELFCLASS32 => {
             elf_segments::<elf::FileHeader32<Endianness>>(kernel, elf::EM_386, "EM_386")

@@ -10,12 +10,14 @@
 //! |---|---|
 //! | 0x20-0x21, 0xa0-0xa1 | master and slave 8259A PIC (slave on IRQ2) |
 //! | 0x40-0x43, 0x61 | 8254 PIT (channel 0 on IRQ0), port B (speaker gate, OUT2) |
-//! | 0x60, 0x64 | i8042: 0xfe to 0x64 pulses the reset line (ends the run as a reboot) |
+//! | 0x60, 0x64 | i8042: 0xfe to 0x64 pulses the reset line (ends the run as a reboot); with `--vga`, a PS/2 keyboard (scan code set 1, IRQ1) that console input is typed on |
 //! | 0x92 | system control port A: bit 0 is a fast reset; bit 1 (A20) reads as set |
 //! | 0xcf8-0xcfb | PCI configuration address (dword); in it, the reset control at 0xcf9 (byte): a write with bit 2 (reset CPU) set resets |
 //! | 0xcfc-0xcff | PCI configuration data (mechanism #1, byte/word/dword), `pci.rs`: the host bridge at 00:00.0 |
 //! | 0x70-0x71 | CMOS RTC with the host's time |
 //! | 0x80 | POST code sink |
+//! | 0x1f0-0x1f7, 0x3f6 | with `--ide` only: an IDE channel (`ide.rs`, PIO, LBA28) with one or two disks, on IRQ14 |
+//! | 0x3d4-0x3d5, 0x3da | the VGA's CRT controller (index, data) and input status (`vga.rs`): the cursor of the text screen at 0xb8000 (RAM); with `--vga` the screen is mirrored to the console |
 //! | 0x3f8-0x3ff | 16550A UART (COM1) on IRQ4: the console |
 //! | 0x600-0x60b | ACPI PM registers (PM1a event and control, PM timer) at their real widths; the SCI on IRQ9 (level); S5 ends the run as a power-off |
 //! | MMIO 0xd0000000-0xdfffffff | PCI's memory window: the functions' BARs (`pci.rs`); with `--pci-testdev`, two test functions at 00:16.0 and 00:1e.0 (`pci_testdev.rs`), their INTA# on GSI 22 as the `_PRT` says (`pci_intx.rs`: wired-OR, level, active low) |
@@ -48,6 +50,8 @@ use super::apic::Apics;
 use super::ioapic::Message;
 use super::cmos::Cmos;
 use super::i8042::I8042;
+use super::ide::{self, IdeChannel};
+use super::ps2kbd::Ps2Keyboard;
 use super::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
 use super::lapic::{LAPIC_BASE, LAPIC_SIZE};
 use super::pci_intx::{IntxPin, WiredOr, Wire};
@@ -57,6 +61,7 @@ use super::pic::Pic;
 use super::pit::{IrqTimer, Pit};
 use super::testdev::{self, TestDev};
 use super::uart::{Uart, COM1_BASE, COM1_IRQ};
+use super::vga::{self, Mirror, Vga};
 use crate::bus::{lock, Bus, BusDevice, BusError, Ctx, Effect, SharedDevice, Span};
 use crate::devices::Console;
 use crate::events::{wake_cpus, HostTimer, Waker};
@@ -84,6 +89,8 @@ bitflags::bitflags! {
 }
 /// The PIT's channel 0 drives this line.
 pub const PIT_IRQ: u8 = 0;
+/// The keyboard's line.
+pub const KEYBOARD_IRQ: u8 = 1;
 
 /// The devices' clock: nanoseconds since the board was built.
 #[derive(Clone, Copy, Debug)]
@@ -460,12 +467,103 @@ impl IsaPorts for Cmos {
     }
 }
 
-impl IsaPorts for I8042 {
+/// A disk image file behind the IDE channel (shared with the machine's configuration).
+pub struct IdeFile(pub Arc<std::fs::File>);
+
+impl crate::disk::Backing for IdeFile {
+    fn len(&self) -> u64 {
+        self.0.metadata().map_or(0, |m| m.len())
+    }
+    fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&*self.0, out, offset)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&*self.0, data, offset)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+/// The IDE channel (`--ide`, `ide.rs`) on IRQ14.
+pub struct IdeDevice {
+    pub channel: IdeChannel<IdeFile>,
+    irq: IrqLine,
+}
+
+impl BusDevice for IdeDevice {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8], _: &Ctx) {
+        self.channel.read((base + offset) as u16, data);
+        self.wire();
+    }
+    fn write(&mut self, base: u64, offset: u64, data: &[u8], _: &Ctx) -> io::Result<Effect> {
+        let written = self.channel.write((base + offset) as u16, data);
+        self.wire();
+        written?;
+        Ok(Effect::Continue)
+    }
+}
+
+impl IdeDevice {
+    fn wire(&mut self) {
+        if self.channel.take_irq() {
+            self.irq.edge();
+        }
+    }
+}
+
+/// The i8042 at 0x60/0x64: its reset line always (`i8042.rs`); with a keyboard attached
+/// (`--vga`: the console is the screen and the keyboard), the PS/2 keyboard
+/// (`ps2kbd.rs`) that the console types into, on IRQ1.
+pub struct KeyboardController {
+    i8042: I8042,
+    keyboard: Option<Ps2Keyboard>,
+    irq: IrqLine,
+}
+
+impl IsaPorts for KeyboardController {
     fn read_port(&mut self, port: u16) -> u8 {
-        self.read(port)
+        let Some(keyboard) = self.keyboard.as_mut() else {
+            return self.i8042.read(port);
+        };
+        let value = keyboard.read(port);
+        self.wire();
+        value
     }
     fn write_port(&mut self, port: u16, value: u8) -> io::Result<Effect> {
-        Ok(if self.write(port, value) { Effect::Reset } else { Effect::Continue })
+        let reset = self.i8042.write(port, value);
+        if let Some(keyboard) = self.keyboard.as_mut() {
+            keyboard.write(port, value);
+            self.wire();
+        }
+        Ok(if reset { Effect::Reset } else { Effect::Continue })
+    }
+}
+
+impl KeyboardController {
+    /// Whether a keyboard is attached (console input goes to it, not to the UART).
+    pub fn has_keyboard(&self) -> bool {
+        self.keyboard.is_some()
+    }
+
+    /// Console bytes typed on the keyboard (none attached: dropped; the caller checks).
+    pub fn console_input(&mut self, bytes: &[u8]) {
+        if let Some(keyboard) = self.keyboard.as_mut() {
+            keyboard.type_bytes(bytes);
+        }
+        self.wire();
+    }
+
+    /// Scan codes the guest has not read yet.
+    pub fn input_backlog(&self) -> usize {
+        self.keyboard.as_ref().map_or(0, Ps2Keyboard::backlog)
+    }
+
+    /// A byte for the guest with IRQ1 allowed: an edge on IRQ1.
+    fn wire(&mut self) {
+        if self.keyboard.as_mut().is_some_and(Ps2Keyboard::take_irq) {
+            self.irq.edge();
+        }
     }
 }
 
@@ -573,6 +671,10 @@ pub struct PcBoard {
     pub uart: Arc<Mutex<UartDevice>>,
     pub pm: Arc<Mutex<PmDevice>>,
     cmos: Arc<Mutex<Cmos>>,
+    /// The i8042, and the PS/2 keyboard once attached (`attach_keyboard`).
+    pub keyboard: Arc<Mutex<KeyboardController>>,
+    /// The VGA's text console (its CRTC; the screen mirrored to the console with `--vga`).
+    pub vga: Arc<Mutex<Vga<Arc<Console>>>>,
     /// PCI's root bus (made again, with the buses' count of odd accesses, by `install`).
     pub(crate) pci: Arc<Mutex<PciRoot>>,
     pub clock: Clock,
@@ -588,9 +690,13 @@ impl PcBoard {
         let interrupts = Arc::new(Mutex::new(Interrupts::new(wakers.len())));
         let line = |line| IrqLine { controllers: interrupts.clone(), wakers: wakers.clone(), line };
         let pit = PitDevice::new(clock, line(PIT_IRQ))?;
-        let uart = UartDevice { uart: Uart::new(Vec::new()), input: VecDeque::new(), console, irq: line(COM1_IRQ) };
+        let uart = UartDevice { uart: Uart::new(Vec::new()), input: VecDeque::new(), console: console.clone(), irq: line(COM1_IRQ) };
         let pm = PmDevice { pm: AcpiPm::new(), clock, sci: line(SCI_IRQ), sci_high: false };
+        let vga = Arc::new(Mutex::new(Vga::new(Mirror::Off, console.clone())));
+        let keyboard = KeyboardController { i8042: I8042::new(), keyboard: None, irq: line(KEYBOARD_IRQ) };
         Ok(Self {
+            keyboard: Arc::new(Mutex::new(keyboard)),
+            vga,
             pm: Arc::new(Mutex::new(pm)),
             pit: Arc::new(Mutex::new(pit)),
             uart: Arc::new(Mutex::new(uart)),
@@ -600,6 +706,20 @@ impl PcBoard {
             clock,
             wakers,
         })
+    }
+
+    /// Puts an IDE channel with `disks` (the master, then the slave) on the buses.
+    pub fn install_ide(&self, ports: &mut Bus, disks: &[Arc<std::fs::File>]) -> Result<(), BusError> {
+        let disk = |i: usize| disks.get(i).map(|f| IdeFile(f.clone()));
+        let device = IdeDevice { channel: IdeChannel::new(disk(0), disk(1)), irq: self.irq_line(ide::IRQ) };
+        let device: SharedDevice = Arc::new(Mutex::new(device));
+        ports.insert("ide", ide::COMMAND_BASE.into(), ide::COMMAND_LEN.into(), Span::Whole, device.clone())?;
+        ports.insert("ide control", ide::CONTROL_PORT.into(), 1, Span::Whole, device)
+    }
+
+    /// Attaches the PS/2 keyboard to the i8042: console input is typed on it from now on.
+    pub fn attach_keyboard(&self) {
+        lock(&self.keyboard).keyboard = Some(Ps2Keyboard::new());
     }
 
     /// ISA interrupt line `irq`, for a device.
@@ -625,8 +745,8 @@ impl PcBoard {
     /// Puts the board's devices on the machine's buses.
     pub fn install(&self, ports: &mut Bus, mmio: &mut Bus) -> Result<(), BusError> {
         let pic: SharedDevice = Arc::new(Mutex::new(PicPorts(self.interrupts.clone())));
-        let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new()));
-        let isa: [(&str, u16, u64, SharedDevice); 10] = [
+        let i8042: SharedDevice = self.keyboard.clone();
+        let isa: [(&str, u16, u64, SharedDevice); 12] = [
             ("pic master", 0x20, 2, pic.clone()),
             ("pit", 0x40, 4, self.pit.clone()),
             ("i8042 data", 0x60, 1, i8042.clone()),
@@ -637,6 +757,8 @@ impl PcBoard {
             ("port a", PORT_A, 1, Arc::new(Mutex::new(PortA))),
             ("pic slave", 0xa0, 2, pic),
             ("uart", COM1_BASE, 8, self.uart.clone()),
+            ("vga crtc", vga::CRTC_INDEX, 2, self.vga.clone()),
+            ("vga input status", vga::INPUT_STATUS, 1, self.vga.clone()),
         ];
         for (name, port, len, device) in isa {
             ports.insert(name, port.into(), len, Span::Bytes, device)?;

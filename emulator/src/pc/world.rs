@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::board::{Interrupts, PcBoard, PitDevice, UartDevice};
+use super::board::{Interrupts, KeyboardController, PcBoard, PitDevice, UartDevice};
 use super::console::{Escape, Key};
 use crate::board::Board;
 use crate::bus::lock;
@@ -36,9 +36,10 @@ impl PcWorld {
         let apic_timers = (0..cpus).map(|_| HostTimer::new()).collect::<io::Result<Vec<_>>>()?;
         let quit = Arc::new(AtomicBool::new(false));
         let input_open = Arc::new(AtomicBool::new(input.is_some()));
+        let input_to = if lock(&board.keyboard).has_keyboard() { Input::Keyboard(board.keyboard.clone()) } else { Input::Uart(board.uart.clone()) };
         let sink = PcEvents {
             pit: board.pit.clone(),
-            uart: board.uart.clone(),
+            input: input_to,
             escape: console_is_terminal.then(Escape::new),
             quit: quit.clone(),
             input_open: input_open.clone(),
@@ -51,12 +52,35 @@ impl PcWorld {
     }
 }
 
+/// Where console input goes: the UART, or (`--vga`) the PS/2 keyboard.
+enum Input {
+    Uart(Arc<Mutex<UartDevice>>),
+    Keyboard(Arc<Mutex<KeyboardController>>),
+}
+
+impl Input {
+    fn console_input(&self, bytes: &[u8]) {
+        match self {
+            Input::Uart(uart) => lock(uart).console_input(bytes),
+            Input::Keyboard(keyboard) => lock(keyboard).console_input(bytes),
+        }
+    }
+
+    fn input_backlog(&self) -> usize {
+        match self {
+            Input::Uart(uart) => lock(uart).input_backlog(),
+            Input::Keyboard(keyboard) => lock(keyboard).input_backlog(),
+        }
+    }
+}
+
 /// What the event thread does with the pc board's events, on its own thread: the PIT's
-/// edges and the console's bytes raise IRQ0 and IRQ4 through the devices' `IrqLine`s
+/// edges and the console's bytes raise IRQ0 and IRQ4 (IRQ1 with `--vga`'s keyboard) through the devices' `IrqLine`s
 /// (which wake the vCPU they reach); Ctrl-A X ends the run (every vCPU is woken to see it).
 struct PcEvents {
     pit: Arc<Mutex<PitDevice>>,
-    uart: Arc<Mutex<UartDevice>>,
+    /// The console's input: the UART or the keyboard.
+    input: Input,
     /// Ctrl-A commands, when the console is a terminal.
     escape: Option<Escape>,
     quit: Arc<AtomicBool>,
@@ -83,7 +107,7 @@ impl EventSink for PcEvents {
             return;
         }
         let Some(escape) = self.escape.as_mut() else {
-            lock(&self.uart).console_input(bytes);
+            self.input.console_input(bytes);
             return;
         };
         let mut to_guest = Vec::with_capacity(bytes.len());
@@ -94,7 +118,7 @@ impl EventSink for PcEvents {
             match key {
                 Some(Key::Quit) => {
                     // What came before the command reaches the guest; nothing after it.
-                    lock(&self.uart).console_input(&to_guest);
+                    self.input.console_input(&to_guest);
                     self.quit.store(true, Ordering::SeqCst);
                     self.wake_all();
                     return;
@@ -103,7 +127,7 @@ impl EventSink for PcEvents {
                 _ => {}
             }
         }
-        lock(&self.uart).console_input(&to_guest);
+        self.input.console_input(&to_guest);
     }
 
     fn input_closed(&mut self) {
@@ -113,7 +137,7 @@ impl EventSink for PcEvents {
     }
 
     fn backlog(&self) -> usize {
-        lock(&self.uart).input_backlog()
+        self.input.input_backlog()
     }
 }
 
