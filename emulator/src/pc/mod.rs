@@ -19,4 +19,5 @@ pub mod pic;
 pub mod pit;
 pub mod testdev;
 pub mod uart;
+pub mod virtio_pci;
 pub mod world;

@@ -578,11 +578,11 @@ mod tests {
     fn broken_chains_need_a_reset() {
         let table = 0x40000;
         let cases: Vec<(&str, Box<dyn Fn(&mut Fixture)>)> = vec![
-            ("status read-only", Box::new(|f| drop(f.post(&[(HDR, 16, 0), (DATA, 512, F_WRITE), (STATUS, 1, 0)])))),
-            ("status past RAM", Box::new(|f| drop(f.post(&[(HDR, 16, 0), (MEM as u64, 1, F_WRITE)])))),
-            ("a chain over 4 GiB", Box::new(|f| drop(f.post(&[(HDR, 16, 0), (DATA, u32::MAX, F_WRITE), (STATUS, 1, F_WRITE)])))),
-            ("status of 0 bytes", Box::new(|f| drop(f.post(&[(HDR, 16, 0), (STATUS, 0, F_WRITE)])))),
-            ("status address wraps", Box::new(|f| drop(f.post(&[(HDR, 16, 0), (u64::MAX, 2, F_WRITE)])))),
+            ("status read-only", Box::new(|f| { f.post(&[(HDR, 16, 0), (DATA, 512, F_WRITE), (STATUS, 1, 0)]); })),
+            ("status past RAM", Box::new(|f| { f.post(&[(HDR, 16, 0), (MEM as u64, 1, F_WRITE)]); })),
+            ("a chain over 4 GiB", Box::new(|f| { f.post(&[(HDR, 16, 0), (DATA, u32::MAX, F_WRITE), (STATUS, 1, F_WRITE)]); })),
+            ("status of 0 bytes", Box::new(|f| { f.post(&[(HDR, 16, 0), (STATUS, 0, F_WRITE)]); })),
+            ("status address wraps", Box::new(|f| { f.post(&[(HDR, 16, 0), (u64::MAX, 2, F_WRITE)]); })),
             (
                 "a loop",
                 Box::new(|f| {
@@ -602,7 +602,7 @@ mod tests {
                 f.descs(table + 0x100, 0, &[(DATA, 512, F_WRITE), (STATUS, 1, F_WRITE)]);
                 f.post(&[(table, 32, F_INDIRECT)]);
             })),
-            ("indirect table past RAM", Box::new(|f| drop(f.post(&[(MEM as u64 - 16, 64, F_INDIRECT)])))),
+            ("indirect table past RAM", Box::new(|f| { f.post(&[(MEM as u64 - 16, 64, F_INDIRECT)]); })),
             ("head index past the queue", Box::new(|f| f.avail(40))),
         ];
         for (what, build) in cases {
