@@ -58,6 +58,8 @@ pub struct Config {
     pub testdev: bool,
     /// pc: write the ACPI tables (false with `--no-acpi`: the MP table alone).
     pub acpi: bool,
+    /// pc: the virtio disks (`--drive`), opened and locked.
+    pub drives: Vec<Arc<crate::virtio::blk::Drive>>,
 }
 
 pub struct Machine {
@@ -174,8 +176,8 @@ impl Machine {
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
         // The bootstrap processor runs; the others wait for INIT and a startup IPI.
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
-        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev };
-        let (devices, board) = board::build(&board_config, out, disk, wakers.clone())?;
+        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, drives: config.drives.clone() };
+        let (devices, board) = board::build(&board_config, out, disk, wakers.clone(), &mem)?;
         Ok(Self { _vm: vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
 
@@ -317,6 +319,7 @@ mod tests {
             cpus: 1,
             testdev: false,
             acpi: true,
+            drives: Vec::new(),
         }
     }
 

@@ -622,6 +622,27 @@ impl PcBoard {
         mmio.insert("testdev memory", testdev::MEMORY_BASE, testdev::MEMORY_SIZE, Span::Whole, dev)
     }
 
+    /// Puts a virtio-blk function for `drive` at 00:`device`.0 and starts its worker
+    /// thread (`virtio::blk`), which reaches guest RAM through `mem`.
+    pub fn add_virtio_blk(&self, device: u8, drive: Arc<crate::virtio::blk::Drive>, mem: Arc<crate::sys::VmMemory>) -> io::Result<()> {
+        use crate::virtio::blk;
+        use super::virtio_pci::{DeviceInfo, VirtioPci};
+        let info = DeviceInfo {
+            device_type: blk::DEVICE_ID,
+            // Mass storage, "other" (as other virtio disks are listed).
+            class: (0x01, 0x80, 0x00),
+            features: blk::features(drive.read_only),
+            config: blk::config_space(drive.len),
+            queue_sizes: vec![blk::QUEUE_SIZE],
+        };
+        let (function, mut ends) = VirtioPci::new(info, self.msi(), mem.clone()).map_err(io::Error::other)?;
+        lock(&self.pci).add(pci::Bdf { bus: 0, device, function: 0 }, Box::new(function)).map_err(io::Error::other)?;
+        let (queue, kick) = ends.queues.remove(0);
+        let worker = blk::Blk { capacity: drive.len, read_only: drive.read_only, id: drive.id(), backend: drive, stats: Default::default() };
+        blk::spawn_worker(format!("yakvm-blk{device}"), worker, queue, kick, mem, ends.signal)?;
+        Ok(())
+    }
+
     /// Nanoseconds since the board was built: the devices' clock.
     pub fn now_ns(&self) -> u64 {
         self.clock.now_ns()

@@ -122,6 +122,18 @@ pub trait Backend: Send + Sync {
     fn flush(&self) -> io::Result<()>;
 }
 
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        (**self).flush()
+    }
+}
+
 impl Backend for Drive {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
