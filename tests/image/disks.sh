@@ -115,5 +115,5 @@ check disk_fsync_survives_sigkill durable
 check disk_readonly_refuses_writes_file_unchanged readonly_drive
 check disk_two_drives_copy_8mib two_drives_copy
 check disk_locked_by_another_yakvm locked_drive
-grep -E '^(virtio|vda|vdb|vdc)' "$OUT/disk-copy.err" | sed 's/^/  | /'
+grep '^virtio-blk' "$OUT/disk-copy.err" | sed 's/^/  | /'
 check dmesg_clean_disks dmesg_clean
