@@ -542,8 +542,11 @@ pub struct PcBoard {
     /// How the interrupt lines wake the vCPUs (one per vCPU).
     wakers: Arc<[Waker]>,
     /// The virtio disks' counters, by name (`--stats`).
-    virtio: Mutex<Vec<(String, Arc<super::virtio_pci::TransportStats>, Arc<crate::virtio::blk::BlkStats>)>>,
+    virtio: Mutex<Vec<VirtioCounters>>,
 }
+
+/// A virtio disk's name and counters.
+type VirtioCounters = (String, Arc<super::virtio_pci::TransportStats>, Arc<crate::virtio::blk::BlkStats>);
 
 impl PcBoard {
     /// A board with `ram_bytes` of RAM and a vCPU for each of `wakers`, its UART writing

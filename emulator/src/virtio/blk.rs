@@ -477,6 +477,10 @@ mod tests {
         }
     }
 
+    /// What, type, sector, descriptors, the status wanted.
+    type BadCase = (&'static str, u32, u64, Vec<(u64, u32, u16)>, u8);
+    type BrokenCase = (&'static str, Box<dyn Fn(&mut Fixture)>);
+
     const HDR: u64 = 0x10000;
     const DATA: u64 = 0x20000;
     const STATUS: u64 = 0x30000;
@@ -540,7 +544,7 @@ mod tests {
     /// status byte, and leave the disk as it was.
     #[test]
     fn bad_requests_get_an_error_status_and_change_nothing() {
-        let cases: Vec<(&str, u32, u64, Vec<(u64, u32, u16)>, u8)> = vec![
+        let cases: Vec<BadCase> = vec![
             ("read past the end", b::VIRTIO_BLK_T_IN, 63, vec![(HDR, 16, 0), (DATA, 1024, F_WRITE), (STATUS, 1, F_WRITE)], IOERR),
             ("sector overflow", b::VIRTIO_BLK_T_IN, u64::MAX / 256, vec![(HDR, 16, 0), (DATA, 512, F_WRITE), (STATUS, 1, F_WRITE)], IOERR),
             ("write past the end", b::VIRTIO_BLK_T_OUT, 64, vec![(HDR, 16, 0), (DATA, 512, 0), (STATUS, 1, F_WRITE)], IOERR),
@@ -589,7 +593,7 @@ mod tests {
     #[test]
     fn broken_chains_need_a_reset() {
         let table = 0x40000;
-        let cases: Vec<(&str, Box<dyn Fn(&mut Fixture)>)> = vec![
+        let cases: Vec<BrokenCase> = vec![
             ("status read-only", Box::new(|f| { f.post(&[(HDR, 16, 0), (DATA, 512, F_WRITE), (STATUS, 1, 0)]); })),
             ("status past RAM", Box::new(|f| { f.post(&[(HDR, 16, 0), (MEM as u64, 1, F_WRITE)]); })),
             ("a chain over 4 GiB", Box::new(|f| { f.post(&[(HDR, 16, 0), (DATA, u32::MAX, F_WRITE), (STATUS, 1, F_WRITE)]); })),

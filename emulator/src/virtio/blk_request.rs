@@ -168,7 +168,7 @@ where
             if out_data != 0 {
                 return io_error("IN with device-readable data");
             }
-            if writable_len % SECTOR_SIZE != 0 {
+            if !writable_len.is_multiple_of(SECTOR_SIZE) {
                 return io_error("IN data not a multiple of 512 bytes");
             }
             if !in_range(writable_len) {
@@ -180,7 +180,7 @@ where
             if writable_len != 0 {
                 return io_error("OUT with device-writable data");
             }
-            if out_data % SECTOR_SIZE != 0 {
+            if !out_data.is_multiple_of(SECTOR_SIZE) {
                 return io_error("OUT data not a multiple of 512 bytes");
             }
             if read_only {
