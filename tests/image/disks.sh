@@ -99,10 +99,12 @@ locked_drive() {
     exec 7> /tmp/lock.in
     sleep 1
     msg=$(yakvm run --kernel $KERNEL --drive $ROOT 2>&1 < /dev/null); rc2=$?
-    printf 'poweroff -f\n' >&7
+    # The first one ends by its shell's poweroff (typed once the shell is up: Linux's
+    # 8250 driver drops what comes before), or by SIGKILL after two minutes.
     ( sleep 120; kill -KILL $pid ) 2>/dev/null & killer=$!
-    # The first one's shell may not be up yet: it ends at the latest by the killer.
-    sleep 20; printf 'poweroff -f\n' >&7
+    t=0
+    while ! grep -q '/ # ' "$OUT/disk-lock.out" && [ $t -lt 600 ]; do sleep 0.2; t=$((t + 1)); done
+    printf 'poweroff -f\n' >&7
     wait $pid; kill $killer 2>/dev/null
     exec 7>&-
     [ $rc2 -ne 0 ] && echo "$msg" | grep -q "in use by another yakvm" || { echo "status $rc2: $msg"; return 1; }
