@@ -82,14 +82,16 @@ readonly_drive() {
 }
 # 5. Two more drives: 8 MiB copied from vdb to vdc in the guest; the same bytes on both
 # sides.
+# two_drives_copy NAME [YAKVM ARGS...]
 two_drives_copy() {
-    yes yakvm-copy-source-$$ | head -c 8388608 > /tmp/src.img
+    name=$1; shift
+    yes yakvm-copy-source-$name | head -c 8388608 > /tmp/src.img
     dd if=/dev/zero of=/tmp/dst.img bs=1M count=8 2>/dev/null
-    boot disk-copy 400 --drive $ROOT --drive /tmp/src.img --drive /tmp/dst.img --append "root=/dev/vda rw panic=-1 yakvm.disk=copy"
-    powered_off disk-copy || return 1
+    boot $name 400 "$@" --drive $ROOT --drive /tmp/src.img --drive /tmp/dst.img --append "root=/dev/vda rw panic=-1 yakvm.disk=copy"
+    powered_off $name || return 1
     a=$(md5sum < /tmp/src.img | cut -d' ' -f1); b=$(md5sum < /tmp/dst.img | cut -d' ' -f1)
     [ "$a" = "$b" ] || { echo "files differ: $a $b"; return 1; }
-    grep -qx "COPY vdb $a vdc $a" "$OUT/disk-copy.out" || { echo "guest: $(grep '^COPY' "$OUT/disk-copy.out"), host $a"; return 1; }
+    grep -qx "COPY vdb $a vdc $a" "$OUT/$name.out" || { echo "guest: $(grep '^COPY' "$OUT/$name.out"), host $a"; return 1; }
 }
 # A second yakvm cannot take a drive the first one holds.
 locked_drive() {
@@ -115,7 +117,14 @@ check disk_root_file_in_the_host_image root_file_on_host
 check disk_second_boot_through_the_initramfs_sees_it root_second_boot
 check disk_fsync_survives_sigkill durable
 check disk_readonly_refuses_writes_file_unchanged readonly_drive
-check disk_two_drives_copy_8mib two_drives_copy
+check disk_two_drives_copy_8mib two_drives_copy disk-copy
 check disk_locked_by_another_yakvm locked_drive
 grep '^virtio-blk' "$OUT/disk-copy.err" | sed 's/^/  | /'
+# The same device on KVM (`--hypervisor kvm`: the same emulator, KVM's exits).
+if check kvm_loads_for_disks use_kvm; then
+    check disk_two_drives_copy_8mib_on_kvm two_drives_copy disk-copy-kvm --hypervisor kvm
+    check yakvm_reloads_after_disks use_yakvm
+else
+    use_yakvm
+fi
 check dmesg_clean_disks dmesg_clean
