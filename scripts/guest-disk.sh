@@ -15,6 +15,7 @@ mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,mnt,root}
 cp /bin/busybox "$root/bin/busybox"
 install -m 0755 "$YAKVM_ROOT/env/disk-init" "$root/sbin/init"
 rm -f "$out.tmp"
-mkfs.ext4 -q -F -L yakvm-root -d "$root" "$out.tmp" 16M
+# (-q still prints "Creating regular file": shown only if mkfs fails.)
+msg=$(mkfs.ext4 -q -F -L yakvm-root -d "$root" "$out.tmp" 16M 2>&1) || die "mkfs.ext4: $msg"
 mv "$out.tmp" "$out"
 log "guest root disk: $out"
