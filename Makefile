@@ -42,6 +42,7 @@ kernel: deps
 guest-kernel: deps
 	@scripts/guest-kernel.sh >/dev/null
 	@scripts/guest-initramfs.sh
+	@scripts/guest-disk.sh
 
 module: kernel
 	@$(MAKE) -s -C kmod KDIR=$(KDIR)
@@ -79,6 +80,7 @@ env: deps kernel guest-kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/linux
 	@gkdir=$$(scripts/guest-kernel.sh) && cp "$$gkdir/arch/x86/boot/bzImage" $(SHARES)/linux/bzImage
 	@cp $(BUILD)/guest-initramfs.cpio.gz $(SHARES)/linux/initramfs.cpio.gz
+	@cp $(BUILD)/guest-root.ext4 $(SHARES)/linux/root.ext4
 	@scripts/distro-kernel.sh $(SHARES)/debian || echo "[yakvm] no Debian kernel: the test that boots it will fail ($(SHARES)/debian/FETCH-FAILED)"
 	@scripts/stage-gdb.sh $(SHARES)/gdb
 	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"

@@ -82,6 +82,7 @@ want emulator && run_image emulator emulator.sh
 want pc && run_image pc pc.sh
 want smp && run_image smp smp.sh
 want kernels && run_image kernels kernels.sh
+want disks && run_image disks disks.sh
 want kvm && run_image kvm kvm.sh
 want robust && run_image robust robust.sh
 want debug && run_image debug debug.sh

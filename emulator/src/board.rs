@@ -136,7 +136,14 @@ pub struct BoardConfig {
     pub vga: bool,
     /// pc: the IDE channel's disks (`--ide`): none, the master, or the master and the slave.
     pub ide: Vec<Arc<std::fs::File>>,
+    /// pc: the virtio disks (`--drive`), at 00:04.0, 00:05.0, ... in order.
+    pub drives: Vec<Arc<crate::virtio::blk::Drive>>,
 }
+
+/// The PCI slot of the first `--drive` (vda); the next ones follow.
+pub const FIRST_DRIVE_SLOT: u8 = 4;
+/// How many `--drive`s fit on the root bus after it.
+pub const MAX_DRIVES: usize = 32 - FIRST_DRIVE_SLOT as usize;
 
 /// The board `config.kind`: its devices on their buses, the interrupt wiring, and (pc)
 /// the host timers and the event thread, which ring `wakers` (one per vCPU).
@@ -145,12 +152,15 @@ pub fn build(
     out: impl Write + Send + 'static,
     disk: impl Backing + Send + 'static,
     wakers: Arc<[Waker]>,
+    ram: &Arc<sys::GuestMemory>,
 ) -> Result<(Devices, Box<dyn Board>), Error> {
     match config.kind {
         MachineKind::Seed if config.testdev => Err(Error::TestdevNeedsPc),
         MachineKind::Seed if config.pci_testdev => Err(Error::PciTestdevNeedsPc),
         MachineKind::Seed if config.vga => Err(Error::VgaNeedsPc),
         MachineKind::Seed if !config.ide.is_empty() => Err(Error::IdeNeedsPc),
+        MachineKind::Seed if !config.drives.is_empty() => Err(Error::DriveNeedsPc),
+        MachineKind::Pc if config.drives.len() > MAX_DRIVES => Err(Error::TooManyDrives(config.drives.len(), MAX_DRIVES)),
         MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
         MachineKind::Pc => {
             let mut devices = Devices::pc(out, disk, config.mmio_base)?;
@@ -173,6 +183,12 @@ pub fn build(
             if config.pci_testdev {
                 board.install_pci_testdev()?;
             }
+            if !config.drives.is_empty() {
+                let mem = Arc::new(sys::VmMemory::new(ram.clone())?);
+                for (i, drive) in config.drives.iter().enumerate() {
+                    board.add_virtio_blk(FIRST_DRIVE_SLOT + i as u8, drive.clone(), mem.clone())?;
+                }
+            }
             // The console's input: standard input, read by the event thread.
             let input = io::stdin().as_fd().try_clone_to_owned()?;
             let world = PcWorld::start(board, config.cpus as usize, wakers, Some(input), config.console_is_terminal)?;
@@ -189,8 +205,8 @@ mod tests {
 
     #[test]
     fn the_seed_board_has_no_interrupts_and_hlt_ends_its_run() {
-        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev: false, vga: false, ide: Vec::new() };
-        let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).unwrap();
+        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new() };
+        let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).unwrap();
         assert!(board.hlt_ends_run());
         assert!(board.interrupts().is_none());
         assert!(!board.idle_forever());
@@ -205,8 +221,8 @@ mod tests {
     #[test]
     fn the_test_device_is_opt_in_and_pc_only() {
         let build_with = |kind, ram, testdev| {
-            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, pci_testdev: false, vga: false, ide: Vec::new() };
-            build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).map(|(devices, _)| devices)
+            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new() };
+            build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, 16 << 20, true).err().expect("refused");
         assert_eq!(err.to_string(), "--testdev: the test device is a pc machine's (--machine pc)");
@@ -226,8 +242,8 @@ mod tests {
     #[test]
     fn the_pci_test_functions_are_opt_in_and_pc_only() {
         let build_with = |kind, pci_testdev| {
-            let config = BoardConfig { kind, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev, vga: false, ide: Vec::new() };
-            build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()])).map(|(devices, _)| devices)
+            let config = BoardConfig { kind, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev, vga: false, ide: Vec::new(), drives: Vec::new() };
+            build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, true).err().expect("refused");
         assert_eq!(err.to_string(), "--pci-testdev: the PCI test functions are a pc machine's (--machine pc)");

@@ -44,4 +44,6 @@ pub mod run;
 pub mod steptrace;
 #[deny(unsafe_code)]
 pub mod gdb;
+#[deny(unsafe_code)]
+pub mod virtio;
 pub mod sys;

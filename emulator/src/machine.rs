@@ -64,6 +64,8 @@ pub struct Config {
     pub vga: bool,
     /// pc: the IDE channel's disks (`--ide`, at most two: the master, then the slave).
     pub ide: Vec<Arc<std::fs::File>>,
+    /// pc: the virtio disks (`--drive`), opened and locked.
+    pub drives: Vec<Arc<crate::virtio::blk::Drive>>,
 }
 
 pub struct Machine {
@@ -179,8 +181,8 @@ impl Machine {
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
         // The bootstrap processor runs; the others wait for INIT and a startup IPI.
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
-        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev, vga: config.vga, ide: config.ide.clone() };
-        let (devices, board) = board::build(&board_config, out, disk, wakers.clone())?;
+        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev, vga: config.vga, ide: config.ide.clone(), drives: config.drives.clone() };
+        let (devices, board) = board::build(&board_config, out, disk, wakers.clone(), &mem)?;
         Ok(Self { vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
 
@@ -330,6 +332,7 @@ mod tests {
             acpi: true,
             vga: false,
             ide: Vec::new(),
+            drives: Vec::new(),
         }
     }
 

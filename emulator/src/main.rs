@@ -4,9 +4,11 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use yakvm::disk::SECTOR_SIZE;
+use yakvm::virtio::blk::Drive;
 use yakvm::machine::{Config, EntryMode, Machine, MachineKind, Outcome};
 use yakvm::kernel::{linux, multiboot, multiboot2, BootImage};
 use yakvm::pc::console::RawMode;
@@ -151,6 +153,12 @@ enum Command {
         /// the master then the slave (as QEMU's -drive index=0 and index=1).
         #[arg(long = "ide", value_name = "FILE")]
         ide: Vec<PathBuf>,
+        /// A virtio disk on the pc machine's PCI bus (virtio-blk over virtio-pci): a raw
+        /// image FILE (whole 512-byte sectors), written in place unless `readonly=on`.
+        /// Repeatable: the first is Linux's /dev/vda (PCI 00:04.0), the next /dev/vdb, ...
+        /// The file is locked while yakvm runs (a second yakvm cannot open it for writing).
+        #[arg(long = "drive", value_name = "FILE[,readonly=on]")]
+        drives: Vec<String>,
     },
     /// Show what the CPU's SVM and the module offer.
     Info,
@@ -194,6 +202,8 @@ struct RunArgs {
     gdb_wait: bool,
     step_trace: Option<PathBuf>,
     ioeventfds: Vec<yakvm::ioevent_probe::Spec>,
+    /// `--drive` arguments, opened by `run`.
+    drives: Vec<String>,
 }
 
 fn open_disk(path: &PathBuf) -> Result<File, String> {
@@ -223,7 +233,8 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
             return Err(format!("{name} is a Linux bzImage: --module is for Multiboot kernels"));
         }
         let initrd = initrd.as_ref().map(|p| read_file("initrd", p)).transpose()?;
-        let mut cmdline = linux::default_cmdline(Some(sys::tsc_khz(std::time::Duration::from_millis(50))), config.cpus);
+        let apics = config.cpus > 1 || !config.drives.is_empty();
+        let mut cmdline = linux::default_cmdline(Some(sys::tsc_khz(std::time::Duration::from_millis(50))), apics);
         if let Some(extra) = append {
             cmdline.push(' ');
             cmdline.push_str(extra);
@@ -263,10 +274,16 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
 }
 
 fn run(args: &RunArgs) -> Result<Outcome, String> {
-    // Everything read and checked before the VM exists.
+    // Everything read and checked before the VM exists; the drives first (their files are
+    // locked from here to the end of the run).
+    if !args.drives.is_empty() && args.config.machine != MachineKind::Pc {
+        return Err(yakvm::machine::Error::DriveNeedsPc.to_string());
+    }
+    let drives = args.drives.iter().map(|spec| Drive::open(spec).map(Arc::new)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    let config = Config { drives, ..args.config.clone() };
     let payload = match &args.payload {
         Payload::Program(path) => Err(read_file("guest", path)?),
-        Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, &args.config)?),
+        Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, &config)?),
     };
     if args.config.cpus > 1 && (args.gdb.is_some() || args.step_trace.is_some()) {
         return Err(format!("--smp {}: --gdb and --step-trace follow one vCPU; run the guest with --smp 1", args.config.cpus));
@@ -280,7 +297,7 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
         MachineKind::Pc => RawMode::enable().map_err(|e| format!("cannot put the terminal in raw mode: {e}"))?,
         MachineKind::Seed => None,
     };
-    let config = Config { console_is_terminal: raw.is_some(), ..args.config.clone() };
+    let config = Config { console_is_terminal: raw.is_some(), ..config };
     let machine = match &payload {
         Err(program) => Machine::new(&config, program, out, disk),
         Ok(kernel) => Machine::with_kernel(&config, kernel, out, disk),
@@ -428,7 +445,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, vga, ide } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, vga, ide, drives } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -450,8 +467,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide };
-            match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds }) {
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide, drives: Vec::new() };
+            match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds, drives }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {
                     eprintln!("yakvm: the guest halted with interrupts disabled");

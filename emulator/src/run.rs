@@ -86,6 +86,10 @@ pub enum Error {
     VgaNeedsPc,
     #[error("--ide: the IDE channel is a pc machine's (--machine pc)")]
     IdeNeedsPc,
+    #[error("--drive: virtio disks are on the pc machine's PCI bus (--machine pc, or --kernel)")]
+    DriveNeedsPc,
+    #[error("--drive: {0} drives, at most {1}")]
+    TooManyDrives(usize, usize),
     #[error("--testdev: its test memory at {base:#x} would be inside RAM (--mem {mem}); give at most {base:#x} bytes of RAM")]
     TestdevInRam { base: u64, mem: u64 },
     #[error("cannot start a vCPU thread: {0}")]

@@ -97,17 +97,17 @@ pub fn detect(file: &[u8]) -> bool {
     file.get(0x202..0x206).is_some_and(|m| u32::from_le_bytes(m.try_into().unwrap()) == HDRS_MAGIC)
 }
 
-/// The default command line for yakvm's pc machine with `cpus` vCPUs: the console on the
-/// UART and the TSC
+/// The default command line for yakvm's pc machine: the console on the UART and the TSC
 /// frequency `tsc_khz` so the kernel does not calibrate it (unreliable under nested
-/// virtualization). With one vCPU the kernel uses the PIC and PIT only (`noapic nolapic`:
-/// every APIC access is an exit, and one CPU needs no IPIs); with several, the local APICs
-/// and the I/O APIC. ACPI is not turned off: a kernel built with it reads the machine's
+/// virtualization). Without `apics` (one vCPU, no device that needs message-signalled
+/// interrupts) the kernel uses the PIC and PIT only (`noapic nolapic`: every APIC access
+/// is an exit, and one CPU needs no IPIs); with them (several vCPUs, or virtio disks,
+/// whose MSI-X messages go to a local APIC), the local APICs and the I/O APIC. ACPI is not turned off: a kernel built with it reads the machine's
 /// tables (the RSDP's address is in the zero page); one without it reads the MP table.
 /// PCI is not turned off either: a kernel built with it finds the host bridge through
 /// mechanism #1 and the MCFG's ECAM (`pc::pci`).
-pub fn default_cmdline(tsc_khz: Option<u64>, cpus: u32) -> String {
-    let apics = if cpus <= 1 { " noapic nolapic" } else { "" };
+pub fn default_cmdline(tsc_khz: Option<u64>, apics: bool) -> String {
+    let apics = if apics { "" } else { " noapic nolapic" };
     let mut line = format!("console=ttyS0 earlyprintk=serial,ttyS0,115200{apics}");
     if let Some(khz) = tsc_khz {
         line.push_str(&format!(" tsc_early_khz={khz}"));

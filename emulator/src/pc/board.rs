@@ -680,7 +680,12 @@ pub struct PcBoard {
     pub clock: Clock,
     /// How the interrupt lines wake the vCPUs (one per vCPU).
     wakers: Arc<[Waker]>,
+    /// The virtio disks' counters, by name (`--stats`).
+    virtio: Mutex<Vec<VirtioCounters>>,
 }
+
+/// A virtio disk's name and counters.
+type VirtioCounters = (String, Arc<super::virtio_pci::TransportStats>, Arc<crate::virtio::blk::BlkStats>);
 
 impl PcBoard {
     /// A board with `ram_bytes` of RAM and a vCPU for each of `wakers`, its UART writing
@@ -705,6 +710,7 @@ impl PcBoard {
             interrupts,
             clock,
             wakers,
+            virtio: Mutex::new(Vec::new()),
         })
     }
 
@@ -800,6 +806,55 @@ impl PcBoard {
             root.add(bdf, Box::new(function))?;
         }
         Ok(())
+    }
+
+    /// Puts a virtio-blk function for `drive` at 00:`device`.0 and starts its worker
+    /// thread (`virtio::blk`), which reaches guest RAM through `mem`.
+    pub fn add_virtio_blk(&self, device: u8, drive: Arc<crate::virtio::blk::Drive>, mem: Arc<crate::sys::VmMemory>) -> io::Result<()> {
+        use crate::virtio::blk;
+        use super::virtio_pci::{DeviceInfo, VirtioPci};
+        let info = DeviceInfo {
+            device_type: blk::DEVICE_ID,
+            // Mass storage, "other" (as other virtio disks are listed).
+            class: (0x01, 0x80, 0x00),
+            features: blk::features(drive.read_only),
+            config: blk::config_space(drive.len),
+            queue_sizes: vec![blk::QUEUE_SIZE],
+        };
+        let (function, mut ends) = VirtioPci::new(info, self.msi(), mem.clone()).map_err(io::Error::other)?;
+        let transport_stats = function.stats();
+        lock(&self.pci).add(pci::Bdf { bus: 0, device, function: 0 }, Box::new(function)).map_err(io::Error::other)?;
+        let (queue, kick) = ends.queues.remove(0);
+        let stats = Arc::new(blk::BlkStats::default());
+        let name = format!("virtio-blk 00:{device:02x}.0 ({})", drive.path.display());
+        lock(&self.virtio).push((name, transport_stats, stats.clone()));
+        let worker = blk::Blk { capacity: drive.len, read_only: drive.read_only, id: drive.id(), backend: drive, stats };
+        blk::spawn_worker(format!("yakvm-blk{device}"), worker, queue, kick, mem, ends.signal)?;
+        Ok(())
+    }
+
+    /// A line per virtio disk: what its transport and its worker counted.
+    pub fn virtio_stats(&self) -> Vec<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        lock(&self.virtio)
+            .iter()
+            .map(|(name, t, b)| {
+                format!(
+                    "{name}: {} requests ({} B read, {} B written, {} flushes, {} errors, {} broken chains); {} notifications ({} dropped), {} interrupts, {} resets, {} odd accesses",
+                    b.requests.load(Relaxed),
+                    b.read_bytes.load(Relaxed),
+                    b.written_bytes.load(Relaxed),
+                    b.flushes.load(Relaxed),
+                    b.errors.load(Relaxed),
+                    b.broken.load(Relaxed),
+                    t.notifies.load(Relaxed),
+                    t.notifies_dropped.load(Relaxed),
+                    t.interrupts.load(Relaxed),
+                    t.resets.load(Relaxed),
+                    t.ignored.load(Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// Nanoseconds since the board was built: the devices' clock.

@@ -25,4 +25,5 @@ pub mod ps2kbd;
 pub mod testdev;
 pub mod uart;
 pub mod vga;
+pub mod virtio_pci;
 pub mod world;

@@ -191,6 +191,7 @@ impl Board for PcWorld {
         if merged > 0 {
             lines.push(format!("timer ticks merged (the guest was not taking them fast enough): {merged}"));
         }
+        lines.extend(self.board.virtio_stats());
         lines
     }
 }

@@ -87,6 +87,46 @@ impl crate::disk::Dma for GuestMemory {
     }
 }
 
+/// Guest RAM as rust-vmm's `vm-memory` sees it (for `virtio-queue`'s rings and descriptor
+/// chains): one region from guest address 0 over the same mapping, which `ram` keeps alive.
+///
+/// # Invariants
+/// `regions` describes `ram`'s mapping (built by `build_raw` over it, not owning it); the
+/// fields drop in order, `regions` before `ram`. The regions are only lent out (`get`):
+/// a caller must not keep a clone of them longer than this value.
+pub struct VmMemory {
+    regions: vm_memory::GuestMemoryMmap,
+    ram: std::sync::Arc<GuestMemory>,
+}
+
+impl VmMemory {
+    pub fn new(ram: std::sync::Arc<GuestMemory>) -> io::Result<Self> {
+        let prot = (ProtFlags::PROT_READ | ProtFlags::PROT_WRITE).bits();
+        let flags = (MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_ANONYMOUS).bits();
+        // SAFETY: `ram.ptr` and `ram.len` are a live anonymous mapping made with these
+        // protections and flags (GuestMemory's invariant), and `ram` (held in the value
+        // built here) keeps it mapped as long as the region exists (our invariant).
+        // vm-memory's accesses are volatile copies, like ours: no Rust reference is made.
+        let region = unsafe { vm_memory::MmapRegion::build_raw(ram.ptr.as_ptr(), ram.len, prot, flags) }
+            .map_err(|e| io::Error::other(format!("guest RAM as a vm-memory region: {e}")))?;
+        let region = vm_memory::GuestRegionMmap::new(region, vm_memory::GuestAddress(0))
+            .ok_or_else(|| io::Error::other("guest RAM as a vm-memory region: it wraps around"))?;
+        let regions = vm_memory::GuestMemoryMmap::from_regions(vec![region])
+            .map_err(|e| io::Error::other(format!("guest RAM as vm-memory: {e}")))?;
+        Ok(Self { regions, ram })
+    }
+
+    /// The regions, lent for the time of an access.
+    pub fn get(&self) -> &vm_memory::GuestMemoryMmap {
+        &self.regions
+    }
+
+    /// The RAM behind them.
+    pub fn ram(&self) -> &GuestMemory {
+        &self.ram
+    }
+}
+
 impl Drop for GuestMemory {
     fn drop(&mut self) {
         // SAFETY: unmaps our own mapping (type invariant); the kernel holds its own pins.
@@ -162,6 +202,22 @@ impl Drop for FileMapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// vm-memory sees the same bytes as our copies, and nothing past the end.
+    #[test]
+    fn vm_memory_shares_guest_ram() {
+        use vm_memory::{Bytes, GuestAddress};
+        let ram = std::sync::Arc::new(GuestMemory::new(8192).unwrap());
+        ram.write(100, b"yakvm").unwrap();
+        let vm = VmMemory::new(ram.clone()).unwrap();
+        let mut got = [0u8; 5];
+        vm.get().read_slice(&mut got, GuestAddress(100)).unwrap();
+        assert_eq!(&got, b"yakvm");
+        vm.get().write_slice(b"rings", GuestAddress(8187)).unwrap();
+        ram.read(8187, &mut got).unwrap();
+        assert_eq!(&got, b"rings");
+        assert!(vm.get().write_slice(b"xx", GuestAddress(8191)).is_err());
+    }
 
     #[test]
     fn guest_memory_rejects_out_of_range_copies() {

@@ -23,7 +23,7 @@ mod tsc;
 mod yakvm;
 
 pub use kick::Kicker;
-pub use memory::{FileMapping, GuestMemory};
+pub use memory::{FileMapping, GuestMemory, VmMemory};
 pub use nix::sys::mman::ProtFlags;
 pub use probe::{fuzz_ioctl, io_command, try_map, FuzzArg, FUZZ_BUFFER};
 pub use signals::{alarm, alarm_after, alarm_fired, catch_stop_signals, interrupt_on_alarm, signal_thread, stop_signal, thread_id};

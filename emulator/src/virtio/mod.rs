@@ -1,0 +1,65 @@
+//! virtio 1.x devices (the OASIS "Virtual I/O Device (VIRTIO) Version 1.2" specification),
+//! apart from the transport that puts them on a bus (`pc/virtio_pci.rs`: PCI).
+//!
+//! A device is a worker thread and the queues it shares with the transport:
+//!
+//! - the transport (on the vCPU threads: the guest's register accesses) configures each
+//!   queue ([`QueueSlot`]: rust-vmm's `virtio_queue::Queue`, its size and ring addresses),
+//!   negotiates the features and sets the slot `live` at DRIVER_OK; a reset takes the slot's
+//!   lock (waiting for the worker to finish the chains it took) and clears it;
+//! - the guest's queue notification becomes a write to the queue's [`EventFd`]: today the
+//!   transport writes it when the notify register's MMIO exit reaches the emulator; with
+//!   an ioeventfd the module will signal it without an exit (the same descriptor);
+//! - the worker waits on that EventFd, takes the chains, does the I/O, fills the used ring
+//!   and tells the transport through [`Signal`] (which raises the queue's MSI-X vector).
+//!
+//! So a vCPU thread never does a device's I/O; the worker never touches the transport's
+//! registers except through [`Signal`].
+
+pub mod blk;
+pub mod blk_request;
+
+use std::sync::{Arc, Mutex};
+
+use virtio_queue::Queue;
+pub use vmm_sys_util::eventfd::EventFd;
+
+/// Device status bits (virtio 1.2, 2.1).
+pub mod status {
+    use virtio_bindings::virtio_config as c;
+    pub const ACKNOWLEDGE: u8 = c::VIRTIO_CONFIG_S_ACKNOWLEDGE as u8;
+    pub const DRIVER: u8 = c::VIRTIO_CONFIG_S_DRIVER as u8;
+    pub const DRIVER_OK: u8 = c::VIRTIO_CONFIG_S_DRIVER_OK as u8;
+    pub const FEATURES_OK: u8 = c::VIRTIO_CONFIG_S_FEATURES_OK as u8;
+    pub const NEEDS_RESET: u8 = c::VIRTIO_CONFIG_S_NEEDS_RESET as u8;
+    pub const FAILED: u8 = c::VIRTIO_CONFIG_S_FAILED as u8;
+}
+
+/// Feature bits every device of ours offers (virtio 1.2, 6): the modern interface, the
+/// event index (notification suppression, 2.7.10) and indirect descriptors (2.7.5.3).
+pub const fn feature(bit: u32) -> u64 {
+    1 << bit
+}
+pub const F_VERSION_1: u64 = feature(virtio_bindings::virtio_config::VIRTIO_F_VERSION_1);
+pub const F_EVENT_IDX: u64 = feature(virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX);
+pub const F_INDIRECT_DESC: u64 = feature(virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC);
+pub const TRANSPORT_FEATURES: u64 = F_VERSION_1 | F_EVENT_IDX | F_INDIRECT_DESC;
+
+/// A queue as the transport and the worker share it.
+pub struct QueueSlot {
+    pub queue: Queue,
+    /// The driver set DRIVER_OK with this queue enabled (and its rings inside RAM): the
+    /// worker may use it. Cleared by a reset, or when the worker found the device broken.
+    pub live: bool,
+}
+
+pub type SharedQueue = Arc<Mutex<QueueSlot>>;
+
+/// How a worker tells the transport what happened.
+pub trait Signal: Send + Sync {
+    /// Queue `queue`'s used ring has entries the driver wants to hear about.
+    fn used(&self, queue: usize);
+    /// The device found an error it cannot recover from (a broken descriptor chain, rings
+    /// it cannot reach): DEVICE_NEEDS_RESET and a configuration change notification.
+    fn needs_reset(&self);
+}

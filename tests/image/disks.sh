@@ -1,0 +1,130 @@
+# virtio disks (`--drive`, docs/virtio.md): our Linux with its root file system on a
+# virtio-blk disk (build/guest-root.ext4, shares/linux/root.ext4), run by scripts/test.sh's
+# `disks` boot. The disk images live in the image's /tmp (its RAM), copied fresh here; the
+# host of the guest is the image, so "the host file" is that copy.
+. /mnt/shares/tests/lib.sh
+cd /mnt/shares
+exec 3>&1
+
+KERNEL=linux/bzImage
+INITRD=linux/initramfs.cpio.gz
+ROOT=/tmp/root.img
+now_cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
+
+# boot NAME SECS ARGS...: our kernel with ARGS (drives, --append ...), stdin empty,
+# stopped after SECS; output without CRs in $OUT/NAME.out, stderr in $OUT/NAME.err, rc.
+boot() {
+    name=$1 secs=$2
+    shift 2
+    t0=$(now_cs)
+    timeout -s KILL "$secs" yakvm run --kernel $KERNEL --mem 128M --stats "$@" < /dev/null > "$OUT/$name.raw" 2> "$OUT/$name.err"
+    rc=$?
+    t=$(( $(now_cs) - t0 ))
+    tr -d '\r' < "$OUT/$name.raw" > "$OUT/$name.out"
+    echo "  $name: status $rc after $((t / 100)).$(printf %02d $((t % 100))) s" >&3
+}
+powered_off() { # NAME: yakvm ended by the guest's ACPI S5, status 0
+    [ "$rc" -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/$1.err" ||
+        { echo "status $rc: $(tail -n 3 "$OUT/$1.err") / $(tail -c 600 "$OUT/$1.out")"; return 1; }
+}
+pattern() { yes yakvm-durable-0123456789abcdef | head -c 1048576; }
+
+# 1. Root on /dev/vda (the kernel mounts it): a file written and synced, power-off; the
+# image file holds it.
+root_write() {
+    cp linux/root.ext4 $ROOT
+    boot disk-write 300 --drive $ROOT --append "root=/dev/vda rw panic=-1 yakvm.disk=write"
+    powered_off disk-write || return 1
+    grep -q '^root: /dev/root / ext4 rw' "$OUT/disk-write.out" || { echo "root: $(grep '^root:' "$OUT/disk-write.out")"; return 1; }
+    grep -q '^WROTE' "$OUT/disk-write.out" || { echo "no WROTE: $(tail -c 300 "$OUT/disk-write.out")"; return 1; }
+    grep -q 'virtio_blk virtio0: \[vda\] 32768 512-byte logical blocks' "$OUT/disk-write.out" ||
+        { echo "no vda in the kernel log: $(grep -i virtio "$OUT/disk-write.out" | head -n 3)"; return 1; }
+}
+root_file_on_host() { grep -q 'written-by-the-first-boot 32768 sectors' $ROOT || { echo "not in $ROOT"; return 1; }; }
+# 2. The second boot sees it: through our initramfs this time, which mounts the disk
+# (yakvm.root=/dev/vda) and hands over to its init.
+root_second_boot() {
+    boot disk-read 300 --initrd $INITRD --drive $ROOT --append "yakvm.root=/dev/vda yakvm.disk=read"
+    powered_off disk-read || return 1
+    grep -qx 'READ: written-by-the-first-boot 32768 sectors' "$OUT/disk-read.out" || { echo "$(grep -E '^(READ|root)' "$OUT/disk-read.out")"; return 1; }
+}
+# 3. Durability: 1 MiB written to /dev/vdb and fsync'ed ("synced"), yakvm SIGKILLed at
+# once; the file holds every byte.
+durable() {
+    dd if=/dev/zero of=/tmp/durable.img bs=1M count=2 2>/dev/null
+    rm -f "$OUT/disk-durable.raw"
+    yakvm run --kernel $KERNEL --mem 128M --drive $ROOT --drive /tmp/durable.img --append "root=/dev/vda rw panic=-1 yakvm.disk=durable" \
+        < /dev/null > "$OUT/disk-durable.raw" 2> "$OUT/disk-durable.err" &
+    pid=$!
+    t=0
+    while ! grep -q '^synced' "$OUT/disk-durable.raw" 2>/dev/null; do
+        t=$((t + 1)); [ $t -lt 3000 ] || { kill -KILL $pid; echo "no 'synced': $(tail -c 300 "$OUT/disk-durable.raw")"; return 1; }
+        sleep 0.1
+    done
+    kill -KILL $pid; wait $pid
+    want=$(pattern | md5sum | cut -d' ' -f1)
+    got=$(head -c 1048576 /tmp/durable.img | md5sum | cut -d' ' -f1)
+    [ "$want" = "$got" ] || { echo "the file's first MiB is not the pattern ($got, want $want)"; return 1; }
+}
+# 4. readonly=on: writes fail in the guest (the device and a file on it); the file's bytes
+# are unchanged.
+readonly_drive() {
+    cp linux/root.ext4 /tmp/ro.img
+    before=$(md5sum < /tmp/ro.img)
+    boot disk-ro 300 --drive $ROOT --drive /tmp/ro.img,readonly=on --append "root=/dev/vda rw panic=-1 yakvm.disk=readonly"
+    powered_off disk-ro || return 1
+    out=$(cat "$OUT/disk-ro.out")
+    echo "$out" | grep -qx 'vdb ro: 1' || { echo "$(echo "$out" | grep '^vdb ro')"; return 1; }
+    echo "$out" | grep -qx 'RO-DEV-WRITE-FAILED' || { echo "a write to /dev/vdb did not fail"; return 1; }
+    echo "$out" | grep -qx 'RO-FILE-WRITE-FAILED' || { echo "a file write on vdb did not fail"; return 1; }
+    echo "$out" | grep -q '^ro read: init' || { echo "vdb not readable: $(echo "$out" | grep '^ro read')"; return 1; }
+    [ "$(md5sum < /tmp/ro.img)" = "$before" ] || { echo "the read-only file changed"; return 1; }
+}
+# 5. Two more drives: 8 MiB copied from vdb to vdc in the guest; the same bytes on both
+# sides. On two vCPUs (the interrupts are MSI-X messages to whichever CPU Linux chose).
+# two_drives_copy NAME [YAKVM ARGS...]
+two_drives_copy() {
+    name=$1; shift
+    yes yakvm-copy-source-$name | head -c 8388608 > /tmp/src.img
+    dd if=/dev/zero of=/tmp/dst.img bs=1M count=8 2>/dev/null
+    boot $name 400 "$@" --drive $ROOT --drive /tmp/src.img --drive /tmp/dst.img --append "root=/dev/vda rw panic=-1 yakvm.disk=copy"
+    powered_off $name || return 1
+    a=$(md5sum < /tmp/src.img | cut -d' ' -f1); b=$(md5sum < /tmp/dst.img | cut -d' ' -f1)
+    [ "$a" = "$b" ] || { echo "files differ: $a $b"; return 1; }
+    grep -qx "COPY vdb $a vdc $a" "$OUT/$name.out" || { echo "guest: $(grep '^COPY' "$OUT/$name.out"), host $a"; return 1; }
+}
+# A second yakvm cannot take a drive the first one holds.
+locked_drive() {
+    rm -f /tmp/lock.in; mkfifo /tmp/lock.in
+    yakvm run --kernel $KERNEL --mem 128M --drive $ROOT --append "root=/dev/vda rw panic=-1" < /tmp/lock.in > "$OUT/disk-lock.out" 2>&1 &
+    pid=$!
+    exec 7> /tmp/lock.in
+    sleep 1
+    msg=$(yakvm run --kernel $KERNEL --drive $ROOT 2>&1 < /dev/null); rc2=$?
+    # The first one ends by its shell's poweroff (typed once the shell is up: Linux's
+    # 8250 driver drops what comes before), or by SIGKILL after two minutes.
+    ( sleep 120; kill -KILL $pid ) 2>/dev/null & killer=$!
+    t=0
+    while ! grep -q '/ # ' "$OUT/disk-lock.out" && [ $t -lt 600 ]; do sleep 0.2; t=$((t + 1)); done
+    printf 'poweroff -f\n' >&7
+    wait $pid; kill $killer 2>/dev/null
+    exec 7>&-
+    [ $rc2 -ne 0 ] && echo "$msg" | grep -q "in use by another yakvm" || { echo "status $rc2: $msg"; return 1; }
+}
+
+check disk_root_on_vda_write_and_poweroff root_write
+check disk_root_file_in_the_host_image root_file_on_host
+check disk_second_boot_through_the_initramfs_sees_it root_second_boot
+check disk_fsync_survives_sigkill durable
+check disk_readonly_refuses_writes_file_unchanged readonly_drive
+check disk_two_drives_copy_8mib_smp2 two_drives_copy disk-copy --smp 2
+check disk_locked_by_another_yakvm locked_drive
+grep '^virtio-blk' "$OUT/disk-copy.err" | sed 's/^/  | /'
+# The same device on KVM (`--hypervisor kvm`: the same emulator, KVM's exits).
+if check kvm_loads_for_disks use_kvm; then
+    check disk_two_drives_copy_8mib_on_kvm two_drives_copy disk-copy-kvm --hypervisor kvm
+    check yakvm_reloads_after_disks use_yakvm
+else
+    use_yakvm
+fi
+check dmesg_clean_disks dmesg_clean
