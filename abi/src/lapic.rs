@@ -62,9 +62,21 @@
 //!   [`Lapic::acknowledge`] (by a TPR raise): `acknowledge` returns None, the spurious vector
 //!   is not used. No guest input panics.
 //!
-//! Not emulated: x2APIC, the MSR base relocation (the module answers IA32_APIC_BASE and keeps
-//! it at 0xfee00000), the global hardware disable by IA32_APIC_BASE.EN (this device does not
-//! see it), SMI, focus processor checking, remote read, CMCI.
+//! **x2APIC** (SDM 11.12), for the kernel module's APIC, which owns IA32_APIC_BASE
+//! ([`Lapic::set_mode`]): the registers are MSRs 0x800 + offset / 16 ([`Lapic::msr_read`],
+//! [`Lapic::msr_write`]); the ID is 32 bits and read-only (the APIC ID), the LDR is derived
+//! from it (cluster ID >> 4, member bit ID & 0xf) and read-only, there is no DFR, APR or
+//! RRD, the ICR is one 64-bit MSR (32-bit destination, [`BROADCAST`] for all), SELF IPI
+//! (0x83f) sends a fixed edge interrupt to this CPU. An access the SDM refuses is
+//! [`MsrFault`] (#GP): read-only and missing registers, reads of EOI and SELF IPI, values
+//! above 32 bits (but the ICR's), reserved bits of TPR, SVR, ICR and SELF IPI, non-zero
+//! EOI and ESR writes. IA32_APIC_BASE.EN clear ([`ApicMode::Disabled`]) resets the APIC and
+//! makes it deaf: no messages, no interrupts, the page reads 0; the PIC then reaches the
+//! CPU directly. An 8-bit destination (I/O APIC, MSI) of 0xff reaches every CPU in either
+//! mode ([`xapic_dest`]); others are x2APIC IDs below 256.
+//!
+//! Not emulated: the MSR base relocation (IA32_APIC_BASE keeps 0xfee00000), TSC-deadline
+//! mode, SMI, focus processor checking, remote read, CMCI, directed EOI.
 
 /// Where the local APIC page is (each CPU sees its own APIC there).
 pub const LAPIC_BASE: u64 = 0xfee0_0000;
@@ -335,12 +347,50 @@ pub struct Ipi {
     pub mode: DeliveryMode,
     /// Destination mode: logical (LDR/DFR) rather than physical (APIC ID).
     pub logical: bool,
-    pub dest: u8,
+    /// The destination: 8 bits from an xAPIC's ICR (0xff becomes [`BROADCAST`]), 32 bits
+    /// from an x2APIC's.
+    pub dest: u32,
     pub shorthand: Shorthand,
     pub level_triggered: bool,
     /// Level: assert (1) or de-assert (0); only INIT de-assert uses 0.
     pub assert: bool,
 }
+
+/// The destination that reaches every CPU, in xAPIC and x2APIC mode alike.
+pub const BROADCAST: u32 = u32::MAX;
+
+/// An xAPIC-format 8-bit destination (ICR high, an I/O APIC entry, an MSI address) as a
+/// 32-bit one: 0xff, "all", becomes [`BROADCAST`].
+pub fn xapic_dest(dest: u8) -> u32 {
+    if dest == 0xff {
+        BROADCAST
+    } else {
+        u32::from(dest)
+    }
+}
+
+/// The x2APIC registers are MSRs 0x800-0x8ff: MSR 0x800 + n is the xAPIC register at
+/// offset 0x10 n (SDM 11.12.1.2).
+pub const X2APIC_MSR_FIRST: u32 = 0x800;
+pub const X2APIC_MSR_LAST: u32 = 0x8ff;
+/// The x2APIC-only SELF IPI register (MSR 0x83f).
+const REG_SELF_IPI: u64 = 0x3f0;
+
+/// The state IA32_APIC_BASE's EN (bit 11) and EXTD (bit 10) select (SDM 11.12.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApicMode {
+    /// EN clear: globally disabled; the CPU behaves as one without an APIC (LINT0 is the
+    /// INTR pin: the PIC reaches it directly).
+    Disabled,
+    /// EN set, EXTD clear: the MMIO page.
+    XApic,
+    /// EN and EXTD set: the MSRs, no MMIO page.
+    X2Apic,
+}
+
+/// An x2APIC MSR access the CPU refuses: the WRMSR or RDMSR raises #GP(0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsrFault;
 
 /// What a register write asks of the rest of the machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -499,9 +549,108 @@ pub struct Lapic {
     sipi: Option<u8>,
     /// In the wait-for-SIPI state: a SIPI starts the CPU.
     waiting_for_sipi: bool,
+    /// IA32_APIC_BASE's EN and EXTD, as the MSR's owner set them ([`Lapic::set_mode`]).
+    mode: ApicMode,
 }
 
 impl Lapic {
+    /// IA32_APIC_BASE's EN and EXTD.
+    pub fn mode(&self) -> ApicMode {
+        self.mode
+    }
+
+    /// A write of IA32_APIC_BASE's EN and EXTD; false for the transitions the SDM refuses
+    /// with #GP (11.12.5: x2APIC to xAPIC, disabled to x2APIC). Disabling resets every
+    /// register as INIT does (the ID stays); from xAPIC to x2APIC everything is kept, the
+    /// LDR becomes the one derived from the ID.
+    pub fn set_mode(&mut self, mode: ApicMode) -> bool {
+        match (self.mode, mode) {
+            (old, new) if old == new => {}
+            (ApicMode::X2Apic, ApicMode::XApic) | (ApicMode::Disabled, ApicMode::X2Apic) => return false,
+            (_, ApicMode::Disabled) => {
+                self.init();
+                self.mode = ApicMode::Disabled;
+            }
+            (_, new) => self.mode = new,
+        }
+        true
+    }
+
+    /// The x2APIC ID: the APIC ID (CPU n has ID n).
+    pub fn x2apic_id(&self) -> u32 {
+        u32::from(self.id)
+    }
+
+    /// The x2APIC logical destination, derived from the ID (SDM 11.12.10.2): cluster
+    /// ID >> 4 in bits 31-16, bit ID & 0xf of the 16 member bits.
+    pub fn x2apic_ldr(&self) -> u32 {
+        let id = self.x2apic_id();
+        ((id >> 4) << 16) | (1 << (id & 0xf))
+    }
+
+    /// RDMSR of x2APIC register `msr` (0x800-0x8ff) in x2APIC mode. #GP outside x2APIC
+    /// mode, for the write-only EOI and SELF IPI, and for the registers x2APIC does not
+    /// have (APR, RRD, DFR, ICR high, CMCI, reserved).
+    pub fn msr_read(&mut self, msr: u32, now_ns: u64) -> Result<u64, MsrFault> {
+        let offset = Self::msr_offset(msr, self.mode)?;
+        Ok(match offset {
+            REG_ID => u64::from(self.x2apic_id()),
+            REG_LDR => u64::from(self.x2apic_ldr()),
+            REG_ICR_LOW => (u64::from(self.icr_high) << 32) | u64::from(self.icr_low.bits()),
+            REG_VERSION | REG_TPR | REG_PPR | REG_SVR | REG_ESR | REG_TIMER_INITIAL | REG_TIMER_CURRENT
+            | REG_TIMER_DIVIDE => u64::from(self.read(offset, now_ns)),
+            REG_ISR..REG_ESR | REG_LVT_TIMER..=REG_LVT_ERROR => u64::from(self.read(offset, now_ns)),
+            _ => return Err(MsrFault),
+        })
+    }
+
+    /// WRMSR of `value` to x2APIC register `msr` in x2APIC mode. #GP outside x2APIC mode,
+    /// for read-only and missing registers, for a value above 32 bits (but the ICR's), a
+    /// non-zero EOI or ESR write, TPR bits 31-8, SVR bits the APIC does not have, ICR bits
+    /// that are reserved in x2APIC mode (12, 13, 16, 17, 20-31 of the low half) and SELF
+    /// IPI bits 31-8. LVT and divide bits the APIC does not keep are dropped, as in xAPIC
+    /// mode.
+    pub fn msr_write(&mut self, msr: u32, value: u64, now_ns: u64) -> Result<LapicEffect, MsrFault> {
+        let offset = Self::msr_offset(msr, self.mode)?;
+        if offset == REG_ICR_LOW {
+            let low = value as u32;
+            if low & !IcrLow::all().bits() != 0 {
+                return Err(MsrFault);
+            }
+            self.icr_high = (value >> 32) as u32;
+            return Ok(self.write(offset, low, now_ns));
+        }
+        let value = u32::try_from(value).map_err(|_| MsrFault)?;
+        match offset {
+            REG_TPR if value > 0xff => return Err(MsrFault),
+            REG_EOI | REG_ESR if value != 0 => return Err(MsrFault),
+            REG_SVR if value & !Svr::all().bits() != 0 => return Err(MsrFault),
+            REG_SELF_IPI => {
+                if value > 0xff {
+                    return Err(MsrFault);
+                }
+                self.icr_low = IcrLow::from_bits_truncate(value);
+                let effect = self.send_ipi();
+                return Ok(match effect {
+                    LapicEffect::Ipi(ipi) => LapicEffect::Ipi(Ipi { shorthand: Shorthand::SelfOnly, ..ipi }),
+                    other => other,
+                });
+            }
+            REG_TPR | REG_EOI | REG_ESR | REG_SVR | REG_TIMER_INITIAL | REG_TIMER_DIVIDE => {}
+            REG_LVT_TIMER..=REG_LVT_ERROR => {}
+            _ => return Err(MsrFault),
+        }
+        Ok(self.write(offset, value, now_ns))
+    }
+
+    /// The xAPIC offset of x2APIC register `msr`, in x2APIC mode.
+    fn msr_offset(msr: u32, mode: ApicMode) -> Result<u64, MsrFault> {
+        if mode != ApicMode::X2Apic || !(X2APIC_MSR_FIRST..=X2APIC_MSR_LAST).contains(&msr) {
+            return Err(MsrFault);
+        }
+        Ok(u64::from(msr - X2APIC_MSR_FIRST) << 4)
+    }
+
     /// The power-on state. The BSP's is what a BIOS leaves behind: APIC software-enabled,
     /// LINT0 ExtINT (the PIC, virtual wire mode) and LINT1 NMI, unmasked. An AP waits for
     /// a SIPI.
@@ -526,6 +675,7 @@ impl Lapic {
             init: false,
             sipi: None,
             waiting_for_sipi: !bsp,
+            mode: ApicMode::XApic,
         };
         if bsp {
             lapic.svr |= Svr::ENABLE;
@@ -540,7 +690,7 @@ impl Lapic {
     /// caller of [`Lapic::take_init`] decides.
     pub fn init(&mut self) {
         let events = (self.nmi, self.init, self.sipi, self.waiting_for_sipi);
-        *self = Lapic { bsp: self.bsp, ..Lapic::new(self.id, false) };
+        *self = Lapic { bsp: self.bsp, mode: self.mode, ..Lapic::new(self.id, false) };
         (self.nmi, self.init, self.sipi, self.waiting_for_sipi) = events;
     }
 
@@ -582,8 +732,12 @@ impl Lapic {
     }
 
     /// The 32-bit register at `offset & 0xff0`.
+    /// Reads 0 unless the APIC is in xAPIC mode (the page is gone otherwise).
     pub fn read(&mut self, offset: u64, now_ns: u64) -> u32 {
         let offset = offset & REG_MASK;
+        if self.mode == ApicMode::Disabled {
+            return 0;
+        }
         match offset {
             REG_ID => u32::from(self.id) << HIGH_BYTE_SHIFT,
             REG_VERSION => VERSION,
@@ -611,9 +765,13 @@ impl Lapic {
         usize::try_from((offset - REG_LVT_TIMER) / REG_STRIDE).unwrap_or(0) % LVT_COUNT
     }
 
-    /// A 32-bit write to the register at `offset & 0xff0`.
+    /// A 32-bit write to the register at `offset & 0xff0`; ignored while the APIC is
+    /// globally disabled.
     pub fn write(&mut self, offset: u64, value: u32, now_ns: u64) -> LapicEffect {
         let offset = offset & REG_MASK;
+        if self.mode == ApicMode::Disabled {
+            return LapicEffect::None;
+        }
         match offset {
             REG_ID => self.id = (value >> HIGH_BYTE_SHIFT) as u8,
             REG_TPR => self.tpr = value as u8,
@@ -690,7 +848,11 @@ impl Lapic {
             vector,
             mode,
             logical: icr.contains(IcrLow::LOGICAL),
-            dest: (self.icr_high >> HIGH_BYTE_SHIFT) as u8,
+            dest: if self.mode == ApicMode::X2Apic {
+                self.icr_high
+            } else {
+                xapic_dest((self.icr_high >> HIGH_BYTE_SHIFT) as u8)
+            },
             shorthand,
             level_triggered: icr.contains(IcrLow::LEVEL_TRIGGERED),
             assert: icr.contains(IcrLow::LEVEL_ASSERT),
@@ -714,7 +876,11 @@ impl Lapic {
     }
 
     /// [`Lapic::accept`]; true if the CPU has something new to do.
+    /// A globally disabled APIC takes nothing.
     pub fn receive(&mut self, mode: DeliveryMode, vector: u8, level_triggered: bool) -> bool {
+        if self.mode == ApicMode::Disabled {
+            return false;
+        }
         match mode {
             DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
                 if !self.software_enabled() {
@@ -754,6 +920,9 @@ impl Lapic {
     /// The highest requested vector if the CPU may take it now: its class is above the
     /// processor priority and the APIC is software-enabled.
     pub fn pending_interrupt(&self) -> Option<u8> {
+        if self.mode == ApicMode::Disabled {
+            return None;
+        }
         let vector = self.irr.highest()?;
         (self.software_enabled() && vector & CLASS > self.ppr() & CLASS).then_some(vector)
     }
@@ -788,8 +957,12 @@ impl Lapic {
         self.nmi || self.init || self.sipi.is_some()
     }
 
-    /// Whether the PIC's INTR reaches this CPU: LINT0 is ExtINT and unmasked.
+    /// Whether the PIC's INTR reaches this CPU: LINT0 is ExtINT and unmasked, or the APIC
+    /// is globally disabled (LINT0 is then the CPU's INTR pin).
     pub fn accepts_pic(&self) -> bool {
+        if self.mode == ApicMode::Disabled {
+            return true;
+        }
         let lint0 = self.lvt[LVT_LINT0];
         !lint0.contains(Lvt::MASKED) && lint0.mode() == Some(DeliveryMode::ExtInt)
     }
@@ -797,9 +970,28 @@ impl Lapic {
     /// Whether a message for `dest` is for this CPU. Physical: the APIC ID, or 0xff for all.
     /// Logical: 0xff is all; flat model: any common bit with the LDR; cluster model: the
     /// same cluster (high nibble) and a common bit in the low nibble.
-    pub fn matches(&self, dest: u8, logical: bool) -> bool {
-        const BROADCAST: u8 = 0xff;
+    ///
+    /// In x2APIC mode `dest` is 32 bits: physical, the x2APIC ID; logical, the cluster
+    /// (bits 31-16) and a common bit with the LDR's member bits (15-0). [`BROADCAST`] reaches
+    /// every CPU in either mode; an xAPIC-format 0xff is turned into it by [`xapic_dest`].
+    /// A globally disabled APIC (IA32_APIC_BASE.EN clear) takes no messages.
+    pub fn matches(&self, dest: u32, logical: bool) -> bool {
+        if self.mode == ApicMode::Disabled {
+            return false;
+        }
         if dest == BROADCAST {
+            return true;
+        }
+        if self.mode == ApicMode::X2Apic {
+            return if logical {
+                let ldr = self.x2apic_ldr();
+                dest >> 16 == ldr >> 16 && dest & ldr & 0xffff != 0
+            } else {
+                dest == self.x2apic_id()
+            };
+        }
+        let Ok(dest) = u8::try_from(dest) else { return false };
+        if dest == 0xff {
             return true;
         }
         if !logical {
@@ -1284,7 +1476,155 @@ mod tests {
             lapic.acknowledge();
             lapic.timer_expired(now);
             lapic.timer_deadline();
-            lapic.matches(value as u8, r % 2 == 0);
+            lapic.matches(value, r % 2 == 0);
+            let msr = X2APIC_MSR_FIRST + (r >> 20) as u32 % 0x100;
+            if r % 7 == 0 {
+                let _ = lapic.msr_read(msr, now);
+            } else {
+                let _ = lapic.msr_write(msr, next(), now);
+            }
+            if r % 1000 == 0 {
+                let mode = [ApicMode::Disabled, ApicMode::XApic, ApicMode::X2Apic][(r >> 12) as usize % 3];
+                lapic.set_mode(mode);
+            }
         }
+    }
+
+    const X2_ID: u32 = 0x802;
+    const X2_VERSION: u32 = 0x803;
+    const X2_TPR: u32 = 0x808;
+    const X2_PPR: u32 = 0x80a;
+    const X2_EOI: u32 = 0x80b;
+    const X2_LDR: u32 = 0x80d;
+    const X2_DFR: u32 = 0x80e;
+    const X2_SVR: u32 = 0x80f;
+    const X2_ESR: u32 = 0x828;
+    const X2_ICR: u32 = 0x830;
+    const X2_ICR_HIGH: u32 = 0x831;
+    const X2_LVT_TIMER: u32 = 0x832;
+    const X2_TIMER_INITIAL: u32 = 0x838;
+    const X2_TIMER_CURRENT: u32 = 0x839;
+    const X2_SELF_IPI: u32 = 0x83f;
+
+    fn x2apic(id: u8) -> Lapic {
+        let mut lapic = enabled(id);
+        assert!(lapic.set_mode(ApicMode::X2Apic));
+        lapic
+    }
+
+    #[test]
+    fn apic_base_mode_transitions() {
+        let mut lapic = enabled(0);
+        assert_eq!(lapic.mode(), ApicMode::XApic);
+        assert_eq!(lapic.msr_read(X2_ID, T0), Err(MsrFault), "no MSRs in xAPIC mode");
+        lapic.write(REG_TPR, 0x20, T0);
+        assert!(lapic.set_mode(ApicMode::X2Apic));
+        assert_eq!(lapic.msr_read(X2_TPR, T0), Ok(0x20), "xAPIC to x2APIC keeps the state");
+        assert!(!lapic.set_mode(ApicMode::XApic), "x2APIC to xAPIC: #GP");
+        assert_eq!(lapic.mode(), ApicMode::X2Apic);
+        // Globally disabled: reset, deaf, the PIC reaches the CPU directly.
+        fixed(&mut lapic, 0x40);
+        assert!(lapic.set_mode(ApicMode::Disabled));
+        assert_eq!(lapic.pending_interrupt(), None);
+        assert!(lapic.accepts_pic());
+        assert!(!lapic.matches(0, false) && !lapic.matches(BROADCAST, false));
+        assert!(!lapic.receive(DeliveryMode::Nmi, 0, false));
+        assert_eq!(lapic.read(REG_VERSION, T0), 0);
+        assert_eq!(lapic.write(REG_SVR, 0x1ff, T0), LapicEffect::None);
+        assert!(!lapic.set_mode(ApicMode::X2Apic), "disabled to x2APIC: #GP");
+        assert!(lapic.set_mode(ApicMode::XApic));
+        assert_eq!(lapic.read(REG_SVR, T0), 0xff, "reset: software disabled");
+        assert_eq!(lapic.read(REG_TPR, T0), 0);
+        assert_eq!(lapic.read(REG_IRR + 0x20, T0), 0);
+        assert_eq!(lapic.id(), 0);
+    }
+
+    #[test]
+    fn x2apic_registers() {
+        let mut lapic = x2apic(0x23);
+        assert_eq!(lapic.msr_read(X2_ID, T0), Ok(0x23));
+        assert_eq!(lapic.msr_read(X2_VERSION, T0), Ok(u64::from(VERSION)));
+        assert_eq!(lapic.msr_read(X2_LDR, T0), Ok(2 << 16 | 1 << 3), "cluster 2, member 3");
+        assert_eq!(lapic.msr_read(X2_SVR, T0), Ok(0x1ff));
+        // Read-only, write-only and missing registers.
+        assert_eq!(lapic.msr_write(X2_ID, 5, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_write(X2_LDR, 5, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_write(X2_PPR, 0, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_write(X2_TIMER_CURRENT, 0, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_write(0x810, 0, T0), Err(MsrFault), "ISR");
+        assert_eq!(lapic.msr_read(X2_EOI, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_read(X2_SELF_IPI, T0), Err(MsrFault));
+        for msr in [X2_DFR, X2_ICR_HIGH, 0x809, 0x80c, 0x82f, 0x800, 0x8ff] {
+            assert_eq!(lapic.msr_read(msr, T0), Err(MsrFault), "{msr:#x}");
+            assert_eq!(lapic.msr_write(msr, 0, T0), Err(MsrFault), "{msr:#x}");
+        }
+        assert_eq!(lapic.msr_read(0x7ff, T0), Err(MsrFault));
+        // Reserved bits.
+        assert_eq!(lapic.msr_write(X2_TPR, 0x100, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_write(X2_TPR, 1 << 32, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_write(X2_EOI, 1, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_write(X2_ESR, 1, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_write(X2_SVR, 0x1000, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_write(X2_TPR, 0x30, T0), Ok(LapicEffect::None));
+        assert_eq!(lapic.msr_read(X2_TPR, T0), Ok(0x30));
+        // EOI ends the highest vector in service.
+        fixed(&mut lapic, 0x61);
+        assert_eq!(lapic.acknowledge(), Some(0x61));
+        assert_eq!(lapic.msr_read(X2_PPR, T0), Ok(0x60));
+        assert_eq!(lapic.msr_read(0x813, T0), Ok(1 << 1), "ISR 0x60-0x7f");
+        assert_eq!(
+            lapic.msr_write(X2_EOI, 0, T0),
+            Ok(LapicEffect::Eoi { vector: 0x61, level_triggered: false })
+        );
+        // The timer works as in xAPIC mode.
+        lapic.msr_write(0x83e, 0xb, T0).unwrap();
+        lapic.msr_write(X2_LVT_TIMER, 0x40, T0).unwrap();
+        assert_eq!(lapic.msr_write(X2_TIMER_INITIAL, 500, T0), Ok(LapicEffect::TimerChanged));
+        assert_eq!(lapic.msr_read(X2_TIMER_CURRENT, T0 + 100), Ok(400));
+        assert!(lapic.timer_expired(T0 + 500));
+        assert_eq!(lapic.pending_interrupt(), Some(0x40));
+    }
+
+    #[test]
+    fn x2apic_icr_and_self_ipi() {
+        let mut lapic = x2apic(1);
+        let sent = lapic.msr_write(X2_ICR, 0x0000_0102_0000_4031, T0);
+        let expect = Ipi {
+            vector: 0x31,
+            mode: DeliveryMode::Fixed,
+            logical: false,
+            dest: 0x102,
+            shorthand: Shorthand::None,
+            level_triggered: false,
+            assert: true,
+        };
+        assert_eq!(sent, Ok(LapicEffect::Ipi(expect)));
+        assert_eq!(lapic.msr_read(X2_ICR, T0), Ok(0x0000_0102_0000_4031));
+        let all = ipi(lapic.msr_write(X2_ICR, 0xffff_ffff_0000_0832, T0).unwrap());
+        assert_eq!((all.dest, all.logical), (BROADCAST, true));
+        // Delivery status (12) and the other reserved bits raise #GP.
+        for bad in [1 << 12, 1 << 13, 1 << 16, 1 << 20] {
+            assert_eq!(lapic.msr_write(X2_ICR, bad | 0x31, T0), Err(MsrFault), "{bad:#x}");
+        }
+        let own = ipi(lapic.msr_write(X2_SELF_IPI, 0x45, T0).unwrap());
+        assert_eq!((own.vector, own.mode, own.shorthand), (0x45, DeliveryMode::Fixed, Shorthand::SelfOnly));
+        assert_eq!(lapic.msr_write(X2_SELF_IPI, 0x145, T0), Err(MsrFault));
+        assert_eq!(lapic.msr_write(X2_SELF_IPI, 0x05, T0), Ok(LapicEffect::None), "illegal vector");
+    }
+
+    #[test]
+    fn x2apic_destinations() {
+        let lapic = x2apic(0x13);
+        assert!(lapic.matches(0x13, false) && !lapic.matches(0x03, false));
+        assert!(lapic.matches(BROADCAST, false) && lapic.matches(BROADCAST, true));
+        assert!(lapic.matches(1 << 16 | 1 << 3, true), "cluster 1, member 3");
+        assert!(lapic.matches(1 << 16 | 0xffff, true));
+        assert!(!lapic.matches(1 << 16 | 1 << 4, true), "other member");
+        assert!(!lapic.matches(1 << 3, true), "other cluster");
+        // xAPIC receivers: 8-bit destinations only.
+        let xapic = enabled(3);
+        assert!(xapic.matches(3, false) && !xapic.matches(0x103, false));
+        assert!(xapic.matches(xapic_dest(0xff), false));
+        assert_eq!(xapic_dest(0xfe), 0xfe);
     }
 }

@@ -29,7 +29,7 @@
 //!   one is counted too. Reads have no side effects on these devices, so this is harmless.
 
 use super::ioapic::{IoApic, Message, IOAPIC_BASE, IOAPIC_SIZE};
-use super::lapic::{DeliveryMode, Ipi, Lapic, LapicEffect, Shorthand, LAPIC_BASE, LAPIC_SIZE};
+use super::lapic::{xapic_dest, DeliveryMode, Ipi, Lapic, LapicEffect, Shorthand, LAPIC_BASE, LAPIC_SIZE};
 
 /// The I/O APIC pin of the PIT's IRQ 0.
 pub const IRQ0_PIN: u8 = 2;
@@ -66,7 +66,7 @@ impl Apics {
     }
 
     /// The CPUs an IPI or message for `dest` reaches, as a mask.
-    fn matching(&self, dest: u8, logical: bool) -> u32 {
+    fn matching(&self, dest: u32, logical: bool) -> u32 {
         let cpus = self.lapics.iter().enumerate();
         cpus.filter(|(_, lapic)| lapic.matches(dest, logical)).fold(0, |mask, (i, _)| mask | bit(i))
     }
@@ -111,7 +111,7 @@ impl Apics {
 
     /// Delivers a message of the I/O APIC; the CPUs that got something.
     pub fn message(&mut self, m: Message) -> u32 {
-        let targets = self.matching(m.dest, m.logical);
+        let targets = self.matching(xapic_dest(m.dest), m.logical);
         self.deliver(targets, m.mode, m.vector, m.level_triggered)
     }
 
