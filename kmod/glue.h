@@ -8,6 +8,7 @@
 struct file;
 struct page;
 struct vm_area_struct;
+struct yakvm_apic_hw;
 
 void *yakvm_pages_alloc(unsigned int order);
 void yakvm_pages_free(void *addr, unsigned int order);
@@ -28,6 +29,15 @@ void yakvm_vma_range(struct vm_area_struct *vma, unsigned long *start,
 		     unsigned long *end, unsigned long *pgoff);
 void yakvm_on_each_cpu(void (*func)(void *), void *info);
 void yakvm_vma_set_dontcopy(struct vm_area_struct *vma);
+struct yakvm_apic_hw *yakvm_apic_hw_new(void);
+void yakvm_apic_hw_free(struct yakvm_apic_hw *hw);
+void yakvm_apic_kick(struct yakvm_apic_hw *hw);
+void yakvm_apic_timer_arm(struct yakvm_apic_hw *hw, u64 deadline_ns);
+u64 yakvm_now_ns(void);
+int yakvm_apic_take_kick(struct yakvm_apic_hw *hw);
+int yakvm_apic_kicked(struct yakvm_apic_hw *hw);
+void yakvm_apic_set_running(struct yakvm_apic_hw *hw, int cpu);
+int yakvm_apic_wait(struct yakvm_apic_hw *hw);
 void yakvm_get_page(struct page *page);
 void yakvm_put_page(struct page *page);
 void *yakvm_page_address(struct page *page);

@@ -927,6 +927,18 @@ impl Lapic {
         (self.software_enabled() && vector & CLASS > self.ppr() & CLASS).then_some(vector)
     }
 
+    /// The highest requested vector when only the TPR holds it back (its class is above
+    /// the class in service, at or below the TPR's): it becomes deliverable when the TPR
+    /// falls below its class.
+    pub fn blocked_by_tpr(&self) -> Option<u8> {
+        if self.mode == ApicMode::Disabled || !self.software_enabled() {
+            return None;
+        }
+        let vector = self.irr.highest()?;
+        let isrv = self.isr.highest().unwrap_or(0);
+        (vector & CLASS > isrv & CLASS && vector & CLASS <= self.tpr & CLASS).then_some(vector)
+    }
+
     /// The CPU takes the pending interrupt: it moves from IRR to ISR.
     pub fn acknowledge(&mut self) -> Option<u8> {
         let vector = self.pending_interrupt()?;
@@ -1164,6 +1176,13 @@ mod tests {
         lapic.write(REG_TPR, 0x60, T0);
         assert_eq!(lapic.read(REG_PPR, T0), 0x60);
         assert_eq!(lapic.pending_interrupt(), None);
+        assert_eq!(lapic.blocked_by_tpr(), Some(0x50), "the TPR alone holds 0x50 back");
+        lapic.write(REG_TPR, 0x40, T0);
+        assert_eq!(lapic.blocked_by_tpr(), None, "deliverable");
+        lapic.write(REG_TPR, 0, T0);
+        lapic.write(REG_EOI, 0, T0);
+        lapic.acknowledge();
+        assert_eq!(lapic.blocked_by_tpr(), None, "held back by the class in service");
     }
 
     #[test]

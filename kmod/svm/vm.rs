@@ -2,6 +2,7 @@
 //! A virtual machine: its guest RAM (pinned userspace memory), its nested page table,
 //! its vCPUs and what they share (local APICs or not, the TSC).
 
+use super::apic::{self, KApic};
 use super::npt::Npt;
 use super::Shared;
 use crate::abi;
@@ -32,6 +33,8 @@ struct VmState {
     vcpus: u32,
     /// `ENABLE_LAPIC`: the vCPUs have local APICs (in userspace).
     lapic: bool,
+    /// `ENABLE_KERNEL_APIC`: their local APICs are the module's.
+    kernel_apic: bool,
     /// A vCPU has run: the memory map is frozen (no TLB shootdown exists to change it).
     started: bool,
 }
@@ -42,6 +45,8 @@ pub(crate) struct VcpuSlot {
     pub(crate) id: u32,
     /// It has a local APIC (`ENABLE_LAPIC`).
     pub(crate) lapic: bool,
+    /// Its local APIC is the module's (`ENABLE_KERNEL_APIC`).
+    pub(crate) kernel_apic: bool,
 }
 
 #[pin_data]
@@ -52,13 +57,30 @@ pub(crate) struct Vm {
     tsc_offset: AtomicU64,
     #[pin]
     state: Mutex<VmState>,
+    /// The vCPUs' kernel APICs, by vCPU index (`ENABLE_KERNEL_APIC`), for IPIs and
+    /// `SIGNAL_MSI`. Apart from `state`: delivering never waits for guest memory work.
+    #[pin]
+    apics: Mutex<KVec<Arc<KApic>>>,
 }
 
 impl Vm {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Arc<Self>> {
-        let state = VmState { npt: Npt::new()?, regions: KVec::new(), ram_bytes: 0, vcpus: 0, lapic: false, started: false };
+        let state = VmState {
+            npt: Npt::new()?,
+            regions: KVec::new(),
+            ram_bytes: 0,
+            vcpus: 0,
+            lapic: false,
+            kernel_apic: false,
+            started: false,
+        };
         Arc::pin_init(
-            pin_init!(Self { shared, tsc_offset: AtomicU64::new(0), state <- new_mutex!(state, "yakvm_vm") }),
+            pin_init!(Self {
+                shared,
+                tsc_offset: AtomicU64::new(0),
+                state <- new_mutex!(state, "yakvm_vm"),
+                apics <- new_mutex!(KVec::new(), "yakvm_vm_apics"),
+            }),
             GFP_KERNEL,
         )
     }
@@ -134,6 +156,18 @@ impl Vm {
         Ok(())
     }
 
+    /// `ENABLE_KERNEL_APIC`: every vCPU gets a local APIC in the module (svm/apic.rs);
+    /// `EBUSY` once one exists.
+    pub(crate) fn enable_kernel_apic(&self) -> Result {
+        let mut vm = self.state.lock();
+        if vm.vcpus > 0 {
+            return Err(EBUSY);
+        }
+        vm.lapic = true;
+        vm.kernel_apic = true;
+        Ok(())
+    }
+
     /// Counts a new vCPU and returns its index; `ENOSPC` past the limit.
     pub(crate) fn reserve_vcpu(&self) -> Result<VcpuSlot> {
         let mut vm = self.state.lock();
@@ -141,7 +175,28 @@ impl Vm {
             return Err(ENOSPC);
         }
         vm.vcpus += 1;
-        Ok(VcpuSlot { id: vm.vcpus - 1, lapic: vm.lapic })
+        Ok(VcpuSlot { id: vm.vcpus - 1, lapic: vm.lapic, kernel_apic: vm.kernel_apic })
+    }
+
+    /// A new vCPU's kernel APIC joins the VM's (in index order: vCPUs are made one at a
+    /// time, each after its `reserve_vcpu`).
+    pub(crate) fn add_apic(&self, apic: Arc<KApic>) -> Result {
+        self.apics.lock().push(apic, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Runs `f` on the VM's kernel APICs.
+    pub(crate) fn with_apics<R>(&self, f: impl FnOnce(&[Arc<KApic>]) -> R) -> R {
+        let apics = self.apics.lock();
+        f(&apics)
+    }
+
+    /// `SIGNAL_MSI`: how many vCPUs took the message; `ENXIO` without kernel APICs.
+    pub(crate) fn signal_msi(&self, m: &abi::Msi) -> Result<u32> {
+        if !self.state.lock().kernel_apic {
+            return Err(ENXIO);
+        }
+        self.with_apics(|apics| apic::msi(apics, m))
     }
 
     /// The guest's TSC offset, for every vCPU's VMCB before it runs.
