@@ -533,8 +533,6 @@ pub struct ApicStats {
     /// HLTs that slept in the module, and wake-ups (kicks) seen.
     pub halts: u64,
     pub kicks: u64,
-    /// Messages from userspace ([`SIGNAL_MSI`]) this vCPU took.
-    pub msis: u64,
     /// x2APIC MSR accesses refused with #GP.
     pub faults: u64,
 }
@@ -620,7 +618,7 @@ const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENT
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
 const _: () = assert!(core::mem::size_of::<Msi>() == 16);
 const _: () = assert!(core::mem::size_of::<ApicAccess>() == 16);
-const _: () = assert!(core::mem::size_of::<ApicStats>() == 12 * 8);
+const _: () = assert!(core::mem::size_of::<ApicStats>() == 11 * 8);
 const _: () = assert!(core::mem::size_of::<GuestDebug>() == 8 + 8 * 8);
 const _: () = assert!(core::mem::size_of::<DebugExit>() == 5 * 8);
 const _: () = assert!(core::mem::size_of::<SyncRegs>() == 18 * 8 + 8 * 16 + 2 * 16 + 5 * 8);

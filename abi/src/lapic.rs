@@ -313,7 +313,7 @@ impl DeliveryMode {
     }
 
     /// The 3-bit field's value.
-    fn code(self) -> u32 {
+    pub fn code(self) -> u32 {
         match self {
             DeliveryMode::Fixed => 0,
             DeliveryMode::LowestPriority => 1,

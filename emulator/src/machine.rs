@@ -58,6 +58,8 @@ pub struct Config {
     pub testdev: bool,
     /// pc: write the ACPI tables (false with `--no-acpi`: the MP table alone).
     pub acpi: bool,
+    /// pc on yakvm: the local APICs are the module's (`--kernel-apic`).
+    pub kernel_apic: bool,
 }
 
 pub struct Machine {
@@ -165,17 +167,22 @@ impl Machine {
         if n > 1 && !kind.has_lapics() {
             return Err(Error::SmpNeedsPc(n));
         }
-        let (vm, vcpus) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics())?;
+        let (vm, vcpus, msi_sink) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics(), config.kernel_apic)?;
         kind.write_tables(&mem, ram, n, config.acpi)?;
         let mut cpus: Vec<Cpu> = vcpus.into_iter().map(Cpu::new).collect();
         let (regs, sregs) = place(&mem);
         cpus[0].vcpu.set_sregs(&sregs)?;
         cpus[0].vcpu.set_regs(&regs)?;
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
-        // The bootstrap processor runs; the others wait for INIT and a startup IPI.
-        let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
+        // The bootstrap processor runs; the others wait for INIT and a startup IPI (with
+        // the kernel's APICs they wait in RUN, in the module).
+        let kernel_apic = msi_sink.is_some();
+        let states = (0..n).map(|i| if i == 0 || kernel_apic { CpuState::Running } else { CpuState::WaitForSipi }).collect();
         let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone())?;
+        if let (Some(sink), Some(irqs)) = (msi_sink, board.interrupts()) {
+            crate::bus::lock(&irqs).apics.use_kernel(sink);
+        }
         Ok(Self { _vm: vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
 
@@ -275,6 +282,11 @@ impl Machine {
         self.cpus[i].vcpu.kvm_stats()
     }
 
+    /// The kernel APIC's work on vCPU `i` (yakvm with `--kernel-apic` only).
+    pub fn apic_stats(&self, i: usize) -> Option<abi::ApicStats> {
+        self.cpus[i].vcpu.apic_stats()
+    }
+
     /// The guest's MSR accesses on vCPU `i` (yakvm only).
     pub fn msr_stats(&self, i: usize) -> Option<abi::MsrStats> {
         self.cpus[i].vcpu.msr_stats()
@@ -317,6 +329,7 @@ mod tests {
             cpus: 1,
             testdev: false,
             acpi: true,
+            kernel_apic: false,
         }
     }
 

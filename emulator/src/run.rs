@@ -168,5 +168,8 @@ pub(crate) fn describe_exit(exit: &Exit<'_>, if_flag: bool) -> String {
         Exit::Unhandled(hw) => format!("exit {:#x} info1={:#x} info2={:#x}", hw.exit_code, hw.exit_info_1, hw.exit_info_2),
         Exit::Other(what) => what.clone(),
         Exit::Debug(d) => format!("debug exception={} pc={:#x} dr6={:#x}", d.exception, d.pc, d.dr6),
+        Exit::IoapicEoi { vector } => format!("ioapic-eoi vector={vector:#x}"),
+        Exit::ApicInit => "apic-init".into(),
+        Exit::ApicSipi { vector } => format!("apic-sipi vector={vector:#x}"),
     }
 }
