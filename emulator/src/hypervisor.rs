@@ -143,6 +143,9 @@ pub type MsiSink = Arc<dyn Fn(u64, u32) -> io::Result<u32> + Send + Sync>;
 /// Whatever keeps a VM alive (its descriptors), for the machine to hold until the end.
 pub type VmHandle = Box<dyn std::any::Any + Send>;
 
+/// What `create` makes: the VM, its vCPUs, and the way to its kernel APICs if it has them.
+pub type Created = (VmHandle, Vec<Box<dyn Vcpu>>, Option<MsiSink>);
+
 /// A VM of either hypervisor with `vcpus` vCPUs (1 to `abi::MAX_VCPUS`; index i has
 /// APIC id i, 0 is the bootstrap processor) and `mem` as its RAM at address 0. Keep
 /// `mem` alive as long as this (the machine owns both). `lapic`: the vCPUs have local
@@ -158,7 +161,7 @@ pub fn create(
     vcpus: u32,
     lapic: bool,
     kernel_apic: bool,
-) -> Result<(VmHandle, Vec<Box<dyn Vcpu>>, Option<MsiSink>), Error> {
+) -> Result<Created, Error> {
     if coalesced.len() > abi::COALESCED_ZONES {
         return Err(Error::Kvm(format!("at most {} coalesced port zones", abi::COALESCED_ZONES)));
     }
