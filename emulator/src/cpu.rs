@@ -185,7 +185,10 @@ impl CpuLoop<'_> {
                 if let Some(outcome) = self.between_runs(&mut l, sh)? {
                     return Ok(Some(outcome));
                 }
-                l.states[self.index] == CpuState::Running
+                // With the kernel's APICs a vCPU waiting for a startup IPI waits in RUN,
+                // where the module wakes it (exit APIC_SIPI).
+                let state = l.states[self.index];
+                state == CpuState::Running || (sh.kernel_apic && state == CpuState::WaitForSipi)
             };
             if !running {
                 let start = Instant::now();
@@ -432,6 +435,7 @@ impl CpuLoop<'_> {
             }
             Exit::ApicInit => {
                 self.cpu.vcpu.request_interrupt_window(false);
+                sh.lock().states[me] = CpuState::WaitForSipi;
                 Effect::Continue
             }
             Exit::ApicSipi { vector } => {
@@ -440,6 +444,7 @@ impl CpuLoop<'_> {
                 let (regs, sregs) = boot::real_mode(page, page);
                 self.cpu.vcpu.set_sregs(&sregs)?;
                 self.cpu.vcpu.set_regs(&regs)?;
+                sh.lock().states[me] = CpuState::Running;
                 Effect::Continue
             }
             Exit::Shutdown { rip } => return Err(Error::Shutdown(rip)),

@@ -175,9 +175,8 @@ impl Machine {
         cpus[0].vcpu.set_regs(&regs)?;
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
         // The bootstrap processor runs; the others wait for INIT and a startup IPI (with
-        // the kernel's APICs they wait in RUN, in the module).
-        let kernel_apic = msi_sink.is_some();
-        let states = (0..n).map(|i| if i == 0 || kernel_apic { CpuState::Running } else { CpuState::WaitForSipi }).collect();
+        // the kernel's APICs they wait in RUN, in the module: cpu.rs).
+        let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
         let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone())?;
         if let (Some(sink), Some(irqs)) = (msi_sink, board.interrupts()) {

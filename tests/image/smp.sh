@@ -189,6 +189,41 @@ apicread() {
     [ -n "$user" ] && [ "$user" -lt 200 ] || { echo "${user:-?} exits reached the emulator"; return 1; }
 }
 
+# A hostile guest on 8 vCPUs with the kernel APIC (see guests/apic_hostile.bin): an IPI
+# storm, timers at their fastest, CPUs that never EOI, random writes to every APIC register;
+# meanwhile the host runs a shell loop of 20000 iterations (at most 60 s), which must end;
+# the guest ends the run itself after 3 s of its time (the kernel log is checked at the end
+# of the boot, dmesg_clean).
+apic_hostile() {
+    name=apic_hostile
+    t0=$(now_cs)
+    timeout -s KILL 120 yakvm run --timeout 90 --machine pc --smp 8 --kernel-apic --stats guests/apic_hostile.bin > "$OUT/$name.raw" 2> "$OUT/$name.err" < /dev/null &
+    pid=$!
+    n=0; while [ $n -lt 600 ] && ! grep -q '^apic_hostile: ' "$OUT/$name.raw"; do sleep 0.1; n=$((n + 1)); done
+    t1=$(now_cs)
+    i=0; while [ $i -lt 20000 ]; do
+        i=$((i + 1))
+        [ $((i % 2000)) -ne 0 ] || [ $(( $(now_cs) - t1 )) -lt 6000 ] || break
+    done
+    busy=$(( $(now_cs) - t1 ))
+    wait $pid; rc=$?
+    cs=$(( $(now_cs) - t0 ))
+    tr -d '\r' < "$OUT/$name.raw" > "$OUT/$name.out"
+    echo "  apic_hostile --smp 8 --kernel-apic: $(s $cs) s; the host's loop ($i iterations) took $(s $busy) s meanwhile; $(grep -c '^  kernel APIC' "$OUT/$name.err") vCPUs report kernel APIC counters" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $(why $name)"; return 1; }
+    same_lines $name "$(mp_line 8; online 0 7; echo 'apic_hostile: 8 cpus for 3 s'; echo 'apic_hostile: done')" || return 1
+    [ $i -eq 20000 ] || { echo "the host's loop did $i of 20000 iterations in 60 s"; return 1; }
+}
+
+# The kernel APIC: APs that wait for their startup IPI in RUN do not keep a guest that
+# powered off (HLT with interrupts disabled on the BSP) alive. (A guest that waits with
+# interrupts enabled for an interrupt nothing can send sleeps in the module: the emulator
+# cannot tell, --timeout ends it.)
+aps_never_started_kernel_apic() {
+    out=$(printf h | timeout -s KILL 60 yakvm run --machine pc --smp 2 --kernel-apic --timeout 30 guests/pc_hostile.bin 2>&1); rc=$?
+    [ $rc -eq 0 ] && echo "$out" | grep -q 'halted with interrupts disabled' || { echo "power-off: status $rc: $out"; return 1; }
+}
+
 # Without --kernel-apic the APIC is the emulator's: no x2APIC is offered.
 no_x2apic() {
     run_guest apicread-user 60 --machine pc guests/apicread.bin
@@ -207,6 +242,8 @@ check smp_8_cpus_kernel_apic smp 8 --kernel-apic
 check smp_ipi_storm_kernel_apic storm --kernel-apic
 check kernel_apic_x2apic_100000_id_reads_in_the_module apicread
 check user_apic_offers_no_x2apic no_x2apic
+check kernel_apic_hostile_guest_8_cpus apic_hostile
+check smp_aps_never_started_power_off_kernel_apic aps_never_started_kernel_apic
 check smp_aps_that_never_answer silent
 check smp_init_to_the_bsp_ends_the_run init_to_bsp
 check smp_aps_never_started_power_off aps_never_started
