@@ -167,6 +167,9 @@ impl Machine {
         if n > 1 && !kind.has_lapics() {
             return Err(Error::SmpNeedsPc(n));
         }
+        if config.kernel_apic && (!kind.has_lapics() || config.hypervisor != hypervisor::Kind::Yakvm) {
+            return Err(Error::KernelApicNeedsPcOnYakvm);
+        }
         let (vm, vcpus, msi_sink) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics(), config.kernel_apic)?;
         kind.write_tables(&mem, ram, n, config.acpi)?;
         let mut cpus: Vec<Cpu> = vcpus.into_iter().map(Cpu::new).collect();
@@ -329,6 +332,18 @@ mod tests {
             testdev: false,
             acpi: true,
             kernel_apic: false,
+        }
+    }
+
+    /// `--kernel-apic` is refused, before any VM exists, on the seed machine and on KVM.
+    #[test]
+    fn kernel_apic_needs_pc_on_yakvm() {
+        let place = |_: &sys::GuestMemory| (abi::Regs::default(), abi::Sregs::default());
+        let seed = Config { kernel_apic: true, ..config(MachineKind::Seed, 1 << 20) };
+        let kvm = Config { kernel_apic: true, hypervisor: hypervisor::Kind::Kvm, ..config(MachineKind::Pc, 1 << 20) };
+        for c in [seed, kvm] {
+            let err = Machine::build(&c, Vec::new(), crate::disk::NoDisk, place).err().expect("refused");
+            assert!(matches!(err, Error::KernelApicNeedsPcOnYakvm), "{err}");
         }
     }
 

@@ -76,6 +76,8 @@ pub enum Error {
     BadCpus(u32),
     #[error("--smp {0}: several vCPUs need the pc machine (--machine pc), which has local APICs")]
     SmpNeedsPc(u32),
+    #[error("--kernel-apic: the module's local APICs are for the pc machine (--machine pc) on yakvm (not --hypervisor kvm)")]
+    KernelApicNeedsPcOnYakvm,
     #[error("--testdev: the test device is a pc machine's (--machine pc)")]
     TestdevNeedsPc,
     #[error("--testdev: its test memory at {base:#x} would be inside RAM (--mem {mem}); give at most {base:#x} bytes of RAM")]
