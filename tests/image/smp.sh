@@ -224,6 +224,23 @@ aps_never_started_kernel_apic() {
     [ $rc -eq 0 ] && echo "$out" | grep -q 'halted with interrupts disabled' || { echo "power-off: status $rc: $out"; return 1; }
 }
 
+# smp.bin in x2APIC mode (guests/smp_x2apic.bin, the kernel APIC): the same lines; each
+# CPU touches the xAPIC page only to read its ID before it switches (at most 9 accesses
+# forwarded by the emulator per vCPU), the rest goes through the MSRs to the module.
+smp_x2apic() {
+    n=$1
+    name=smp-$n-x2apic
+    run_guest "$name" 120 --kernel-apic --stats --machine pc --smp "$n" guests/smp_x2apic.bin
+    fwd=$(sed -n 's/.*kernel APIC: .* \([0-9]*\) forwarded by the emulator.*/\1/p' "$OUT/$name.err" | tr '\n' ' ')
+    echo "  smp_x2apic.bin --smp $n --kernel-apic: $(s $cs) s; xAPIC accesses forwarded per vCPU: $fwd" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $(why "$name")"; return 1; }
+    same_lines "$name" "$(expected_smp $n)" || return 1
+    [ "$(echo $fwd | wc -w)" -eq "$n" ] || { echo "kernel APIC counters for $(echo $fwd | wc -w) of $n vCPUs"; return 1; }
+    for f in $fwd; do
+        [ "$f" -le 9 ] || { echo "$f xAPIC accesses forwarded on one vCPU: not in x2APIC mode"; return 1; }
+    done
+}
+
 # Without --kernel-apic the APIC is the emulator's: no x2APIC is offered.
 no_x2apic() {
     run_guest apicread-user 60 --machine pc guests/apicread.bin
@@ -242,6 +259,8 @@ check smp_8_cpus_kernel_apic smp 8 --kernel-apic
 check smp_ipi_storm_kernel_apic storm --kernel-apic
 check kernel_apic_x2apic_100000_id_reads_in_the_module apicread
 check user_apic_offers_no_x2apic no_x2apic
+check smp_2_cpus_x2apic smp_x2apic 2
+check smp_8_cpus_x2apic smp_x2apic 8
 check kernel_apic_hostile_guest_8_cpus apic_hostile
 check smp_aps_never_started_power_off_kernel_apic aps_never_started_kernel_apic
 check smp_aps_that_never_answer silent
