@@ -7,8 +7,10 @@
 //!   run their timers at the fastest rate too, and write pseudo-random values to every
 //!   register of their APIC page (0x000-0x3f0), the ICR included, whose delivery mode is
 //!   forced to fixed (an INIT, SIPI or NMI would restart or stop the guest's own CPUs and
-//!   end the test early) and the ID register excepted (the guest finds its per-CPU data by
-//!   APIC ID).
+//!   end the test early) and whose vector is kept at 0x20 or above (vectors 16-31 are legal
+//!   in a fixed IPI, and the CPU that takes one runs the exception handler of that vector,
+//!   which ends this guest), and the ID register excepted (the guest finds its per-CPU
+//!   data by APIC ID).
 //! Then the BSP says so and ends the run, status 0. The host must stay healthy meanwhile
 //! (the test runs a shell loop beside it and checks the kernel log).
 //!
@@ -31,8 +33,9 @@ yakvm_guests::entry!(main);
 const STORM_VECTOR: u8 = 0x60;
 const TIMER_VECTOR: u8 = 0x61;
 const HOSTILE_US: u64 = 3_000_000;
-/// ICR low's delivery mode field (10-8).
+/// ICR low's delivery mode field (10-8), and the first vector that is not an exception's.
 const ICR_MODE: u32 = 7 << 8;
+const FIRST_INTERRUPT_VECTOR: u32 = 0x20;
 
 static GO: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -85,7 +88,7 @@ fn ap_main(cpu: usize) -> ! {
             let value = seed as u32;
             match reg {
                 APIC_ID => {}
-                APIC_ICR_LOW => lapic_write(reg, value & !ICR_MODE),
+                APIC_ICR_LOW => lapic_write(reg, (value & !ICR_MODE) | FIRST_INTERRUPT_VECTOR.max(value & 0xff)),
                 _ => lapic_write(reg, value),
             }
         }
