@@ -52,6 +52,11 @@ impl FileOps for Vm {
                 this.ioeventfd(&read_arg(arg)?)?;
                 Ok(0)
             }
+            abi::ENABLE_KERNEL_APIC => {
+                this.enable_kernel_apic()?;
+                Ok(0)
+            }
+            abi::SIGNAL_MSI => Ok(this.signal_msi(&read_arg(arg)?)? as isize),
             _ => Err(ENOTTY),
         }
     }
@@ -75,6 +80,12 @@ impl FileOps for Vcpu {
             abi::GET_MSR_STATS => write_arg(arg, &this.msr_stats())?,
             abi::SET_GUEST_DEBUG => this.set_guest_debug(&read_arg(arg)?)?,
             abi::SET_COALESCED_IO => this.set_coalesced_io(&read_arg(arg)?)?,
+            abi::APIC_ACCESS => {
+                let mut access: abi::ApicAccess = read_arg(arg)?;
+                this.apic_access(&mut access)?;
+                write_arg(arg, &access)?
+            }
+            abi::GET_APIC_STATS => write_arg(arg, &this.apic_stats()?)?,
             _ => return Err(ENOTTY),
         }
         Ok(0)

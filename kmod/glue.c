@@ -10,14 +10,18 @@
 #include <linux/err.h>
 #include <linux/fs.h>
 #include <linux/gfp.h>
+#include <linux/hrtimer.h>
 #include <linux/io.h>
 #include <linux/irqflags.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/preempt.h>
+#include <linux/slab.h>
 #include <linux/sched.h>
 #include <linux/smp.h>
 #include <linux/stddef.h>
+#include <linux/timekeeping.h>
+#include <linux/wait.h>
 
 #include "glue.h"
 
@@ -171,4 +175,97 @@ void yakvm_eventfd_signal(struct eventfd_ctx *ctx)
 void yakvm_eventfd_put(struct eventfd_ctx *ctx)
 {
 	eventfd_ctx_put(ctx);
+}
+
+/*
+ * The kernel APIC's wake-up machinery for one vCPU (ffi/apic.rs): the APIC timer on an
+ * hrtimer, a wait queue the vCPU sleeps on while it halts, and the kick that makes it look
+ * at its APIC again. `kicked` is set by whoever changed the APIC's state (another vCPU's
+ * IPI, a message from userspace, the timer) after the change; the vCPU clears it before it
+ * looks. `running_cpu` is the CPU the vCPU runs the guest on, or -1: a kick sends that CPU
+ * a reschedule IPI, which makes the guest exit (the INTR intercept), as KVM's
+ * kvm_vcpu_kick. Policy (what the APIC holds) lives in Rust.
+ */
+struct yakvm_apic_hw {
+	struct hrtimer timer;
+	wait_queue_head_t wq;
+	atomic_t kicked;
+	atomic_t running_cpu;
+};
+
+void yakvm_apic_kick(struct yakvm_apic_hw *hw)
+{
+	int cpu;
+
+	atomic_set(&hw->kicked, 1);
+	/* The flag before the CPU: pairs with the barrier in yakvm_apic_set_running. */
+	smp_mb__after_atomic();
+	wake_up_interruptible(&hw->wq);
+	cpu = atomic_read(&hw->running_cpu);
+	if (cpu >= 0)
+		arch_smp_send_reschedule(cpu);
+}
+
+static enum hrtimer_restart yakvm_apic_timer_fn(struct hrtimer *timer)
+{
+	yakvm_apic_kick(container_of(timer, struct yakvm_apic_hw, timer));
+	return HRTIMER_NORESTART;
+}
+
+struct yakvm_apic_hw *yakvm_apic_hw_new(void)
+{
+	struct yakvm_apic_hw *hw = kzalloc(sizeof(*hw), GFP_KERNEL);
+
+	if (!hw)
+		return NULL;
+	hrtimer_init(&hw->timer, CLOCK_MONOTONIC, HRTIMER_MODE_ABS);
+	hw->timer.function = yakvm_apic_timer_fn;
+	init_waitqueue_head(&hw->wq);
+	atomic_set(&hw->running_cpu, -1);
+	return hw;
+}
+
+void yakvm_apic_hw_free(struct yakvm_apic_hw *hw)
+{
+	hrtimer_cancel(&hw->timer);
+	kfree(hw);
+}
+
+/* Arms the timer for `deadline_ns` (CLOCK_MONOTONIC), or cancels it for U64_MAX. */
+void yakvm_apic_timer_arm(struct yakvm_apic_hw *hw, u64 deadline_ns)
+{
+	if (deadline_ns == U64_MAX)
+		hrtimer_try_to_cancel(&hw->timer);
+	else
+		hrtimer_start(&hw->timer, ns_to_ktime(deadline_ns), HRTIMER_MODE_ABS);
+}
+
+u64 yakvm_now_ns(void)
+{
+	return ktime_get_ns();
+}
+
+/* Clears the kick; whether there was one. */
+int yakvm_apic_take_kick(struct yakvm_apic_hw *hw)
+{
+	return atomic_xchg(&hw->kicked, 0);
+}
+
+int yakvm_apic_kicked(struct yakvm_apic_hw *hw)
+{
+	return atomic_read(&hw->kicked);
+}
+
+/* The vCPU enters the guest on `cpu` (-1: it left). */
+void yakvm_apic_set_running(struct yakvm_apic_hw *hw, int cpu)
+{
+	atomic_set(&hw->running_cpu, cpu);
+	/* The CPU before the flag is read: pairs with the barrier in yakvm_apic_kick. */
+	smp_mb__after_atomic();
+}
+
+/* Sleeps until a kick or a signal: 0, or -ERESTARTSYS for a signal. */
+int yakvm_apic_wait(struct yakvm_apic_hw *hw)
+{
+	return wait_event_interruptible(hw->wq, atomic_read(&hw->kicked));
 }

@@ -22,6 +22,12 @@ mod decode;
 #[path = "../abi/src/cpuid.rs"]
 #[allow(unreachable_pub)]
 mod guest_cpuid;
+// The local APIC's state machine (the kernel APIC, `ENABLE_KERNEL_APIC`), shared with the
+// emulator's pc machine the same way and tested there.
+#[path = "../abi/src/lapic.rs"]
+#[allow(unreachable_pub, dead_code)]
+#[deny(unsafe_code)]
+mod lapic;
 // The driver logic has no `unsafe`: all of it is in `ffi`, behind safe APIs.
 #[deny(unsafe_code)]
 mod dev;

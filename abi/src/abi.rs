@@ -34,6 +34,9 @@ const fn ior<T>(nr: u32) -> u32 {
 const fn iow<T>(nr: u32) -> u32 {
     ioc(IOC_WRITE, nr, core::mem::size_of::<T>())
 }
+const fn iowr<T>(nr: u32) -> u32 {
+    ioc(IOC_READ | IOC_WRITE, nr, core::mem::size_of::<T>())
+}
 
 // --- ioctls on /dev/yakvm ---
 /// Returns [`API_VERSION`].
@@ -78,6 +81,24 @@ pub const ENABLE_LAPIC: u32 = io(0x12);
 /// `ENOSPC` past [`MAX_IOEVENTFDS`]. Registrations end when the VM is closed, and may be
 /// changed while vCPUs run.
 pub const IOEVENTFD: u32 = iow::<IoEventFd>(0x50);
+/// Gives every vCPU a local APIC kept in the module (KVM's "split irqchip": the local
+/// APICs in the kernel, the PIC and the I/O APIC in userspace); implies [`ENABLE_LAPIC`]'s
+/// CPUID bit and IA32_APIC_BASE, which may now also set EXTD (x2APIC, offered in
+/// CPUID.1:ECX bit 21) and clear EN (the APIC is then reset and deaf). The module then
+/// handles: the x2APIC MSRs 0x800-0x8ff; the xAPIC page at 0xfee0_0000 when the NPF's
+/// instruction can be decoded in the module, else an [`exit::MMIO`] that userspace
+/// forwards with [`APIC_ACCESS`]; CR8 (the TPR); the choice and injection of interrupts;
+/// HLT (the vCPU sleeps in `RUN` until it has an interrupt it can take, an NMI, INIT, SIPI
+/// or a signal); the APIC timer (an hrtimer); IPIs between the VM's vCPUs. Userspace still
+/// sends the PIC's interrupt to vCPU 0 with [`INTERRUPT`] (its LINT0, ExtINT), sends the
+/// I/O APIC's and MSIs' messages with [`SIGNAL_MSI`], and gets [`exit::IOAPIC_EOI`],
+/// [`exit::APIC_INIT`] and [`exit::APIC_SIPI`]. `EBUSY` once the VM has a vCPU.
+pub const ENABLE_KERNEL_APIC: u32 = io(0x40);
+/// Delivers an interrupt message ([`Msi`], KVM_SIGNAL_MSI's shape: the MSI address and
+/// data an I/O APIC or a PCI function would write) to the kernel APICs it names. Returns
+/// the number of vCPUs that took it. `ENXIO` without [`ENABLE_KERNEL_APIC`], `EINVAL` for
+/// an address outside 0xfee0_0000-0xfeef_ffff.
+pub const SIGNAL_MSI: u32 = iow::<Msi>(0x41);
 
 // --- ioctls on a vCPU descriptor ---
 /// Runs the vCPU until an exit needs userspace; the exit is described in the [`Run`] page.
@@ -119,6 +140,14 @@ pub const SET_COALESCED_IO: u32 = iow::<CoalescedIo>(0x2a);
 /// has executed, a new one waits (as on hardware). RFLAGS.IF does not hold it back.
 /// `EEXIST` if one is already queued.
 pub const NMI: u32 = io(0x2b);
+/// With [`ENABLE_KERNEL_APIC`]: an access to the vCPU's xAPIC page that userspace got as
+/// an [`exit::MMIO`] (the module could not decode it), done on the module's APIC
+/// ([`ApicAccess`]; a read returns the value in `value`). Only 4-byte accesses at a
+/// register's offset reach a register; others read 0 and are ignored (as the emulator's
+/// APIC). `ENXIO` without a kernel APIC.
+pub const APIC_ACCESS: u32 = iowr::<ApicAccess>(0x42);
+/// With [`ENABLE_KERNEL_APIC`]: the module's APIC accesses by kind ([`ApicStats`]).
+pub const GET_APIC_STATS: u32 = ior::<ApicStats>(0x43);
 
 /// Capabilities for [`CHECK_CAPABILITY`].
 pub mod cap {
@@ -292,6 +321,15 @@ pub mod exit {
     /// A debug event userspace asked for with [`SET_GUEST_DEBUG`](super::SET_GUEST_DEBUG):
     /// `Run::debug` says which.
     pub const DEBUG: u32 = 8;
+    /// Kernel APIC: the guest ended level-triggered vector `Run::apic.vector` (an EOI):
+    /// the I/O APIC clears its remote IRR (KVM_EXIT_IOAPIC_EOI). The guest runs on.
+    pub const IOAPIC_EOI: u32 = 9;
+    /// Kernel APIC: an INIT reached the vCPU. Userspace resets what it keeps of the CPU;
+    /// the next `RUN` sleeps until a startup IPI ([`APIC_SIPI`]).
+    pub const APIC_INIT: u32 = 10;
+    /// Kernel APIC: a startup IPI with vector `Run::apic.vector` reached the vCPU, which
+    /// waited for one: userspace starts it in real mode at `vector << 12`.
+    pub const APIC_SIPI: u32 = 11;
 }
 
 /// [`GuestDebug::control`] bits (KVM's `KVM_GUESTDBG_*` values).
@@ -508,6 +546,63 @@ pub struct ExitStats {
     pub ioeventfd: u64,
 }
 
+/// An interrupt message for [`SIGNAL_MSI`] (Intel SDM 11.11: MSI address and data).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Msi {
+    /// 0xfee0_0000 | destination ID << 12 | redirection hint << 3 | destination mode << 2.
+    pub address: u64,
+    /// Vector (7-0), delivery mode (10-8), level (14), trigger mode (15).
+    pub data: u32,
+    pub _pad: u32,
+}
+
+/// An xAPIC page access for [`APIC_ACCESS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApicAccess {
+    /// Offset in the page (0-0xfff).
+    pub offset: u32,
+    /// 1, 2, 4 or 8 bytes.
+    pub size: u32,
+    pub is_write: u32,
+    /// The value written, or (on return) the value read.
+    pub value: u32,
+}
+
+/// The module's APIC work for one vCPU ([`GET_APIC_STATS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApicStats {
+    /// Register reads and writes handled in the module (x2APIC MSRs, decoded xAPIC
+    /// accesses), not counting the kinds below.
+    pub reads: u64,
+    pub writes: u64,
+    pub eois: u64,
+    /// ICR writes (IPIs sent, SELF IPI included).
+    pub icr: u64,
+    /// Timer register writes, and timer interrupts raised.
+    pub timer_writes: u64,
+    pub timer_fired: u64,
+    /// xAPIC accesses forwarded by userspace ([`APIC_ACCESS`]).
+    pub forwarded: u64,
+    /// Interrupts the APIC delivered (injected).
+    pub delivered: u64,
+    /// HLTs that slept in the module, and wake-ups (kicks) seen.
+    pub halts: u64,
+    pub kicks: u64,
+    /// x2APIC MSR accesses refused with #GP.
+    pub faults: u64,
+}
+
+/// What [`exit::IOAPIC_EOI`] and [`exit::APIC_SIPI`] carry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApicExit {
+    pub vector: u32,
+    pub _pad: u32,
+}
+
 /// Register sets the run page carries (`Run::sync_valid`, `Run::sync_dirty`).
 pub mod sync {
     /// `SyncRegs::regs`: as `GET_REGS` / `SET_REGS`.
@@ -567,6 +662,8 @@ pub struct Run {
     pub _pad: u32,
     pub coalesced: [CoalescedWrite; COALESCED_ENTRIES],
     pub data: [u8; RUN_DATA_SIZE],
+    /// [`exit::IOAPIC_EOI`], [`exit::APIC_SIPI`].
+    pub apic: ApicExit,
 }
 
 const _: () = assert!(core::mem::size_of::<Run>() <= RUN_MMAP_SIZE);
@@ -578,6 +675,9 @@ const _: () = assert!(core::mem::size_of::<ExitStats>() == 19 * 8);
 const _: () = assert!(core::mem::size_of::<IoEventFd>() == 32);
 const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENTRIES);
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
+const _: () = assert!(core::mem::size_of::<Msi>() == 16);
+const _: () = assert!(core::mem::size_of::<ApicAccess>() == 16);
+const _: () = assert!(core::mem::size_of::<ApicStats>() == 11 * 8);
 const _: () = assert!(core::mem::size_of::<GuestDebug>() == 8 + 8 * 8);
 const _: () = assert!(core::mem::size_of::<DebugExit>() == 5 * 8);
 const _: () = assert!(core::mem::size_of::<SyncRegs>() == 18 * 8 + 8 * 16 + 2 * 16 + 5 * 8);

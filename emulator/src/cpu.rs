@@ -31,6 +31,7 @@ use crate::events::{set_current_cpu, Waker};
 use crate::hypervisor::{Exit, Vcpu};
 use crate::board::Board;
 use crate::pc::board::Interrupts;
+use crate::pc::lapic::{LAPIC_BASE, LAPIC_SIZE};
 use crate::run::{describe_exit, hypercall, Error, ExitCounts, Outcome, Times};
 use crate::steptrace::StepTrace;
 use crate::{boot, sys};
@@ -80,6 +81,8 @@ pub(crate) struct Shared<'m> {
     /// The run has ended: every vCPU thread returns.
     done: AtomicBool,
     trace: bool,
+    /// The local APICs are yakvm's kernel APICs (`--kernel-apic`).
+    kernel_apic: bool,
 }
 
 /// The board's timers and events and the vCPUs' states, behind the lock.
@@ -93,8 +96,9 @@ pub(crate) struct Locked<'m> {
 impl<'m> Shared<'m> {
     pub fn new(devices: &'m Devices, board: &'m mut dyn Board, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
         let (irqs, hlt_ends_run) = (board.interrupts(), board.hlt_ends_run());
+        let kernel_apic = irqs.as_ref().is_some_and(|irqs| lock(irqs).apics.kernel());
         let locked = Locked { board, states, outcome: None };
-        Self { devices, irqs, hlt_ends_run, locked: Mutex::new(locked), mem, wakers, done: AtomicBool::new(false), trace }
+        Self { devices, irqs, hlt_ends_run, locked: Mutex::new(locked), mem, wakers, done: AtomicBool::new(false), trace, kernel_apic }
     }
 
     fn lock(&self) -> MutexGuard<'_, Locked<'m>> {
@@ -181,7 +185,10 @@ impl CpuLoop<'_> {
                 if let Some(outcome) = self.between_runs(&mut l, sh)? {
                     return Ok(Some(outcome));
                 }
-                l.states[self.index] == CpuState::Running
+                // With the kernel's APICs a vCPU waiting for a startup IPI waits in RUN,
+                // where the module wakes it (exit APIC_SIPI).
+                let state = l.states[self.index];
+                state == CpuState::Running || (sh.kernel_apic && state == CpuState::WaitForSipi)
             };
             if !running {
                 let start = Instant::now();
@@ -370,10 +377,19 @@ impl CpuLoop<'_> {
         // --trace shows where an MMIO access came from.
         let rip = if sh.trace { self.rip() } else { 0 };
         let mut mmio_done = false;
+        let mut apic_access = None;
         let exit = self.cpu.vcpu.exit();
         self.cpu.exits.count(&exit);
         let effect = match exit {
             Exit::Io { port, size, out, data } => port_io(sh.devices, &Ctx { mem: sh.mem, cpu: me }, port, size, out, data)?,
+            // The kernel's APIC page: its state is the module's (APIC_ACCESS).
+            Exit::Mmio { gpa, write, data } if sh.kernel_apic && gpa.wrapping_sub(LAPIC_BASE) < LAPIC_SIZE => {
+                let mut bytes = [0u8; 8];
+                let len = data.len().min(8);
+                bytes[..len].copy_from_slice(&data[..len]);
+                apic_access = Some((gpa - LAPIC_BASE, write, bytes, len));
+                Effect::Continue
+            }
             Exit::Mmio { gpa, write, data } => {
                 let ctx = Ctx { mem: sh.mem, cpu: me };
                 let trace = |dir, data: &[u8]| eprintln!("[trace] {}rip={rip:#x} mmio {dir} gpa={gpa:#x} size={} value={:#x}", cpu_name(me), data.len(), le(data));
@@ -409,6 +425,28 @@ impl CpuLoop<'_> {
             }
             // The loop delivers what the interrupt controllers have.
             Exit::IrqWindowOpen => Effect::Continue,
+            // The kernel's APICs: the I/O APIC hears a level-triggered EOI (and may send
+            // again); INIT and SIPI start the vCPU over (the module waits for the SIPI).
+            Exit::IoapicEoi { vector } => {
+                if let Some(irqs) = &sh.irqs {
+                    lock(irqs).apics.eoi(me, vector, true);
+                }
+                Effect::Continue
+            }
+            Exit::ApicInit => {
+                self.cpu.vcpu.request_interrupt_window(false);
+                sh.lock().states[me] = CpuState::WaitForSipi;
+                Effect::Continue
+            }
+            Exit::ApicSipi { vector } => {
+                // Real mode at the vector's page: CS = vector << 8, IP = 0.
+                let page = u64::from(vector) << 12;
+                let (regs, sregs) = boot::real_mode(page, page);
+                self.cpu.vcpu.set_sregs(&sregs)?;
+                self.cpu.vcpu.set_regs(&regs)?;
+                sh.lock().states[me] = CpuState::Running;
+                Effect::Continue
+            }
             Exit::Shutdown { rip } => return Err(Error::Shutdown(rip)),
             Exit::FailEntry { reason } => return Err(Error::FailEntry { rip: self.rip(), reason }),
             Exit::Unhandled(hw) => {
@@ -419,10 +457,31 @@ impl CpuLoop<'_> {
             Exit::Debug(_) if self.step_trace.is_some() => Effect::Continue,
             Exit::Debug(d) => return Ok(Some(Outcome::Debug(Some(d)))),
         };
+        if let Some((offset, write, mut bytes, len)) = apic_access {
+            self.forward_apic_access(sh, offset, write, &mut bytes[..len])?;
+            mmio_done = true;
+        }
         if mmio_done {
             self.cpu.vcpu.complete_mmio()?;
         }
         Ok(outcome_of(effect))
+    }
+
+    /// An MMIO exit on the kernel APIC's page: done by the module (`APIC_ACCESS`), whose
+    /// state it is; a read's bytes go back into the exit, an EOI of a level-triggered
+    /// vector to the I/O APIC.
+    fn forward_apic_access(&mut self, sh: &Shared<'_>, offset: u64, write: bool, bytes: &mut [u8]) -> Result<(), Error> {
+        let eoi = self.cpu.vcpu.apic_access(offset, write, bytes)?;
+        if !write {
+            if let Exit::Mmio { data, .. } = self.cpu.vcpu.exit() {
+                let n = data.len().min(bytes.len());
+                data[..n].copy_from_slice(&bytes[..n]);
+            }
+        }
+        if let (Some(vector), Some(irqs)) = (eoi, &sh.irqs) {
+            lock(irqs).apics.eoi(self.index, vector, true);
+        }
+        Ok(())
     }
 
     /// The guest's RIP, for messages (`u64::MAX` if it cannot be read).

@@ -62,6 +62,13 @@ pub enum Exit<'a> {
     Unhandled(abi::HwExit),
     /// yakvm: a stop a debugger asked for (`set_guest_debug`): a single step or an INT3.
     Debug(abi::DebugExit),
+    /// yakvm's kernel APIC: the guest ended level-triggered `vector` (an EOI) for the
+    /// I/O APIC.
+    IoapicEoi { vector: u8 },
+    /// yakvm's kernel APIC: INIT reached the vCPU (the next `run` waits for a SIPI).
+    ApicInit,
+    /// yakvm's kernel APIC: a startup IPI with `vector` started the vCPU.
+    ApicSipi { vector: u8 },
     /// Anything else the hypervisor reports (described).
     Other(String),
 }
@@ -120,6 +127,16 @@ pub trait Vcpu: Send {
     /// that `apply` takes on another vCPU's thread (take that lock inside `apply`, or
     /// always around `drain_coalesced`).
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8]));
+    /// yakvm's kernel APIC: an xAPIC page access at `offset` (`data`: what is written, or
+    /// the bytes to fill). `Some(vector)`: a write ended level-triggered `vector`.
+    fn apic_access(&mut self, offset: u64, write: bool, data: &mut [u8]) -> io::Result<Option<u8>> {
+        let _ = (offset, write, data);
+        Err(io::Error::other("no kernel APIC"))
+    }
+    /// yakvm's kernel APIC: its statistics.
+    fn apic_stats(&self) -> Option<abi::ApicStats> {
+        None
+    }
 }
 
 /// Where an ioeventfd listens: a port or a guest-physical address.
@@ -172,7 +189,7 @@ pub trait Vm: Send + Sync {
 /// A VM, shared by the machine and the devices that register ioeventfds.
 pub type VmHandle = Arc<dyn Vm>;
 
-struct YakvmVm(sys::Vm);
+struct YakvmVm(Arc<sys::Vm>);
 
 impl YakvmVm {
     fn ioeventfd(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd, deassign: bool) -> io::Result<()> {
@@ -234,6 +251,13 @@ impl Vm for KvmVm {
     }
 }
 
+/// Sends an interrupt message (MSI address, data) to the kernel's local APICs
+/// (yakvm's `SIGNAL_MSI`), from any thread.
+pub type MsiSink = Arc<dyn Fn(u64, u32) -> io::Result<u32> + Send + Sync>;
+
+/// What `create` makes: the VM, its vCPUs, and the way to its kernel APICs if it has them.
+pub type Created = (VmHandle, Vec<Box<dyn Vcpu>>, Option<MsiSink>);
+
 /// A VM of either hypervisor with `vcpus` vCPUs (1 to `abi::MAX_VCPUS`; index i has
 /// APIC id i, 0 is the bootstrap processor) and `mem` as its RAM at address 0. Keep
 /// `mem` alive as long as this (the machine owns both). `lapic`: the vCPUs have local
@@ -248,7 +272,8 @@ pub fn create(
     coalesced: &[(u16, u16)],
     vcpus: u32,
     lapic: bool,
-) -> Result<(VmHandle, Vec<Box<dyn Vcpu>>), Error> {
+    kernel_apic: bool,
+) -> Result<Created, Error> {
     if coalesced.len() > abi::COALESCED_ZONES {
         return Err(Error::Kvm(format!("at most {} coalesced port zones", abi::COALESCED_ZONES)));
     }
@@ -262,9 +287,12 @@ pub fn create(
             if version != abi::API_VERSION {
                 return Err(Error::AbiVersion(version, abi::API_VERSION));
             }
-            let vm = dev.create_vm()?;
+            let vm = Arc::new(dev.create_vm()?);
             vm.add_memory(0, 0, mem)?;
-            if lapic {
+            let kernel_apic = lapic && kernel_apic;
+            if kernel_apic {
+                vm.enable_kernel_apic()?;
+            } else if lapic {
                 vm.enable_lapic()?;
             }
             let mut zones = abi::CoalescedIo::default();
@@ -280,7 +308,11 @@ pub fn create(
                 vcpu.set_coalesced_io(&zones)?;
                 list.push(Box::new(YakvmVcpu { vcpu, synced: false, mem: mem.clone(), mmio: Mmio::None }));
             }
-            Ok((Arc::new(YakvmVm(vm)), list))
+            let sink: Option<MsiSink> = kernel_apic.then(|| {
+                let vm = vm.clone();
+                Arc::new(move |address, data| vm.signal_msi(&abi::Msi { address, data, _pad: 0 })) as MsiSink
+            });
+            Ok((Arc::new(YakvmVm(vm)), list, sink))
         }
         Kind::Kvm => {
             let kvm = kvm_ioctls::Kvm::new().map_err(|e| Error::Kvm(format!("cannot open /dev/kvm: {e} (is kvm_amd loaded?)")))?;
@@ -302,7 +334,8 @@ pub fn create(
                 }
                 list.push(Box::new(KvmVcpu { vcpu, ring: ring.clone() }));
             }
-            Ok((Arc::new(KvmVm { vm, _kvm: kvm }), list))
+            // KVM keeps the local APICs in userspace here (no split irqchip yet).
+            Ok((Arc::new(KvmVm { vm, _kvm: kvm }), list, None))
         }
     }
 }
@@ -572,6 +605,9 @@ impl Vcpu for YakvmVcpu {
             abi::exit::FAIL_ENTRY => Exit::FailEntry { reason: run.hw.exit_code },
             abi::exit::UNKNOWN => Exit::Unhandled(run.hw),
             abi::exit::DEBUG => Exit::Debug(run.debug),
+            abi::exit::IOAPIC_EOI => Exit::IoapicEoi { vector: run.apic.vector as u8 },
+            abi::exit::APIC_INIT => Exit::ApicInit,
+            abi::exit::APIC_SIPI => Exit::ApicSipi { vector: run.apic.vector as u8 },
             other => Exit::Other(format!("unknown exit reason {other} from the module")),
         }
     }
@@ -639,6 +675,27 @@ impl Vcpu for YakvmVcpu {
     fn set_guest_debug(&mut self, control: u32) -> io::Result<()> {
         self.vcpu.set_guest_debug(control)
     }
+    fn apic_access(&mut self, offset: u64, write: bool, data: &mut [u8]) -> io::Result<Option<u8>> {
+        let mut bytes = [0u8; 4];
+        let n = data.len().min(4);
+        bytes[..n].copy_from_slice(&data[..n]);
+        let offset = u32::try_from(offset).map_err(io::Error::other)?;
+        let mut access = abi::ApicAccess { offset, size: data.len() as u32, is_write: write.into(), value: u32::from_le_bytes(bytes) };
+        self.vcpu.apic_access(&mut access)?;
+        if write {
+            return Ok((access.value & 0x100 != 0).then_some(access.value as u8));
+        }
+        let value = access.value.to_le_bytes();
+        for (k, byte) in data.iter_mut().enumerate() {
+            *byte = value.get(k).copied().unwrap_or(0);
+        }
+        Ok(None)
+    }
+
+    fn apic_stats(&self) -> Option<abi::ApicStats> {
+        self.vcpu.apic_stats().ok()
+    }
+
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {
         let run = self.vcpu.run_page();
         let n = (run.coalesced_count as usize).min(abi::COALESCED_ENTRIES);

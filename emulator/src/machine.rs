@@ -66,6 +66,8 @@ pub struct Config {
     pub ide: Vec<Arc<std::fs::File>>,
     /// pc: the virtio disks (`--drive`), opened and locked.
     pub drives: Vec<Arc<crate::virtio::blk::Drive>>,
+    /// pc on yakvm: the local APICs are the module's (`--kernel-apic`).
+    pub kernel_apic: bool,
 }
 
 pub struct Machine {
@@ -172,17 +174,24 @@ impl Machine {
         if n > 1 && !kind.has_lapics() {
             return Err(Error::SmpNeedsPc(n));
         }
-        let (vm, vcpus) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics())?;
+        if config.kernel_apic && (!kind.has_lapics() || config.hypervisor != hypervisor::Kind::Yakvm) {
+            return Err(Error::KernelApicNeedsPcOnYakvm);
+        }
+        let (vm, vcpus, msi_sink) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics(), config.kernel_apic)?;
         kind.write_tables(&mem, ram, n, config.acpi)?;
         let mut cpus: Vec<Cpu> = vcpus.into_iter().map(Cpu::new).collect();
         let (regs, sregs) = place(&mem);
         cpus[0].vcpu.set_sregs(&sregs)?;
         cpus[0].vcpu.set_regs(&regs)?;
         let wakers: Arc<[Waker]> = (0..n).map(|_| Waker::new()).collect();
-        // The bootstrap processor runs; the others wait for INIT and a startup IPI.
+        // The bootstrap processor runs; the others wait for INIT and a startup IPI (with
+        // the kernel's APICs they wait in RUN, in the module: cpu.rs).
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
         let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev, vga: config.vga, ide: config.ide.clone(), drives: config.drives.clone() };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone(), &mem)?;
+        if let (Some(sink), Some(irqs)) = (msi_sink, board.interrupts()) {
+            crate::bus::lock(&irqs).apics.use_kernel(sink);
+        }
         Ok(Self { vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
 
@@ -287,6 +296,11 @@ impl Machine {
         self.cpus[i].vcpu.kvm_stats()
     }
 
+    /// The kernel APIC's work on vCPU `i` (yakvm with `--kernel-apic` only).
+    pub fn apic_stats(&self, i: usize) -> Option<abi::ApicStats> {
+        self.cpus[i].vcpu.apic_stats()
+    }
+
     /// The guest's MSR accesses on vCPU `i` (yakvm only).
     pub fn msr_stats(&self, i: usize) -> Option<abi::MsrStats> {
         self.cpus[i].vcpu.msr_stats()
@@ -333,6 +347,19 @@ mod tests {
             vga: false,
             ide: Vec::new(),
             drives: Vec::new(),
+            kernel_apic: false,
+        }
+    }
+
+    /// `--kernel-apic` is refused, before any VM exists, on the seed machine and on KVM.
+    #[test]
+    fn kernel_apic_needs_pc_on_yakvm() {
+        let place = |_: &sys::GuestMemory| (abi::Regs::default(), abi::Sregs::default());
+        let seed = Config { kernel_apic: true, ..config(MachineKind::Seed, 1 << 20) };
+        let kvm = Config { kernel_apic: true, hypervisor: hypervisor::Kind::Kvm, ..config(MachineKind::Pc, 1 << 20) };
+        for c in [seed, kvm] {
+            let err = Machine::build(&c, Vec::new(), crate::disk::NoDisk, place).err().expect("refused");
+            assert!(matches!(err, Error::KernelApicNeedsPcOnYakvm), "{err}");
         }
     }
 

@@ -159,6 +159,11 @@ enum Command {
         /// The file is locked while yakvm runs (a second yakvm cannot open it for writing).
         #[arg(long = "drive", value_name = "FILE[,readonly=on]")]
         drives: Vec<String>,
+        /// pc on yakvm: the local APICs in the module (ENABLE_KERNEL_APIC: x2APIC, timer,
+        /// IPIs, EOIs and HLT without exits to this program), the PIC and I/O APIC here.
+        /// Not with --hypervisor kvm (its APICs stay here).
+        #[arg(long)]
+        kernel_apic: bool,
     },
     /// Show what the CPU's SVM and the module offer.
     Info,
@@ -407,6 +412,12 @@ fn print_hypervisor_stats(machine: &Machine, i: usize, indent: &str) {
     if !kvm.is_empty() {
         eprintln!("{indent}KVM's counters: {}", kvm.join(", "));
     }
+    if let Some(a) = machine.apic_stats(i) {
+        eprintln!(
+            "{indent}kernel APIC: {} reads, {} writes, {} EOIs, {} ICR, {} timer writes, {} timer interrupts, {} forwarded by the emulator, {} #GP; {} interrupts delivered, {} HLTs slept, {} kicks",
+            a.reads, a.writes, a.eois, a.icr, a.timer_writes, a.timer_fired, a.forwarded, a.faults, a.delivered, a.halts, a.kicks
+        );
+    }
     if let Some(m) = machine.msr_stats(i) {
         if m.count > 0 {
             eprintln!("{indent}MSRs: index reads writes #GP");
@@ -445,7 +456,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, vga, ide, drives } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, vga, ide, drives, kernel_apic } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -467,7 +478,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide, drives: Vec::new() };
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide, drives: Vec::new(), kernel_apic };
             match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds, drives }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {

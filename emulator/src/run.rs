@@ -76,6 +76,8 @@ pub enum Error {
     BadCpus(u32),
     #[error("--smp {0}: several vCPUs need the pc machine (--machine pc), which has local APICs")]
     SmpNeedsPc(u32),
+    #[error("--kernel-apic: the module's local APICs are for the pc machine (--machine pc) on yakvm (not --hypervisor kvm)")]
+    KernelApicNeedsPcOnYakvm,
     #[error("--testdev: the test device is a pc machine's (--machine pc)")]
     TestdevNeedsPc,
     #[error("--pci-testdev: the PCI test functions are a pc machine's (--machine pc)")]
@@ -180,5 +182,8 @@ pub(crate) fn describe_exit(exit: &Exit<'_>, if_flag: bool) -> String {
         Exit::Unhandled(hw) => format!("exit {:#x} info1={:#x} info2={:#x}", hw.exit_code, hw.exit_info_1, hw.exit_info_2),
         Exit::Other(what) => what.clone(),
         Exit::Debug(d) => format!("debug exception={} pc={:#x} dr6={:#x}", d.exception, d.pc, d.dr6),
+        Exit::IoapicEoi { vector } => format!("ioapic-eoi vector={vector:#x}"),
+        Exit::ApicInit => "apic-init".into(),
+        Exit::ApicSipi { vector } => format!("apic-sipi vector={vector:#x}"),
     }
 }

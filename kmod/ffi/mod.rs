@@ -4,6 +4,7 @@
 //! module (`svm`, `dev`) contains no `unsafe`.
 
 pub(crate) mod plain;
+pub(crate) mod apic;
 pub(crate) mod chardev;
 pub(crate) mod cpu;
 pub(crate) mod eventfd;
@@ -48,5 +49,14 @@ mod glue {
         pub(super) fn yakvm_eventfd_get(fd: c_int, err: *mut c_int) -> *mut c_void;
         pub(super) fn yakvm_eventfd_signal(ctx: *mut c_void);
         pub(super) fn yakvm_eventfd_put(ctx: *mut c_void);
+        pub(super) fn yakvm_apic_hw_new() -> *mut c_void;
+        pub(super) fn yakvm_apic_hw_free(hw: *mut c_void);
+        pub(super) fn yakvm_apic_kick(hw: *mut c_void);
+        pub(super) fn yakvm_apic_timer_arm(hw: *mut c_void, deadline_ns: u64);
+        pub(super) fn yakvm_now_ns() -> u64;
+        pub(super) fn yakvm_apic_take_kick(hw: *mut c_void) -> c_int;
+        pub(super) fn yakvm_apic_kicked(hw: *mut c_void) -> c_int;
+        pub(super) fn yakvm_apic_set_running(hw: *mut c_void, cpu: c_int);
+        pub(super) fn yakvm_apic_wait(hw: *mut c_void) -> c_int;
     }
 }

@@ -30,13 +30,14 @@ macro_rules! user_copyable {
 }
 
 zeroable!(RawPage, Table, GuestGprs, crate::svm::Iopm, crate::svm::Msrpm, vmcb::Vmcb, vmcb::ControlArea, vmcb::SaveArea, vmcb::Segment);
-zeroable!(abi::Run, abi::IoExit, abi::HwExit, abi::MmioExit, abi::HypercallExit, abi::SyncRegs, abi::CoalescedWrite, abi::DebugExit);
+zeroable!(abi::Run, abi::IoExit, abi::HwExit, abi::MmioExit, abi::HypercallExit, abi::SyncRegs, abi::CoalescedWrite, abi::DebugExit, abi::ApicExit);
 // The VMCB is copied out whole for study (GET_VMCB); its reserved areas are named fields.
 // SAFETY: plain data as described in the module documentation.
 unsafe impl AsBytes for vmcb::Vmcb {}
 user_copyable!(abi::MemoryRegion, abi::Regs, abi::Sregs, abi::VmcbDump, abi::ExitStats);
 user_copyable!(abi::IoEventFd);
 user_copyable!(abi::Interrupt, abi::MsrStats, abi::MsrCount, abi::CoalescedIo, abi::CoalescedZone, abi::GuestDebug);
+user_copyable!(abi::Msi, abi::ApicAccess, abi::ApicStats);
 
 /// Reads a value that another party (userspace, through a shared page) may write at any
 /// time: one read the compiler may not repeat, merge or tear into a second one.

@@ -144,7 +144,7 @@ const DR7_ENABLES: u64 = 0xff;
 /// paging, with a breakpoint enabled in the DR7 the guest runs with (the hardware's
 /// DR0-DR3 would be the host's), or whose permission maps are not the all-intercepting
 /// ones given, and a guest FPU not entered (the guest would see the host's registers).
-/// `Ok(false)`: a signal is pending, the guest was not entered. `EIO`: the guest state came
+/// `Ok(false)`: a signal is pending or `apic` was kicked, the guest was not entered. `EIO`: the guest state came
 /// back as the host's own (`host_state_returned`); it is wiped and the vCPU must not run
 /// again (after a failed VMRUN it is wiped too, and the failure reported as usual).
 pub(crate) fn run(
@@ -154,6 +154,7 @@ pub(crate) fn run(
     fpu: &GuestFpu,
     permission_maps: (u64, u64),
     exit_at_once: bool,
+    apic: Option<&super::apic::ApicHw>,
 ) -> Result<bool> {
     if !fpu.entered {
         pr_err!("refusing to run a guest without its FPU state\n");
@@ -181,7 +182,9 @@ pub(crate) fn run(
     // A signal that came since the caller's check, before interrupts went off, would
     // otherwise wait for the guest's next exit: with them off, a later one makes the guest
     // exit at once (its interrupt is pending at VMRUN). As KVM's kvm_vcpu_exit_request.
-    if kernel::current!().signal_pending() {
+    // So would a kick of the kernel APIC (ffi/apic.rs: the vCPU published its CPU before
+    // this check, the kicker sets the flag before it reads the CPU).
+    if kernel::current!().signal_pending() || apic.is_some_and(|hw| hw.kicked()) {
         // SAFETY: balances the disable just above.
         unsafe { glue::yakvm_local_irq_enable() };
         return Ok(false);

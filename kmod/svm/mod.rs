@@ -2,6 +2,7 @@
 //! SVM: checking for it, turning it on and off on every CPU, and what all VMs share (the
 //! permission maps and the ASID allocator). Plain Rust: the hardware access is in `ffi`.
 
+pub(crate) mod apic;
 pub(crate) mod cpuid;
 pub(crate) mod dr;
 pub(crate) mod ioeventfd;

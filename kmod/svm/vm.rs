@@ -3,6 +3,7 @@
 //! its vCPUs and what they share (local APICs or not, the TSC).
 
 use super::ioeventfd::IoEvents;
+use super::apic::{self, KApic};
 use super::npt::Npt;
 use super::Shared;
 use crate::abi;
@@ -33,6 +34,8 @@ struct VmState {
     vcpus: u32,
     /// `ENABLE_LAPIC`: the vCPUs have local APICs (in userspace).
     lapic: bool,
+    /// `ENABLE_KERNEL_APIC`: their local APICs are the module's.
+    kernel_apic: bool,
     /// A vCPU has run: the memory map is frozen (no TLB shootdown exists to change it).
     started: bool,
 }
@@ -43,6 +46,8 @@ pub(crate) struct VcpuSlot {
     pub(crate) id: u32,
     /// It has a local APIC (`ENABLE_LAPIC`).
     pub(crate) lapic: bool,
+    /// Its local APIC is the module's (`ENABLE_KERNEL_APIC`).
+    pub(crate) kernel_apic: bool,
 }
 
 #[pin_data]
@@ -58,11 +63,23 @@ pub(crate) struct Vm {
     #[pin]
     ioevents: Mutex<IoEvents>,
     ioevent_count: AtomicUsize,
+    /// The vCPUs' kernel APICs, by vCPU index (`ENABLE_KERNEL_APIC`), for IPIs and
+    /// `SIGNAL_MSI`. Apart from `state`: delivering never waits for guest memory work.
+    #[pin]
+    apics: Mutex<KVec<Arc<KApic>>>,
 }
 
 impl Vm {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Arc<Self>> {
-        let state = VmState { npt: Npt::new()?, regions: KVec::new(), ram_bytes: 0, vcpus: 0, lapic: false, started: false };
+        let state = VmState {
+            npt: Npt::new()?,
+            regions: KVec::new(),
+            ram_bytes: 0,
+            vcpus: 0,
+            lapic: false,
+            kernel_apic: false,
+            started: false,
+        };
         Arc::pin_init(
             pin_init!(Self {
                 shared,
@@ -70,6 +87,7 @@ impl Vm {
                 state <- new_mutex!(state, "yakvm_vm"),
                 ioevents <- new_mutex!(IoEvents::default(), "yakvm_ioevents"),
                 ioevent_count: AtomicUsize::new(0),
+                apics <- new_mutex!(KVec::new(), "yakvm_vm_apics"),
             }),
             GFP_KERNEL,
         )
@@ -165,6 +183,18 @@ impl Vm {
         self.ioevent_count.load(Ordering::Relaxed) != 0
     }
 
+    /// `ENABLE_KERNEL_APIC`: every vCPU gets a local APIC in the module (svm/apic.rs);
+    /// `EBUSY` once one exists.
+    pub(crate) fn enable_kernel_apic(&self) -> Result {
+        let mut vm = self.state.lock();
+        if vm.vcpus > 0 {
+            return Err(EBUSY);
+        }
+        vm.lapic = true;
+        vm.kernel_apic = true;
+        Ok(())
+    }
+
     /// Counts a new vCPU and returns its index; `ENOSPC` past the limit.
     pub(crate) fn reserve_vcpu(&self) -> Result<VcpuSlot> {
         let mut vm = self.state.lock();
@@ -172,7 +202,28 @@ impl Vm {
             return Err(ENOSPC);
         }
         vm.vcpus += 1;
-        Ok(VcpuSlot { id: vm.vcpus - 1, lapic: vm.lapic })
+        Ok(VcpuSlot { id: vm.vcpus - 1, lapic: vm.lapic, kernel_apic: vm.kernel_apic })
+    }
+
+    /// A new vCPU's kernel APIC joins the VM's (in index order: vCPUs are made one at a
+    /// time, each after its `reserve_vcpu`).
+    pub(crate) fn add_apic(&self, apic: Arc<KApic>) -> Result {
+        self.apics.lock().push(apic, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Runs `f` on the VM's kernel APICs.
+    pub(crate) fn with_apics<R>(&self, f: impl FnOnce(&[Arc<KApic>]) -> R) -> R {
+        let apics = self.apics.lock();
+        f(&apics)
+    }
+
+    /// `SIGNAL_MSI`: how many vCPUs took the message; `ENXIO` without kernel APICs.
+    pub(crate) fn signal_msi(&self, m: &abi::Msi) -> Result<u32> {
+        if !self.state.lock().kernel_apic {
+            return Err(ENXIO);
+        }
+        self.with_apics(|apics| apic::msi(apics, m))
     }
 
     /// The guest's TSC offset, for every vCPU's VMCB before it runs.

@@ -74,7 +74,7 @@ expected_smp() {
 smp() {
     n=$1
     shift
-    name=smp-$n${1:+-kvm}
+    case "$*" in *kernel-apic*) name=smp-$n-kapic ;; *kvm*) name=smp-$n-kvm ;; *) name=smp-$n ;; esac
     run_guest "$name" 120 "$@" --machine pc --smp "$n" guests/smp.bin
     ticks=$(sed -n 's/^  cpu [0-7]: 20 apic timer ticks of 1 ms in \([0-9]*\) us$/\1/p' "$OUT/$name.out")
     echo "  smp.bin --smp $n${1:+ $*}: $(s $cs) s; 20 APIC timer ticks of 1 ms took $(echo $ticks | tr ' ' '/') us" >&3
@@ -90,9 +90,9 @@ smp() {
 # then the BSP stops them and ends the run, status 0. Meanwhile the host runs a shell loop
 # of 20000 iterations (at most 60 s), which must end: the host stays usable.
 storm() {
-    name=smp_storm
+    name=smp_storm${1:+-kapic}
     t0=$(now_cs)
-    timeout -s KILL 90 yakvm run --timeout 60 --machine pc --smp 4 guests/smp_storm.bin > "$OUT/$name.raw" 2> "$OUT/$name.err" < /dev/null &
+    timeout -s KILL 90 yakvm run --timeout 60 "$@" --machine pc --smp 4 guests/smp_storm.bin > "$OUT/$name.raw" 2> "$OUT/$name.err" < /dev/null &
     pid=$!
     n=0; while [ $n -lt 600 ] && ! grep -q '^storm: ' "$OUT/$name.raw"; do sleep 0.1; n=$((n + 1)); done
     t1=$(now_cs)
@@ -104,7 +104,7 @@ storm() {
     wait $pid; rc=$?
     cs=$(( $(now_cs) - t0 ))
     tr -d '\r' < "$OUT/$name.raw" > "$OUT/$name.out"
-    echo "  smp_storm --smp 4: $(s $cs) s; $(sed -n 's/^  storm: //p' "$OUT/$name.out"); the host's loop ($i iterations) took $(s $busy) s meanwhile" >&3
+    echo "  smp_storm --smp 4${1:+ $*}: $(s $cs) s; $(sed -n 's/^  storm: //p' "$OUT/$name.out"); the host's loop ($i iterations) took $(s $busy) s meanwhile" >&3
     [ $rc -eq 0 ] || { echo "status $rc: $(why $name)"; return 1; }
     same_lines $name "$(mp_line 4; online 0 3; echo 'storm: 3 aps fire IPIs for 2 s'
         echo 'storm ok: the aps stopped when told, every IPI taken at most once')" || return 1
@@ -183,11 +183,97 @@ no_soft_lockup() {
     [ "$after" -eq "$before" ] || { echo "$((after - before)) soft lockup reports: $(dmesg | grep 'soft lockup' | tail -n 1)"; return 1; }
 }
 
+# The kernel APIC (`--kernel-apic`, x2APIC): apicread.bin switches to x2APIC mode, checks
+# its #GP rules and reads the APIC ID 100000 times through its MSR; no read may reach the
+# emulator: the module's counters (--stats) count them all, the emulator sees only the
+# guest's console and exit (fewer than 200 exits in all).
+apicread() {
+    run_guest apicread 120 --machine pc --kernel-apic --stats guests/apicread.bin
+    reads=$(sed -n 's/^kernel APIC: \([0-9]*\) reads.*/\1/p' "$OUT/apicread.err")
+    user=$(sed -n 's/^exits handled by the emulator: \([0-9]*\).*/\1/p' "$OUT/apicread.err")
+    echo "  apicread --kernel-apic: $(s $cs) s for 100000 x2APIC ID reads; $reads APIC reads in the module, $user exits to the emulator" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $(why apicread)"; return 1; }
+    same_lines apicread "$(echo 'apicread: x2apic offered, apic base 0xfee00900'
+        echo 'apicread: x2apic on, apic base 0xfee00d00, id 0, ldr 0x1'
+        echo 'apicread ok: 100000 x2apic id reads')" || return 1
+    [ -n "$reads" ] && [ "$reads" -ge 100000 ] || { echo "the module counted ${reads:-no} APIC reads"; return 1; }
+    [ -n "$user" ] && [ "$user" -lt 200 ] || { echo "${user:-?} exits reached the emulator"; return 1; }
+}
+
+# A hostile guest on 8 vCPUs with the kernel APIC (see guests/apic_hostile.bin): an IPI
+# storm, timers at their fastest, CPUs that never EOI, random writes to every APIC register;
+# meanwhile the host runs a shell loop of 20000 iterations (at most 60 s), which must end;
+# the guest ends the run itself after 3 s of its time (the kernel log is checked at the end
+# of the boot, dmesg_clean).
+apic_hostile() {
+    name=apic_hostile
+    t0=$(now_cs)
+    timeout -s KILL 120 yakvm run --timeout 90 --machine pc --smp 8 --kernel-apic --stats guests/apic_hostile.bin > "$OUT/$name.raw" 2> "$OUT/$name.err" < /dev/null &
+    pid=$!
+    n=0; while [ $n -lt 600 ] && ! grep -q '^apic_hostile: ' "$OUT/$name.raw"; do sleep 0.1; n=$((n + 1)); done
+    t1=$(now_cs)
+    i=0; while [ $i -lt 20000 ]; do
+        i=$((i + 1))
+        [ $((i % 2000)) -ne 0 ] || [ $(( $(now_cs) - t1 )) -lt 6000 ] || break
+    done
+    busy=$(( $(now_cs) - t1 ))
+    wait $pid; rc=$?
+    cs=$(( $(now_cs) - t0 ))
+    tr -d '\r' < "$OUT/$name.raw" > "$OUT/$name.out"
+    echo "  apic_hostile --smp 8 --kernel-apic: $(s $cs) s; the host's loop ($i iterations) took $(s $busy) s meanwhile; $(grep -c '^  kernel APIC' "$OUT/$name.err") vCPUs report kernel APIC counters" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $(why $name)"; return 1; }
+    same_lines $name "$(mp_line 8; online 0 7; echo 'apic_hostile: 8 cpus for 3 s'; echo 'apic_hostile: done')" || return 1
+    [ $i -eq 20000 ] || { echo "the host's loop did $i of 20000 iterations in 60 s"; return 1; }
+}
+
+# The kernel APIC: APs that wait for their startup IPI in RUN do not keep a guest that
+# powered off (HLT with interrupts disabled on the BSP) alive. (A guest that waits with
+# interrupts enabled for an interrupt nothing can send sleeps in the module: the emulator
+# cannot tell, --timeout ends it.)
+aps_never_started_kernel_apic() {
+    out=$(printf h | timeout -s KILL 60 yakvm run --machine pc --smp 2 --kernel-apic --timeout 30 guests/pc_hostile.bin 2>&1); rc=$?
+    [ $rc -eq 0 ] && echo "$out" | grep -q 'halted with interrupts disabled' || { echo "power-off: status $rc: $out"; return 1; }
+}
+
+# smp.bin in x2APIC mode (guests/smp_x2apic.bin, the kernel APIC): the same lines; each
+# CPU touches the xAPIC page only to read its ID before it switches (at most 9 accesses
+# forwarded by the emulator per vCPU), the rest goes through the MSRs to the module.
+smp_x2apic() {
+    n=$1
+    name=smp-$n-x2apic
+    run_guest "$name" 120 --kernel-apic --stats --machine pc --smp "$n" guests/smp_x2apic.bin
+    fwd=$(sed -n 's/.*kernel APIC: .* \([0-9]*\) forwarded by the emulator.*/\1/p' "$OUT/$name.err" | tr '\n' ' ')
+    echo "  smp_x2apic.bin --smp $n --kernel-apic: $(s $cs) s; xAPIC accesses forwarded per vCPU: $fwd" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $(why "$name")"; return 1; }
+    same_lines "$name" "$(expected_smp $n)" || return 1
+    [ "$(echo $fwd | wc -w)" -eq "$n" ] || { echo "kernel APIC counters for $(echo $fwd | wc -w) of $n vCPUs"; return 1; }
+    for f in $fwd; do
+        [ "$f" -le 9 ] || { echo "$f xAPIC accesses forwarded on one vCPU: not in x2APIC mode"; return 1; }
+    done
+}
+
+# Without --kernel-apic the APIC is the emulator's: no x2APIC is offered.
+no_x2apic() {
+    run_guest apicread-user 60 --machine pc guests/apicread.bin
+    [ $rc -eq 2 ] || { echo "status $rc (want 2): $(why apicread-user)"; return 1; }
+    same_lines apicread-user 'apicread: x2apic not offered' || return 1
+}
+
 check smp_1_cpu smp 1
 check smp_2_cpus smp 2
 check smp_4_cpus smp 4
 check smp_8_cpus smp 8
 check smp_ipi_storm storm
+check smp_2_cpus_kernel_apic smp 2 --kernel-apic
+check smp_4_cpus_kernel_apic smp 4 --kernel-apic
+check smp_8_cpus_kernel_apic smp 8 --kernel-apic
+check smp_ipi_storm_kernel_apic storm --kernel-apic
+check kernel_apic_x2apic_100000_id_reads_in_the_module apicread
+check user_apic_offers_no_x2apic no_x2apic
+check smp_2_cpus_x2apic smp_x2apic 2
+check smp_8_cpus_x2apic smp_x2apic 8
+check kernel_apic_hostile_guest_8_cpus apic_hostile
+check smp_aps_never_started_power_off_kernel_apic aps_never_started_kernel_apic
 check smp_aps_that_never_answer silent
 check smp_init_to_the_bsp_ends_the_run init_to_bsp
 check smp_aps_never_started_power_off aps_never_started

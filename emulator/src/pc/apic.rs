@@ -29,7 +29,8 @@
 //!   one is counted too. Reads have no side effects on these devices, so this is harmless.
 
 use super::ioapic::{IoApic, Message, IOAPIC_BASE, IOAPIC_SIZE};
-use super::lapic::{DeliveryMode, Ipi, Lapic, LapicEffect, Shorthand, LAPIC_BASE, LAPIC_SIZE};
+use super::lapic::{xapic_dest, DeliveryMode, Ipi, Lapic, LapicEffect, Shorthand, DELIVERY_MODE_SHIFT, LAPIC_BASE, LAPIC_SIZE};
+use crate::hypervisor::MsiSink;
 
 /// The I/O APIC pin of the PIT's IRQ 0.
 pub const IRQ0_PIN: u8 = 2;
@@ -45,19 +46,48 @@ fn bit(cpu: usize) -> u32 {
 }
 
 /// All local APICs and the I/O APIC of a machine.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Apics {
-    /// CPU n's local APIC, APIC ID n; CPU 0 is the BSP.
+    /// CPU n's local APIC, APIC ID n; CPU 0 is the BSP. With the kernel's APICs (`kernel`)
+    /// these stay in their power-on state, unused but for vCPU 0's LINT0 (the PIC).
     pub lapics: Vec<Lapic>,
     pub ioapic: IoApic,
     bad_accesses: u64,
+    /// yakvm's kernel APICs (`--kernel-apic`): every message goes to them.
+    kernel: Option<MsiSink>,
+    /// Messages the kernel refused (an error of SIGNAL_MSI, counted, never fatal).
+    pub kernel_errors: u64,
+}
+
+impl std::fmt::Debug for Apics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Apics").field("lapics", &self.lapics).field("ioapic", &self.ioapic).field("kernel", &self.kernel.is_some()).finish()
+    }
+}
+
+/// The MSI address and data of message `m` (SDM 11.11): what `SIGNAL_MSI` takes.
+pub fn msi_of(m: &Message) -> (u64, u32) {
+    const MSI_BASE: u64 = 0xfee0_0000;
+    let address = MSI_BASE | (u64::from(m.dest) << 12) | if m.logical { 1 << 2 } else { 0 };
+    let level = if m.level_triggered { (1 << 15) | (1 << 14) } else { 0 };
+    (address, u32::from(m.vector) | (m.mode.code() << DELIVERY_MODE_SHIFT) | level)
 }
 
 impl Apics {
     /// `cpus` local APICs with IDs 0..cpus, and an I/O APIC with ID `cpus`.
     pub fn new(cpus: usize) -> Self {
         let lapics = (0..cpus).map(|i| Lapic::new(i as u8, i == 0)).collect();
-        Apics { lapics, ioapic: IoApic::new(cpus as u8), bad_accesses: 0 }
+        Apics { lapics, ioapic: IoApic::new(cpus as u8), bad_accesses: 0, kernel: None, kernel_errors: 0 }
+    }
+
+    /// From now on every message goes to yakvm's kernel APICs through `sink`.
+    pub fn use_kernel(&mut self, sink: MsiSink) {
+        self.kernel = Some(sink);
+    }
+
+    /// The local APICs are the kernel's.
+    pub fn kernel(&self) -> bool {
+        self.kernel.is_some()
     }
 
     /// MMIO accesses that did not follow the rules (see the module documentation).
@@ -66,7 +96,7 @@ impl Apics {
     }
 
     /// The CPUs an IPI or message for `dest` reaches, as a mask.
-    fn matching(&self, dest: u8, logical: bool) -> u32 {
+    fn matching(&self, dest: u32, logical: bool) -> u32 {
         let cpus = self.lapics.iter().enumerate();
         cpus.filter(|(_, lapic)| lapic.matches(dest, logical)).fold(0, |mask, (i, _)| mask | bit(i))
     }
@@ -109,9 +139,17 @@ impl Apics {
         self.deliver(targets, ipi.mode, ipi.vector, ipi.level_triggered)
     }
 
-    /// Delivers a message of the I/O APIC; the CPUs that got something.
+    /// Delivers a message of the I/O APIC; the CPUs that got something (with the kernel's
+    /// APICs: none here, the module wakes its vCPUs itself).
     pub fn message(&mut self, m: Message) -> u32 {
-        let targets = self.matching(m.dest, m.logical);
+        if let Some(sink) = &self.kernel {
+            let (address, data) = msi_of(&m);
+            if sink(address, data).is_err() {
+                self.kernel_errors += 1;
+            }
+            return 0;
+        }
+        let targets = self.matching(xapic_dest(m.dest), m.logical);
         self.deliver(targets, m.mode, m.vector, m.level_triggered)
     }
 

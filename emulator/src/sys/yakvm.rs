@@ -33,6 +33,10 @@ mod ioctls {
     nix::ioctl_write_ptr_bad!(set_guest_debug, abi::SET_GUEST_DEBUG, abi::GuestDebug);
     nix::ioctl_write_ptr_bad!(set_coalesced_io, abi::SET_COALESCED_IO, abi::CoalescedIo);
     nix::ioctl_none_bad!(nmi, abi::NMI);
+    nix::ioctl_none_bad!(enable_kernel_apic, abi::ENABLE_KERNEL_APIC);
+    nix::ioctl_write_ptr_bad!(signal_msi, abi::SIGNAL_MSI, abi::Msi);
+    nix::ioctl_readwrite_bad!(apic_access, abi::APIC_ACCESS, abi::ApicAccess);
+    nix::ioctl_read_bad!(get_apic_stats, abi::GET_APIC_STATS, abi::ApicStats);
 }
 
 /// An open `/dev/yakvm`.
@@ -104,6 +108,21 @@ impl Vm {
         // SAFETY: `arg` is valid for the call; the module reads it and checks every field.
         unsafe { ioctls::ioeventfd(self.0.as_raw_fd(), arg) }.map_err(ctx("IOEVENTFD"))?;
         Ok(())
+    }
+
+    /// `ENABLE_KERNEL_APIC`: the vCPUs created from now on have local APICs in the module
+    /// (see the ABI); `EBUSY` once a vCPU exists.
+    pub fn enable_kernel_apic(&self) -> io::Result<()> {
+        // SAFETY: an argument-less ioctl on our own descriptor.
+        unsafe { ioctls::enable_kernel_apic(self.0.as_raw_fd()) }.map_err(ctx("ENABLE_KERNEL_APIC"))?;
+        Ok(())
+    }
+
+    /// `SIGNAL_MSI`: an interrupt message to the kernel APICs; how many took it.
+    pub fn signal_msi(&self, msi: &abi::Msi) -> io::Result<u32> {
+        // SAFETY: `msi` is a valid `Msi` for the duration of the call.
+        let took = unsafe { ioctls::signal_msi(self.0.as_raw_fd(), msi) }.map_err(ctx("SIGNAL_MSI"))?;
+        Ok(took as u32)
     }
 
     pub fn create_vcpu(&self) -> io::Result<Vcpu> {
@@ -205,6 +224,21 @@ impl Vcpu {
         // SAFETY: `irq` is a valid `Interrupt` for the duration of the call.
         unsafe { ioctls::interrupt(self.fd.as_raw_fd(), &irq) }.map_err(ctx("INTERRUPT"))?;
         Ok(())
+    }
+
+    /// `APIC_ACCESS`: an xAPIC page access done on the vCPU's kernel APIC (see the ABI).
+    pub fn apic_access(&self, access: &mut abi::ApicAccess) -> io::Result<()> {
+        // SAFETY: `access` is a valid `ApicAccess` to read and write for the call.
+        unsafe { ioctls::apic_access(self.fd.as_raw_fd(), access) }.map_err(ctx("APIC_ACCESS"))?;
+        Ok(())
+    }
+
+    /// `GET_APIC_STATS`: the kernel APIC's work.
+    pub fn apic_stats(&self) -> io::Result<abi::ApicStats> {
+        let mut stats = abi::ApicStats::default();
+        // SAFETY: `stats` is a valid `ApicStats` to write into.
+        unsafe { ioctls::get_apic_stats(self.fd.as_raw_fd(), &mut stats) }.map_err(ctx("GET_APIC_STATS"))?;
+        Ok(stats)
     }
 
     /// `NMI`: queues a non-maskable interrupt (see the ABI for when it lands); `EEXIST`

@@ -1,8 +1,10 @@
 //! The local APIC (xAPIC, memory-mapped; Intel SDM vol. 3A, 11.4; AMD APM vol. 2, 16.3):
-//! its registers and bits, reads and writes, IPIs.
+//! its registers and bits, reads and writes, IPIs. A guest may ask for x2APIC mode
+//! ([`want_x2apic`], SDM 11.12): the same accessors then use the MSRs.
 
 use crate::pc;
 use core::arch::asm;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use x86_64::registers::model_specific::Msr;
 
 pub const LAPIC_BASE: u64 = 0xfee0_0000;
@@ -52,8 +54,82 @@ pub const ICR_ALL_BUT_SELF: u32 = 3 << 18;
 pub const NMI_VECTOR: u8 = 2;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
-/// Reads a local APIC register (an exit to the emulator).
+/// IA32_APIC_BASE.EXTD: x2APIC mode.
+pub const APIC_BASE_EXTD: u64 = 1 << 10;
+/// The x2APIC registers: MSR 0x800 + offset / 16; the ICR is one 64-bit MSR.
+const X2APIC_MSR: u32 = 0x800;
+const X2APIC_ICR: u32 = 0x830;
+
+/// The guest wants x2APIC mode ([`want_x2apic`]): each CPU switches in `enable_lapic`, and
+/// the register accessors use the MSRs on a CPU that has switched.
+static WANT_X2APIC: AtomicBool = AtomicBool::new(false);
+/// In x2APIC mode the ICR's destination written to ICR high waits for the ICR low write
+/// (one 64-bit MSR), per CPU (by APIC id).
+static ICR_DEST: [AtomicU32; super::MAX_CPUS] = [const { AtomicU32::new(0) }; super::MAX_CPUS];
+
+/// Every CPU of this guest uses its local APIC in x2APIC mode (set before `boot`); false
+/// if CPUID does not offer it.
+pub fn want_x2apic() -> bool {
+    if crate::cpuid(1, 0)[2] & (1 << 21) == 0 {
+        return false;
+    }
+    WANT_X2APIC.store(true, SeqCst);
+    true
+}
+
+/// Whether this CPU's local APIC is in x2APIC mode.
+pub fn in_x2apic() -> bool {
+    WANT_X2APIC.load(SeqCst) && rdmsr(MSR_APIC_BASE) & APIC_BASE_EXTD != 0
+}
+
+/// Switches this CPU's APIC to x2APIC mode if the guest wants it.
+pub(super) fn switch_to_x2apic() {
+    if WANT_X2APIC.load(SeqCst) {
+        let base = rdmsr(MSR_APIC_BASE);
+        // SAFETY: EXTD with EN set is the xAPIC to x2APIC switch (CPUID offered x2APIC).
+        unsafe { Msr::new(MSR_APIC_BASE).write(base | APIC_BASE_EXTD) };
+    }
+}
+
+/// x2APIC: a register as its MSR; the ID and the ICR's destination in their xAPIC places
+/// (bits 31-24), so that callers need not know the mode.
+fn x2apic_read(reg: u32) -> u32 {
+    let value = rdmsr(X2APIC_MSR + (reg >> 4));
+    match reg {
+        APIC_ID => (value as u32) << 24,
+        APIC_ICR_HIGH => 0,
+        _ => value as u32,
+    }
+}
+
+fn x2apic_write(reg: u32, value: u32) {
+    let id = usize::from((rdmsr(X2APIC_MSR + (APIC_ID >> 4)) as u8) % super::MAX_CPUS as u8);
+    let (msr, value) = match reg {
+        APIC_ICR_HIGH => {
+            ICR_DEST[id].store(value >> 24, SeqCst);
+            return;
+        }
+        APIC_ICR_LOW => {
+            let dest = match ICR_DEST[id].load(SeqCst) {
+                0xff => u64::from(u32::MAX),
+                d => u64::from(d),
+            };
+            (X2APIC_ICR, dest << 32 | u64::from(value))
+        }
+        // No DFR in x2APIC mode, and the LDR is derived from the ID (read-only).
+        APIC_DFR | APIC_LDR => return,
+        _ => (X2APIC_MSR + (reg >> 4), u64::from(value)),
+    };
+    // SAFETY: an x2APIC register that exists and is writable (the ones above are not
+    // written), in x2APIC mode.
+    unsafe { Msr::new(msr).write(value) };
+}
+
+/// Reads a local APIC register (an exit to the emulator, or to the module).
 pub fn lapic_read(reg: u32) -> u32 {
+    if in_x2apic() {
+        return x2apic_read(reg);
+    }
     let value: u32;
     // SAFETY: a 32-bit load from the local APIC page, which the emulator's identity map
     // covers (the first 4 GiB); nothing else is at that address. A plain `mov`, which the
@@ -64,8 +140,11 @@ pub fn lapic_read(reg: u32) -> u32 {
     value
 }
 
-/// Writes a local APIC register (an exit to the emulator).
+/// Writes a local APIC register (an exit to the emulator, or to the module).
 pub fn lapic_write(reg: u32, value: u32) {
+    if in_x2apic() {
+        return x2apic_write(reg, value);
+    }
     // SAFETY: as for `lapic_read`: a 32-bit store to the local APIC page.
     unsafe {
         asm!("mov dword ptr [{a}], {v:e}", a = in(reg) LAPIC_BASE + u64::from(reg), v = in(reg) value, options(nostack, preserves_flags))

@@ -173,7 +173,10 @@ fn enable_lapic(cpu: usize) {
     if base != want {
         fail!("cpu {cpu}: IA32_APIC_BASE is {base:#x}, want {want:#x}");
     }
+    switch_to_x2apic();
     lapic_write(APIC_TPR, 0);
+    // (Dropped in x2APIC mode, whose logical IDs are derived: cluster 0, bit `cpu`, the
+    // same destination bits for CPUs 0-7.)
     lapic_write(APIC_DFR, DFR_FLAT);
     lapic_write(APIC_LDR, 1 << (24 + cpu));
     lapic_write(APIC_SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));

@@ -3,6 +3,7 @@
 //! page, and the exit handlers. Each handler answers one question: resume the guest, or
 //! return to userspace with this exit.
 
+mod apic;
 mod cr;
 mod debug;
 mod events;
@@ -13,6 +14,7 @@ use super::dr::{self, DebugRegs};
 use super::vm::Vm;
 use super::vmcb::{self, event, exit_code, intercept1 as i1, intercept2 as i2, Vmcb};
 use super::x86::{self, efer, rflags, vector};
+use super::apic::KApic;
 use super::{cpuid, msr, Asid, Asids};
 use ioio::{complete_ins, handle_ioio, merge_in, StringIo};
 use crate::abi;
@@ -28,6 +30,8 @@ use kernel::new_mutex;
 enum Next {
     /// Re-enter the guest.
     Resume,
+    /// HLT with a kernel APIC: sleep in `RUN` until there is something to deliver.
+    Halt,
     /// Return from RUN; the exit is described in the run page.
     ToUser,
 }
@@ -57,6 +61,10 @@ struct VcpuState {
     id: u32,
     /// It has a local APIC (`ENABLE_LAPIC`): CPUID says so.
     lapic: bool,
+    /// Its local APIC is the module's (`ENABLE_KERNEL_APIC`), and what the run loop keeps
+    /// of it (vcpu/apic.rs).
+    kapic: Option<Arc<KApic>>,
+    apic: apic::ApicState,
     /// The guest's debug registers (the hardware ones are never the guest's).
     debug: DebugRegs,
     stats: abi::ExitStats,
@@ -99,6 +107,13 @@ impl Vcpu {
         init_vmcb(&mut vmcb, asid.value(), vm.shared.maps.addresses());
         let run = Pages::<abi::Run>::new()?;
         let run_page = run.page_ref().ok_or(EINVAL)?;
+        let kapic = if slot.kernel_apic {
+            let kapic = KApic::new(slot.id)?;
+            vm.add_apic(kapic.clone())?;
+            Some(kapic)
+        } else {
+            None
+        };
         let state = VcpuState {
             vmcb,
             gprs: GuestGprs::default(),
@@ -109,6 +124,8 @@ impl Vcpu {
             pending: None,
             id: slot.id,
             lapic: slot.lapic,
+            kapic,
+            apic: apic::ApicState::default(),
             debug: DebugRegs::default(),
             stats: abi::ExitStats::default(),
             msrs: if slot.lapic { msr::GuestMsrs::with_apic(slot.id == 0) } else { msr::GuestMsrs::default() },
@@ -196,12 +213,25 @@ impl Vcpu {
                 report_events(v);
                 return Ok(());
             }
-            if events::prepare_entry(v, window_requested) {
+            match apic::before_entry(v) {
+                Ok(false) => {}
+                Ok(true) => {
+                    v.stats.to_user += 1;
+                    report_events(v);
+                    return Ok(());
+                }
+                Err(e) => {
+                    report_events(v);
+                    return Err(e);
+                }
+            }
+            if events::prepare_entry(v, window_requested || v.apic.window) {
                 v.run.exit_reason = abi::exit::IRQ_WINDOW_OPEN;
                 v.stats.to_user += 1;
                 report_events(v);
                 return Ok(());
             }
+            apic::open_tpr_window(v);
             cpu::cond_resched();
             {
                 let pinned = NoPreempt::new();
@@ -218,13 +248,26 @@ impl Vcpu {
                 v.vmcb.control.tsc_offset = self.vm.tsc_offset();
                 let exit_at_once = debug::before_entry(v);
                 let _tsc_aux = v.tsc_aux.map(|aux| aux.load_guest(&pinned, v.msrs.tsc_aux()));
-                let entered = world::run(&svm, &mut v.vmcb, &mut v.gprs, &v.fpu, maps, exit_at_once);
+                // A kick from now on interrupts this CPU; world::run checks for one that
+                // came before, with interrupts off.
+                let hw = v.kapic.as_ref().map(|a| &a.hw);
+                if let Some(hw) = hw {
+                    hw.set_running(Some(here));
+                }
+                let entered = world::run(&svm, &mut v.vmcb, &mut v.gprs, &v.fpu, maps, exit_at_once, hw);
+                if let Some(hw) = hw {
+                    hw.set_running(None);
+                }
                 if matches!(entered, Err(e) if e == EIO) {
                     // The host's state came back as the guest's (world::run said why).
                     v.dead = true;
                 }
                 debug::after_exit(v, matches!(entered, Ok(true)));
                 if !entered? {
+                    // A kick came: look at the APIC again.
+                    if !kernel::current!().signal_pending() {
+                        continue;
+                    }
                     // A signal came after the check above: not entered.
                     report_events(v);
                     return Err(EINTR);
@@ -232,10 +275,16 @@ impl Vcpu {
             }
             // The injected event was delivered, or its delivery is redone next time.
             events::after_exit(v);
-            if let Next::ToUser = handle_exit(&self.vm, v) {
-                v.stats.to_user += 1;
-                report_events(v);
-                return Ok(());
+            apic::after_exit(v);
+            match handle_exit(&self.vm, v) {
+                Next::Resume => {}
+                // The next loop's `apic::before_entry` sleeps.
+                Next::Halt => v.apic.halted = true,
+                Next::ToUser => {
+                    v.stats.to_user += 1;
+                    report_events(v);
+                    return Ok(());
+                }
             }
         }
     }
@@ -275,6 +324,18 @@ impl Vcpu {
         }
         self.state.lock().coalesced = *io;
         Ok(())
+    }
+
+    /// `APIC_ACCESS`: an xAPIC page access forwarded by userspace (vcpu/apic.rs).
+    pub(crate) fn apic_access(&self, access: &mut abi::ApicAccess) -> Result {
+        apic::forwarded(&self.vm, &mut self.state.lock(), access)
+    }
+
+    /// `GET_APIC_STATS`; `ENXIO` without a kernel APIC.
+    pub(crate) fn apic_stats(&self) -> Result<abi::ApicStats> {
+        let v = self.state.lock();
+        v.kapic.as_ref().ok_or(ENXIO)?;
+        Ok(v.apic.stats)
     }
 
     pub(crate) fn msr_stats(&self) -> abi::MsrStats {
@@ -589,6 +650,12 @@ fn handle_hlt(v: &mut VcpuState) -> Next {
     {
         return Next::Resume;
     }
+    // A kernel APIC wakes the vCPU in the module (vcpu/apic.rs); with interrupts off only
+    // an NMI, INIT or SIPI could, and userspace decides, as without one.
+    if v.kapic.is_some() && v.vmcb.save.rflags & rflags::IF != 0 {
+        v.apic.stats.halts += 1;
+        return Next::Halt;
+    }
     v.run.exit_reason = abi::exit::HLT;
     Next::ToUser
 }
@@ -605,7 +672,9 @@ fn handle_cpuid(v: &mut VcpuState) -> Next {
     v.stats.cpuid += 1;
     // The APIC bit follows IA32_APIC_BASE.EN, as on a CPU whose APIC was disabled.
     let apic = v.lapic && v.msrs.apic_enabled();
-    let r = cpuid::guest_cpuid(v.vmcb.save.rax as u32, v.gprs.rcx as u32, v.id, apic);
+    let leaf = v.vmcb.save.rax as u32;
+    let mut r = cpuid::guest_cpuid(leaf, v.gprs.rcx as u32, v.id, apic);
+    apic::cpuid_bits(v, leaf, &mut r.ecx, &mut r.edx);
     v.vmcb.save.rax = r.eax.into();
     v.gprs.rbx = r.ebx.into();
     v.gprs.rcx = r.ecx.into();
@@ -618,6 +687,25 @@ fn handle_msr(vm: &Vm, v: &mut VcpuState) -> Next {
     v.stats.msr += 1;
     let index = v.gprs.rcx as u32;
     let is_write = v.vmcb.control.exit_info_1 != 0;
+    if apic::owns_msr(v, index) {
+        let value = is_write.then(|| (v.vmcb.save.rax & 0xffff_ffff) | (v.gprs.rdx << 32));
+        let done = apic::msr(vm, v, index, value);
+        msr::count(&mut v.msr_stats, index, is_write, done.is_err());
+        return match done {
+            Ok(eoi) => {
+                skip(v, 2); // 0f 32 / 0f 30
+                match eoi {
+                    Some(vector) => {
+                        v.run.apic = abi::ApicExit { vector: vector.into(), _pad: 0 };
+                        v.run.exit_reason = abi::exit::IOAPIC_EOI;
+                        Next::ToUser
+                    }
+                    None => Next::Resume,
+                }
+            }
+            Err(()) => inject(v, vector::GP, Some(0)),
+        };
+    }
     let tsc = cpu::rdtsc();
     let done = if !is_write {
         msr::read(&v.vmcb.save, v.vmcb.control.tsc_offset, &v.msrs, index, tsc).map(|value| {
@@ -757,8 +845,14 @@ fn handle_npf(vm: &Vm, v: &mut VcpuState) -> Next {
         v.stats.other += 1;
         return to_user_hw(v, abi::exit::UNKNOWN);
     }
-    v.stats.mmio += 1;
     let gpa = c.exit_info_2;
+    if apic::owns_gpa(v, gpa) {
+        if let Some(next) = apic::npf(vm, v, gpa) {
+            return next;
+        }
+    }
+    let c = &v.vmcb.control;
+    v.stats.mmio += 1;
     if c.exit_info_1 & NPF_WRITE != 0 && vm.has_ioeventfds() {
         let signal = |gpa, access: mmio::Access<'_>| match access {
             mmio::Access::Write(data) => vm.signal_ioeventfd(false, gpa, data),

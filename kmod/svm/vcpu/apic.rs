@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A vCPU with a kernel APIC (`ENABLE_KERNEL_APIC`, svm/apic.rs): what its run loop does
+//! with it.
+//!
+//! - **Before each entry** ([`before_entry`]): the kick is cleared, then the APIC is
+//!   looked at: the timer fires if due (and its hrtimer is re-armed when the deadline
+//!   moved), an NMI becomes the vCPU's queued NMI, INIT and SIPI end `RUN` (exits
+//!   `APIC_INIT`, `APIC_SIPI`: userspace sets the registers), a vCPU waiting for a SIPI or
+//!   halted sleeps until a kick or a signal, and the highest pending interrupt is
+//!   acknowledged (IRR to ISR) and injected once the guest can take it; until then the
+//!   interrupt window is opened (events.rs). An interrupt held back by the TPR alone
+//!   opens a virtual interrupt of its priority class, so the CPU exits as soon as the
+//!   guest lowers CR8.
+//! - **CR8 is the TPR**: with V_INTR_MASKING the guest's CR8 is the VMCB's V_TPR; it is
+//!   written from the APIC before each entry and read back after each exit.
+//! - **HLT** with interrupts enabled sleeps in `RUN` (the `halted` state survives a
+//!   signal's `EINTR`, as KVM's mp_state); with them disabled it exits to userspace as
+//!   without a kernel APIC.
+//! - **x2APIC MSRs and IA32_APIC_BASE** ([`msr`]); **xAPIC page** accesses the module
+//!   decodes (vcpu/mmio.rs) or userspace forwards (`APIC_ACCESS`, [`forwarded`]).
+//! - A kick racing with the entry is not lost: `world::run` checks it with interrupts
+//!   off, after the vCPU published the CPU it runs on (ffi/apic.rs).
+
+use super::{mmio, Next, VcpuState};
+use crate::abi;
+use crate::ffi::apic::now_ns;
+use crate::lapic::{ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE};
+use crate::svm::apic as route;
+use crate::svm::vm::Vm;
+use crate::svm::vmcb::{self, intercept1};
+use crate::svm::x86::rflags;
+use kernel::prelude::*;
+
+/// IA32_APIC_BASE (SDM 11.4.4, 11.12.1): BSP (8), EXTD (10), EN (11), the base.
+pub(super) const MSR_APIC_BASE: u32 = 0x1b;
+const BASE_BSP: u64 = 1 << 8;
+const BASE_EXTD: u64 = 1 << 10;
+const BASE_EN: u64 = 1 << 11;
+/// The V_TPR field of the VMCB's `v_intr` (bits 3-0): CR8 while the guest runs.
+const V_TPR_MASK: u64 = 0xf;
+const V_INTR_PRIO_SHIFT: u32 = 16;
+/// The xAPIC TPR's offset, to write it from CR8.
+const REG_TPR: u64 = 0x80;
+/// Registers are 32 bits at the start of each 16-byte slot (as the emulator's pc/apic.rs).
+const REG_SIZE: usize = 4;
+const SLOT: u64 = 0x10;
+
+/// The kernel APIC's per-vCPU state in the run loop.
+#[derive(Default)]
+pub(super) struct ApicState {
+    /// The deadline the hrtimer is armed for.
+    armed: Option<u64>,
+    /// The V_TPR written at the last entry.
+    v_tpr: u64,
+    /// HLT with interrupts on: sleep until something can be delivered.
+    pub(super) halted: bool,
+    /// The APIC has an interrupt the guest cannot take yet: open the window.
+    pub(super) window: bool,
+    /// The APIC's highest request, held back by the TPR alone (`open_tpr_window`).
+    tpr_window: Option<u8>,
+    pub(super) stats: abi::ApicStats,
+}
+
+/// After each exit: the guest's CR8 writes reach the TPR.
+pub(super) fn after_exit(v: &mut VcpuState) {
+    let Some(apic) = v.kapic.clone() else { return };
+    let v_tpr = v.vmcb.control.v_intr & V_TPR_MASK;
+    if v_tpr != v.apic.v_tpr {
+        v.apic.v_tpr = v_tpr;
+        apic.with(|l| l.write(REG_TPR, (v_tpr << 4) as u32, now_ns()));
+    }
+}
+
+/// Whether the halted vCPU has something to do.
+fn wakes(v: &VcpuState, pending: bool) -> bool {
+    ((pending || v.queued.is_some()) && v.vmcb.save.rflags & rflags::IF != 0)
+        || super::events::nmi_deliverable(v)
+        || v.vmcb.control.event_inj & vmcb::event::VALID != 0
+}
+
+/// Before each entry (see the module documentation). `Ok(true)`: `RUN` returns with the
+/// exit in the run page; `EINTR`: a signal came while the vCPU slept.
+pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
+    let Some(apic) = v.kapic.clone() else { return Ok(false) };
+    loop {
+        if apic.hw.take_kick() {
+            v.apic.stats.kicks += 1;
+        }
+        let now = now_ns();
+        let (fired, deadline, nmi, init, sipi, waiting, pending) = apic.with(|l| {
+            let fired = l.timer_expired(now);
+            (fired, l.timer_deadline(), l.take_nmi(), l.take_init(), l.take_sipi(), l.waiting_for_sipi(), l.pending_interrupt())
+        });
+        if deadline != v.apic.armed {
+            v.apic.armed = deadline;
+            apic.hw.arm(deadline);
+        }
+        v.apic.stats.timer_fired += u64::from(fired);
+        if nmi {
+            v.nmi.queued = true;
+        }
+        if init {
+            v.apic.halted = false;
+            v.queued = None;
+            v.run.exit_reason = abi::exit::APIC_INIT;
+            return Ok(true);
+        }
+        if let Some(vector) = sipi {
+            v.run.apic = abi::ApicExit { vector: vector.into(), _pad: 0 };
+            v.run.exit_reason = abi::exit::APIC_SIPI;
+            return Ok(true);
+        }
+        let asleep = waiting || (v.apic.halted && !wakes(v, pending.is_some()));
+        if !asleep {
+            v.apic.halted = false;
+            break;
+        }
+        if kernel::current!().signal_pending() {
+            return Err(EINTR);
+        }
+        apic.hw.wait()?;
+    }
+    // The interrupt to inject: acknowledged only when the guest takes it at this entry.
+    if v.queued.is_none() && super::events::interrupt_allowed(v) && !v.debugger.blocks_irq() {
+        if let Some(vector) = apic.with(Lapic::acknowledge) {
+            v.queued = Some(vector);
+            v.apic.stats.delivered += 1;
+        }
+    }
+    let (pending, tpr, blocked) = apic.with(|l| (l.pending_interrupt().is_some(), l.tpr(), l.blocked_by_tpr()));
+    v.apic.v_tpr = u64::from(tpr >> 4);
+    let c = &mut v.vmcb.control;
+    c.v_intr = (c.v_intr & !V_TPR_MASK) | v.apic.v_tpr;
+    v.apic.window = pending;
+    // Set after events::prepare_entry (which withdraws any virtual interrupt first).
+    v.apic.tpr_window = blocked;
+    Ok(false)
+}
+
+/// After events::prepare_entry: an interrupt blocked by the TPR alone becomes a virtual
+/// interrupt of its class (V_IGN_TPR clear), which the CPU takes, exiting (VINTR), as soon
+/// as the guest's CR8 falls below it. Nothing when another window is open.
+pub(super) fn open_tpr_window(v: &mut VcpuState) {
+    let Some(vector) = v.apic.tpr_window.take() else { return };
+    let c = &mut v.vmcb.control;
+    if c.v_intr & vmcb::V_IRQ != 0 {
+        return;
+    }
+    c.v_intr |= vmcb::V_IRQ | (u64::from(vector >> 4) << V_INTR_PRIO_SHIFT);
+    c.intercept_misc1 |= intercept1::VINTR;
+}
+
+/// What a register write of the guest asks of the machine: IPIs go to the VM's APICs;
+/// an EOI of a level-triggered vector is returned (userspace's I/O APIC must hear it).
+fn apply(vm: &Vm, v: &mut VcpuState, effect: LapicEffect) -> Option<u8> {
+    match effect {
+        LapicEffect::None => {}
+        LapicEffect::Ipi(ipi) => {
+            v.apic.stats.icr += 1;
+            let from = v.id as usize;
+            vm.with_apics(|apics| route::ipi(apics, from, ipi));
+        }
+        LapicEffect::Eoi { vector, level_triggered } => {
+            v.apic.stats.eois += 1;
+            if level_triggered {
+                return Some(vector);
+            }
+        }
+        // The next entry re-arms the hrtimer (`before_entry`).
+        LapicEffect::TimerChanged => v.apic.stats.timer_writes += 1,
+    }
+    None
+}
+
+/// Reports an EOI of level-triggered `vector` to userspace (the instruction is complete).
+fn eoi_exit(v: &mut VcpuState, vector: Option<u8>) -> Next {
+    match vector {
+        Some(vector) => {
+            v.run.apic = abi::ApicExit { vector: vector.into(), _pad: 0 };
+            v.run.exit_reason = abi::exit::IOAPIC_EOI;
+            Next::ToUser
+        }
+        None => Next::Resume,
+    }
+}
+
+/// IA32_APIC_BASE's value for this APIC.
+fn apic_base(l: &Lapic) -> u64 {
+    let bsp = if l.is_bsp() { BASE_BSP } else { 0 };
+    let mode = match l.mode() {
+        ApicMode::Disabled => 0,
+        ApicMode::XApic => BASE_EN,
+        ApicMode::X2Apic => BASE_EN | BASE_EXTD,
+    };
+    LAPIC_BASE | bsp | mode
+}
+
+/// Whether `index` is an MSR the kernel APIC owns.
+pub(super) fn owns_msr(v: &VcpuState, index: u32) -> bool {
+    v.kapic.is_some() && (index == MSR_APIC_BASE || (crate::lapic::X2APIC_MSR_FIRST..=crate::lapic::X2APIC_MSR_LAST).contains(&index))
+}
+
+/// RDMSR/WRMSR of IA32_APIC_BASE or an x2APIC register (`owns_msr`): `Ok(Some(vector))`
+/// when a write ended a level-triggered vector, `Err` for #GP. The caller completes the
+/// instruction.
+pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) -> core::result::Result<Option<u8>, ()> {
+    let Some(apic) = v.kapic.clone() else { return Err(()) };
+    let now = now_ns();
+    match (index, write) {
+        (MSR_APIC_BASE, None) => {
+            let value = apic.with(|l| apic_base(l));
+            set_edx_eax(v, value);
+        }
+        (MSR_APIC_BASE, Some(value)) => {
+            // The base stays; BSP is read-only (writes of it are ignored).
+            if value & !(BASE_BSP | BASE_EXTD | BASE_EN) != LAPIC_BASE {
+                return Err(());
+            }
+            let mode = match (value & BASE_EN != 0, value & BASE_EXTD != 0) {
+                (false, false) => ApicMode::Disabled,
+                (true, false) => ApicMode::XApic,
+                (true, true) => ApicMode::X2Apic,
+                (false, true) => return Err(()),
+            };
+            if !apic.with(|l| l.set_mode(mode)) {
+                return Err(());
+            }
+        }
+        (_, None) => match apic.with(|l| l.msr_read(index, now)) {
+            Ok(value) => {
+                v.apic.stats.reads += 1;
+                set_edx_eax(v, value);
+            }
+            Err(_) => {
+                v.apic.stats.faults += 1;
+                return Err(());
+            }
+        },
+        (_, Some(value)) => match apic.with(|l| l.msr_write(index, value, now)) {
+            Ok(effect) => {
+                if matches!(effect, LapicEffect::None) {
+                    v.apic.stats.writes += 1;
+                }
+                return Ok(apply(vm, v, effect));
+            }
+            Err(_) => {
+                v.apic.stats.faults += 1;
+                return Err(());
+            }
+        },
+    }
+    Ok(None)
+}
+
+fn set_edx_eax(v: &mut VcpuState, value: u64) {
+    v.vmcb.save.rax = value & 0xffff_ffff;
+    v.gprs.rdx = value >> 32;
+}
+
+/// The CPUID bits the kernel APIC decides: the APIC (CPUID.1:EDX bit 9) while it is not
+/// globally disabled, x2APIC (CPUID.1:ECX bit 21) always.
+pub(super) fn cpuid_bits(v: &VcpuState, leaf: u32, ecx: &mut u32, edx: &mut u32) {
+    let Some(apic) = &v.kapic else { return };
+    if leaf != 1 {
+        return;
+    }
+    const EDX_APIC: u32 = 1 << 9;
+    const ECX_X2APIC: u32 = 1 << 21;
+    *ecx |= ECX_X2APIC;
+    if apic.with(|l| l.mode()) == ApicMode::Disabled {
+        *edx &= !EDX_APIC;
+    } else {
+        *edx |= EDX_APIC;
+    }
+}
+
+/// Whether the APIC holds `gpa`: its xAPIC page, in xAPIC mode.
+pub(super) fn owns_gpa(v: &VcpuState, gpa: u64) -> bool {
+    v.kapic.as_ref().is_some_and(|a| gpa.wrapping_sub(LAPIC_BASE) < LAPIC_SIZE && a.with(|l| l.mode()) == ApicMode::XApic)
+}
+
+/// A read of the xAPIC page at `offset` into `data`: each byte of a slot's first four is
+/// that byte of its register, the other twelve read 0.
+fn page_read(l: &mut Lapic, offset: u64, data: &mut [u8], now: u64) {
+    for (k, byte) in data.iter_mut().enumerate() {
+        let at = offset + k as u64;
+        let in_register = (at % SLOT) as usize;
+        *byte = if at >= LAPIC_SIZE || in_register >= REG_SIZE { 0 } else { l.read(at - at % SLOT, now).to_le_bytes()[in_register] };
+    }
+}
+
+/// A write to the xAPIC page: only 4-byte writes at a slot's start reach a register.
+fn page_write(l: &mut Lapic, offset: u64, data: &[u8], now: u64) -> LapicEffect {
+    match <[u8; REG_SIZE]>::try_from(data) {
+        Ok(bytes) if offset % SLOT == 0 && offset < LAPIC_SIZE => l.write(offset, u32::from_le_bytes(bytes), now),
+        _ => LapicEffect::None,
+    }
+}
+
+/// An NPF on the xAPIC page (`owns_gpa`): done in the module when vcpu/mmio.rs can decode
+/// the instruction, else `None` (userspace gets the MMIO exit and forwards it).
+pub(super) fn npf(vm: &Vm, v: &mut VcpuState, gpa: u64) -> Option<Next> {
+    let apic = v.kapic.clone()?;
+    let mut effect = LapicEffect::None;
+    let mut wrote = false;
+    let now = now_ns();
+    let done = mmio::emulate(vm, v, gpa, |gpa, access| {
+        let offset = gpa.wrapping_sub(LAPIC_BASE);
+        apic.with(|l| match access {
+            mmio::Access::Read(data) => page_read(l, offset, data, now),
+            mmio::Access::Write(data) => {
+                wrote = true;
+                effect = page_write(l, offset, data, now);
+            }
+        });
+        true
+    });
+    match done {
+        mmio::Emulated::NotHandled => None,
+        mmio::Emulated::Done => {
+            if wrote {
+                if matches!(effect, LapicEffect::None) {
+                    v.apic.stats.writes += 1;
+                }
+            } else {
+                v.apic.stats.reads += 1;
+            }
+            let eoi = apply(vm, v, effect);
+            Some(eoi_exit(v, eoi))
+        }
+    }
+}
+
+/// `APIC_ACCESS`: an xAPIC page access userspace got as an MMIO exit. A write's `value`
+/// comes back as 0x100 | vector when it ended a level-triggered vector (userspace's I/O
+/// APIC must hear that EOI), else 0.
+pub(super) fn forwarded(vm: &Vm, v: &mut VcpuState, a: &mut abi::ApicAccess) -> Result {
+    let apic = v.kapic.clone().ok_or(ENXIO)?;
+    let size = a.size as usize;
+    if !matches!(size, 1 | 2 | 4 | 8) || u64::from(a.offset) >= LAPIC_SIZE {
+        return Err(EINVAL);
+    }
+    v.apic.stats.forwarded += 1;
+    let offset = u64::from(a.offset);
+    let now = now_ns();
+    if a.is_write == 0 {
+        let mut data = [0u8; 8];
+        apic.with(|l| if l.mode() == ApicMode::XApic { page_read(l, offset, &mut data[..size], now) });
+        a.value = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+        return Ok(());
+    }
+    let bytes = u64::from(a.value).to_le_bytes();
+    let effect = apic.with(|l| if l.mode() == ApicMode::XApic { page_write(l, offset, &bytes[..size], now) } else { LapicEffect::None });
+    a.value = apply(vm, v, effect).map_or(0, |vector| 0x100 | u32::from(vector));
+    Ok(())
+}
