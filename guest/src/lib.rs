@@ -3,6 +3,7 @@
 #![no_std]
 
 pub mod disk_suite;
+pub mod multiboot_entry;
 pub mod pc;
 pub mod smp;
 pub mod tables;
