@@ -86,6 +86,7 @@ impl FileOps for Vcpu {
                 write_arg(arg, &access)?
             }
             abi::GET_APIC_STATS => write_arg(arg, &this.apic_stats()?)?,
+            abi::APIC_EVENTS => return Ok(this.apic_events()? as isize),
             _ => return Err(ENOTTY),
         }
         Ok(0)

@@ -148,6 +148,12 @@ pub const NMI: u32 = io(0x2b);
 pub const APIC_ACCESS: u32 = iowr::<ApicAccess>(0x42);
 /// With [`ENABLE_KERNEL_APIC`]: the module's APIC accesses by kind ([`ApicStats`]).
 pub const GET_APIC_STATS: u32 = ior::<ApicStats>(0x43);
+/// With [`ENABLE_KERNEL_APIC`]: how many of the VM's kernel APICs hold something their
+/// vCPU must wake for (an interrupt it may take, an NMI, INIT or startup IPI not yet
+/// taken). Userspace asks before it concludes that a guest whose vCPUs all halted
+/// ([`exit::HLT`]) waits forever: a vCPU woken in the module reports it
+/// ([`exit::APIC_WAKE`]) only once it runs again. `ENXIO` without a kernel APIC.
+pub const APIC_EVENTS: u32 = io(0x44);
 
 /// Capabilities for [`CHECK_CAPABILITY`].
 pub mod cap {
@@ -302,7 +308,10 @@ pub mod exit {
     /// The guest executed HLT (RIP is past it) and has nothing queued to wake it.
     /// `Run::if_flag` tells the two meanings: with interrupts enabled the guest waits
     /// for one (userspace waits for its next event, then uses `INTERRUPT`); with them
-    /// disabled nothing can wake it (it stopped).
+    /// disabled nothing can wake it (it stopped). With a kernel APIC, HLT with interrupts
+    /// enabled sleeps in `RUN` and exits only when its APIC timer is not armed (once per
+    /// HLT): nothing of the vCPU's own will wake it, so userspace can tell whether anything
+    /// else can; the next `RUN` sleeps until something can be delivered ([`APIC_WAKE`]).
     pub const HLT: u32 = 2;
     /// The guest shut down (triple fault); `Run::hw` has the exit information.
     pub const SHUTDOWN: u32 = 3;
@@ -330,6 +339,17 @@ pub mod exit {
     /// Kernel APIC: a startup IPI with vector `Run::apic.vector` reached the vCPU, which
     /// waited for one: userspace starts it in real mode at `vector << 12`.
     pub const APIC_SIPI: u32 = 11;
+    /// Kernel APIC: the vCPU whose HLT was reported ([`HLT`] with interrupts enabled) has
+    /// something to do again; the guest runs at the next `RUN`.
+    pub const APIC_WAKE: u32 = 12;
+}
+
+/// [`Run::apic_status`] bits, set by the module on every return from `RUN` with a kernel
+/// APIC.
+pub mod apic_status {
+    /// The PIC's INTR reaches this vCPU: its LINT0 is ExtINT and unmasked, or its APIC is
+    /// globally disabled. Userspace sends the PIC's interrupts with `INTERRUPT` only then.
+    pub const ACCEPTS_PIC: u32 = 1 << 0;
 }
 
 /// [`GuestDebug::control`] bits (KVM's `KVM_GUESTDBG_*` values).
@@ -664,6 +684,9 @@ pub struct Run {
     pub data: [u8; RUN_DATA_SIZE],
     /// [`exit::IOAPIC_EOI`], [`exit::APIC_SIPI`].
     pub apic: ApicExit,
+    /// Kernel APIC: [`apic_status`] bits, set on every return from `RUN`.
+    pub apic_status: u32,
+    pub _pad2: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Run>() <= RUN_MMAP_SIZE);

@@ -69,6 +69,9 @@ pub enum Exit<'a> {
     ApicInit,
     /// yakvm's kernel APIC: a startup IPI with `vector` started the vCPU.
     ApicSipi { vector: u8 },
+    /// yakvm's kernel APIC: the vCPU whose HLT was reported (`Hlt` with interrupts
+    /// enabled: no APIC timer armed) has something to do again.
+    ApicWake,
     /// Anything else the hypervisor reports (described).
     Other(String),
 }
@@ -136,6 +139,16 @@ pub trait Vcpu: Send {
     /// yakvm's kernel APIC: its statistics.
     fn apic_stats(&self) -> Option<abi::ApicStats> {
         None
+    }
+    /// yakvm's kernel APIC: whether the PIC's INTR reaches this vCPU (its LINT0 as the
+    /// guest set it), as the last `run` left it; `None` before the first `run`.
+    fn apic_accepts_pic(&mut self) -> Option<bool> {
+        None
+    }
+    /// yakvm's kernel APIC: how many of the VM's APICs have something to wake their vCPU
+    /// for (a halted vCPU may have been woken in the module and not yet said so).
+    fn apic_events(&self) -> io::Result<u32> {
+        Err(io::Error::other("no kernel APIC"))
     }
 }
 
@@ -608,6 +621,7 @@ impl Vcpu for YakvmVcpu {
             abi::exit::IOAPIC_EOI => Exit::IoapicEoi { vector: run.apic.vector as u8 },
             abi::exit::APIC_INIT => Exit::ApicInit,
             abi::exit::APIC_SIPI => Exit::ApicSipi { vector: run.apic.vector as u8 },
+            abi::exit::APIC_WAKE => Exit::ApicWake,
             other => Exit::Other(format!("unknown exit reason {other} from the module")),
         }
     }
@@ -694,6 +708,15 @@ impl Vcpu for YakvmVcpu {
 
     fn apic_stats(&self) -> Option<abi::ApicStats> {
         self.vcpu.apic_stats().ok()
+    }
+
+    fn apic_events(&self) -> io::Result<u32> {
+        self.vcpu.apic_events()
+    }
+
+    fn apic_accepts_pic(&mut self) -> Option<bool> {
+        // Every return from RUN (a signal's too) fills in the run page's APIC status.
+        self.synced.then(|| self.vcpu.run_page_ref().apic_status & abi::apic_status::ACCEPTS_PIC != 0)
     }
 
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {

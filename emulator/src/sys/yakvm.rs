@@ -37,6 +37,7 @@ mod ioctls {
     nix::ioctl_write_ptr_bad!(signal_msi, abi::SIGNAL_MSI, abi::Msi);
     nix::ioctl_readwrite_bad!(apic_access, abi::APIC_ACCESS, abi::ApicAccess);
     nix::ioctl_read_bad!(get_apic_stats, abi::GET_APIC_STATS, abi::ApicStats);
+    nix::ioctl_none_bad!(apic_events, abi::APIC_EVENTS);
 }
 
 /// An open `/dev/yakvm`.
@@ -239,6 +240,14 @@ impl Vcpu {
         // SAFETY: `stats` is a valid `ApicStats` to write into.
         unsafe { ioctls::get_apic_stats(self.fd.as_raw_fd(), &mut stats) }.map_err(ctx("GET_APIC_STATS"))?;
         Ok(stats)
+    }
+
+    /// `APIC_EVENTS`: how many of the VM's kernel APICs have something to wake their vCPU
+    /// for.
+    pub fn apic_events(&self) -> io::Result<u32> {
+        // SAFETY: an argument-less ioctl on our own descriptor.
+        let n = unsafe { ioctls::apic_events(self.fd.as_raw_fd()) }.map_err(ctx("APIC_EVENTS"))?;
+        Ok(n as u32)
     }
 
     /// `NMI`: queues a non-maskable interrupt (see the ABI for when it lands); `EEXIST`
