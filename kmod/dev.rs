@@ -57,6 +57,10 @@ impl FileOps for Vm {
                 Ok(0)
             }
             abi::SIGNAL_MSI => Ok(this.signal_msi(&read_arg(arg)?)? as isize),
+            abi::IRQFD => {
+                this.irqfd(&read_arg(arg)?)?;
+                Ok(0)
+            }
             _ => Err(ENOTTY),
         }
     }

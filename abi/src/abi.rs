@@ -99,6 +99,19 @@ pub const ENABLE_KERNEL_APIC: u32 = io(0x40);
 /// the number of vCPUs that took it. `ENXIO` without [`ENABLE_KERNEL_APIC`], `EINVAL` for
 /// an address outside 0xfee0_0000-0xfeef_ffff.
 pub const SIGNAL_MSI: u32 = iow::<Msi>(0x41);
+/// With [`ENABLE_KERNEL_APIC`]: binds an eventfd to an interrupt message ([`IrqFd`],
+/// KVM_IRQFD with an MSI route): each signal of the eventfd, from any thread, delivers
+/// `msi` to the kernel APICs as [`SIGNAL_MSI`] would, without userspace on the way (the
+/// eventfd's wake-up queues the delivery on the kernel's workqueue; signals that come
+/// before it runs make one interrupt, as edges merge). [`irqfd::DEASSIGN`] removes the
+/// binding of `fd`. `ENXIO` without a kernel APIC; `EINVAL` for unknown flags
+/// ([`irqfd::RESAMPLE`], KVM's level-triggered resampling, is not done) or an address
+/// outside 0xfee0_0000-0xfeef_ffff; `EBADF` if `fd` is not an eventfd; `EEXIST` if it is
+/// bound already; `ENOENT` to deassign one that is not; `ENOSPC` past [`MAX_IRQFDS`].
+/// Bindings end when the VM is closed.
+pub const IRQFD: u32 = iow::<IrqFd>(0x51);
+/// Bindings one VM may hold ([`IRQFD`]).
+pub const MAX_IRQFDS: usize = 64;
 
 // --- ioctls on a vCPU descriptor ---
 /// Runs the vCPU until an exit needs userspace; the exit is described in the [`Run`] page.
@@ -577,6 +590,26 @@ pub struct Msi {
     pub _pad: u32,
 }
 
+/// [`IrqFd::flags`].
+pub mod irqfd {
+    /// Remove the binding of `fd` instead of adding one.
+    pub const DEASSIGN: u32 = 1 << 0;
+    /// KVM's resample eventfd (level-triggered interrupts): not supported (`EINVAL`).
+    pub const RESAMPLE: u32 = 1 << 1;
+}
+
+/// The argument of [`IRQFD`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqFd {
+    /// An eventfd of the calling process.
+    pub fd: i32,
+    /// [`irqfd`] flags.
+    pub flags: u32,
+    /// The message each signal delivers.
+    pub msi: Msi,
+}
+
 /// An xAPIC page access for [`APIC_ACCESS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -699,6 +732,7 @@ const _: () = assert!(core::mem::size_of::<IoEventFd>() == 32);
 const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENTRIES);
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
 const _: () = assert!(core::mem::size_of::<Msi>() == 16);
+const _: () = assert!(core::mem::size_of::<IrqFd>() == 24);
 const _: () = assert!(core::mem::size_of::<ApicAccess>() == 16);
 const _: () = assert!(core::mem::size_of::<ApicStats>() == 11 * 8);
 const _: () = assert!(core::mem::size_of::<GuestDebug>() == 8 + 8 * 8);

@@ -197,6 +197,20 @@ pub trait Vm: Send + Sync {
     /// Removes the registration made with the same arguments (`ENOENT` if there is none),
     /// as when a device's BAR moves.
     fn unregister_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()>;
+    /// IRQFD (yakvm's `IRQFD`, with its kernel APICs): each signal of `fd`, from any
+    /// thread, delivers the interrupt message `msi` (MSI address and data) to the local
+    /// APICs without this program on the way; signals that come before the delivery
+    /// merge into one interrupt. An error on KVM (it runs here without an in-kernel
+    /// irqchip, so it has no GSI routes) and on yakvm without `--kernel-apic`.
+    fn register_irqfd(&self, fd: &EventFd, msi: abi::Msi) -> io::Result<()> {
+        let _ = (fd, msi);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "IRQFD needs yakvm's kernel APICs"))
+    }
+    /// Removes `fd`'s binding (`ENOENT` if there is none).
+    fn unregister_irqfd(&self, fd: &EventFd) -> io::Result<()> {
+        let _ = fd;
+        Err(io::Error::new(io::ErrorKind::Unsupported, "IRQFD needs yakvm's kernel APICs"))
+    }
 }
 
 /// A VM, shared by the machine and the devices that register ioeventfds.
@@ -224,6 +238,12 @@ impl Vm for YakvmVm {
     }
     fn unregister_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()> {
         self.ioeventfd(addr, datamatch, fd, true)
+    }
+    fn register_irqfd(&self, fd: &EventFd, msi: abi::Msi) -> io::Result<()> {
+        self.0.irqfd(&abi::IrqFd { fd: fd.as_raw_fd(), flags: 0, msi })
+    }
+    fn unregister_irqfd(&self, fd: &EventFd) -> io::Result<()> {
+        self.0.irqfd(&abi::IrqFd { fd: fd.as_raw_fd(), flags: abi::irqfd::DEASSIGN, msi: abi::Msi::default() })
     }
 }
 

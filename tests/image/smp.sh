@@ -205,6 +205,22 @@ apicread() {
     [ -n "$user" ] && [ "$user" -lt 200 ] || { echo "${user:-?} exits reached the emulator"; return 1; }
 }
 
+# IRQFD (--kernel-apic): a host thread signals an eventfd bound to the message "vector
+# 0x2a to APIC 0" 10000 times, each once the guest counted the interrupt before (so none
+# merge); the module delivers each from its eventfd wake-up (guests/irqfd.bin counts them)
+# with no exit to the emulator; without a kernel APIC --irqfd is refused.
+irqfd() {
+    run_guest irqfd 120 --machine pc --kernel-apic --stats --irqfd 0x2a:10000:0x200000 guests/irqfd.bin
+    user=$(sed -n 's/^exits handled by the emulator: \([0-9]*\).*/\1/p' "$OUT/irqfd.err")
+    echo "  irqfd --kernel-apic: $(s $cs) s for 10000 eventfd signals, each an interrupt; ${user:-?} exits to the emulator" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $(why irqfd)"; return 1; }
+    same_lines irqfd 'irqfd: 10000 interrupts' || return 1
+    grep -qx 'irqfd: 10000 signals sent, the guest counted 10000' "$OUT/irqfd.err" || { echo "$(grep '^irqfd' "$OUT/irqfd.err")"; return 1; }
+    [ -n "$user" ] && [ "$user" -lt 200 ] || { echo "${user:-?} exits reached the emulator"; return 1; }
+    out=$(timeout -s KILL 30 yakvm run --machine pc --irqfd 0x2a:1:0x200000 guests/irqfd.bin 2>&1 < /dev/null); rc=$?
+    [ $rc -ne 0 ] && [ $rc -lt 124 ] && echo "$out" | grep -q 'irqfd' || { echo "without --kernel-apic: status $rc: $out"; return 1; }
+}
+
 # A hostile guest on 8 vCPUs with the kernel APIC (see guests/apic_hostile.bin): an IPI
 # storm, timers at their fastest, CPUs that never EOI, random writes to every APIC register;
 # meanwhile the host runs a shell loop of 20000 iterations (at most 60 s), which must end;
@@ -282,6 +298,7 @@ check kernel_apic_xapic_and_x2apic_100000_id_reads_in_the_module apicread
 check user_apic_offers_no_x2apic no_x2apic
 check smp_2_cpus_x2apic smp_x2apic 2
 check smp_8_cpus_x2apic smp_x2apic 8
+check kernel_apic_irqfd_10000_interrupts irqfd
 check kernel_apic_hostile_guest_8_cpus apic_hostile
 check smp_aps_never_started_power_off_kernel_apic aps_never_started_kernel_apic
 check smp_aps_that_never_answer silent
