@@ -57,6 +57,10 @@ impl FileOps for Vm {
                 Ok(0)
             }
             abi::SIGNAL_MSI => Ok(this.signal_msi(&read_arg(arg)?)? as isize),
+            abi::IRQFD => {
+                this.irqfd(&read_arg(arg)?)?;
+                Ok(0)
+            }
             _ => Err(ENOTTY),
         }
     }
@@ -86,6 +90,7 @@ impl FileOps for Vcpu {
                 write_arg(arg, &access)?
             }
             abi::GET_APIC_STATS => write_arg(arg, &this.apic_stats()?)?,
+            abi::APIC_EVENTS => return Ok(this.apic_events()? as isize),
             _ => return Err(ENOTTY),
         }
         Ok(0)

@@ -8,6 +8,7 @@
 #include <asm/fpu/api.h>
 #include <linux/eventfd.h>
 #include <linux/err.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/gfp.h>
 #include <linux/hrtimer.h>
@@ -15,6 +16,7 @@
 #include <linux/irqflags.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
+#include <linux/poll.h>
 #include <linux/preempt.h>
 #include <linux/slab.h>
 #include <linux/sched.h>
@@ -22,6 +24,7 @@
 #include <linux/stddef.h>
 #include <linux/timekeeping.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 
 #include "glue.h"
 
@@ -268,4 +271,122 @@ void yakvm_apic_set_running(struct yakvm_apic_hw *hw, int cpu)
 int yakvm_apic_wait(struct yakvm_apic_hw *hw)
 {
 	return wait_event_interruptible(hw->wq, atomic_read(&hw->kicked));
+}
+
+/*
+ * IRQFD (ffi/irqfd.rs): an eventfd whose signal makes the module deliver an interrupt
+ * message, with no userspace on the way. Our entry on the eventfd's wait queue is called
+ * by eventfd_signal/write in atomic context, under the queue's lock: it takes the count
+ * (eventfd_ctx_do_read) and queues `inject`, which calls `deliver(owner)` in process
+ * context, where the VM's APIC list (a sleeping mutex) may be taken. Signals that come
+ * before `inject` runs make one interrupt, as edges merge on a real interrupt line.
+ * The binding keeps a reference on the eventfd's context (whose wait queue it is on),
+ * not on its file: closing the descriptor does not end it (EPOLLHUP is ignored), only
+ * yakvm_irqfd_free does.
+ */
+struct yakvm_irqfd {
+	wait_queue_entry_t wait;
+	poll_table pt;
+	struct eventfd_ctx *ctx;
+	struct work_struct inject;
+	void (*deliver)(void *owner);
+	void *owner;
+};
+
+static void yakvm_irqfd_inject(struct work_struct *work)
+{
+	struct yakvm_irqfd *irqfd = container_of(work, struct yakvm_irqfd, inject);
+
+	irqfd->deliver(irqfd->owner);
+}
+
+static int yakvm_irqfd_wakeup(wait_queue_entry_t *wait, unsigned int mode, int sync, void *key)
+{
+	struct yakvm_irqfd *irqfd = container_of(wait, struct yakvm_irqfd, wait);
+	u64 count;
+
+	if (key_to_poll(key) & EPOLLIN) {
+		/* The queue's lock is held: the count is ours to take. */
+		eventfd_ctx_do_read(irqfd->ctx, &count);
+		schedule_work(&irqfd->inject);
+	}
+	return 0;
+}
+
+static void yakvm_irqfd_queue(struct file *file, wait_queue_head_t *wqh, poll_table *pt)
+{
+	struct yakvm_irqfd *irqfd = container_of(pt, struct yakvm_irqfd, pt);
+
+	add_wait_queue(wqh, &irqfd->wait);
+}
+
+/*
+ * Binds eventfd `fd` of the calling process: from now on each signal calls
+ * `deliver(owner)` from a workqueue. NULL and the error in *err if `fd` is not an open
+ * eventfd or memory is short. A count already there delivers once at once.
+ */
+struct yakvm_irqfd *yakvm_irqfd_new(int fd, void (*deliver)(void *owner), void *owner, int *err)
+{
+	struct yakvm_irqfd *irqfd;
+	struct eventfd_ctx *ctx;
+	struct fd f;
+	__poll_t events;
+
+	irqfd = kzalloc(sizeof(*irqfd), GFP_KERNEL_ACCOUNT);
+	if (!irqfd) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	f = fdget(fd);
+	if (!fd_file(f)) {
+		kfree(irqfd);
+		*err = -EBADF;
+		return NULL;
+	}
+	ctx = eventfd_ctx_fileget(fd_file(f));
+	if (IS_ERR(ctx)) {
+		fdput(f);
+		kfree(irqfd);
+		*err = PTR_ERR(ctx);
+		return NULL;
+	}
+	irqfd->ctx = ctx;
+	irqfd->deliver = deliver;
+	irqfd->owner = owner;
+	INIT_WORK(&irqfd->inject, yakvm_irqfd_inject);
+	init_waitqueue_func_entry(&irqfd->wait, yakvm_irqfd_wakeup);
+	init_poll_funcptr(&irqfd->pt, yakvm_irqfd_queue);
+	events = vfs_poll(fd_file(f), &irqfd->pt);
+	if (events & EPOLLIN)
+		schedule_work(&irqfd->inject);
+	fdput(f);
+	*err = 0;
+	return irqfd;
+}
+
+/* Whether `irqfd` waits on the eventfd of descriptor `fd` (for a deassign). */
+int yakvm_irqfd_is(struct yakvm_irqfd *irqfd, int fd)
+{
+	struct eventfd_ctx *ctx = eventfd_ctx_fdget(fd);
+	int same;
+
+	if (IS_ERR(ctx))
+		return 0;
+	same = ctx == irqfd->ctx;
+	eventfd_ctx_put(ctx);
+	return same;
+}
+
+/*
+ * Ends the binding: off the wait queue, then any queued `inject` is cancelled or waited
+ * for, so `deliver` is never called again once this returns. May sleep.
+ */
+void yakvm_irqfd_free(struct yakvm_irqfd *irqfd)
+{
+	u64 count;
+
+	eventfd_ctx_remove_wait_queue(irqfd->ctx, &irqfd->wait, &count);
+	cancel_work_sync(&irqfd->inject);
+	eventfd_ctx_put(irqfd->ctx);
+	kfree(irqfd);
 }

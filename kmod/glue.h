@@ -10,6 +10,7 @@ struct file;
 struct page;
 struct vm_area_struct;
 struct yakvm_apic_hw;
+struct yakvm_irqfd;
 
 void *yakvm_pages_alloc(unsigned int order);
 void yakvm_pages_free(void *addr, unsigned int order);
@@ -45,5 +46,8 @@ int yakvm_apic_wait(struct yakvm_apic_hw *hw);
 void yakvm_get_page(struct page *page);
 void yakvm_put_page(struct page *page);
 void *yakvm_page_address(struct page *page);
+struct yakvm_irqfd *yakvm_irqfd_new(int fd, void (*deliver)(void *owner), void *owner, int *err);
+int yakvm_irqfd_is(struct yakvm_irqfd *irqfd, int fd);
+void yakvm_irqfd_free(struct yakvm_irqfd *irqfd);
 
 #endif

@@ -99,6 +99,19 @@ pub const ENABLE_KERNEL_APIC: u32 = io(0x40);
 /// the number of vCPUs that took it. `ENXIO` without [`ENABLE_KERNEL_APIC`], `EINVAL` for
 /// an address outside 0xfee0_0000-0xfeef_ffff.
 pub const SIGNAL_MSI: u32 = iow::<Msi>(0x41);
+/// With [`ENABLE_KERNEL_APIC`]: binds an eventfd to an interrupt message ([`IrqFd`],
+/// KVM_IRQFD with an MSI route): each signal of the eventfd, from any thread, delivers
+/// `msi` to the kernel APICs as [`SIGNAL_MSI`] would, without userspace on the way (the
+/// eventfd's wake-up queues the delivery on the kernel's workqueue; signals that come
+/// before it runs make one interrupt, as edges merge). [`irqfd::DEASSIGN`] removes the
+/// binding of `fd`. `ENXIO` without a kernel APIC; `EINVAL` for unknown flags
+/// ([`irqfd::RESAMPLE`], KVM's level-triggered resampling, is not done) or an address
+/// outside 0xfee0_0000-0xfeef_ffff; `EBADF` if `fd` is not an eventfd; `EEXIST` if it is
+/// bound already; `ENOENT` to deassign one that is not; `ENOSPC` past [`MAX_IRQFDS`].
+/// Bindings end when the VM is closed.
+pub const IRQFD: u32 = iow::<IrqFd>(0x51);
+/// Bindings one VM may hold ([`IRQFD`]).
+pub const MAX_IRQFDS: usize = 64;
 
 // --- ioctls on a vCPU descriptor ---
 /// Runs the vCPU until an exit needs userspace; the exit is described in the [`Run`] page.
@@ -148,6 +161,12 @@ pub const NMI: u32 = io(0x2b);
 pub const APIC_ACCESS: u32 = iowr::<ApicAccess>(0x42);
 /// With [`ENABLE_KERNEL_APIC`]: the module's APIC accesses by kind ([`ApicStats`]).
 pub const GET_APIC_STATS: u32 = ior::<ApicStats>(0x43);
+/// With [`ENABLE_KERNEL_APIC`]: how many of the VM's kernel APICs hold something their
+/// vCPU must wake for (an interrupt it may take, an NMI, INIT or startup IPI not yet
+/// taken). Userspace asks before it concludes that a guest whose vCPUs all halted
+/// ([`exit::HLT`]) waits forever: a vCPU woken in the module reports it
+/// ([`exit::APIC_WAKE`]) only once it runs again. `ENXIO` without a kernel APIC.
+pub const APIC_EVENTS: u32 = io(0x44);
 
 /// Capabilities for [`CHECK_CAPABILITY`].
 pub mod cap {
@@ -302,7 +321,10 @@ pub mod exit {
     /// The guest executed HLT (RIP is past it) and has nothing queued to wake it.
     /// `Run::if_flag` tells the two meanings: with interrupts enabled the guest waits
     /// for one (userspace waits for its next event, then uses `INTERRUPT`); with them
-    /// disabled nothing can wake it (it stopped).
+    /// disabled nothing can wake it (it stopped). With a kernel APIC, HLT with interrupts
+    /// enabled sleeps in `RUN` and exits only when its APIC timer is not armed (once per
+    /// HLT): nothing of the vCPU's own will wake it, so userspace can tell whether anything
+    /// else can; the next `RUN` sleeps until something can be delivered ([`APIC_WAKE`]).
     pub const HLT: u32 = 2;
     /// The guest shut down (triple fault); `Run::hw` has the exit information.
     pub const SHUTDOWN: u32 = 3;
@@ -330,6 +352,17 @@ pub mod exit {
     /// Kernel APIC: a startup IPI with vector `Run::apic.vector` reached the vCPU, which
     /// waited for one: userspace starts it in real mode at `vector << 12`.
     pub const APIC_SIPI: u32 = 11;
+    /// Kernel APIC: the vCPU whose HLT was reported ([`HLT`] with interrupts enabled) has
+    /// something to do again; the guest runs at the next `RUN`.
+    pub const APIC_WAKE: u32 = 12;
+}
+
+/// [`Run::apic_status`] bits, set by the module on every return from `RUN` with a kernel
+/// APIC.
+pub mod apic_status {
+    /// The PIC's INTR reaches this vCPU: its LINT0 is ExtINT and unmasked, or its APIC is
+    /// globally disabled. Userspace sends the PIC's interrupts with `INTERRUPT` only then.
+    pub const ACCEPTS_PIC: u32 = 1 << 0;
 }
 
 /// [`GuestDebug::control`] bits (KVM's `KVM_GUESTDBG_*` values).
@@ -557,6 +590,26 @@ pub struct Msi {
     pub _pad: u32,
 }
 
+/// [`IrqFd::flags`].
+pub mod irqfd {
+    /// Remove the binding of `fd` instead of adding one.
+    pub const DEASSIGN: u32 = 1 << 0;
+    /// KVM's resample eventfd (level-triggered interrupts): not supported (`EINVAL`).
+    pub const RESAMPLE: u32 = 1 << 1;
+}
+
+/// The argument of [`IRQFD`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqFd {
+    /// An eventfd of the calling process.
+    pub fd: i32,
+    /// [`irqfd`] flags.
+    pub flags: u32,
+    /// The message each signal delivers.
+    pub msi: Msi,
+}
+
 /// An xAPIC page access for [`APIC_ACCESS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -664,6 +717,9 @@ pub struct Run {
     pub data: [u8; RUN_DATA_SIZE],
     /// [`exit::IOAPIC_EOI`], [`exit::APIC_SIPI`].
     pub apic: ApicExit,
+    /// Kernel APIC: [`apic_status`] bits, set on every return from `RUN`.
+    pub apic_status: u32,
+    pub _pad2: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Run>() <= RUN_MMAP_SIZE);
@@ -676,6 +732,7 @@ const _: () = assert!(core::mem::size_of::<IoEventFd>() == 32);
 const _: () = assert!(core::mem::size_of::<MsrStats>() == 8 + 16 * MSR_STATS_ENTRIES);
 const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
 const _: () = assert!(core::mem::size_of::<Msi>() == 16);
+const _: () = assert!(core::mem::size_of::<IrqFd>() == 24);
 const _: () = assert!(core::mem::size_of::<ApicAccess>() == 16);
 const _: () = assert!(core::mem::size_of::<ApicStats>() == 11 * 8);
 const _: () = assert!(core::mem::size_of::<GuestDebug>() == 8 + 8 * 8);

@@ -91,13 +91,15 @@ pub(crate) struct Locked<'m> {
     states: &'m mut [CpuState],
     /// How the run ended (the first vCPU to end it wins).
     outcome: Option<Result<Outcome, Error>>,
+    /// The kernel's APICs (as `Shared::kernel_apic`).
+    kernel_apic: bool,
 }
 
 impl<'m> Shared<'m> {
     pub fn new(devices: &'m Devices, board: &'m mut dyn Board, states: &'m mut [CpuState], mem: &'m sys::GuestMemory, wakers: &'m [Waker], trace: bool) -> Self {
         let (irqs, hlt_ends_run) = (board.interrupts(), board.hlt_ends_run());
         let kernel_apic = irqs.as_ref().is_some_and(|irqs| lock(irqs).apics.kernel());
-        let locked = Locked { board, states, outcome: None };
+        let locked = Locked { board, states, outcome: None, kernel_apic };
         Self { devices, irqs, hlt_ends_run, locked: Mutex::new(locked), mem, wakers, done: AtomicBool::new(false), trace, kernel_apic }
     }
 
@@ -185,10 +187,19 @@ impl CpuLoop<'_> {
                 if let Some(outcome) = self.between_runs(&mut l, sh)? {
                     return Ok(Some(outcome));
                 }
-                // With the kernel's APICs a vCPU waiting for a startup IPI waits in RUN,
-                // where the module wakes it (exit APIC_SIPI).
+                // With the kernel's APICs a vCPU waiting for a startup IPI, or halted with
+                // interrupts enabled, waits in RUN, where the module wakes it (exits
+                // APIC_SIPI, APIC_WAKE).
                 let state = l.states[self.index];
-                state == CpuState::Running || (sh.kernel_apic && state == CpuState::WaitForSipi)
+                // Halted there with no APIC timer armed (the module reported the HLT):
+                // the run ends if nothing else can wake any vCPU either (looked at again
+                // after each kick, such as the console's input ending).
+                if sh.kernel_apic && state == CpuState::Halted {
+                    if let Some(end) = l.stalled(&*self.cpu.vcpu)? {
+                        return Ok(Some(end));
+                    }
+                }
+                state == CpuState::Running || (sh.kernel_apic && matches!(state, CpuState::WaitForSipi | CpuState::Halted))
             };
             if !running {
                 let start = Instant::now();
@@ -258,6 +269,13 @@ impl CpuLoop<'_> {
         };
         let now = l.board.now_ns();
         let mut irqs = lock(irqs);
+        // The kernel's APICs: vCPU 0's LINT0 as the guest set it decides whether the PIC
+        // reaches it.
+        if sh.kernel_apic && me == 0 {
+            if let Some(accepts) = self.cpu.vcpu.apic_accepts_pic() {
+                irqs.set_kernel_lint0(accepts);
+            }
+        }
         let lapic = &mut irqs.apics.lapics[me];
         lapic.timer_expired(now);
         let deadline = lapic.timer_deadline();
@@ -420,6 +438,9 @@ impl CpuLoop<'_> {
             Exit::Hlt if sh.hlt_ends_run => Effect::Exit(0),
             Exit::Hlt if !if_flag && cpus == 1 => return Ok(Some(Outcome::Halted)),
             Exit::Hlt => {
+                // The kernel's APICs: the module reports a HLT with interrupts enabled
+                // only when no APIC timer of the vCPU's will wake it (the loop then looks
+                // whether anything else can, before it sleeps in RUN).
                 sh.lock().states[me] = if if_flag { CpuState::Halted } else { CpuState::Stopped };
                 Effect::Continue
             }
@@ -431,6 +452,11 @@ impl CpuLoop<'_> {
                 if let Some(irqs) = &sh.irqs {
                     lock(irqs).apics.eoi(me, vector, true);
                 }
+                Effect::Continue
+            }
+            // The reported HLT ended in the module: the vCPU runs.
+            Exit::ApicWake => {
+                sh.lock().states[me] = CpuState::Running;
                 Effect::Continue
             }
             Exit::ApicInit => {
@@ -561,6 +587,11 @@ impl Locked<'_> {
             return Ok(None);
         }
         if self.board.idle_forever() {
+            // The kernel's APICs: a halted vCPU woken in the module says so only once it
+            // runs (exit APIC_WAKE); until then its APIC holds what woke it.
+            if self.kernel_apic && vcpu.apic_events()? > 0 {
+                return Ok(None);
+            }
             return Err(Error::WaitsForever(vcpu.regs().map_or(0, |r| r.rip)));
         }
         Ok(None)

@@ -69,6 +69,9 @@ pub enum Exit<'a> {
     ApicInit,
     /// yakvm's kernel APIC: a startup IPI with `vector` started the vCPU.
     ApicSipi { vector: u8 },
+    /// yakvm's kernel APIC: the vCPU whose HLT was reported (`Hlt` with interrupts
+    /// enabled: no APIC timer armed) has something to do again.
+    ApicWake,
     /// Anything else the hypervisor reports (described).
     Other(String),
 }
@@ -137,6 +140,16 @@ pub trait Vcpu: Send {
     fn apic_stats(&self) -> Option<abi::ApicStats> {
         None
     }
+    /// yakvm's kernel APIC: whether the PIC's INTR reaches this vCPU (its LINT0 as the
+    /// guest set it), as the last `run` left it; `None` before the first `run`.
+    fn apic_accepts_pic(&mut self) -> Option<bool> {
+        None
+    }
+    /// yakvm's kernel APIC: how many of the VM's APICs have something to wake their vCPU
+    /// for (a halted vCPU may have been woken in the module and not yet said so).
+    fn apic_events(&self) -> io::Result<u32> {
+        Err(io::Error::other("no kernel APIC"))
+    }
 }
 
 /// Where an ioeventfd listens: a port or a guest-physical address.
@@ -184,6 +197,20 @@ pub trait Vm: Send + Sync {
     /// Removes the registration made with the same arguments (`ENOENT` if there is none),
     /// as when a device's BAR moves.
     fn unregister_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()>;
+    /// IRQFD (yakvm's `IRQFD`, with its kernel APICs): each signal of `fd`, from any
+    /// thread, delivers the interrupt message `msi` (MSI address and data) to the local
+    /// APICs without this program on the way; signals that come before the delivery
+    /// merge into one interrupt. An error on KVM (it runs here without an in-kernel
+    /// irqchip, so it has no GSI routes) and on yakvm without `--kernel-apic`.
+    fn register_irqfd(&self, fd: &EventFd, msi: abi::Msi) -> io::Result<()> {
+        let _ = (fd, msi);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "IRQFD needs yakvm's kernel APICs"))
+    }
+    /// Removes `fd`'s binding (`ENOENT` if there is none).
+    fn unregister_irqfd(&self, fd: &EventFd) -> io::Result<()> {
+        let _ = fd;
+        Err(io::Error::new(io::ErrorKind::Unsupported, "IRQFD needs yakvm's kernel APICs"))
+    }
 }
 
 /// A VM, shared by the machine and the devices that register ioeventfds.
@@ -211,6 +238,12 @@ impl Vm for YakvmVm {
     }
     fn unregister_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()> {
         self.ioeventfd(addr, datamatch, fd, true)
+    }
+    fn register_irqfd(&self, fd: &EventFd, msi: abi::Msi) -> io::Result<()> {
+        self.0.irqfd(&abi::IrqFd { fd: fd.as_raw_fd(), flags: 0, msi })
+    }
+    fn unregister_irqfd(&self, fd: &EventFd) -> io::Result<()> {
+        self.0.irqfd(&abi::IrqFd { fd: fd.as_raw_fd(), flags: abi::irqfd::DEASSIGN, msi: abi::Msi::default() })
     }
 }
 
@@ -608,6 +641,7 @@ impl Vcpu for YakvmVcpu {
             abi::exit::IOAPIC_EOI => Exit::IoapicEoi { vector: run.apic.vector as u8 },
             abi::exit::APIC_INIT => Exit::ApicInit,
             abi::exit::APIC_SIPI => Exit::ApicSipi { vector: run.apic.vector as u8 },
+            abi::exit::APIC_WAKE => Exit::ApicWake,
             other => Exit::Other(format!("unknown exit reason {other} from the module")),
         }
     }
@@ -694,6 +728,15 @@ impl Vcpu for YakvmVcpu {
 
     fn apic_stats(&self) -> Option<abi::ApicStats> {
         self.vcpu.apic_stats().ok()
+    }
+
+    fn apic_events(&self) -> io::Result<u32> {
+        self.vcpu.apic_events()
+    }
+
+    fn apic_accepts_pic(&mut self) -> Option<bool> {
+        // Every return from RUN (a signal's too) fills in the run page's APIC status.
+        self.synced.then(|| self.vcpu.run_page_ref().apic_status & abi::apic_status::ACCEPTS_PIC != 0)
     }
 
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {

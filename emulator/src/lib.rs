@@ -22,6 +22,9 @@ pub mod hypervisor;
 /// `--ioeventfd`: ioeventfds counted by a thread (a test aid).
 #[deny(unsafe_code)]
 pub mod ioevent_probe;
+/// `--irqfd`: an IRQFD signalled by a thread (a test aid).
+#[deny(unsafe_code)]
+pub mod irqfd_probe;
 #[deny(unsafe_code)]
 pub mod insn;
 #[deny(unsafe_code)]

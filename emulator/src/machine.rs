@@ -247,6 +247,11 @@ impl Machine {
         &self.mem
     }
 
+    /// Guest RAM, for a thread of its own (`--irqfd`).
+    pub fn shared_memory(&self) -> Arc<sys::GuestMemory> {
+        self.mem.clone()
+    }
+
     pub fn vcpu_and_memory(&mut self) -> (&mut dyn hypervisor::Vcpu, &sys::GuestMemory) {
         (&mut *self.cpus[0].vcpu, &self.mem)
     }

@@ -140,6 +140,12 @@ enum Command {
         /// signals; the counts are printed on stderr at the end. Repeatable.
         #[arg(long = "ioeventfd", value_name = "SPEC", value_parser = yakvm::ioevent_probe::parse)]
         ioeventfds: Vec<yakvm::ioevent_probe::Spec>,
+        /// A test aid (with --kernel-apic): an IRQFD bound to "vector VECTOR to APIC 0",
+        /// which a thread signals COUNT times, each once the u64 the guest keeps at
+        /// guest-physical COUNTER (its count of those interrupts) caught up. The counts are
+        /// printed on stderr at the end.
+        #[arg(long = "irqfd", value_name = "VECTOR:COUNT:COUNTER", value_parser = yakvm::irqfd_probe::parse)]
+        irqfd: Option<yakvm::irqfd_probe::Spec>,
         /// pc: the console is the PC's screen and keyboard: the VGA text screen (80x25 at
         /// 0xb8000) is mirrored to standard output, a line once the guest's cursor leaves
         /// it (in colour to a terminal, as plain text otherwise), and standard input is
@@ -207,6 +213,7 @@ struct RunArgs {
     gdb_wait: bool,
     step_trace: Option<PathBuf>,
     ioeventfds: Vec<yakvm::ioevent_probe::Spec>,
+    irqfd: Option<yakvm::irqfd_probe::Spec>,
     /// `--drive` arguments, opened by `run`.
     drives: Vec<String>,
 }
@@ -316,6 +323,10 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
         [] => None,
         specs => Some(yakvm::ioevent_probe::Probe::start(machine.vm(), specs)?),
     };
+    let irqfd = match args.irqfd {
+        Some(spec) => Some(yakvm::irqfd_probe::Probe::start(machine.vm(), machine.shared_memory(), spec)?),
+        None => None,
+    };
     if let Some(secs) = args.timeout {
         sys::alarm(secs);
     }
@@ -330,6 +341,9 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
         for line in probe.finish(machine.vm()).map_err(|e| format!("removing an ioeventfd: {e}"))? {
             eprintln!("{line}");
         }
+    }
+    if let Some(irqfd) = irqfd {
+        eprintln!("{}", irqfd.finish(machine.vm()).map_err(|e| format!("removing the irqfd: {e}"))?);
     }
     if args.stats {
         print_stats(&machine);
@@ -456,7 +470,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, vga, ide, drives, kernel_apic } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, irqfd, vga, ide, drives, kernel_apic } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -479,7 +493,7 @@ fn main() -> ExitCode {
                 }
             };
             let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide, drives: Vec::new(), kernel_apic };
-            match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds, drives }) {
+            match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds, irqfd, drives }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {
                     eprintln!("yakvm: the guest halted with interrupts disabled");

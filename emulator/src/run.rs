@@ -185,5 +185,6 @@ pub(crate) fn describe_exit(exit: &Exit<'_>, if_flag: bool) -> String {
         Exit::IoapicEoi { vector } => format!("ioapic-eoi vector={vector:#x}"),
         Exit::ApicInit => "apic-init".into(),
         Exit::ApicSipi { vector } => format!("apic-sipi vector={vector:#x}"),
+        Exit::ApicWake => "apic-wake".into(),
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod apic;
 pub(crate) mod chardev;
 pub(crate) mod cpu;
 pub(crate) mod eventfd;
+pub(crate) mod irqfd;
 pub(crate) mod mem;
 pub(crate) mod world;
 
@@ -58,5 +59,13 @@ mod glue {
         pub(super) fn yakvm_apic_kicked(hw: *mut c_void) -> c_int;
         pub(super) fn yakvm_apic_set_running(hw: *mut c_void, cpu: c_int);
         pub(super) fn yakvm_apic_wait(hw: *mut c_void) -> c_int;
+        pub(super) fn yakvm_irqfd_new(
+            fd: c_int,
+            deliver: Option<unsafe extern "C" fn(owner: *mut c_void)>,
+            owner: *mut c_void,
+            err: *mut c_int,
+        ) -> *mut c_void;
+        pub(super) fn yakvm_irqfd_is(irqfd: *mut c_void, fd: c_int) -> c_int;
+        pub(super) fn yakvm_irqfd_free(irqfd: *mut c_void);
     }
 }

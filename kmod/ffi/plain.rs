@@ -37,7 +37,7 @@ unsafe impl AsBytes for vmcb::Vmcb {}
 user_copyable!(abi::MemoryRegion, abi::Regs, abi::Sregs, abi::VmcbDump, abi::ExitStats);
 user_copyable!(abi::IoEventFd);
 user_copyable!(abi::Interrupt, abi::MsrStats, abi::MsrCount, abi::CoalescedIo, abi::CoalescedZone, abi::GuestDebug);
-user_copyable!(abi::Msi, abi::ApicAccess, abi::ApicStats);
+user_copyable!(abi::Msi, abi::IrqFd, abi::ApicAccess, abi::ApicStats);
 
 /// Reads a value that another party (userspace, through a shared page) may write at any
 /// time: one read the compiler may not repeat, merge or tear into a second one.

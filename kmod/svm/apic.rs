@@ -108,10 +108,15 @@ const MSI_LOGICAL: u64 = 1 << 2;
 /// MSI data bits: vector 7-0, delivery mode 10-8, trigger mode 15 (level).
 const MSI_LEVEL_TRIGGERED: u32 = 1 << 15;
 
+/// Whether `address` is an MSI's (0xfee0_0000-0xfeef_ffff).
+pub(crate) fn msi_address_ok(address: u64) -> bool {
+    address & MSI_ADDRESS_MASK == MSI_ADDRESS_BASE && address >> 32 == 0
+}
+
 /// `SIGNAL_MSI`: an interrupt message from userspace's I/O APIC or a PCI function; how
 /// many APICs took it. `EINVAL` for an address that is not an MSI's.
 pub(crate) fn msi(apics: &[Arc<KApic>], m: &abi::Msi) -> Result<u32> {
-    if m.address & MSI_ADDRESS_MASK != MSI_ADDRESS_BASE || m.address >> 32 != 0 {
+    if !msi_address_ok(m.address) {
         return Err(EINVAL);
     }
     let Some(mode) = DeliveryMode::from_bits(m.data >> crate::lapic::DELIVERY_MODE_SHIFT) else {

@@ -6,6 +6,7 @@ pub(crate) mod apic;
 pub(crate) mod cpuid;
 pub(crate) mod dr;
 pub(crate) mod ioeventfd;
+pub(crate) mod irqfd;
 pub(crate) mod msr;
 pub(crate) mod npt;
 pub(crate) mod vcpu;

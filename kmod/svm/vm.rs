@@ -3,6 +3,7 @@
 //! its vCPUs and what they share (local APICs or not, the TSC).
 
 use super::ioeventfd::IoEvents;
+use super::irqfd::{ApicList, IrqFds};
 use super::apic::{self, KApic};
 use super::npt::Npt;
 use super::Shared;
@@ -63,10 +64,13 @@ pub(crate) struct Vm {
     #[pin]
     ioevents: Mutex<IoEvents>,
     ioevent_count: AtomicUsize,
-    /// The vCPUs' kernel APICs, by vCPU index (`ENABLE_KERNEL_APIC`), for IPIs and
-    /// `SIGNAL_MSI`. Apart from `state`: delivering never waits for guest memory work.
+    /// The vCPUs' kernel APICs, by vCPU index (`ENABLE_KERNEL_APIC`), for IPIs,
+    /// `SIGNAL_MSI` and the IRQFD bindings (which share it). Apart from `state`:
+    /// delivering never waits for guest memory work.
+    apics: Arc<ApicList>,
+    /// `IRQFD` bindings (irqfd.rs); dropped with the VM, each waiting for its delivery.
     #[pin]
-    apics: Mutex<KVec<Arc<KApic>>>,
+    irqfds: Mutex<IrqFds>,
 }
 
 impl Vm {
@@ -80,6 +84,7 @@ impl Vm {
             kernel_apic: false,
             started: false,
         };
+        let apics = Arc::pin_init(new_mutex!(KVec::new(), "yakvm_vm_apics"), GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 shared,
@@ -87,7 +92,8 @@ impl Vm {
                 state <- new_mutex!(state, "yakvm_vm"),
                 ioevents <- new_mutex!(IoEvents::default(), "yakvm_ioevents"),
                 ioevent_count: AtomicUsize::new(0),
-                apics <- new_mutex!(KVec::new(), "yakvm_vm_apics"),
+                apics,
+                irqfds <- new_mutex!(IrqFds::default(), "yakvm_irqfds"),
             }),
             GFP_KERNEL,
         )
@@ -216,6 +222,14 @@ impl Vm {
     pub(crate) fn with_apics<R>(&self, f: impl FnOnce(&[Arc<KApic>]) -> R) -> R {
         let apics = self.apics.lock();
         f(&apics)
+    }
+
+    /// `IRQFD`: binds or unbinds an eventfd (irqfd.rs); `ENXIO` without kernel APICs.
+    pub(crate) fn irqfd(&self, a: &abi::IrqFd) -> Result {
+        if !self.state.lock().kernel_apic {
+            return Err(ENXIO);
+        }
+        self.irqfds.lock().change(&self.apics, a)
     }
 
     /// `SIGNAL_MSI`: how many vCPUs took the message; `ENXIO` without kernel APICs.

@@ -115,12 +115,27 @@ pub struct Interrupts {
     pub irqs: [u64; 16],
     /// PCI's INTx lines (the `_PRT`'s GSIs): which functions hold each.
     pci_lines: WiredOr,
+    /// The kernel's APICs: whether vCPU 0's LINT0 takes the PIC's INTR, as the guest set
+    /// it in the module's APIC (vCPU 0's last `RUN` said; `set_kernel_lint0`). `None`:
+    /// the emulator's own local APIC decides.
+    kernel_lint0: Option<bool>,
 }
 
 impl Interrupts {
     fn new(cpus: usize) -> Self {
         let pci_lines = WiredOr::new(INTX_GSI_BASE, INTX_LINES);
-        Self { pic: Pic::new(), apics: Apics::new(cpus), wakes: 0, irqs: [0; 16], pci_lines }
+        Self { pic: Pic::new(), apics: Apics::new(cpus), wakes: 0, irqs: [0; 16], pci_lines, kernel_lint0: None }
+    }
+
+    /// The kernel's APICs: whether vCPU 0's LINT0 takes the PIC's INTR now (ExtINT and
+    /// unmasked, or its APIC disabled), as the module reported it.
+    pub fn set_kernel_lint0(&mut self, accepts_pic: bool) {
+        self.kernel_lint0 = Some(accepts_pic);
+    }
+
+    /// Whether the PIC's INTR reaches vCPU `cpu` (vCPU 0's LINT0 only).
+    fn pic_reaches(&self, cpu: usize) -> bool {
+        cpu == 0 && self.kernel_lint0.unwrap_or_else(|| self.apics.lapics[0].accepts_pic())
     }
 
     /// PCI INTx: `source` asserts the shared line `gsi` or lets it go; the I/O APIC sees
@@ -164,18 +179,17 @@ impl Interrupts {
     /// Whether vCPU `cpu` has an interrupt to take: from its local APIC, or (vCPU 0, LINT0
     /// in virtual-wire mode) from the PIC.
     pub fn interrupt_pending(&self, cpu: usize) -> bool {
-        self.apics.lapics[cpu].pending_interrupt().is_some() || (cpu == 0 && self.apics.lapics[0].accepts_pic() && self.pic.has_interrupt())
+        self.apics.lapics[cpu].pending_interrupt().is_some() || (self.pic_reaches(cpu) && self.pic.has_interrupt())
     }
 
     /// vCPU `cpu`'s interrupt acknowledge: the vector its local APIC delivers (moved to
     /// its in-service register), else, on vCPU 0 in virtual-wire mode, the PIC's request
     /// (counted by line).
     pub fn acknowledge(&mut self, cpu: usize) -> Option<u8> {
-        let lapic = &mut self.apics.lapics[cpu];
-        if let Some(vector) = lapic.acknowledge() {
+        if let Some(vector) = self.apics.lapics[cpu].acknowledge() {
             return Some(vector);
         }
-        if cpu != 0 || !lapic.accepts_pic() {
+        if !self.pic_reaches(cpu) {
             return None;
         }
         let (vector, irq) = self.pic.acknowledge()?;
@@ -943,6 +957,25 @@ pub(crate) mod tests {
         drop(pit);
         assert!(board.interrupts().interrupt_pending(0), "the one-shot's edge reached the PIC");
         assert_eq!(board.interrupts().acknowledge(0), Some(0x30));
+    }
+
+    /// The kernel's APICs: vCPU 0's LINT0 as the module reports it decides whether the
+    /// PIC's request reaches vCPU 0, not the emulator's power-on copy (virtual wire).
+    #[test]
+    fn the_kernel_apics_lint0_decides_whether_the_pic_reaches_vcpu_0() {
+        let (mut d, board) = pc();
+        for (port, value) in [(0x20, 0x11), (0x21, 0x30), (0x21, 0x04), (0x21, 0x01), (0x21, 0xfe)] {
+            out(&mut d, port, value);
+        }
+        let mut c = board.interrupts();
+        c.isa_edge(0);
+        assert!(c.interrupt_pending(0), "virtual wire: the power-on copy takes the PIC");
+        c.set_kernel_lint0(false);
+        assert!(!c.interrupt_pending(0), "the guest masked LINT0 in the module");
+        assert_eq!(c.acknowledge(0), None, "nor is the PIC acknowledged");
+        c.set_kernel_lint0(true);
+        assert!(c.interrupt_pending(0));
+        assert_eq!(c.acknowledge(0), Some(0x30));
     }
 
     #[test]

@@ -35,8 +35,10 @@ mod ioctls {
     nix::ioctl_none_bad!(nmi, abi::NMI);
     nix::ioctl_none_bad!(enable_kernel_apic, abi::ENABLE_KERNEL_APIC);
     nix::ioctl_write_ptr_bad!(signal_msi, abi::SIGNAL_MSI, abi::Msi);
+    nix::ioctl_write_ptr_bad!(irqfd, abi::IRQFD, abi::IrqFd);
     nix::ioctl_readwrite_bad!(apic_access, abi::APIC_ACCESS, abi::ApicAccess);
     nix::ioctl_read_bad!(get_apic_stats, abi::GET_APIC_STATS, abi::ApicStats);
+    nix::ioctl_none_bad!(apic_events, abi::APIC_EVENTS);
 }
 
 /// An open `/dev/yakvm`.
@@ -107,6 +109,14 @@ impl Vm {
     pub fn ioeventfd(&self, arg: &abi::IoEventFd) -> io::Result<()> {
         // SAFETY: `arg` is valid for the call; the module reads it and checks every field.
         unsafe { ioctls::ioeventfd(self.0.as_raw_fd(), arg) }.map_err(ctx("IOEVENTFD"))?;
+        Ok(())
+    }
+
+    /// `IRQFD`: binds (or with `irqfd::DEASSIGN` unbinds) an eventfd to an interrupt
+    /// message.
+    pub fn irqfd(&self, arg: &abi::IrqFd) -> io::Result<()> {
+        // SAFETY: `arg` is valid for the call; the module reads it and checks every field.
+        unsafe { ioctls::irqfd(self.0.as_raw_fd(), arg) }.map_err(ctx("IRQFD"))?;
         Ok(())
     }
 
@@ -239,6 +249,14 @@ impl Vcpu {
         // SAFETY: `stats` is a valid `ApicStats` to write into.
         unsafe { ioctls::get_apic_stats(self.fd.as_raw_fd(), &mut stats) }.map_err(ctx("GET_APIC_STATS"))?;
         Ok(stats)
+    }
+
+    /// `APIC_EVENTS`: how many of the VM's kernel APICs have something to wake their vCPU
+    /// for.
+    pub fn apic_events(&self) -> io::Result<u32> {
+        // SAFETY: an argument-less ioctl on our own descriptor.
+        let n = unsafe { ioctls::apic_events(self.fd.as_raw_fd()) }.map_err(ctx("APIC_EVENTS"))?;
+        Ok(n as u32)
     }
 
     /// `NMI`: queues a non-maskable interrupt (see the ABI for when it lands); `EEXIST`

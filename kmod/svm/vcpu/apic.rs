@@ -54,6 +54,9 @@ pub(super) struct ApicState {
     v_tpr: u64,
     /// HLT with interrupts on: sleep until something can be delivered.
     pub(super) halted: bool,
+    /// This HLT was reported to userspace (`exit::HLT`: no APIC timer armed); its end is
+    /// reported too (`exit::APIC_WAKE`).
+    idle_reported: bool,
     /// The APIC has an interrupt the guest cannot take yet: open the window.
     pub(super) window: bool,
     /// The APIC's highest request, held back by the TPR alone (`open_tpr_window`).
@@ -68,6 +71,16 @@ pub(super) fn after_exit(v: &mut VcpuState) {
     if v_tpr != v.apic.v_tpr {
         v.apic.v_tpr = v_tpr;
         apic.with(|l| l.write(REG_TPR, (v_tpr << 4) as u32, now_ns()));
+    }
+}
+
+/// `Run::apic_status` (on every return from `RUN`).
+pub(super) fn status(v: &VcpuState) -> u32 {
+    let Some(apic) = v.kapic.as_ref() else { return 0 };
+    if apic.with(|l| l.accepts_pic()) {
+        abi::apic_status::ACCEPTS_PIC
+    } else {
+        0
     }
 }
 
@@ -101,6 +114,7 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
         }
         if init {
             v.apic.halted = false;
+            v.apic.idle_reported = false;
             v.queued = None;
             v.run.exit_reason = abi::exit::APIC_INIT;
             return Ok(true);
@@ -110,10 +124,21 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
             v.run.exit_reason = abi::exit::APIC_SIPI;
             return Ok(true);
         }
-        let asleep = waiting || (v.apic.halted && !wakes(v, pending.is_some()));
-        if !asleep {
+        let halted = v.apic.halted && !wakes(v, pending.is_some());
+        if !waiting && !halted {
             v.apic.halted = false;
+            if core::mem::take(&mut v.apic.idle_reported) {
+                v.run.exit_reason = abi::exit::APIC_WAKE;
+                return Ok(true);
+            }
             break;
+        }
+        // Halted with no timer of its own to wake it: userspace hears of it (once per
+        // HLT), to tell whether anything else ever can (a guest that waits forever).
+        if halted && deadline.is_none() && !v.apic.idle_reported {
+            v.apic.idle_reported = true;
+            v.run.exit_reason = abi::exit::HLT;
+            return Ok(true);
         }
         if kernel::current!().signal_pending() {
             return Err(EINTR);

@@ -338,6 +338,14 @@ impl Vcpu {
         Ok(v.apic.stats)
     }
 
+    /// `APIC_EVENTS`: how many of the VM's kernel APICs have something to wake their
+    /// vCPU for.
+    pub(crate) fn apic_events(&self) -> Result<u32> {
+        self.state.lock().kapic.as_ref().ok_or(ENXIO)?;
+        let n = self.vm.with_apics(|apics| apics.iter().filter(|a| a.with(|l| l.pending_interrupt().is_some() || l.has_event())).count());
+        Ok(n as u32)
+    }
+
     pub(crate) fn msr_stats(&self) -> abi::MsrStats {
         self.state.lock().msr_stats
     }
@@ -633,6 +641,7 @@ fn complete_instruction(v: &mut VcpuState, next_rip: u64) {
 fn report_events(v: &mut VcpuState) {
     v.run.ready_for_interrupt_injection = u8::from(events::ready_for_injection(v));
     v.run.if_flag = u8::from(v.vmcb.save.rflags & rflags::IF != 0);
+    v.run.apic_status = apic::status(v);
     sync_out(v);
 }
 
