@@ -58,6 +58,7 @@ vblk() {
             continue
         fi
         set -- $line
+        [ "$4" != 0.00 ] || { echo "bench: v$op$suffix on $hv took under 10 ms: not timed"; continue; }
         units=$3
         [ $op = read4k ] && units=$(($3 / 4096))
         echo "v$op$suffix,$hv,$r,$4,$units" >> $CSV
