@@ -325,7 +325,7 @@ impl PciRoot {
                     Err(e) => Some(e.to_string()),
                 },
             };
-            if let Some(why) = &refused {
+            if let Some(why) = refused {
                 self.stats.bars_refused += 1;
                 self.ignored.note(format_args!("PCI {name} at {address:#x} (size {size:#x}): {why}; it does not decode"));
             }
