@@ -7,15 +7,23 @@ ROUNDS=${ROUNDS:-3}
 CSV=out/bench.csv
 mkdir -p out
 echo "workload,hypervisor,round,seconds,units" > $CSV
+# The virtio disk rows' counters, per run (bench/report.py prints them too).
+VCSV=out/bench-vblk.csv
+echo "mode,hypervisor,round,requests,notify_exits,ioeventfd_signals,interrupts,emulator_exits,emulator_mmio" > $VCSV
 # The disk lives in the image's RAM (tmpfs): the benchmark measures the hypervisors, not
 # the 9p share.
 dd if=/dev/zero of=/tmp/bench-disk.img bs=1024 count=1024 2>/dev/null
+dd if=/dev/zero of=/tmp/vbench-data.img bs=1048576 count=32 2>/dev/null
 
 . /mnt/shares/tests/lib.sh   # use_kvm, use_yakvm
+
+# ONLY="vblk linux ...": only these workloads (vblk: the virtio disk rows); all by default.
+want() { [ -z "${ONLY:-}" ] || case " $ONLY " in *" $1 "*) true ;; *) false ;; esac; }
 
 # run WORKLOAD HV ROUND UNITS ARGS...: one run; its time from --stats.
 run() {
     w=$1 hv=$2 r=$3 units=$4; shift 4
+    want $w || return 0
     yakvm run --hypervisor $hv --stats --timeout 300 "$@" > /tmp/bench.out 2> /tmp/bench.err < /dev/null
     rc=$?
     t=$(awk '/^time:/ { printf "%.6f", $2 + $9 }' /tmp/bench.err)
@@ -25,6 +33,43 @@ run() {
     fi
     echo "$w,$hv,$r,$t,$units" >> $CSV
     printf '  round %s %-6s %-8s %8.3f s\n' "$r" "$hv" "$w" "$t"
+}
+
+# vblk HV ROUND MODE: our Linux, its root on a virtio disk, times O_DIRECT dd on a second
+# one (32 MiB in the image's RAM, the same file every run) from inside (env/disk-init's
+# `bench`): rows vwrite, vread (MB/s, 1 MiB blocks) and vread4k (4 KiB reads: IOPS), with
+# "-exit" appended for MODE exit (--no-ioeventfd: each notification an MMIO exit to the
+# emulator). `seconds` is the guest's (busybox time), `units` bytes or requests. The
+# counters of the run go to $VCSV.
+vblk() {
+    hv=$1 r=$2 mode=$3 suffix= flag=
+    want vblk || return 0
+    [ "$mode" = exit ] && { suffix=-exit; flag=--no-ioeventfd; }
+    cp linux/root.ext4 /tmp/vbench-root.img
+    yakvm run --hypervisor $hv --stats --timeout 300 $flag --kernel linux/bzImage --mem 128M \
+        --drive /tmp/vbench-root.img --drive /tmp/vbench-data.img --append "root=/dev/vda rw panic=-1 yakvm.disk=bench" \
+        > /tmp/bench.out 2> /tmp/bench.err < /dev/null
+    rc=$?
+    tr -d '\r' < /tmp/bench.out > /tmp/bench.txt
+    for op in write read read4k; do
+        line=$(grep "^VBENCH $op " /tmp/bench.txt)
+        if [ $rc -ne 0 ] || [ -z "$line" ]; then
+            echo "bench: v$op$suffix on $hv failed (status $rc): $(tail -n 2 /tmp/bench.err)"
+            continue
+        fi
+        set -- $line
+        [ "$4" != 0.00 ] || { echo "bench: v$op$suffix on $hv took under 10 ms: not timed"; continue; }
+        units=$3
+        [ $op = read4k ] && units=$(($3 / 4096))
+        echo "v$op$suffix,$hv,$r,$4,$units" >> $CSV
+        printf '  round %s %-6s %-12s %8.3f s\n' "$r" "$hv" "v$op$suffix" "$4"
+    done
+    vdb=$(grep '^virtio-blk 00:05' /tmp/bench.err)
+    num() { echo "$vdb" | sed -n "s/.* \([0-9]*\) $1.*/\1/p"; }
+    requests=$(echo "$vdb" | sed -n 's/.*: \([0-9]*\) requests.*/\1/p')
+    signals=$(awk '$1 == "ioeventfd" {s+=$2} END {print s+0}' /tmp/bench.err)
+    emu=$(sed -n 's/^exits handled by the emulator: \([0-9]*\) (.*mmio \([0-9]*\),.*/\1,\2/p' /tmp/bench.err)
+    [ -n "$requests" ] && echo "$mode,$hv,$r,$requests,$(num 'notifications by exit'),$signals,$(num interrupts),$emu" >> $VCSV
 }
 
 workloads() {
@@ -37,6 +82,8 @@ workloads() {
     run apictimer $hv $r 2000 --machine pc guests/bench_apictimer.bin
     run ipi $hv $r 1000 --machine pc --smp 2 guests/bench_ipi.bin
     run linux $hv $r 1 --kernel linux/bzImage --initrd linux/initramfs.cpio.gz --mem 128M --append yakvm.check
+    vblk $hv $r ioeventfd
+    vblk $hv $r exit
 }
 
 echo "bench: $ROUNDS rounds, yakvm and KVM interleaved; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"

@@ -17,6 +17,32 @@ PER_UNIT = {
     "ipi": ("IPI round trips between two halted vCPUs (1000)", lambda s, u: f"{s / u * 1e6:.0f} us/round trip"),
     "linux": ("Linux boot to init and power-off", lambda s, u: f"{s:.2f} s"),
 }
+# The virtio disk rows (bench/image.sh's vblk): O_DIRECT dd in our Linux on a --drive in the
+# image's RAM, with ioeventfds (the default) and without (--no-ioeventfd: "-exit").
+for suffix, how in (("", "ioeventfd"), ("-exit", "MMIO exit")):
+    PER_UNIT[f"vwrite{suffix}"] = (f"virtio-blk sequential write, 1 MiB O_DIRECT ({how})", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
+    PER_UNIT[f"vread{suffix}"] = (f"virtio-blk sequential read, 1 MiB O_DIRECT ({how})", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
+    PER_UNIT[f"vread4k{suffix}"] = (f"virtio-blk 4 KiB O_DIRECT reads ({how})", lambda s, u: f"{u / s:.0f} IOPS")
+
+
+def vblk_counters(path):
+    """The virtio rows' counters per request (medians over the rounds), if the run wrote them."""
+    try:
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        return
+    print("\nvirtio disk runs, per request of the benchmark disk (medians over the rounds):")
+    print(f"{'mode':<10} {'hypervisor':<10} {'requests':>8} {'notify exits':>12} {'ioeventfd':>10} {'interrupts':>10} {'emulator exits (boot+bench)':>28}")
+    for mode in ("ioeventfd", "exit"):
+        for hv in ("yakvm", "kvm"):
+            r = [x for x in rows if x["mode"] == mode and x["hypervisor"] == hv]
+            if not r:
+                continue
+            med = lambda k: statistics.median(float(x[k] or 0) for x in r)
+            req = med("requests")
+            print(f"{mode:<10} {hv:<10} {req:>8.0f} {med('notify_exits') / req:>12.2f} {med('ioeventfd_signals') / req:>10.2f}"
+                  f" {med('interrupts') / req:>10.2f} {med('emulator_exits'):>17.0f} (mmio {med('emulator_mmio'):.0f})")
 
 
 def main(raw, summary):
@@ -45,6 +71,7 @@ def main(raw, summary):
                       "kvm_runs", "kvm_median_s", "kvm_min_s", "kvm_max_s", "ratio_yakvm_kvm",
                       "yakvm_per_unit", "kvm_per_unit"])
         out.writerows(rows)
+    vblk_counters(raw.replace("bench-runs.csv", "bench-vblk.csv"))
     print("\nratio: yakvm's median time / KVM's (below 1: yakvm is faster). Per unit: time per exit,")
     print("throughput, or the boot time. Raw runs and this summary: " + raw + ", " + summary)
 

@@ -138,6 +138,9 @@ pub struct BoardConfig {
     pub ide: Vec<Arc<std::fs::File>>,
     /// pc: the virtio disks (`--drive`), at 00:04.0, 00:05.0, ... in order.
     pub drives: Vec<Arc<crate::virtio::blk::Drive>>,
+    /// pc: the VM, where the virtio disks register their queue notifications as
+    /// ioeventfds (`None`: `--no-ioeventfd`, they stay MMIO exits).
+    pub ioevents: Option<crate::hypervisor::VmHandle>,
 }
 
 /// The PCI slot of the first `--drive` (vda); the next ones follow.
@@ -186,7 +189,7 @@ pub fn build(
             if !config.drives.is_empty() {
                 let mem = Arc::new(sys::VmMemory::new(ram.clone())?);
                 for (i, drive) in config.drives.iter().enumerate() {
-                    board.add_virtio_blk(FIRST_DRIVE_SLOT + i as u8, drive.clone(), mem.clone())?;
+                    board.add_virtio_blk(FIRST_DRIVE_SLOT + i as u8, drive.clone(), mem.clone(), config.ioevents.clone())?;
                 }
             }
             // The console's input: standard input, read by the event thread.
@@ -205,7 +208,7 @@ mod tests {
 
     #[test]
     fn the_seed_board_has_no_interrupts_and_hlt_ends_its_run() {
-        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new() };
+        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None };
         let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).unwrap();
         assert!(board.hlt_ends_run());
         assert!(board.interrupts().is_none());
@@ -221,7 +224,7 @@ mod tests {
     #[test]
     fn the_test_device_is_opt_in_and_pc_only() {
         let build_with = |kind, ram, testdev| {
-            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new() };
+            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, 16 << 20, true).err().expect("refused");
@@ -242,7 +245,7 @@ mod tests {
     #[test]
     fn the_pci_test_functions_are_opt_in_and_pc_only() {
         let build_with = |kind, pci_testdev| {
-            let config = BoardConfig { kind, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev, vga: false, ide: Vec::new(), drives: Vec::new() };
+            let config = BoardConfig { kind, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, true).err().expect("refused");

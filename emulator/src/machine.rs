@@ -68,6 +68,9 @@ pub struct Config {
     pub drives: Vec<Arc<crate::virtio::blk::Drive>>,
     /// pc on yakvm: the local APICs are the module's (`--kernel-apic`).
     pub kernel_apic: bool,
+    /// pc: the virtio disks' queue notifications are ioeventfds (off with
+    /// `--no-ioeventfd`: MMIO exits to this program).
+    pub ioeventfd: bool,
 }
 
 pub struct Machine {
@@ -187,7 +190,7 @@ impl Machine {
         // The bootstrap processor runs; the others wait for INIT and a startup IPI (with
         // the kernel's APICs they wait in RUN, in the module: cpu.rs).
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
-        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev, vga: config.vga, ide: config.ide.clone(), drives: config.drives.clone() };
+        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev, vga: config.vga, ide: config.ide.clone(), drives: config.drives.clone(), ioevents: config.ioeventfd.then(|| vm.clone()) };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone(), &mem)?;
         if let (Some(sink), Some(irqs)) = (msi_sink, board.interrupts()) {
             crate::bus::lock(&irqs).apics.use_kernel(sink);
@@ -353,6 +356,7 @@ mod tests {
             ide: Vec::new(),
             drives: Vec::new(),
             kernel_apic: false,
+            ioeventfd: true,
         }
     }
 

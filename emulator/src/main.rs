@@ -170,6 +170,11 @@ enum Command {
         /// Not with --hypervisor kvm (its APICs stay here).
         #[arg(long)]
         kernel_apic: bool,
+        /// pc: the virtio disks' queue notifications exit to this program (an MMIO write
+        /// it hands to the disk's thread) instead of going straight from the hypervisor to
+        /// that thread through an ioeventfd (the default, on yakvm and on KVM).
+        #[arg(long)]
+        no_ioeventfd: bool,
     },
     /// Show what the CPU's SVM and the module offer.
     Info,
@@ -470,7 +475,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, irqfd, vga, ide, drives, kernel_apic } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, irqfd, vga, ide, drives, kernel_apic, no_ioeventfd } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -492,7 +497,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide, drives: Vec::new(), kernel_apic };
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide, drives: Vec::new(), kernel_apic, ioeventfd: !no_ioeventfd };
             match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds, irqfd, drives }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {

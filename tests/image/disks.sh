@@ -93,6 +93,50 @@ two_drives_copy() {
     [ "$a" = "$b" ] || { echo "files differ: $a $b"; return 1; }
     grep -qx "COPY vdb $a vdc $a" "$OUT/$name.out" || { echo "guest: $(grep '^COPY' "$OUT/$name.out"), host $a"; return 1; }
 }
+# The copy's queue notifications: through ioeventfds (none reached yakvm as an MMIO exit,
+# the module counted at least one signal per two requests of the copy's drives), or with
+# --no-ioeventfd as exits (no ioeventfd registered or signalled).
+# notify_path NAME ioeventfd|exits [kvm]
+notify_path() {
+    err="$OUT/$1.err"
+    lines=$(grep '^virtio-blk 00:0[56]' "$err")
+    [ "$(echo "$lines" | wc -l)" -eq 2 ] || { echo "no vdb/vdc stats: $(grep '^virtio-blk' "$err")"; return 1; }
+    requests=$(echo "$lines" | sed -n 's/.*: \([0-9]*\) requests.*/\1/p' | awk '{s+=$1} END {print s+0}')
+    by_exit=$(echo "$lines" | sed -n 's/.* \([0-9]*\) notifications by exit.*/\1/p' | awk '{s+=$1} END {print s+0}')
+    registered=$(echo "$lines" | sed -n 's/.* \([0-9]*\) ioeventfd registrations.*/\1/p' | awk '{s+=$1} END {print s+0}')
+    signals=$(awk '$1 == "ioeventfd" {s+=$2} END {print s+0}' "$err")
+    echo "  $1: $requests requests, $by_exit notifications by exit, $registered registrations, $signals ioeventfd signals (module)" >&3
+    case $2 in
+    ioeventfd)
+        [ "$by_exit" -eq 0 ] && [ "$registered" -ge 2 ] || { echo "by exit $by_exit, registered $registered"; return 1; }
+        # KVM does not count its ioeventfd signals for us.
+        [ "$3" = kvm ] || [ $((signals * 2)) -ge "$requests" ] || { echo "$signals ioeventfd signals for $requests requests"; return 1; } ;;
+    exits)
+        [ "$by_exit" -gt 0 ] && [ $((by_exit * 2)) -ge "$requests" ] && [ "$registered" -eq 0 ] && [ "$signals" -eq 0 ] ||
+            { echo "by exit $by_exit for $requests requests, registered $registered, signals $signals"; return 1; } ;;
+    esac
+}
+# A hostile driver (guests/virtio_hostile.bin, bare metal): it finds the function by
+# scanning bus 0, sets it up through the modern transport and posts malformed chains
+# (a loop, a read-only status, an indirect table inside another, a chain over 4 GiB: each
+# DEVICE_NEEDS_RESET; buffers past RAM or in the BAR, a 2 GiB buffer: each IOERR) and a
+# notification before DRIVER_OK; its memory outside the chains' buffers keeps its
+# pattern, a good read works after all of them; the file is unchanged.
+# hostile_driver NAME [YAKVM ARGS...]
+hostile_driver() {
+    name=$1; shift
+    yes yakvm-virtio-hostile | head -c 1048576 > /tmp/hostile.img
+    before=$(md5sum < /tmp/hostile.img)
+    timeout -s KILL 120 yakvm run --machine pc --mem 64M --stats "$@" --drive /tmp/hostile.img guests/virtio_hostile.bin \
+        < /dev/null > "$OUT/$name.out" 2> "$OUT/$name.err"
+    rc=$?
+    n=$(grep -c '^ok ' "$OUT/$name.out")
+    stats=$(grep '^virtio-blk' "$OUT/$name.err")
+    echo "  $name: $n checks passed; $stats" >&3
+    [ $rc -eq 0 ] && [ "$n" -eq 15 ] || { echo "status $rc, $n ok: $(grep -E '^(FAIL|  )' "$OUT/$name.out" | head -n 3) $(tail -n 2 "$OUT/$name.err")"; return 1; }
+    echo "$stats" | grep -q ' 4 errors, 4 broken chains)' || { echo "counters: $stats"; return 1; }
+    [ "$(md5sum < /tmp/hostile.img)" = "$before" ] || { echo "the file changed"; return 1; }
+}
 # A second yakvm cannot take a drive the first one holds.
 locked_drive() {
     rm -f /tmp/lock.in; mkfifo /tmp/lock.in
@@ -118,11 +162,17 @@ check disk_second_boot_through_the_initramfs_sees_it root_second_boot
 check disk_fsync_survives_sigkill durable
 check disk_readonly_refuses_writes_file_unchanged readonly_drive
 check disk_two_drives_copy_8mib_smp2 two_drives_copy disk-copy --smp 2
+check disk_notifications_through_ioeventfds notify_path disk-copy ioeventfd
+check disk_copy_without_ioeventfds two_drives_copy disk-copy-exits --no-ioeventfd
+check disk_no_ioeventfd_notifications_exit notify_path disk-copy-exits exits
 check disk_locked_by_another_yakvm locked_drive
+check disk_hostile_driver_malformed_chains hostile_driver virtio-hostile
 grep '^virtio-blk' "$OUT/disk-copy.err" | sed 's/^/  | /'
 # The same device on KVM (`--hypervisor kvm`: the same emulator, KVM's exits).
 if check kvm_loads_for_disks use_kvm; then
     check disk_two_drives_copy_8mib_on_kvm two_drives_copy disk-copy-kvm --hypervisor kvm
+    check disk_notifications_through_ioeventfds_on_kvm notify_path disk-copy-kvm ioeventfd kvm
+    check disk_hostile_driver_malformed_chains_on_kvm hostile_driver virtio-hostile-kvm --hypervisor kvm
     check yakvm_reloads_after_disks use_yakvm
 else
     use_yakvm

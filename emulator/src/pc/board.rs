@@ -823,8 +823,15 @@ impl PcBoard {
     }
 
     /// Puts a virtio-blk function for `drive` at 00:`device`.0 and starts its worker
-    /// thread (`virtio::blk`), which reaches guest RAM through `mem`.
-    pub fn add_virtio_blk(&self, device: u8, drive: Arc<crate::virtio::blk::Drive>, mem: Arc<crate::sys::VmMemory>) -> io::Result<()> {
+    /// thread (`virtio::blk`), which reaches guest RAM through `mem`; its queue
+    /// notifications are ioeventfds on `ioevents` if given (else MMIO exits).
+    pub fn add_virtio_blk(
+        &self,
+        device: u8,
+        drive: Arc<crate::virtio::blk::Drive>,
+        mem: Arc<crate::sys::VmMemory>,
+        ioevents: Option<crate::hypervisor::VmHandle>,
+    ) -> io::Result<()> {
         use crate::virtio::blk;
         use super::virtio_pci::{DeviceInfo, VirtioPci};
         let info = DeviceInfo {
@@ -835,7 +842,7 @@ impl PcBoard {
             config: blk::config_space(drive.len),
             queue_sizes: vec![blk::QUEUE_SIZE],
         };
-        let (function, mut ends) = VirtioPci::new(info, self.msi(), mem.clone()).map_err(io::Error::other)?;
+        let (function, mut ends) = VirtioPci::new(info, self.msi(), mem.clone(), ioevents).map_err(io::Error::other)?;
         let transport_stats = function.stats();
         lock(&self.pci).add(pci::Bdf { bus: 0, device, function: 0 }, Box::new(function)).map_err(io::Error::other)?;
         let (queue, kick) = ends.queues.remove(0);
@@ -854,7 +861,7 @@ impl PcBoard {
             .iter()
             .map(|(name, t, b)| {
                 format!(
-                    "{name}: {} requests ({} B read, {} B written, {} flushes, {} errors, {} broken chains); {} notifications ({} dropped), {} interrupts, {} resets, {} odd accesses",
+                    "{name}: {} requests ({} B read, {} B written, {} flushes, {} errors, {} broken chains); {} notifications by exit ({} dropped), {} ioeventfd registrations ({} refused), {} interrupts, {} resets, {} odd accesses",
                     b.requests.load(Relaxed),
                     b.read_bytes.load(Relaxed),
                     b.written_bytes.load(Relaxed),
@@ -863,6 +870,8 @@ impl PcBoard {
                     b.broken.load(Relaxed),
                     t.notifies.load(Relaxed),
                     t.notifies_dropped.load(Relaxed),
+                    t.ioevents_registered.load(Relaxed),
+                    t.ioevents_failed.load(Relaxed),
                     t.interrupts.load(Relaxed),
                     t.resets.load(Relaxed),
                     t.ignored.load(Relaxed),

@@ -142,6 +142,11 @@ pub trait PciFunction: Send {
     /// or MSI-X capability's enable or mask may have changed: a pending vector may go).
     /// It must never lock the PCI root.
     fn config_written(&mut self, _offset: usize, _len: usize) {}
+    /// Memory BAR `index` now decodes at `address` in the window, or (`None`) nowhere: it
+    /// moved, was placed, was refused or its memory decoding went off. Called after each
+    /// such change (a device that registered addresses in its BAR with the hypervisor
+    /// moves them). It must never lock the PCI root.
+    fn bar_placed(&mut self, _index: usize, _address: Option<u64>) {}
     /// Before the guest reads the configuration space (a device-set bit that the device
     /// keeps elsewhere, such as a pending bit, goes into the space). It must never lock
     /// the PCI root.
@@ -300,7 +305,10 @@ impl PciRoot {
             if self.window.remove(&name).is_ok() {
                 self.stats.bar_moves += 1;
             }
-            let Some((kind, size, address)) = *new else { continue };
+            let Some((kind, size, address)) = *new else {
+                self.tell_placed(bdf, index, None);
+                continue;
+            };
             let device = self.functions.get(&bdf).and_then(|f| f.bar_device(index));
             let refused = match (kind, device) {
                 (BarKind::Io, _) => Some("an I/O BAR (not decoded yet)".to_string()),
@@ -321,6 +329,14 @@ impl PciRoot {
                 self.stats.bars_refused += 1;
                 self.ignored.note(format_args!("PCI {name} at {address:#x} (size {size:#x}): {why}; it does not decode"));
             }
+            let placed = self.window.range_of(&name).map(|(start, _)| start);
+            self.tell_placed(bdf, index, placed);
+        }
+    }
+
+    fn tell_placed(&mut self, bdf: Bdf, index: usize, address: Option<u64>) {
+        if let Some(f) = self.functions.get_mut(&bdf) {
+            f.bar_placed(index, address);
         }
     }
 

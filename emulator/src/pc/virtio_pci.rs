@@ -24,10 +24,16 @@
 //! Writing 0 to the status resets the device: the queues (after the worker lets go of
 //! them), features, vectors and ISR.
 //!
-//! A queue notification is a write to the notify region: here an MMIO exit that reaches
-//! the emulator, which writes the queue's EventFd ([`Transport::notify_address`] is the
-//! address to register as an ioeventfd instead, with the same EventFd, once the module has
-//! them). INTx is not offered (interrupt pin 0): the driver must use MSI-X.
+//! A queue notification is a write to the notify region. With an ioeventfd (the default:
+//! the transport is given the VM, `hypervisor::Vm`), each live queue's notify address
+//! ([`Transport::notify_address`]) is registered with the queue's EventFd while the
+//! device is DRIVER_OK and BAR 0 decodes: the hypervisor signals the worker and the vCPU
+//! runs on without an exit. The registrations follow the device: made at DRIVER_OK (or
+//! when BAR 0 is placed while the device is running), removed by a reset and when BAR 0
+//! moves or stops decoding (then made again at the new address). Without one
+//! (`--no-ioeventfd`, or a registration the hypervisor refused), the write is an MMIO
+//! exit that reaches [`Transport`], which writes the same EventFd. INTx is not offered
+//! (interrupt pin 0): the driver must use MSI-X.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +47,7 @@ use super::pci_config::{BarKind, ConfigError, ConfigSpace, Identity};
 use super::pci_msi::Raised;
 use super::pci_msix::{Access, MsiX, MsixError, Place};
 use crate::bus::{le, lock, BusDevice, Ctx, Effect, SharedDevice};
+use crate::hypervisor::{Datamatch, IoEventAddress, VmHandle};
 use crate::sys::VmMemory;
 use crate::virtio::{status, EventFd, QueueSlot, SharedQueue, Signal, F_EVENT_IDX, F_VERSION_1};
 
@@ -117,12 +124,18 @@ pub struct TransportStats {
     pub ignored: AtomicU64,
     pub interrupts: AtomicU64,
     pub resets: AtomicU64,
+    /// Ioeventfds registered for queue notifications (each BAR placement and DRIVER_OK).
+    pub ioevents_registered: AtomicU64,
+    /// Registrations the hypervisor refused (the notification stays an MMIO exit).
+    pub ioevents_failed: AtomicU64,
 }
 
 struct QueueRegs {
     shared: SharedQueue,
     vector: u16,
     kick: EventFd,
+    /// Where `kick` is registered as an ioeventfd now.
+    ioevent: Option<u64>,
 }
 
 /// BAR 0's registers, and what the worker signals through.
@@ -140,6 +153,11 @@ pub struct Transport {
     msi: MsiSender,
     mem: Arc<VmMemory>,
     needs_reset: Arc<AtomicBool>,
+    /// The VM, to register the queues' notify addresses as ioeventfds (`None`: every
+    /// notification is an MMIO exit).
+    ioevents: Option<VmHandle>,
+    /// Where BAR 0 decodes (the PCI root says: [`PciFunction::bar_placed`]).
+    bar_base: Option<u64>,
     pub stats: Arc<TransportStats>,
 }
 
@@ -179,8 +197,9 @@ fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
 }
 
 impl VirtioPci {
-    /// The function for `info`, its interrupts sent through `msi`, its queues in `mem`.
-    pub fn new(info: DeviceInfo, msi: MsiSender, mem: Arc<VmMemory>) -> Result<(Self, WorkerEnds), VirtioPciError> {
+    /// The function for `info`, its interrupts sent through `msi`, its queues in `mem`,
+    /// its queue notifications registered as ioeventfds on `ioevents` if given.
+    pub fn new(info: DeviceInfo, msi: MsiSender, mem: Arc<VmMemory>, ioevents: Option<VmHandle>) -> Result<(Self, WorkerEnds), VirtioPciError> {
         let id = Identity {
             vendor: VENDOR,
             device: DEVICE_BASE + info.device_type,
@@ -212,7 +231,7 @@ impl VirtioPci {
             let shared = Arc::new(Mutex::new(QueueSlot { queue, live: false }));
             let kick = EventFd::new(0).map_err(VirtioPciError::EventFd)?;
             ends.push((shared.clone(), kick.try_clone().map_err(VirtioPciError::EventFd)?));
-            queues.push(QueueRegs { shared, vector: NO_VECTOR, kick });
+            queues.push(QueueRegs { shared, vector: NO_VECTOR, kick, ioevent: None });
         }
         let transport = Transport {
             info,
@@ -228,6 +247,8 @@ impl VirtioPci {
             msi,
             mem,
             needs_reset: Arc::new(AtomicBool::new(false)),
+            ioevents,
+            bar_base: None,
             stats: Default::default(),
         };
         let transport = Arc::new(Mutex::new(transport));
@@ -254,6 +275,13 @@ impl PciFunction for VirtioPci {
         let mut t = lock(&self.transport);
         for raised in t.msix.config_written(&self.space) {
             t.send(raised);
+        }
+    }
+    fn bar_placed(&mut self, index: usize, address: Option<u64>) {
+        if index == BAR {
+            let mut t = lock(&self.transport);
+            t.bar_base = address;
+            t.sync_ioevents();
         }
     }
 }
@@ -298,6 +326,41 @@ impl Transport {
     /// (where an ioeventfd for the queue's EventFd goes).
     pub fn notify_address(bar_base: u64, q: u16) -> u64 {
         bar_base + NOTIFY + u64::from(q) * u64::from(NOTIFY_MULTIPLIER)
+    }
+
+    /// Makes the ioeventfd registrations match the device: each live queue's notify
+    /// address while DRIVER_OK is set and BAR 0 decodes, nothing otherwise. A refused
+    /// registration is counted and noted; that queue's notifications stay MMIO exits.
+    fn sync_ioevents(&mut self) {
+        let Some(vm) = self.ioevents.clone() else { return };
+        let running = self.status & status::DRIVER_OK != 0;
+        let base = self.bar_base;
+        let stats = self.stats.clone();
+        for (q, regs) in self.queues.iter_mut().enumerate() {
+            let live = running && lock(&regs.shared).live;
+            let want = base.filter(|_| live).map(|b| Self::notify_address(b, q as u16));
+            if regs.ioevent == want {
+                continue;
+            }
+            if let Some(old) = regs.ioevent.take() {
+                if let Err(e) = vm.unregister_ioevent(IoEventAddress::Mmio(old), Datamatch::Any, &regs.kick) {
+                    eprintln!("yakvm: virtio queue {q}: removing the ioeventfd at {old:#x}: {e}");
+                }
+            }
+            if let Some(new) = want {
+                match vm.register_ioevent(IoEventAddress::Mmio(new), Datamatch::Any, &regs.kick) {
+                    Ok(()) => {
+                        stats.ioevents_registered.fetch_add(1, Ordering::Relaxed);
+                        regs.ioevent = Some(new);
+                    }
+                    Err(e) => {
+                        if stats.ioevents_failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("yakvm: virtio queue {q}: an ioeventfd at {new:#x}: {e} (its notifications stay MMIO exits)");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn status(&self) -> u8 {
@@ -437,6 +500,7 @@ impl Transport {
             if broken {
                 self.needs_reset.store(true, Ordering::Relaxed);
             }
+            self.sync_ioevents();
             // Buffers the driver made available before DRIVER_OK.
             for q in &self.queues {
                 let _ = q.kick.write(1);
@@ -464,6 +528,7 @@ impl Transport {
         self.queue_select = 0;
         self.isr = 0;
         self.needs_reset.store(false, Ordering::Relaxed);
+        self.sync_ioevents();
     }
 
     fn notify(&mut self, offset: u64, len: usize) {
@@ -552,10 +617,15 @@ mod tests {
 
     /// A virtio-blk function at 00:03.0 of the pc board's root, BAR 0 at `BASE`.
     fn setup() -> (crate::devices::Devices, crate::pc::board::PcBoard, WorkerEnds) {
+        setup_with(None)
+    }
+
+    /// The same, its notifications registered on `ioevents`.
+    fn setup_with(ioevents: Option<VmHandle>) -> (crate::devices::Devices, crate::pc::board::PcBoard, WorkerEnds) {
         let (mut d, board) = pc();
         let ram = Arc::new(crate::sys::GuestMemory::new(16 << 20).unwrap());
         let mem = Arc::new(VmMemory::new(ram).unwrap());
-        let (f, ends) = VirtioPci::new(info(), board.msi(), mem).unwrap();
+        let (f, ends) = VirtioPci::new(info(), board.msi(), mem, ioevents).unwrap();
         lock(&board.pci).add(Bdf { bus: 0, device: 3, function: 0 }, Box::new(f)).unwrap();
         let cfg = |d: &mut crate::devices::Devices, reg: u64, v: u32| d.mmio.write(ECAM_BASE + (3 << 15) + reg, &v.to_le_bytes(), &CTX).unwrap();
         cfg(&mut d, 0x10, BASE as u32);
@@ -693,6 +763,86 @@ mod tests {
         assert_eq!(r(&mut d, QUEUE_SIZE, 2), 256);
         assert_eq!(r(&mut d, QUEUE_ENABLE, 2), 0);
         assert_eq!(r(&mut d, QUEUE_MSIX_VECTOR, 2), u64::from(NO_VECTOR));
+    }
+
+    /// A VM that notes each ioeventfd registration (+address) and removal (-address), and
+    /// refuses registrations while `refuse` is set.
+    #[derive(Default)]
+    struct FakeVm {
+        log: Mutex<Vec<(char, u64)>>,
+        refuse: AtomicBool,
+    }
+
+    impl crate::hypervisor::Vm for FakeVm {
+        fn register_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, _: &EventFd) -> io::Result<()> {
+            assert_eq!(datamatch, Datamatch::Any);
+            let IoEventAddress::Mmio(at) = addr else { panic!("a port ioeventfd") };
+            if self.refuse.load(Ordering::Relaxed) {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            self.log.lock().unwrap().push(('+', at));
+            Ok(())
+        }
+        fn unregister_ioevent(&self, addr: IoEventAddress, _: Datamatch, _: &EventFd) -> io::Result<()> {
+            let IoEventAddress::Mmio(at) = addr else { panic!("a port ioeventfd") };
+            self.log.lock().unwrap().push(('-', at));
+            Ok(())
+        }
+    }
+
+    /// Feature negotiation and queue 0 set up with rings in RAM, then DRIVER_OK.
+    fn bring_up(d: &mut crate::devices::Devices) {
+        w(d, DRIVER_FEATURE_SELECT, 4, 1);
+        w(d, DRIVER_FEATURE, 4, 1);
+        w(d, DEVICE_STATUS, 1, u64::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK));
+        w(d, QUEUE_DESC, 8, 0x10000);
+        w(d, QUEUE_DRIVER, 8, 0x11000);
+        w(d, QUEUE_DEVICE, 8, 0x12000);
+        w(d, QUEUE_ENABLE, 2, 1);
+        w(d, DEVICE_STATUS, 1, u64::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK));
+    }
+
+    /// The queue's notify address is an ioeventfd from DRIVER_OK to the reset, and follows
+    /// BAR 0: removed when it moves or stops decoding, registered again where it decodes.
+    /// A refused registration leaves the notification an exit, which still kicks.
+    #[test]
+    fn notifications_are_ioeventfds_that_follow_the_bar() {
+        let vm = Arc::new(FakeVm::default());
+        let (mut d, _board, ends) = setup_with(Some(vm.clone() as VmHandle));
+        let kick = &ends.queues[0].1;
+        let taken = || std::mem::take(&mut *vm.log.lock().unwrap());
+        let ecam = |d: &mut crate::devices::Devices, reg: u64, v: u32| d.mmio.write(ECAM_BASE + (3 << 15) + reg, &v.to_le_bytes(), &CTX).unwrap();
+        // Enabled but not running: nothing registered.
+        w(&mut d, QUEUE_ENABLE, 2, 1);
+        assert_eq!(taken(), []);
+        bring_up(&mut d);
+        let at = BASE + NOTIFY;
+        assert_eq!(taken(), [('+', at)]);
+        // BAR 0 moves: the old address goes, the new one comes.
+        let moved = BASE + 0x10_0000;
+        ecam(&mut d, 0x10, moved as u32);
+        assert_eq!(taken(), [('-', at), ('+', moved + NOTIFY)]);
+        // Memory decoding off: removed; on again: registered again.
+        ecam(&mut d, 0x04, 0);
+        assert_eq!(taken(), [('-', moved + NOTIFY)]);
+        ecam(&mut d, 0x04, u32::from(COMMAND_MEMORY));
+        assert_eq!(taken(), [('+', moved + NOTIFY)]);
+        // A BAR outside the window does not decode: removed; back in it: registered.
+        ecam(&mut d, 0x10, 0x1000_0000);
+        assert_eq!(taken(), [('-', moved + NOTIFY)]);
+        ecam(&mut d, 0x10, BASE as u32);
+        assert_eq!(taken(), [('+', at)]);
+        // The device reset removes it.
+        w(&mut d, DEVICE_STATUS, 1, 0);
+        assert_eq!(taken(), [('-', at)]);
+        assert_eq!(kick.read().unwrap(), 1, "DRIVER_OK's kick");
+        // A refused registration: counted, and the notification is an exit that kicks.
+        vm.refuse.store(true, Ordering::Relaxed);
+        bring_up(&mut d);
+        assert_eq!(taken(), []);
+        assert_eq!(kick.read().unwrap(), 1, "DRIVER_OK's kick");
+        w(&mut d, NOTIFY, 2, 0);
+        assert_eq!(kick.read().unwrap(), 1, "the exit's kick");
     }
 
     /// Rings outside RAM at DRIVER_OK: the device needs a reset, the queue never goes live.
