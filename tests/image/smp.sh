@@ -92,7 +92,7 @@ smp() {
 storm() {
     name=smp_storm${1:+-kapic}
     t0=$(now_cs)
-    timeout -s KILL 90 yakvm run --timeout 60 "$@" --machine pc --smp 4 guests/smp_storm.bin > "$OUT/$name.raw" 2> "$OUT/$name.err" < /dev/null &
+    timeout -s KILL 90 yakvm run --timeout 60 --stats "$@" --machine pc --smp 4 guests/smp_storm.bin > "$OUT/$name.raw" 2> "$OUT/$name.err" < /dev/null &
     pid=$!
     n=0; while [ $n -lt 600 ] && ! grep -q '^storm: ' "$OUT/$name.raw"; do sleep 0.1; n=$((n + 1)); done
     t1=$(now_cs)
@@ -105,7 +105,8 @@ storm() {
     cs=$(( $(now_cs) - t0 ))
     tr -d '\r' < "$OUT/$name.raw" > "$OUT/$name.out"
     echo "  smp_storm --smp 4${1:+ $*}: $(s $cs) s; $(sed -n 's/^  storm: //p' "$OUT/$name.out"); the host's loop ($i iterations) took $(s $busy) s meanwhile" >&3
-    [ $rc -eq 0 ] || { echo "status $rc: $(why $name)"; return 1; }
+    # A failure shows the guest's figures of each AP and each vCPU's counters (--stats).
+    [ $rc -eq 0 ] || { grep '^  cpu' "$OUT/$name.out" >&3; sed 's/^/  /' "$OUT/$name.err" >&3; echo "status $rc: $(why $name)"; return 1; }
     same_lines $name "$(mp_line 4; online 0 3; echo 'storm: 3 aps fire IPIs for 2 s'
         echo 'storm ok: the aps stopped when told, every IPI taken at most once')" || return 1
     [ $i -eq 20000 ] || { echo "the host's loop did $i of 20000 iterations in 60 s"; return 1; }

@@ -15,7 +15,10 @@
 //! storm ok: the aps stopped when told, every IPI taken at most once
 //! ```
 //! Exit status 0; 1 if the APs did not stop within 10 s, took an IPI more often than it
-//! was sent, or took none, or the BSP took one; 2 if an AP did not answer.
+//! was sent, or took none, or the BSP took one; 2 if an AP did not answer. When an AP does
+//! not stop, each AP's figures are printed twice, 1 s apart (whether it stopped, its loops
+//! and the IPIs it took): they tell an AP that runs on without seeing STOP from one stuck
+//! in its handler or not running at all.
 //!
 //! Run: `yakvm run --machine pc --smp 4 build/guests/smp_storm.bin`
 #![no_std]
@@ -35,9 +38,11 @@ const STOP_TIMEOUT_US: u64 = 10_000_000;
 /// Set once every AP is online (their peers exist), and when the storm ends.
 static GO: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
-/// The APs (bit = APIC id), APs stopped, IPIs each AP sent (of each vector).
+/// The APs (bit = APIC id), APs stopped (a count and a mask), IPIs each AP sent (of each
+/// vector; kept up to date while it loops).
 static AP_MASK: AtomicU32 = AtomicU32::new(0);
 static STOPPED: AtomicU32 = AtomicU32::new(0);
+static STOPPED_MASK: AtomicU32 = AtomicU32::new(0);
 static SENT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 fn main() {
@@ -54,6 +59,15 @@ fn main() {
     STOP.store(true, SeqCst);
     if !wait_until(STOP_TIMEOUT_US, || STOPPED.load(SeqCst) == aps) {
         say!("storm FAIL: {} of {aps} aps stopped in {} s", STOPPED.load(SeqCst), STOP_TIMEOUT_US / 1_000_000);
+        for _ in 0..2 {
+            for id in mp.aps() {
+                let cpu = usize::from(id);
+                let (stopped, loops) = (STOPPED_MASK.load(SeqCst) & 1 << cpu != 0, SENT[cpu].load(SeqCst));
+                let (own, peer) = (received(cpu, SELF_VECTOR), received(cpu, PEER_VECTOR));
+                say!("  cpu {cpu}: stopped {stopped}, {loops} loops, took {own} self and {peer} peer IPIs");
+            }
+            delay_us(1_000_000);
+        }
         exit(STATUS_FAILED);
     }
     // What was sent, what was taken: an IRR bit merges IPIs of one vector, never makes more.
@@ -97,9 +111,10 @@ fn ap_main(cpu: usize) -> ! {
         lapic_write(APIC_ICR_HIGH, peer << 24);
         lapic_write(APIC_ICR_LOW, ICR_FIXED | u32::from(PEER_VECTOR));
         sent += 1;
+        SENT[cpu].store(sent, SeqCst);
     }
     pc::cli();
-    SENT[cpu].store(sent, SeqCst);
+    STOPPED_MASK.fetch_or(1 << cpu, SeqCst);
     STOPPED.fetch_add(1, SeqCst);
     smp::park()
 }
