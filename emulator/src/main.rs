@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use yakvm::disk::SECTOR_SIZE;
 use yakvm::virtio::blk::Drive;
 use yakvm::machine::{Config, EntryMode, Machine, MachineKind, Outcome};
@@ -52,132 +52,175 @@ enum Command {
     /// line) or a Multiboot v1 kernel (--append is its whole command line; --module
     /// FILE[,STRING], repeatable). A kernel that powers off (HLT with interrupts off) or
     /// reboots (the i8042 reset) ends the run with status 0.
-    #[command(group = clap::ArgGroup::new("what").required(true).args(["guest", "kernel"]))]
-    Run {
-        /// The guest program (flat binary or ELF).
-        guest: Option<PathBuf>,
-        /// Boot this kernel (a Linux bzImage or a Multiboot v1 kernel) instead of GUEST.
-        #[arg(long)]
-        kernel: Option<PathBuf>,
-        /// The initial ramdisk of a Linux kernel.
-        #[arg(long, requires = "kernel")]
-        initrd: Option<PathBuf>,
-        /// Linux: added to yakvm's default command line; Multiboot: the command line.
-        #[arg(long, requires = "kernel")]
-        append: Option<String>,
-        /// A Multiboot module: FILE, or FILE,STRING (STRING defaults to FILE). Repeatable.
-        #[arg(long = "module", requires = "kernel")]
-        modules: Vec<String>,
-        /// The board: seed (the simple machine) or pc [default: seed; pc with --kernel].
-        #[arg(long, value_enum)]
-        machine: Option<MachineKind>,
-        /// vCPUs, 1 to 8 (more than one needs --machine pc). vCPU 0 starts the guest; the
-        /// others wait for INIT and a startup IPI from it through their local APICs.
-        #[arg(long, default_value = "1", value_name = "N")]
-        smp: u32,
-        /// pc: build the machine without ACPI tables, for guests that want only the MP
-        /// table (Linux is given no RSDP; the PM registers stay on their ports).
-        #[arg(long)]
-        no_acpi: bool,
-        /// Guest RAM size, in bytes or with a K, M or G suffix [default: 16M; 256M with --kernel].
-        #[arg(long, value_parser = parse_size)]
-        mem: Option<u64>,
-        /// CPU mode at entry [default: long; protected for a 32-bit ELF file].
-        #[arg(long, value_enum)]
-        entry: Option<EntryMode>,
-        /// Where a flat binary goes (for real mode: the segment base, below 1 MiB).
-        #[arg(long, default_value = "0", value_parser = parse_address)]
-        load_addr: u64,
-        /// Disk image behind the DMA disk (a multiple of 512 bytes) [default: a disk of size 0].
-        #[arg(long)]
-        disk: Option<PathBuf>,
-        /// Guest-physical base of the MMIO window [default: the first GiB boundary above RAM, at least 0xc0000000].
-        #[arg(long, value_parser = parse_address)]
-        mmio_base: Option<u64>,
-        /// End the run after this many seconds (exit status 124).
-        #[arg(long)]
-        timeout: Option<u32>,
-        /// Print every exit that reaches the emulator on stderr.
-        #[arg(long)]
-        trace: bool,
-        /// At the end, print exit counts by reason and where the time went on stderr.
-        #[arg(long)]
-        stats: bool,
-        /// Let every write to the serial port exit to the emulator (they are coalesced by
-        /// default; --trace and --step-trace imply this).
-        #[arg(long)]
-        no_coalesced_io: bool,
-        /// The hypervisor: yakvm's module or Linux KVM (kvm_amd loaded, yakvm not), with the
-        /// same machine and devices in this program, for comparisons.
-        #[arg(long, value_enum, default_value = "yakvm")]
-        hypervisor: hypervisor::Kind,
-        /// Serve gdb on localhost:PORT (gdb: target remote :PORT): registers, memory at
-        /// guest-virtual addresses, software breakpoints, stepi, Ctrl-C. The guest stops
-        /// when gdb connects.
-        #[arg(long, value_name = "PORT")]
-        gdb: Option<u16>,
-        /// With --gdb: wait for gdb before the guest's first instruction.
-        #[arg(long, requires = "gdb")]
-        gdb_wait: bool,
-        /// Single-step the guest and write one line per executed instruction to FILE: its
-        /// CS:RIP, bytes, the instruction (Intel syntax) and the exits it caused. Slow: a
-        /// few thousand instructions per second under QEMU.
-        #[arg(long, value_name = "FILE", conflicts_with = "gdb")]
-        step_trace: Option<PathBuf>,
-        /// A test aid, not a PC device (pc machine only): QEMU's pc-testdev, which
-        /// kvm-unit-tests drives: a scratch register at ports 0xe0-0xe3 (and 0xe8-0xeb),
-        /// interrupt lines 0-23 at ports 0x2000-0x2017, 64 KiB of test memory (MMIO) at
-        /// 0xff000000 (docs/conformance.md).
-        #[arg(long)]
-        testdev: bool,
-        /// A test aid (pc machine only): two PCI test functions (1234:11e8, QEMU edu's ID) at
-        /// 00:16.0 and 00:1e.0 whose registers raise INTx (both on GSI 22), MSI and MSI-X
-        /// (docs/pci.md).
-        #[arg(long)]
-        pci_testdev: bool,
-        /// A test aid: an ioeventfd on pio:PORT or mmio:ADDRESS (any write there), or with
-        /// :LEN:VALUE (writes of LEN bytes and that value only). A thread counts its
-        /// signals; the counts are printed on stderr at the end. Repeatable.
-        #[arg(long = "ioeventfd", value_name = "SPEC", value_parser = yakvm::ioevent_probe::parse)]
-        ioeventfds: Vec<yakvm::ioevent_probe::Spec>,
-        /// A test aid (with --kernel-apic): an IRQFD bound to "vector VECTOR to APIC 0",
-        /// which a thread signals COUNT times, each once the u64 the guest keeps at
-        /// guest-physical COUNTER (its count of those interrupts) caught up. The counts are
-        /// printed on stderr at the end.
-        #[arg(long = "irqfd", value_name = "VECTOR:COUNT:COUNTER", value_parser = yakvm::irqfd_probe::parse)]
-        irqfd: Option<yakvm::irqfd_probe::Spec>,
-        /// pc: the console is the PC's screen and keyboard: the VGA text screen (80x25 at
-        /// 0xb8000) is mirrored to standard output, a line once the guest's cursor leaves
-        /// it (in colour to a terminal, as plain text otherwise), and standard input is
-        /// typed on a PS/2 keyboard (scan code set 1, IRQ1) instead of reaching the UART.
-        /// Off by default: most kernels also write their console to the UART, whose lines
-        /// would then come twice.
-        #[arg(long)]
-        vga: bool,
-        /// pc: an IDE disk image (a multiple of 512 bytes) on the primary IDE channel
-        /// (ports 0x1f0-0x1f7, 0x3f6, IRQ14; PIO, LBA28): given once, the master; twice,
-        /// the master then the slave (as QEMU's -drive index=0 and index=1).
-        #[arg(long = "ide", value_name = "FILE")]
-        ide: Vec<PathBuf>,
-        /// A virtio disk on the pc machine's PCI bus (virtio-blk over virtio-pci): a raw
-        /// image FILE (whole 512-byte sectors), written in place unless `readonly=on`.
-        /// Repeatable: the first is Linux's /dev/vda (PCI 00:04.0), the next /dev/vdb, ...
-        /// The file is locked while yakvm runs (a second yakvm cannot open it for writing).
-        #[arg(long = "drive", value_name = "FILE[,readonly=on]")]
-        drives: Vec<String>,
-        /// pc on yakvm: the local APICs in the module (ENABLE_KERNEL_APIC: x2APIC, timer,
-        /// IPIs, EOIs and HLT without exits to this program), the PIC and I/O APIC here.
-        /// Not with --hypervisor kvm (its APICs stay here).
-        #[arg(long)]
-        kernel_apic: bool,
-        /// pc: the virtio disks' queue notifications exit to this program (an MMIO write
-        /// it hands to the disk's thread) instead of going straight from the hypervisor to
-        /// that thread through an ioeventfd (the default, on yakvm and on KVM).
-        #[arg(long)]
-        no_ioeventfd: bool,
-    },
+    Run(RunOpts),
     /// Show what the CPU's SVM and the module offer.
     Info,
+}
+
+/// `yakvm run`'s options, in the groups its help shows.
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["guest", "kernel"]))]
+struct RunOpts {
+    #[command(flatten)]
+    boot: Boot,
+    #[command(flatten)]
+    machine: MachineOpts,
+    #[command(flatten)]
+    devices: Devices,
+    #[command(flatten)]
+    debugging: Debugging,
+    #[command(flatten)]
+    test_aids: TestAids,
+}
+
+/// What the guest is and how it starts.
+#[derive(Args)]
+struct Boot {
+    /// The guest program (flat binary or ELF).
+    guest: Option<PathBuf>,
+    /// Boot this kernel (a Linux bzImage or a Multiboot v1 kernel) instead of GUEST.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// The initial ramdisk of a Linux kernel.
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// Linux: added to yakvm's default command line; Multiboot: the command line.
+    #[arg(long, requires = "kernel")]
+    append: Option<String>,
+    /// A Multiboot module: FILE, or FILE,STRING (STRING defaults to FILE). Repeatable.
+    #[arg(long = "module", requires = "kernel")]
+    modules: Vec<String>,
+    /// CPU mode at entry [default: long; protected for a 32-bit ELF file].
+    #[arg(long, value_enum)]
+    entry: Option<EntryMode>,
+    /// Where a flat binary goes (for real mode: the segment base, below 1 MiB).
+    #[arg(long, default_value = "0", value_parser = parse_address)]
+    load_addr: u64,
+}
+
+/// The machine.
+#[derive(Args)]
+#[command(next_help_heading = "Machine")]
+struct MachineOpts {
+    /// The board: seed (the simple machine) or pc [default: seed; pc with --kernel].
+    #[arg(long, value_enum)]
+    machine: Option<MachineKind>,
+    /// vCPUs, 1 to 8 (more than one needs --machine pc). vCPU 0 starts the guest; the
+    /// others wait for INIT and a startup IPI from it through their local APICs.
+    #[arg(long, default_value = "1", value_name = "N")]
+    smp: u32,
+    /// Guest RAM size, in bytes or with a K, M or G suffix [default: 16M; 256M with --kernel].
+    #[arg(long, value_parser = parse_size)]
+    mem: Option<u64>,
+    /// pc: build the machine without ACPI tables, for guests that want only the MP
+    /// table (Linux is given no RSDP; the PM registers stay on their ports).
+    #[arg(long)]
+    no_acpi: bool,
+    /// Guest-physical base of the MMIO window [default: the first GiB boundary above RAM, at least 0xc0000000].
+    #[arg(long, value_parser = parse_address)]
+    mmio_base: Option<u64>,
+    /// The hypervisor: yakvm's module or Linux KVM (kvm_amd loaded, yakvm not), with the
+    /// same machine and devices in this program, for comparisons.
+    #[arg(long, value_enum, default_value = "yakvm")]
+    hypervisor: hypervisor::Kind,
+    /// pc on yakvm: the local APICs in the module (ENABLE_KERNEL_APIC: x2APIC, timer,
+    /// IPIs, EOIs and HLT without exits to this program), the PIC and I/O APIC here.
+    /// Not with --hypervisor kvm (its APICs stay here).
+    #[arg(long)]
+    kernel_apic: bool,
+}
+
+/// Disks, the screen, and how devices are reached.
+#[derive(Args)]
+#[command(next_help_heading = "Devices")]
+struct Devices {
+    /// Disk image behind the DMA disk (a multiple of 512 bytes) [default: a disk of size 0].
+    #[arg(long)]
+    disk: Option<PathBuf>,
+    /// pc: an IDE disk image (a multiple of 512 bytes) on the primary IDE channel
+    /// (ports 0x1f0-0x1f7, 0x3f6, IRQ14; PIO, LBA28): given once, the master; twice,
+    /// the master then the slave (as QEMU's -drive index=0 and index=1).
+    #[arg(long = "ide", value_name = "FILE")]
+    ide: Vec<PathBuf>,
+    /// A virtio disk on the pc machine's PCI bus (virtio-blk over virtio-pci): a raw
+    /// image FILE (whole 512-byte sectors), written in place unless `readonly=on`.
+    /// Repeatable: the first is Linux's /dev/vda (PCI 00:04.0), the next /dev/vdb, ...
+    /// The file is locked while yakvm runs (a second yakvm cannot open it for writing).
+    #[arg(long = "drive", value_name = "FILE[,readonly=on]")]
+    drives: Vec<String>,
+    /// pc: the console is the PC's screen and keyboard: the VGA text screen (80x25 at
+    /// 0xb8000) is mirrored to standard output, a line once the guest's cursor leaves
+    /// it (in colour to a terminal, as plain text otherwise), and standard input is
+    /// typed on a PS/2 keyboard (scan code set 1, IRQ1) instead of reaching the UART.
+    /// Off by default: most kernels also write their console to the UART, whose lines
+    /// would then come twice.
+    #[arg(long)]
+    vga: bool,
+    /// pc: the virtio disks' queue notifications exit to this program (an MMIO write
+    /// it hands to the disk's thread) instead of going straight from the hypervisor to
+    /// that thread through an ioeventfd (the default, on yakvm and on KVM).
+    #[arg(long)]
+    no_ioeventfd: bool,
+    /// Let every write to the serial port exit to the emulator (they are coalesced by
+    /// default; --trace and --step-trace imply this).
+    #[arg(long)]
+    no_coalesced_io: bool,
+}
+
+/// Watching and bounding the run.
+#[derive(Args)]
+#[command(next_help_heading = "Running and debugging")]
+struct Debugging {
+    /// End the run after this many seconds (exit status 124).
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// Print every exit that reaches the emulator on stderr.
+    #[arg(long)]
+    trace: bool,
+    /// At the end, print exit counts by reason and where the time went on stderr.
+    #[arg(long)]
+    stats: bool,
+    /// Serve gdb on localhost:PORT (gdb: target remote :PORT): registers, memory at
+    /// guest-virtual addresses, software breakpoints, stepi, Ctrl-C. The guest stops
+    /// when gdb connects.
+    #[arg(long, value_name = "PORT")]
+    gdb: Option<u16>,
+    /// With --gdb: wait for gdb before the guest's first instruction.
+    #[arg(long, requires = "gdb")]
+    gdb_wait: bool,
+    /// Single-step the guest and write one line per executed instruction to FILE: its
+    /// CS:RIP, bytes, the instruction (Intel syntax) and the exits it caused. Slow: a
+    /// few thousand instructions per second under QEMU.
+    #[arg(long, value_name = "FILE", conflicts_with = "gdb")]
+    step_trace: Option<PathBuf>,
+}
+
+/// Devices that exist only for tests.
+#[derive(Args)]
+#[command(next_help_heading = "Test aids")]
+struct TestAids {
+    /// A test aid, not a PC device (pc machine only): QEMU's pc-testdev, which
+    /// kvm-unit-tests drives: a scratch register at ports 0xe0-0xe3 (and 0xe8-0xeb),
+    /// interrupt lines 0-23 at ports 0x2000-0x2017, 64 KiB of test memory (MMIO) at
+    /// 0xff000000 (docs/conformance.md).
+    #[arg(long)]
+    testdev: bool,
+    /// A test aid (pc machine only): two PCI test functions (1234:11e8, QEMU edu's ID) at
+    /// 00:16.0 and 00:1e.0 whose registers raise INTx (both on GSI 22), MSI and MSI-X
+    /// (docs/pci.md).
+    #[arg(long)]
+    pci_testdev: bool,
+    /// A test aid: an ioeventfd on pio:PORT or mmio:ADDRESS (any write there), or with
+    /// :LEN:VALUE (writes of LEN bytes and that value only). A thread counts its
+    /// signals; the counts are printed on stderr at the end. Repeatable.
+    #[arg(long = "ioeventfd", value_name = "SPEC", value_parser = yakvm::ioevent_probe::parse)]
+    ioeventfds: Vec<yakvm::ioevent_probe::Spec>,
+    /// A test aid (with --kernel-apic): an IRQFD bound to "vector VECTOR to APIC 0",
+    /// which a thread signals COUNT times, each once the u64 the guest keeps at
+    /// guest-physical COUNTER (its count of those interrupts) caught up. The counts are
+    /// printed on stderr at the end.
+    #[arg(long = "irqfd", value_name = "VECTOR:COUNT:COUNTER", value_parser = yakvm::irqfd_probe::parse)]
+    irqfd: Option<yakvm::irqfd_probe::Spec>,
 }
 
 /// Exit status of a run ended by --timeout (as timeout(1)).
@@ -221,6 +264,60 @@ struct RunArgs {
     irqfd: Option<yakvm::irqfd_probe::Spec>,
     /// `--drive` arguments, opened by `run`.
     drives: Vec<String>,
+}
+
+/// What `run` needs, from the command line: defaults that depend on the payload, the
+/// IDE disks opened. `Err`: a message naming the problem.
+fn run_args(opts: RunOpts, device: String) -> Result<RunArgs, String> {
+    let RunOpts { boot, machine: m, devices: d, debugging: g, test_aids: t } = opts;
+    let is_kernel = boot.kernel.is_some();
+    let payload = match (boot.guest, boot.kernel) {
+        (_, Some(path)) => Payload::Kernel { path, initrd: boot.initrd, append: boot.append, modules: boot.modules },
+        (Some(path), None) => Payload::Program(path),
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    let machine = m.machine.unwrap_or(if is_kernel { MachineKind::Pc } else { MachineKind::Seed });
+    let mem = m.mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
+    // --trace and --step-trace show every port write as an exit.
+    let coalesced_io = !d.no_coalesced_io && g.step_trace.is_none();
+    if d.ide.len() > 2 {
+        return Err(format!("--ide given {} times: an IDE channel has two drives (the master, then the slave)", d.ide.len()));
+    }
+    let ide = d.ide.iter().map(open_disk).collect::<Result<Vec<_>, _>>().map_err(|e| format!("--ide: {e}"))?;
+    let config = Config {
+        mem,
+        mmio_base: m.mmio_base,
+        entry: boot.entry,
+        load_addr: boot.load_addr,
+        trace: g.trace,
+        machine,
+        console_is_terminal: false,
+        hypervisor: m.hypervisor,
+        device,
+        coalesced_io,
+        cpus: m.smp,
+        testdev: t.testdev,
+        pci_testdev: t.pci_testdev,
+        acpi: !m.no_acpi,
+        vga: d.vga,
+        ide: ide.into_iter().map(Arc::new).collect(),
+        drives: Vec::new(),
+        kernel_apic: m.kernel_apic,
+        ioeventfd: !d.no_ioeventfd,
+    };
+    Ok(RunArgs {
+        payload,
+        config,
+        disk: d.disk,
+        timeout: g.timeout,
+        stats: g.stats,
+        gdb: g.gdb,
+        gdb_wait: g.gdb_wait,
+        step_trace: g.step_trace,
+        ioeventfds: t.ioeventfds,
+        irqfd: t.irqfd,
+        drives: d.drives,
+    })
 }
 
 fn open_disk(path: &PathBuf) -> Result<File, String> {
@@ -475,30 +572,16 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, irqfd, vga, ide, drives, kernel_apic, no_ioeventfd } => {
-            let is_kernel = kernel.is_some();
-            let payload = match (guest, kernel) {
-                (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
-                (Some(path), None) => Payload::Program(path),
-                (None, None) => unreachable!("clap requires one of them"),
-            };
-            let machine = machine.unwrap_or(if is_kernel { MachineKind::Pc } else { MachineKind::Seed });
-            let mem = mem.unwrap_or(if is_kernel { 256 * layout::MIB } else { 16 * layout::MIB });
-            // --trace and --step-trace show every port write as an exit.
-            let coalesced_io = !no_coalesced_io && step_trace.is_none();
-            if ide.len() > 2 {
-                eprintln!("yakvm: error: --ide given {} times: an IDE channel has two drives (the master, then the slave)", ide.len());
-                return ExitCode::FAILURE;
-            }
-            let ide = match ide.iter().map(open_disk).collect::<Result<Vec<_>, _>>() {
-                Ok(files) => files.into_iter().map(std::sync::Arc::new).collect(),
-                Err(e) => {
-                    eprintln!("yakvm: error: --ide: {e}");
+        Command::Run(opts) => {
+            let timeout = opts.debugging.timeout;
+            let args = match run_args(opts, cli.device) {
+                Ok(args) => args,
+                Err(msg) => {
+                    eprintln!("yakvm: error: {msg}");
                     return ExitCode::FAILURE;
                 }
             };
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide, drives: Vec::new(), kernel_apic, ioeventfd: !no_ioeventfd };
-            match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds, irqfd, drives }) {
+            match run(&args) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {
                     eprintln!("yakvm: the guest halted with interrupts disabled");
