@@ -118,7 +118,8 @@ impl Board for Seed {
     }
 }
 
-/// What `build` needs to know.
+/// What `build` needs to know. The default: a seed machine, 16 MiB of RAM, the MMIO
+/// window at 3 GiB, one vCPU, nothing optional.
 pub struct BoardConfig {
     pub kind: MachineKind,
     pub ram: u64,
@@ -141,6 +142,24 @@ pub struct BoardConfig {
     /// pc: the VM, where the virtio disks register their queue notifications as
     /// ioeventfds (`None`: `--no-ioeventfd`, they stay MMIO exits).
     pub ioevents: Option<crate::hypervisor::VmHandle>,
+}
+
+impl Default for BoardConfig {
+    fn default() -> Self {
+        Self {
+            kind: MachineKind::Seed,
+            ram: 16 << 20,
+            mmio_base: 0xc000_0000,
+            cpus: 1,
+            console_is_terminal: false,
+            testdev: false,
+            pci_testdev: false,
+            vga: false,
+            ide: Vec::new(),
+            drives: Vec::new(),
+            ioevents: None,
+        }
+    }
 }
 
 /// The PCI slot of the first `--drive` (vda); the next ones follow.
@@ -208,7 +227,7 @@ mod tests {
 
     #[test]
     fn the_seed_board_has_no_interrupts_and_hlt_ends_its_run() {
-        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None };
+        let config = BoardConfig::default();
         let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).unwrap();
         assert!(board.hlt_ends_run());
         assert!(board.interrupts().is_none());
@@ -224,7 +243,7 @@ mod tests {
     #[test]
     fn the_test_device_is_opt_in_and_pc_only() {
         let build_with = |kind, ram, testdev| {
-            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None };
+            let config = BoardConfig { kind, ram, testdev, ..Default::default() };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, 16 << 20, true).err().expect("refused");
@@ -245,7 +264,7 @@ mod tests {
     #[test]
     fn the_pci_test_functions_are_opt_in_and_pc_only() {
         let build_with = |kind, pci_testdev| {
-            let config = BoardConfig { kind, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None };
+            let config = BoardConfig { kind, pci_testdev, ..Default::default() };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, true).err().expect("refused");
