@@ -142,6 +142,9 @@ pub struct BoardConfig {
     /// pc: the VM, where the virtio disks register their queue notifications as
     /// ioeventfds (`None`: `--no-ioeventfd`, they stay MMIO exits).
     pub ioevents: Option<crate::hypervisor::VmHandle>,
+    /// pc: the VM, where the virtio disks bind their interrupt vectors to irqfds (with the
+    /// kernel's local APICs; `None`: `--no-irqfd`, or the APICs are the emulator's).
+    pub irqfds: Option<crate::hypervisor::VmHandle>,
 }
 
 impl Default for BoardConfig {
@@ -158,6 +161,7 @@ impl Default for BoardConfig {
             ide: Vec::new(),
             drives: Vec::new(),
             ioevents: None,
+            irqfds: None,
         }
     }
 }
@@ -208,7 +212,7 @@ pub fn build(
             if !config.drives.is_empty() {
                 let mem = Arc::new(sys::VmMemory::new(ram.clone())?);
                 for (i, drive) in config.drives.iter().enumerate() {
-                    board.add_virtio_blk(FIRST_DRIVE_SLOT + i as u8, drive.clone(), mem.clone(), config.ioevents.clone())?;
+                    board.add_virtio_blk(FIRST_DRIVE_SLOT + i as u8, drive.clone(), mem.clone(), config.ioevents.clone(), config.irqfds.clone())?;
                 }
             }
             // The console's input: standard input, read by the event thread.

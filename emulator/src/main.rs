@@ -161,6 +161,11 @@ struct Devices {
     /// that thread through an ioeventfd (the default, on yakvm and on KVM).
     #[arg(long)]
     no_ioeventfd: bool,
+    /// pc with --kernel-apic: the virtio disks' interrupts go through this program's
+    /// interrupt controllers (SIGNAL_MSI) instead of from the disk's thread straight into
+    /// the module's local APICs through an irqfd per vector (the default).
+    #[arg(long)]
+    no_irqfd: bool,
     /// Let every write to the serial port exit to the emulator (they are coalesced by
     /// default; --trace and --step-trace imply this).
     #[arg(long)]
@@ -304,6 +309,7 @@ fn run_args(opts: RunOpts, device: String) -> Result<RunArgs, String> {
         drives: Vec::new(),
         kernel_apic: m.kernel_apic,
         ioeventfd: !d.no_ioeventfd,
+        irqfd: !d.no_irqfd,
     };
     Ok(RunArgs {
         payload,

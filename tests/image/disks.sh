@@ -116,6 +116,25 @@ notify_path() {
             { echo "by exit $by_exit for $requests requests, registered $registered, signals $signals"; return 1; } ;;
     esac
 }
+# The copy's interrupts with the kernel APICs: every one through an irqfd (the disk's
+# thread straight into the module's APICs), each drive's vector bound once (Linux sets
+# its MSI-X table once); with the emulator's APICs none.
+# irq_path NAME irqfd|emulator
+irq_path() {
+    lines=$(grep '^virtio-blk 00:0[56]' "$OUT/$1.err")
+    [ "$(echo "$lines" | wc -l)" -eq 2 ] || { echo "no vdb/vdc stats: $(grep '^virtio-blk' "$OUT/$1.err")"; return 1; }
+    sum() { echo "$lines" | sed -n "s/$1/\1/p" | awk '{s+=$1} END {print s+0}'; }
+    interrupts=$(sum '.* \([0-9]*\) interrupts (.*')
+    by_irqfd=$(sum '.* interrupts (\([0-9]*\) by irqfd.*')
+    bindings=$(sum '.* by irqfd, \([0-9]*\) bindings).*')
+    echo "  $1: $interrupts interrupts, $by_irqfd by irqfd, $bindings bindings" >&3
+    case $2 in
+    irqfd) [ "$interrupts" -gt 0 ] && [ "$by_irqfd" -eq "$interrupts" ] && [ "$bindings" -ge 2 ] && [ "$bindings" -le 4 ] ||
+        { echo "$interrupts interrupts, $by_irqfd by irqfd, $bindings bindings"; return 1; } ;;
+    emulator) [ "$interrupts" -gt 0 ] && [ "$by_irqfd" -eq 0 ] && [ "$bindings" -eq 0 ] ||
+        { echo "$interrupts interrupts, $by_irqfd by irqfd, $bindings bindings"; return 1; } ;;
+    esac
+}
 # A hostile driver (guests/virtio_hostile.bin, bare metal): it finds the function by
 # scanning bus 0, sets it up through the modern transport and posts malformed chains
 # (a loop, a read-only status, an indirect table inside another, a chain over 4 GiB: each
@@ -165,8 +184,12 @@ check disk_two_drives_copy_8mib_smp2 two_drives_copy disk-copy --smp 2
 check disk_notifications_through_ioeventfds notify_path disk-copy ioeventfd
 check disk_copy_without_ioeventfds two_drives_copy disk-copy-exits --no-ioeventfd
 check disk_no_ioeventfd_notifications_exit notify_path disk-copy-exits exits
+check disk_two_drives_copy_kernel_apic two_drives_copy disk-copy-kapic --smp 2 --kernel-apic
+check disk_interrupts_through_irqfds irq_path disk-copy-kapic irqfd
+check disk_interrupts_without_kernel_apic irq_path disk-copy emulator
 check disk_locked_by_another_yakvm locked_drive
 check disk_hostile_driver_malformed_chains hostile_driver virtio-hostile
+check disk_hostile_driver_kernel_apic_irqfds hostile_driver virtio-hostile-kapic --kernel-apic
 grep '^virtio-blk' "$OUT/disk-copy.err" | sed 's/^/  | /'
 # The same device on KVM (`--hypervisor kvm`: the same emulator, KVM's exits).
 if check kvm_loads_for_disks use_kvm; then

@@ -824,13 +824,15 @@ impl PcBoard {
 
     /// Puts a virtio-blk function for `drive` at 00:`device`.0 and starts its worker
     /// thread (`virtio::blk`), which reaches guest RAM through `mem`; its queue
-    /// notifications are ioeventfds on `ioevents` if given (else MMIO exits).
+    /// notifications are ioeventfds on `ioevents` if given (else MMIO exits), its
+    /// interrupts irqfds on `irqfds` if given (else messages through the emulator).
     pub fn add_virtio_blk(
         &self,
         device: u8,
         drive: Arc<crate::virtio::blk::Drive>,
         mem: Arc<crate::sys::VmMemory>,
         ioevents: Option<crate::hypervisor::VmHandle>,
+        irqfds: Option<crate::hypervisor::VmHandle>,
     ) -> io::Result<()> {
         use crate::virtio::blk;
         use super::virtio_pci::{DeviceInfo, VirtioPci};
@@ -842,7 +844,7 @@ impl PcBoard {
             config: blk::config_space(drive.len),
             queue_sizes: vec![blk::QUEUE_SIZE],
         };
-        let (function, mut ends) = VirtioPci::new(info, self.msi(), mem.clone(), ioevents).map_err(io::Error::other)?;
+        let (function, mut ends) = VirtioPci::new(info, self.msi(), mem.clone(), ioevents, irqfds).map_err(io::Error::other)?;
         let transport_stats = function.stats();
         lock(&self.pci).add(pci::Bdf { bus: 0, device, function: 0 }, Box::new(function)).map_err(io::Error::other)?;
         let (queue, kick) = ends.queues.remove(0);
@@ -861,7 +863,7 @@ impl PcBoard {
             .iter()
             .map(|(name, t, b)| {
                 format!(
-                    "{name}: {} requests ({} B read, {} B written, {} flushes, {} errors, {} broken chains); {} notifications by exit ({} dropped), {} ioeventfd registrations ({} refused), {} interrupts, {} resets, {} odd accesses",
+                    "{name}: {} requests ({} B read, {} B written, {} flushes, {} errors, {} broken chains); {} notifications by exit ({} dropped), {} ioeventfd registrations ({} refused), {} interrupts ({} by irqfd, {} bindings), {} resets, {} odd accesses",
                     b.requests.load(Relaxed),
                     b.read_bytes.load(Relaxed),
                     b.written_bytes.load(Relaxed),
@@ -873,6 +875,8 @@ impl PcBoard {
                     t.ioevents_registered.load(Relaxed),
                     t.ioevents_failed.load(Relaxed),
                     t.interrupts.load(Relaxed),
+                    t.irqfd_signals.load(Relaxed),
+                    t.irqfd_bindings.load(Relaxed),
                     t.resets.load(Relaxed),
                     t.ignored.load(Relaxed),
                 )

@@ -11,6 +11,7 @@ pub mod console;
 pub mod i8042;
 pub mod ide;
 pub mod ioapic;
+pub mod irqfd_route;
 pub mod lapic;
 pub mod mptable;
 pub mod pci;

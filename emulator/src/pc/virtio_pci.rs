@@ -41,7 +41,9 @@ use std::sync::{Arc, Mutex};
 
 use virtio_queue::{Queue, QueueT};
 
+use super::apic::msi_of;
 use super::board::MsiSender;
+use super::irqfd_route::IrqfdRoutes;
 use super::pci::PciFunction;
 use super::pci_config::{BarKind, ConfigError, ConfigSpace, Identity};
 use super::pci_msi::Raised;
@@ -49,6 +51,7 @@ use super::pci_msix::{Access, MsiX, MsixError, Place};
 use crate::bus::{le, lock, BusDevice, Ctx, Effect, SharedDevice};
 use crate::hypervisor::{Datamatch, IoEventAddress, VmHandle};
 use crate::sys::VmMemory;
+use yakvm_abi as abi;
 use crate::virtio::{status, EventFd, QueueSlot, SharedQueue, Signal, F_EVENT_IDX, F_VERSION_1};
 
 /// Red Hat's vendor ID for virtio (virtio 1.2, 4.1.2).
@@ -124,6 +127,9 @@ pub struct TransportStats {
     pub ignored: AtomicU64,
     pub interrupts: AtomicU64,
     pub resets: AtomicU64,
+    /// Interrupts sent through an irqfd (of `interrupts`), and irqfd bindings made.
+    pub irqfd_signals: AtomicU64,
+    pub irqfd_bindings: AtomicU64,
     /// Ioeventfds registered for queue notifications (each BAR placement and DRIVER_OK).
     pub ioevents_registered: AtomicU64,
     /// Registrations the hypervisor refused (the notification stays an MMIO exit).
@@ -158,6 +164,9 @@ pub struct Transport {
     ioevents: Option<VmHandle>,
     /// Where BAR 0 decodes (the PCI root says: [`PciFunction::bar_placed`]).
     bar_base: Option<u64>,
+    /// The vectors' irqfds, when the VM's local APICs are the hypervisor's (`None`: every
+    /// interrupt goes through `msi`).
+    irqfds: Option<IrqfdRoutes>,
     pub stats: Arc<TransportStats>,
 }
 
@@ -197,9 +206,10 @@ fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
 }
 
 impl VirtioPci {
-    /// The function for `info`, its interrupts sent through `msi`, its queues in `mem`,
-    /// its queue notifications registered as ioeventfds on `ioevents` if given.
-    pub fn new(info: DeviceInfo, msi: MsiSender, mem: Arc<VmMemory>, ioevents: Option<VmHandle>) -> Result<(Self, WorkerEnds), VirtioPciError> {
+    /// The function for `info`, its interrupts sent through `msi` (or through irqfds on
+    /// `irqfds`' VM if given), its queues in `mem`, its queue notifications registered as
+    /// ioeventfds on `ioevents` if given.
+    pub fn new(info: DeviceInfo, msi: MsiSender, mem: Arc<VmMemory>, ioevents: Option<VmHandle>, irqfds: Option<VmHandle>) -> Result<(Self, WorkerEnds), VirtioPciError> {
         let id = Identity {
             vendor: VENDOR,
             device: DEVICE_BASE + info.device_type,
@@ -249,6 +259,7 @@ impl VirtioPci {
             needs_reset: Arc::new(AtomicBool::new(false)),
             ioevents,
             bar_base: None,
+            irqfds: irqfds.map(|vm| IrqfdRoutes::new(vm, usize::from(vectors))),
             stats: Default::default(),
         };
         let transport = Arc::new(Mutex::new(transport));
@@ -274,7 +285,7 @@ impl PciFunction for VirtioPci {
     fn config_written(&mut self, _offset: usize, _len: usize) {
         let mut t = lock(&self.transport);
         for raised in t.msix.config_written(&self.space) {
-            t.send(raised);
+            t.send(None, raised);
         }
     }
     fn bar_placed(&mut self, index: usize, address: Option<u64>) {
@@ -312,14 +323,25 @@ impl Transport {
             return;
         }
         let raised = self.msix.raise(vector);
-        self.send(raised);
+        self.send(Some(vector), raised);
     }
 
-    fn send(&self, raised: Raised) {
-        if let Raised::Send(message) = raised {
-            self.stats.interrupts.fetch_add(1, Ordering::Relaxed);
-            self.msi.send(message);
+    /// Sends what MSI-X let through: by `vector`'s irqfd when there is one, else through
+    /// the emulator's interrupt controllers.
+    fn send(&mut self, vector: Option<u16>, raised: Raised) {
+        let Raised::Send(message) = raised else { return };
+        self.stats.interrupts.fetch_add(1, Ordering::Relaxed);
+        if let (Some(irqfds), Some(vector)) = (self.irqfds.as_mut(), vector) {
+            let (address, data) = msi_of(&message);
+            let bound = irqfds.bound;
+            let sent = irqfds.signal(usize::from(vector), abi::Msi { address, data, _pad: 0 });
+            self.stats.irqfd_bindings.fetch_add(irqfds.bound - bound, Ordering::Relaxed);
+            if sent {
+                self.stats.irqfd_signals.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         }
+        self.msi.send(message);
     }
 
     /// The guest address of queue `q`'s notification register with BAR 0 at `bar_base`
@@ -580,7 +602,7 @@ impl BusDevice for Transport {
             Access::NotMine => {}
             Access::Done(raised) => {
                 if let Some(raised) = raised {
-                    self.send(raised);
+                    self.send(None, raised);
                 }
                 return Ok(Effect::Continue);
             }
@@ -622,10 +644,15 @@ mod tests {
 
     /// The same, its notifications registered on `ioevents`.
     fn setup_with(ioevents: Option<VmHandle>) -> (crate::devices::Devices, crate::pc::board::PcBoard, WorkerEnds) {
+        setup_full(ioevents, None)
+    }
+
+    /// The same, its interrupts bound to irqfds on `irqfds` too.
+    fn setup_full(ioevents: Option<VmHandle>, irqfds: Option<VmHandle>) -> (crate::devices::Devices, crate::pc::board::PcBoard, WorkerEnds) {
         let (mut d, board) = pc();
         let ram = Arc::new(crate::sys::GuestMemory::new(16 << 20).unwrap());
         let mem = Arc::new(VmMemory::new(ram).unwrap());
-        let (f, ends) = VirtioPci::new(info(), board.msi(), mem, ioevents).unwrap();
+        let (f, ends) = VirtioPci::new(info(), board.msi(), mem, ioevents, irqfds).unwrap();
         lock(&board.pci).add(Bdf { bus: 0, device: 3, function: 0 }, Box::new(f)).unwrap();
         let cfg = |d: &mut crate::devices::Devices, reg: u64, v: u32| d.mmio.write(ECAM_BASE + (3 << 15) + reg, &v.to_le_bytes(), &CTX).unwrap();
         cfg(&mut d, 0x10, BASE as u32);
@@ -730,25 +757,7 @@ mod tests {
         assert_eq!(kick.read().unwrap(), 1);
         assert_eq!(r(&mut d, 0x2000, 4), 8, "capacity: 8 sectors");
         // MSI-X on, vector 1 to vCPU 0's vector 0x41: the worker's signal sends it.
-        let msix_control = {
-            let root = lock(&board.pci);
-            let f = root.functions().find(|(b, _)| b.device == 3).unwrap().1;
-            let mut at = [0u8];
-            f.config().read(CAPABILITIES_POINTER, &mut at);
-            let mut p = usize::from(at[0]);
-            loop {
-                let mut h = [0u8; 2];
-                f.config().read(p, &mut h);
-                if h[0] == 0x11 {
-                    break p + 2;
-                }
-                p = usize::from(h[1]);
-            }
-        };
-        d.mmio.write(ECAM_BASE + (3 << 15) + msix_control as u64, &0x8000u16.to_le_bytes(), &CTX).unwrap();
-        w(&mut d, u64::from(MSIX_TABLE) + 16, 4, 0xfee0_0000);
-        w(&mut d, u64::from(MSIX_TABLE) + 16 + 8, 4, 0x41);
-        w(&mut d, u64::from(MSIX_TABLE) + 16 + 12, 4, 0);
+        msix_vector(&mut d, &board, 1, 0x41);
         ends.signal.used(0);
         assert_eq!(board.interrupts().apics.lapics[0].pending_interrupt(), Some(0x41));
         assert_eq!(r(&mut d, ISR, 1), 1, "ISR: a queue interrupt");
@@ -765,12 +774,40 @@ mod tests {
         assert_eq!(r(&mut d, QUEUE_MSIX_VECTOR, 2), u64::from(NO_VECTOR));
     }
 
+    /// MSI-X on (through the configuration space), and table entry `entry` sends vector
+    /// `vector` to vCPU 0, unmasked.
+    fn msix_vector(d: &mut crate::devices::Devices, board: &crate::pc::board::PcBoard, entry: u64, vector: u8) {
+        let msix_control = {
+            let root = lock(&board.pci);
+            let f = root.functions().find(|(b, _)| b.device == 3).unwrap().1;
+            let mut at = [0u8];
+            f.config().read(CAPABILITIES_POINTER, &mut at);
+            let mut p = usize::from(at[0]);
+            loop {
+                let mut h = [0u8; 2];
+                f.config().read(p, &mut h);
+                if h[0] == 0x11 {
+                    break p + 2;
+                }
+                p = usize::from(h[1]);
+            }
+        };
+        d.mmio.write(ECAM_BASE + (3 << 15) + msix_control as u64, &0x8000u16.to_le_bytes(), &CTX).unwrap();
+        let at = u64::from(MSIX_TABLE) + 16 * entry;
+        w(d, at, 4, 0xfee0_0000);
+        w(d, at + 8, 4, u64::from(vector));
+        w(d, at + 12, 4, 0);
+    }
+
     /// A VM that notes each ioeventfd registration (+address) and removal (-address), and
-    /// refuses registrations while `refuse` is set.
+    /// refuses registrations while `refuse` is set; it keeps irqfd bindings (a copy of the
+    /// eventfd, the message) unless `refuse_irqfd` is set.
     #[derive(Default)]
     struct FakeVm {
         log: Mutex<Vec<(char, u64)>>,
         refuse: AtomicBool,
+        irqfds: Mutex<Vec<(EventFd, abi::Msi)>>,
+        refuse_irqfd: AtomicBool,
     }
 
     impl crate::hypervisor::Vm for FakeVm {
@@ -788,6 +825,64 @@ mod tests {
             self.log.lock().unwrap().push(('-', at));
             Ok(())
         }
+        fn register_irqfd(&self, fd: &EventFd, msi: abi::Msi) -> io::Result<()> {
+            if self.refuse_irqfd.load(Ordering::Relaxed) {
+                return Err(io::Error::from_raw_os_error(nix::libc::ENXIO));
+            }
+            self.irqfds.lock().unwrap().push((fd.try_clone()?, msi));
+            Ok(())
+        }
+        fn unregister_irqfd(&self, _: &EventFd) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// With irqfds, the worker's interrupt is the vector's eventfd, bound to the message
+    /// the MSI-X table holds; the emulator's APICs see nothing. A masked vector sends
+    /// nothing; a refused binding sends through the APICs as without irqfds.
+    #[test]
+    fn interrupts_go_through_irqfds_bound_to_the_table_entry() {
+        let vm = Arc::new(FakeVm::default());
+        let (mut d, board, ends) = setup_full(None, Some(vm.clone() as VmHandle));
+        bring_up(&mut d);
+        w(&mut d, QUEUE_MSIX_VECTOR, 2, 1);
+        msix_vector(&mut d, &board, 1, 0x41);
+        ends.signal.used(0);
+        ends.signal.used(0);
+        {
+            let bound = vm.irqfds.lock().unwrap();
+            assert_eq!(bound.len(), 1);
+            assert_eq!((bound[0].1.address, bound[0].1.data), (0xfee0_0000, 0x41));
+            assert_eq!(bound[0].0.read().unwrap(), 2, "two signals");
+        }
+        assert_eq!(board.interrupts().apics.lapics[0].pending_interrupt(), None, "nothing through the emulator");
+        // Masked: the pending bit holds it; nothing is signalled.
+        w(&mut d, u64::from(MSIX_TABLE) + 16 + 12, 4, 1);
+        ends.signal.used(0);
+        assert!(vm.irqfds.lock().unwrap()[0].0.read().is_err(), "no signal while masked");
+        // The guest moves the vector, and unmasks: the pending message goes the ordinary
+        // way (vector unknown there), the next through a new binding.
+        w(&mut d, u64::from(MSIX_TABLE) + 16 + 8, 4, 0x42);
+        w(&mut d, u64::from(MSIX_TABLE) + 16 + 12, 4, 0);
+        assert_eq!(board.interrupts().apics.lapics[0].pending_interrupt(), Some(0x42));
+        ends.signal.used(0);
+        let bound = vm.irqfds.lock().unwrap();
+        assert_eq!(bound.len(), 2);
+        assert_eq!(bound[1].1.data, 0x42);
+        assert_eq!(bound[1].0.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_refused_irqfd_leaves_interrupts_to_the_emulator() {
+        let vm = Arc::new(FakeVm::default());
+        vm.refuse_irqfd.store(true, Ordering::Relaxed);
+        let (mut d, board, ends) = setup_full(None, Some(vm.clone() as VmHandle));
+        bring_up(&mut d);
+        w(&mut d, QUEUE_MSIX_VECTOR, 2, 1);
+        msix_vector(&mut d, &board, 1, 0x41);
+        ends.signal.used(0);
+        assert_eq!(board.interrupts().apics.lapics[0].pending_interrupt(), Some(0x41));
+        assert!(vm.irqfds.lock().unwrap().is_empty());
     }
 
     /// Feature negotiation and queue 0 set up with rings in RAM, then DRIVER_OK.
