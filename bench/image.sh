@@ -9,7 +9,7 @@ mkdir -p out
 echo "workload,hypervisor,round,seconds,units" > $CSV
 # The virtio disk rows' counters, per run (bench/report.py prints them too).
 VCSV=out/bench-vblk.csv
-echo "mode,hypervisor,round,requests,notify_exits,ioeventfd_signals,interrupts,emulator_exits,emulator_mmio" > $VCSV
+echo "mode,hypervisor,round,requests,notify_exits,ioeventfd_signals,interrupts,irqfd_interrupts,emulator_exits,emulator_mmio" > $VCSV
 # The disk lives in the image's RAM (tmpfs): the benchmark measures the hypervisors, not
 # the 9p share.
 dd if=/dev/zero of=/tmp/bench-disk.img bs=1024 count=1024 2>/dev/null
@@ -39,12 +39,15 @@ run() {
 # one (32 MiB in the image's RAM, the same file every run) from inside (env/disk-init's
 # `bench`): rows vwrite, vread (MB/s, 1 MiB blocks) and vread4k (4 KiB reads: IOPS), with
 # "-exit" appended for MODE exit (--no-ioeventfd: each notification an MMIO exit to the
-# emulator). `seconds` is the guest's (busybox time), `units` bytes or requests. The
+# emulator), "-kapic" for MODE kapic (yakvm only: --kernel-apic, the interrupts through
+# irqfds; compared with KVM's default run). `seconds` is the guest's (busybox time), `units` bytes or requests. The
 # counters of the run go to $VCSV.
 vblk() {
     hv=$1 r=$2 mode=$3 suffix= flag=
     want vblk || return 0
     [ "$mode" = exit ] && { suffix=-exit; flag=--no-ioeventfd; }
+    [ "$mode" = kapic ] && { suffix=-kapic; flag=--kernel-apic; }
+    [ "$mode" = kapic ] && [ "$hv" = kvm ] && return 0
     cp linux/root.ext4 /tmp/vbench-root.img
     yakvm run --hypervisor $hv --stats --timeout 300 $flag --kernel linux/bzImage --mem 128M \
         --drive /tmp/vbench-root.img --drive /tmp/vbench-data.img --append "root=/dev/vda rw panic=-1 yakvm.disk=bench" \
@@ -68,8 +71,9 @@ vblk() {
     num() { echo "$vdb" | sed -n "s/.* \([0-9]*\) $1.*/\1/p"; }
     requests=$(echo "$vdb" | sed -n 's/.*: \([0-9]*\) requests.*/\1/p')
     signals=$(awk '$1 == "ioeventfd" {s+=$2} END {print s+0}' /tmp/bench.err)
+    by_irqfd=$(echo "$vdb" | sed -n 's/.* interrupts (\([0-9]*\) by irqfd.*/\1/p')
     emu=$(sed -n 's/^exits handled by the emulator: \([0-9]*\) (.*mmio \([0-9]*\),.*/\1,\2/p' /tmp/bench.err)
-    [ -n "$requests" ] && echo "$mode,$hv,$r,$requests,$(num 'notifications by exit'),$signals,$(num interrupts),$emu" >> $VCSV
+    [ -n "$requests" ] && echo "$mode,$hv,$r,$requests,$(num 'notifications by exit'),$signals,$(num interrupts),${by_irqfd:-0},$emu" >> $VCSV
 }
 
 workloads() {
@@ -84,6 +88,7 @@ workloads() {
     run linux $hv $r 1 --kernel linux/bzImage --initrd linux/initramfs.cpio.gz --mem 128M --append yakvm.check
     vblk $hv $r ioeventfd
     vblk $hv $r exit
+    vblk $hv $r kapic
 }
 
 echo "bench: $ROUNDS rounds, yakvm and KVM interleaved; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"

@@ -18,11 +18,15 @@ PER_UNIT = {
     "linux": ("Linux boot to init and power-off", lambda s, u: f"{s:.2f} s"),
 }
 # The virtio disk rows (bench/image.sh's vblk): O_DIRECT dd in our Linux on a --drive in the
-# image's RAM, with ioeventfds (the default) and without (--no-ioeventfd: "-exit").
-for suffix, how in (("", "ioeventfd"), ("-exit", "MMIO exit")):
+# image's RAM, with ioeventfds (the default) and without (--no-ioeventfd: "-exit"); on yakvm
+# also with --kernel-apic ("-kapic": interrupts through irqfds), compared with KVM's default.
+KVM_ROW = {}
+for suffix, how in (("", "ioeventfd"), ("-exit", "MMIO exit"), ("-kapic", "kernel APIC, irqfd; KVM: its default")):
     PER_UNIT[f"vwrite{suffix}"] = (f"virtio-blk sequential write, 1 MiB O_DIRECT ({how})", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
     PER_UNIT[f"vread{suffix}"] = (f"virtio-blk sequential read, 1 MiB O_DIRECT ({how})", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
     PER_UNIT[f"vread4k{suffix}"] = (f"virtio-blk 4 KiB O_DIRECT reads ({how})", lambda s, u: f"{u / s:.0f} IOPS")
+    if suffix == "-kapic":
+        KVM_ROW.update({f"v{op}-kapic": f"v{op}" for op in ("write", "read", "read4k")})
 
 
 def vblk_counters(path):
@@ -33,8 +37,8 @@ def vblk_counters(path):
     except FileNotFoundError:
         return
     print("\nvirtio disk runs, per request of the benchmark disk (medians over the rounds):")
-    print(f"{'mode':<10} {'hypervisor':<10} {'requests':>8} {'notify exits':>12} {'ioeventfd':>10} {'interrupts':>10} {'emulator exits (boot+bench)':>28}")
-    for mode in ("ioeventfd", "exit"):
+    print(f"{'mode':<10} {'hypervisor':<10} {'requests':>8} {'notify exits':>12} {'ioeventfd':>10} {'interrupts':>10} {'by irqfd':>9} {'emulator exits (boot+bench)':>28}")
+    for mode in ("ioeventfd", "exit", "kapic"):
         for hv in ("yakvm", "kvm"):
             r = [x for x in rows if x["mode"] == mode and x["hypervisor"] == hv]
             if not r:
@@ -42,7 +46,7 @@ def vblk_counters(path):
             med = lambda k: statistics.median(float(x[k] or 0) for x in r)
             req = med("requests")
             print(f"{mode:<10} {hv:<10} {req:>8.0f} {med('notify_exits') / req:>12.2f} {med('ioeventfd_signals') / req:>10.2f}"
-                  f" {med('interrupts') / req:>10.2f} {med('emulator_exits'):>17.0f} (mmio {med('emulator_mmio'):.0f})")
+                  f" {med('interrupts') / req:>10.2f} {med('irqfd_interrupts') / req:>9.2f} {med('emulator_exits'):>17.0f} (mmio {med('emulator_mmio'):.0f})")
 
 
 def main(raw, summary):
@@ -54,7 +58,7 @@ def main(raw, summary):
     rows = []
     print(f"{'workload':<9} {'yakvm median (min-max) s':<28} {'KVM median (min-max) s':<28} {'yakvm/KVM':>9}  per unit (yakvm | KVM)")
     for w, (what, unit) in PER_UNIT.items():
-        y, k = runs.get((w, "yakvm")), runs.get((w, "kvm"))
+        y, k = runs.get((w, "yakvm")), runs.get((KVM_ROW.get(w, w), "kvm"))
         if not y or not k:
             print(f"{w:<9} missing runs (yakvm {len(y or [])}, kvm {len(k or [])})")
             continue
