@@ -1341,6 +1341,22 @@ mod tests {
         assert_eq!(ap.take_sipi(), Some(0x10));
     }
 
+    /// INIT and SIPI back to back (Linux's AP start), before the CPU looks: taking the INIT
+    /// leaves the SIPI to be taken next (the kernel APIC reports them one exit each); the
+    /// second SIPI of the pair is ignored, the CPU no longer waits.
+    #[test]
+    fn a_sipi_right_after_init_waits_for_the_init_to_be_taken() {
+        let mut ap = Lapic::new(1, false);
+        assert_eq!(ap.take_sipi(), None);
+        ap.accept(DeliveryMode::Init, 0, false);
+        ap.accept(DeliveryMode::StartUp, 0x9a, false);
+        ap.accept(DeliveryMode::StartUp, 0x9a, false);
+        assert!(ap.take_init());
+        assert!(ap.has_event(), "the SIPI is still there");
+        assert_eq!(ap.take_sipi(), Some(0x9a));
+        assert!(!ap.has_event() && !ap.waiting_for_sipi());
+    }
+
     #[test]
     fn logical_destinations() {
         let mut lapic = enabled(2);

@@ -102,7 +102,12 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
         let now = now_ns();
         let (fired, deadline, nmi, init, sipi, waiting, pending) = apic.with(|l| {
             let fired = l.timer_expired(now);
-            (fired, l.timer_deadline(), l.take_nmi(), l.take_init(), l.take_sipi(), l.waiting_for_sipi(), l.pending_interrupt())
+            // One of INIT and SIPI at a time, INIT first: a SIPI that came right after it
+            // (Linux sends them back to back) stays for the entry after userspace heard
+            // of the INIT; taken now, it would be lost with the INIT's exit.
+            let init = l.take_init();
+            let sipi = if init { None } else { l.take_sipi() };
+            (fired, l.timer_deadline(), l.take_nmi(), init, sipi, l.waiting_for_sipi(), l.pending_interrupt())
         });
         if deadline != v.apic.armed {
             v.apic.armed = deadline;
