@@ -58,6 +58,11 @@ rc=$(cat "$statusfile" 2>/dev/null || true)
 if [[ ! $rc =~ ^[0-9]+$ ]]; then
     if ((qemu_rc == 124)); then
         log "qemu: timed out after ${QEMU_TIMEOUT:-900} s without the command's status"
+    elif ((qemu_rc > 128 && qemu_rc != 137)); then
+        # QEMU itself died of a signal (QEMU 7.2's TCG has crashed with SIGSEGV in an
+        # image's early boot: docs/qemu-tcg.md): status 126 tells the test runner.
+        log "qemu: QEMU itself died of signal $((qemu_rc - 128)) without the command's status"
+        exit 126
     else
         log "qemu: the image ended without reporting the command's status (crash?)"
     fi

@@ -53,6 +53,16 @@ run_image() {
     QEMU_CPU=$cpu CMD="${SOAK:+SOAK=1 }sh tests/$script" QEMU_TIMEOUT=${QEMU_TIMEOUT:-1200} scripts/qemu.sh > "$log" 2>&1
     local rc=$?
     collect "$log"
+    # QEMU itself crashed (scripts/qemu.sh's 126) before the image ran any test: a crash
+    # of the emulator under the image, not of a test (docs/qemu-tcg.md); the boot is run
+    # again once, and says so. A crash after a test ran is a failure like any other.
+    if ((rc == 126 && seen == 0)); then
+        echo "  boot $name: QEMU crashed before any test ($(grep -m1 'QEMU itself died' "$log" | sed 's/.*died of //')); booting again"
+        mv "$log" "$log.crashed"
+        QEMU_CPU=$cpu CMD="${SOAK:+SOAK=1 }sh tests/$script" QEMU_TIMEOUT=${QEMU_TIMEOUT:-1200} scripts/qemu.sh > "$log" 2>&1
+        rc=$?
+        collect "$log"
+    fi
     if ((rc != 0 || seen == 0)); then
         record "boot-$name" fail "the image run ended with status $rc after $seen tests (log: $log)"
         tail -n 30 "$log"
