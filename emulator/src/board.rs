@@ -141,6 +141,9 @@ pub struct BoardConfig {
     /// pc: the VM, where the virtio disks register their queue notifications as
     /// ioeventfds (`None`: `--no-ioeventfd`, they stay MMIO exits).
     pub ioevents: Option<crate::hypervisor::VmHandle>,
+    /// pc: the virtio entropy device (`--rng`) and network devices (`--net`), in the
+    /// slots after the disks'.
+    pub extra: crate::virtio::Extra,
 }
 
 /// The PCI slot of the first `--drive` (vda); the next ones follow.
@@ -163,7 +166,9 @@ pub fn build(
         MachineKind::Seed if config.vga => Err(Error::VgaNeedsPc),
         MachineKind::Seed if !config.ide.is_empty() => Err(Error::IdeNeedsPc),
         MachineKind::Seed if !config.drives.is_empty() => Err(Error::DriveNeedsPc),
+        MachineKind::Seed if config.extra.any() => Err(Error::VirtioNeedsPc),
         MachineKind::Pc if config.drives.len() > MAX_DRIVES => Err(Error::TooManyDrives(config.drives.len(), MAX_DRIVES)),
+        MachineKind::Pc if config.drives.len() + config.extra.count() > MAX_DRIVES => Err(Error::TooManyVirtio(config.drives.len() + config.extra.count(), MAX_DRIVES)),
         MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
         MachineKind::Pc => {
             let mut devices = Devices::pc(out, disk, config.mmio_base)?;
@@ -192,6 +197,18 @@ pub fn build(
                     board.add_virtio_blk(FIRST_DRIVE_SLOT + i as u8, drive.clone(), mem.clone(), config.ioevents.clone())?;
                 }
             }
+            if config.extra.any() {
+                let mem = Arc::new(sys::VmMemory::new(ram.clone())?);
+                let mut slot = FIRST_DRIVE_SLOT + config.drives.len() as u8;
+                if config.extra.rng {
+                    board.add_virtio_rng(slot, mem.clone(), config.ioevents.clone())?;
+                    slot += 1;
+                }
+                for (i, tap) in config.extra.nets.iter().enumerate() {
+                    board.add_virtio_net(slot, i, tap.clone(), mem.clone(), config.ioevents.clone())?;
+                    slot += 1;
+                }
+            }
             // The console's input: standard input, read by the event thread.
             let input = io::stdin().as_fd().try_clone_to_owned()?;
             let world = PcWorld::start(board, config.cpus as usize, wakers, Some(input), config.console_is_terminal)?;
@@ -208,7 +225,7 @@ mod tests {
 
     #[test]
     fn the_seed_board_has_no_interrupts_and_hlt_ends_its_run() {
-        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None };
+        let config = BoardConfig { kind: MachineKind::Seed, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None, extra: Default::default() };
         let (devices, mut board) = build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).unwrap();
         assert!(board.hlt_ends_run());
         assert!(board.interrupts().is_none());
@@ -224,7 +241,7 @@ mod tests {
     #[test]
     fn the_test_device_is_opt_in_and_pc_only() {
         let build_with = |kind, ram, testdev| {
-            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None };
+            let config = BoardConfig { kind, ram, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev, pci_testdev: false, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None, extra: Default::default() };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, 16 << 20, true).err().expect("refused");
@@ -245,7 +262,7 @@ mod tests {
     #[test]
     fn the_pci_test_functions_are_opt_in_and_pc_only() {
         let build_with = |kind, pci_testdev| {
-            let config = BoardConfig { kind, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None };
+            let config = BoardConfig { kind, ram: 16 << 20, mmio_base: 0xc000_0000, cpus: 1, console_is_terminal: false, testdev: false, pci_testdev, vga: false, ide: Vec::new(), drives: Vec::new(), ioevents: None, extra: Default::default() };
             build(&config, SharedOut::default(), NoDisk, Arc::from([Waker::new()]), &Arc::new(sys::GuestMemory::new(1 << 20).unwrap())).map(|(devices, _)| devices)
         };
         let err = build_with(MachineKind::Seed, true).err().expect("refused");

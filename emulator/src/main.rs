@@ -169,6 +169,17 @@ enum Command {
         /// that thread through an ioeventfd (the default, on yakvm and on KVM).
         #[arg(long)]
         no_ioeventfd: bool,
+        /// pc: a virtio entropy device fed from the host's getrandom (Linux's
+        /// /dev/hwrng, virtio_rng).
+        #[arg(long)]
+        rng: bool,
+        /// pc: a virtio network interface on the host tap NAME (created if missing and
+        /// removed at exit; needs CAP_NET_ADMIN). ip=/mask= give the host side an IPv4
+        /// address (mask 255.255.255.0 by default); mac= the guest's address (default: a
+        /// stable 52:54:00:xx:xx:xx from NAME); mtu= both sides' MTU (default 1500).
+        /// Repeatable: eth0, eth1, ... (docs/net.md).
+        #[arg(long = "net", value_name = "tap=NAME[,ip=A,mask=M][,mac=MAC][,mtu=N]")]
+        nets: Vec<String>,
     },
     /// Show what the CPU's SVM and the module offer.
     Info,
@@ -214,6 +225,8 @@ struct RunArgs {
     ioeventfds: Vec<yakvm::ioevent_probe::Spec>,
     /// `--drive` arguments, opened by `run`.
     drives: Vec<String>,
+    /// `--net` arguments, their taps opened by `run`.
+    nets: Vec<String>,
 }
 
 fn open_disk(path: &PathBuf) -> Result<File, String> {
@@ -243,7 +256,7 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
             return Err(format!("{name} is a Linux bzImage: --module is for Multiboot kernels"));
         }
         let initrd = initrd.as_ref().map(|p| read_file("initrd", p)).transpose()?;
-        let apics = config.cpus > 1 || !config.drives.is_empty();
+        let apics = config.cpus > 1 || !config.drives.is_empty() || config.extra.any();
         let mut cmdline = linux::default_cmdline(Some(sys::tsc_khz(std::time::Duration::from_millis(50))), apics);
         if let Some(extra) = append {
             cmdline.push(' ');
@@ -290,7 +303,12 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
         return Err(yakvm::machine::Error::DriveNeedsPc.to_string());
     }
     let drives = args.drives.iter().map(|spec| Drive::open(spec).map(Arc::new)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-    let config = Config { drives, ..args.config.clone() };
+    if (!args.nets.is_empty() || args.config.extra.rng) && args.config.machine != MachineKind::Pc {
+        return Err(yakvm::machine::Error::VirtioNeedsPc.to_string());
+    }
+    let nets = args.nets.iter().map(|spec| yakvm::virtio::net::NetSpec::open(spec).map(Arc::new)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    let extra = yakvm::virtio::Extra { nets, ..args.config.extra.clone() };
+    let config = Config { drives, extra, ..args.config.clone() };
     let payload = match &args.payload {
         Payload::Program(path) => Err(read_file("guest", path)?),
         Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, &config)?),
@@ -461,7 +479,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, vga, ide, drives, kernel_apic, no_ioeventfd } => {
+        Command::Run { guest, kernel, initrd, append, modules, machine, smp, no_acpi, mem, entry, load_addr, disk, mmio_base, timeout, trace, stats, hypervisor, no_coalesced_io, gdb, gdb_wait, step_trace, testdev, pci_testdev, ioeventfds, vga, ide, drives, kernel_apic, no_ioeventfd, rng, nets } => {
             let is_kernel = kernel.is_some();
             let payload = match (guest, kernel) {
                 (_, Some(path)) => Payload::Kernel { path, initrd, append, modules },
@@ -483,8 +501,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide, drives: Vec::new(), kernel_apic, ioeventfd: !no_ioeventfd };
-            match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds, drives }) {
+            let config = Config { mem, mmio_base, entry, load_addr, trace, machine, console_is_terminal: false, hypervisor, device: cli.device, coalesced_io, cpus: smp, testdev, pci_testdev, acpi: !no_acpi, vga, ide, drives: Vec::new(), kernel_apic, ioeventfd: !no_ioeventfd, extra: yakvm::virtio::Extra { rng, nets: Vec::new() } };
+            match run(&RunArgs { payload, config, disk, timeout, stats, gdb, gdb_wait, step_trace, ioeventfds, drives, nets }) {
                 Ok(Outcome::Exit(status)) => ExitCode::from(status),
                 Ok(Outcome::Halted) => {
                     eprintln!("yakvm: the guest halted with interrupts disabled");

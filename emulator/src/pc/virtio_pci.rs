@@ -153,6 +153,8 @@ pub struct Transport {
     msi: MsiSender,
     mem: Arc<VmMemory>,
     needs_reset: Arc<AtomicBool>,
+    /// The driver's features for the worker (set at DRIVER_OK, cleared by a reset).
+    negotiated: Arc<AtomicU64>,
     /// The VM, to register the queues' notify addresses as ioeventfds (`None`: every
     /// notification is an MMIO exit).
     ioevents: Option<VmHandle>,
@@ -185,6 +187,8 @@ pub enum VirtioPciError {
 pub struct WorkerEnds {
     pub queues: Vec<(SharedQueue, EventFd)>,
     pub signal: Arc<dyn Signal>,
+    /// The features the driver took, from DRIVER_OK to the next reset (0 otherwise).
+    pub features: Arc<AtomicU64>,
 }
 
 fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
@@ -247,13 +251,15 @@ impl VirtioPci {
             msi,
             mem,
             needs_reset: Arc::new(AtomicBool::new(false)),
+            negotiated: Arc::new(AtomicU64::new(0)),
             ioevents,
             bar_base: None,
             stats: Default::default(),
         };
         let transport = Arc::new(Mutex::new(transport));
+        let features = lock(&transport).negotiated.clone();
         let signal = Arc::new(TransportSignal(transport.clone()));
-        Ok((Self { space, transport }, WorkerEnds { queues: ends, signal }))
+        Ok((Self { space, transport }, WorkerEnds { queues: ends, signal, features }))
     }
 
     pub fn stats(&self) -> Arc<TransportStats> {
@@ -483,6 +489,7 @@ impl Transport {
         }
         if newly & status::DRIVER_OK != 0 && value & status::FEATURES_OK != 0 {
             let event_idx = self.driver_features & F_EVENT_IDX != 0;
+            self.negotiated.store(self.driver_features, Ordering::Relaxed);
             let mut broken = false;
             for q in &self.queues {
                 let mut slot = lock(&q.shared);
@@ -522,6 +529,7 @@ impl Transport {
         }
         self.status = 0;
         self.driver_features = 0;
+        self.negotiated.store(0, Ordering::Relaxed);
         self.device_feature_select = 0;
         self.driver_feature_select = 0;
         self.config_vector = NO_VECTOR;
