@@ -197,4 +197,23 @@ mod tests {
         assert_eq!(sa.sa_family, libc::AF_INET as libc::sa_family_t);
         assert_eq!(sa.sa_data[..6].iter().map(|&b| b as u8).collect::<Vec<_>>(), [0, 0, 169, 254, 77, 1]);
     }
+
+    /// Needs CAP_NET_ADMIN and /dev/net/tun (run by hand as root: `cargo test -p yakvm
+    /// taps_come_and_go -- --ignored`; the image's net boot does the same through yakvm).
+    #[test]
+    #[ignore]
+    fn taps_come_and_go() {
+        let opts = TapOptions { name: "yktest0".into(), ip: Some((Ipv4Addr::new(169, 254, 99, 1), Ipv4Addr::new(255, 255, 255, 0))), mtu: Some(9000), vnet_hdr_len: 12 };
+        let sys = std::path::Path::new("/sys/class/net/yktest0");
+        assert!(!sys.exists());
+        let tap = Tap::open(&opts).unwrap();
+        assert!(tap.created && sys.exists());
+        assert_eq!(std::fs::read_to_string(sys.join("mtu")).unwrap().trim(), "9000");
+        assert!(std::fs::read_to_string(sys.join("flags")).unwrap().trim().parse::<String>().is_ok());
+        assert!(matches!(Tap::open(&opts), Err(TapError::Busy(_))));
+        assert!(tap.set_offload(0x07).is_ok());
+        drop(tap);
+        assert!(!sys.exists(), "a tap yakvm created goes with its descriptor");
+        assert!(matches!(Tap::open(&TapOptions { name: "lo".into(), ..opts }), Err(TapError::NotATap(_))));
+    }
 }
