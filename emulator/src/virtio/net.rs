@@ -454,19 +454,19 @@ impl<B: Backend> Net<B> {
                 break RxWait::Buffers;
             }
             if room < len && mergeable {
-                // Not enough buffers yet: they go back, the frame waits.
-                q.set_next_avail(q.next_avail().wrapping_sub(taken.len() as u16));
-                self.stats.rx_holds.fetch_add(1, Ordering::Relaxed);
+                // Not enough buffers yet: the frame waits. Notifications go on while the
+                // ring is still past the chains taken, so that (with EVENT_IDX) the
+                // driver's next buffer, not one already seen, is what notifies us.
                 match q.enable_notification(mem) {
-                    Ok(true) => {
-                        let _ = q.disable_notification(mem);
-                        // More came meanwhile: try again only if the ring grew.
-                        match q.avail_idx(mem, Ordering::Acquire) {
-                            Ok(idx) if idx.0.wrapping_sub(q.next_avail()) as usize > taken.len() => continue,
-                            _ => break RxWait::Buffers,
+                    Ok(more) => {
+                        q.set_next_avail(q.next_avail().wrapping_sub(taken.len() as u16));
+                        if more {
+                            let _ = q.disable_notification(mem);
+                            continue;
                         }
+                        self.stats.rx_holds.fetch_add(1, Ordering::Relaxed);
+                        break RxWait::Buffers;
                     }
-                    Ok(false) => break RxWait::Buffers,
                     Err(_) => {
                         out.needs_reset = true;
                         break RxWait::Buffers;
@@ -768,6 +768,7 @@ mod tests {
         assert_eq!((done.completed, wait, net.backend.inbox.len(), r.used_idx()), (0, RxWait::Buffers, 2, 0));
         assert_eq!(net.stats.rx_holds.load(Ordering::Relaxed), 1);
         assert_eq!(r.bytes(0x10000, 16), [0xee; 16], "nothing written");
+        assert_eq!(r.slot.queue.next_avail(), 0, "the buffer went back");
         // A second buffer: the held frame goes, the next waits in the tap.
         r.post(&[(0x11000, 1536, F_WRITE)]);
         let (done, wait) = net.receive(&mut r.slot, &r.mem, true);
@@ -775,6 +776,24 @@ mod tests {
         assert_eq!(wait, RxWait::Buffers);
         assert_eq!(net.backend.inbox.len(), 2, "no buffer left: the next frames stay in the tap");
         assert_eq!(net.stats.rx_drops.load(Ordering::Relaxed), 0);
+    }
+
+    /// With EVENT_IDX, a held frame asks to be notified of the driver's next buffer, past
+    /// the ones it already saw (avail_event = 1 after one buffer), not of one it has seen.
+    #[test]
+    fn a_held_frame_waits_for_a_new_buffer_with_event_idx() {
+        let mut r = Ring::new(16);
+        r.slot.queue.set_event_idx(true);
+        let mut net = net();
+        net.backend.inbox.push_back(frame(2000, 1));
+        r.post(&[(0x10000, 1536, F_WRITE)]);
+        let (done, wait) = net.receive(&mut r.slot, &r.mem, true);
+        assert_eq!((done.completed, wait), (0, RxWait::Buffers));
+        let avail_event: u16 = r.mem.read_obj(GuestAddress(crate::virtio::testing::USED + 4 + 8 * 16)).unwrap();
+        assert_eq!(avail_event, 1);
+        r.post(&[(0x11000, 1536, F_WRITE)]);
+        let (done, _) = net.receive(&mut r.slot, &r.mem, true);
+        assert_eq!((done.completed, r.used_idx()), (1, 2));
     }
 
     #[test]
