@@ -56,6 +56,8 @@ exchange() {
     wait $nc_pid
     echo "  $N: $MIB MiB guest -> image and power-off in $(secs $t1) s (status $rc, whole run $(secs $t0) s)" >&3
     tr -d '\r' < "$OUT/$N.raw" > "$OUT/$N.out"
+    cs=$(sed -n 's/^SEND-CS //p' "$OUT/$N.out")
+    [ -z "$cs" ] || echo "  $N: $MIB MiB guest -> image in $((cs / 100)).$(printf %02d $((cs % 100))) s (the guest's clock)" >&3
     md5sum < /tmp/to-guest | cut -d' ' -f1 > /tmp/$N.to-guest.md5
     md5sum < /tmp/from-guest | cut -d' ' -f1 > /tmp/$N.from-guest.md5
     wc -c < /tmp/from-guest > /tmp/$N.from-guest.len
