@@ -29,12 +29,13 @@ exchange() {
     rm -f /tmp/from-guest /tmp/hold; mkfifo /tmp/hold
     # The image's receiver, before the guest exists (stdin a FIFO that never ends: see
     # env/guest-net).
-    nc -l -p 5002 <> /tmp/hold > /tmp/from-guest & nc_pid=$!
+    nc -l -p 5002 <> /tmp/hold > /tmp/from-guest 2>/dev/null & nc_pid=$!
     t0=$(now_cs)
     yakvm run --kernel $KERNEL --initrd $INITRD --mem 256M --stats --rng \
         --net tap=$TAP,ip=$HOST,mask=255.255.255.0,mtu=$MTU,mac=52:54:00:12:34:56 --append "yakvm.net=$GUEST,$HOST,$MIB,$MTU${HOLD:+,$HOLD}" \
         < /dev/null > "$OUT/$N.raw" 2> "$OUT/$N.err" & pid=$!
-    ( sleep 400; kill -KILL $pid ) 2>/dev/null & killer=$!
+    # (Its output away from check's pipe: a sleep left holding it would hold check.)
+    ( sleep 400; kill -KILL $pid ) > /dev/null 2>&1 & killer=$!
     [ -z "$HOLD" ] || flood
     if ! wait_for "$OUT/$N.raw" '^NET-READY' 3000; then
         kill -KILL $pid; kill $nc_pid $killer 2>/dev/null
