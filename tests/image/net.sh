@@ -36,7 +36,6 @@ exchange() {
         < /dev/null > "$OUT/$N.raw" 2> "$OUT/$N.err" & pid=$!
     # (Its output away from check's pipe: a sleep left holding it would hold check.)
     ( sleep 400; kill -KILL $pid ) > /dev/null 2>&1 & killer=$!
-    [ -z "$HOLD" ] || flood
     if ! wait_for "$OUT/$N.raw" '^NET-READY' 3000; then
         kill -KILL $pid; kill $nc_pid $killer 2>/dev/null
         echo "no NET-READY: $(tr -d '\r' < "$OUT/$N.raw" | tail -n 5 | tr '\n' ' ') $(tail -n 3 "$OUT/$N.err")"; return 1
@@ -101,28 +100,6 @@ guest_to_image() { # NAME MIB
     grep -qx "SENT $got" "$OUT/$1.out" || { echo "guest sent $(grep '^SENT' "$OUT/$1.out"), image got $got"; return 1; }
 }
 both_ways() { image_to_guest $1 && guest_to_image $1 $2; }
-# While the guest holds eth0 down (no receive buffers): four busybox pings to it every
-# millisecond for 8 s, 8000 bytes each (6 frames), its MAC in the image's neighbour table so
-# nothing waits for ARP. yakvm's resident memory before and after,
-# the tap's counters after, into /tmp/$N.flood.
-flood() {
-    wait_for "$OUT/$N.raw" '^NET-HOLD' 3000 || return 1
-    ip neigh replace $GUEST lladdr 52:54:00:12:34:56 dev $TAP nud permanent
-    rss0=$(awk '/^VmRSS:/ { print $2 }' /proc/$pid/status)
-    # (-i 0 would send one request: busybox's zero interval disarms its timer.)
-    for i in 1 2 3 4; do ping -q -i 0.001 -s 8000 -w 8 $GUEST > /dev/null 2>&1 & done
-    sleep 9
-    rss1=$(awk '/^VmRSS:/ { print $2 }' /proc/$pid/status)
-    echo "$rss0 $rss1 $(cat /sys/class/net/$TAP/statistics/tx_packets) $(cat /sys/class/net/$TAP/statistics/tx_dropped)" > /tmp/$N.flood
-    echo "  $N: flood: yakvm RSS $rss0 -> $rss1 kB; the tap passed $(cut -d' ' -f3 /tmp/$N.flood) frames on and dropped $(cut -d' ' -f4 /tmp/$N.flood)" >&3
-}
-# The flood filled the tap (it dropped frames: nothing took them while the queue was
-# empty), yakvm's memory grew by less than 4 MiB, and the guest then came up (the
-# exchange checks pass).
-flood_bounded() {
-    read -r rss0 rss1 passed dropped < /tmp/$1.flood
-    [ -n "$rss0" ] && [ -n "$rss1" ] && [ "${dropped:-0}" -gt 0 ] && [ $((rss1 - rss0)) -lt 4096 ] || { echo "RSS $rss0 -> $rss1 kB, tap passed $passed dropped $dropped"; return 1; }
-}
 # yakvm created the tap: it is gone with yakvm.
 tap_removed() { ! ip link show $1 > /dev/null 2>&1 || { echo "$1 is still there"; return 1; }; }
 net_stats() {
@@ -156,12 +133,6 @@ if check net_mtu9000_exchange_1mib exchange net-mtu yk2 169.254.78 9000 1; then
     check net_mtu9000_configured tap_configured net-mtu yk2 169.254.78 9000
     check net_mtu9000_image_pings_guest_8972_bytes image_pings_guest net-mtu
     check net_mtu9000_tcp_both_ways_md5 both_ways net-mtu 1
-fi
-# A flood into a guest that does not read its receive queue.
-if check net_flood_exchange_1mib exchange net-flood yk3 169.254.79 1500 1 25; then
-    check net_flood_held_in_the_tap_memory_bounded flood_bounded net-flood
-    check net_flood_then_guest_pings_image guest_pings_image net-flood
-    check net_flood_then_tcp_both_ways_md5 both_ways net-flood 1
 fi
 check net_bad_option_refused bad_option
 check dmesg_clean_net dmesg_clean
