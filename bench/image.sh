@@ -17,7 +17,8 @@ dd if=/dev/zero of=/tmp/vbench-data.img bs=1048576 count=32 2>/dev/null
 
 . /mnt/shares/tests/lib.sh   # use_kvm, use_yakvm
 
-# ONLY="vblk linux ...": only these workloads (vblk: the virtio disk rows); all by default.
+# ONLY="vblk linux ...": only these workloads (vblk: the virtio disk rows, vnet: the
+# network's); all by default.
 want() { [ -z "${ONLY:-}" ] || case " $ONLY " in *" $1 "*) true ;; *) false ;; esac; }
 
 # run WORKLOAD HV ROUND UNITS ARGS...: one run; its time from --stats.
@@ -76,6 +77,39 @@ vblk() {
     [ -n "$requests" ] && echo "$mode,$hv,$r,$requests,$(num 'notifications by exit'),$signals,$(num interrupts),${by_irqfd:-0},$emu" >> $VCSV
 }
 
+# vnet HV ROUND: our Linux with --net on a tap (bench0, 169.254.90.1; the guest .2) moves
+# 16 MiB each way over TCP with busybox nc (env/guest-net): rows vnet-rx (image -> guest,
+# timed here from the send's start to the guest's receiver closing) and vnet-tx (guest ->
+# image, the guest's own clock around its nc). `units` bytes.
+vnet() {
+    hv=$1 r=$2 mib=16
+    want vnet || return 0
+    head -c $((mib * 1048576)) /dev/urandom > /tmp/vnet-in
+    rm -f /tmp/vnet-hold; mkfifo /tmp/vnet-hold
+    nc -l -p 5002 <> /tmp/vnet-hold > /dev/null & ncp=$!
+    yakvm run --hypervisor $hv --stats --timeout 300 --kernel linux/bzImage --initrd linux/initramfs.cpio.gz --mem 256M \
+        --net tap=bench0,ip=169.254.90.1 --append "yakvm.net=169.254.90.2,169.254.90.1,$mib,1500" \
+        > /tmp/bench.out 2> /tmp/bench.err < /dev/null & vp=$!
+    t=0
+    while ! grep -q '^NET-READY' /tmp/bench.out 2>/dev/null && [ $t -lt 3000 ]; do sleep 0.1; t=$((t + 1)); done
+    cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
+    t0=$(cs)
+    nc 169.254.90.2 5001 < /tmp/vnet-in
+    rx=$(($(cs) - t0))
+    wait $vp; rc=$?
+    kill $ncp 2>/dev/null
+    tx=$(tr -d '\r' < /tmp/bench.out | sed -n 's/^SEND-CS //p')
+    if [ $rc -ne 0 ] || [ -z "$tx" ] || ! tr -d '\r' < /tmp/bench.out | grep -qx 'send: ok'; then
+        echo "bench: vnet on $hv failed (status $rc): $(tail -n 2 /tmp/bench.err)"
+        return
+    fi
+    for row in rx:$rx tx:$tx; do
+        secs=$(echo "${row#*:}" | awk '{ printf "%.2f", $1 / 100 }')
+        echo "vnet-${row%%:*},$hv,$r,$secs,$((mib * 1048576))" >> $CSV
+        printf '  round %s %-6s %-12s %8.3f s\n' "$r" "$hv" "vnet-${row%%:*}" "$secs"
+    done
+}
+
 workloads() {
     hv=$1 r=$2
     run pio $hv $r 20000 guests/bench_pio.bin
@@ -89,6 +123,7 @@ workloads() {
     vblk $hv $r ioeventfd
     vblk $hv $r exit
     vblk $hv $r kapic
+    vnet $hv $r
 }
 
 echo "bench: $ROUNDS rounds, yakvm and KVM interleaved; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"

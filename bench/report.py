@@ -27,6 +27,10 @@ for suffix, how in (("", "ioeventfd"), ("-exit", "MMIO exit"), ("-kapic", "kerne
     PER_UNIT[f"vread4k{suffix}"] = (f"virtio-blk 4 KiB O_DIRECT reads ({how})", lambda s, u: f"{u / s:.0f} IOPS")
     if suffix == "-kapic":
         KVM_ROW.update({f"v{op}-kapic": f"v{op}" for op in ("write", "read", "read4k")})
+# The virtio network rows (bench/image.sh's vnet): 16 MiB over TCP with busybox nc between
+# our Linux and the image, through a tap (the userspace device, ioeventfds).
+PER_UNIT["vnet-rx"] = ("virtio-net TCP image -> guest, 16 MiB (busybox nc)", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
+PER_UNIT["vnet-tx"] = ("virtio-net TCP guest -> image, 16 MiB (busybox nc)", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
 
 
 def vblk_counters(path):

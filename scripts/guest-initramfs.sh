@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the guest Linux's root filesystem: busybox (static) and env/guest-init, as a
+# Builds the guest Linux's root filesystem: busybox (static), env/guest-init and
+# env/guest-net (the network checks, as /bin/yakvm-net), as a
 # gzipped cpio in build/guest-initramfs.cpio.gz.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -11,6 +12,7 @@ rm -rf "$root"
 mkdir -p "$root"/{bin,dev,proc,sys,root}
 cp /bin/busybox "$root/bin/busybox"
 install -m 0755 "$YAKVM_ROOT/env/guest-init" "$root/init"
+install -m 0755 "$YAKVM_ROOT/env/guest-net" "$root/bin/yakvm-net"
 (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet | gzip -9) > "$out.tmp"
 mv "$out.tmp" "$out"
 log "guest initramfs: $out"

@@ -34,7 +34,7 @@ log "qemu: $mode"
 
 append="console=ttyS0 loglevel=4 panic=-1${cpus:+ yakvm.cpus=$cpus}"
 args=(qemu-system-x86_64 "${accel[@]}" -smp $smp -m 2G -no-reboot
-      -kernel "$kernel" -initrd "$initrd"
+      -nic none -kernel "$kernel" -initrd "$initrd"
       -virtfs "local,path=$SHARES_DIR,mount_tag=shares,security_model=none,id=shares")
 [[ -n ${GDB:-} ]] && args+=(-s -S)
 

@@ -93,6 +93,7 @@ want pc && run_image pc pc.sh
 want smp && run_image smp smp.sh
 want kernels && run_image kernels kernels.sh
 want disks && run_image disks disks.sh
+want net && run_image net net.sh
 want kvm && run_image kvm kvm.sh
 want robust && run_image robust robust.sh
 want debug && run_image debug debug.sh

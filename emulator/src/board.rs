@@ -142,9 +142,12 @@ pub struct BoardConfig {
     /// pc: the VM, where the virtio disks register their queue notifications as
     /// ioeventfds (`None`: `--no-ioeventfd`, they stay MMIO exits).
     pub ioevents: Option<crate::hypervisor::VmHandle>,
-    /// pc: the VM, where the virtio disks bind their interrupt vectors to irqfds (with the
-    /// kernel's local APICs; `None`: `--no-irqfd`, or the APICs are the emulator's).
+    /// pc: the VM, where the virtio devices bind their interrupt vectors to irqfds (with
+    /// the kernel's local APICs; `None`: `--no-irqfd`, or the APICs are the emulator's).
     pub irqfds: Option<crate::hypervisor::VmHandle>,
+    /// pc: the virtio entropy device (`--rng`) and network devices (`--net`), in the
+    /// slots after the disks'.
+    pub extra: crate::virtio::Extra,
 }
 
 impl Default for BoardConfig {
@@ -162,6 +165,7 @@ impl Default for BoardConfig {
             drives: Vec::new(),
             ioevents: None,
             irqfds: None,
+            extra: Default::default(),
         }
     }
 }
@@ -186,7 +190,9 @@ pub fn build(
         MachineKind::Seed if config.vga => Err(Error::VgaNeedsPc),
         MachineKind::Seed if !config.ide.is_empty() => Err(Error::IdeNeedsPc),
         MachineKind::Seed if !config.drives.is_empty() => Err(Error::DriveNeedsPc),
+        MachineKind::Seed if config.extra.any() => Err(Error::VirtioNeedsPc),
         MachineKind::Pc if config.drives.len() > MAX_DRIVES => Err(Error::TooManyDrives(config.drives.len(), MAX_DRIVES)),
+        MachineKind::Pc if config.drives.len() + config.extra.count() > MAX_DRIVES => Err(Error::TooManyVirtio(config.drives.len() + config.extra.count(), MAX_DRIVES)),
         MachineKind::Seed => Ok((Devices::seed(out, disk, config.mmio_base)?, Box::new(Seed))),
         MachineKind::Pc => {
             let mut devices = Devices::pc(out, disk, config.mmio_base)?;
@@ -213,6 +219,18 @@ pub fn build(
                 let mem = Arc::new(sys::VmMemory::new(ram.clone())?);
                 for (i, drive) in config.drives.iter().enumerate() {
                     board.add_virtio_blk(FIRST_DRIVE_SLOT + i as u8, drive.clone(), mem.clone(), config.ioevents.clone(), config.irqfds.clone())?;
+                }
+            }
+            if config.extra.any() {
+                let mem = Arc::new(sys::VmMemory::new(ram.clone())?);
+                let mut slot = FIRST_DRIVE_SLOT + config.drives.len() as u8;
+                if config.extra.rng {
+                    board.add_virtio_rng(slot, mem.clone(), config.ioevents.clone(), config.irqfds.clone())?;
+                    slot += 1;
+                }
+                for (i, tap) in config.extra.nets.iter().enumerate() {
+                    board.add_virtio_net(slot, i, tap.clone(), mem.clone(), config.ioevents.clone(), config.irqfds.clone())?;
+                    slot += 1;
                 }
             }
             // The console's input: standard input, read by the event thread.

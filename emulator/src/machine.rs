@@ -71,9 +71,11 @@ pub struct Config {
     /// pc: the virtio disks' queue notifications are ioeventfds (off with
     /// `--no-ioeventfd`: MMIO exits to this program).
     pub ioeventfd: bool,
-    /// pc with `kernel_apic`: the virtio disks' interrupts are irqfds (off with
+    /// pc with `kernel_apic`: the virtio devices' interrupts are irqfds (off with
     /// `--no-irqfd`: messages through this program's interrupt controllers).
     pub irqfd: bool,
+    /// pc: the virtio entropy and network devices (`--rng`, `--net`).
+    pub extra: crate::virtio::Extra,
 }
 
 pub struct Machine {
@@ -193,7 +195,7 @@ impl Machine {
         // The bootstrap processor runs; the others wait for INIT and a startup IPI (with
         // the kernel's APICs they wait in RUN, in the module: cpu.rs).
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
-        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev, vga: config.vga, ide: config.ide.clone(), drives: config.drives.clone(), ioevents: config.ioeventfd.then(|| vm.clone()), irqfds: (config.kernel_apic && config.irqfd).then(|| vm.clone()) };
+        let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev, vga: config.vga, ide: config.ide.clone(), drives: config.drives.clone(), ioevents: config.ioeventfd.then(|| vm.clone()), irqfds: (config.kernel_apic && config.irqfd).then(|| vm.clone()), extra: config.extra.clone() };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone(), &mem)?;
         if let (Some(sink), Some(irqs)) = (msi_sink, board.interrupts()) {
             crate::bus::lock(&irqs).apics.use_kernel(sink);
@@ -361,6 +363,7 @@ mod tests {
             kernel_apic: false,
             ioeventfd: true,
             irqfd: true,
+            extra: Default::default(),
         }
     }
 

@@ -166,6 +166,17 @@ struct Devices {
     /// the module's local APICs through an irqfd per vector (the default).
     #[arg(long)]
     no_irqfd: bool,
+    /// pc: a virtio entropy device fed from the host's getrandom (Linux's
+    /// /dev/hwrng, virtio_rng).
+    #[arg(long)]
+    rng: bool,
+    /// pc: a virtio network interface on the host tap NAME (created if missing and
+    /// removed at exit; needs CAP_NET_ADMIN). ip=/mask= give the host side an IPv4
+    /// address (mask 255.255.255.0 by default); mac= the guest's address (default: a
+    /// stable 52:54:00:xx:xx:xx from NAME); mtu= both sides' MTU (default 1500).
+    /// Repeatable: eth0, eth1, ... (docs/net.md).
+    #[arg(long = "net", value_name = "tap=NAME[,ip=A,mask=M][,mac=MAC][,mtu=N]")]
+    nets: Vec<String>,
     /// Let every write to the serial port exit to the emulator (they are coalesced by
     /// default; --trace and --step-trace imply this).
     #[arg(long)]
@@ -269,6 +280,8 @@ struct RunArgs {
     irqfd: Option<yakvm::irqfd_probe::Spec>,
     /// `--drive` arguments, opened by `run`.
     drives: Vec<String>,
+    /// `--net` arguments, their taps opened by `run`.
+    nets: Vec<String>,
 }
 
 /// What `run` needs, from the command line: defaults that depend on the payload, the
@@ -310,6 +323,7 @@ fn run_args(opts: RunOpts, device: String) -> Result<RunArgs, String> {
         kernel_apic: m.kernel_apic,
         ioeventfd: !d.no_ioeventfd,
         irqfd: !d.no_irqfd,
+        extra: yakvm::virtio::Extra { rng: d.rng, nets: Vec::new() },
     };
     Ok(RunArgs {
         payload,
@@ -323,6 +337,7 @@ fn run_args(opts: RunOpts, device: String) -> Result<RunArgs, String> {
         ioeventfds: t.ioeventfds,
         irqfd: t.irqfd,
         drives: d.drives,
+        nets: d.nets,
     })
 }
 
@@ -353,7 +368,7 @@ fn load_kernel(path: &PathBuf, initrd: &Option<PathBuf>, append: &Option<String>
             return Err(format!("{name} is a Linux bzImage: --module is for Multiboot kernels"));
         }
         let initrd = initrd.as_ref().map(|p| read_file("initrd", p)).transpose()?;
-        let apics = config.cpus > 1 || !config.drives.is_empty();
+        let apics = config.cpus > 1 || !config.drives.is_empty() || config.extra.any();
         let mut cmdline = linux::default_cmdline(Some(sys::tsc_khz(std::time::Duration::from_millis(50))), apics);
         if let Some(extra) = append {
             cmdline.push(' ');
@@ -400,7 +415,12 @@ fn run(args: &RunArgs) -> Result<Outcome, String> {
         return Err(yakvm::machine::Error::DriveNeedsPc.to_string());
     }
     let drives = args.drives.iter().map(|spec| Drive::open(spec).map(Arc::new)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-    let config = Config { drives, ..args.config.clone() };
+    if (!args.nets.is_empty() || args.config.extra.rng) && args.config.machine != MachineKind::Pc {
+        return Err(yakvm::machine::Error::VirtioNeedsPc.to_string());
+    }
+    let nets = args.nets.iter().map(|spec| yakvm::virtio::net::NetSpec::open(spec).map(Arc::new)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    let extra = yakvm::virtio::Extra { nets, ..args.config.extra.clone() };
+    let config = Config { drives, extra, ..args.config.clone() };
     let payload = match &args.payload {
         Payload::Program(path) => Err(read_file("guest", path)?),
         Payload::Kernel { path, initrd, append, modules } => Ok(load_kernel(path, initrd, append, modules, &config)?),

@@ -92,6 +92,10 @@ pub enum Error {
     DriveNeedsPc,
     #[error("--drive: {0} drives, at most {1}")]
     TooManyDrives(usize, usize),
+    #[error("--rng, --net: virtio devices are on the pc machine's PCI bus (--machine pc, or --kernel)")]
+    VirtioNeedsPc,
+    #[error("--drive, --rng, --net: {0} virtio devices, at most {1}")]
+    TooManyVirtio(usize, usize),
     #[error("--testdev: its test memory at {base:#x} would be inside RAM (--mem {mem}); give at most {base:#x} bytes of RAM")]
     TestdevInRam { base: u64, mem: u64 },
     #[error("cannot start a vCPU thread: {0}")]

@@ -696,7 +696,13 @@ pub struct PcBoard {
     wakers: Arc<[Waker]>,
     /// The virtio disks' counters, by name (`--stats`).
     virtio: Mutex<Vec<VirtioCounters>>,
+    /// The other virtio devices' (entropy, network) names, transport counters and a line
+    /// of their own counters (`--stats`).
+    virtio_others: Mutex<Vec<(String, Arc<super::virtio_pci::TransportStats>, DeviceLine)>>,
 }
+
+/// A device's counters as a line.
+type DeviceLine = Box<dyn Fn() -> String + Send>;
 
 /// A virtio disk's name and counters.
 type VirtioCounters = (String, Arc<super::virtio_pci::TransportStats>, Arc<crate::virtio::blk::BlkStats>);
@@ -725,6 +731,7 @@ impl PcBoard {
             clock,
             wakers,
             virtio: Mutex::new(Vec::new()),
+            virtio_others: Mutex::new(Vec::new()),
         })
     }
 
@@ -856,10 +863,76 @@ impl PcBoard {
         Ok(())
     }
 
-    /// A line per virtio disk: what its transport and its worker counted.
+    /// Puts a virtio entropy device (`virtio::rng`) at 00:`device`.0 and starts its worker.
+    pub fn add_virtio_rng(&self, device: u8, mem: Arc<crate::sys::VmMemory>, ioevents: Option<crate::hypervisor::VmHandle>, irqfds: Option<crate::hypervisor::VmHandle>) -> io::Result<()> {
+        use crate::virtio::rng;
+        use super::virtio_pci::{DeviceInfo, VirtioPci};
+        // "Other" device class, as other virtio entropy devices are listed.
+        let info = DeviceInfo { device_type: rng::DEVICE_ID, class: (0xff, 0x00, 0x00), features: rng::features(), config: Vec::new(), queue_sizes: vec![rng::QUEUE_SIZE] };
+        let (function, mut ends) = VirtioPci::new(info, self.msi(), mem.clone(), ioevents, irqfds).map_err(io::Error::other)?;
+        let transport_stats = function.stats();
+        lock(&self.pci).add(pci::Bdf { bus: 0, device, function: 0 }, Box::new(function)).map_err(io::Error::other)?;
+        let (queue, kick) = ends.queues.remove(0);
+        let stats = Arc::new(rng::RngStats::default());
+        let line = stats.clone();
+        lock(&self.virtio_others).push((format!("virtio-rng 00:{device:02x}.0"), transport_stats, Box::new(move || line.line())));
+        rng::spawn_worker(format!("yakvm-rng{device}"), rng::Rng::new(rng::HostEntropy, stats), queue, kick, mem, ends.signal)?;
+        Ok(())
+    }
+
+    /// Puts a virtio-net function for `spec` (its tap open) at 00:`device`.0 and starts its
+    /// worker (`virtio::net`).
+    pub fn add_virtio_net(
+        &self,
+        device: u8,
+        index: usize,
+        spec: Arc<crate::virtio::net::NetSpec>,
+        mem: Arc<crate::sys::VmMemory>,
+        ioevents: Option<crate::hypervisor::VmHandle>,
+        irqfds: Option<crate::hypervisor::VmHandle>,
+    ) -> io::Result<()> {
+        use crate::virtio::net;
+        use super::virtio_pci::{DeviceInfo, VirtioPci};
+        let info = DeviceInfo {
+            device_type: net::DEVICE_ID,
+            // Network controller, Ethernet.
+            class: (0x02, 0x00, 0x00),
+            features: net::features(),
+            config: net::config_space(spec.config.mac, spec.config.mtu),
+            queue_sizes: vec![net::QUEUE_SIZE, net::QUEUE_SIZE],
+        };
+        let (function, ends) = VirtioPci::new(info, self.msi(), mem.clone(), ioevents, irqfds).map_err(io::Error::other)?;
+        let transport_stats = function.stats();
+        lock(&self.pci).add(pci::Bdf { bus: 0, device, function: 0 }, Box::new(function)).map_err(io::Error::other)?;
+        let stats = Arc::new(net::NetStats::default());
+        let line = stats.clone();
+        lock(&self.virtio_others).push((format!("virtio-net 00:{device:02x}.0 (tap {})", spec.tap.name), transport_stats, Box::new(move || line.line())));
+        net::spawn_worker(format!("yakvm-net{index}"), net::Net::new(spec, stats), ends.queues, ends.features, mem, ends.signal)?;
+        Ok(())
+    }
+
+    /// A line per virtio device: what its transport and its worker counted.
     pub fn virtio_stats(&self) -> Vec<String> {
         use std::sync::atomic::Ordering::Relaxed;
-        lock(&self.virtio)
+        let others: Vec<String> = lock(&self.virtio_others)
+            .iter()
+            .map(|(name, t, line)| {
+                format!(
+                    "{name}: {}; {} notifications by exit ({} dropped), {} ioeventfd registrations ({} refused), {} interrupts ({} by irqfd, {} bindings), {} resets, {} odd accesses",
+                    line(),
+                    t.notifies.load(Relaxed),
+                    t.notifies_dropped.load(Relaxed),
+                    t.ioevents_registered.load(Relaxed),
+                    t.ioevents_failed.load(Relaxed),
+                    t.interrupts.load(Relaxed),
+                    t.irqfd_signals.load(Relaxed),
+                    t.irqfd_bindings.load(Relaxed),
+                    t.resets.load(Relaxed),
+                    t.ignored.load(Relaxed),
+                )
+            })
+            .collect();
+        let disks: Vec<String> = lock(&self.virtio)
             .iter()
             .map(|(name, t, b)| {
                 format!(
@@ -881,7 +954,8 @@ impl PcBoard {
                     t.ignored.load(Relaxed),
                 )
             })
-            .collect()
+            .collect();
+        disks.into_iter().chain(others).collect()
     }
 
     /// Nanoseconds since the board was built: the devices' clock.

@@ -159,6 +159,8 @@ pub struct Transport {
     msi: MsiSender,
     mem: Arc<VmMemory>,
     needs_reset: Arc<AtomicBool>,
+    /// The driver's features for the worker (set at DRIVER_OK, cleared by a reset).
+    negotiated: Arc<AtomicU64>,
     /// The VM, to register the queues' notify addresses as ioeventfds (`None`: every
     /// notification is an MMIO exit).
     ioevents: Option<VmHandle>,
@@ -194,6 +196,8 @@ pub enum VirtioPciError {
 pub struct WorkerEnds {
     pub queues: Vec<(SharedQueue, EventFd)>,
     pub signal: Arc<dyn Signal>,
+    /// The features the driver took, from DRIVER_OK to the next reset (0 otherwise).
+    pub features: Arc<AtomicU64>,
 }
 
 fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
@@ -222,12 +226,13 @@ impl VirtioPci {
         let mut space = ConfigSpace::new(id);
         space.add_bar(BAR, BarKind::Memory32 { prefetchable: false }, BAR_SIZE)?;
         let n = info.queue_sizes.len() as u64;
-        let caps = [
-            vendor_cap(CAP_COMMON, COMMON, COMMON_LEN, &[]),
-            vendor_cap(CAP_ISR, ISR, 1, &[]),
-            vendor_cap(CAP_DEVICE, DEVICE, info.config.len() as u64, &[]),
-            vendor_cap(CAP_NOTIFY, NOTIFY, n * u64::from(NOTIFY_MULTIPLIER), &NOTIFY_MULTIPLIER.to_le_bytes()),
-        ];
+        let mut caps = vec![vendor_cap(CAP_COMMON, COMMON, COMMON_LEN, &[]), vendor_cap(CAP_ISR, ISR, 1, &[])];
+        // A device without a configuration structure (entropy) has no DEVICE_CFG: Linux
+        // refuses a capability of length 0.
+        if !info.config.is_empty() {
+            caps.push(vendor_cap(CAP_DEVICE, DEVICE, info.config.len() as u64, &[]));
+        }
+        caps.push(vendor_cap(CAP_NOTIFY, NOTIFY, n * u64::from(NOTIFY_MULTIPLIER), &NOTIFY_MULTIPLIER.to_le_bytes()));
         for body in caps {
             let writable = vec![0; body.len()];
             space.add_capability(CAP_VENDOR, &body, &writable)?;
@@ -257,14 +262,16 @@ impl VirtioPci {
             msi,
             mem,
             needs_reset: Arc::new(AtomicBool::new(false)),
+            negotiated: Arc::new(AtomicU64::new(0)),
             ioevents,
             bar_base: None,
             irqfds: irqfds.map(|vm| IrqfdRoutes::new(vm, usize::from(vectors))),
             stats: Default::default(),
         };
         let transport = Arc::new(Mutex::new(transport));
+        let features = lock(&transport).negotiated.clone();
         let signal = Arc::new(TransportSignal(transport.clone()));
-        Ok((Self { space, transport }, WorkerEnds { queues: ends, signal }))
+        Ok((Self { space, transport }, WorkerEnds { queues: ends, signal, features }))
     }
 
     pub fn stats(&self) -> Arc<TransportStats> {
@@ -505,6 +512,7 @@ impl Transport {
         }
         if newly & status::DRIVER_OK != 0 && value & status::FEATURES_OK != 0 {
             let event_idx = self.driver_features & F_EVENT_IDX != 0;
+            self.negotiated.store(self.driver_features, Ordering::Relaxed);
             let mut broken = false;
             for q in &self.queues {
                 let mut slot = lock(&q.shared);
@@ -544,6 +552,7 @@ impl Transport {
         }
         self.status = 0;
         self.driver_features = 0;
+        self.negotiated.store(0, Ordering::Relaxed);
         self.device_feature_select = 0;
         self.driver_feature_select = 0;
         self.config_vector = NO_VECTOR;
@@ -644,15 +653,20 @@ mod tests {
 
     /// The same, its notifications registered on `ioevents`.
     fn setup_with(ioevents: Option<VmHandle>) -> (crate::devices::Devices, crate::pc::board::PcBoard, WorkerEnds) {
-        setup_full(ioevents, None)
+        setup_device(info(), ioevents, None)
     }
 
     /// The same, its interrupts bound to irqfds on `irqfds` too.
     fn setup_full(ioevents: Option<VmHandle>, irqfds: Option<VmHandle>) -> (crate::devices::Devices, crate::pc::board::PcBoard, WorkerEnds) {
+        setup_device(info(), ioevents, irqfds)
+    }
+
+    /// The function of `info`, as `setup_full`.
+    fn setup_device(info: DeviceInfo, ioevents: Option<VmHandle>, irqfds: Option<VmHandle>) -> (crate::devices::Devices, crate::pc::board::PcBoard, WorkerEnds) {
         let (mut d, board) = pc();
         let ram = Arc::new(crate::sys::GuestMemory::new(16 << 20).unwrap());
         let mem = Arc::new(VmMemory::new(ram).unwrap());
-        let (f, ends) = VirtioPci::new(info(), board.msi(), mem, ioevents, irqfds).unwrap();
+        let (f, ends) = VirtioPci::new(info, board.msi(), mem, ioevents, irqfds).unwrap();
         lock(&board.pci).add(Bdf { bus: 0, device: 3, function: 0 }, Box::new(f)).unwrap();
         let cfg = |d: &mut crate::devices::Devices, reg: u64, v: u32| d.mmio.write(ECAM_BASE + (3 << 15) + reg, &v.to_le_bytes(), &CTX).unwrap();
         cfg(&mut d, 0x10, BASE as u32);
@@ -672,13 +686,28 @@ mod tests {
 
     #[test]
     fn identity_and_capabilities() {
-        let (mut d, _board, _) = setup();
+        let (d, board, ends) = setup();
+        assert_eq!(capabilities(d, board, ends), (0x1042_1af4, vec![(1, 0, 0x38), (3, 0x1000, 1), (4, 0x2000, 0x40), (2, 0x3000, 4), (0x111, 0, 0)]));
+    }
+
+    /// A device without a configuration structure (entropy) has no DEVICE_CFG capability
+    /// (Linux refuses one of length 0).
+    #[test]
+    fn no_device_capability_without_a_configuration() {
+        let info = DeviceInfo { device_type: 4, class: (0xff, 0, 0), features: F_VERSION_1, config: Vec::new(), queue_sizes: vec![64] };
+        let (d, board, ends) = setup_device(info, None, None);
+        assert_eq!(capabilities(d, board, ends), (0x1044_1af4, vec![(1, 0, 0x38), (3, 0x1000, 1), (2, 0x3000, 4), (0x111, 0, 0)]));
+    }
+
+    /// The function at 00:03.0: its vendor and device ID, and its capabilities: (type,
+    /// offset, length) for the vendor ones, 0x100 | ID for the others.
+    fn capabilities(mut d: crate::devices::Devices, _board: crate::pc::board::PcBoard, _ends: WorkerEnds) -> (u32, Vec<(u32, u32, u32)>) {
         let ecam = |d: &mut crate::devices::Devices, reg: u64| {
             let mut b = [0u8; 4];
             d.mmio.read(ECAM_BASE + (3 << 15) + reg, &mut b, &CTX);
             u32::from_le_bytes(b)
         };
-        assert_eq!(ecam(&mut d, 0), 0x1042_1af4);
+        let id = ecam(&mut d, 0);
         assert_eq!(ecam(&mut d, 8) & 0xff, 1, "revision 1");
         assert_eq!(ecam(&mut d, 0x2c), 0x1100_1af4);
         // Walk the capabilities: four vendor ones (common, ISR, device, notify), MSI-X.
@@ -700,7 +729,7 @@ mod tests {
             }
             at = (head >> 8) & 0xff;
         }
-        assert_eq!(seen, vec![(1, 0, 0x38), (3, 0x1000, 1), (4, 0x2000, 0x40), (2, 0x3000, 4), (0x111, 0, 0)]);
+        (id, seen)
     }
 
     /// Feature negotiation, queue setup, DRIVER_OK, notify → the worker's EventFd, the

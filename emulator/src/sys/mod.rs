@@ -7,7 +7,9 @@
 //! - `kick`: making a vCPU thread leave `RUN` from another thread;
 //! - `signals`: stop signals, alarms and signals to threads;
 //! - `probe`: raw ioctls and mappings for the module's tests (fuzzer, self-test);
-//! - `tsc`: the time stamp counter's rate.
+//! - `tsc`: the time stamp counter's rate;
+//! - `entropy`: the host's getrandom(2), for the virtio entropy device;
+//! - `tap`: tap network interfaces (TUNSETIFF and the interface ioctls), for virtio-net.
 //!
 //! Callers name everything as `crate::sys::X`: the files are an inner detail.
 
@@ -15,17 +17,21 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 pub mod kvm;
+mod entropy;
 mod kick;
 mod memory;
 mod probe;
 mod signals;
+mod tap;
 mod tsc;
 mod yakvm;
 
+pub use entropy::getrandom;
 pub use kick::Kicker;
 pub use memory::{FileMapping, GuestMemory, VmMemory};
 pub use nix::sys::mman::ProtFlags;
 pub use probe::{fuzz_ioctl, io_command, try_map, FuzzArg, FUZZ_BUFFER};
+pub use tap::{Tap, TapError, TapOptions};
 pub use signals::{alarm, alarm_after, alarm_fired, catch_stop_signals, interrupt_on_alarm, signal_thread, stop_signal, thread_id};
 pub use tsc::tsc_khz;
 pub use yakvm::{run_fd, Device, Vcpu, Vm};
@@ -48,6 +54,14 @@ pub fn errno_of(e: &io::Error) -> Option<nix::errno::Errno> {
     e.raw_os_error()
         .map(nix::errno::Errno::from_raw)
         .or_else(|| e.get_ref()?.downcast_ref::<SysError>().map(|s| s.errno))
+}
+
+/// An EventFd's descriptor, borrowed for as long as the EventFd is (to poll it).
+pub fn eventfd_fd(e: &vmm_sys_util::eventfd::EventFd) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the EventFd owns its descriptor and closes it only when dropped, which the
+    // borrow of `e` prevents for the BorrowedFd's whole life.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(e.as_raw_fd()) }
 }
 
 /// Takes ownership of a descriptor an ioctl returned.

@@ -18,6 +18,11 @@
 
 pub mod blk;
 pub mod blk_request;
+pub mod chain;
+pub mod net;
+pub mod rng;
+#[cfg(test)]
+pub mod testing;
 
 use std::sync::{Arc, Mutex};
 
@@ -62,4 +67,22 @@ pub trait Signal: Send + Sync {
     /// The device found an error it cannot recover from (a broken descriptor chain, rings
     /// it cannot reach): DEVICE_NEEDS_RESET and a configuration change notification.
     fn needs_reset(&self);
+}
+
+/// The devices besides the disks: entropy (`--rng`) and the network interfaces (`--net`,
+/// their taps open).
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    pub rng: bool,
+    pub nets: Vec<Arc<net::NetSpec>>,
+}
+
+impl Extra {
+    pub fn any(&self) -> bool {
+        self.rng || !self.nets.is_empty()
+    }
+    /// PCI slots they take.
+    pub fn count(&self) -> usize {
+        usize::from(self.rng) + self.nets.len()
+    }
 }

@@ -1,0 +1,138 @@
+# virtio-net and virtio-rng (`--net`, `--rng`, docs/net.md): our Linux on a tap that yakvm
+# creates in the image (yk0, 169.254.77.1/24; the guest is 169.254.77.2; then yk2 with MTU
+# 9000 on 169.254.78.0/24), run by scripts/test.sh's `net` boot. QEMU has no network device: everything stays in the image.
+# The guest's side is env/guest-net (/bin/yakvm-net in its initramfs).
+. /mnt/shares/tests/lib.sh
+cd /mnt/shares
+
+KERNEL=linux/bzImage
+INITRD=linux/initramfs.cpio.gz
+MIB=${NET_MIB:-16}
+now_cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
+secs() { t=$(( $(now_cs) - $1 )); echo "$((t / 100)).$(printf %02d $((t % 100)))"; }
+
+# wait_for FILE PATTERN TENTHS: until FILE has a line matching PATTERN.
+wait_for() {
+    t=0
+    while ! grep -q "$2" "$1" 2>/dev/null; do
+        t=$((t + 1)); [ $t -lt "$3" ] || return 1
+        sleep 0.1
+    done
+}
+
+# exchange NAME TAP SUBNET MTU MIB [HOLD]: the whole exchange on tap TAP (SUBNET.1, the guest
+# SUBNET.2) with MTU, MIB MiB each way; the guest's output in $OUT/NAME.out, yakvm's stderr
+# in $OUT/NAME.err, the image's side in /tmp/NAME.*; each check below reads what it left.
+exchange() {
+    N=$1 TAP=$2 HOST=$3.1 GUEST=$3.2 MTU=$4 MIB=$5 HOLD=${6:-}
+    head -c $((MIB * 1048576)) /dev/urandom > /tmp/to-guest
+    rm -f /tmp/from-guest /tmp/hold; mkfifo /tmp/hold
+    # The image's receiver, before the guest exists (stdin a FIFO that never ends: see
+    # env/guest-net).
+    nc -l -p 5002 <> /tmp/hold > /tmp/from-guest 2>/dev/null & nc_pid=$!
+    t0=$(now_cs)
+    yakvm run --kernel $KERNEL --initrd $INITRD --mem 256M --stats --rng \
+        --net tap=$TAP,ip=$HOST,mask=255.255.255.0,mtu=$MTU,mac=52:54:00:12:34:56 --append "yakvm.net=$GUEST,$HOST,$MIB,$MTU${HOLD:+,$HOLD}" \
+        < /dev/null > "$OUT/$N.raw" 2> "$OUT/$N.err" & pid=$!
+    # (Its output away from check's pipe: a sleep left holding it would hold check.)
+    ( sleep 400; kill -KILL $pid ) > /dev/null 2>&1 & killer=$!
+    if ! wait_for "$OUT/$N.raw" '^NET-READY' 3000; then
+        kill -KILL $pid; kill $nc_pid $killer 2>/dev/null
+        echo "no NET-READY: $(tr -d '\r' < "$OUT/$N.raw" | tail -n 5 | tr '\n' ' ') $(tail -n 3 "$OUT/$N.err")"; return 1
+    fi
+    echo "  $N: guest ready after $(secs $t0) s" >&3
+    ip -o link show $TAP > /tmp/$N.link 2>&1
+    ip -o addr show $TAP > /tmp/$N.addr 2>&1
+    # Echo requests that fill the MTU (28 bytes of IPv4 and ICMP headers): unfragmented.
+    ping -c 3 -W 10 -s $((MTU - 28)) $GUEST > /tmp/$N.ping 2>&1; echo "image ping: $?" > /tmp/$N.ping.rc
+    # A second yakvm on the same tap: refused at once.
+    yakvm run --kernel $KERNEL --net tap=$TAP < /dev/null > /dev/null 2> /tmp/$N.busy.err; echo $? > /tmp/$N.busy.rc
+    t1=$(now_cs)
+    nc $GUEST 5001 < /tmp/to-guest
+    echo "  $N: $MIB MiB image -> guest in $(secs $t1) s" >&3
+    t1=$(now_cs)
+    wait $pid; rc=$?
+    kill $killer 2>/dev/null
+    wait $nc_pid
+    echo "  $N: $MIB MiB guest -> image and power-off in $(secs $t1) s (status $rc, whole run $(secs $t0) s)" >&3
+    tr -d '\r' < "$OUT/$N.raw" > "$OUT/$N.out"
+    cs=$(sed -n 's/^SEND-CS //p' "$OUT/$N.out")
+    [ -z "$cs" ] || echo "  $N: $MIB MiB guest -> image in $((cs / 100)).$(printf %02d $((cs % 100))) s (the guest's clock)" >&3
+    md5sum < /tmp/to-guest | cut -d' ' -f1 > /tmp/$N.to-guest.md5
+    md5sum < /tmp/from-guest | cut -d' ' -f1 > /tmp/$N.from-guest.md5
+    wc -c < /tmp/from-guest > /tmp/$N.from-guest.len
+    [ "$rc" -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/$N.err" ||
+        { echo "status $rc: $(tail -n 3 "$OUT/$N.err") / $(tail -c 400 "$OUT/$N.out")"; return 1; }
+    grep -qx 'NET-END' "$OUT/$N.out" || { echo "no NET-END: $(tail -c 300 "$OUT/$N.out")"; return 1; }
+}
+
+rng_virtio() {
+    grep -qx 'rng current: virtio_rng.0' "$OUT/net.out" || { echo "$(grep '^rng current' "$OUT/net.out")"; return 1; }
+    grep -qx 'rng bytes: 1048576' "$OUT/net.out" || { echo "$(grep '^rng bytes' "$OUT/net.out")"; return 1; }
+}
+# 1 MiB of /dev/hwrng: incompressible (gzip keeps more than 99%) and, in its first 4096
+# bytes, at least 240 of the 256 byte values (a uniform source shows ~255).
+rng_random() {
+    z=$(sed -n 's/^rng gzip: //p' "$OUT/net.out"); d=$(sed -n 's/^rng distinct in 4096: //p' "$OUT/net.out")
+    echo "  net: 1 MiB of /dev/hwrng gzips to $z bytes, $d distinct values in its first 4096" >&3
+    [ -n "$z" ] && [ "$z" -gt 1038090 ] && [ -n "$d" ] && [ "$d" -ge 240 ] || { echo "gzip $z, distinct $d"; return 1; }
+    grep -q '^virtio-rng .*: [0-9]* requests, [0-9]* B given' "$OUT/net.err" || { echo "no rng stats: $(grep virtio-rng "$OUT/net.err")"; return 1; }
+}
+# tap_configured NAME TAP SUBNET MTU
+tap_configured() {
+    grep -q "$2: <[^>]*UP[^>]*> mtu $4 " /tmp/$1.link && grep -q "inet $3.1/24" /tmp/$1.addr || { echo "$(cat /tmp/$1.link /tmp/$1.addr)"; return 1; }
+    mac=$(sed -n "s/^eth0: mtu $4 mac //p" "$OUT/$1.out")
+    case $mac in 52:54:00:*) ;; *) echo "guest eth0: $(grep '^eth0' "$OUT/$1.out")"; return 1 ;; esac
+}
+image_pings_guest() { grep -qx 'image ping: 0' /tmp/$1.ping.rc && grep -q '3 packets received' /tmp/$1.ping || { tail -n 3 /tmp/$1.ping; return 1; }; }
+guest_pings_image() { grep -qx 'guest ping: ok' "$OUT/$1.out" || { grep '^guest ping' "$OUT/$1.out"; return 1; }; }
+tap_busy() { # NAME TAP
+    [ "$(cat /tmp/$1.busy.rc)" -ne 0 ] && grep -qx "yakvm: error: --net: tap '$2': busy (another program has it open)" /tmp/$1.busy.err ||
+        { echo "status $(cat /tmp/$1.busy.rc): $(cat /tmp/$1.busy.err)"; return 1; }
+}
+image_to_guest() {
+    want=$(cat /tmp/$1.to-guest.md5)
+    grep -qx "RECV $want" "$OUT/$1.out" || { echo "sent $want, guest got $(grep '^RECV' "$OUT/$1.out")"; return 1; }
+}
+guest_to_image() { # NAME MIB
+    got=$(cat /tmp/$1.from-guest.md5)
+    [ "$(cat /tmp/$1.from-guest.len)" -eq $(($2 * 1048576)) ] || { echo "$(cat /tmp/$1.from-guest.len) bytes"; return 1; }
+    grep -qx "SENT $got" "$OUT/$1.out" || { echo "guest sent $(grep '^SENT' "$OUT/$1.out"), image got $got"; return 1; }
+}
+both_ways() { image_to_guest $1 && guest_to_image $1 $2; }
+# yakvm created the tap: it is gone with yakvm.
+tap_removed() { ! ip link show $1 > /dev/null 2>&1 || { echo "$1 is still there"; return 1; }; }
+net_stats() {
+    line=$(grep '^virtio-net' "$OUT/$1.err")
+    echo "  | $line" >&3
+    echo "$line" | grep -q 'rx [1-9][0-9]* packets' && echo "$line" | grep -q 'tx [1-9][0-9]* packets' && echo "$line" | grep -q ', 0 broken chains' ||
+        { echo "$line"; return 1; }
+}
+bad_option() {
+    msg=$(yakvm run --kernel $KERNEL --net tap=yk1,mac=zz < /dev/null 2>&1); rc=$?
+    [ $rc -ne 0 ] && [ "$msg" = "yakvm: error: --net tap=yk1,mac=zz: mac 'zz' is not six hex bytes with ':' (tap=NAME[,ip=A.B.C.D][,mask=A.B.C.D][,mac=XX:XX:XX:XX:XX:XX][,mtu=68-65535])" ] ||
+        { echo "status $rc: $msg"; return 1; }
+    ! ip link show yk1 > /dev/null 2>&1 || { echo "yk1 was created"; return 1; }
+}
+
+exec 3>&1
+if check net_guest_exchange_${MIB}mib exchange net yk0 169.254.77 1500 $MIB; then
+    check net_rng_is_virtio rng_virtio
+    check net_rng_bytes_are_random rng_random
+    check net_tap_created_and_configured tap_configured net yk0 169.254.77 1500
+    check net_image_pings_guest image_pings_guest net
+    check net_guest_pings_image guest_pings_image net
+    check net_second_yakvm_on_the_tap_is_refused tap_busy net yk0
+    check net_tcp_image_to_guest_md5 image_to_guest net
+    check net_tcp_guest_to_image_md5 guest_to_image net $MIB
+    check net_stats_count_packets net_stats net
+fi
+check net_tap_removed_at_exit tap_removed yk0
+# MTU 9000 on both sides (the guest can raise eth0's MTU only to what the device offers).
+if check net_mtu9000_exchange_1mib exchange net-mtu yk2 169.254.78 9000 1; then
+    check net_mtu9000_configured tap_configured net-mtu yk2 169.254.78 9000
+    check net_mtu9000_image_pings_guest_8972_bytes image_pings_guest net-mtu
+    check net_mtu9000_tcp_both_ways_md5 both_ways net-mtu 1
+fi
+check net_bad_option_refused bad_option
+check dmesg_clean_net dmesg_clean
