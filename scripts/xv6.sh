@@ -5,9 +5,10 @@
 # kernelmemfs build with one and two CPUs and the disk build with one, and for comparison
 # the kernelmemfs build on the emulator's APIC for 60 s; how far each run gets (booted,
 # init started the shell, the shell answers, usertests ran, "ALL TESTS PASSED"), in how
-# long, and the image's soft lockup and WARN/BUG reports. The source is a directory the user gives (XV6, default ../shared/xv6, holding
-# xv6-public.tar.gz), built once into XV6_BUILD (default ~/.cache/yakvm-xv6) and staged
-# into the image's share; never copied into the project.
+# long, and the image's soft lockup and WARN/BUG reports. The source is a directory the
+# user gives (XV6, default ../shared/xv6, holding xv6-public.tar.gz), built once into
+# XV6_BUILD (default ~/.cache/yakvm-xv6) and staged into the image's share; never copied
+# into the project.
 #
 #   scripts/xv6.sh                      each kernel-APIC run at most XV6_TIMEOUT (default 300) s
 #   XV6_TIMEOUT=600 scripts/xv6.sh      more room for usertests
