@@ -200,9 +200,15 @@ void yakvm_apic_kick(struct yakvm_apic_hw *hw)
 {
 	int cpu;
 
-	atomic_set(&hw->kicked, 1);
-	/* The flag before the CPU: pairs with the barrier in yakvm_apic_set_running. */
-	smp_mb__after_atomic();
+	/*
+	 * Only the kick that sets the flag wakes or interrupts the vCPU: while it is set,
+	 * the vCPU has not looked yet and will (its entry checks the flag with interrupts
+	 * off), so more reschedule IPIs would only make it exit again right after VMRUN
+	 * (an IPI storm's target made little progress). atomic_xchg is a full barrier: the
+	 * flag before the CPU, pairing with the barrier in yakvm_apic_set_running.
+	 */
+	if (atomic_xchg(&hw->kicked, 1))
+		return;
 	wake_up_interruptible(&hw->wq);
 	cpu = atomic_read(&hw->running_cpu);
 	if (cpu >= 0)
