@@ -859,7 +859,7 @@ impl PcBoard {
         let name = format!("virtio-blk 00:{device:02x}.0 ({})", drive.path.display());
         lock(&self.virtio).push((name, transport_stats, stats.clone()));
         let worker = blk::Blk { capacity: drive.len, read_only: drive.read_only, id: drive.id(), backend: drive, stats };
-        blk::spawn_worker(format!("yakvm-blk{device}"), worker, queue, kick, mem, ends.signal)?;
+        crate::virtio::spawn_queue_worker(format!("yakvm-blk{device}"), queue, kick, mem, ends.signal, move |slot, m| worker.process(slot, m))?;
         Ok(())
     }
 
@@ -876,7 +876,8 @@ impl PcBoard {
         let stats = Arc::new(rng::RngStats::default());
         let line = stats.clone();
         lock(&self.virtio_others).push((format!("virtio-rng 00:{device:02x}.0"), transport_stats, Box::new(move || line.line())));
-        rng::spawn_worker(format!("yakvm-rng{device}"), rng::Rng::new(rng::HostEntropy, stats), queue, kick, mem, ends.signal)?;
+        let mut worker = rng::Rng::new(rng::HostEntropy, stats);
+        crate::virtio::spawn_queue_worker(format!("yakvm-rng{device}"), queue, kick, mem, ends.signal, move |slot, m| worker.process(slot, m))?;
         Ok(())
     }
 

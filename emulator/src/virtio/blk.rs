@@ -10,7 +10,8 @@
 //! - [`Blk::process`]: takes every available chain of the queue, parses it
 //!   (`blk_request.rs`: every rule there), does the I/O through a [`Backend`], writes the
 //!   status and fills the used ring. FLUSH is `fdatasync` before its status is written.
-//! - [`spawn_worker`]: the thread that waits on the queue's EventFd and runs `process`.
+//! - Its worker thread is `virtio::spawn_queue_worker`'s: it waits on the queue's EventFd
+//!   and runs `process`.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -25,8 +26,7 @@ use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::blk_request::{self, Bad, Kind, Request, ID_BYTES, SECTOR_SIZE};
-use super::{feature, EventFd, QueueSlot, SharedQueue, Signal, TRANSPORT_FEATURES};
-use crate::bus::lock;
+use super::{feature, Processed, QueueSlot, TRANSPORT_FEATURES};
 
 /// The device type (virtio 1.2, 5).
 pub const DEVICE_ID: u16 = 2;
@@ -179,16 +179,6 @@ pub struct BlkStats {
     pub broken: AtomicU64,
 }
 
-/// What one pass over the queue did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Processed {
-    pub completed: u64,
-    /// The driver asked to be told (the used ring's notification is due).
-    pub notify: bool,
-    /// The device found the queue or a chain broken: it needs a reset.
-    pub needs_reset: bool,
-}
-
 /// The device's request logic: a disk and its identity.
 pub struct Blk<B: Backend> {
     pub backend: B,
@@ -313,40 +303,6 @@ impl<B: Backend> Blk<B> {
             }
         }
     }
-}
-
-/// Runs `blk` on a thread of its own: each time `kick` is written, serves queue 0 if it is
-/// live, then tells `signal` (the used ring's interrupt, or a device that needs a reset).
-pub fn spawn_worker<B: Backend + 'static>(
-    name: String,
-    blk: Blk<B>,
-    queue: SharedQueue,
-    kick: EventFd,
-    mem: Arc<crate::sys::VmMemory>,
-    signal: Arc<dyn Signal>,
-) -> io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(name).spawn(move || loop {
-        if kick.read().is_err() {
-            continue;
-        }
-        let done = {
-            let mut slot = lock(&queue);
-            if !slot.live {
-                continue;
-            }
-            let done = blk.process(&mut slot, mem.get());
-            if done.needs_reset {
-                slot.live = false;
-            }
-            done
-        };
-        if done.notify {
-            signal.used(0);
-        }
-        if done.needs_reset {
-            signal.needs_reset();
-        }
-    })
 }
 
 #[cfg(test)]

@@ -24,10 +24,13 @@ pub mod rng;
 #[cfg(test)]
 pub mod testing;
 
+use std::io;
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::Queue;
 pub use vmm_sys_util::eventfd::EventFd;
+
+use crate::bus::lock;
 
 /// Device status bits (virtio 1.2, 2.1).
 pub mod status {
@@ -67,6 +70,52 @@ pub trait Signal: Send + Sync {
     /// The device found an error it cannot recover from (a broken descriptor chain, rings
     /// it cannot reach): DEVICE_NEEDS_RESET and a configuration change notification.
     fn needs_reset(&self);
+}
+
+/// What one pass over a queue did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Processed {
+    pub completed: u64,
+    /// The driver asked to be told (the used ring's notification is due).
+    pub notify: bool,
+    /// The device found the queue or a chain broken: it needs a reset.
+    pub needs_reset: bool,
+}
+
+/// Runs a one-queue device (virtio-blk, virtio-rng) on a thread of its own: each time
+/// `kick` is written, `process` serves the queue if it is live, then `signal` hears what
+/// it asked for (the used ring's interrupt; a broken device's queue stops being live and
+/// the device needs a reset).
+pub fn spawn_queue_worker(
+    name: String,
+    queue: SharedQueue,
+    kick: EventFd,
+    mem: Arc<crate::sys::VmMemory>,
+    signal: Arc<dyn Signal>,
+    mut process: impl FnMut(&mut QueueSlot, &vm_memory::GuestMemoryMmap) -> Processed + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(name).spawn(move || loop {
+        if kick.read().is_err() {
+            continue;
+        }
+        let done = {
+            let mut slot = lock(&queue);
+            if !slot.live {
+                continue;
+            }
+            let done = process(&mut slot, mem.get());
+            if done.needs_reset {
+                slot.live = false;
+            }
+            done
+        };
+        if done.notify {
+            signal.used(0);
+        }
+        if done.needs_reset {
+            signal.needs_reset();
+        }
+    })
 }
 
 /// The devices besides the disks: entropy (`--rng`) and the network interfaces (`--net`,

@@ -32,7 +32,7 @@ use virtio_bindings::virtio_net as n;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-use super::blk::Processed;
+use super::Processed;
 use super::chain::{walk, Buf};
 use super::{feature, EventFd, QueueSlot, SharedQueue, Signal, TRANSPORT_FEATURES};
 use crate::bus::lock;

@@ -10,10 +10,8 @@ use std::sync::Arc;
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-use super::blk::Processed;
 use super::chain::walk;
-use super::{EventFd, QueueSlot, SharedQueue, Signal, TRANSPORT_FEATURES};
-use crate::bus::lock;
+use super::{Processed, QueueSlot, TRANSPORT_FEATURES};
 
 /// The device type (virtio 1.2, 5).
 pub const DEVICE_ID: u16 = 4;
@@ -131,40 +129,6 @@ impl<E: Entropy> Rng<E> {
             }
         }
     }
-}
-
-/// Runs `rng` on a thread of its own: each time `kick` is written, serves the queue if it
-/// is live, then tells `signal`.
-pub fn spawn_worker<E: Entropy + 'static>(
-    name: String,
-    mut rng: Rng<E>,
-    queue: SharedQueue,
-    kick: EventFd,
-    mem: Arc<crate::sys::VmMemory>,
-    signal: Arc<dyn Signal>,
-) -> io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(name).spawn(move || loop {
-        if kick.read().is_err() {
-            continue;
-        }
-        let done = {
-            let mut slot = lock(&queue);
-            if !slot.live {
-                continue;
-            }
-            let done = rng.process(&mut slot, mem.get());
-            if done.needs_reset {
-                slot.live = false;
-            }
-            done
-        };
-        if done.notify {
-            signal.used(0);
-        }
-        if done.needs_reset {
-            signal.needs_reset();
-        }
-    })
 }
 
 #[cfg(test)]
