@@ -219,6 +219,7 @@ pub(crate) mod exit_code {
     pub(crate) const WRITE_CR0: u32 = 0x10;
     pub(crate) const WRITE_CR3: u32 = 0x13;
     pub(crate) const WRITE_CR4: u32 = 0x14;
+    pub(crate) const WRITE_CR8: u32 = 0x18;
     pub(crate) const READ_DR0: u32 = 0x20;
     pub(crate) const WRITE_DR0: u32 = 0x30;
     pub(crate) const EXCP_BASE: u32 = 0x40;

@@ -8,9 +8,8 @@
 //!   `APIC_INIT`, `APIC_SIPI`: userspace sets the registers), a vCPU waiting for a SIPI or
 //!   halted sleeps until a kick or a signal, and the highest pending interrupt is
 //!   acknowledged (IRR to ISR) and injected once the guest can take it; until then the
-//!   interrupt window is opened (events.rs). An interrupt held back by the TPR alone
-//!   opens a virtual interrupt of its priority class, so the CPU exits as soon as the
-//!   guest lowers CR8.
+//!   interrupt window is opened (events.rs). While an interrupt is held back by the TPR
+//!   alone, CR8 writes exit ([`watch_tpr`]), so the guest's lowering of CR8 delivers it.
 //! - **CR8 is the TPR**: with V_INTR_MASKING the guest's CR8 is the VMCB's V_TPR; it is
 //!   written from the APIC before each entry and read back after each exit.
 //! - **HLT** with interrupts enabled sleeps in `RUN` (the `halted` state survives a
@@ -27,7 +26,7 @@ use crate::ffi::apic::now_ns;
 use crate::lapic::{ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE};
 use crate::svm::apic as route;
 use crate::svm::vm::Vm;
-use crate::svm::vmcb::{self, intercept1};
+use crate::svm::vmcb;
 use crate::svm::x86::rflags;
 use kernel::prelude::*;
 
@@ -38,7 +37,6 @@ const BASE_EXTD: u64 = 1 << 10;
 const BASE_EN: u64 = 1 << 11;
 /// The V_TPR field of the VMCB's `v_intr` (bits 3-0): CR8 while the guest runs.
 const V_TPR_MASK: u64 = 0xf;
-const V_INTR_PRIO_SHIFT: u32 = 16;
 /// The xAPIC TPR's offset, to write it from CR8.
 const REG_TPR: u64 = 0x80;
 /// Registers are 32 bits at the start of each 16-byte slot (as the emulator's pc/apic.rs).
@@ -59,7 +57,7 @@ pub(super) struct ApicState {
     idle_reported: bool,
     /// The APIC has an interrupt the guest cannot take yet: open the window.
     pub(super) window: bool,
-    /// The APIC's highest request, held back by the TPR alone (`open_tpr_window`).
+    /// The APIC's highest request, held back by the TPR alone (`watch_tpr`).
     tpr_window: Option<u8>,
     pub(super) stats: abi::ApicStats,
 }
@@ -162,22 +160,39 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
     let c = &mut v.vmcb.control;
     c.v_intr = (c.v_intr & !V_TPR_MASK) | v.apic.v_tpr;
     v.apic.window = pending;
-    // Set after events::prepare_entry (which withdraws any virtual interrupt first).
     v.apic.tpr_window = blocked;
     Ok(false)
 }
 
-/// After events::prepare_entry: an interrupt blocked by the TPR alone becomes a virtual
-/// interrupt of its class (V_IGN_TPR clear), which the CPU takes, exiting (VINTR), as soon
-/// as the guest's CR8 falls below it. Nothing when another window is open.
-pub(super) fn open_tpr_window(v: &mut VcpuState) {
-    let Some(vector) = v.apic.tpr_window.take() else { return };
+/// Before each entry: while an interrupt is held back by the TPR alone, the guest's CR8
+/// writes exit (KVM's `update_cr8_intercept`), so that the one lowering the TPR below it
+/// ends the wait ([`cr8_write`]); otherwise CR8 writes reach V_TPR without an exit. The
+/// other ways to lower the TPR (the xAPIC page, the x2APIC MSR) are exits already.
+///
+/// Not a virtual interrupt of the vector's class (V_IRQ with V_IGN_TPR clear): AMD's
+/// processors take it when V_INTR_PRIO > V_TPR, QEMU 7.2's software SVM when
+/// V_INTR_PRIO >= V_TPR (`ctl_has_irq`), so under QEMU a TPR equal to the class made the
+/// CPU exit (VINTR) at once, every entry: 30000 exits a second in the module, each through
+/// QEMU's big lock, which starved the image's timers for a minute (the image's kernel
+/// then reported a soft lockup of the CPU running yakvm; kvm-unit-tests' eventinj).
+pub(super) fn watch_tpr(v: &mut VcpuState) {
+    let write_cr8 = vmcb::intercept_cr_write(8);
     let c = &mut v.vmcb.control;
-    if c.v_intr & vmcb::V_IRQ != 0 {
-        return;
+    if v.apic.tpr_window.take().is_some() {
+        c.intercept_cr |= write_cr8;
+    } else {
+        c.intercept_cr &= !write_cr8;
     }
-    c.v_intr |= vmcb::V_IRQ | (u64::from(vector >> 4) << V_INTR_PRIO_SHIFT);
-    c.intercept_misc1 |= intercept1::VINTR;
+}
+
+/// A MOV to CR8 while [`watch_tpr`] intercepts it (bits 63:4 were checked to be clear):
+/// the TPR takes it as the CPU would have, and the next entry delivers what it unblocks.
+pub(super) fn cr8_write(v: &mut VcpuState, value: u64) {
+    let c = &mut v.vmcb.control;
+    c.v_intr = (c.v_intr & !V_TPR_MASK) | (value & V_TPR_MASK);
+    // A TPR write, as through the page or the MSR.
+    v.apic.stats.writes += 1;
+    after_exit(v);
 }
 
 /// What a register write of the guest asks of the machine: IPIs go to the VM's APICs;

@@ -2,7 +2,8 @@
 //! Writes to CR0, CR3 and CR4 (AMD APM vol. 2, 15.9), intercepted and emulated here so
 //! that every value the guest loads is checked first against the architecture and against
 //! the CPU its CPUID describes, as KVM's `kvm_set_cr0`/`kvm_set_cr3`/`kvm_set_cr4` do. A
-//! bad value raises #GP(0) in the guest, as the CPU would.
+//! bad value raises #GP(0) in the guest, as the CPU would. CR8 (the TPR) is intercepted
+//! only while the kernel APIC waits for it to fall (apic.rs, `watch_tpr`).
 //!
 //! Why: the hardware does not know the guest's CPUID (a guest could turn on a CR4 feature
 //! the host has and the guest was told does not exist), and QEMU's software SVM turns a
@@ -192,7 +193,7 @@ fn decode(bytes: &[u8], long: bool) -> Option<(CrWrite, u64)> {
     }
 }
 
-/// The CR0/CR3/CR4 write intercept (`cr` from the exit code), RIP at the instruction.
+/// The CR0/CR3/CR4/CR8 write intercept (`cr` from the exit code), RIP at the instruction.
 pub(super) fn handle_cr_write(vm: &Vm, v: &mut VcpuState, cr: usize) -> Next {
     let s = &v.vmcb.save;
     let long = s.long_mode();
@@ -224,7 +225,15 @@ pub(super) fn handle_cr_write(vm: &Vm, v: &mut VcpuState, cr: usize) -> Next {
             s.efer = e;
         }),
         3 => check_cr3(s, &limits, value).map(|()| s.cr3 = value),
-        _ => check_cr4(s, &limits, value).map(|()| s.cr4 = value),
+        4 => check_cr4(s, &limits, value).map(|()| s.cr4 = value),
+        // Only while the kernel APIC waits for the TPR to fall (apic.rs, `watch_tpr`);
+        // bits 63:4 are reserved.
+        _ if value & !0xf != 0 => Err(Invalid),
+        _ => {
+            skip(v, len);
+            super::apic::cr8_write(v, value);
+            return Next::Resume;
+        }
     };
     match done {
         Ok(()) => {

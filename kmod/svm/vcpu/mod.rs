@@ -231,7 +231,7 @@ impl Vcpu {
                 report_events(v);
                 return Ok(());
             }
-            apic::open_tpr_window(v);
+            apic::watch_tpr(v);
             cpu::cond_resched();
             {
                 let pinned = NoPreempt::new();
@@ -571,7 +571,7 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         exit_code::SWINT => debug::handle_int(vm, v),
         code if code == exit_code::EXCP_BASE + 1 => debug::handle_db(vm, v),
         code @ exit_code::EXCP_BASE..=0x5f => debug::handle_exception(v, (code - exit_code::EXCP_BASE) as u8),
-        code @ (exit_code::WRITE_CR0 | exit_code::WRITE_CR3 | exit_code::WRITE_CR4) => {
+        code @ (exit_code::WRITE_CR0 | exit_code::WRITE_CR3 | exit_code::WRITE_CR4 | exit_code::WRITE_CR8) => {
             cr::handle_cr_write(vm, v, (code - exit_code::WRITE_CR0) as usize)
         }
         code @ exit_code::READ_DR0..=0x3f => handle_dr(vm, v, code),
