@@ -115,6 +115,58 @@ bad_option() {
     ! ip link show yk1 > /dev/null 2>&1 || { echo "yk1 was created"; return 1; }
 }
 
+# Two guests on a bridge in the image: guest A (tap yk-a, 169.254.79.2) and guest B (yk-b,
+# .3), booted together; the taps are persistent (tunctl, made here, so that they can join
+# the bridge before the guests start) and the two ports of ykbr, which has no address:
+# the image is no IP hop between them. B listens on port 5003; A pings B, sends it 1 MiB
+# over TCP, B pings A (env/guest-net's peer mode). The bridge's forwarding table, read
+# while A sends, must have learned both guests' MACs on its ports.
+peer_run() { # NAME TAP ME PEER ROLE
+    yakvm run --kernel $KERNEL --initrd $INITRD --mem 256M --stats --net tap=$2 \
+        --append "yakvm.peer=$3,$4,$5" < /dev/null > "$OUT/$1.raw" 2> "$OUT/$1.err"
+}
+bridge_down() {
+    ip link set ykbr down 2>/dev/null; brctl delbr ykbr 2>/dev/null
+    tunctl -d yk-a > /dev/null 2>&1; tunctl -d yk-b > /dev/null 2>&1
+}
+bridge_exchange() {
+    bridge_down
+    { brctl addbr ykbr && tunctl -t yk-a && tunctl -t yk-b && brctl addif ykbr yk-a && brctl addif ykbr yk-b &&
+        ip link set ykbr up; } > /tmp/bridge.setup 2>&1 || { echo "cannot build the bridge: $(tail -n 2 /tmp/bridge.setup)"; bridge_down; return 1; }
+    rm -f /tmp/bridge.fdb
+    t0=$(now_cs)
+    peer_run peer-b yk-b 169.254.79.3 169.254.79.2 recv & pb=$!
+    peer_run peer-a yk-a 169.254.79.2 169.254.79.3 send & pa=$!
+    ( sleep 300; kill -KILL $pa $pb ) > /dev/null 2>&1 & killer=$!
+    # The table while A sends (each entry 16 bytes: the MAC, the port, is_local, ...).
+    t=0
+    while ! grep -q '^PEER-SENT' "$OUT/peer-a.raw" 2>/dev/null && kill -0 $pa 2>/dev/null && [ $t -lt 2400 ]; do
+        t=$((t + 1)); sleep 0.1
+    done
+    grep -q '^PEER-SENT' "$OUT/peer-a.raw" &&
+        od -An -v -tx1 -w16 /sys/class/net/ykbr/brforward | awk '$8 == "00" { print $1 ":" $2 ":" $3 ":" $4 ":" $5 ":" $6 }' > /tmp/bridge.fdb
+    wait $pa; ra=$?
+    wait $pb; rb=$?
+    kill $killer 2>/dev/null
+    echo "  bridge: guests A and B done in $(secs $t0) s (status $ra, $rb)" >&3
+    for n in peer-a peer-b; do tr -d '\r' < "$OUT/$n.raw" > "$OUT/$n.out"; done
+    bridge_down
+    [ "$ra" -eq 0 ] && [ "$rb" -eq 0 ] || { echo "status A $ra, B $rb: $(tail -n 2 "$OUT/peer-a.err") / $(tail -n 2 "$OUT/peer-b.err")"; return 1; }
+    grep -qx PEER-END "$OUT/peer-a.out" && grep -qx PEER-END "$OUT/peer-b.out" ||
+        { echo "no PEER-END: A $(tail -c 200 "$OUT/peer-a.out") / B $(tail -c 200 "$OUT/peer-b.out")"; return 1; }
+}
+peer_pings() { grep -qx 'peer ping: ok' "$OUT/$1.out" || { grep '^peer' "$OUT/$1.out"; return 1; }; }
+peer_tcp() {
+    sent=$(sed -n 's/^PEER-SENT //p' "$OUT/peer-a.out"); got=$(sed -n 's/^PEER-RECV //p' "$OUT/peer-b.out")
+    [ -n "$sent" ] && [ "$sent" = "$got" ] && [ "${got#* }" = 1048576 ] || { echo "A sent '$sent', B got '$got'"; return 1; }
+}
+bridge_learned() {
+    for n in peer-a peer-b; do
+        mac=$(sed -n 's/^eth0: mac //p' "$OUT/$n.out")
+        [ -n "$mac" ] && grep -qx "$mac" /tmp/bridge.fdb || { echo "$n's MAC '$mac' not in the table: $(cat /tmp/bridge.fdb 2>/dev/null | tr '\n' ' ')"; return 1; }
+    done
+}
+
 exec 3>&1
 if check net_guest_exchange_${MIB}mib exchange net yk0 169.254.77 1500 $MIB; then
     check net_rng_is_virtio rng_virtio
@@ -133,6 +185,12 @@ if check net_mtu9000_exchange_1mib exchange net-mtu yk2 169.254.78 9000 1; then
     check net_mtu9000_configured tap_configured net-mtu yk2 169.254.78 9000
     check net_mtu9000_image_pings_guest_8972_bytes image_pings_guest net-mtu
     check net_mtu9000_tcp_both_ways_md5 both_ways net-mtu 1
+fi
+if check net_bridge_two_guests_run bridge_exchange; then
+    check net_bridge_guest_a_pings_guest_b peer_pings peer-a
+    check net_bridge_guest_b_pings_guest_a peer_pings peer-b
+    check net_bridge_tcp_1mib_a_to_b_md5 peer_tcp
+    check net_bridge_learned_both_guests_macs bridge_learned
 fi
 check net_bad_option_refused bad_option
 check dmesg_clean_net dmesg_clean
