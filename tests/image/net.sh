@@ -167,6 +167,38 @@ bridge_learned() {
     done
 }
 
+# A hostile driver of the network device (guests/net_hostile.bin, bare metal, on tap yk5
+# with 169.254.80.1): bad transmit chains (a 6-byte chain, a frame shorter than an
+# Ethernet header, a frame past 64 KiB + 18, a writable descriptor, a GSO type the tap
+# refuses) returned unsent and the queue going on; a transmit loop and a read-only
+# receive buffer each DEVICE_NEEDS_RESET; a 20-byte receive buffer never used while
+# frames come (dropped, counted); its memory outside the chains' buffers keeps its
+# pattern; a good receive and good sends work after all that. The image sends the frames
+# (arping, one a second, from when yakvm has the tap up). yakvm ends with the guest's
+# status, the counters say what the guest did, the tap is gone.
+net_hostile() {
+    timeout -s KILL 120 yakvm run --machine pc --mem 64M --stats --net tap=yk5,ip=169.254.80.1 guests/net_hostile.bin \
+        < /dev/null > "$OUT/net-hostile.out" 2> "$OUT/net-hostile.err" & pid=$!
+    t=0
+    while ! ip -o addr show yk5 2>/dev/null | grep -q 'inet 169.254.80.1/' && kill -0 $pid 2>/dev/null && [ $t -lt 300 ]; do
+        t=$((t + 1)); sleep 0.1
+    done
+    arping -I yk5 -c 100 169.254.80.2 > /dev/null 2>&1 & ap=$!
+    wait $pid; rc=$?
+    kill $ap 2>/dev/null; wait $ap 2>/dev/null
+    n=$(grep -c '^ok ' "$OUT/net-hostile.out")
+    stats=$(grep '^virtio-net' "$OUT/net-hostile.err")
+    echo "  net-hostile: $n checks passed; $stats" >&3
+    [ $rc -eq 0 ] && [ "$n" -eq 15 ] || { echo "status $rc, $n ok: $(grep -E '^(FAIL|  )' "$OUT/net-hostile.out" | head -n 3) $(tail -n 2 "$OUT/net-hostile.err")"; return 1; }
+    # 1 frame received (the one good buffer), 3 good frames sent, 5 bad ones; the loop and
+    # the read-only buffer broken; frames dropped while the 20-byte buffer was there (one
+    # a second for 4 s).
+    drops=$(echo "$stats" | sed -n 's/.* B (\([0-9]*\) dropped,.*/\1/p')
+    echo "$stats" | grep -q ': rx 1 packets .*, tx 3 packets [0-9]* B (5 errors), 2 broken chains;' && [ -n "$drops" ] && [ "$drops" -ge 1 ] ||
+        { echo "counters: $stats"; return 1; }
+    ! ip link show yk5 > /dev/null 2>&1 || { echo "yk5 is still there"; return 1; }
+}
+
 exec 3>&1
 if check net_guest_exchange_${MIB}mib exchange net yk0 169.254.77 1500 $MIB; then
     check net_rng_is_virtio rng_virtio
@@ -192,5 +224,6 @@ if check net_bridge_two_guests_run bridge_exchange; then
     check net_bridge_tcp_1mib_a_to_b_md5 peer_tcp
     check net_bridge_learned_both_guests_macs bridge_learned
 fi
+check net_hostile_driver net_hostile
 check net_bad_option_refused bad_option
 check dmesg_clean_net dmesg_clean
