@@ -118,9 +118,9 @@ bad_option() {
 # Two guests on a bridge in the image: guest A (tap yk-a, 169.254.79.2) and guest B (yk-b,
 # .3), booted together; the taps are persistent (tunctl, made here, so that they can join
 # the bridge before the guests start) and the two ports of ykbr, which has no address:
-# the image is no IP hop between them. B listens on port 5003; A pings B, sends it 1 MiB
-# over TCP, B pings A (env/guest-net's peer mode). The bridge's forwarding table, read
-# while A sends, must have learned both guests' MACs on its ports.
+# the image is no IP hop between them. Each pings the other; A sends B 1 MiB over TCP, B
+# sends back over TCP the md5 and length it got (env/guest-net's peer mode). The bridge's
+# forwarding table, read while A sends, must have learned both guests' MACs on its ports.
 peer_run() { # NAME TAP ME PEER ROLE
     yakvm run --kernel $KERNEL --initrd $INITRD --mem 256M --stats --net tap=$2 \
         --append "yakvm.peer=$3,$4,$5" < /dev/null > "$OUT/$1.raw" 2> "$OUT/$1.err"
@@ -159,6 +159,11 @@ peer_pings() { grep -qx 'peer ping: ok' "$OUT/$1.out" || { grep '^peer' "$OUT/$1
 peer_tcp() {
     sent=$(sed -n 's/^PEER-SENT //p' "$OUT/peer-a.out"); got=$(sed -n 's/^PEER-RECV //p' "$OUT/peer-b.out")
     [ -n "$sent" ] && [ "$sent" = "$got" ] && [ "${got#* }" = 1048576 ] || { echo "A sent '$sent', B got '$got'"; return 1; }
+}
+# B's answer to A, over TCP the other way: what B got, as A hears it.
+peer_ack() {
+    sent=$(sed -n 's/^PEER-SENT //p' "$OUT/peer-a.out"); ack=$(sed -n 's/^PEER-ACK //p' "$OUT/peer-a.out")
+    [ -n "$sent" ] && [ "$sent" = "$ack" ] || { echo "A sent '$sent', B answered '$ack'"; return 1; }
 }
 bridge_learned() {
     for n in peer-a peer-b; do
@@ -222,6 +227,7 @@ if check net_bridge_two_guests_run bridge_exchange; then
     check net_bridge_guest_a_pings_guest_b peer_pings peer-a
     check net_bridge_guest_b_pings_guest_a peer_pings peer-b
     check net_bridge_tcp_1mib_a_to_b_md5 peer_tcp
+    check net_bridge_tcp_b_answers_a_md5 peer_ack
     check net_bridge_learned_both_guests_macs bridge_learned
 fi
 check net_hostile_driver net_hostile

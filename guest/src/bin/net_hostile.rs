@@ -28,7 +28,7 @@
 #![no_main]
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
-use core::sync::atomic::{fence, Ordering::SeqCst};
+use core::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
 use yakvm_guests::smp::{start_clock, wait_until, FAILURES};
 use yakvm_guests::virtio_pci::{discover, Dev, NEEDS_RESET};
 use yakvm_guests::{exit, fail, say};
@@ -117,12 +117,14 @@ fn fill() {
     }
 }
 
+/// How many bytes of the good receive buffer the device said it wrote (0 after a set-up).
+static RX_WRITTEN: AtomicUsize = AtomicUsize::new(0);
+
 /// Whether every byte but the driver's and the used rings holds its pattern, except the
-/// first `rx_written` bytes of the good receive buffer.
-fn arena_intact(rx_written: usize) -> bool {
-    (0..ARENA).all(|offset| {
-        driver_owned(offset) || device_owned(offset) || (RX_BUF..RX_BUF + rx_written).contains(&offset) || get::<u8>(offset) == pattern(offset)
-    })
+/// bytes of the good receive buffer the device said it wrote.
+fn arena_intact() -> bool {
+    let rx = RX_BUF..RX_BUF + RX_WRITTEN.load(SeqCst);
+    (0..ARENA).all(|offset| driver_owned(offset) || device_owned(offset) || rx.contains(&offset) || get::<u8>(offset) == pattern(offset))
 }
 
 /// Reset, both queues (fresh rings: every index 0), DRIVER_OK.
@@ -131,6 +133,7 @@ fn setup(dev: &Dev) -> bool {
         return false;
     }
     fill();
+    RX_WRITTEN.store(0, SeqCst);
     for offset in 0..ARENA {
         if driver_owned(offset) || device_owned(offset) {
             put::<u8>(offset, 0);
@@ -194,7 +197,7 @@ fn tx_used(dev: &Dev, what: &str, build: impl FnOnce()) {
     let done = wait_until(2_000_000, || used_idx(TX_USED) == before.wrapping_add(1));
     let len: u32 = get(TX_USED + 4 + 8 * usize::from(before % QSIZE) + 4);
     let running = dev.status() & NEEDS_RESET == 0;
-    let untouched = arena_intact(0);
+    let untouched = arena_intact();
     if !(done && len == 0 && running && untouched) {
         say!("  {what}: used {done} (length {len}), still running {running}, memory untouched {untouched}");
     }
@@ -211,7 +214,7 @@ fn needs_reset(dev: &Dev, what: &str, q: u16, us: u64, build: impl FnOnce()) {
     post(dev, q, 0);
     let flagged = wait_until(us, || dev.status() & NEEDS_RESET != 0);
     let unused = used_idx(RX_USED) == 0 && used_idx(TX_USED) == 0;
-    let untouched = arena_intact(0);
+    let untouched = arena_intact();
     if !(flagged && unused && untouched) {
         say!("  {what}: needs reset {flagged}, used rings untouched {unused}, memory untouched {untouched}");
     }
@@ -276,7 +279,7 @@ fn main() {
     desc(RX_DESC, 0, at(RX_SMALL), HDR as u32 + 8, F_WRITE, 0);
     post(&dev, RXQ, 0);
     wait_until(4_000_000, || used_idx(RX_USED) != 0);
-    let (unused, running, untouched) = (used_idx(RX_USED) == 0, dev.status() & NEEDS_RESET == 0, arena_intact(0));
+    let (unused, running, untouched) = (used_idx(RX_USED) == 0, dev.status() & NEEDS_RESET == 0, arena_intact());
     if !(unused && running && untouched) {
         say!("  small buffer: never used {unused}, still running {running}, memory untouched {untouched}");
     }
@@ -290,7 +293,8 @@ fn main() {
     let len: u32 = get(RX_USED + 4 + 4);
     let len = len as usize;
     let num_buffers: u16 = get(RX_BUF + 10);
-    let sane = got && (HDR + 14..=RX_LEN).contains(&len) && num_buffers == 1 && arena_intact(len);
+    RX_WRITTEN.store(len.min(RX_LEN), SeqCst);
+    let sane = got && (HDR + 14..=RX_LEN).contains(&len) && num_buffers == 1 && arena_intact();
     if !sane {
         say!("  good buffer: used {got}, length {len}, num_buffers {num_buffers}");
     }
