@@ -17,13 +17,18 @@
 //!    at least an Ethernet header, `num_buffers` 1, nothing written past that length; a
 //!    good frame is sent again.
 //!
+//! 7. The flood: set up again with no receive buffer, `FLOOD-READY`, then nothing until
+//!    a byte on COM1 (the image sends 100000 frames into the tap meanwhile, and then the
+//!    byte): nothing used or written; then a buffer gets a frame within 2 s.
+//!
 //! After every case the guest checks its arena: every byte outside the driver's own
 //! rings and buffers, the used rings (the device's) and a receive buffer it filled still
 //! holds its pattern.
 //!
 //! Output on COM1: `ok <what>` per check, `FAIL <what>`; status 0 if all passed.
 //!
-//! Run: `yakvm run --machine pc --mem 64M --net tap=NAME build/guests/net_hostile.bin`.
+//! Run: `yakvm run --machine pc --mem 64M --net tap=NAME build/guests/net_hostile.bin`
+//! (then type a key for the end of the flood).
 #![no_std]
 #![no_main]
 
@@ -31,6 +36,7 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
 use yakvm_guests::smp::{start_clock, wait_until, FAILURES};
 use yakvm_guests::virtio_pci::{discover, Dev, NEEDS_RESET};
+use yakvm_guests::pc::{self, COM1, LSR, LSR_DR, RBR};
 use yakvm_guests::{exit, fail, say};
 
 yakvm_guests::entry!(main);
@@ -300,5 +306,28 @@ fn main() {
     }
     check("a 2 KiB receive buffer gets a frame (num_buffers 1, nothing past its length)", sane);
     good_tx(&dev, "a good frame sent after them all");
+
+    // The flood: no receive buffer while the image sends 100000 frames into the tap; it
+    // says it is done by a byte on COM1. Nothing used or written meanwhile; then a
+    // buffer gets a frame (one the tap kept) at once.
+    check("set up for the flood, no receive buffer", setup(&dev));
+    say!("FLOOD-READY");
+    let signalled = wait_until(600_000_000, || pc::inb(COM1 + LSR) & LSR_DR != 0);
+    let _ = pc::inb(COM1 + RBR);
+    let (unused, running, untouched) = (used_idx(RX_USED) == 0, dev.status() & NEEDS_RESET == 0, arena_intact());
+    if !(signalled && unused && running && untouched) {
+        say!("  flood: the image's byte came {signalled}, nothing used {unused}, still running {running}, memory untouched {untouched}");
+    }
+    check("no receive buffer during the flood: nothing used, nothing written", signalled && unused && running && untouched);
+    desc(RX_DESC, 0, at(RX_BUF), RX_LEN as u32, F_WRITE, 0);
+    post(&dev, RXQ, 0);
+    let got = wait_until(2_000_000, || used_idx(RX_USED) == 1);
+    let len = get::<u32>(RX_USED + 4 + 4) as usize;
+    RX_WRITTEN.store(len.min(RX_LEN), SeqCst);
+    let sane = got && (HDR + 14..=RX_LEN).contains(&len) && dev.status() & NEEDS_RESET == 0 && arena_intact();
+    if !sane {
+        say!("  after the flood: used {got}, length {len}");
+    }
+    check("after the flood a receive buffer gets a frame within 2 s", sane);
     exit(u8::from(FAILURES.load(SeqCst) != 0));
 }
