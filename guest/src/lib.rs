@@ -8,6 +8,7 @@ pub mod pc;
 pub mod smp;
 pub mod tables;
 pub mod trap;
+pub mod virtio_pci;
 
 use x86_64::registers::model_specific::Msr;
 

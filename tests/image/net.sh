@@ -115,6 +115,165 @@ bad_option() {
     ! ip link show yk1 > /dev/null 2>&1 || { echo "yk1 was created"; return 1; }
 }
 
+# Two guests on a bridge in the image: guest A (tap yk-a, 169.254.79.2) and guest B (yk-b,
+# .3), booted together; the taps are persistent (tunctl, made here, so that they can join
+# the bridge before the guests start) and the two ports of ykbr, which has no address:
+# the image is no IP hop between them. Each pings the other; A sends B 1 MiB over TCP, B
+# sends back over TCP the md5 and length it got (env/guest-net's peer mode). The bridge's
+# forwarding table, read while A sends, must have learned both guests' MACs on its ports.
+peer_run() { # NAME TAP ME PEER ROLE
+    yakvm run --kernel $KERNEL --initrd $INITRD --mem 256M --stats --net tap=$2 \
+        --append "yakvm.peer=$3,$4,$5" < /dev/null > "$OUT/$1.raw" 2> "$OUT/$1.err"
+}
+bridge_down() {
+    ip link set ykbr down 2>/dev/null; brctl delbr ykbr 2>/dev/null
+    tunctl -d yk-a > /dev/null 2>&1; tunctl -d yk-b > /dev/null 2>&1
+}
+bridge_exchange() {
+    bridge_down
+    { brctl addbr ykbr && tunctl -t yk-a && tunctl -t yk-b && brctl addif ykbr yk-a && brctl addif ykbr yk-b &&
+        ip link set ykbr up; } > /tmp/bridge.setup 2>&1 || { echo "cannot build the bridge: $(tail -n 2 /tmp/bridge.setup)"; bridge_down; return 1; }
+    rm -f /tmp/bridge.fdb
+    t0=$(now_cs)
+    peer_run peer-b yk-b 169.254.79.3 169.254.79.2 recv & pb=$!
+    peer_run peer-a yk-a 169.254.79.2 169.254.79.3 send & pa=$!
+    ( sleep 300; kill -KILL $pa $pb ) > /dev/null 2>&1 & killer=$!
+    # The table while A sends (each entry 16 bytes: the MAC, the port, is_local, ...).
+    t=0
+    while ! grep -q '^PEER-SENT' "$OUT/peer-a.raw" 2>/dev/null && kill -0 $pa 2>/dev/null && [ $t -lt 2400 ]; do
+        t=$((t + 1)); sleep 0.1
+    done
+    grep -q '^PEER-SENT' "$OUT/peer-a.raw" &&
+        od -An -v -tx1 -w16 /sys/class/net/ykbr/brforward | awk '$8 == "00" { print $1 ":" $2 ":" $3 ":" $4 ":" $5 ":" $6 }' > /tmp/bridge.fdb
+    wait $pa; ra=$?
+    wait $pb; rb=$?
+    kill $killer 2>/dev/null
+    echo "  bridge: guests A and B done in $(secs $t0) s (status $ra, $rb)" >&3
+    for n in peer-a peer-b; do tr -d '\r' < "$OUT/$n.raw" > "$OUT/$n.out"; done
+    bridge_down
+    [ "$ra" -eq 0 ] && [ "$rb" -eq 0 ] || { echo "status A $ra, B $rb: $(tail -n 2 "$OUT/peer-a.err") / $(tail -n 2 "$OUT/peer-b.err")"; return 1; }
+    grep -qx PEER-END "$OUT/peer-a.out" && grep -qx PEER-END "$OUT/peer-b.out" ||
+        { echo "no PEER-END: A $(tail -c 200 "$OUT/peer-a.out") / B $(tail -c 200 "$OUT/peer-b.out")"; return 1; }
+}
+peer_pings() { grep -qx 'peer ping: ok' "$OUT/$1.out" || { grep '^peer' "$OUT/$1.out"; return 1; }; }
+peer_tcp() {
+    sent=$(sed -n 's/^PEER-SENT //p' "$OUT/peer-a.out"); got=$(sed -n 's/^PEER-RECV //p' "$OUT/peer-b.out")
+    [ -n "$sent" ] && [ "$sent" = "$got" ] && [ "${got#* }" = 1048576 ] || { echo "A sent '$sent', B got '$got'"; return 1; }
+}
+# B's answer to A, over TCP the other way: what B got, as A hears it.
+peer_ack() {
+    sent=$(sed -n 's/^PEER-SENT //p' "$OUT/peer-a.out"); ack=$(sed -n 's/^PEER-ACK //p' "$OUT/peer-a.out")
+    [ -n "$sent" ] && [ "$sent" = "$ack" ] || { echo "A sent '$sent', B answered '$ack'"; return 1; }
+}
+bridge_learned() {
+    for n in peer-a peer-b; do
+        mac=$(sed -n 's/^eth0: mac //p' "$OUT/$n.out")
+        [ -n "$mac" ] && grep -qx "$mac" /tmp/bridge.fdb || { echo "$n's MAC '$mac' not in the table: $(cat /tmp/bridge.fdb 2>/dev/null | tr '\n' ' ')"; return 1; }
+    done
+}
+
+# A hostile driver of the network device (guests/net_hostile.bin, bare metal, on tap yk5
+# with 169.254.80.1): bad transmit chains (a 6-byte chain, a frame shorter than an
+# Ethernet header, a frame past 64 KiB + 18, a writable descriptor, a GSO type the tap
+# refuses) returned unsent and the queue going on; a transmit loop and a read-only
+# receive buffer each DEVICE_NEEDS_RESET; a 20-byte receive buffer never used while
+# frames come (dropped, counted); its memory outside the chains' buffers keeps its
+# pattern; a good receive and good sends work after all that. The image sends the frames
+# (arping, one a second, from when yakvm has the tap up).
+# Then the flood: the guest sets the device up with no receive buffer and says
+# FLOOD-READY; the image sends small UDP datagrams to it (logger's lines, which syslogd
+# -R forwards one datagram each, to a static ARP entry: no resolution in the way) in
+# batches of 10000 until the tap has dropped 100000 frames, notes yakvm's resident memory
+# before and after, and sends the guest a byte on COM1; the guest checks nothing was used or
+# written and that a buffer then gets a frame.
+vmrss() { sed -n 's/^VmRSS:[^0-9]*\([0-9]*\) kB/\1/p' /proc/$1/status; }
+tap_count() { cat /sys/class/net/yk5/statistics/$1; }
+net_hostile_run() {
+    rm -f /tmp/hostile.in /tmp/flood.nums; mkfifo /tmp/hostile.in
+    yakvm run --machine pc --mem 64M --stats --net tap=yk5,ip=169.254.80.1,mac=52:54:00:12:34:57 guests/net_hostile.bin \
+        < /tmp/hostile.in > "$OUT/net-hostile.out" 2> "$OUT/net-hostile.err" & pid=$!
+    exec 7> /tmp/hostile.in
+    ( sleep 300; kill -KILL $pid ) > /dev/null 2>&1 & killer=$!
+    t=0
+    while ! ip -o addr show yk5 2>/dev/null | grep -q 'inet 169.254.80.1/' && kill -0 $pid 2>/dev/null && [ $t -lt 300 ]; do
+        t=$((t + 1)); sleep 0.1
+    done
+    arping -I yk5 -c 200 169.254.80.2 > /dev/null 2>&1 & ap=$!
+    t=0
+    while ! grep -q '^FLOOD-READY' "$OUT/net-hostile.out" && kill -0 $pid 2>/dev/null && [ $t -lt 1200 ]; do
+        t=$((t + 1)); sleep 0.1
+    done
+    kill $ap 2>/dev/null; wait $ap 2>/dev/null
+    if grep -q '^FLOOD-READY' "$OUT/net-hostile.out"; then
+        rss0=$(vmrss $pid) d0=$(tap_count tx_dropped) p0=$(tap_count tx_packets)
+        arp -i yk5 -s 169.254.80.2 52:54:00:12:34:57
+        rm -f /dev/log
+        syslogd -n -S -R 169.254.80.2:9 & sl=$!
+        t=0; while [ ! -S /dev/log ] && [ $t -lt 50 ]; do t=$((t + 1)); sleep 0.1; done
+        t0=$(now_cs) sent=0
+        # Batches of 10000 lines until the tap has dropped 100000 frames (120000 at most):
+        # the frames its queue keeps (500) are counted nowhere until read.
+        while [ $(($(tap_count tx_dropped) - d0)) -lt 100000 ] && [ $sent -lt 120000 ]; do
+            yes 'yakvm flood' | head -n 10000 | logger -t yk
+            sent=$((sent + 10000))
+            # syslogd forwards what it still has (up to 512 lines wait in /dev/log): until
+            # the tap's drop counter stands still for 1.5 s.
+            last=-1 now=0 still=0 t=0
+            while [ $still -lt 3 ] && [ $t -lt 120 ]; do
+                last=$now; sleep 0.5; t=$((t + 1))
+                now=$(tap_count tx_dropped)
+                if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0; fi
+            done
+        done
+        kill $sl 2>/dev/null; wait $sl 2>/dev/null; rm -f /dev/log
+        arp -i yk5 -d 169.254.80.2 > /dev/null 2>&1
+        d1=$(tap_count tx_dropped)
+        echo "$rss0 $(vmrss $pid) $((d1 - d0)) $sent $(secs $t0)" > /tmp/flood.nums
+    fi
+    # (In a subshell: a yakvm already gone would make the write kill this shell.)
+    ( printf x >&7 ) 2>/dev/null; exec 7>&-
+    wait $pid; echo $? > /tmp/hostile.rc
+    kill $killer 2>/dev/null
+    n=$(sed '/^FLOOD-READY/q' "$OUT/net-hostile.out" | grep -c '^ok ')
+    stats=$(grep '^virtio-net' "$OUT/net-hostile.err")
+    echo "  net-hostile: $n checks passed before the flood, status $(cat /tmp/hostile.rc); $stats" >&3
+}
+net_hostile() {
+    n=$(sed '/^FLOOD-READY/q' "$OUT/net-hostile.out" | grep -c '^ok ')
+    bad=$(sed '/^FLOOD-READY/q' "$OUT/net-hostile.out" | grep -E '^(FAIL|  )' | head -n 3)
+    [ "$n" -eq 16 ] && [ -z "$bad" ] || { echo "$n ok: $bad $(tail -n 2 "$OUT/net-hostile.err")"; return 1; }
+    # 2 frames received (the good buffer's, the one after the flood), 3 good frames sent,
+    # 5 bad ones; the loop and the read-only buffer broken; frames dropped while the
+    # 20-byte buffer was there (one a second for 4 s).
+    stats=$(grep '^virtio-net' "$OUT/net-hostile.err")
+    drops=$(echo "$stats" | sed -n 's/.* B (\([0-9]*\) dropped,.*/\1/p')
+    echo "$stats" | grep -q ': rx 2 packets .*, tx 3 packets [0-9]* B (5 errors), 2 broken chains, [0-9]* dropped by the tap;' && [ -n "$drops" ] && [ "$drops" -ge 1 ] ||
+        { echo "counters: $stats"; return 1; }
+}
+# The tap dropped at least 100000 frames during the flood (the guest had no receive
+# buffer: the device read none of them, as the net_hostile_driver check's `rx 2 packets`
+# says), and yakvm's --stats line counts at least as many.
+flood_dropped() {
+    [ -f /tmp/flood.nums ] || { echo "no flood: $(tail -n 3 "$OUT/net-hostile.out")"; return 1; }
+    read -r rss0 rss1 dropped sent took < /tmp/flood.nums
+    said=$(sed -n 's/^virtio-net.*, \([0-9]*\) dropped by the tap;.*/\1/p' "$OUT/net-hostile.err")
+    echo "  flood: $sent datagrams in $took s, $dropped frames dropped by the tap; yakvm says $said; resident $rss0 kB -> $rss1 kB" >&3
+    [ "$dropped" -ge 100000 ] && [ -n "$said" ] && [ "$said" -ge "$dropped" ] ||
+        { echo "$sent datagrams, dropped $dropped, yakvm says '$said'"; return 1; }
+}
+# yakvm's resident memory grew by less than 4 MiB during the flood.
+flood_memory() {
+    read -r rss0 rss1 dropped sent took < /tmp/flood.nums
+    [ -n "$rss0" ] && [ -n "$rss1" ] && [ $((rss1 - rss0)) -lt 4096 ] || { echo "resident $rss0 kB -> $rss1 kB"; return 1; }
+}
+flood_guest() {
+    grep -qx 'ok no receive buffer during the flood: nothing used, nothing written' "$OUT/net-hostile.out" &&
+        grep -qx 'ok after the flood a receive buffer gets a frame within 2 s' "$OUT/net-hostile.out" ||
+        { echo "$(sed -n '/^FLOOD-READY/,$p' "$OUT/net-hostile.out" | head -n 4)"; return 1; }
+    [ "$(cat /tmp/hostile.rc)" -eq 0 ] || { echo "status $(cat /tmp/hostile.rc): $(tail -n 2 "$OUT/net-hostile.err")"; return 1; }
+    ! ip link show yk5 > /dev/null 2>&1 || { echo "yk5 is still there"; return 1; }
+}
+
 exec 3>&1
 if check net_guest_exchange_${MIB}mib exchange net yk0 169.254.77 1500 $MIB; then
     check net_rng_is_virtio rng_virtio
@@ -134,5 +293,17 @@ if check net_mtu9000_exchange_1mib exchange net-mtu yk2 169.254.78 9000 1; then
     check net_mtu9000_image_pings_guest_8972_bytes image_pings_guest net-mtu
     check net_mtu9000_tcp_both_ways_md5 both_ways net-mtu 1
 fi
+if check net_bridge_two_guests_run bridge_exchange; then
+    check net_bridge_guest_a_pings_guest_b peer_pings peer-a
+    check net_bridge_guest_b_pings_guest_a peer_pings peer-b
+    check net_bridge_tcp_1mib_a_to_b_md5 peer_tcp
+    check net_bridge_tcp_b_answers_a_md5 peer_ack
+    check net_bridge_learned_both_guests_macs bridge_learned
+fi
+net_hostile_run
+check net_hostile_driver net_hostile
+check net_flood_100000_frames_dropped_by_the_tap flood_dropped
+check net_flood_memory_bounded flood_memory
+check net_flood_guest_unharmed_then_receives flood_guest
 check net_bad_option_refused bad_option
 check dmesg_clean_net dmesg_clean

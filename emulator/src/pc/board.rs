@@ -907,7 +907,12 @@ impl PcBoard {
         lock(&self.pci).add(pci::Bdf { bus: 0, device, function: 0 }, Box::new(function)).map_err(io::Error::other)?;
         let stats = Arc::new(net::NetStats::default());
         let line = stats.clone();
-        lock(&self.virtio_others).push((format!("virtio-net 00:{device:02x}.0 (tap {})", spec.tap.name), transport_stats, Box::new(move || line.line())));
+        let tap = spec.tap.name.clone();
+        let line = move || match net::tap_drops(&tap) {
+            Some(n) => format!("{}, {n} dropped by the tap", line.line()),
+            None => line.line(),
+        };
+        lock(&self.virtio_others).push((format!("virtio-net 00:{device:02x}.0 (tap {})", spec.tap.name), transport_stats, Box::new(line)));
         net::spawn_worker(format!("yakvm-net{index}"), net::Net::new(spec, stats), ends.queues, ends.features, mem, ends.signal)?;
         Ok(())
     }

@@ -30,50 +30,18 @@
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{fence, Ordering::SeqCst};
-use x86_64::instructions::port::Port;
 use yakvm_guests::smp::{start_clock, wait_until, FAILURES};
+use yakvm_guests::virtio_pci::{discover, Dev, ACKNOWLEDGE, DEVICE_STATUS, DRIVER, DRIVER_OK, FEATURES_OK, NEEDS_RESET, QUEUE_SIZE};
 use yakvm_guests::{exit, fail, say};
 
 yakvm_guests::entry!(main);
 
-const CONFIG_ADDRESS: u16 = 0xcf8;
-const CONFIG_DATA: u16 = 0xcfc;
-const ENABLE: u32 = 1 << 31;
 /// virtio's vendor, and a modern block device (0x1040 + 2).
 const VIRTIO_BLK_ID: u32 = 0x1042_1af4;
 /// Where the guest puts BAR 0 (in the host bridge's window).
 const BAR_BASE: u64 = 0xd000_0000;
 /// Guest RAM (`--mem 64M`): an address past it.
 const PAST_RAM: u64 = 0x8000_0000;
-
-const COMMAND: u8 = 0x04;
-const COMMAND_MEMORY: u32 = 1 << 1;
-const COMMAND_BUS_MASTER: u32 = 1 << 2;
-const BAR0: u8 = 0x10;
-const CAPABILITIES: u8 = 0x34;
-const CAP_VENDOR: u8 = 0x09;
-const CFG_COMMON: u8 = 1;
-const CFG_NOTIFY: u8 = 2;
-
-// The common configuration (virtio 1.2, 4.1.4.3).
-const DEVICE_FEATURE_SELECT: u64 = 0x00;
-const DEVICE_FEATURE: u64 = 0x04;
-const DRIVER_FEATURE_SELECT: u64 = 0x08;
-const DRIVER_FEATURE: u64 = 0x0c;
-const DEVICE_STATUS: u64 = 0x14;
-const QUEUE_SELECT: u64 = 0x16;
-const QUEUE_SIZE: u64 = 0x18;
-const QUEUE_ENABLE: u64 = 0x1c;
-const QUEUE_NOTIFY_OFF: u64 = 0x1e;
-const QUEUE_DESC: u64 = 0x20;
-const QUEUE_DRIVER: u64 = 0x28;
-const QUEUE_DEVICE: u64 = 0x30;
-
-const ACKNOWLEDGE: u8 = 1;
-const DRIVER: u8 = 2;
-const DRIVER_OK: u8 = 4;
-const FEATURES_OK: u8 = 8;
-const NEEDS_RESET: u8 = 0x40;
 /// VERSION_1 (bit 32), INDIRECT_DESC (bit 28).
 const FEATURES: u64 = 1 << 32 | 1 << 28;
 
@@ -128,32 +96,6 @@ fn get<T>(offset: usize) -> T {
     unsafe { read_volatile((addr_of!(MEM) as *const u8).add(offset) as *const T) }
 }
 
-fn mmio_read<T>(addr: u64) -> T {
-    // SAFETY: a read of the device's BAR (below 4 GiB, identity-mapped).
-    unsafe { read_volatile(addr as *const T) }
-}
-
-fn mmio_write<T>(addr: u64, value: T) {
-    // SAFETY: a write to the device's BAR, a MOV of T's width.
-    unsafe { write_volatile(addr as *mut T, value) }
-}
-
-fn cfg_read32(devfn: u32, register: u8) -> u32 {
-    // SAFETY: configuration mechanism #1; port accesses exit to the emulator.
-    unsafe {
-        Port::<u32>::new(CONFIG_ADDRESS).write(ENABLE | devfn << 8 | u32::from(register & 0xfc));
-        Port::<u32>::new(CONFIG_DATA).read()
-    }
-}
-
-fn cfg_write32(devfn: u32, register: u8, value: u32) {
-    // SAFETY: as `cfg_read32`.
-    unsafe {
-        Port::<u32>::new(CONFIG_ADDRESS).write(ENABLE | devfn << 8 | u32::from(register & 0xfc));
-        Port::<u32>::new(CONFIG_DATA).write(value);
-    }
-}
-
 fn check(what: &str, ok: bool) {
     if ok {
         say!("ok {what}");
@@ -162,114 +104,23 @@ fn check(what: &str, ok: bool) {
     }
 }
 
-/// The device as found: where its common configuration and queue 0's notify register are.
-struct Dev {
-    common: u64,
-    notify: u64,
-}
-
-impl Dev {
-    fn r8(&self, reg: u64) -> u8 {
-        mmio_read(self.common + reg)
+/// Reset, then features and queue 0 (16 entries, the arena's rings); DRIVER_OK if
+/// `run`. Fresh rings: the device's and the driver's indexes start at 0.
+fn setup(dev: &Dev, run: bool) -> bool {
+    if !dev.reset() {
+        return false;
     }
-    fn r16(&self, reg: u64) -> u16 {
-        mmio_read(self.common + reg)
+    for offset in (DESC..USED + USED_LEN).chain(INDIRECT_OUTER..INDIRECT_END) {
+        put::<u8>(offset, 0);
     }
-    fn r32(&self, reg: u64) -> u32 {
-        mmio_read(self.common + reg)
+    if !dev.negotiate(FEATURES) {
+        return false;
     }
-    fn w8(&self, reg: u64, v: u8) {
-        mmio_write(self.common + reg, v)
+    let queue = dev.queue(0, QSIZE, at(DESC), at(AVAIL), at(USED));
+    if run {
+        dev.driver_ok();
     }
-    fn w16(&self, reg: u64, v: u16) {
-        mmio_write(self.common + reg, v)
-    }
-    fn w32(&self, reg: u64, v: u32) {
-        mmio_write(self.common + reg, v)
-    }
-    fn w64(&self, reg: u64, v: u64) {
-        self.w32(reg, v as u32);
-        self.w32(reg + 4, (v >> 32) as u32);
-    }
-    fn status(&self) -> u8 {
-        self.r8(DEVICE_STATUS)
-    }
-    /// Queue 0's notification: the queue's index, a 16-bit MOV (as Linux writes it).
-    fn notify(&self) {
-        mmio_write::<u16>(self.notify, 0);
-    }
-
-    /// Reset, then features and queue 0 (16 entries, the arena's rings); DRIVER_OK if
-    /// `run`. Fresh rings: the device's and the driver's indexes start at 0.
-    fn setup(&self, run: bool) -> bool {
-        self.w8(DEVICE_STATUS, 0);
-        if self.status() != 0 {
-            return false;
-        }
-        for offset in (DESC..USED + USED_LEN).chain(INDIRECT_OUTER..INDIRECT_END) {
-            put::<u8>(offset, 0);
-        }
-        self.w8(DEVICE_STATUS, ACKNOWLEDGE | DRIVER);
-        self.w32(DEVICE_FEATURE_SELECT, 1);
-        let high = self.r32(DEVICE_FEATURE);
-        self.w32(DEVICE_FEATURE_SELECT, 0);
-        let low = self.r32(DEVICE_FEATURE);
-        let offered = u64::from(high) << 32 | u64::from(low);
-        if offered & FEATURES != FEATURES {
-            return false;
-        }
-        self.w32(DRIVER_FEATURE_SELECT, 0);
-        self.w32(DRIVER_FEATURE, FEATURES as u32);
-        self.w32(DRIVER_FEATURE_SELECT, 1);
-        self.w32(DRIVER_FEATURE, (FEATURES >> 32) as u32);
-        self.w8(DEVICE_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
-        if self.status() & FEATURES_OK == 0 {
-            return false;
-        }
-        self.w16(QUEUE_SELECT, 0);
-        self.w16(QUEUE_SIZE, QSIZE);
-        self.w64(QUEUE_DESC, at(DESC));
-        self.w64(QUEUE_DRIVER, at(AVAIL));
-        self.w64(QUEUE_DEVICE, at(USED));
-        self.w16(QUEUE_ENABLE, 1);
-        if run {
-            self.w8(DEVICE_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
-        }
-        self.r16(QUEUE_SIZE) == QSIZE && self.r16(QUEUE_ENABLE) == 1
-    }
-}
-
-/// Scans bus 0 for the virtio-blk function, places BAR 0, finds the capabilities.
-fn discover() -> Option<Dev> {
-    let devfn = (0..32u32).map(|d| d << 3).find(|&df| cfg_read32(df, 0) == VIRTIO_BLK_ID)?;
-    say!("virtio-blk at 00:{:02x}.0", devfn >> 3);
-    cfg_write32(devfn, BAR0, BAR_BASE as u32);
-    cfg_write32(devfn, COMMAND, COMMAND_MEMORY | COMMAND_BUS_MASTER);
-    let (mut common, mut notify, mut multiplier) = (None, None, 0);
-    let mut cap = cfg_read32(devfn, CAPABILITIES) as u8;
-    for _ in 0..48 {
-        if cap == 0 {
-            break;
-        }
-        let head = cfg_read32(devfn, cap);
-        if head as u8 == CAP_VENDOR {
-            let bar = cfg_read32(devfn, cap + 4) as u8;
-            let offset = u64::from(cfg_read32(devfn, cap + 8));
-            match ((head >> 24) as u8, bar) {
-                (CFG_COMMON, 0) => common = Some(BAR_BASE + offset),
-                (CFG_NOTIFY, 0) => {
-                    notify = Some(BAR_BASE + offset);
-                    multiplier = u64::from(cfg_read32(devfn, cap + 16));
-                }
-                _ => {}
-            }
-        }
-        cap = (head >> 8) as u8;
-    }
-    let dev = Dev { common: common?, notify: 0 };
-    dev.w16(QUEUE_SELECT, 0);
-    let notify = notify? + u64::from(dev.r16(QUEUE_NOTIFY_OFF)) * multiplier;
-    Some(Dev { notify, ..dev })
+    queue
 }
 
 /// Fills the arena with its pattern (`setup` clears the rings and indirect tables).
@@ -328,7 +179,7 @@ fn post(dev: &Dev, head: u16, notify: bool) {
     put(AVAIL + 2, idx.wrapping_add(1));
     fence(SeqCst);
     if notify {
-        dev.notify();
+        dev.notify(0);
     }
 }
 
@@ -354,7 +205,7 @@ fn good_request(dev: &Dev, what: &str) {
 /// then a reset and a fresh set-up.
 fn needs_reset(dev: &Dev, what: &str, build: fn()) {
     fill();
-    if !dev.setup(true) {
+    if !setup(dev, true) {
         return check(what, false);
     }
     build();
@@ -371,7 +222,7 @@ fn needs_reset(dev: &Dev, what: &str, build: fn()) {
 /// A chain that breaks rules 3-6: IOERR, its status byte the only byte written.
 fn ioerr(dev: &Dev, what: &str, build: fn()) {
     fill();
-    if !dev.setup(true) {
+    if !setup(dev, true) {
         return check(what, false);
     }
     build();
@@ -388,22 +239,23 @@ fn ioerr(dev: &Dev, what: &str, build: fn()) {
 
 fn main() {
     start_clock();
-    let Some(dev) = discover() else {
+    let Some(dev) = discover(VIRTIO_BLK_ID, BAR_BASE) else {
         fail!("FAIL no virtio-blk function with a common configuration and a notify capability");
         exit(1);
     };
+    say!("virtio-blk at 00:{:02x}.0", dev.devfn >> 3);
     fill();
-    check("set up through the modern transport (features, queue 0, DRIVER_OK)", dev.setup(true));
+    check("set up through the modern transport (features, queue 0, DRIVER_OK)", setup(&dev, true));
     good_request(&dev, "a good read: status OK, the file's bytes, used length 4097");
 
     // A queue size that is not a power of two is not taken.
-    dev.setup(false);
+    setup(&dev, false);
     dev.w16(QUEUE_SIZE, 100);
     check("queue size 100 (not a power of two) refused", dev.r16(QUEUE_SIZE) == QSIZE);
 
     // Notify before DRIVER_OK: nothing; DRIVER_OK serves the buffer.
     fill();
-    dev.setup(false);
+    setup(&dev, false);
     good_chain();
     post(&dev, 0, true);
     let early = !wait_until(200_000, || used_idx() != 0);
@@ -463,7 +315,7 @@ fn main() {
     });
 
     fill();
-    check("set up again after the hostile chains", dev.setup(true));
+    check("set up again after the hostile chains", setup(&dev, true));
     good_request(&dev, "a good read after them all");
     exit(u8::from(FAILURES.load(SeqCst) != 0));
 }
