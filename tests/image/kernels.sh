@@ -296,6 +296,36 @@ debian_s5() { # poweroff is ACPI S5: yakvm ends with status 0 and says so
         { echo "status $(cat "$OUT/debian-$1.rc" 2>/dev/null): $(tail -n 3 "$OUT/debian-$1.err")"; return 1; }
 }
 
+# Debian's kernel and Debian's modules with OUR initramfs (not Debian's initramfs-tools
+# one: docs/virtio.md#debians-kernel): scripts/distro-kernel.sh adds the package's
+# virtio_pci, virtio_blk and virtio_net modules and their dependencies to our initramfs,
+# whose init (env/guest-init) loads them first.
+DEBIAN_INITRD=debian/initramfs-debian-modules.cpio.gz
+debian_staged() {
+    [ -f $DEBIAN ] && [ -f $DEBIAN_INITRD ] || { echo "not staged: $(cat debian/FETCH-FAILED 2>/dev/null || echo 'make env')"; return 1; }
+}
+# Its root file system on a --drive (our ext4 image, linux/root.ext4, its /sbin/init
+# env/disk-init), --smp 2: our init loads the modules, mounts /dev/vda and hands over to
+# the disk's init, which writes a file, syncs and powers off; the image's file holds it.
+debian_root_on_drive() {
+    debian_staged || return 1
+    cp linux/root.ext4 /tmp/debian-root.img
+    t0=$(now_cs)
+    timeout -s KILL 300 yakvm run --kernel $DEBIAN --initrd $DEBIAN_INITRD --mem 256M --smp 2 --drive /tmp/debian-root.img \
+        --append "yakvm.root=/dev/vda yakvm.disk=write panic=-1" < /dev/null > "$OUT/debian-root.raw" 2> "$OUT/debian-root.err"; rc=$?
+    t=$(( $(now_cs) - t0 ))
+    out=$(tr -d '\r' < "$OUT/debian-root.raw" | tee "$OUT/debian-root.out")
+    echo "  Debian's kernel, root on --drive: start to power-off $((t / 100)).$(printf %02d $((t % 100))) s (status $rc)" >&3
+    echo "$out" | grep -E '^(kernel|root): ' | sed 's/^/  | /' >&3
+    [ $rc -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/debian-root.err" ||
+        { echo "status $rc: $(tail -n 3 "$OUT/debian-root.err") / $(echo "$out" | tail -c 400)"; return 1; }
+    echo "$out" | grep -qE '^kernel: 6\.1\.[0-9]+-[0-9]+-cloud-amd64, virtio_blk live$' || { echo "$(echo "$out" | grep '^kernel:')"; return 1; }
+    echo "$out" | grep -q '^root: /dev/vda / ext4 rw' || { echo "$(echo "$out" | grep -E '^root:|cannot')"; return 1; }
+    echo "$out" | grep -q 'virtio_blk virtio[0-9]*: \[vda\] 32768 512-byte logical blocks' || { echo "no vda in the kernel log"; return 1; }
+    echo "$out" | grep -qx 'WROTE' || { echo "no WROTE: $(echo "$out" | tail -c 300)"; return 1; }
+    grep -q 'written-by-the-first-boot 32768 sectors' /tmp/debian-root.img || { echo "not in the image file"; return 1; }
+    rm -f /tmp/debian-root.img
+}
 check kernel_bad_input kernel_bad_input
 check multiboot_contract multiboot_contract
 check multiboot_bad_input multiboot_bad_input
@@ -325,4 +355,5 @@ check debian_smp4_all_cpus_online_through_the_madt debian_cpus 4
 check debian_smp4_acpi_tables_apic_facp_dsdt_mcfg debian_tables 4
 check debian_smp4_pci_host_bridge_and_ecam debian_pci 4
 check debian_smp4_poweroff_is_acpi_s5 debian_s5 4
+check debian_modules_root_on_drive_smp2 debian_root_on_drive
 check dmesg_clean_linux dmesg_clean
