@@ -326,6 +326,39 @@ debian_root_on_drive() {
     grep -q 'written-by-the-first-boot 32768 sectors' /tmp/debian-root.img || { echo "not in the image file"; return 1; }
     rm -f /tmp/debian-root.img
 }
+# Its virtio-net (--net, a tap yakvm creates in the image, 169.254.79.1/24), --smp 2:
+# eth0 is virtio_net's (a module), up with the address it is given (169.254.79.2/24);
+# the guest pings the image and the image pings the guest.
+debian_net() {
+    debian_staged || return 1
+    out="$OUT/debian-net.out"
+    rm -f "$out" /tmp/debian-net.in /tmp/debian-net.ping
+    mkfifo /tmp/debian-net.in
+    yakvm run --kernel $DEBIAN --initrd $DEBIAN_INITRD --mem 256M --smp 2 --net tap=yk9,ip=169.254.79.1,mask=255.255.255.0 \
+        < /tmp/debian-net.in > "$out" 2> "$OUT/debian-net.err" &
+    pid=$!
+    exec 8> /tmp/debian-net.in
+    wait_for "$out" YAKVM-GUEST-LINUX-UP 2400 0.25 > /dev/null && wait_for "$out" '/ # ' 600 > /dev/null ||
+        { kill $pid; exec 8>&-; echo "no shell: $(tail -c 400 "$out") $(tail -n 3 "$OUT/debian-net.err")"; return 1; }
+    printf 'ip link set eth0 up; ip addr add 169.254.79.2/24 dev eth0; echo "eth0 $(ip -o -4 addr show eth0 | tr -s " " | cut -d" " -f4)"\n' >&8
+    printf 'echo "eth0 driver $(basename $(readlink /sys/class/net/eth0/device/driver)) $(cat /sys/module/virtio_net/initstate)"\n' >&8
+    printf 'ping -c 3 -W 10 169.254.79.1 > /ping.out 2>&1; echo "guest ping: $?"; tail -n 2 /ping.out\n' >&8
+    wait_for "$out" '^guest ping: [0-9]' 600 > /dev/null
+    ping -c 3 -W 10 169.254.79.2 > /tmp/debian-net.ping 2>&1; ping_rc=$?
+    printf 'poweroff\n' >&8
+    wait_bounded $pid 120; rc=$?
+    exec 8>&-
+    rm -f /tmp/debian-net.in
+    o=$(tr -d '\r' < "$out")
+    echo "$o" | grep -E '^(eth0|guest ping)' | sed 's/^/  | /' >&3
+    echo "$o" | grep -qx 'eth0 169.254.79.2/24' || { echo "$(echo "$o" | grep '^eth0 ')"; return 1; }
+    echo "$o" | grep -qx 'eth0 driver virtio_net live' || { echo "$(echo "$o" | grep '^eth0 driver')"; return 1; }
+    echo "$o" | grep -qx 'guest ping: 0' || { echo "$(echo "$o" | grep '^guest ping')"; return 1; }
+    [ $ping_rc -eq 0 ] && grep -q '3 packets received' /tmp/debian-net.ping || { echo "image ping: $(tail -n 2 /tmp/debian-net.ping)"; return 1; }
+    [ $rc -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/debian-net.err" ||
+        { echo "status $rc: $(tail -n 3 "$OUT/debian-net.err")"; return 1; }
+}
+
 check kernel_bad_input kernel_bad_input
 check multiboot_contract multiboot_contract
 check multiboot_bad_input multiboot_bad_input
@@ -356,4 +389,5 @@ check debian_smp4_acpi_tables_apic_facp_dsdt_mcfg debian_tables 4
 check debian_smp4_pci_host_bridge_and_ecam debian_pci 4
 check debian_smp4_poweroff_is_acpi_s5 debian_s5 4
 check debian_modules_root_on_drive_smp2 debian_root_on_drive
+check debian_modules_net_eth0_up_smp2 debian_net
 check dmesg_clean_linux dmesg_clean
