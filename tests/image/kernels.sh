@@ -307,15 +307,16 @@ debian_staged() {
 # Its root file system on a --drive (our ext4 image, linux/root.ext4, its /sbin/init
 # env/disk-init), --smp 2: our init loads the modules, mounts /dev/vda and hands over to
 # the disk's init, which writes a file, syncs and powers off; the image's file holds it.
+# debian_root_on_drive [YAKVM ARGS...] (--hypervisor kvm: the same on KVM)
 debian_root_on_drive() {
     debian_staged || return 1
     cp linux/root.ext4 /tmp/debian-root.img
     t0=$(now_cs)
-    timeout -s KILL 300 yakvm run --kernel $DEBIAN --initrd $DEBIAN_INITRD --mem 256M --smp 2 --drive /tmp/debian-root.img \
+    timeout -s KILL 300 yakvm run "$@" --kernel $DEBIAN --initrd $DEBIAN_INITRD --mem 256M --smp 2 --drive /tmp/debian-root.img \
         --append "yakvm.root=/dev/vda yakvm.disk=write panic=-1" < /dev/null > "$OUT/debian-root.raw" 2> "$OUT/debian-root.err"; rc=$?
     t=$(( $(now_cs) - t0 ))
     out=$(tr -d '\r' < "$OUT/debian-root.raw" | tee "$OUT/debian-root.out")
-    echo "  Debian's kernel, root on --drive: start to power-off $((t / 100)).$(printf %02d $((t % 100))) s (status $rc)" >&3
+    echo "  Debian's kernel, root on --drive${1:+ $*}: start to power-off $((t / 100)).$(printf %02d $((t % 100))) s (status $rc)" >&3
     echo "$out" | grep -E '^(kernel|root): ' | sed 's/^/  | /' >&3
     [ $rc -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/debian-root.err" ||
         { echo "status $rc: $(tail -n 3 "$OUT/debian-root.err") / $(echo "$out" | tail -c 400)"; return 1; }
@@ -329,12 +330,14 @@ debian_root_on_drive() {
 # Its virtio-net (--net, a tap yakvm creates in the image, 169.254.79.1/24), --smp 2:
 # eth0 is virtio_net's (a module), up with the address it is given (169.254.79.2/24);
 # the guest pings the image and the image pings the guest.
+# debian_net [YAKVM ARGS...] (--hypervisor kvm: the same on KVM)
 debian_net() {
     debian_staged || return 1
     out="$OUT/debian-net.out"
     rm -f "$out" /tmp/debian-net.in /tmp/debian-net.ping
     mkfifo /tmp/debian-net.in
-    yakvm run --kernel $DEBIAN --initrd $DEBIAN_INITRD --mem 256M --smp 2 --net tap=yk9,ip=169.254.79.1,mask=255.255.255.0 \
+    t0=$(now_cs)
+    yakvm run "$@" --kernel $DEBIAN --initrd $DEBIAN_INITRD --mem 256M --smp 2 --net tap=yk9,ip=169.254.79.1,mask=255.255.255.0 \
         < /tmp/debian-net.in > "$out" 2> "$OUT/debian-net.err" &
     pid=$!
     exec 8> /tmp/debian-net.in
@@ -349,7 +352,9 @@ debian_net() {
     wait_bounded $pid 120; rc=$?
     exec 8>&-
     rm -f /tmp/debian-net.in
+    t=$(( $(now_cs) - t0 ))
     o=$(tr -d '\r' < "$out")
+    echo "  Debian's kernel with --net${1:+ $*}: start to power-off $((t / 100)).$(printf %02d $((t % 100))) s (status $rc)" >&3
     echo "$o" | grep -E '^(eth0|guest ping)' | sed 's/^/  | /' >&3
     echo "$o" | grep -qx 'eth0 169.254.79.2/24' || { echo "$(echo "$o" | grep '^eth0 ')"; return 1; }
     echo "$o" | grep -qx 'eth0 driver virtio_net live' || { echo "$(echo "$o" | grep '^eth0 driver')"; return 1; }
@@ -390,4 +395,13 @@ check debian_smp4_pci_host_bridge_and_ecam debian_pci 4
 check debian_smp4_poweroff_is_acpi_s5 debian_s5 4
 check debian_modules_root_on_drive_smp2 debian_root_on_drive
 check debian_modules_net_eth0_up_smp2 debian_net
+# The same two on KVM (`--hypervisor kvm`: the same emulator and devices over /dev/kvm;
+# kvm_amd and yakvm both own EFER.SVME: one at a time, lib.sh).
+if check kvm_loads_for_debian use_kvm; then
+    check debian_modules_root_on_drive_smp2_on_kvm debian_root_on_drive --hypervisor kvm
+    check debian_modules_net_eth0_up_smp2_on_kvm debian_net --hypervisor kvm
+    check yakvm_reloads_after_debian use_yakvm
+else
+    use_yakvm
+fi
 check dmesg_clean_linux dmesg_clean
