@@ -80,18 +80,21 @@ readonly_drive() {
     echo "$out" | grep -q '^ro read: init' || { echo "vdb not readable: $(echo "$out" | grep '^ro read')"; return 1; }
     [ "$(md5sum < /tmp/ro.img)" = "$before" ] || { echo "the read-only file changed"; return 1; }
 }
-# 5. Two more drives: 8 MiB copied from vdb to vdc in the guest; the same bytes on both
-# sides. On two vCPUs (the interrupts are MSI-X messages to whichever CPU Linux chose).
-# two_drives_copy NAME [YAKVM ARGS...]
+# 5. Two more drives: MIB MiB copied from vdb to vdc in the guest; the same bytes on both
+# sides. On two vCPUs (the interrupts are MSI-X messages to whichever CPU Linux chose):
+# 100 MiB (the issue's size); the variants that check the notification and interrupt
+# paths copy 8 MiB.
+# two_drives_copy NAME MIB [YAKVM ARGS...]
 two_drives_copy() {
-    name=$1; shift
-    yes yakvm-copy-source-$name | head -c 8388608 > /tmp/src.img
-    dd if=/dev/zero of=/tmp/dst.img bs=1M count=8 2>/dev/null
+    name=$1 mib=$2; shift 2
+    yes yakvm-copy-source-$name | head -c $((mib * 1048576)) > /tmp/src.img
+    dd if=/dev/zero of=/tmp/dst.img bs=1M count=$mib 2>/dev/null
     boot $name 400 "$@" --drive $ROOT --drive /tmp/src.img --drive /tmp/dst.img --append "root=/dev/vda rw panic=-1 yakvm.disk=copy"
     powered_off $name || return 1
     a=$(md5sum < /tmp/src.img | cut -d' ' -f1); b=$(md5sum < /tmp/dst.img | cut -d' ' -f1)
     [ "$a" = "$b" ] || { echo "files differ: $a $b"; return 1; }
     grep -qx "COPY vdb $a vdc $a" "$OUT/$name.out" || { echo "guest: $(grep '^COPY' "$OUT/$name.out"), host $a"; return 1; }
+    rm -f /tmp/src.img /tmp/dst.img
 }
 # The copy's queue notifications: through ioeventfds (none reached yakvm as an MMIO exit,
 # the module counted at least one signal per two requests of the copy's drives), or with
@@ -180,11 +183,11 @@ check disk_root_file_in_the_host_image root_file_on_host
 check disk_second_boot_through_the_initramfs_sees_it root_second_boot
 check disk_fsync_survives_sigkill durable
 check disk_readonly_refuses_writes_file_unchanged readonly_drive
-check disk_two_drives_copy_8mib_smp2 two_drives_copy disk-copy --smp 2
+check disk_two_drives_copy_100mib_smp2 two_drives_copy disk-copy 100 --smp 2
 check disk_notifications_through_ioeventfds notify_path disk-copy ioeventfd
-check disk_copy_without_ioeventfds two_drives_copy disk-copy-exits --no-ioeventfd
+check disk_copy_without_ioeventfds two_drives_copy disk-copy-exits 8 --no-ioeventfd
 check disk_no_ioeventfd_notifications_exit notify_path disk-copy-exits exits
-check disk_two_drives_copy_kernel_apic two_drives_copy disk-copy-kapic --smp 2 --kernel-apic
+check disk_two_drives_copy_kernel_apic two_drives_copy disk-copy-kapic 8 --smp 2 --kernel-apic
 check disk_interrupts_through_irqfds irq_path disk-copy-kapic irqfd
 check disk_interrupts_without_kernel_apic irq_path disk-copy emulator
 check disk_locked_by_another_yakvm locked_drive
@@ -193,7 +196,7 @@ check disk_hostile_driver_kernel_apic_irqfds hostile_driver virtio-hostile-kapic
 grep '^virtio-blk' "$OUT/disk-copy.err" | sed 's/^/  | /'
 # The same device on KVM (`--hypervisor kvm`: the same emulator, KVM's exits).
 if check kvm_loads_for_disks use_kvm; then
-    check disk_two_drives_copy_8mib_on_kvm two_drives_copy disk-copy-kvm --hypervisor kvm
+    check disk_two_drives_copy_8mib_on_kvm two_drives_copy disk-copy-kvm 8 --hypervisor kvm
     check disk_notifications_through_ioeventfds_on_kvm notify_path disk-copy-kvm ioeventfd kvm
     check disk_hostile_driver_malformed_chains_on_kvm hostile_driver virtio-hostile-kvm --hypervisor kvm
     check yakvm_reloads_after_disks use_yakvm

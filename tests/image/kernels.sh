@@ -296,6 +296,74 @@ debian_s5() { # poweroff is ACPI S5: yakvm ends with status 0 and says so
         { echo "status $(cat "$OUT/debian-$1.rc" 2>/dev/null): $(tail -n 3 "$OUT/debian-$1.err")"; return 1; }
 }
 
+# Debian's kernel and Debian's modules with OUR initramfs (not Debian's initramfs-tools
+# one: docs/virtio.md#debians-kernel): scripts/distro-kernel.sh adds the package's
+# virtio_pci, virtio_blk and virtio_net modules and their dependencies to our initramfs,
+# whose init (env/guest-init) loads them first.
+DEBIAN_INITRD=debian/initramfs-debian-modules.cpio.gz
+debian_staged() {
+    [ -f $DEBIAN ] && [ -f $DEBIAN_INITRD ] || { echo "not staged: $(cat debian/FETCH-FAILED 2>/dev/null || echo 'make env')"; return 1; }
+}
+# Its root file system on a --drive (our ext4 image, linux/root.ext4, its /sbin/init
+# env/disk-init), --smp 2: our init loads the modules, mounts /dev/vda and hands over to
+# the disk's init, which writes a file, syncs and powers off; the image's file holds it.
+# debian_root_on_drive [YAKVM ARGS...] (--hypervisor kvm: the same on KVM)
+debian_root_on_drive() {
+    debian_staged || return 1
+    cp linux/root.ext4 /tmp/debian-root.img
+    t0=$(now_cs)
+    timeout -s KILL 300 yakvm run "$@" --kernel $DEBIAN --initrd $DEBIAN_INITRD --mem 256M --smp 2 --drive /tmp/debian-root.img \
+        --append "yakvm.root=/dev/vda yakvm.disk=write panic=-1" < /dev/null > "$OUT/debian-root.raw" 2> "$OUT/debian-root.err"; rc=$?
+    t=$(( $(now_cs) - t0 ))
+    out=$(tr -d '\r' < "$OUT/debian-root.raw" | tee "$OUT/debian-root.out")
+    echo "  Debian's kernel, root on --drive${1:+ $*}: start to power-off $((t / 100)).$(printf %02d $((t % 100))) s (status $rc)" >&3
+    echo "$out" | grep -E '^(kernel|root): ' | sed 's/^/  | /' >&3
+    [ $rc -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/debian-root.err" ||
+        { echo "status $rc: $(tail -n 3 "$OUT/debian-root.err") / $(echo "$out" | tail -c 400)"; return 1; }
+    echo "$out" | grep -qE '^kernel: 6\.1\.[0-9]+-[0-9]+-cloud-amd64, virtio_blk live$' || { echo "$(echo "$out" | grep '^kernel:')"; return 1; }
+    echo "$out" | grep -q '^root: /dev/vda / ext4 rw' || { echo "$(echo "$out" | grep -E '^root:|cannot')"; return 1; }
+    echo "$out" | grep -q 'virtio_blk virtio[0-9]*: \[vda\] 32768 512-byte logical blocks' || { echo "no vda in the kernel log"; return 1; }
+    echo "$out" | grep -qx 'WROTE' || { echo "no WROTE: $(echo "$out" | tail -c 300)"; return 1; }
+    grep -q 'written-by-the-first-boot 32768 sectors' /tmp/debian-root.img || { echo "not in the image file"; return 1; }
+    rm -f /tmp/debian-root.img
+}
+# Its virtio-net (--net, a tap yakvm creates in the image, 169.254.79.1/24), --smp 2:
+# eth0 is virtio_net's (a module), up with the address it is given (169.254.79.2/24);
+# the guest pings the image and the image pings the guest.
+# debian_net [YAKVM ARGS...] (--hypervisor kvm: the same on KVM)
+debian_net() {
+    debian_staged || return 1
+    out="$OUT/debian-net.out"
+    rm -f "$out" /tmp/debian-net.in /tmp/debian-net.ping
+    mkfifo /tmp/debian-net.in
+    t0=$(now_cs)
+    yakvm run "$@" --kernel $DEBIAN --initrd $DEBIAN_INITRD --mem 256M --smp 2 --net tap=yk9,ip=169.254.79.1,mask=255.255.255.0 \
+        < /tmp/debian-net.in > "$out" 2> "$OUT/debian-net.err" &
+    pid=$!
+    exec 8> /tmp/debian-net.in
+    wait_for "$out" YAKVM-GUEST-LINUX-UP 2400 0.25 > /dev/null && wait_for "$out" '/ # ' 600 > /dev/null ||
+        { kill $pid; exec 8>&-; echo "no shell: $(tail -c 400 "$out") $(tail -n 3 "$OUT/debian-net.err")"; return 1; }
+    printf 'ip link set eth0 up; ip addr add 169.254.79.2/24 dev eth0; echo "eth0 $(ip -o -4 addr show eth0 | tr -s " " | cut -d" " -f4)"\n' >&8
+    printf 'echo "eth0 driver $(basename $(readlink /sys/class/net/eth0/device/driver)) $(cat /sys/module/virtio_net/initstate)"\n' >&8
+    printf 'ping -c 3 -W 10 169.254.79.1 > /ping.out 2>&1; echo "guest ping: $?"; tail -n 2 /ping.out\n' >&8
+    wait_for "$out" '^guest ping: [0-9]' 600 > /dev/null
+    ping -c 3 -W 10 169.254.79.2 > /tmp/debian-net.ping 2>&1; ping_rc=$?
+    printf 'poweroff\n' >&8
+    wait_bounded $pid 120; rc=$?
+    exec 8>&-
+    rm -f /tmp/debian-net.in
+    t=$(( $(now_cs) - t0 ))
+    o=$(tr -d '\r' < "$out")
+    echo "  Debian's kernel with --net${1:+ $*}: start to power-off $((t / 100)).$(printf %02d $((t % 100))) s (status $rc)" >&3
+    echo "$o" | grep -E '^(eth0|guest ping)' | sed 's/^/  | /' >&3
+    echo "$o" | grep -qx 'eth0 169.254.79.2/24' || { echo "$(echo "$o" | grep '^eth0 ')"; return 1; }
+    echo "$o" | grep -qx 'eth0 driver virtio_net live' || { echo "$(echo "$o" | grep '^eth0 driver')"; return 1; }
+    echo "$o" | grep -qx 'guest ping: 0' || { echo "$(echo "$o" | grep '^guest ping')"; return 1; }
+    [ $ping_rc -eq 0 ] && grep -q '3 packets received' /tmp/debian-net.ping || { echo "image ping: $(tail -n 2 /tmp/debian-net.ping)"; return 1; }
+    [ $rc -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/debian-net.err" ||
+        { echo "status $rc: $(tail -n 3 "$OUT/debian-net.err")"; return 1; }
+}
+
 check kernel_bad_input kernel_bad_input
 check multiboot_contract multiboot_contract
 check multiboot_bad_input multiboot_bad_input
@@ -325,4 +393,15 @@ check debian_smp4_all_cpus_online_through_the_madt debian_cpus 4
 check debian_smp4_acpi_tables_apic_facp_dsdt_mcfg debian_tables 4
 check debian_smp4_pci_host_bridge_and_ecam debian_pci 4
 check debian_smp4_poweroff_is_acpi_s5 debian_s5 4
+check debian_modules_root_on_drive_smp2 debian_root_on_drive
+check debian_modules_net_eth0_up_smp2 debian_net
+# The same two on KVM (`--hypervisor kvm`: the same emulator and devices over /dev/kvm;
+# kvm_amd and yakvm both own EFER.SVME: one at a time, lib.sh).
+if check kvm_loads_for_debian use_kvm; then
+    check debian_modules_root_on_drive_smp2_on_kvm debian_root_on_drive --hypervisor kvm
+    check debian_modules_net_eth0_up_smp2_on_kvm debian_net --hypervisor kvm
+    check yakvm_reloads_after_debian use_yakvm
+else
+    use_yakvm
+fi
 check dmesg_clean_linux dmesg_clean
