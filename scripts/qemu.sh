@@ -49,11 +49,23 @@ mkdir -p "$SHARES_DIR/.run"
 cmdfile=".run/cmd.$$"
 printf '%s\n' "$CMD" > "$SHARES_DIR/$cmdfile"
 statusfile="$SHARES_DIR/$cmdfile.status"
-rm -f "$statusfile"
-trap 'rm -f "$SHARES_DIR/$cmdfile" "$statusfile"' EXIT
-qemu_rc=0
-timeout "${QEMU_TIMEOUT:-900}" "${args[@]}" -display none -serial stdio -monitor none \
-    -append "$append yakvm.cmd=$cmdfile" < /dev/null || qemu_rc=$?
+# The image's init creates it right before it runs the command.
+startedfile="$SHARES_DIR/$cmdfile.started"
+rm -f "$statusfile" "$startedfile"
+trap 'rm -f "$SHARES_DIR/$cmdfile" "$statusfile" "$startedfile"' EXIT
+boot() {
+    qemu_rc=0
+    timeout "${QEMU_TIMEOUT:-900}" "${args[@]}" -display none -serial stdio -monitor none \
+        -append "$append yakvm.cmd=$cmdfile" < /dev/null || qemu_rc=$?
+}
+boot
+# QEMU 7.2's TCG itself has died of SIGSEGV in the image's early boot (docs/qemu-tcg.md):
+# when it dies of a signal before the command started, the command has not run and the
+# image boots again, once, saying so. After the command started, its death is the run's.
+if ((qemu_rc > 128 && qemu_rc != 137)) && [[ ! -e $startedfile ]]; then
+    log "qemu: QEMU itself died of signal $((qemu_rc - 128)) before the command started; booting again"
+    boot
+fi
 rc=$(cat "$statusfile" 2>/dev/null || true)
 if [[ ! $rc =~ ^[0-9]+$ ]]; then
     if ((qemu_rc == 124)); then
