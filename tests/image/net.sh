@@ -7,7 +7,7 @@ cd /mnt/shares
 
 KERNEL=linux/bzImage
 INITRD=linux/initramfs.cpio.gz
-MIB=${NET_MIB:-16}
+MIB=${NET_MIB:-64}
 now_cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
 secs() { t=$(( $(now_cs) - $1 )); echo "$((t / 100)).$(printf %02d $((t % 100)))"; }
 
@@ -31,7 +31,7 @@ exchange() {
     # env/guest-net).
     nc -l -p 5002 <> /tmp/hold > /tmp/from-guest 2>/dev/null & nc_pid=$!
     t0=$(now_cs)
-    yakvm run --kernel $KERNEL --initrd $INITRD --mem 256M --stats --rng \
+    yakvm run --kernel $KERNEL --initrd $INITRD --mem 512M --stats --rng \
         --net tap=$TAP,ip=$HOST,mask=255.255.255.0,mtu=$MTU,mac=52:54:00:12:34:56 --append "yakvm.net=$GUEST,$HOST,$MIB,$MTU${HOLD:+,$HOLD}" \
         < /dev/null > "$OUT/$N.raw" 2> "$OUT/$N.err" & pid=$!
     # (Its output away from check's pipe: a sleep left holding it would hold check.)
