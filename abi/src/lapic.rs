@@ -251,6 +251,10 @@ impl Lvt {
     }
 }
 
+/// NMIs an APIC keeps for its CPU: two that arrive together are both delivered, the second
+/// after the first's handler (one taken at once, one latched: SDM 6.7.1).
+pub const MAX_PENDING_NMIS: u8 = 2;
+
 /// Priority classes: the high nibble of a vector, TPR or PPR.
 const CLASS: u8 = 0xf0;
 /// Vectors 0-15 are exceptions: illegal in fixed and lowest-priority messages.
@@ -544,7 +548,8 @@ pub struct Lapic {
     icr_high: u32,
     lvt: [Lvt; LVT_COUNT],
     timer: Timer,
-    nmi: bool,
+    /// NMIs received and not taken yet: at most [`MAX_PENDING_NMIS`].
+    nmi: u8,
     init: bool,
     sipi: Option<u8>,
     /// In the wait-for-SIPI state: a SIPI starts the CPU.
@@ -671,7 +676,7 @@ impl Lapic {
             icr_high: 0,
             lvt: [Lvt::MASKED; LVT_COUNT],
             timer: Timer::default(),
-            nmi: false,
+            nmi: 0,
             init: false,
             sipi: None,
             waiting_for_sipi: !bsp,
@@ -897,7 +902,7 @@ impl Lapic {
                     self.tmr.clear(vector)
                 }
             }
-            DeliveryMode::Nmi => self.nmi = true,
+            DeliveryMode::Nmi => self.nmi = (self.nmi + 1).min(MAX_PENDING_NMIS),
             DeliveryMode::Init => {
                 self.init();
                 self.init = true;
@@ -947,9 +952,19 @@ impl Lapic {
         Some(vector)
     }
 
-    /// An NMI is pending (taken once).
+    /// An NMI is pending: takes one of them.
     pub fn take_nmi(&mut self) -> bool {
-        core::mem::take(&mut self.nmi)
+        let pending = self.nmi > 0;
+        self.nmi = self.nmi.saturating_sub(1);
+        pending
+    }
+
+    /// Drops the pending NMIs beyond `max`: the CPU that owns the APIC holds one NMI in
+    /// service and one latched at most (SDM 6.7.1), so NMIs that arrive while it has one
+    /// of each merge. The owner calls this with what it can still hold before it takes
+    /// one ([`Lapic::take_nmi`]).
+    pub fn limit_nmis(&mut self, max: u8) {
+        self.nmi = self.nmi.min(max);
     }
 
     /// An INIT arrived since the last call: the APIC is already in its INIT state; the CPU
@@ -966,7 +981,7 @@ impl Lapic {
 
     /// Whether an NMI, INIT or SIPI waits to be taken (a halted CPU must wake for it).
     pub fn has_event(&self) -> bool {
-        self.nmi || self.init || self.sipi.is_some()
+        self.nmi > 0 || self.init || self.sipi.is_some()
     }
 
     /// Whether the PIC's INTR reaches this CPU: LINT0 is ExtINT and unmasked, or the APIC
@@ -1308,6 +1323,31 @@ mod tests {
         // Reserved modes are not sent.
         assert_eq!(icr(&mut lapic, 0, 0x0000_4330), LapicEffect::None);
         assert_eq!(icr(&mut lapic, 0, 0x0000_4730), LapicEffect::None);
+    }
+
+    /// Two NMIs that meet are both kept (one for the CPU to take, one latched); a third
+    /// merges, and the owner drops what its CPU cannot hold.
+    #[test]
+    fn nmis_are_counted_up_to_two() {
+        let mut lapic = enabled(0);
+        for _ in 0..3 {
+            lapic.accept(DeliveryMode::Nmi, 0, false);
+        }
+        assert!(lapic.has_event());
+        assert!(lapic.take_nmi() && lapic.take_nmi() && !lapic.take_nmi());
+        assert!(!lapic.has_event());
+        // Sent by ICR (to itself, physical): one each.
+        let nmi = ipi(icr(&mut lapic, 0, 0x400));
+        assert_eq!((nmi.mode, nmi.dest, nmi.logical), (DeliveryMode::Nmi, 0, false));
+        lapic.accept(nmi.mode, nmi.vector, false);
+        lapic.accept(nmi.mode, nmi.vector, false);
+        // The CPU is in its NMI handler with one latched: nothing more fits.
+        lapic.limit_nmis(0);
+        assert!(!lapic.take_nmi());
+        lapic.accept(DeliveryMode::Nmi, 0, false);
+        lapic.accept(DeliveryMode::Nmi, 0, false);
+        lapic.limit_nmis(1);
+        assert!(lapic.take_nmi() && !lapic.take_nmi());
     }
 
     #[test]

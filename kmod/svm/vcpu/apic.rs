@@ -4,7 +4,8 @@
 //!
 //! - **Before each entry** ([`before_entry`]): the kick is cleared, then the APIC is
 //!   looked at: the timer fires if due (and its hrtimer is re-armed when the deadline
-//!   moved), an NMI becomes the vCPU's queued NMI, INIT and SIPI end `RUN` (exits
+//!   moved), an NMI becomes the vCPU's queued NMI (the APIC keeps a second one
+//!   until that is delivered, as the CPU latches one while another is in service), INIT and SIPI end `RUN` (exits
 //!   `APIC_INIT`, `APIC_SIPI`: userspace sets the registers), a vCPU waiting for a SIPI or
 //!   halted sleeps until a kick or a signal, and the highest pending interrupt is
 //!   acknowledged (IRR to ISR) and injected once the guest can take it; until then the
@@ -21,10 +22,11 @@
 //! - A kick racing with the entry is not lost: `world::run` checks it with interrupts
 //!   off, after the vCPU published the CPU it runs on (ffi/apic.rs).
 
+use super::events::NmiBlocking;
 use super::{mmio, Next, VcpuState};
 use crate::abi;
 use crate::ffi::apic::now_ns;
-use crate::lapic::{ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE};
+use crate::lapic::{ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE, MAX_PENDING_NMIS};
 use crate::svm::apic as route;
 use crate::svm::vm::Vm;
 use crate::svm::vmcb::{self, intercept1};
@@ -100,9 +102,15 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
             v.apic.stats.kicks += 1;
         }
         let now = now_ns();
+        // The NMIs the vCPU can still hold: one in service (or being delivered) and one
+        // latched; the queued one counts as latched.
+        let queued = v.nmi.queued;
+        let room = if v.nmi.blocking == NmiBlocking::No { MAX_PENDING_NMIS } else { 1 };
         let (fired, deadline, nmi, init, sipi, waiting, pending) = apic.with(|l| {
             let fired = l.timer_expired(now);
-            (fired, l.timer_deadline(), l.take_nmi(), l.take_init(), l.take_sipi(), l.waiting_for_sipi(), l.pending_interrupt())
+            l.limit_nmis(room - u8::from(queued));
+            let nmi = !queued && l.take_nmi();
+            (fired, l.timer_deadline(), nmi, l.take_init(), l.take_sipi(), l.waiting_for_sipi(), l.pending_interrupt())
         });
         if deadline != v.apic.armed {
             v.apic.armed = deadline;
