@@ -716,6 +716,13 @@ impl Lapic {
         self.tpr
     }
 
+    /// A MOV to CR8 (the TPR's class, `tpr` = CR8 << 4): sets the TPR in every mode, the
+    /// globally disabled one too (CR8 is the CPU's register and keeps what is written, as
+    /// under KVM), where a write to the page or the MSR goes nowhere.
+    pub fn set_tpr(&mut self, tpr: u8) {
+        self.tpr = tpr;
+    }
+
     /// The processor priority: the TPR, or the class of the highest interrupt in service if
     /// that is higher (SDM 11.8.3.1).
     pub fn ppr(&self) -> u8 {
@@ -1596,6 +1603,22 @@ mod tests {
         assert_eq!(lapic.read(REG_TPR, T0), 0);
         assert_eq!(lapic.read(REG_IRR + 0x20, T0), 0);
         assert_eq!(lapic.id(), 0);
+    }
+
+    /// CR8 keeps what the guest writes while IA32_APIC_BASE.EN is clear (the page and
+    /// the MSRs are gone); enabling the APIC again keeps it as the TPR.
+    #[test]
+    fn cr8_works_while_globally_disabled() {
+        let mut lapic = enabled(0);
+        assert!(lapic.set_mode(ApicMode::Disabled));
+        lapic.write(REG_TPR, 0x20, T0);
+        assert_eq!(lapic.tpr(), 0, "the page is gone");
+        lapic.set_tpr(0xf0);
+        assert_eq!((lapic.tpr(), lapic.read(REG_TPR, T0)), (0xf0, 0));
+        lapic.set_tpr(0);
+        assert!(lapic.set_mode(ApicMode::XApic));
+        lapic.set_tpr(0x30);
+        assert_eq!(lapic.read(REG_TPR, T0), 0x30);
     }
 
     #[test]

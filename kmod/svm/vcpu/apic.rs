@@ -41,8 +41,6 @@ const BASE_EN: u64 = 1 << 11;
 /// The V_TPR field of the VMCB's `v_intr` (bits 3-0): CR8 while the guest runs.
 const V_TPR_MASK: u64 = 0xf;
 const V_INTR_PRIO_SHIFT: u32 = 16;
-/// The xAPIC TPR's offset, to write it from CR8.
-const REG_TPR: u64 = 0x80;
 /// Registers are 32 bits at the start of each 16-byte slot (as the emulator's pc/apic.rs).
 const REG_SIZE: usize = 4;
 const SLOT: u64 = 0x10;
@@ -72,7 +70,7 @@ pub(super) fn after_exit(v: &mut VcpuState) {
     let v_tpr = v.vmcb.control.v_intr & V_TPR_MASK;
     if v_tpr != v.apic.v_tpr {
         v.apic.v_tpr = v_tpr;
-        apic.with(|l| l.write(REG_TPR, (v_tpr << 4) as u32, now_ns()));
+        apic.with(|l| l.set_tpr((v_tpr << 4) as u8));
     }
 }
 
