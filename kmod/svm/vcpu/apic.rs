@@ -362,7 +362,8 @@ pub(super) fn npf(vm: &Vm, v: &mut VcpuState, gpa: u64) -> Option<Next> {
     }
 }
 
-/// `APIC_ACCESS`: an xAPIC page access userspace got as an MMIO exit. A write's `value`
+/// `APIC_ACCESS`: an xAPIC page access userspace got as an MMIO exit (outside xAPIC mode
+/// the page is not the APIC: reads give all ones, writes go nowhere). A write's `value`
 /// comes back as 0x100 | vector when it ended a level-triggered vector (userspace's I/O
 /// APIC must hear that EOI), else 0.
 pub(super) fn forwarded(vm: &Vm, v: &mut VcpuState, a: &mut abi::ApicAccess) -> Result {
@@ -375,7 +376,8 @@ pub(super) fn forwarded(vm: &Vm, v: &mut VcpuState, a: &mut abi::ApicAccess) -> 
     let offset = u64::from(a.offset);
     let now = now_ns();
     if a.is_write == 0 {
-        let mut data = [0u8; 8];
+        // Outside xAPIC mode nothing answers at the page: all ones, as an unclaimed address.
+        let mut data = [0xffu8; 8];
         apic.with(|l| if l.mode() == ApicMode::XApic { page_read(l, offset, &mut data[..size], now) });
         a.value = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
         return Ok(());
