@@ -75,7 +75,8 @@
 //! CPU directly. An 8-bit destination (I/O APIC, MSI) of 0xff reaches every CPU in either
 //! mode ([`xapic_dest`]); others are x2APIC IDs below 256.
 //!
-//! Not emulated: the MSR base relocation (IA32_APIC_BASE keeps 0xfee00000), TSC-deadline
+//! Not emulated: the page's base (IA32_APIC_BASE bits 12 and up: the owner of the MSR moves
+//! the page; the kernel module does, the emulator keeps 0xfee00000), TSC-deadline
 //! mode, SMI, focus processor checking, remote read, CMCI, directed EOI.
 
 /// Where the local APIC page is (each CPU sees its own APIC there).

@@ -38,6 +38,8 @@ pub(super) const MSR_APIC_BASE: u32 = 0x1b;
 const BASE_BSP: u64 = 1 << 8;
 const BASE_EXTD: u64 = 1 << 10;
 const BASE_EN: u64 = 1 << 11;
+/// Bits 7-0 and 9 are reserved (the base is in bits 12 and up).
+const BASE_RESERVED: u64 = 0x2ff;
 /// The V_TPR field of the VMCB's `v_intr` (bits 3-0): CR8 while the guest runs.
 const V_TPR_MASK: u64 = 0xf;
 const V_INTR_PRIO_SHIFT: u32 = 16;
@@ -48,6 +50,9 @@ const SLOT: u64 = 0x10;
 /// The kernel APIC's per-vCPU state in the run loop.
 #[derive(Default)]
 pub(super) struct ApicState {
+    /// IA32_APIC_BASE's base when the guest moved it from `LAPIC_BASE`: where the xAPIC
+    /// page is.
+    relocated: Option<u64>,
     /// The deadline the hrtimer is armed for.
     armed: Option<u64>,
     /// The V_TPR written at the last entry.
@@ -215,15 +220,20 @@ fn eoi_exit(v: &mut VcpuState, vector: Option<u8>) -> Next {
     }
 }
 
-/// IA32_APIC_BASE's value for this APIC.
-fn apic_base(l: &Lapic) -> u64 {
+/// Where the xAPIC page is: IA32_APIC_BASE's base.
+fn page_base(v: &VcpuState) -> u64 {
+    v.apic.relocated.unwrap_or(LAPIC_BASE)
+}
+
+/// IA32_APIC_BASE's value for this APIC, its page at `base`.
+fn apic_base(l: &Lapic, base: u64) -> u64 {
     let bsp = if l.is_bsp() { BASE_BSP } else { 0 };
     let mode = match l.mode() {
         ApicMode::Disabled => 0,
         ApicMode::XApic => BASE_EN,
         ApicMode::X2Apic => BASE_EN | BASE_EXTD,
     };
-    LAPIC_BASE | bsp | mode
+    base | bsp | mode
 }
 
 /// Whether `index` is an MSR the kernel APIC owns.
@@ -239,12 +249,16 @@ pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) ->
     let now = now_ns();
     match (index, write) {
         (MSR_APIC_BASE, None) => {
-            let value = apic.with(|l| apic_base(l));
+            let base = page_base(v);
+            let value = apic.with(|l| apic_base(l, base));
             set_edx_eax(v, value);
         }
         (MSR_APIC_BASE, Some(value)) => {
-            // The base stays; BSP is read-only (writes of it are ignored).
-            if value & !(BASE_BSP | BASE_EXTD | BASE_EN) != LAPIC_BASE {
+            // BSP is read-only (writes of it are ignored); bits 7-0 and 9 and those above
+            // the physical address width are reserved. The page moves to the new base
+            // (seen there where nothing else is: an address the NPT does not map).
+            let base = value & !(BASE_BSP | BASE_EXTD | BASE_EN);
+            if base & (BASE_RESERVED | v.cr_limits.phys_reserved()) != 0 {
                 return Err(());
             }
             let mode = match (value & BASE_EN != 0, value & BASE_EXTD != 0) {
@@ -256,6 +270,7 @@ pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) ->
             if !apic.with(|l| l.set_mode(mode)) {
                 return Err(());
             }
+            v.apic.relocated = (base != LAPIC_BASE).then_some(base);
         }
         (_, None) => match apic.with(|l| l.msr_read(index, now)) {
             Ok(value) => {
@@ -307,7 +322,8 @@ pub(super) fn cpuid_bits(v: &VcpuState, leaf: u32, ecx: &mut u32, edx: &mut u32)
 
 /// Whether the APIC holds `gpa`: its xAPIC page, in xAPIC mode.
 pub(super) fn owns_gpa(v: &VcpuState, gpa: u64) -> bool {
-    v.kapic.as_ref().is_some_and(|a| gpa.wrapping_sub(LAPIC_BASE) < LAPIC_SIZE && a.with(|l| l.mode()) == ApicMode::XApic)
+    let base = page_base(v);
+    v.kapic.as_ref().is_some_and(|a| gpa.wrapping_sub(base) < LAPIC_SIZE && a.with(|l| l.mode()) == ApicMode::XApic)
 }
 
 /// A read of the xAPIC page at `offset` into `data`: each byte of a slot's first four is
@@ -335,8 +351,9 @@ pub(super) fn npf(vm: &Vm, v: &mut VcpuState, gpa: u64) -> Option<Next> {
     let mut effect = LapicEffect::None;
     let mut wrote = false;
     let now = now_ns();
+    let base = page_base(v);
     let done = mmio::emulate(vm, v, gpa, |gpa, access| {
-        let offset = gpa.wrapping_sub(LAPIC_BASE);
+        let offset = gpa.wrapping_sub(base);
         apic.with(|l| match access {
             mmio::Access::Read(data) => page_read(l, offset, data, now),
             mmio::Access::Write(data) => {
