@@ -9,7 +9,7 @@
 //!
 //! | offset | register | access | notes |
 //! |---|---|---|---|
-//! | 0x020 | ID | r/w | bits 31-24; INIT keeps it |
+//! | 0x020 | ID | r/w | bits 31-24; INIT keeps it, a global disable and x2APIC mode restore the initial ID |
 //! | 0x030 | version | r | 0x0005_0014: integrated APIC, 6 LVT entries |
 //! | 0x080 | TPR | r/w | bits 7-0 |
 //! | 0x090 | APR | r | 0 (no arbitration on a virtual bus) |
@@ -532,6 +532,9 @@ impl Timer {
 #[derive(Clone, Debug)]
 pub struct Lapic {
     id: u8,
+    /// The ID the CPU was given (its initial APIC ID): the x2APIC ID, and the xAPIC ID
+    /// again after a global disable.
+    initial_id: u8,
     bsp: bool,
     tpr: u8,
     /// LDR bits 31-24: this CPU's logical ID.
@@ -567,22 +570,29 @@ impl Lapic {
 
     /// A write of IA32_APIC_BASE's EN and EXTD; false for the transitions the SDM refuses
     /// with #GP (11.12.5: x2APIC to xAPIC, disabled to x2APIC). Disabling resets every
-    /// register as INIT does (the ID stays); from xAPIC to x2APIC everything is kept, the
-    /// LDR becomes the one derived from the ID.
+    /// register to its power-up value, the ID to the initial APIC ID (SDM 11.4.3: enabled
+    /// again, the APIC is in its power-up state); from xAPIC to x2APIC everything is kept
+    /// but the ID, which becomes the initial APIC ID (read-only in x2APIC mode: an xAPIC
+    /// ID the guest wrote is gone), and the LDR, derived from it.
     pub fn set_mode(&mut self, mode: ApicMode) -> bool {
         match (self.mode, mode) {
             (old, new) if old == new => {}
             (ApicMode::X2Apic, ApicMode::XApic) | (ApicMode::Disabled, ApicMode::X2Apic) => return false,
             (_, ApicMode::Disabled) => {
                 self.init();
+                self.id = self.initial_id;
                 self.mode = ApicMode::Disabled;
+            }
+            (_, ApicMode::X2Apic) => {
+                self.id = self.initial_id;
+                self.mode = ApicMode::X2Apic;
             }
             (_, new) => self.mode = new,
         }
         true
     }
 
-    /// The x2APIC ID: the APIC ID (CPU n has ID n).
+    /// The x2APIC ID: the initial APIC ID (CPU n has ID n).
     pub fn x2apic_id(&self) -> u32 {
         u32::from(self.id)
     }
@@ -663,6 +673,7 @@ impl Lapic {
     pub fn new(id: u8, bsp: bool) -> Self {
         let mut lapic = Lapic {
             id,
+            initial_id: id,
             bsp,
             tpr: 0,
             ldr: 0,
@@ -696,7 +707,7 @@ impl Lapic {
     /// caller of [`Lapic::take_init`] decides.
     pub fn init(&mut self) {
         let events = (self.nmi, self.init, self.sipi, self.waiting_for_sipi);
-        *self = Lapic { bsp: self.bsp, mode: self.mode, ..Lapic::new(self.id, false) };
+        *self = Lapic { bsp: self.bsp, mode: self.mode, initial_id: self.initial_id, ..Lapic::new(self.id, false) };
         (self.nmi, self.init, self.sipi, self.waiting_for_sipi) = events;
     }
 
@@ -1577,6 +1588,27 @@ mod tests {
         let mut lapic = enabled(id);
         assert!(lapic.set_mode(ApicMode::X2Apic));
         lapic
+    }
+
+    /// The xAPIC ID is writable, the x2APIC ID is the initial APIC ID: x2APIC mode and a
+    /// global disable (power-up state when enabled again) bring the initial ID back.
+    #[test]
+    fn x2apic_and_disable_restore_the_initial_id() {
+        let mut lapic = enabled(1);
+        lapic.write(REG_ID, 0x0200_0000, T0);
+        assert_eq!(lapic.read(REG_ID, T0), 0x0200_0000);
+        assert!(lapic.matches(2, false) && !lapic.matches(1, false));
+        assert!(lapic.set_mode(ApicMode::X2Apic));
+        assert_eq!(lapic.msr_read(X2_ID, T0), Ok(1));
+        assert_eq!(lapic.msr_read(X2_LDR, T0), Ok(0b10));
+        assert!(lapic.matches(1, false) && !lapic.matches(2, false));
+        // INIT keeps the ID; a global disable brings the initial one back.
+        let mut xapic = enabled(1);
+        xapic.write(REG_ID, 0x0500_0000, T0);
+        xapic.init();
+        assert_eq!(xapic.id(), 5);
+        assert!(xapic.set_mode(ApicMode::Disabled) && xapic.set_mode(ApicMode::XApic));
+        assert_eq!(xapic.read(REG_ID, T0), 0x0100_0000);
     }
 
     #[test]
