@@ -25,6 +25,7 @@
 use super::events::NmiBlocking;
 use super::{mmio, Next, VcpuState};
 use crate::abi;
+use crate::guest_cpuid::CpuidResult;
 use crate::ffi::apic::now_ns;
 use crate::lapic::{ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE, MAX_PENDING_NMIS};
 use crate::svm::apic as route;
@@ -303,20 +304,38 @@ fn set_edx_eax(v: &mut VcpuState, value: u64) {
     v.gprs.rdx = value >> 32;
 }
 
-/// The CPUID bits the kernel APIC decides: the APIC (CPUID.1:EDX bit 9) while it is not
-/// globally disabled, x2APIC (CPUID.1:ECX bit 21) always.
-pub(super) fn cpuid_bits(v: &VcpuState, leaf: u32, ecx: &mut u32, edx: &mut u32) {
+/// The CPUID the kernel APIC decides: the APIC (CPUID.1:EDX bit 9) while it is not
+/// globally disabled, x2APIC (CPUID.1:ECX bit 21) always, and with it the x2APIC topology
+/// leaf 0xb (the maximum basic leaf becomes at least 0xb): level 0 one thread per core,
+/// level 1 the VM's vCPUs as the cores of one package (x2APIC IDs below `MAX_VCPUS`, so 3
+/// bits), EDX the x2APIC ID at every level (SDM vol. 2A, CPUID leaf 0BH). Linux on an AMD
+/// CPU reads leaf 0xb only with TOPOEXT (CPUID.80000001:ECX bit 22), which is not offered.
+pub(super) fn cpuid_bits(vm: &Vm, v: &VcpuState, leaf: u32, subleaf: u32, r: &mut CpuidResult) {
     let Some(apic) = &v.kapic else { return };
-    if leaf != 1 {
-        return;
-    }
     const EDX_APIC: u32 = 1 << 9;
     const ECX_X2APIC: u32 = 1 << 21;
-    *ecx |= ECX_X2APIC;
-    if apic.with(|l| l.mode()) == ApicMode::Disabled {
-        *edx &= !EDX_APIC;
-    } else {
-        *edx |= EDX_APIC;
+    const LEAF_TOPOLOGY: u32 = 0xb;
+    const LEVEL_SMT: u32 = 1 << 8;
+    const LEVEL_CORE: u32 = 2 << 8;
+    let id_bits = abi::MAX_VCPUS.next_power_of_two().trailing_zeros();
+    match (leaf, subleaf) {
+        (0, _) => r.eax = r.eax.max(LEAF_TOPOLOGY),
+        (1, _) => {
+            r.ecx |= ECX_X2APIC;
+            if apic.with(|l| l.mode()) == ApicMode::Disabled {
+                r.edx &= !EDX_APIC;
+            } else {
+                r.edx |= EDX_APIC;
+            }
+        }
+        (LEAF_TOPOLOGY, 0) => *r = CpuidResult { eax: 0, ebx: 1, ecx: LEVEL_SMT, edx: apic.with(|l| l.x2apic_id()) },
+        (LEAF_TOPOLOGY, 1) => {
+            let vcpus = vm.with_apics(|apics| apics.len()) as u32;
+            *r = CpuidResult { eax: id_bits, ebx: vcpus, ecx: 1 | LEVEL_CORE, edx: apic.with(|l| l.x2apic_id()) }
+        }
+        // Invalid levels: only the subleaf in ECX[7:0], and the x2APIC ID.
+        (LEAF_TOPOLOGY, n) => *r = CpuidResult { eax: 0, ebx: 0, ecx: n & 0xff, edx: apic.with(|l| l.x2apic_id()) },
+        _ => {}
     }
 }
 
