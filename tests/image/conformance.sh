@@ -13,7 +13,7 @@ rm -rf $R
 mkdir -p $R/yakvm $R/kapic $R/kvm
 ONLY=${ONLY:-}
 # The tests that run a second time on yakvm with --kernel-apic (column "kapic").
-KAPIC='xapic ioapic smptest smptest3 vmexit_ipi vmexit_ipi_halt eventinj'
+KAPIC='xapic ioapic smptest smptest3 vmexit_ipi vmexit_ipi_halt'
 
 # The suite's environment, as the first Multiboot module (no fw_cfg here): the CPU count,
 # the RAM size in MiB (as --mem) and TEST_DEVICE=0. Every run has yakvm's test device
