@@ -139,6 +139,28 @@ fn deliver_interrupt(v: &mut VcpuState, window_requested: bool) -> bool {
     }
 }
 
+/// Whether this entry must exit right after its injection (the caller makes a host
+/// interrupt pending at VMRUN: the CPU delivers the event, then takes the INTR intercept
+/// before the guest's first instruction): while an external interrupt is in EVENTINJ.
+///
+/// QEMU 7.2's software SVM (the image's CPUs) delivers an injected external interrupt
+/// inside VMRUN (`helper_vmrun`: `cs->exception_index = vector`, then
+/// `do_interrupt_x86_hardirq`) and leaves that vector as the CPU's pending exception:
+/// nothing clears it until the guest's next #VMEXIT overwrites it. If QEMU's execution
+/// loop stops before that exit for anything but an interrupt it takes (another QEMU CPU
+/// kicks this one: a stop-the-world atomic, a translation-cache flush), it delivers the
+/// vector again, through the guest's IDT, at the first instruction of the handler the
+/// first delivery entered, interrupts disabled. A guest whose interrupt gate switches to
+/// an IST stack then overwrites its own frame with one that returns to that first
+/// instruction: the handler runs for ever with interrupts off (seen with
+/// guests/apic_hostile.bin: the BSP's EOI at the same RIP and RSP, 100000 times, nothing
+/// more delivered). An exit right after the injection replaces the stale exception with
+/// the #VMEXIT before any guest instruction runs; it costs one more exit per interrupt.
+pub(super) fn exit_after_injection(v: &VcpuState) -> bool {
+    let inj = v.vmcb.control.event_inj;
+    inj & event::VALID != 0 && inj & event::TYPE_MASK == event::TYPE_INTR
+}
+
 /// An event is delivered at this entry while the guest stands at the IRET that is to end
 /// the NMI blocking: that event's handler runs first, and the first IRET to execute is
 /// its own (which on the CPU ends the blocking too). The intercept goes back on to catch

@@ -246,7 +246,8 @@ impl Vcpu {
                 v.last_cpu = Some(here);
                 // The VM's one TSC (another vCPU may have written it).
                 v.vmcb.control.tsc_offset = self.vm.tsc_offset();
-                let exit_at_once = debug::before_entry(v);
+                let stepping = debug::before_entry(v);
+                let exit_at_once = stepping || events::exit_after_injection(v);
                 let _tsc_aux = v.tsc_aux.map(|aux| aux.load_guest(&pinned, v.msrs.tsc_aux()));
                 // A kick from now on interrupts this CPU; world::run checks for one that
                 // came before, with interrupts off.
