@@ -9,7 +9,7 @@
 //!
 //! | offset | register | access | notes |
 //! |---|---|---|---|
-//! | 0x020 | ID | r/w | bits 31-24; INIT keeps it |
+//! | 0x020 | ID | r/w | bits 31-24; INIT keeps it, a global disable and x2APIC mode restore the initial ID |
 //! | 0x030 | version | r | 0x0005_0014: integrated APIC, 6 LVT entries |
 //! | 0x080 | TPR | r/w | bits 7-0 |
 //! | 0x090 | APR | r | 0 (no arbitration on a virtual bus) |
@@ -75,7 +75,8 @@
 //! CPU directly. An 8-bit destination (I/O APIC, MSI) of 0xff reaches every CPU in either
 //! mode ([`xapic_dest`]); others are x2APIC IDs below 256.
 //!
-//! Not emulated: the MSR base relocation (IA32_APIC_BASE keeps 0xfee00000), TSC-deadline
+//! Not emulated: the page's base (IA32_APIC_BASE bits 12 and up: the owner of the MSR moves
+//! the page; the kernel module does, the emulator keeps 0xfee00000), TSC-deadline
 //! mode, SMI, focus processor checking, remote read, CMCI, directed EOI.
 
 /// Where the local APIC page is (each CPU sees its own APIC there).
@@ -250,6 +251,10 @@ impl Lvt {
         DeliveryMode::from_bits((self & Lvt::DELIVERY_MODE).bits() >> DELIVERY_MODE_SHIFT)
     }
 }
+
+/// NMIs an APIC keeps for its CPU: two that arrive together are both delivered, the second
+/// after the first's handler (one taken at once, one latched: SDM 6.7.1).
+pub const MAX_PENDING_NMIS: u8 = 2;
 
 /// Priority classes: the high nibble of a vector, TPR or PPR.
 const CLASS: u8 = 0xf0;
@@ -527,6 +532,9 @@ impl Timer {
 #[derive(Clone, Debug)]
 pub struct Lapic {
     id: u8,
+    /// The ID the CPU was given (its initial APIC ID): the x2APIC ID, and the xAPIC ID
+    /// again after a global disable.
+    initial_id: u8,
     bsp: bool,
     tpr: u8,
     /// LDR bits 31-24: this CPU's logical ID.
@@ -544,7 +552,8 @@ pub struct Lapic {
     icr_high: u32,
     lvt: [Lvt; LVT_COUNT],
     timer: Timer,
-    nmi: bool,
+    /// NMIs received and not taken yet: at most [`MAX_PENDING_NMIS`].
+    nmi: u8,
     init: bool,
     sipi: Option<u8>,
     /// In the wait-for-SIPI state: a SIPI starts the CPU.
@@ -561,22 +570,29 @@ impl Lapic {
 
     /// A write of IA32_APIC_BASE's EN and EXTD; false for the transitions the SDM refuses
     /// with #GP (11.12.5: x2APIC to xAPIC, disabled to x2APIC). Disabling resets every
-    /// register as INIT does (the ID stays); from xAPIC to x2APIC everything is kept, the
-    /// LDR becomes the one derived from the ID.
+    /// register to its power-up value, the ID to the initial APIC ID (SDM 11.4.3: enabled
+    /// again, the APIC is in its power-up state); from xAPIC to x2APIC everything is kept
+    /// but the ID, which becomes the initial APIC ID (read-only in x2APIC mode: an xAPIC
+    /// ID the guest wrote is gone), and the LDR, derived from it.
     pub fn set_mode(&mut self, mode: ApicMode) -> bool {
         match (self.mode, mode) {
             (old, new) if old == new => {}
             (ApicMode::X2Apic, ApicMode::XApic) | (ApicMode::Disabled, ApicMode::X2Apic) => return false,
             (_, ApicMode::Disabled) => {
                 self.init();
+                self.id = self.initial_id;
                 self.mode = ApicMode::Disabled;
+            }
+            (_, ApicMode::X2Apic) => {
+                self.id = self.initial_id;
+                self.mode = ApicMode::X2Apic;
             }
             (_, new) => self.mode = new,
         }
         true
     }
 
-    /// The x2APIC ID: the APIC ID (CPU n has ID n).
+    /// The x2APIC ID: the initial APIC ID (CPU n has ID n).
     pub fn x2apic_id(&self) -> u32 {
         u32::from(self.id)
     }
@@ -657,6 +673,7 @@ impl Lapic {
     pub fn new(id: u8, bsp: bool) -> Self {
         let mut lapic = Lapic {
             id,
+            initial_id: id,
             bsp,
             tpr: 0,
             ldr: 0,
@@ -671,7 +688,7 @@ impl Lapic {
             icr_high: 0,
             lvt: [Lvt::MASKED; LVT_COUNT],
             timer: Timer::default(),
-            nmi: false,
+            nmi: 0,
             init: false,
             sipi: None,
             waiting_for_sipi: !bsp,
@@ -690,7 +707,7 @@ impl Lapic {
     /// caller of [`Lapic::take_init`] decides.
     pub fn init(&mut self) {
         let events = (self.nmi, self.init, self.sipi, self.waiting_for_sipi);
-        *self = Lapic { bsp: self.bsp, mode: self.mode, ..Lapic::new(self.id, false) };
+        *self = Lapic { bsp: self.bsp, mode: self.mode, initial_id: self.initial_id, ..Lapic::new(self.id, false) };
         (self.nmi, self.init, self.sipi, self.waiting_for_sipi) = events;
     }
 
@@ -709,6 +726,13 @@ impl Lapic {
 
     pub fn tpr(&self) -> u8 {
         self.tpr
+    }
+
+    /// A MOV to CR8 (the TPR's class, `tpr` = CR8 << 4): sets the TPR in every mode, the
+    /// globally disabled one too (CR8 is the CPU's register and keeps what is written, as
+    /// under KVM), where a write to the page or the MSR goes nowhere.
+    pub fn set_tpr(&mut self, tpr: u8) {
+        self.tpr = tpr;
     }
 
     /// The processor priority: the TPR, or the class of the highest interrupt in service if
@@ -897,7 +921,7 @@ impl Lapic {
                     self.tmr.clear(vector)
                 }
             }
-            DeliveryMode::Nmi => self.nmi = true,
+            DeliveryMode::Nmi => self.nmi = (self.nmi + 1).min(MAX_PENDING_NMIS),
             DeliveryMode::Init => {
                 self.init();
                 self.init = true;
@@ -947,9 +971,19 @@ impl Lapic {
         Some(vector)
     }
 
-    /// An NMI is pending (taken once).
+    /// An NMI is pending: takes one of them.
     pub fn take_nmi(&mut self) -> bool {
-        core::mem::take(&mut self.nmi)
+        let pending = self.nmi > 0;
+        self.nmi = self.nmi.saturating_sub(1);
+        pending
+    }
+
+    /// Drops the pending NMIs beyond `max`: the CPU that owns the APIC holds one NMI in
+    /// service and one latched at most (SDM 6.7.1), so NMIs that arrive while it has one
+    /// of each merge. The owner calls this with what it can still hold before it takes
+    /// one ([`Lapic::take_nmi`]).
+    pub fn limit_nmis(&mut self, max: u8) {
+        self.nmi = self.nmi.min(max);
     }
 
     /// An INIT arrived since the last call: the APIC is already in its INIT state; the CPU
@@ -966,7 +1000,7 @@ impl Lapic {
 
     /// Whether an NMI, INIT or SIPI waits to be taken (a halted CPU must wake for it).
     pub fn has_event(&self) -> bool {
-        self.nmi || self.init || self.sipi.is_some()
+        self.nmi > 0 || self.init || self.sipi.is_some()
     }
 
     /// Whether the PIC's INTR reaches this CPU: LINT0 is ExtINT and unmasked, or the APIC
@@ -1310,6 +1344,31 @@ mod tests {
         assert_eq!(icr(&mut lapic, 0, 0x0000_4730), LapicEffect::None);
     }
 
+    /// Two NMIs that meet are both kept (one for the CPU to take, one latched); a third
+    /// merges, and the owner drops what its CPU cannot hold.
+    #[test]
+    fn nmis_are_counted_up_to_two() {
+        let mut lapic = enabled(0);
+        for _ in 0..3 {
+            lapic.accept(DeliveryMode::Nmi, 0, false);
+        }
+        assert!(lapic.has_event());
+        assert!(lapic.take_nmi() && lapic.take_nmi() && !lapic.take_nmi());
+        assert!(!lapic.has_event());
+        // Sent by ICR (to itself, physical): one each.
+        let nmi = ipi(icr(&mut lapic, 0, 0x400));
+        assert_eq!((nmi.mode, nmi.dest, nmi.logical), (DeliveryMode::Nmi, 0, false));
+        lapic.accept(nmi.mode, nmi.vector, false);
+        lapic.accept(nmi.mode, nmi.vector, false);
+        // The CPU is in its NMI handler with one latched: nothing more fits.
+        lapic.limit_nmis(0);
+        assert!(!lapic.take_nmi());
+        lapic.accept(DeliveryMode::Nmi, 0, false);
+        lapic.accept(DeliveryMode::Nmi, 0, false);
+        lapic.limit_nmis(1);
+        assert!(lapic.take_nmi() && !lapic.take_nmi());
+    }
+
     #[test]
     fn init_and_sipi() {
         let mut ap = Lapic::new(1, false);
@@ -1547,6 +1606,27 @@ mod tests {
         lapic
     }
 
+    /// The xAPIC ID is writable, the x2APIC ID is the initial APIC ID: x2APIC mode and a
+    /// global disable (power-up state when enabled again) bring the initial ID back.
+    #[test]
+    fn x2apic_and_disable_restore_the_initial_id() {
+        let mut lapic = enabled(1);
+        lapic.write(REG_ID, 0x0200_0000, T0);
+        assert_eq!(lapic.read(REG_ID, T0), 0x0200_0000);
+        assert!(lapic.matches(2, false) && !lapic.matches(1, false));
+        assert!(lapic.set_mode(ApicMode::X2Apic));
+        assert_eq!(lapic.msr_read(X2_ID, T0), Ok(1));
+        assert_eq!(lapic.msr_read(X2_LDR, T0), Ok(0b10));
+        assert!(lapic.matches(1, false) && !lapic.matches(2, false));
+        // INIT keeps the ID; a global disable brings the initial one back.
+        let mut xapic = enabled(1);
+        xapic.write(REG_ID, 0x0500_0000, T0);
+        xapic.init();
+        assert_eq!(xapic.id(), 5);
+        assert!(xapic.set_mode(ApicMode::Disabled) && xapic.set_mode(ApicMode::XApic));
+        assert_eq!(xapic.read(REG_ID, T0), 0x0100_0000);
+    }
+
     #[test]
     fn apic_base_mode_transitions() {
         let mut lapic = enabled(0);
@@ -1572,6 +1652,22 @@ mod tests {
         assert_eq!(lapic.read(REG_TPR, T0), 0);
         assert_eq!(lapic.read(REG_IRR + 0x20, T0), 0);
         assert_eq!(lapic.id(), 0);
+    }
+
+    /// CR8 keeps what the guest writes while IA32_APIC_BASE.EN is clear (the page and
+    /// the MSRs are gone); enabling the APIC again keeps it as the TPR.
+    #[test]
+    fn cr8_works_while_globally_disabled() {
+        let mut lapic = enabled(0);
+        assert!(lapic.set_mode(ApicMode::Disabled));
+        lapic.write(REG_TPR, 0x20, T0);
+        assert_eq!(lapic.tpr(), 0, "the page is gone");
+        lapic.set_tpr(0xf0);
+        assert_eq!((lapic.tpr(), lapic.read(REG_TPR, T0)), (0xf0, 0));
+        lapic.set_tpr(0);
+        assert!(lapic.set_mode(ApicMode::XApic));
+        lapic.set_tpr(0x30);
+        assert_eq!(lapic.read(REG_TPR, T0), 0x30);
     }
 
     #[test]

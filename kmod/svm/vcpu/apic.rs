@@ -4,7 +4,8 @@
 //!
 //! - **Before each entry** ([`before_entry`]): the kick is cleared, then the APIC is
 //!   looked at: the timer fires if due (and its hrtimer is re-armed when the deadline
-//!   moved), an NMI becomes the vCPU's queued NMI, INIT and SIPI end `RUN` (exits
+//!   moved), an NMI becomes the vCPU's queued NMI (the APIC keeps a second one
+//!   until that is delivered, as the CPU latches one while another is in service), INIT and SIPI end `RUN` (exits
 //!   `APIC_INIT`, `APIC_SIPI`: userspace sets the registers), a vCPU waiting for a SIPI or
 //!   halted sleeps until a kick or a signal, and the highest pending interrupt is
 //!   acknowledged (IRR to ISR) and injected once the guest can take it; until then the
@@ -20,10 +21,12 @@
 //! - A kick racing with the entry is not lost: `world::run` checks it with interrupts
 //!   off, after the vCPU published the CPU it runs on (ffi/apic.rs).
 
+use super::events::NmiBlocking;
 use super::{mmio, Next, VcpuState};
 use crate::abi;
+use crate::guest_cpuid::CpuidResult;
 use crate::ffi::apic::now_ns;
-use crate::lapic::{ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE};
+use crate::lapic::{ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE, MAX_PENDING_NMIS};
 use crate::svm::apic as route;
 use crate::svm::vm::Vm;
 use crate::svm::vmcb;
@@ -35,10 +38,10 @@ pub(super) const MSR_APIC_BASE: u32 = 0x1b;
 const BASE_BSP: u64 = 1 << 8;
 const BASE_EXTD: u64 = 1 << 10;
 const BASE_EN: u64 = 1 << 11;
+/// Bits 7-0 and 9 are reserved (the base is in bits 12 and up).
+const BASE_RESERVED: u64 = 0x2ff;
 /// The V_TPR field of the VMCB's `v_intr` (bits 3-0): CR8 while the guest runs.
 const V_TPR_MASK: u64 = 0xf;
-/// The xAPIC TPR's offset, to write it from CR8.
-const REG_TPR: u64 = 0x80;
 /// Registers are 32 bits at the start of each 16-byte slot (as the emulator's pc/apic.rs).
 const REG_SIZE: usize = 4;
 const SLOT: u64 = 0x10;
@@ -46,6 +49,9 @@ const SLOT: u64 = 0x10;
 /// The kernel APIC's per-vCPU state in the run loop.
 #[derive(Default)]
 pub(super) struct ApicState {
+    /// IA32_APIC_BASE's base when the guest moved it from `LAPIC_BASE`: where the xAPIC
+    /// page is.
+    relocated: Option<u64>,
     /// The deadline the hrtimer is armed for.
     armed: Option<u64>,
     /// The V_TPR written at the last entry.
@@ -68,7 +74,7 @@ pub(super) fn after_exit(v: &mut VcpuState) {
     let v_tpr = v.vmcb.control.v_intr & V_TPR_MASK;
     if v_tpr != v.apic.v_tpr {
         v.apic.v_tpr = v_tpr;
-        apic.with(|l| l.write(REG_TPR, (v_tpr << 4) as u32, now_ns()));
+        apic.with(|l| l.set_tpr((v_tpr << 4) as u8));
     }
 }
 
@@ -98,14 +104,20 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
             v.apic.stats.kicks += 1;
         }
         let now = now_ns();
+        // The NMIs the vCPU can still hold: one in service (or being delivered) and one
+        // latched; the queued one counts as latched.
+        let queued = v.nmi.queued;
+        let room = if v.nmi.blocking == NmiBlocking::No { MAX_PENDING_NMIS } else { 1 };
         let (fired, deadline, nmi, init, sipi, waiting, pending) = apic.with(|l| {
             let fired = l.timer_expired(now);
+            l.limit_nmis(room - u8::from(queued));
+            let nmi = !queued && l.take_nmi();
             // One of INIT and SIPI at a time, INIT first: a SIPI that came right after it
             // (Linux sends them back to back) stays for the entry after userspace heard
             // of the INIT; taken now, it would be lost with the INIT's exit.
             let init = l.take_init();
             let sipi = if init { None } else { l.take_sipi() };
-            (fired, l.timer_deadline(), l.take_nmi(), init, sipi, l.waiting_for_sipi(), l.pending_interrupt())
+            (fired, l.timer_deadline(), nmi, init, sipi, l.waiting_for_sipi(), l.pending_interrupt())
         });
         if deadline != v.apic.armed {
             v.apic.armed = deadline;
@@ -229,15 +241,20 @@ fn eoi_exit(v: &mut VcpuState, vector: Option<u8>) -> Next {
     }
 }
 
-/// IA32_APIC_BASE's value for this APIC.
-fn apic_base(l: &Lapic) -> u64 {
+/// Where the xAPIC page is: IA32_APIC_BASE's base.
+fn page_base(v: &VcpuState) -> u64 {
+    v.apic.relocated.unwrap_or(LAPIC_BASE)
+}
+
+/// IA32_APIC_BASE's value for this APIC, its page at `base`.
+fn apic_base(l: &Lapic, base: u64) -> u64 {
     let bsp = if l.is_bsp() { BASE_BSP } else { 0 };
     let mode = match l.mode() {
         ApicMode::Disabled => 0,
         ApicMode::XApic => BASE_EN,
         ApicMode::X2Apic => BASE_EN | BASE_EXTD,
     };
-    LAPIC_BASE | bsp | mode
+    base | bsp | mode
 }
 
 /// Whether `index` is an MSR the kernel APIC owns.
@@ -253,12 +270,16 @@ pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) ->
     let now = now_ns();
     match (index, write) {
         (MSR_APIC_BASE, None) => {
-            let value = apic.with(|l| apic_base(l));
+            let base = page_base(v);
+            let value = apic.with(|l| apic_base(l, base));
             set_edx_eax(v, value);
         }
         (MSR_APIC_BASE, Some(value)) => {
-            // The base stays; BSP is read-only (writes of it are ignored).
-            if value & !(BASE_BSP | BASE_EXTD | BASE_EN) != LAPIC_BASE {
+            // BSP is read-only (writes of it are ignored); bits 7-0 and 9 and those above
+            // the physical address width are reserved. The page moves to the new base
+            // (seen there where nothing else is: an address the NPT does not map).
+            let base = value & !(BASE_BSP | BASE_EXTD | BASE_EN);
+            if base & (BASE_RESERVED | v.cr_limits.phys_reserved()) != 0 {
                 return Err(());
             }
             let mode = match (value & BASE_EN != 0, value & BASE_EXTD != 0) {
@@ -270,6 +291,7 @@ pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) ->
             if !apic.with(|l| l.set_mode(mode)) {
                 return Err(());
             }
+            v.apic.relocated = (base != LAPIC_BASE).then_some(base);
         }
         (_, None) => match apic.with(|l| l.msr_read(index, now)) {
             Ok(value) => {
@@ -302,26 +324,45 @@ fn set_edx_eax(v: &mut VcpuState, value: u64) {
     v.gprs.rdx = value >> 32;
 }
 
-/// The CPUID bits the kernel APIC decides: the APIC (CPUID.1:EDX bit 9) while it is not
-/// globally disabled, x2APIC (CPUID.1:ECX bit 21) always.
-pub(super) fn cpuid_bits(v: &VcpuState, leaf: u32, ecx: &mut u32, edx: &mut u32) {
+/// The CPUID the kernel APIC decides: the APIC (CPUID.1:EDX bit 9) while it is not
+/// globally disabled, x2APIC (CPUID.1:ECX bit 21) always, and with it the x2APIC topology
+/// leaf 0xb (the maximum basic leaf becomes at least 0xb): level 0 one thread per core,
+/// level 1 the VM's vCPUs as the cores of one package (x2APIC IDs below `MAX_VCPUS`, so 3
+/// bits), EDX the x2APIC ID at every level (SDM vol. 2A, CPUID leaf 0BH). Linux on an AMD
+/// CPU reads leaf 0xb only with TOPOEXT (CPUID.80000001:ECX bit 22), which is not offered.
+pub(super) fn cpuid_bits(vm: &Vm, v: &VcpuState, leaf: u32, subleaf: u32, r: &mut CpuidResult) {
     let Some(apic) = &v.kapic else { return };
-    if leaf != 1 {
-        return;
-    }
     const EDX_APIC: u32 = 1 << 9;
     const ECX_X2APIC: u32 = 1 << 21;
-    *ecx |= ECX_X2APIC;
-    if apic.with(|l| l.mode()) == ApicMode::Disabled {
-        *edx &= !EDX_APIC;
-    } else {
-        *edx |= EDX_APIC;
+    const LEAF_TOPOLOGY: u32 = 0xb;
+    const LEVEL_SMT: u32 = 1 << 8;
+    const LEVEL_CORE: u32 = 2 << 8;
+    let id_bits = abi::MAX_VCPUS.next_power_of_two().trailing_zeros();
+    match (leaf, subleaf) {
+        (0, _) => r.eax = r.eax.max(LEAF_TOPOLOGY),
+        (1, _) => {
+            r.ecx |= ECX_X2APIC;
+            if apic.with(|l| l.mode()) == ApicMode::Disabled {
+                r.edx &= !EDX_APIC;
+            } else {
+                r.edx |= EDX_APIC;
+            }
+        }
+        (LEAF_TOPOLOGY, 0) => *r = CpuidResult { eax: 0, ebx: 1, ecx: LEVEL_SMT, edx: apic.with(|l| l.x2apic_id()) },
+        (LEAF_TOPOLOGY, 1) => {
+            let vcpus = vm.with_apics(|apics| apics.len()) as u32;
+            *r = CpuidResult { eax: id_bits, ebx: vcpus, ecx: 1 | LEVEL_CORE, edx: apic.with(|l| l.x2apic_id()) }
+        }
+        // Invalid levels: only the subleaf in ECX[7:0], and the x2APIC ID.
+        (LEAF_TOPOLOGY, n) => *r = CpuidResult { eax: 0, ebx: 0, ecx: n & 0xff, edx: apic.with(|l| l.x2apic_id()) },
+        _ => {}
     }
 }
 
 /// Whether the APIC holds `gpa`: its xAPIC page, in xAPIC mode.
 pub(super) fn owns_gpa(v: &VcpuState, gpa: u64) -> bool {
-    v.kapic.as_ref().is_some_and(|a| gpa.wrapping_sub(LAPIC_BASE) < LAPIC_SIZE && a.with(|l| l.mode()) == ApicMode::XApic)
+    let base = page_base(v);
+    v.kapic.as_ref().is_some_and(|a| gpa.wrapping_sub(base) < LAPIC_SIZE && a.with(|l| l.mode()) == ApicMode::XApic)
 }
 
 /// A read of the xAPIC page at `offset` into `data`: each byte of a slot's first four is
@@ -349,8 +390,9 @@ pub(super) fn npf(vm: &Vm, v: &mut VcpuState, gpa: u64) -> Option<Next> {
     let mut effect = LapicEffect::None;
     let mut wrote = false;
     let now = now_ns();
+    let base = page_base(v);
     let done = mmio::emulate(vm, v, gpa, |gpa, access| {
-        let offset = gpa.wrapping_sub(LAPIC_BASE);
+        let offset = gpa.wrapping_sub(base);
         apic.with(|l| match access {
             mmio::Access::Read(data) => page_read(l, offset, data, now),
             mmio::Access::Write(data) => {
@@ -376,7 +418,8 @@ pub(super) fn npf(vm: &Vm, v: &mut VcpuState, gpa: u64) -> Option<Next> {
     }
 }
 
-/// `APIC_ACCESS`: an xAPIC page access userspace got as an MMIO exit. A write's `value`
+/// `APIC_ACCESS`: an xAPIC page access userspace got as an MMIO exit (outside xAPIC mode
+/// the page is not the APIC: reads give all ones, writes go nowhere). A write's `value`
 /// comes back as 0x100 | vector when it ended a level-triggered vector (userspace's I/O
 /// APIC must hear that EOI), else 0.
 pub(super) fn forwarded(vm: &Vm, v: &mut VcpuState, a: &mut abi::ApicAccess) -> Result {
@@ -389,7 +432,8 @@ pub(super) fn forwarded(vm: &Vm, v: &mut VcpuState, a: &mut abi::ApicAccess) -> 
     let offset = u64::from(a.offset);
     let now = now_ns();
     if a.is_write == 0 {
-        let mut data = [0u8; 8];
+        // Outside xAPIC mode nothing answers at the page: all ones, as an unclaimed address.
+        let mut data = [0xffu8; 8];
         apic.with(|l| if l.mode() == ApicMode::XApic { page_read(l, offset, &mut data[..size], now) });
         a.value = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
         return Ok(());

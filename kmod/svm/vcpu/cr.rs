@@ -67,6 +67,11 @@ impl CrLimits {
         Self { cr4, phys_bits }
     }
 
+    /// The bits of a physical address above the guest's physical address width.
+    pub(super) fn phys_reserved(&self) -> u64 {
+        !0u64 << self.phys_bits
+    }
+
     fn cr3_reserved(&self, long: bool) -> u64 {
         // Long mode: the bits above the physical address width (no PCID: bit 63 too).
         // Legacy modes: nothing is checked on writes (bits 63:32 are ignored).

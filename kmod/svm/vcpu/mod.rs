@@ -564,7 +564,7 @@ fn handle_exit(vm: &Vm, v: &mut VcpuState) -> Next {
         exit_code::IOIO => handle_ioio(vm, v),
         exit_code::HLT => handle_hlt(v),
         exit_code::WBINVD => handle_wbinvd(v),
-        exit_code::CPUID => handle_cpuid(v),
+        exit_code::CPUID => handle_cpuid(vm, v),
         exit_code::MSR => handle_msr(vm, v),
         exit_code::VMMCALL => handle_vmmcall(v),
         exit_code::NPF => handle_npf(vm, v),
@@ -678,13 +678,14 @@ fn handle_wbinvd(v: &mut VcpuState) -> Next {
     Next::Resume
 }
 
-fn handle_cpuid(v: &mut VcpuState) -> Next {
+fn handle_cpuid(vm: &Vm, v: &mut VcpuState) -> Next {
     v.stats.cpuid += 1;
     // The APIC bit follows IA32_APIC_BASE.EN, as on a CPU whose APIC was disabled.
     let apic = v.lapic && v.msrs.apic_enabled();
     let leaf = v.vmcb.save.rax as u32;
-    let mut r = cpuid::guest_cpuid(leaf, v.gprs.rcx as u32, v.id, apic);
-    apic::cpuid_bits(v, leaf, &mut r.ecx, &mut r.edx);
+    let subleaf = v.gprs.rcx as u32;
+    let mut r = cpuid::guest_cpuid(leaf, subleaf, v.id, apic);
+    apic::cpuid_bits(vm, v, leaf, subleaf, &mut r);
     v.vmcb.save.rax = r.eax.into();
     v.gprs.rbx = r.ebx.into();
     v.gprs.rcx = r.ecx.into();
