@@ -24,6 +24,7 @@
 #include <linux/stddef.h>
 #include <linux/timekeeping.h>
 #include <linux/wait.h>
+#include <asm/tsc.h>
 #include <linux/workqueue.h>
 
 #include "glue.h"
@@ -252,6 +253,12 @@ void yakvm_apic_timer_arm(struct yakvm_apic_hw *hw, u64 deadline_ns)
 u64 yakvm_now_ns(void)
 {
 	return ktime_get_ns();
+}
+
+/* The TSC's rate in kHz as the kernel calibrated it (0 if it has none). */
+unsigned int yakvm_tsc_khz(void)
+{
+	return tsc_khz;
 }
 
 /* Clears the kick; whether there was one. */

@@ -39,6 +39,7 @@ void yakvm_apic_hw_free(struct yakvm_apic_hw *hw);
 void yakvm_apic_kick(struct yakvm_apic_hw *hw);
 void yakvm_apic_timer_arm(struct yakvm_apic_hw *hw, u64 deadline_ns);
 u64 yakvm_now_ns(void);
+unsigned int yakvm_tsc_khz(void);
 int yakvm_apic_take_kick(struct yakvm_apic_hw *hw);
 int yakvm_apic_kicked(struct yakvm_apic_hw *hw);
 void yakvm_apic_set_running(struct yakvm_apic_hw *hw, int cpu);

@@ -25,7 +25,7 @@
 //! | 0x280 | ESR | r/w | a write latches the errors seen since the last write |
 //! | 0x300 | ICR low | r/w | a write sends the IPI; delivery status always idle |
 //! | 0x310 | ICR high | r/w | destination in bits 31-24 |
-//! | 0x320 | LVT timer | r/w | vector, mask 16, periodic 17 (no TSC-deadline mode) |
+//! | 0x320 | LVT timer | r/w | vector, mask 16, mode 18-17 (one-shot 00, periodic 01, TSC-deadline 10 where offered) |
 //! | 0x330 | LVT thermal | r/w | kept, never fires |
 //! | 0x340 | LVT perf. counters | r/w | kept, never fires |
 //! | 0x350 | LVT LINT0 | r/w | ExtINT unmasked: the PIC's INTR reaches this CPU |
@@ -38,6 +38,16 @@
 //! The timer counts a 1 GHz bus clock ([`BUS_NS_PER_TICK`]) divided by 1 to 128. In one-shot
 //! mode it fires once when the count reaches 0 and then reads 0; in periodic mode it reloads.
 //! All counts and deadlines are computed from `now_ns`, never from the number of calls.
+//!
+//! **TSC-deadline mode** (SDM 11.5.4.1), only where the APIC's owner offers it
+//! ([`Lapic::offer_tsc_deadline`]: the kernel module's APIC, which owns the IA32_TSC_DEADLINE
+//! MSR and CPUID.1:ECX bit 24): the timer fires once when the guest's TSC reaches the value
+//! written to the MSR ([`Lapic::write_tsc_deadline`], with the owner's conversion of that
+//! TSC value into `now_ns`'s clock, [`tsc_deadline_ns`]), then the MSR reads 0. Writing 0
+//! disarms it; in the other modes the MSR reads 0 and writes are ignored. In this mode the
+//! initial count ignores writes and the current count reads 0. Switching the LVT into or out
+//! of TSC-deadline mode disarms the timer (count and deadline 0). Mode 11 (reserved) is
+//! taken as TSC-deadline.
 //!
 //! What happens when the guest does something odd:
 //! - **Software disabled** (SVR bit 8 clear, the power-on state): every LVT is masked and
@@ -234,6 +244,8 @@ flags! {
         const MASKED = 1 << 16;
         /// The timer's entry: periodic rather than one-shot.
         const TIMER_PERIODIC = 1 << 17;
+        /// The timer's entry: TSC-deadline mode (where offered, `Lapic::offer_tsc_deadline`).
+        const TIMER_TSC_DEADLINE = 1 << 18;
     }
 }
 
@@ -278,7 +290,7 @@ const LVT_WRITABLE: [Lvt; LVT_COUNT] = {
     let with_mode = vector_masked.union(Lvt::DELIVERY_MODE);
     let lint = with_mode.union(Lvt::POLARITY_LOW).union(Lvt::LEVEL_TRIGGERED);
     [
-        vector_masked.union(Lvt::TIMER_PERIODIC), // timer: no TSC-deadline mode (bit 18)
+        vector_masked.union(Lvt::TIMER_PERIODIC), // timer (bit 18, TSC-deadline, where offered)
         with_mode,                                // thermal
         with_mode,                                // performance counters
         lint,                                     // LINT0
@@ -452,6 +464,35 @@ struct Timer {
     base_ns: u64,
     /// False once a one-shot has reached 0 (or with no count).
     running: bool,
+    /// TSC-deadline mode: IA32_TSC_DEADLINE as written (0: disarmed, and once fired) and
+    /// that guest TSC value in `now_ns`'s clock.
+    tsc_deadline: u64,
+    tsc_deadline_ns: u64,
+}
+
+/// The timer's mode, LVT timer bits 18-17.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimerMode {
+    OneShot,
+    Periodic,
+    TscDeadline,
+}
+
+/// When a guest TSC value `deadline_tsc` comes in `now_ns`'s clock, given both clocks read
+/// at the same moment (`now_tsc`, `now_ns`) and the TSC's rate: rounded up, so that the
+/// guest's TSC has reached the deadline when the timer fires; `now_ns` for a deadline that
+/// has passed. `None` without a rate.
+pub fn tsc_deadline_ns(deadline_tsc: u64, now_tsc: u64, now_ns: u64, tsc_khz: u32) -> Option<u64> {
+    if tsc_khz == 0 {
+        return None;
+    }
+    // Whole milliseconds, then the rest (below 1 ms of ticks, so no overflow): no 128-bit
+    // division, which the kernel does not have.
+    let ticks = deadline_tsc.saturating_sub(now_tsc);
+    let khz = u64::from(tsc_khz);
+    let ms = ticks / khz;
+    let rest_ns = ((ticks % khz) * 1_000_000).div_ceil(khz);
+    Some(now_ns.saturating_add(ms.saturating_mul(1_000_000)).saturating_add(rest_ns))
 }
 
 impl Timer {
@@ -560,6 +601,8 @@ pub struct Lapic {
     waiting_for_sipi: bool,
     /// IA32_APIC_BASE's EN and EXTD, as the MSR's owner set them ([`Lapic::set_mode`]).
     mode: ApicMode,
+    /// The timer has TSC-deadline mode ([`Lapic::offer_tsc_deadline`]).
+    tsc_deadline_offered: bool,
 }
 
 impl Lapic {
@@ -693,6 +736,7 @@ impl Lapic {
             sipi: None,
             waiting_for_sipi: !bsp,
             mode: ApicMode::XApic,
+            tsc_deadline_offered: false,
         };
         if bsp {
             lapic.svr |= Svr::ENABLE;
@@ -707,7 +751,13 @@ impl Lapic {
     /// caller of [`Lapic::take_init`] decides.
     pub fn init(&mut self) {
         let events = (self.nmi, self.init, self.sipi, self.waiting_for_sipi);
-        *self = Lapic { bsp: self.bsp, mode: self.mode, initial_id: self.initial_id, ..Lapic::new(self.id, false) };
+        *self = Lapic {
+            bsp: self.bsp,
+            mode: self.mode,
+            initial_id: self.initial_id,
+            tsc_deadline_offered: self.tsc_deadline_offered,
+            ..Lapic::new(self.id, false)
+        };
         (self.nmi, self.init, self.sipi, self.waiting_for_sipi) = events;
     }
 
@@ -751,8 +801,64 @@ impl Lapic {
         self.waiting_for_sipi
     }
 
+    fn timer_mode(&self) -> TimerMode {
+        let lvt = self.lvt[LVT_TIMER];
+        if lvt.contains(Lvt::TIMER_TSC_DEADLINE) {
+            TimerMode::TscDeadline
+        } else if lvt.contains(Lvt::TIMER_PERIODIC) {
+            TimerMode::Periodic
+        } else {
+            TimerMode::OneShot
+        }
+    }
+
     fn timer_periodic(&self) -> bool {
-        self.lvt[LVT_TIMER].contains(Lvt::TIMER_PERIODIC)
+        self.timer_mode() == TimerMode::Periodic
+    }
+
+    /// Gives the timer its TSC-deadline mode (LVT timer bit 18 becomes writable). For the
+    /// owner of IA32_TSC_DEADLINE, who also sets CPUID.1:ECX bit 24.
+    pub fn offer_tsc_deadline(&mut self) {
+        self.tsc_deadline_offered = true;
+    }
+
+    pub fn tsc_deadline_offered(&self) -> bool {
+        self.tsc_deadline_offered
+    }
+
+    /// RDMSR IA32_TSC_DEADLINE: the armed deadline in TSC-deadline mode, else 0.
+    pub fn read_tsc_deadline(&self) -> u64 {
+        if self.timer_mode() == TimerMode::TscDeadline {
+            self.timer.tsc_deadline
+        } else {
+            0
+        }
+    }
+
+    /// The guest TSC value the timer waits for, while armed in TSC-deadline mode.
+    pub fn armed_tsc_deadline(&self) -> Option<u64> {
+        (self.timer_mode() == TimerMode::TscDeadline && self.timer.tsc_deadline != 0).then_some(self.timer.tsc_deadline)
+    }
+
+    /// Moves the armed TSC deadline to `deadline_ns` (`now_ns`'s clock). The owner
+    /// computes it again from the TSC before it looks at the timer, so a clock that drifts
+    /// from the TSC can make the timer late by a moment but never early.
+    pub fn retime_tsc_deadline(&mut self, deadline_ns: u64) {
+        if self.armed_tsc_deadline().is_some() {
+            self.timer.tsc_deadline_ns = deadline_ns;
+        }
+    }
+
+    /// WRMSR IA32_TSC_DEADLINE: in TSC-deadline mode, arms the timer for the guest TSC
+    /// value `tsc` (0 disarms), which comes at `deadline_ns` in `now_ns`'s clock
+    /// ([`tsc_deadline_ns`]); ignored in the other modes.
+    pub fn write_tsc_deadline(&mut self, tsc: u64, deadline_ns: u64) -> LapicEffect {
+        if self.timer_mode() != TimerMode::TscDeadline {
+            return LapicEffect::None;
+        }
+        self.timer.tsc_deadline = tsc;
+        self.timer.tsc_deadline_ns = deadline_ns;
+        LapicEffect::TimerChanged
     }
 
     /// The 32-bit register at `offset & 0xff0`.
@@ -779,6 +885,7 @@ impl Lapic {
             REG_ICR_HIGH => self.icr_high,
             REG_LVT_TIMER..=REG_LVT_ERROR => self.lvt[Self::lvt_index(offset)].bits(),
             REG_TIMER_INITIAL => self.timer.initial,
+            REG_TIMER_CURRENT if self.timer_mode() == TimerMode::TscDeadline => 0,
             REG_TIMER_CURRENT => self.timer.current(self.timer_periodic(), now_ns),
             REG_TIMER_DIVIDE => self.timer.divide_config,
             _ => 0,
@@ -824,11 +931,22 @@ impl Lapic {
                     self.timer_expired(now_ns);
                 }
                 let forced = if self.software_enabled() { Lvt::empty() } else { Lvt::MASKED };
-                self.lvt[index] = (Lvt::from_bits_truncate(value) & LVT_WRITABLE[index]) | forced;
+                let mut writable = LVT_WRITABLE[index];
+                if timer && self.tsc_deadline_offered {
+                    writable |= Lvt::TIMER_TSC_DEADLINE;
+                }
+                let old_mode = self.timer_mode();
+                self.lvt[index] = (Lvt::from_bits_truncate(value) & writable) | forced;
                 if timer {
+                    // Into or out of TSC-deadline mode: the timer is disarmed.
+                    if (old_mode == TimerMode::TscDeadline) != (self.timer_mode() == TimerMode::TscDeadline) {
+                        self.timer.load(0, now_ns);
+                        self.timer.tsc_deadline = 0;
+                    }
                     return LapicEffect::TimerChanged;
                 }
             }
+            REG_TIMER_INITIAL if self.timer_mode() == TimerMode::TscDeadline => {}
             REG_TIMER_INITIAL => {
                 self.timer.load(value, now_ns);
                 return LapicEffect::TimerChanged;
@@ -1054,6 +1172,8 @@ impl Lapic {
     pub fn timer_deadline(&self) -> Option<u64> {
         if self.lvt[LVT_TIMER].contains(Lvt::MASKED) {
             None
+        } else if self.timer_mode() == TimerMode::TscDeadline {
+            (self.timer.tsc_deadline != 0).then_some(self.timer.tsc_deadline_ns)
         } else {
             self.timer.deadline(self.timer_periodic())
         }
@@ -1062,7 +1182,12 @@ impl Lapic {
     /// Fires the timer if it is due: its vector goes into IRR (if the LVT entry is unmasked),
     /// a periodic timer reloads. True if an interrupt became pending.
     pub fn timer_expired(&mut self, now_ns: u64) -> bool {
-        if !self.timer.expire(self.timer_periodic(), now_ns) {
+        if self.timer_mode() == TimerMode::TscDeadline {
+            if self.timer.tsc_deadline == 0 || now_ns < self.timer.tsc_deadline_ns {
+                return false;
+            }
+            self.timer.tsc_deadline = 0;
+        } else if !self.timer.expire(self.timer_periodic(), now_ns) {
             return false;
         }
         let lvt = self.lvt[LVT_TIMER];
@@ -1460,6 +1585,85 @@ mod tests {
         lapic.write(REG_TIMER_INITIAL, 0, T0 + 3010);
         assert_eq!(lapic.timer_deadline(), None);
         assert_eq!(lapic.read(REG_TIMER_CURRENT, T0 + 3010), 0);
+    }
+
+    #[test]
+    fn tsc_deadline_timer() {
+        const TSC_DEADLINE: u32 = 2 << 17;
+        let mut lapic = enabled(0);
+        // Not offered: bit 18 is dropped, the mode stays one-shot, the MSR reads 0.
+        lapic.write(REG_LVT_TIMER, TSC_DEADLINE | 0x40, T0);
+        assert_eq!(lapic.read(REG_LVT_TIMER, T0), 0x40);
+        assert_eq!(lapic.write_tsc_deadline(5000, T0 + 100), LapicEffect::None);
+        assert_eq!(lapic.read_tsc_deadline(), 0);
+        assert_eq!(lapic.timer_deadline(), None);
+
+        lapic.offer_tsc_deadline();
+        // A count running in one-shot mode is disarmed by the switch.
+        lapic.write(REG_TIMER_INITIAL, 1000, T0);
+        assert_eq!(lapic.write(REG_LVT_TIMER, TSC_DEADLINE | 0x40, T0), LapicEffect::TimerChanged);
+        assert_eq!(lapic.read(REG_LVT_TIMER, T0), TSC_DEADLINE | 0x40);
+        assert_eq!(lapic.timer_deadline(), None);
+        assert_eq!((lapic.read(REG_TIMER_INITIAL, T0), lapic.read(REG_TIMER_CURRENT, T0)), (0, 0));
+        // The initial count ignores writes in this mode.
+        assert_eq!(lapic.write(REG_TIMER_INITIAL, 1000, T0), LapicEffect::None);
+        assert_eq!(lapic.timer_deadline(), None);
+        // Armed: fires once at its time, then the MSR reads 0.
+        assert_eq!(lapic.write_tsc_deadline(5000, T0 + 100), LapicEffect::TimerChanged);
+        assert_eq!(lapic.read_tsc_deadline(), 5000);
+        assert_eq!(lapic.timer_deadline(), Some(T0 + 100));
+        assert_eq!(lapic.read(REG_TIMER_CURRENT, T0 + 50), 0);
+        assert!(!lapic.timer_expired(T0 + 99));
+        assert!(lapic.timer_expired(T0 + 100));
+        assert_eq!(lapic.pending_interrupt(), Some(0x40));
+        assert_eq!(lapic.read_tsc_deadline(), 0);
+        assert_eq!(lapic.timer_deadline(), None);
+        assert!(!lapic.timer_expired(T0 + 1000));
+        // 0 disarms.
+        lapic.write_tsc_deadline(6000, T0 + 200);
+        lapic.write_tsc_deadline(0, T0 + 300);
+        assert_eq!(lapic.timer_deadline(), None);
+        assert!(!lapic.timer_expired(T0 + 1000));
+        // Masked: no deadline to arm; a deadline that passes while masked is gone.
+        lapic.write(REG_LVT_TIMER, TSC_DEADLINE | 0x40 | (1 << 16), T0);
+        lapic.write_tsc_deadline(7000, T0 + 400);
+        assert_eq!(lapic.timer_deadline(), None);
+        assert!(!lapic.timer_expired(T0 + 500));
+        assert_eq!(lapic.read_tsc_deadline(), 0);
+        // Back to one-shot: the deadline is disarmed and the MSR reads 0 again.
+        lapic.write(REG_LVT_TIMER, TSC_DEADLINE | 0x40, T0);
+        lapic.write_tsc_deadline(8000, T0 + 600);
+        lapic.write(REG_LVT_TIMER, 0x40, T0 + 10);
+        assert_eq!(lapic.read_tsc_deadline(), 0);
+        assert_eq!(lapic.timer_deadline(), None);
+        lapic.write(REG_LVT_TIMER, TSC_DEADLINE | 0x40, T0 + 20);
+        assert_eq!(lapic.read_tsc_deadline(), 0, "switching back does not re-arm the old deadline");
+        // Retimed from the TSC: a clock that ran ahead does not fire it early.
+        lapic.write_tsc_deadline(9000, T0 + 700);
+        assert_eq!(lapic.armed_tsc_deadline(), Some(9000));
+        lapic.retime_tsc_deadline(T0 + 900);
+        assert!(!lapic.timer_expired(T0 + 800));
+        assert_eq!(lapic.timer_deadline(), Some(T0 + 900));
+        assert!(lapic.timer_expired(T0 + 900));
+        assert_eq!(lapic.armed_tsc_deadline(), None);
+        lapic.retime_tsc_deadline(T0 + 2000);
+        assert_eq!(lapic.timer_deadline(), None, "nothing to retime once fired");
+        // INIT keeps the offer (the APIC's owner made it once).
+        lapic.init();
+        assert!(lapic.tsc_deadline_offered());
+    }
+
+    #[test]
+    fn tsc_deadline_in_ns() {
+        // 2 GHz: 2 ticks per ns, rounded up.
+        assert_eq!(tsc_deadline_ns(1_000 + 2_000, 1_000, T0, 2_000_000), Some(T0 + 1_000));
+        assert_eq!(tsc_deadline_ns(1_000 + 3, 1_000, T0, 2_000_000), Some(T0 + 2));
+        // Passed or now: at once.
+        assert_eq!(tsc_deadline_ns(500, 1_000, T0, 2_000_000), Some(T0));
+        assert_eq!(tsc_deadline_ns(1_000, 1_000, T0, 2_000_000), Some(T0));
+        // Far away: saturates, never wraps.
+        assert_eq!(tsc_deadline_ns(u64::MAX, 0, T0, 1), Some(u64::MAX));
+        assert_eq!(tsc_deadline_ns(5, 0, T0, 0), None);
     }
 
     #[test]

@@ -14,6 +14,12 @@ pub(crate) fn now_ns() -> u64 {
     unsafe { glue::yakvm_now_ns() }
 }
 
+/// The TSC's rate in kHz, as the kernel calibrated it at boot (0 without one).
+pub(crate) fn tsc_khz() -> u32 {
+    // SAFETY: reads `tsc_khz`, a variable the kernel sets during boot.
+    unsafe { glue::yakvm_tsc_khz() }
+}
+
 /// One vCPU's timer, wait queue and kick.
 ///
 /// # Invariants

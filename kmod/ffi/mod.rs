@@ -55,6 +55,7 @@ mod glue {
         pub(super) fn yakvm_apic_kick(hw: *mut c_void);
         pub(super) fn yakvm_apic_timer_arm(hw: *mut c_void, deadline_ns: u64);
         pub(super) fn yakvm_now_ns() -> u64;
+        pub(super) fn yakvm_tsc_khz() -> c_uint;
         pub(super) fn yakvm_apic_take_kick(hw: *mut c_void) -> c_int;
         pub(super) fn yakvm_apic_kicked(hw: *mut c_void) -> c_int;
         pub(super) fn yakvm_apic_set_running(hw: *mut c_void, cpu: c_int);

@@ -17,7 +17,7 @@
 //! Locking: one APIC's lock at a time, never across a kick or another APIC's lock.
 
 use crate::abi;
-use crate::ffi::apic::ApicHw;
+use crate::ffi::apic::{tsc_khz, ApicHw};
 use crate::lapic::{xapic_dest, DeliveryMode, Ipi, Lapic, Shorthand};
 use kernel::new_spinlock;
 use kernel::prelude::*;
@@ -37,7 +37,11 @@ impl KApic {
     /// The power-on APIC of vCPU `id` (vCPU 0 is the bootstrap processor).
     pub(crate) fn new(id: u32) -> Result<Arc<Self>> {
         let hw = ApicHw::new()?;
-        let lapic = Lapic::new(u8::try_from(id).map_err(|_| EINVAL)?, id == 0);
+        let mut lapic = Lapic::new(u8::try_from(id).map_err(|_| EINVAL)?, id == 0);
+        // TSC-deadline mode needs the TSC's rate to turn a deadline into hrtimer time.
+        if tsc_khz() != 0 {
+            lapic.offer_tsc_deadline();
+        }
         Arc::pin_init(
             pin_init!(Self { id: id as usize, lapic <- new_spinlock!(lapic, "yakvm_apic"), hw }),
             GFP_KERNEL,

@@ -25,8 +25,9 @@ use super::events::NmiBlocking;
 use super::{mmio, Next, VcpuState};
 use crate::abi;
 use crate::guest_cpuid::CpuidResult;
-use crate::ffi::apic::now_ns;
-use crate::lapic::{ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE, MAX_PENDING_NMIS};
+use crate::ffi::apic::{now_ns, tsc_khz};
+use crate::ffi::cpu;
+use crate::lapic::{tsc_deadline_ns, ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE, MAX_PENDING_NMIS};
 use crate::svm::apic as route;
 use crate::svm::vm::Vm;
 use crate::svm::vmcb;
@@ -35,6 +36,8 @@ use kernel::prelude::*;
 
 /// IA32_APIC_BASE (SDM 11.4.4, 11.12.1): BSP (8), EXTD (10), EN (11), the base.
 pub(super) const MSR_APIC_BASE: u32 = 0x1b;
+/// IA32_TSC_DEADLINE (SDM 11.5.4.1): the timer's deadline in TSC-deadline mode.
+const MSR_TSC_DEADLINE: u32 = 0x6e0;
 const BASE_BSP: u64 = 1 << 8;
 const BASE_EXTD: u64 = 1 << 10;
 const BASE_EN: u64 = 1 << 11;
@@ -104,11 +107,17 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
             v.apic.stats.kicks += 1;
         }
         let now = now_ns();
+        let guest_tsc = cpu::rdtsc().wrapping_add(v.vmcb.control.tsc_offset);
         // The NMIs the vCPU can still hold: one in service (or being delivered) and one
         // latched; the queued one counts as latched.
         let queued = v.nmi.queued;
         let room = if v.nmi.blocking == NmiBlocking::No { MAX_PENDING_NMIS } else { 1 };
         let (fired, deadline, nmi, init, sipi, waiting, pending) = apic.with(|l| {
+            // A TSC deadline fires when the guest's TSC has reached it, whatever the
+            // hrtimer's clock says.
+            if let Some(ns) = l.armed_tsc_deadline().and_then(|tsc| tsc_deadline_ns(tsc, guest_tsc, now, tsc_khz())) {
+                l.retime_tsc_deadline(ns);
+            }
             let fired = l.timer_expired(now);
             l.limit_nmis(room - u8::from(queued));
             let nmi = !queued && l.take_nmi();
@@ -259,7 +268,10 @@ fn apic_base(l: &Lapic, base: u64) -> u64 {
 
 /// Whether `index` is an MSR the kernel APIC owns.
 pub(super) fn owns_msr(v: &VcpuState, index: u32) -> bool {
-    v.kapic.is_some() && (index == MSR_APIC_BASE || (crate::lapic::X2APIC_MSR_FIRST..=crate::lapic::X2APIC_MSR_LAST).contains(&index))
+    let Some(apic) = &v.kapic else { return false };
+    index == MSR_APIC_BASE
+        || (crate::lapic::X2APIC_MSR_FIRST..=crate::lapic::X2APIC_MSR_LAST).contains(&index)
+        || (index == MSR_TSC_DEADLINE && apic.with(|l| l.tsc_deadline_offered()))
 }
 
 /// RDMSR/WRMSR of IA32_APIC_BASE or an x2APIC register (`owns_msr`): `Ok(Some(vector))`
@@ -292,6 +304,18 @@ pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) ->
                 return Err(());
             }
             v.apic.relocated = (base != LAPIC_BASE).then_some(base);
+        }
+        (MSR_TSC_DEADLINE, None) => {
+            let value = apic.with(|l| l.read_tsc_deadline());
+            set_edx_eax(v, value);
+        }
+        (MSR_TSC_DEADLINE, Some(value)) => {
+            // The guest's TSC now, and when it reaches `value` in the hrtimer's clock.
+            let guest_tsc = cpu::rdtsc().wrapping_add(v.vmcb.control.tsc_offset);
+            let Some(deadline) = tsc_deadline_ns(value, guest_tsc, now, tsc_khz()) else { return Err(()) };
+            v.apic.stats.writes += 1;
+            let effect = apic.with(|l| l.write_tsc_deadline(value, deadline));
+            return Ok(apply(vm, v, effect));
         }
         (_, None) => match apic.with(|l| l.msr_read(index, now)) {
             Ok(value) => {
@@ -334,6 +358,7 @@ pub(super) fn cpuid_bits(vm: &Vm, v: &VcpuState, leaf: u32, subleaf: u32, r: &mu
     let Some(apic) = &v.kapic else { return };
     const EDX_APIC: u32 = 1 << 9;
     const ECX_X2APIC: u32 = 1 << 21;
+    const ECX_TSC_DEADLINE: u32 = 1 << 24;
     const LEAF_TOPOLOGY: u32 = 0xb;
     const LEVEL_SMT: u32 = 1 << 8;
     const LEVEL_CORE: u32 = 2 << 8;
@@ -342,6 +367,9 @@ pub(super) fn cpuid_bits(vm: &Vm, v: &VcpuState, leaf: u32, subleaf: u32, r: &mu
         (0, _) => r.eax = r.eax.max(LEAF_TOPOLOGY),
         (1, _) => {
             r.ecx |= ECX_X2APIC;
+            if apic.with(|l| l.tsc_deadline_offered()) {
+                r.ecx |= ECX_TSC_DEADLINE;
+            }
             if apic.with(|l| l.mode()) == ApicMode::Disabled {
                 r.edx &= !EDX_APIC;
             } else {
