@@ -151,10 +151,15 @@ linux_smp() {
     done
     # Each CPU's own timer (the local APIC's) interrupted it.
     # With the kernel's APICs, both vCPUs report the module's APIC work (--stats).
+    # Their timers: TSC-deadline mode with the kernel's APICs (which offer it), the
+    # APIC's count with the emulator's.
     case "$*" in *kernel-apic*)
         grep -E '^ *kernel APIC:' "$OUT/linux-smp.err" | sed 's/^ */  | /' >&3
-        [ "$(grep -c '^ *kernel APIC:' "$OUT/linux-smp.err")" -eq 2 ] || { echo "no kernel APIC counters"; return 1; } ;;
+        [ "$(grep -c '^ *kernel APIC:' "$OUT/linux-smp.err")" -eq 2 ] || { echo "no kernel APIC counters"; return 1; }
+        timer=lapic-deadline ;;
+    *) timer=lapic ;;
     esac
+    [ "$(echo "$out" | grep -cx "timer clockevent[01]: $timer")" -eq 2 ] || { echo "timers (want $timer): $(echo "$out" | grep '^timer' | tr '\n' ' ')"; return 1; }
     loc=$(echo "$out" | awk '$1 == "LOC:" { print $2, $3 }')
     set -- $loc
     [ "${1:-0}" -gt 0 ] && [ "${2:-0}" -gt 0 ] || { echo "local timer interrupts: '$loc'"; return 1; }

@@ -279,6 +279,20 @@ smp_x2apic() {
     done
 }
 
+# The kernel APIC's TSC-deadline timer (guests/tsc_deadline.bin): 300 deadlines each fire
+# once and never before the guest's TSC reached them, the MSR reads 0 outside the mode and
+# after firing, 0 and a mode change disarm it; with the emulator's APIC the mode is not
+# offered (status 2).
+tsc_deadline() {
+    run_guest tsc-deadline 120 --machine pc --kernel-apic --stats guests/tsc_deadline.bin
+    echo "  tsc_deadline --kernel-apic: $(s $cs) s; $(grep '^tsc_deadline' "$OUT/tsc-deadline.out")" >&3
+    [ $rc -eq 0 ] || { echo "status $rc: $(why tsc-deadline)"; return 1; }
+    grep -q '^tsc_deadline: 300 deadlines each fired once and none early' "$OUT/tsc-deadline.out" || { echo "$(why tsc-deadline)"; return 1; }
+    run_guest tsc-deadline-user 60 --machine pc guests/tsc_deadline.bin
+    [ $rc -eq 2 ] || { echo "without --kernel-apic: status $rc (want 2): $(why tsc-deadline-user)"; return 1; }
+    same_lines tsc-deadline-user 'tsc_deadline: not offered (CPUID.1:ECX bit 24 clear)'
+}
+
 # Without --kernel-apic the APIC is the emulator's: no x2APIC is offered.
 no_x2apic() {
     run_guest apicread-user 60 --machine pc guests/apicread.bin
@@ -297,6 +311,7 @@ check smp_8_cpus_kernel_apic smp 8 --kernel-apic
 check smp_ipi_storm_kernel_apic storm --kernel-apic
 check kernel_apic_xapic_and_x2apic_100000_id_reads_in_the_module apicread
 check user_apic_offers_no_x2apic no_x2apic
+check kernel_apic_tsc_deadline_timer tsc_deadline
 check smp_2_cpus_x2apic smp_x2apic 2
 check smp_8_cpus_x2apic smp_x2apic 8
 check kernel_apic_irqfd_10000_interrupts irqfd
