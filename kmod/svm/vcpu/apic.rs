@@ -313,8 +313,10 @@ pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) ->
             // The guest's TSC now, and when it reaches `value` in the hrtimer's clock.
             let guest_tsc = cpu::rdtsc().wrapping_add(v.vmcb.control.tsc_offset);
             let Some(deadline) = tsc_deadline_ns(value, guest_tsc, now, tsc_khz()) else { return Err(()) };
-            v.apic.stats.writes += 1;
             let effect = apic.with(|l| l.write_tsc_deadline(value, deadline));
+            if matches!(effect, LapicEffect::None) {
+                v.apic.stats.writes += 1;
+            }
             return Ok(apply(vm, v, effect));
         }
         (_, None) => match apic.with(|l| l.msr_read(index, now)) {
