@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 /// Version of this ABI; bumped on every incompatible change.
-pub const API_VERSION: u32 = 6;
+pub const API_VERSION: u32 = 7;
 
 /// The ioctl "type" byte of every yakvm command.
 pub const IOCTL_TYPE: u32 = b'Y' as u32;
@@ -623,9 +623,15 @@ pub struct ApicAccess {
     pub value: u32,
 }
 
+/// [`ApicStats::by_register`]'s slots: one per xAPIC register (offset / 16, the x2APIC
+/// MSR's index - 0x800), then IA32_TSC_DEADLINE.
+pub const APIC_STATS_REGISTERS: usize = 65;
+/// [`ApicStats::by_register`]'s slot of IA32_TSC_DEADLINE.
+pub const APIC_STATS_TSC_DEADLINE: usize = 64;
+
 /// The module's APIC work for one vCPU ([`GET_APIC_STATS`]).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApicStats {
     /// Register reads and writes handled in the module (x2APIC MSRs, decoded xAPIC
     /// accesses), not counting the kinds below.
@@ -646,6 +652,30 @@ pub struct ApicStats {
     pub kicks: u64,
     /// x2APIC MSR accesses refused with #GP.
     pub faults: u64,
+    /// Reads and writes handled in the module (forwarded ones included) by register:
+    /// slot offset / 16 of the xAPIC page, or MSR - 0x800 in x2APIC mode, and
+    /// [`APIC_STATS_TSC_DEADLINE`].
+    pub by_register: [u64; APIC_STATS_REGISTERS],
+}
+
+impl Default for ApicStats {
+    fn default() -> Self {
+        let z = 0;
+        Self {
+            reads: z,
+            writes: z,
+            eois: z,
+            icr: z,
+            timer_writes: z,
+            timer_fired: z,
+            forwarded: z,
+            delivered: z,
+            halts: z,
+            kicks: z,
+            faults: z,
+            by_register: [0; APIC_STATS_REGISTERS],
+        }
+    }
 }
 
 /// What [`exit::IOAPIC_EOI`] and [`exit::APIC_SIPI`] carry.
@@ -734,7 +764,7 @@ const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
 const _: () = assert!(core::mem::size_of::<Msi>() == 16);
 const _: () = assert!(core::mem::size_of::<IrqFd>() == 24);
 const _: () = assert!(core::mem::size_of::<ApicAccess>() == 16);
-const _: () = assert!(core::mem::size_of::<ApicStats>() == 11 * 8);
+const _: () = assert!(core::mem::size_of::<ApicStats>() == (11 + APIC_STATS_REGISTERS) * 8);
 const _: () = assert!(core::mem::size_of::<GuestDebug>() == 8 + 8 * 8);
 const _: () = assert!(core::mem::size_of::<DebugExit>() == 5 * 8);
 const _: () = assert!(core::mem::size_of::<SyncRegs>() == 18 * 8 + 8 * 16 + 2 * 16 + 5 * 8);

@@ -559,6 +559,10 @@ fn print_hypervisor_stats(machine: &Machine, i: usize, indent: &str) {
             "{indent}kernel APIC: {} reads, {} writes, {} EOIs, {} ICR, {} timer writes, {} timer interrupts, {} forwarded by the emulator, {} #GP; {} interrupts delivered, {} HLTs slept, {} kicks",
             a.reads, a.writes, a.eois, a.icr, a.timer_writes, a.timer_fired, a.forwarded, a.faults, a.delivered, a.halts, a.kicks
         );
+        let registers = yakvm::pc::lapic::registers_line(&a.by_register);
+        if !registers.is_empty() {
+            eprintln!("{indent}kernel APIC registers: {registers}");
+        }
     }
     if let Some(m) = machine.msr_stats(i) {
         if m.count > 0 {

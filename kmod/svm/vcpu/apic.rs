@@ -71,6 +71,18 @@ pub(super) struct ApicState {
     pub(super) stats: abi::ApicStats,
 }
 
+/// Counts an access to register `slot` (`abi::ApicStats::by_register`).
+fn count_register(v: &mut VcpuState, slot: usize) {
+    if let Some(n) = v.apic.stats.by_register.get_mut(slot) {
+        *n += 1;
+    }
+}
+
+/// The `by_register` slot of the xAPIC register at `offset` in the page.
+fn page_slot(offset: u64) -> usize {
+    (offset / SLOT) as usize
+}
+
 /// After each exit: the guest's CR8 writes reach the TPR.
 pub(super) fn after_exit(v: &mut VcpuState) {
     let Some(apic) = v.kapic.clone() else { return };
@@ -306,11 +318,13 @@ pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) ->
             v.apic.relocated = (base != LAPIC_BASE).then_some(base);
         }
         (MSR_TSC_DEADLINE, None) => {
+            count_register(v, abi::APIC_STATS_TSC_DEADLINE);
             let value = apic.with(|l| l.read_tsc_deadline());
             set_edx_eax(v, value);
         }
         (MSR_TSC_DEADLINE, Some(value)) => {
             // The guest's TSC now, and when it reaches `value` in the hrtimer's clock.
+            count_register(v, abi::APIC_STATS_TSC_DEADLINE);
             let guest_tsc = cpu::rdtsc().wrapping_add(v.vmcb.control.tsc_offset);
             let Some(deadline) = tsc_deadline_ns(value, guest_tsc, now, tsc_khz()) else { return Err(()) };
             let effect = apic.with(|l| l.write_tsc_deadline(value, deadline));
@@ -322,6 +336,7 @@ pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) ->
         (_, None) => match apic.with(|l| l.msr_read(index, now)) {
             Ok(value) => {
                 v.apic.stats.reads += 1;
+                count_register(v, (index - crate::lapic::X2APIC_MSR_FIRST) as usize);
                 set_edx_eax(v, value);
             }
             Err(_) => {
@@ -331,6 +346,7 @@ pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) ->
         },
         (_, Some(value)) => match apic.with(|l| l.msr_write(index, value, now)) {
             Ok(effect) => {
+                count_register(v, (index - crate::lapic::X2APIC_MSR_FIRST) as usize);
                 if matches!(effect, LapicEffect::None) {
                     v.apic.stats.writes += 1;
                 }
@@ -419,10 +435,12 @@ pub(super) fn npf(vm: &Vm, v: &mut VcpuState, gpa: u64) -> Option<Next> {
     let apic = v.kapic.clone()?;
     let mut effect = LapicEffect::None;
     let mut wrote = false;
+    let mut slot = None;
     let now = now_ns();
     let base = page_base(v);
     let done = mmio::emulate(vm, v, gpa, |gpa, access| {
         let offset = gpa.wrapping_sub(base);
+        slot = Some(page_slot(offset));
         apic.with(|l| match access {
             mmio::Access::Read(data) => page_read(l, offset, data, now),
             mmio::Access::Write(data) => {
@@ -442,6 +460,9 @@ pub(super) fn npf(vm: &Vm, v: &mut VcpuState, gpa: u64) -> Option<Next> {
             } else {
                 v.apic.stats.reads += 1;
             }
+            if let Some(slot) = slot {
+                count_register(v, slot);
+            }
             let eoi = apply(vm, v, effect);
             Some(eoi_exit(v, eoi))
         }
@@ -460,6 +481,7 @@ pub(super) fn forwarded(vm: &Vm, v: &mut VcpuState, a: &mut abi::ApicAccess) -> 
     }
     v.apic.stats.forwarded += 1;
     let offset = u64::from(a.offset);
+    count_register(v, page_slot(offset));
     let now = now_ns();
     if a.is_write == 0 {
         // Outside xAPIC mode nothing answers at the page: all ones, as an unclaimed address.
