@@ -17,7 +17,8 @@ yakvm's exit port gives the guest's value V itself (QEMU's isa-debug-exit gives
 
     conformance.py RESULTS TESTS.LIST [--known FILE] [--expected FILE] [--table OUT]
 With --expected: exits 1 if a test listed there does not pass on yakvm (a name
-"kernel-apic/NAME": NAME on yakvm --kernel-apic).
+"kernel-apic/NAME": NAME on yakvm --kernel-apic; "xv6/RUN": xv6's run RUN, from the
+lines tests/image/xv6.sh left in RESULTS/xv6.txt, passes when its shell answered).
 """
 
 import argparse
@@ -93,6 +94,21 @@ def classify(d, name):
     if rc == 63:
         return Run("abort", counts, abort_line or "the suite aborted", secs)
     return Run("fail", counts, f"status {rc}" + (f"; {first_fail}" if first_fail else ""), secs)
+
+
+XV6_LINE = re.compile(r"^xv6: (\S+): (.+?) \(after (\d+) s")
+# How far an xv6 run got, from tests/image/xv6.sh's words: these mean its shell answered.
+XV6_ANSWERED = ("the shell answers", "usertests running", "ALL TESTS PASSED")
+
+
+def xv6_runs(path):
+    """xv6's runs in PATH (tests/image/xv6.sh's output): {run: (how far, seconds)}."""
+    runs = {}
+    for line in read(path).splitlines():
+        m = XV6_LINE.match(line.strip())
+        if m:
+            runs[m.group(1)] = (m.group(2), int(m.group(3)))
+    return runs
 
 
 def names_in(path):
@@ -172,6 +188,14 @@ def main():
     show("")
     show(summary)
     show(f"time in the runs: {secs['yakvm']:.0f} s on yakvm, {secs['kapic']:.0f} s on yakvm --kernel-apic, {secs['kvm']:.0f} s on KVM")
+    xv6 = xv6_runs(results / "xv6.txt")
+    if xv6:
+        show("")
+        show("xv6 (kernelmemfs and the disk build, --kernel-apic): a line typed at the shell's prompt")
+        for run, (got, secs_run) in xv6.items():
+            show(f"  {run:<22} {got} after {secs_run} s")
+            if got in XV6_ANSWERED:
+                passes.add(f"xv6/{run}")
     bad = read(results / "dmesg-bad").strip()
     if bad:
         show(f"the image's kernel log has warnings: {bad.splitlines()[0]}")
@@ -187,6 +211,8 @@ def main():
     new = sorted(passes - set(expected))
     if new:
         print(f"new passes on yakvm (add them to {a.expected}): {' '.join(new)}")
+    if any(t.startswith("xv6/") for t in lost) and not xv6:
+        print("xv6 did not run: give its source directory as XV6=DIR (default ../shared/xv6)")
     if lost:
         print(f"FAIL conformance: {len(lost)} expected to pass no longer do: {' '.join(lost)}")
         return 1

@@ -46,11 +46,20 @@ for bin in $(grep -v '^#' "$KUT/tests.list" | awk 'NF { print $2 }' | sort -u); 
     cp "$KUT_BUILD/$bin" "$SHARES_DIR/kut/$bin"
 done
 
+# MIT's xv6 (XV6, default ../shared/xv6), whose shell the image checks after the suite.
+XV6=${XV6:-../shared/xv6}
+rm -rf "$SHARES_DIR/xv6"
+if [[ -f $XV6/xv6-public.tar.gz ]]; then
+    XV6=$XV6 scripts/xv6-stage.sh || die "conformance: xv6 did not build"
+else
+    log "conformance: no xv6-public.tar.gz in '$XV6' (give XV6=DIR): xv6's shell is not run"
+fi
+
 log "conformance: ${ONLY:+only $ONLY of }$(grep -cv "^#" "$KUT/tests.list") runs of $KUT/tests.list on yakvm, then on KVM (log: $BUILD_DIR/conformance.log)"
 mkdir -p "$BUILD_DIR"
 CMD="ONLY='${ONLY:-}' sh tests/conformance.sh" QEMU_TIMEOUT=${QEMU_TIMEOUT:-3600} scripts/qemu.sh > "$BUILD_DIR/conformance.log" 2>&1
 rc=$?
-tr -d '\r' < "$BUILD_DIR/conformance.log" | grep -E '^(  (yakvm|kapic|kvm) |conformance:)' >&2
+tr -d '\r' < "$BUILD_DIR/conformance.log" | grep -E '^(  (yakvm|kapic|kvm) |conformance:|  xv6:)' >&2
 ((rc == 0)) || { tail -n 20 "$BUILD_DIR/conformance.log"; die "conformance: the image run failed (status $rc; log: $BUILD_DIR/conformance.log)"; }
 
 # The runs' files, kept where the next `make test` (which empties shares/out) leaves them.

@@ -66,5 +66,13 @@ if use_kvm; then
 else
     echo "conformance: kvm_amd did not load: no KVM column" | tee $R/kvm/NOT-RUN
 fi
+# MIT's xv6, when scripts/conformance.sh staged it (xv6/): does its shell answer a line
+# typed at its prompt, kernelmemfs on 1 and 2 CPUs and the disk build (IDE) on 1, with the
+# kernel APIC (tests/xv6.sh; ONLY=xv6 runs just this).
+if [ -d xv6 ] && { [ -z "$ONLY" ] || echo " $ONLY " | grep -q ' xv6 '; }; then
+    echo "conformance: xv6's shell"
+    XV6_RUNS='memfs-smp1 memfs-smp2 disk-smp1' XV6_LINES='echo xv6-says hi' XV6_TIMEOUT=120 sh tests/xv6.sh > $R/xv6.txt 2>&1
+    sed 's/^/  /' $R/xv6.txt
+fi
 dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|soft lockup|hard LOCKUP|Call Trace' | head -n 5 > $R/dmesg-bad
 echo "conformance: done"
