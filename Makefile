@@ -115,5 +115,5 @@ disk:
 	@echo "disk.img: 8192 bytes (16 sectors of 512)"
 
 clean:
-	rm -rf $(BUILD) target $(SHARES)/bench $(SHARES)/kut $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/gdb $(SHARES)/bin/gdb $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
+	rm -rf $(BUILD) target $(SHARES)/bench $(SHARES)/kut $(SHARES)/xv6 $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests $(SHARES)/kvm $(SHARES)/linux $(SHARES)/gdb $(SHARES)/bin/gdb $(SHARES)/out $(SHARES)/yakvm.ko $(SHARES)/.run
 	-$(MAKE) -s -C kmod KDIR=$(KDIR) clean
