@@ -1048,6 +1048,114 @@ mod tests {
         assert!(vm.irqfds.lock().unwrap().is_empty());
     }
 
+    /// An offload that notes what the transport asks of it: "start F q:size:desc:avail:used
+    /// call=relay", "call q relay|other", "stop"; it refuses to start while `refuse`.
+    struct FakeOffload {
+        log: Arc<Mutex<Vec<String>>>,
+        relays: Arc<Mutex<Vec<i32>>>,
+        refuse: bool,
+    }
+
+    impl FakeOffload {
+        fn which(&self, fd: &EventFd) -> &'static str {
+            use std::os::fd::AsRawFd;
+            if self.relays.lock().unwrap().contains(&fd.as_raw_fd()) { "relay" } else { "other" }
+        }
+    }
+
+    impl Offload for FakeOffload {
+        fn start(&mut self, features: u64, queues: &[OffloadQueue<'_>]) -> io::Result<()> {
+            if self.refuse {
+                return Err(io::Error::other("refused"));
+            }
+            for q in queues {
+                let line = format!("start {features:#x} {}:{}:{:#x}:{:#x}:{:#x} call={}", q.index, q.size, q.desc, q.avail, q.used, self.which(q.call));
+                self.log.lock().unwrap().push(line);
+            }
+            Ok(())
+        }
+        fn set_call(&mut self, queue: usize, call: &EventFd) -> io::Result<()> {
+            let line = format!("call {queue} {}", self.which(call));
+            self.log.lock().unwrap().push(line);
+            Ok(())
+        }
+        fn stop(&mut self) {
+            self.log.lock().unwrap().push("stop".into());
+        }
+    }
+
+    /// The virtio-blk function of `setup_full` with an offload: its log.
+    fn setup_offloaded(irqfds: Option<VmHandle>, refuse: bool) -> (crate::devices::Devices, crate::pc::board::PcBoard, WorkerEnds, Arc<Mutex<Vec<String>>>) {
+        use std::os::fd::AsRawFd;
+        let (mut d, board) = pc();
+        let ram = Arc::new(crate::sys::GuestMemory::new(16 << 20).unwrap());
+        let mem = Arc::new(VmMemory::new(ram).unwrap());
+        let (f, ends) = VirtioPci::new(info(), board.msi(), mem, None, irqfds).unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let relays = Arc::new(Mutex::new(Vec::new()));
+        let got = f.set_offload(Box::new(FakeOffload { log: log.clone(), relays: relays.clone(), refuse })).unwrap();
+        // The transport keeps its own descriptors: note theirs (the returned ones are dups).
+        let t = lock(&f.transport);
+        *relays.lock().unwrap() = t.queues.iter().map(|q| q.relay.as_ref().unwrap().as_raw_fd()).collect();
+        drop(t);
+        assert_eq!(got.len(), 1);
+        lock(&board.pci).add(Bdf { bus: 0, device: 3, function: 0 }, Box::new(f)).unwrap();
+        let cfg = |d: &mut crate::devices::Devices, reg: u64, v: u32| d.mmio.write(ECAM_BASE + (3 << 15) + reg, &v.to_le_bytes(), &CTX).unwrap();
+        cfg(&mut d, 0x10, BASE as u32);
+        cfg(&mut d, 0x04, u32::from(COMMAND_MEMORY));
+        (d, board, ends, log)
+    }
+
+    /// DRIVER_OK hands the live queues to the offload (their rings, the relay as call);
+    /// a reset takes them back; the next DRIVER_OK hands them over again.
+    #[test]
+    fn an_offload_gets_the_queues_at_driver_ok_and_gives_them_back_at_reset() {
+        let (mut d, _board, _ends, log) = setup_offloaded(None, false);
+        let taken = || std::mem::take(&mut *log.lock().unwrap());
+        bring_up(&mut d);
+        assert_eq!(taken(), ["start 0x100000000 0:256:0x10000:0x11000:0x12000 call=relay"]);
+        w(&mut d, DEVICE_STATUS, 1, 0);
+        assert_eq!(taken(), ["stop"]);
+        w(&mut d, DEVICE_STATUS, 1, 0);
+        assert_eq!(taken(), Vec::<String>::new(), "nothing to stop twice");
+        bring_up(&mut d);
+        assert_eq!(taken().len(), 1);
+        // A refused start: the device needs a reset.
+        let (mut d, _board, _ends, log) = setup_offloaded(None, true);
+        bring_up(&mut d);
+        assert!(log.lock().unwrap().is_empty());
+        assert_ne!(r(&mut d, DEVICE_STATUS, 1) as u8 & status::NEEDS_RESET, 0);
+    }
+
+    /// With irqfds, an offloaded queue's call is its vector's irqfd while the vector can
+    /// send, the relay while it is masked; the relay's interrupt then goes through MSI-X
+    /// (pending until unmasked).
+    #[test]
+    fn an_offloaded_queue_calls_the_irqfd_unless_masked() {
+        let vm = Arc::new(FakeVm::default());
+        let (mut d, board, ends, log) = setup_offloaded(Some(vm.clone() as VmHandle), false);
+        let taken = || std::mem::take(&mut *log.lock().unwrap());
+        bring_up(&mut d);
+        assert_eq!(taken().len(), 1);
+        w(&mut d, QUEUE_MSIX_VECTOR, 2, 1);
+        msix_vector(&mut d, &board, 1, 0x41);
+        assert_eq!(taken(), ["call 0 other"]);
+        assert_eq!(vm.irqfds.lock().unwrap().len(), 1, "bound to the vector's message");
+        assert_eq!(vm.irqfds.lock().unwrap()[0].1.data, 0x41);
+        // Masked: the relay; the relay's interrupt is held pending.
+        w(&mut d, u64::from(MSIX_TABLE) + 16 + 12, 4, 1);
+        assert_eq!(taken(), ["call 0 relay"]);
+        ends.signal.used(0);
+        assert!(vm.irqfds.lock().unwrap()[0].0.read().is_err(), "nothing sent while masked");
+        // Unmasked: the pending interrupt goes (the ordinary way, as any pending
+        // message), the call back to the irqfd.
+        w(&mut d, u64::from(MSIX_TABLE) + 16 + 12, 4, 0);
+        assert_eq!(taken(), ["call 0 other"]);
+        assert_eq!(board.interrupts().apics.lapics[0].pending_interrupt(), Some(0x41));
+        w(&mut d, DEVICE_STATUS, 1, 0);
+        assert_eq!(taken(), ["stop"]);
+    }
+
     /// Feature negotiation and queue 0 set up with rings in RAM, then DRIVER_OK.
     fn bring_up(d: &mut crate::devices::Devices) {
         w(d, DRIVER_FEATURE_SELECT, 4, 1);
