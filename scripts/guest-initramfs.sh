@@ -16,7 +16,7 @@ install -m 0755 "$YAKVM_ROOT/env/guest-init" "$root/init"
 install -m 0755 "$YAKVM_ROOT/env/guest-net" "$root/bin/yakvm-net"
 udprr="$YAKVM_ROOT/target/x86_64-unknown-linux-gnu/release/yakvm-udprr"
 [[ -x $udprr ]] || die "$udprr is missing (make emulator builds it)"
-install -m 0755 "$udprr" "$root/bin/yakvm-udprr"
+install -m 0755 -s "$udprr" "$root/bin/yakvm-udprr"  # stripped: the initramfs stays small
 (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet | gzip -9) > "$out.tmp"
 mv "$out.tmp" "$out"
 log "guest initramfs: $out"
