@@ -39,7 +39,7 @@ kernel: deps
 	@scripts/kernel.sh >/dev/null
 
 # The Linux that yakvm boots as a guest: bzImage in ~/.cache/yakvm, initramfs in build/.
-guest-kernel: deps
+guest-kernel: deps emulator
 	@scripts/guest-kernel.sh >/dev/null
 	@scripts/guest-initramfs.sh
 	@scripts/guest-disk.sh
@@ -70,7 +70,7 @@ initramfs: deps
 env: deps kernel guest-kernel module emulator guests initramfs
 	@mkdir -p $(SHARES)/bin $(SHARES)/guests $(SHARES)/tests
 	@cp kmod/yakvm.ko $(SHARES)/yakvm.ko
-	@cp target/$(TARGET)/release/yakvm target/$(TARGET)/release/yakvm-selftest target/$(TARGET)/release/yakvm-stress $(SHARES)/bin/
+	@cp target/$(TARGET)/release/yakvm target/$(TARGET)/release/yakvm-selftest target/$(TARGET)/release/yakvm-stress target/$(TARGET)/release/yakvm-udprr $(SHARES)/bin/
 	@cp $(BUILD)/guests/* $(SHARES)/guests/
 	@cp tests/image/*.sh $(SHARES)/tests/
 	@mkdir -p $(SHARES)/bench && cp bench/image.sh $(SHARES)/bench/

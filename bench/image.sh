@@ -77,21 +77,30 @@ vblk() {
     [ -n "$requests" ] && echo "$mode,$hv,$r,$requests,$(num 'notifications by exit'),$signals,$(num interrupts),${by_irqfd:-0},$emu" >> $VCSV
 }
 
-# vnet HV ROUND: our Linux with --net on a tap (bench0, 169.254.90.1; the guest .2) moves
-# 16 MiB each way over TCP with busybox nc (env/guest-net): rows vnet-rx (image -> guest,
-# timed here from the send's start to the guest's receiver closing) and vnet-tx (guest ->
-# image, the guest's own clock around its nc). `units` bytes.
+# vnet HV ROUND MODE: our Linux with --net on a tap (bench0, 169.254.90.1; the guest .2):
+# first 1000 UDP requests of 64 bytes, one at a time, to the guest's echo (yakvm-udprr in
+# env/guest-net), timed here (row vnet-udprr: `units` requests); then 16 MiB each way
+# over TCP with busybox nc: rows vnet-rx (image -> guest, timed here from the send's start
+# to the guest's receiver closing) and vnet-tx (guest -> image, the guest's own clock
+# around its nc), `units` bytes. MODE user: the emulator's device; vhost: `vhost=on` (rows
+# "-vhost"); vhost-kapic: `vhost=on` and --kernel-apic, yakvm only (rows "-vhost-kapic",
+# compared with KVM's vhost rows).
 vnet() {
-    hv=$1 r=$2 mib=16
+    hv=$1 r=$2 mode=$3 mib=16 opt= flag= suffix=
     want vnet || return 0
+    case $mode in
+        vhost) opt=,vhost=on suffix=-vhost ;;
+        vhost-kapic) [ "$hv" = kvm ] && return 0; opt=,vhost=on flag=--kernel-apic suffix=-vhost-kapic ;;
+    esac
     head -c $((mib * 1048576)) /dev/urandom > /tmp/vnet-in
     rm -f /tmp/vnet-hold; mkfifo /tmp/vnet-hold
     nc -l -p 5002 <> /tmp/vnet-hold > /dev/null & ncp=$!
-    yakvm run --hypervisor $hv --stats --timeout 300 --kernel linux/bzImage --initrd linux/initramfs.cpio.gz --mem 256M \
-        --net tap=bench0,ip=169.254.90.1 --append "yakvm.net=169.254.90.2,169.254.90.1,$mib,1500" \
+    yakvm run --hypervisor $hv --stats --timeout 300 $flag --kernel linux/bzImage --initrd linux/initramfs.cpio.gz --mem 256M \
+        --net tap=bench0,ip=169.254.90.1$opt --append "yakvm.net=169.254.90.2,169.254.90.1,$mib,1500" \
         > /tmp/bench.out 2> /tmp/bench.err < /dev/null & vp=$!
     t=0
     while ! grep -q '^NET-READY' /tmp/bench.out 2>/dev/null && [ $t -lt 3000 ]; do sleep 0.1; t=$((t + 1)); done
+    rr=$(bin/yakvm-udprr client 169.254.90.2:5005 1000 2>&1)
     cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
     t0=$(cs)
     nc 169.254.90.2 5001 < /tmp/vnet-in
@@ -100,14 +109,23 @@ vnet() {
     kill $ncp 2>/dev/null
     tx=$(tr -d '\r' < /tmp/bench.out | sed -n 's/^SEND-CS //p')
     if [ $rc -ne 0 ] || [ -z "$tx" ] || ! tr -d '\r' < /tmp/bench.out | grep -qx 'send: ok'; then
-        echo "bench: vnet on $hv failed (status $rc): $(tail -n 2 /tmp/bench.err)"
+        echo "bench: vnet$suffix on $hv failed (status $rc): $(tail -n 2 /tmp/bench.err)"
         return
     fi
     for row in rx:$rx tx:$tx; do
         secs=$(echo "${row#*:}" | awk '{ printf "%.2f", $1 / 100 }')
-        echo "vnet-${row%%:*},$hv,$r,$secs,$((mib * 1048576))" >> $CSV
-        printf '  round %s %-6s %-12s %8.3f s\n' "$r" "$hv" "vnet-${row%%:*}" "$secs"
+        echo "vnet-${row%%:*}$suffix,$hv,$r,$secs,$((mib * 1048576))" >> $CSV
+        printf '  round %s %-6s %-18s %8.3f s\n' "$r" "$hv" "vnet-${row%%:*}$suffix" "$secs"
     done
+    set -- $rr
+    if [ "$1" = UDPRR ]; then
+        secs=$(echo "$3" | awk '{ printf "%.6f", $1 / 1e6 }')
+        echo "vnet-udprr$suffix,$hv,$r,$secs,$2" >> $CSV
+        printf '  round %s %-6s %-18s %8.3f s (median %s us, 99th percentile %s us)\n' "$r" "$hv" "vnet-udprr$suffix" "$secs" "$4" "$5"
+    else
+        echo "bench: vnet-udprr$suffix on $hv failed: $rr"
+    fi
+    grep '^virtio-net' /tmp/bench.err | sed 's/^/  | /'
 }
 
 workloads() {
@@ -123,7 +141,9 @@ workloads() {
     vblk $hv $r ioeventfd
     vblk $hv $r exit
     vblk $hv $r kapic
-    vnet $hv $r
+    vnet $hv $r user
+    vnet $hv $r vhost
+    vnet $hv $r vhost-kapic
 }
 
 echo "bench: $ROUNDS rounds, yakvm and KVM interleaved; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"

@@ -28,10 +28,16 @@ for suffix, how in (("", "ioeventfd"), ("-exit", "MMIO exit"), ("-kapic", "kerne
     if suffix == "-kapic":
         KVM_ROW.update({f"v{op}-kapic": f"v{op}" for op in ("write", "read", "read4k")})
 # The virtio network rows (bench/image.sh's vnet): 16 MiB over TCP with busybox nc between
-# our Linux and the image, through a tap (the userspace device, ioeventfds).
-PER_UNIT["vnet-rx"] = ("virtio-net TCP image -> guest, 16 MiB (busybox nc)", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
-PER_UNIT["vnet-tx"] = ("virtio-net TCP guest -> image, 16 MiB (busybox nc)", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
-
+# our Linux and the image, through a tap, and 1000 UDP requests and answers of 64 bytes
+# (yakvm-udprr); with the userspace device (ioeventfds), with vhost-net ("-vhost"), and on
+# yakvm also vhost-net with --kernel-apic ("-vhost-kapic": the calls straight to irqfds;
+# compared with KVM's "-vhost").
+for suffix, how in (("", "userspace device"), ("-vhost", "vhost-net"), ("-vhost-kapic", "vhost-net, kernel APIC; KVM: vhost-net")):
+    PER_UNIT[f"vnet-rx{suffix}"] = (f"virtio-net TCP image -> guest, 16 MiB ({how})", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
+    PER_UNIT[f"vnet-tx{suffix}"] = (f"virtio-net TCP guest -> image, 16 MiB ({how})", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
+    PER_UNIT[f"vnet-udprr{suffix}"] = (f"virtio-net UDP request/response, 64 bytes ({how})", lambda s, u: f"{s / u * 1e6:.0f} us/round trip")
+    if suffix == "-vhost-kapic":
+        KVM_ROW.update({f"vnet-{op}-vhost-kapic": f"vnet-{op}-vhost" for op in ("rx", "tx", "udprr")})
 
 def vblk_counters(path):
     """The virtio rows' counters per request (medians over the rounds), if the run wrote them."""

@@ -23,6 +23,9 @@ wait_for() {
 # exchange NAME TAP SUBNET MTU MIB [HOLD]: the whole exchange on tap TAP (SUBNET.1, the guest
 # SUBNET.2) with MTU, MIB MiB each way; the guest's output in $OUT/NAME.out, yakvm's stderr
 # in $OUT/NAME.err, the image's side in /tmp/NAME.*; each check below reads what it left.
+# $NETOPT is added to the --net option (",vhost=on"), $YFLAGS to yakvm's flags. Right after
+# the image's send, the CPU time of yakvm's vhost thread (vhost-PID) goes to /tmp/NAME.vhost.
+NETOPT= YFLAGS=
 exchange() {
     N=$1 TAP=$2 HOST=$3.1 GUEST=$3.2 MTU=$4 MIB=$5 HOLD=${6:-}
     head -c $((MIB * 1048576)) /dev/urandom > /tmp/to-guest
@@ -31,8 +34,8 @@ exchange() {
     # env/guest-net).
     nc -l -p 5002 <> /tmp/hold > /tmp/from-guest 2>/dev/null & nc_pid=$!
     t0=$(now_cs)
-    yakvm run --kernel $KERNEL --initrd $INITRD --mem 512M --stats --rng \
-        --net tap=$TAP,ip=$HOST,mask=255.255.255.0,mtu=$MTU,mac=52:54:00:12:34:56 --append "yakvm.net=$GUEST,$HOST,$MIB,$MTU${HOLD:+,$HOLD}" \
+    yakvm run $YFLAGS --kernel $KERNEL --initrd $INITRD --mem 512M --stats --rng \
+        --net tap=$TAP,ip=$HOST,mask=255.255.255.0,mtu=$MTU,mac=52:54:00:12:34:56$NETOPT --append "yakvm.net=$GUEST,$HOST,$MIB,$MTU${HOLD:+,$HOLD}" \
         < /dev/null > "$OUT/$N.raw" 2> "$OUT/$N.err" & pid=$!
     # (Its output away from check's pipe: a sleep left holding it would hold check.)
     ( sleep 400; kill -KILL $pid ) > /dev/null 2>&1 & killer=$!
@@ -50,6 +53,7 @@ exchange() {
     t1=$(now_cs)
     nc $GUEST 5001 < /tmp/to-guest
     echo "  $N: $MIB MiB image -> guest in $(secs $t1) s" >&3
+    vhost_ticks $pid > /tmp/$N.vhost
     t1=$(now_cs)
     wait $pid; rc=$?
     kill $killer 2>/dev/null
@@ -64,6 +68,15 @@ exchange() {
     [ "$rc" -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/$N.err" ||
         { echo "status $rc: $(tail -n 3 "$OUT/$N.err") / $(tail -c 400 "$OUT/$N.out")"; return 1; }
     grep -qx 'NET-END' "$OUT/$N.out" || { echo "no NET-END: $(tail -c 300 "$OUT/$N.out")"; return 1; }
+}
+
+# vhost_ticks PID: "NAME TICKS" of PID's vhost thread (user + system clock ticks), or nothing.
+vhost_ticks() {
+    for t in /proc/$1/task/*; do
+        case $(cat $t/comm 2>/dev/null) in
+            vhost-*) awk '{ print $2, $14 + $15 }' $t/stat; return ;;
+        esac
+    done
 }
 
 rng_virtio() {
@@ -108,9 +121,38 @@ net_stats() {
     echo "$line" | grep -q 'rx [1-9][0-9]* packets' && echo "$line" | grep -q 'tx [1-9][0-9]* packets' && echo "$line" | grep -q ', 0 broken chains' ||
         { echo "$line"; return 1; }
 }
+# vhost moved the frames: the kernel's vhost thread of yakvm ran (CPU time while the
+# image sent), the userspace device moved nothing, vhost took the rings once, and the
+# interrupts went by irqfd (MODE kapic: both queues' calls pointed at an irqfd, nothing
+# relayed) or through the relay thread (MODE relay: no irqfd, interrupts relayed).
+vhost_moved() { # NAME MODE
+    line=$(grep '^virtio-net' "$OUT/$1.err")
+    echo "  | $line" >&3
+    read -r name ticks < /tmp/$1.vhost 2>/dev/null
+    echo "  $1: vhost thread ${name:-none}, ${ticks:-0} ticks of CPU after the image's send" >&3
+    [ -n "$ticks" ] && [ "$ticks" -gt 0 ] || { echo "no vhost thread with CPU time: '$name $ticks'"; return 1; }
+    echo "$line" | grep -q ': rx 0 packets 0 B .*, tx 0 packets 0 B ' || { echo "the userspace device moved frames: $line"; return 1; }
+    echo "$line" | grep -q 'vhost-net: 1 starts, ' || { echo "$line"; return 1; }
+    relayed=$(echo "$line" | sed -n 's/.*, \([0-9]*\) interrupts relayed.*/\1/p')
+    to_irqfd=$(echo "$line" | sed -n 's/.*calls pointed \([0-9]*\) times at an irqfd.*/\1/p')
+    case $2 in
+        kapic) [ "$to_irqfd" -ge 2 ] && [ "$relayed" -lt 100 ] || { echo "irqfd $to_irqfd, relayed $relayed: $line"; return 1; } ;;
+        relay) [ "$to_irqfd" -eq 0 ] && [ "$relayed" -gt 100 ] || { echo "irqfd $to_irqfd, relayed $relayed: $line"; return 1; } ;;
+    esac
+}
+# vhost=on without /dev/vhost-net (moved away for the check): one message, status 1.
+vhost_missing() {
+    mv /dev/vhost-net /dev/vhost-net.away || { echo "no /dev/vhost-net in the image"; return 1; }
+    msg=$(yakvm run --kernel $KERNEL --net tap=yk6,vhost=on < /dev/null 2>&1); rc=$?
+    mv /dev/vhost-net.away /dev/vhost-net
+    [ $rc -ne 0 ] && [ "$msg" = "yakvm: error: --net tap=yk6,vhost=on: /dev/vhost-net is missing (a kernel without CONFIG_VHOST_NET, or the vhost_net module not loaded)" ] ||
+        { echo "status $rc: $msg"; return 1; }
+    ! ip link show yk6 > /dev/null 2>&1 || { echo "yk6 is still there"; return 1; }
+}
+
 bad_option() {
     msg=$(yakvm run --kernel $KERNEL --net tap=yk1,mac=zz < /dev/null 2>&1); rc=$?
-    [ $rc -ne 0 ] && [ "$msg" = "yakvm: error: --net tap=yk1,mac=zz: mac 'zz' is not six hex bytes with ':' (tap=NAME[,ip=A.B.C.D][,mask=A.B.C.D][,mac=XX:XX:XX:XX:XX:XX][,mtu=68-65535])" ] ||
+    [ $rc -ne 0 ] && [ "$msg" = "yakvm: error: --net tap=yk1,mac=zz: mac 'zz' is not six hex bytes with ':' (tap=NAME[,ip=A.B.C.D][,mask=A.B.C.D][,mac=XX:XX:XX:XX:XX:XX][,mtu=68-65535][,vhost=on|off])" ] ||
         { echo "status $rc: $msg"; return 1; }
     ! ip link show yk1 > /dev/null 2>&1 || { echo "yk1 was created"; return 1; }
 }
@@ -305,5 +347,19 @@ check net_hostile_driver net_hostile
 check net_flood_100000_frames_dropped_by_the_tap flood_dropped
 check net_flood_memory_bounded flood_memory
 check net_flood_guest_unharmed_then_receives flood_guest
+# vhost-net (--net tap=...,vhost=on): the same exchange, with the kernel APICs (calls
+# straight to irqfds) and without (calls through the relay thread).
+for mode in kapic relay; do
+    NETOPT=,vhost=on YFLAGS=
+    [ $mode = kapic ] && YFLAGS=--kernel-apic
+    if check net_vhost_${mode}_exchange_${MIB}mib exchange net-vhost-$mode yk3 169.254.81 1500 $MIB; then
+        check net_vhost_${mode}_image_pings_guest image_pings_guest net-vhost-$mode
+        check net_vhost_${mode}_guest_pings_image guest_pings_image net-vhost-$mode
+        check net_vhost_${mode}_tcp_both_ways_md5 both_ways net-vhost-$mode $MIB
+        check net_vhost_${mode}_moved_the_frames vhost_moved net-vhost-$mode $mode
+    fi
+    NETOPT= YFLAGS=
+done
+check net_vhost_without_the_device_refused vhost_missing
 check net_bad_option_refused bad_option
 check dmesg_clean_net dmesg_clean

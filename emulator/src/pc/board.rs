@@ -898,22 +898,49 @@ impl PcBoard {
             device_type: net::DEVICE_ID,
             // Network controller, Ethernet.
             class: (0x02, 0x00, 0x00),
-            features: net::features(),
+            features: spec.features(),
             config: net::config_space(spec.config.mac, spec.config.mtu),
             queue_sizes: vec![net::QUEUE_SIZE, net::QUEUE_SIZE],
         };
         let (function, ends) = VirtioPci::new(info, self.msi(), mem.clone(), ioevents, irqfds).map_err(io::Error::other)?;
         let transport_stats = function.stats();
+        // vhost=on: the kernel serves the queues; a relay thread instead of the worker.
+        let vhost = match spec.vhost {
+            Some(_) => {
+                let ram = mem.ram();
+                let backend = crate::virtio::vhost_net::VhostBackend::new(spec.clone(), ram.len() as u64, ram.host_address())
+                    .map_err(|e| io::Error::other(format!("--net tap={},vhost=on: {e}", spec.tap.name)))?;
+                let stats = backend.stats.clone();
+                let relays = function.set_offload(Box::new(backend))?;
+                Some((stats, relays))
+            }
+            None => None,
+        };
         lock(&self.pci).add(pci::Bdf { bus: 0, device, function: 0 }, Box::new(function)).map_err(io::Error::other)?;
         let stats = Arc::new(net::NetStats::default());
         let line = stats.clone();
         let tap = spec.tap.name.clone();
-        let line = move || match net::tap_drops(&tap) {
-            Some(n) => format!("{}, {n} dropped by the tap", line.line()),
-            None => line.line(),
+        let vhost_line = vhost.as_ref().map(|(s, _)| (s.clone(), transport_stats.clone()));
+        let line = move || {
+            let mut l = line.line();
+            if let Some(n) = net::tap_drops(&tap) {
+                l = format!("{l}, {n} dropped by the tap");
+            }
+            if let Some((v, t)) = &vhost_line {
+                use std::sync::atomic::Ordering::Relaxed;
+                l = format!("{l}; {}", v.line((t.calls_to_irqfd.load(Relaxed), t.calls_to_relay.load(Relaxed))));
+            }
+            l
         };
         lock(&self.virtio_others).push((format!("virtio-net 00:{device:02x}.0 (tap {})", spec.tap.name), transport_stats, Box::new(line)));
-        net::spawn_worker(format!("yakvm-net{index}"), net::Net::new(spec, stats), ends.queues, ends.features, mem, ends.signal)?;
+        match vhost {
+            Some((stats, relays)) => {
+                crate::virtio::vhost_net::spawn_relay(format!("yakvm-vhost{index}"), relays, ends.signal, stats)?;
+            }
+            None => {
+                net::spawn_worker(format!("yakvm-net{index}"), net::Net::new(spec, stats), ends.queues, ends.features, mem, ends.signal)?;
+            }
+        }
         Ok(())
     }
 

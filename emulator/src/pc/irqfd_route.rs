@@ -44,10 +44,24 @@ impl IrqfdRoutes {
     /// Sends `msi` for `vector` through its eventfd, binding it first if needed. `false`:
     /// not sent (no such vector, or no binding): the caller sends it the ordinary way.
     pub fn signal(&mut self, vector: usize, msi: abi::Msi) -> bool {
-        let Some(route) = self.routes.get_mut(vector) else { return false };
+        let Some(fd) = self.bound_fd(vector, msi) else { return false };
+        // A full counter (2^64 - 2 signals nobody took) cannot happen: the module takes
+        // the count at each signal.
+        if fd.write(1).is_err() {
+            return false;
+        }
+        self.signalled += 1;
+        true
+    }
+
+    /// The eventfd bound to `msi` for `vector`, binding it first if needed (for a device
+    /// thread outside the emulator, vhost-net, to signal itself). `None`: no such vector,
+    /// or no binding.
+    pub fn bound_fd(&mut self, vector: usize, msi: abi::Msi) -> Option<&EventFd> {
+        let route = self.routes.get_mut(vector)?;
         if !matches!(route, Route::Bound { msi: bound, .. } if *bound == msi) {
             if matches!(route, Route::Refused) {
-                return false;
+                return None;
             }
             match bind(&self.vm, route, msi) {
                 Ok(()) => self.bound += 1,
@@ -56,18 +70,14 @@ impl IrqfdRoutes {
                         eprintln!("yakvm: an irqfd for interrupt vector {vector}: {e} (its interrupts go through the emulator)");
                     }
                     *route = Route::Refused;
-                    return false;
+                    return None;
                 }
             }
         }
-        let Route::Bound { fd, .. } = route else { return false };
-        // A full counter (2^64 - 2 signals nobody took) cannot happen: the module takes
-        // the count at each signal.
-        if fd.write(1).is_err() {
-            return false;
+        match route {
+            Route::Bound { fd, .. } => Some(fd),
+            _ => None,
         }
-        self.signalled += 1;
-        true
     }
 }
 

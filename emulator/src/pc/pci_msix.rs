@@ -206,6 +206,13 @@ impl MsiX {
         self.message(v)
     }
 
+    /// The message `vector` would send now (MSI-X on, neither the function nor the vector
+    /// masked), without raising it: `None` otherwise.
+    pub fn deliverable(&self, vector: u16) -> Option<Raised> {
+        let v = usize::from(vector);
+        (self.enabled && v < self.entries.len() && !self.function_masked && !self.vector_masked(v)).then(|| self.message(v))
+    }
+
     /// The pending vector `v` goes if nothing masks it any more.
     fn deliver_if_unmasked(&mut self, v: usize) -> Option<Raised> {
         if !self.enabled || self.function_masked || self.vector_masked(v) || !self.pending(v as u16) {

@@ -52,7 +52,7 @@ use crate::bus::{le, lock, BusDevice, Ctx, Effect, SharedDevice};
 use crate::hypervisor::{Datamatch, IoEventAddress, VmHandle};
 use crate::sys::VmMemory;
 use yakvm_abi as abi;
-use crate::virtio::{status, EventFd, QueueSlot, SharedQueue, Signal, F_EVENT_IDX, F_VERSION_1};
+use crate::virtio::{status, EventFd, Offload, OffloadQueue, QueueSlot, SharedQueue, Signal, F_EVENT_IDX, F_VERSION_1};
 
 /// Red Hat's vendor ID for virtio (virtio 1.2, 4.1.2).
 pub const VENDOR: u16 = 0x1af4;
@@ -134,6 +134,10 @@ pub struct TransportStats {
     pub ioevents_registered: AtomicU64,
     /// Registrations the hypervisor refused (the notification stays an MMIO exit).
     pub ioevents_failed: AtomicU64,
+    /// An offloaded device (vhost-net): times a queue's call eventfd was pointed at its
+    /// vector's irqfd, and at the transport's relay.
+    pub calls_to_irqfd: AtomicU64,
+    pub calls_to_relay: AtomicU64,
 }
 
 struct QueueRegs {
@@ -142,6 +146,18 @@ struct QueueRegs {
     kick: EventFd,
     /// Where `kick` is registered as an ioeventfd now.
     ioevent: Option<u64>,
+    /// An offloaded device's: the eventfd the relay thread turns into this queue's
+    /// interrupt, and where the offload's call for this queue points now.
+    relay: Option<EventFd>,
+    call: Option<CallRoute>,
+}
+
+/// Where an offloaded queue's interrupts go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallRoute {
+    Relay,
+    /// The vector's irqfd, bound to this message.
+    Irqfd(abi::Msi),
 }
 
 /// BAR 0's registers, and what the worker signals through.
@@ -169,6 +185,10 @@ pub struct Transport {
     /// The vectors' irqfds, when the VM's local APICs are the hypervisor's (`None`: every
     /// interrupt goes through `msi`).
     irqfds: Option<IrqfdRoutes>,
+    /// Who serves the queues when it is not the emulator's worker (vhost-net), and
+    /// whether it has them now (DRIVER_OK to the reset).
+    offload: Option<Box<dyn Offload>>,
+    offloaded: bool,
     pub stats: Arc<TransportStats>,
 }
 
@@ -246,7 +266,7 @@ impl VirtioPci {
             let shared = Arc::new(Mutex::new(QueueSlot { queue, live: false }));
             let kick = EventFd::new(0).map_err(VirtioPciError::EventFd)?;
             ends.push((shared.clone(), kick.try_clone().map_err(VirtioPciError::EventFd)?));
-            queues.push(QueueRegs { shared, vector: NO_VECTOR, kick, ioevent: None });
+            queues.push(QueueRegs { shared, vector: NO_VECTOR, kick, ioevent: None, relay: None, call: None });
         }
         let transport = Transport {
             info,
@@ -266,6 +286,8 @@ impl VirtioPci {
             ioevents,
             bar_base: None,
             irqfds: irqfds.map(|vm| IrqfdRoutes::new(vm, usize::from(vectors))),
+            offload: None,
+            offloaded: false,
             stats: Default::default(),
         };
         let transport = Arc::new(Mutex::new(transport));
@@ -276,6 +298,21 @@ impl VirtioPci {
 
     pub fn stats(&self) -> Arc<TransportStats> {
         lock(&self.transport).stats.clone()
+    }
+
+    /// Hands the queues to `offload` from each DRIVER_OK to the next reset (instead of a
+    /// worker taking them). Returns each queue's relay eventfd: a thread of the caller's
+    /// waits on them and calls the worker's [`Signal::used`] for the queue.
+    pub fn set_offload(&self, offload: Box<dyn Offload>) -> io::Result<Vec<EventFd>> {
+        let mut t = lock(&self.transport);
+        let mut relays = Vec::new();
+        for q in &mut t.queues {
+            let relay = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?;
+            relays.push(relay.try_clone()?);
+            q.relay = Some(relay);
+        }
+        t.offload = Some(offload);
+        Ok(relays)
     }
 }
 
@@ -294,6 +331,7 @@ impl PciFunction for VirtioPci {
         for raised in t.msix.config_written(&self.space) {
             t.send(None, raised);
         }
+        t.route_calls();
     }
     fn bar_placed(&mut self, index: usize, address: Option<u64>) {
         if index == BAR {
@@ -392,6 +430,89 @@ impl Transport {
         }
     }
 
+    /// DRIVER_OK of an offloaded device: the live queues go to the offload, their
+    /// interrupts first to the relays, then (`route_calls`) to irqfds where they can. A
+    /// refusal: one message, and the device needs a reset.
+    fn start_offload(&mut self) {
+        let Some(offload) = self.offload.as_mut() else { return };
+        let slots: Vec<_> = self.queues.iter().map(|q| lock(&q.shared)).collect();
+        let queues: Vec<OffloadQueue<'_>> = self
+            .queues
+            .iter()
+            .zip(&slots)
+            .enumerate()
+            .filter(|(_, (_, slot))| slot.live)
+            .filter_map(|(index, (regs, slot))| {
+                Some(OffloadQueue {
+                    index,
+                    size: slot.queue.size(),
+                    desc: slot.queue.desc_table(),
+                    avail: slot.queue.avail_ring(),
+                    used: slot.queue.used_ring(),
+                    kick: &regs.kick,
+                    call: regs.relay.as_ref()?,
+                })
+            })
+            .collect();
+        let r = offload.start(self.driver_features, &queues);
+        drop(queues);
+        drop(slots);
+        match r {
+            Ok(()) => {
+                self.offloaded = true;
+                for q in &mut self.queues {
+                    q.call = Some(CallRoute::Relay);
+                }
+                self.route_calls();
+            }
+            Err(e) => {
+                eprintln!("yakvm: virtio device {:#x}: handing its queues over: {e} (the device needs a reset)", self.info.device_type);
+                self.needs_reset.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Points each offloaded queue's interrupts at its vector's irqfd when the VM has
+    /// irqfds and the vector can send now (MSI-X on, nothing masked), else at the relay
+    /// (which goes through MSI-X: masks, pending bits). Called when any of that changes.
+    fn route_calls(&mut self) {
+        if !self.offloaded {
+            return;
+        }
+        let Some(offload) = self.offload.as_mut() else { return };
+        let bound = self.irqfds.as_ref().map_or(0, |i| i.bound);
+        for (q, regs) in self.queues.iter_mut().enumerate() {
+            let message = match (regs.vector != NO_VECTOR).then(|| self.msix.deliverable(regs.vector)).flatten() {
+                Some(Raised::Send(m)) => Some(m),
+                _ => None,
+            };
+            let mut route = CallRoute::Relay;
+            let mut fd = regs.relay.as_ref();
+            if let (Some(irqfds), Some(m)) = (self.irqfds.as_mut(), message) {
+                let (address, data) = msi_of(&m);
+                let msi = abi::Msi { address, data, _pad: 0 };
+                if let Some(f) = irqfds.bound_fd(usize::from(regs.vector), msi) {
+                    route = CallRoute::Irqfd(msi);
+                    fd = Some(f);
+                }
+            }
+            let Some(fd) = fd else { continue };
+            if regs.call == Some(route) {
+                continue;
+            }
+            match offload.set_call(q, fd) {
+                Ok(()) => {
+                    regs.call = Some(route);
+                    let counter = if route == CallRoute::Relay { &self.stats.calls_to_relay } else { &self.stats.calls_to_irqfd };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => eprintln!("yakvm: virtio queue {q}: pointing its interrupts elsewhere: {e}"),
+            }
+        }
+        let now = self.irqfds.as_ref().map_or(0, |i| i.bound);
+        self.stats.irqfd_bindings.fetch_add(now - bound, Ordering::Relaxed);
+    }
+
     fn status(&self) -> u8 {
         self.status | if self.needs_reset.load(Ordering::Relaxed) { status::NEEDS_RESET } else { 0 }
     }
@@ -456,6 +577,7 @@ impl Transport {
                 if let Some(q) = self.queues.get_mut(usize::from(self.queue_select)) {
                     q.vector = vector;
                 }
+                self.route_calls();
             }
             (QUEUE_SIZE | QUEUE_ENABLE | QUEUE_DESC | QUEUE_DESC_HI | QUEUE_DRIVER | QUEUE_DRIVER_HI | QUEUE_DEVICE | QUEUE_DEVICE_HI, _) if setup_allowed => {
                 let Some(q) = self.selected() else { return self.ignore() };
@@ -531,6 +653,9 @@ impl Transport {
                 self.needs_reset.store(true, Ordering::Relaxed);
             }
             self.sync_ioevents();
+            if !broken {
+                self.start_offload();
+            }
             // Buffers the driver made available before DRIVER_OK.
             for q in &self.queues {
                 let _ = q.kick.write(1);
@@ -544,6 +669,14 @@ impl Transport {
     /// worker to let go of it, then goes back to its reset state.
     fn reset(&mut self) {
         self.stats.resets.fetch_add(1, Ordering::Relaxed);
+        if std::mem::take(&mut self.offloaded) {
+            if let Some(offload) = self.offload.as_mut() {
+                offload.stop();
+            }
+            for q in &mut self.queues {
+                q.call = None;
+            }
+        }
         for q in &mut self.queues {
             let mut slot = lock(&q.shared);
             slot.live = false;
@@ -613,6 +746,7 @@ impl BusDevice for Transport {
                 if let Some(raised) = raised {
                     self.send(None, raised);
                 }
+                self.route_calls();
                 return Ok(Effect::Continue);
             }
             Access::Ignored => {
@@ -912,6 +1046,114 @@ mod tests {
         ends.signal.used(0);
         assert_eq!(board.interrupts().apics.lapics[0].pending_interrupt(), Some(0x41));
         assert!(vm.irqfds.lock().unwrap().is_empty());
+    }
+
+    /// An offload that notes what the transport asks of it: "start F q:size:desc:avail:used
+    /// call=relay", "call q relay|other", "stop"; it refuses to start while `refuse`.
+    struct FakeOffload {
+        log: Arc<Mutex<Vec<String>>>,
+        relays: Arc<Mutex<Vec<i32>>>,
+        refuse: bool,
+    }
+
+    impl FakeOffload {
+        fn which(&self, fd: &EventFd) -> &'static str {
+            use std::os::fd::AsRawFd;
+            if self.relays.lock().unwrap().contains(&fd.as_raw_fd()) { "relay" } else { "other" }
+        }
+    }
+
+    impl Offload for FakeOffload {
+        fn start(&mut self, features: u64, queues: &[OffloadQueue<'_>]) -> io::Result<()> {
+            if self.refuse {
+                return Err(io::Error::other("refused"));
+            }
+            for q in queues {
+                let line = format!("start {features:#x} {}:{}:{:#x}:{:#x}:{:#x} call={}", q.index, q.size, q.desc, q.avail, q.used, self.which(q.call));
+                self.log.lock().unwrap().push(line);
+            }
+            Ok(())
+        }
+        fn set_call(&mut self, queue: usize, call: &EventFd) -> io::Result<()> {
+            let line = format!("call {queue} {}", self.which(call));
+            self.log.lock().unwrap().push(line);
+            Ok(())
+        }
+        fn stop(&mut self) {
+            self.log.lock().unwrap().push("stop".into());
+        }
+    }
+
+    /// The virtio-blk function of `setup_full` with an offload: its log.
+    fn setup_offloaded(irqfds: Option<VmHandle>, refuse: bool) -> (crate::devices::Devices, crate::pc::board::PcBoard, WorkerEnds, Arc<Mutex<Vec<String>>>) {
+        use std::os::fd::AsRawFd;
+        let (mut d, board) = pc();
+        let ram = Arc::new(crate::sys::GuestMemory::new(16 << 20).unwrap());
+        let mem = Arc::new(VmMemory::new(ram).unwrap());
+        let (f, ends) = VirtioPci::new(info(), board.msi(), mem, None, irqfds).unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let relays = Arc::new(Mutex::new(Vec::new()));
+        let got = f.set_offload(Box::new(FakeOffload { log: log.clone(), relays: relays.clone(), refuse })).unwrap();
+        // The transport keeps its own descriptors: note theirs (the returned ones are dups).
+        let t = lock(&f.transport);
+        *relays.lock().unwrap() = t.queues.iter().map(|q| q.relay.as_ref().unwrap().as_raw_fd()).collect();
+        drop(t);
+        assert_eq!(got.len(), 1);
+        lock(&board.pci).add(Bdf { bus: 0, device: 3, function: 0 }, Box::new(f)).unwrap();
+        let cfg = |d: &mut crate::devices::Devices, reg: u64, v: u32| d.mmio.write(ECAM_BASE + (3 << 15) + reg, &v.to_le_bytes(), &CTX).unwrap();
+        cfg(&mut d, 0x10, BASE as u32);
+        cfg(&mut d, 0x04, u32::from(COMMAND_MEMORY));
+        (d, board, ends, log)
+    }
+
+    /// DRIVER_OK hands the live queues to the offload (their rings, the relay as call);
+    /// a reset takes them back; the next DRIVER_OK hands them over again.
+    #[test]
+    fn an_offload_gets_the_queues_at_driver_ok_and_gives_them_back_at_reset() {
+        let (mut d, _board, _ends, log) = setup_offloaded(None, false);
+        let taken = || std::mem::take(&mut *log.lock().unwrap());
+        bring_up(&mut d);
+        assert_eq!(taken(), ["start 0x100000000 0:256:0x10000:0x11000:0x12000 call=relay"]);
+        w(&mut d, DEVICE_STATUS, 1, 0);
+        assert_eq!(taken(), ["stop"]);
+        w(&mut d, DEVICE_STATUS, 1, 0);
+        assert_eq!(taken(), Vec::<String>::new(), "nothing to stop twice");
+        bring_up(&mut d);
+        assert_eq!(taken().len(), 1);
+        // A refused start: the device needs a reset.
+        let (mut d, _board, _ends, log) = setup_offloaded(None, true);
+        bring_up(&mut d);
+        assert!(log.lock().unwrap().is_empty());
+        assert_ne!(r(&mut d, DEVICE_STATUS, 1) as u8 & status::NEEDS_RESET, 0);
+    }
+
+    /// With irqfds, an offloaded queue's call is its vector's irqfd while the vector can
+    /// send, the relay while it is masked; the relay's interrupt then goes through MSI-X
+    /// (pending until unmasked).
+    #[test]
+    fn an_offloaded_queue_calls_the_irqfd_unless_masked() {
+        let vm = Arc::new(FakeVm::default());
+        let (mut d, board, ends, log) = setup_offloaded(Some(vm.clone() as VmHandle), false);
+        let taken = || std::mem::take(&mut *log.lock().unwrap());
+        bring_up(&mut d);
+        assert_eq!(taken().len(), 1);
+        w(&mut d, QUEUE_MSIX_VECTOR, 2, 1);
+        msix_vector(&mut d, &board, 1, 0x41);
+        assert_eq!(taken(), ["call 0 other"]);
+        assert_eq!(vm.irqfds.lock().unwrap().len(), 1, "bound to the vector's message");
+        assert_eq!(vm.irqfds.lock().unwrap()[0].1.data, 0x41);
+        // Masked: the relay; the relay's interrupt is held pending.
+        w(&mut d, u64::from(MSIX_TABLE) + 16 + 12, 4, 1);
+        assert_eq!(taken(), ["call 0 relay"]);
+        ends.signal.used(0);
+        assert!(vm.irqfds.lock().unwrap()[0].0.read().is_err(), "nothing sent while masked");
+        // Unmasked: the pending interrupt goes (the ordinary way, as any pending
+        // message), the call back to the irqfd.
+        w(&mut d, u64::from(MSIX_TABLE) + 16 + 12, 4, 0);
+        assert_eq!(taken(), ["call 0 other"]);
+        assert_eq!(board.interrupts().apics.lapics[0].pending_interrupt(), Some(0x41));
+        w(&mut d, DEVICE_STATUS, 1, 0);
+        assert_eq!(taken(), ["stop"]);
     }
 
     /// Feature negotiation and queue 0 set up with rings in RAM, then DRIVER_OK.

@@ -9,7 +9,8 @@
 //! - `probe`: raw ioctls and mappings for the module's tests (fuzzer, self-test);
 //! - `tsc`: the time stamp counter's rate;
 //! - `entropy`: the host's getrandom(2), for the virtio entropy device;
-//! - `tap`: tap network interfaces (TUNSETIFF and the interface ioctls), for virtio-net.
+//! - `tap`: tap network interfaces (TUNSETIFF and the interface ioctls), for virtio-net;
+//! - `vhost`: `/dev/vhost-net`'s ioctls, for virtio-net with `vhost=on`.
 //!
 //! Callers name everything as `crate::sys::X`: the files are an inner detail.
 
@@ -24,6 +25,7 @@ mod probe;
 mod signals;
 mod tap;
 mod tsc;
+mod vhost;
 mod yakvm;
 
 pub use entropy::getrandom;
@@ -34,6 +36,7 @@ pub use probe::{fuzz_ioctl, io_command, try_map, FuzzArg, FUZZ_BUFFER};
 pub use tap::{Tap, TapError, TapOptions};
 pub use signals::{alarm, alarm_after, alarm_fired, catch_stop_signals, interrupt_on_alarm, signal_thread, stop_signal, thread_id};
 pub use tsc::tsc_khz;
+pub use vhost::{MemRegion, VhostError, VhostNet, VringAddr, MAX_REGIONS as VHOST_MAX_REGIONS};
 pub use yakvm::{run_fd, Device, Vcpu, Vm};
 
 /// A failed system call: which one and its errno.

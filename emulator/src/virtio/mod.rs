@@ -21,6 +21,7 @@ pub mod blk_request;
 pub mod chain;
 pub mod net;
 pub mod rng;
+pub mod vhost_net;
 #[cfg(test)]
 pub mod testing;
 
@@ -70,6 +71,32 @@ pub trait Signal: Send + Sync {
     /// The device found an error it cannot recover from (a broken descriptor chain, rings
     /// it cannot reach): DEVICE_NEEDS_RESET and a configuration change notification.
     fn needs_reset(&self);
+}
+
+/// A device whose rings something outside the emulator serves (vhost-net: a kernel
+/// thread): the transport hands it the queues at DRIVER_OK and takes them back at a reset.
+/// Its interrupts come back on each queue's call eventfd, which the transport points at
+/// the vector's irqfd or at a relay eventfd of its own (`pc/virtio_pci.rs`).
+pub trait Offload: Send {
+    /// The driver set DRIVER_OK with `features` and these queues (index, and its ring).
+    fn start(&mut self, features: u64, queues: &[OffloadQueue<'_>]) -> io::Result<()>;
+    /// Queue `queue`'s used-ring interrupts go to `call` from now on.
+    fn set_call(&mut self, queue: usize, call: &EventFd) -> io::Result<()>;
+    /// Stops serving the queues (device reset): once it returns, nothing touches them.
+    fn stop(&mut self);
+}
+
+/// A queue as [`Offload::start`] gets it: guest addresses of its three parts.
+pub struct OffloadQueue<'a> {
+    pub index: usize,
+    pub size: u16,
+    pub desc: u64,
+    pub avail: u64,
+    pub used: u64,
+    /// The driver's notifications (the queue's ioeventfd).
+    pub kick: &'a EventFd,
+    /// Where used-ring interrupts go first.
+    pub call: &'a EventFd,
 }
 
 /// What one pass over a queue did.

@@ -59,10 +59,12 @@ const TUN_F_TSO6: u32 = 0x04;
 /// Why a `--net` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("--net {spec}: {why} (tap=NAME[,ip=A.B.C.D][,mask=A.B.C.D][,mac=XX:XX:XX:XX:XX:XX][,mtu=68-65535])")]
+    #[error("--net {spec}: {why} (tap=NAME[,ip=A.B.C.D][,mask=A.B.C.D][,mac=XX:XX:XX:XX:XX:XX][,mtu=68-65535][,vhost=on|off])")]
     BadOption { spec: String, why: String },
     #[error("--net: {0}")]
     Tap(#[from] TapError),
+    #[error("--net tap={tap},vhost=on: {why}")]
+    Vhost { tap: String, why: String },
 }
 
 /// A `--net` as given: the tap's options and the guest's MAC address and MTU.
@@ -71,6 +73,8 @@ pub struct NetConfig {
     pub tap: TapOptions,
     pub mac: [u8; 6],
     pub mtu: u16,
+    /// The kernel's vhost-net moves the frames (`virtio::vhost_net`).
+    pub vhost: bool,
 }
 
 /// A stable, locally administered unicast address for the tap `name`: 52:54:00 and three
@@ -98,11 +102,11 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 impl NetConfig {
-    /// Parses `tap=NAME[,ip=A][,mask=M][,mac=MAC][,mtu=N]` (mask defaults to
+    /// Parses `tap=NAME[,ip=A][,mask=M][,mac=MAC][,mtu=N][,vhost=on|off]` (mask defaults to
     /// 255.255.255.0 with ip; a mask alone is an error).
     pub fn parse(spec: &str) -> Result<Self, NetError> {
         let bad = |why: String| NetError::BadOption { spec: spec.into(), why };
-        let (mut name, mut ip, mut mask, mut mac, mut mtu) = (None, None, None, None, None);
+        let (mut name, mut ip, mut mask, mut mac, mut mtu, mut vhost) = (None, None, None, None, None, None);
         for part in spec.split(',') {
             let (key, value) = part.split_once('=').ok_or_else(|| bad(format!("'{part}' is not KEY=VALUE")))?;
             let seen = match key {
@@ -123,6 +127,13 @@ impl NetConfig {
                     }
                     mac.replace(m).is_some()
                 }
+                "vhost" => vhost
+                    .replace(match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad(format!("vhost '{value}' is not on or off"))),
+                    })
+                    .is_some(),
                 "mtu" => mtu.replace(value.parse::<u16>().ok().filter(|m| *m >= 68).ok_or_else(|| bad(format!("mtu '{value}' is not 68 to 65535")))?).is_some(),
                 _ => return Err(bad(format!("unknown option '{key}'"))),
             };
@@ -137,22 +148,41 @@ impl NetConfig {
         let ip = ip.map(|a| (a, mask.unwrap_or(Ipv4Addr::new(255, 255, 255, 0))));
         let mac = mac.unwrap_or_else(|| default_mac(&name));
         let tap = TapOptions { name, ip, mtu: mtu.map(u32::from), vnet_hdr_len: HDR_LEN as i32 };
-        Ok(Self { tap, mac, mtu: mtu.unwrap_or(DEFAULT_MTU) })
+        Ok(Self { tap, mac, mtu: mtu.unwrap_or(DEFAULT_MTU), vhost: vhost.unwrap_or(false) })
     }
 }
 
-/// A `--net` ready for the board: its tap open.
+/// A `--net` ready for the board: its tap open (and with `vhost=on`, `/dev/vhost-net`
+/// open and owned, with the features it handles).
 #[derive(Debug)]
 pub struct NetSpec {
     pub config: NetConfig,
     pub tap: Tap,
+    pub vhost: Option<(crate::sys::VhostNet, u64)>,
 }
 
 impl NetSpec {
     pub fn open(spec: &str) -> Result<Self, NetError> {
         let config = NetConfig::parse(spec)?;
         let tap = Tap::open(&config.tap)?;
-        Ok(Self { config, tap })
+        let vhost = if config.vhost {
+            let why = |why: String| NetError::Vhost { tap: config.tap.name.clone(), why };
+            let dev = crate::sys::VhostNet::open().map_err(|e| why(e.to_string()))?;
+            let features = dev.features().map_err(|e| why(e.to_string()))?;
+            Some((dev, features))
+        } else {
+            None
+        };
+        Ok(Self { config, tap, vhost })
+    }
+
+    /// The features the device offers: all of [`features`], less the ring features
+    /// vhost lacks with `vhost=on`.
+    pub fn features(&self) -> u64 {
+        match &self.vhost {
+            Some((_, vhost)) => super::vhost_net::offer(features(), *vhost),
+            None => features(),
+        }
     }
 }
 
@@ -667,11 +697,13 @@ mod tests {
         assert_eq!((c.mac, c.mtu, c.tap.mtu), ([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc], 9000, Some(9000)));
         let d = NetConfig::parse("tap=yk1,ip=10.0.0.1").unwrap();
         assert_eq!(d.tap.ip.unwrap().1, Ipv4Addr::new(255, 255, 255, 0));
-        assert_eq!((d.mac, d.mtu, d.tap.mtu), (default_mac("yk1"), DEFAULT_MTU, None));
+        assert_eq!((d.mac, d.mtu, d.tap.mtu, d.vhost), (default_mac("yk1"), DEFAULT_MTU, None, false));
+        assert!(NetConfig::parse("tap=yk1,vhost=on").unwrap().vhost);
+        assert!(!NetConfig::parse("tap=yk1,vhost=off").unwrap().vhost);
         assert_eq!(default_mac("yk1"), default_mac("yk1"));
         assert_ne!(default_mac("yk1"), default_mac("yk2"));
         assert_eq!(default_mac("yk1")[0] & 3, 2, "locally administered unicast");
-        for bad in ["", "ip=1.2.3.4", "tap=", "tap=a,foo=1", "tap=a,ip=1.2.3", "tap=a,mask=255.0.0.0", "tap=a,ip=1.2.3.4,mask=255.0.255.0", "tap=a,mac=01:00:00:00:00:01", "tap=a,mac=52:54:00:00:01", "tap=a,mtu=10", "tap=a,mtu=70000", "tap=a,tap=b", "tap"] {
+        for bad in ["", "ip=1.2.3.4", "tap=", "tap=a,foo=1", "tap=a,ip=1.2.3", "tap=a,mask=255.0.0.0", "tap=a,ip=1.2.3.4,mask=255.0.255.0", "tap=a,mac=01:00:00:00:00:01", "tap=a,mac=52:54:00:00:01", "tap=a,mtu=10", "tap=a,mtu=70000", "tap=a,tap=b", "tap", "tap=a,vhost=yes", "tap=a,vhost=on,vhost=on"] {
             let e = NetConfig::parse(bad).unwrap_err();
             assert!(e.to_string().starts_with(&format!("--net {bad}: ")), "{bad}: {e}");
         }
