@@ -76,8 +76,8 @@ pub enum Error {
     BadCpus(u32),
     #[error("--smp {0}: several vCPUs need the pc machine (--machine pc), which has local APICs")]
     SmpNeedsPc(u32),
-    #[error("--kernel-apic: the module's local APICs are for the pc machine (--machine pc) on yakvm (not --hypervisor kvm)")]
-    KernelApicNeedsPcOnYakvm,
+    #[error("--kernel-apic: the kernel's local APICs are for the pc machine (--machine pc)")]
+    KernelApicNeedsPc,
     #[error("--testdev: the test device is a pc machine's (--machine pc)")]
     TestdevNeedsPc,
     #[error("--pci-testdev: the PCI test functions are a pc machine's (--machine pc)")]
