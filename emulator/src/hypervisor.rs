@@ -1037,6 +1037,17 @@ impl Vcpu for KvmVcpu {
         // KVM decides with LINT0 itself (see the trait).
         self.split_irqchip.then_some(true)
     }
+    /// KVM's local APIC handles its own page; an access that reaches here found it
+    /// disabled (IA32_APIC_BASE) or moved: nothing is there (reads all ones, writes lost).
+    fn apic_access(&mut self, _offset: u64, write: bool, data: &mut [u8]) -> io::Result<Option<u8>> {
+        if !self.split_irqchip {
+            return Err(io::Error::other("no kernel APIC"));
+        }
+        if !write {
+            data.fill(0xff);
+        }
+        Ok(None)
+    }
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {
         // A thread that panicked while draining left the ring consistent (KVM's indices).
         let _ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
