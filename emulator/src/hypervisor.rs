@@ -500,6 +500,9 @@ pub fn create(
             for i in 0..vcpus {
                 let fd = vm.create_vcpu(i.into()).map_err(|e| Error::Kvm(format!("KVM_CREATE_VCPU {i}: {e}")))?;
                 fd.set_cpuid2(&kvm_cpuid(i, vcpus, lapic, split_irqchip)?).map_err(|e| Error::Kvm(format!("KVM_SET_CPUID2: {e}")))?;
+                if split_irqchip && i == 0 {
+                    bsp_virtual_wire(&fd)?;
+                }
                 let mut vcpu = sys::kvm::Vcpu::new(fd);
                 if !coalesced.is_empty() {
                     vcpu.map_coalesced_ring()?;
@@ -532,6 +535,32 @@ fn enable_split_irqchip(vm: &kvm_ioctls::VmFd) -> Result<(), Error> {
     let mut cap = kvm_bindings::kvm_enable_cap { cap: kvm_bindings::KVM_CAP_SPLIT_IRQCHIP, ..Default::default() };
     cap.args[0] = IOAPIC_GSIS.into();
     vm.enable_cap(&cap).map_err(|e| Error::Kvm(format!("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): {e}")))
+}
+
+/// The bootstrap processor's local APIC as yakvm's starts (`abi/src/lapic.rs`, `Lapic::new`:
+/// as a BIOS hands it over, in virtual-wire mode): software-enabled (SVR bit 8), LINT0
+/// ExtINT and LINT1 NMI, unmasked. KVM's starts software-disabled with LINT0 ExtINT (its
+/// `LINT0_REENABLED` quirk), where a guest cannot unmask an LVT again once it masked one
+/// (SDM 11.4.7.2); set through `KVM_SET_LAPIC` so that a guest sees the same machine on both.
+fn bsp_virtual_wire(fd: &kvm_ioctls::VcpuFd) -> Result<(), Error> {
+    const SVR: usize = 0xf0;
+    const LVT_LINT0: usize = 0x350;
+    const LVT_LINT1: usize = 0x360;
+    const SVR_ENABLE: u32 = 1 << 8;
+    const EXTINT: u32 = 0b111 << 8;
+    const NMI: u32 = 0b100 << 8;
+    let mut state = fd.get_lapic().map_err(|e| Error::Kvm(format!("KVM_GET_LAPIC: {e}")))?;
+    let reg = |state: &kvm_bindings::kvm_lapic_state, at: usize| u32::from_le_bytes(std::array::from_fn(|i| state.regs[at + i] as u8));
+    let set = |state: &mut kvm_bindings::kvm_lapic_state, at: usize, value: u32| {
+        for (i, byte) in value.to_le_bytes().into_iter().enumerate() {
+            state.regs[at + i] = byte as _;
+        }
+    };
+    let svr = reg(&state, SVR) | SVR_ENABLE;
+    set(&mut state, SVR, svr);
+    set(&mut state, LVT_LINT0, EXTINT);
+    set(&mut state, LVT_LINT1, NMI);
+    fd.set_lapic(&state).map_err(|e| Error::Kvm(format!("KVM_SET_LAPIC: {e}")))
 }
 
 /// yakvm: why an MMIO access could not be emulated.
