@@ -507,11 +507,14 @@ mod tests {
         assert_eq!(write(&mut apics, 0, IOAPIC_BASE + 0x10, 0x8059), 0b01);
     }
 
+    /// The I/O APIC's messages by pin, as the kernel is told them.
+    type Routes = Vec<Option<(u64, u32)>>;
+
     /// What a fake kernel APIC was told.
     #[derive(Default)]
     struct Told {
         msis: std::sync::Mutex<Vec<(u64, u32)>>,
-        routes: std::sync::Mutex<Vec<Vec<Option<(u64, u32)>>>>,
+        routes: std::sync::Mutex<Vec<Routes>>,
     }
 
     impl crate::hypervisor::KernelApics for Told {
