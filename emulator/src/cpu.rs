@@ -81,7 +81,8 @@ pub(crate) struct Shared<'m> {
     /// The run has ended: every vCPU thread returns.
     done: AtomicBool,
     trace: bool,
-    /// The local APICs are yakvm's kernel APICs (`--kernel-apic`).
+    /// The local APICs are the kernel's (`--kernel-apic`: yakvm's module, or KVM's split
+    /// irqchip).
     kernel_apic: bool,
 }
 
@@ -189,7 +190,10 @@ impl CpuLoop<'_> {
                 }
                 // With the kernel's APICs a vCPU waiting for a startup IPI, or halted with
                 // interrupts enabled, waits in RUN, where the module wakes it (exits
-                // APIC_SIPI, APIC_WAKE).
+                // APIC_SIPI, APIC_WAKE). KVM's split irqchip never reports INIT, SIPI nor
+                // HLT: its APs stay `WaitForSipi` here and simply run (KVM_RUN waits for
+                // their SIPI), and no vCPU is ever seen halted, so `stalled` never runs
+                // there (a guest that ends in CLI; HLT runs until `--timeout`).
                 let state = l.states[self.index];
                 // Halted there with no APIC timer armed (the module reported the HLT):
                 // the run ends if nothing else can wake any vCPU either (looked at again

@@ -23,8 +23,9 @@ pub enum Kind {
     /// yakvm's kernel module (`/dev/yakvm`).
     #[default]
     Yakvm,
-    /// Linux KVM (`/dev/kvm`, kvm_amd), with the same userspace devices (no in-kernel
-    /// irqchip or PIT): for comparisons.
+    /// Linux KVM (`/dev/kvm`, kvm_amd), with the same userspace devices (no in-kernel PIT,
+    /// PIC or I/O APIC; the local APICs in the kernel only with `--kernel-apic`, KVM's
+    /// split irqchip): for comparisons.
     Kvm,
 }
 
@@ -62,8 +63,8 @@ pub enum Exit<'a> {
     Unhandled(abi::HwExit),
     /// yakvm: a stop a debugger asked for (`set_guest_debug`): a single step or an INT3.
     Debug(abi::DebugExit),
-    /// yakvm's kernel APIC: the guest ended level-triggered `vector` (an EOI) for the
-    /// I/O APIC.
+    /// The kernel's APICs (yakvm's; KVM's `KVM_EXIT_IOAPIC_EOI`): the guest ended
+    /// level-triggered `vector` (an EOI) for the I/O APIC.
     IoapicEoi { vector: u8 },
     /// yakvm's kernel APIC: INIT reached the vCPU (the next `run` waits for a SIPI).
     ApicInit,
@@ -140,8 +141,11 @@ pub trait Vcpu: Send {
     fn apic_stats(&self) -> Option<abi::ApicStats> {
         None
     }
-    /// yakvm's kernel APIC: whether the PIC's INTR reaches this vCPU (its LINT0 as the
-    /// guest set it), as the last `run` left it; `None` before the first `run`.
+    /// The kernel's APICs: whether the PIC's INTR reaches this vCPU (its LINT0 as the
+    /// guest set it), as the last `run` left it; `None` before the first `run`. KVM's
+    /// split irqchip: always true on vCPU 0, as KVM looks at LINT0 itself (its
+    /// `ready_for_interrupt` stays false while LINT0 does not take ExtINT, and it opens no
+    /// interrupt window then: `kvm_cpu_accept_dm_intr`).
     fn apic_accepts_pic(&mut self) -> Option<bool> {
         None
     }
@@ -197,11 +201,11 @@ pub trait Vm: Send + Sync {
     /// Removes the registration made with the same arguments (`ENOENT` if there is none),
     /// as when a device's BAR moves.
     fn unregister_ioevent(&self, addr: IoEventAddress, datamatch: Datamatch, fd: &EventFd) -> io::Result<()>;
-    /// IRQFD (yakvm's `IRQFD`, with its kernel APICs): each signal of `fd`, from any
-    /// thread, delivers the interrupt message `msi` (MSI address and data) to the local
-    /// APICs without this program on the way; signals that come before the delivery
-    /// merge into one interrupt. An error on KVM (it runs here without an in-kernel
-    /// irqchip, so it has no GSI routes) and on yakvm without `--kernel-apic`.
+    /// IRQFD (yakvm's `IRQFD`; KVM's `KVM_IRQFD` on a GSI routed to `msi`), with the
+    /// kernel's APICs: each signal of `fd`, from any thread, delivers the interrupt
+    /// message `msi` (MSI address and data) to the local APICs without this program on the
+    /// way; signals that come before the delivery merge into one interrupt. An error
+    /// without `--kernel-apic`.
     fn register_irqfd(&self, fd: &EventFd, msi: abi::Msi) -> io::Result<()> {
         let _ = (fd, msi);
         Err(io::Error::new(io::ErrorKind::Unsupported, "IRQFD needs yakvm's kernel APICs"))
@@ -247,9 +251,72 @@ impl Vm for YakvmVm {
     }
 }
 
+/// KVM's VM. With the split irqchip (`--kernel-apic`) it keeps KVM's GSI routing table,
+/// which `KVM_SET_GSI_ROUTING` replaces whole: the I/O APIC's pins and the irqfds' routes.
 struct KvmVm {
     vm: kvm_ioctls::VmFd,
     _kvm: kvm_ioctls::Kvm,
+    /// `KVM_CAP_SPLIT_IRQCHIP` is on: the local APICs are KVM's.
+    split_irqchip: bool,
+    routes: Mutex<GsiRoutes>,
+}
+
+/// The I/O APIC's pins of KVM's split irqchip (`KVM_CAP_SPLIT_IRQCHIP`'s argument): GSIs
+/// 0-23, as many as `ioapic::PINS`.
+const IOAPIC_GSIS: u32 = crate::pc::ioapic::PINS as u32;
+
+/// What KVM's GSI routing table holds, as MSI routes (a split irqchip has no other kind):
+/// GSI n below [`IOAPIC_GSIS`] is I/O APIC pin n's message, only there for KVM to know
+/// which vectors' EOIs to report (`kvm_scan_ioapic_routes` in Linux's irq_comm.c: the
+/// level-triggered ones, data bit 15); an irqfd's GSI, from [`IOAPIC_GSIS`] up, its
+/// message.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct GsiRoutes {
+    /// Pin n's message, if its entry has one.
+    ioapic: Vec<Option<(u64, u32)>>,
+    /// Each irqfd's descriptor, GSI and message.
+    irqfds: Vec<(std::os::fd::RawFd, u32, abi::Msi)>,
+}
+
+impl GsiRoutes {
+    /// The lowest GSI above the I/O APIC's that no irqfd has.
+    fn free_gsi(&self) -> u32 {
+        (IOAPIC_GSIS..).find(|gsi| !self.irqfds.iter().any(|&(_, g, _)| g == *gsi)).expect("a free GSI")
+    }
+
+    /// The table: (GSI, MSI address, data), GSIs in ascending order.
+    fn table(&self) -> Vec<(u32, u64, u32)> {
+        let pins = self.ioapic.iter().enumerate().filter_map(|(pin, m)| m.map(|(address, data)| (pin as u32, address, data)));
+        let mut table: Vec<_> = pins.chain(self.irqfds.iter().map(|&(_, gsi, msi)| (gsi, msi.address, msi.data))).collect();
+        table.sort_by_key(|&(gsi, ..)| gsi);
+        table
+    }
+}
+
+impl KvmVm {
+    /// `KVM_SET_GSI_ROUTING` with `routes`' table.
+    fn set_routing(&self, routes: &GsiRoutes) -> io::Result<()> {
+        let entries: Vec<kvm_bindings::kvm_irq_routing_entry> = routes
+            .table()
+            .into_iter()
+            .map(|(gsi, address, data)| {
+                let msi = kvm_bindings::kvm_irq_routing_msi { address_lo: address as u32, address_hi: (address >> 32) as u32, data, ..Default::default() };
+                kvm_bindings::kvm_irq_routing_entry {
+                    gsi,
+                    type_: kvm_bindings::KVM_IRQ_ROUTING_MSI,
+                    u: kvm_bindings::kvm_irq_routing_entry__bindgen_ty_1 { msi },
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let table = kvm_bindings::KvmIrqRouting::from_entries(&entries).map_err(|e| io::Error::other(format!("GSI routing table: {e:?}")))?;
+        self.vm.set_gsi_routing(&table).map_err(kvm_error("KVM_SET_GSI_ROUTING"))
+    }
+
+    fn lock_routes(&self) -> std::sync::MutexGuard<'_, GsiRoutes> {
+        // Changed only after KVM took the table: a panic leaves it as KVM has it.
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn kvm_address(addr: IoEventAddress) -> kvm_ioctls::IoEventAddress {
@@ -282,14 +349,85 @@ impl Vm for KvmVm {
         }
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))
     }
+    /// A GSI of its own routed to `msi` (the whole table set again), then `KVM_IRQFD` on
+    /// it. Only with the split irqchip: without it KVM has no local APICs to deliver to.
+    fn register_irqfd(&self, fd: &EventFd, msi: abi::Msi) -> io::Result<()> {
+        if !self.split_irqchip {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "IRQFD needs the kernel's local APICs (--kernel-apic)"));
+        }
+        let mut routes = self.lock_routes();
+        if routes.irqfds.iter().any(|&(raw, ..)| raw == fd.as_raw_fd()) {
+            return Err(io::Error::from_raw_os_error(nix::libc::EEXIST));
+        }
+        let gsi = routes.free_gsi();
+        routes.irqfds.push((fd.as_raw_fd(), gsi, msi));
+        let set = self.set_routing(&routes).and_then(|()| self.vm.register_irqfd(fd, gsi).map_err(kvm_error("KVM_IRQFD")));
+        if let Err(e) = set {
+            routes.irqfds.pop();
+            // Back to the table KVM had (best effort: the error is the first one).
+            let _ = self.set_routing(&routes);
+            return Err(e);
+        }
+        Ok(())
+    }
+    /// `KVM_IRQFD` deassigned, then its GSI's route removed.
+    fn unregister_irqfd(&self, fd: &EventFd) -> io::Result<()> {
+        let mut routes = self.lock_routes();
+        let Some(at) = routes.irqfds.iter().position(|&(raw, ..)| raw == fd.as_raw_fd()) else {
+            return Err(io::Error::from_raw_os_error(nix::libc::ENOENT));
+        };
+        let (_, gsi, _) = routes.irqfds[at];
+        self.vm.unregister_irqfd(fd, gsi).map_err(kvm_error("KVM_IRQFD (deassign)"))?;
+        let binding = routes.irqfds.remove(at);
+        // The route goes too; if KVM refuses the smaller table, the GSI stays taken.
+        self.set_routing(&routes).inspect_err(|_| routes.irqfds.insert(at, binding))
+    }
 }
 
-/// Sends an interrupt message (MSI address, data) to the kernel's local APICs
-/// (yakvm's `SIGNAL_MSI`), from any thread.
-pub type MsiSink = Arc<dyn Fn(u64, u32) -> io::Result<u32> + Send + Sync>;
+/// The kernel's local APICs, as the userspace I/O APIC and PIC reach them (`--kernel-apic`):
+/// yakvm's module, or KVM's split irqchip.
+pub trait KernelApics: Send + Sync {
+    /// Sends an interrupt message (MSI address, data) to the local APICs, from any thread
+    /// (yakvm's `SIGNAL_MSI`, `KVM_SIGNAL_MSI`): how many took it.
+    fn signal_msi(&self, address: u64, data: u32) -> io::Result<u32>;
+    /// The I/O APIC's messages now, by pin (`None`: the entry has none): KVM reports an
+    /// EOI (`Exit::IoapicEoi`) only of the level-triggered vectors it finds there, so it
+    /// must be told whenever the guest changes an entry (`KVM_SET_GSI_ROUTING`, GSIs 0-23).
+    /// yakvm's module reports every level-triggered EOI: nothing to do.
+    fn set_ioapic_routes(&self, routes: &[Option<(u64, u32)>]) -> io::Result<()> {
+        let _ = routes;
+        Ok(())
+    }
+}
+
+/// How the machine keeps the kernel's APICs.
+pub type KernelApicsHandle = Arc<dyn KernelApics>;
+
+struct YakvmApics(Arc<sys::Vm>);
+
+impl KernelApics for YakvmApics {
+    fn signal_msi(&self, address: u64, data: u32) -> io::Result<u32> {
+        self.0.signal_msi(&abi::Msi { address, data, _pad: 0 })
+    }
+}
+
+struct KvmApics(Arc<KvmVm>);
+
+impl KernelApics for KvmApics {
+    fn signal_msi(&self, address: u64, data: u32) -> io::Result<u32> {
+        let msi = kvm_bindings::kvm_msi { address_lo: address as u32, address_hi: (address >> 32) as u32, data, ..Default::default() };
+        let n = self.0.vm.signal_msi(msi).map_err(kvm_error("KVM_SIGNAL_MSI"))?;
+        Ok(n.max(0) as u32)
+    }
+    fn set_ioapic_routes(&self, pins: &[Option<(u64, u32)>]) -> io::Result<()> {
+        let mut routes = self.0.lock_routes();
+        let old = std::mem::replace(&mut routes.ioapic, pins.iter().take(IOAPIC_GSIS as usize).copied().collect());
+        self.0.set_routing(&routes).inspect_err(|_| routes.ioapic = old)
+    }
+}
 
 /// What `create` makes: the VM, its vCPUs, and the way to its kernel APICs if it has them.
-pub type Created = (VmHandle, Vec<Box<dyn Vcpu>>, Option<MsiSink>);
+pub type Created = (VmHandle, Vec<Box<dyn Vcpu>>, Option<KernelApicsHandle>);
 
 /// A VM of either hypervisor with `vcpus` vCPUs (1 to `abi::MAX_VCPUS`; index i has
 /// APIC id i, 0 is the bootstrap processor) and `mem` as its RAM at address 0. Keep
@@ -341,15 +479,16 @@ pub fn create(
                 vcpu.set_coalesced_io(&zones)?;
                 list.push(Box::new(YakvmVcpu { vcpu, synced: false, mem: mem.clone(), mmio: Mmio::None }));
             }
-            let sink: Option<MsiSink> = kernel_apic.then(|| {
-                let vm = vm.clone();
-                Arc::new(move |address, data| vm.signal_msi(&abi::Msi { address, data, _pad: 0 })) as MsiSink
-            });
-            Ok((Arc::new(YakvmVm(vm)), list, sink))
+            let apics = kernel_apic.then(|| Arc::new(YakvmApics(vm.clone())) as KernelApicsHandle);
+            Ok((Arc::new(YakvmVm(vm)), list, apics))
         }
         Kind::Kvm => {
             let kvm = kvm_ioctls::Kvm::new().map_err(|e| Error::Kvm(format!("cannot open /dev/kvm: {e} (is kvm_amd loaded?)")))?;
             let vm = kvm.create_vm().map_err(|e| Error::Kvm(format!("KVM_CREATE_VM: {e}")))?;
+            let split_irqchip = lapic && kernel_apic;
+            if split_irqchip {
+                enable_split_irqchip(&vm)?;
+            }
             sys::kvm::add_memory(&vm, 0, 0, mem)?;
             for &(port, len) in coalesced {
                 vm.register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(port.into()), len.into())
@@ -360,17 +499,68 @@ pub fn create(
             let mut list: Vec<Box<dyn Vcpu>> = Vec::new();
             for i in 0..vcpus {
                 let fd = vm.create_vcpu(i.into()).map_err(|e| Error::Kvm(format!("KVM_CREATE_VCPU {i}: {e}")))?;
-                fd.set_cpuid2(&kvm_cpuid(i, lapic)?).map_err(|e| Error::Kvm(format!("KVM_SET_CPUID2: {e}")))?;
+                fd.set_cpuid2(&kvm_cpuid(i, vcpus, lapic, split_irqchip)?).map_err(|e| Error::Kvm(format!("KVM_SET_CPUID2: {e}")))?;
+                if split_irqchip && i == 0 {
+                    bsp_virtual_wire(&fd)?;
+                }
                 let mut vcpu = sys::kvm::Vcpu::new(fd);
                 if !coalesced.is_empty() {
                     vcpu.map_coalesced_ring()?;
                 }
-                list.push(Box::new(KvmVcpu { vcpu, ring: ring.clone() }));
+                list.push(Box::new(KvmVcpu { vcpu, ring: ring.clone(), split_irqchip }));
             }
-            // KVM keeps the local APICs in userspace here (no split irqchip yet).
-            Ok((Arc::new(KvmVm { vm, _kvm: kvm }), list, None))
+            let vm = Arc::new(KvmVm { vm, _kvm: kvm, split_irqchip, routes: Mutex::new(GsiRoutes::default()) });
+            let apics = split_irqchip.then(|| Arc::new(KvmApics(vm.clone())) as KernelApicsHandle);
+            Ok((vm, list, apics))
         }
     }
+}
+
+/// KVM's split irqchip (`KVM_CAP_SPLIT_IRQCHIP`, Documentation/virt/kvm/api.rst): the
+/// local APICs in KVM (with INIT, SIPI, HLT and their timers), the PIC and the I/O APIC
+/// here, its [`IOAPIC_GSIS`] pins reserved at the bottom of the GSI routes. Before any
+/// vCPU exists (KVM refuses it after).
+fn enable_split_irqchip(vm: &kvm_ioctls::VmFd) -> Result<(), Error> {
+    let missing = |what: &str| Error::Kvm(format!("--kernel-apic on KVM needs {what}, which this KVM does not have"));
+    for (cap, name) in [
+        (kvm_ioctls::Cap::SplitIrqchip, "KVM_CAP_SPLIT_IRQCHIP"),
+        (kvm_ioctls::Cap::IrqRouting, "KVM_CAP_IRQ_ROUTING"),
+        (kvm_ioctls::Cap::Irqfd, "KVM_CAP_IRQFD"),
+        (kvm_ioctls::Cap::SignalMsi, "KVM_CAP_SIGNAL_MSI"),
+    ] {
+        if !vm.check_extension(cap) {
+            return Err(missing(name));
+        }
+    }
+    let mut cap = kvm_bindings::kvm_enable_cap { cap: kvm_bindings::KVM_CAP_SPLIT_IRQCHIP, ..Default::default() };
+    cap.args[0] = IOAPIC_GSIS.into();
+    vm.enable_cap(&cap).map_err(|e| Error::Kvm(format!("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): {e}")))
+}
+
+/// The bootstrap processor's local APIC as yakvm's starts (`abi/src/lapic.rs`, `Lapic::new`:
+/// as a BIOS hands it over, in virtual-wire mode): software-enabled (SVR bit 8), LINT0
+/// ExtINT and LINT1 NMI, unmasked. KVM's starts software-disabled with LINT0 ExtINT (its
+/// `LINT0_REENABLED` quirk), where a guest cannot unmask an LVT again once it masked one
+/// (SDM 11.4.7.2); set through `KVM_SET_LAPIC` so that a guest sees the same machine on both.
+fn bsp_virtual_wire(fd: &kvm_ioctls::VcpuFd) -> Result<(), Error> {
+    const SVR: usize = 0xf0;
+    const LVT_LINT0: usize = 0x350;
+    const LVT_LINT1: usize = 0x360;
+    const SVR_ENABLE: u32 = 1 << 8;
+    const EXTINT: u32 = 0b111 << 8;
+    const NMI: u32 = 0b100 << 8;
+    let mut state = fd.get_lapic().map_err(|e| Error::Kvm(format!("KVM_GET_LAPIC: {e}")))?;
+    let reg = |state: &kvm_bindings::kvm_lapic_state, at: usize| u32::from_le_bytes(std::array::from_fn(|i| state.regs[at + i] as u8));
+    let set = |state: &mut kvm_bindings::kvm_lapic_state, at: usize, value: u32| {
+        for (i, byte) in value.to_le_bytes().into_iter().enumerate() {
+            state.regs[at + i] = byte as _;
+        }
+    };
+    let svr = reg(&state, SVR) | SVR_ENABLE;
+    set(&mut state, SVR, svr);
+    set(&mut state, LVT_LINT0, EXTINT);
+    set(&mut state, LVT_LINT1, NMI);
+    fd.set_lapic(&state).map_err(|e| Error::Kvm(format!("KVM_SET_LAPIC: {e}")))
 }
 
 /// yakvm: why an MMIO access could not be emulated.
@@ -755,6 +945,8 @@ struct KvmVcpu {
     vcpu: sys::kvm::Vcpu,
     /// Held while draining the VM's coalesced ring (shared by its vCPUs).
     ring: Arc<Mutex<()>>,
+    /// The local APIC is KVM's (`--kernel-apic`).
+    split_irqchip: bool,
 }
 
 fn kvm_error(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> io::Error {
@@ -779,6 +971,7 @@ impl Vcpu for KvmVcpu {
             K::MmioWrite { gpa } => Exit::Mmio { gpa, write: true, data },
             K::Hlt => Exit::Hlt,
             K::IrqWindowOpen => Exit::IrqWindowOpen,
+            K::IoapicEoi { vector } => Exit::IoapicEoi { vector },
             K::Shutdown => Exit::Shutdown { rip: None },
             K::FailEntry { reason } => Exit::FailEntry { reason },
             K::InternalError { suberror } => Exit::Other(format!("KVM internal error (suberror {suberror})")),
@@ -869,6 +1062,21 @@ impl Vcpu for KvmVcpu {
     fn set_guest_debug(&mut self, _control: u32) -> io::Result<()> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "--gdb and --step-trace are not supported on --hypervisor kvm (yakvm only)"))
     }
+    fn apic_accepts_pic(&mut self) -> Option<bool> {
+        // KVM decides with LINT0 itself (see the trait).
+        self.split_irqchip.then_some(true)
+    }
+    /// KVM's local APIC handles its own page; an access that reaches here found it
+    /// disabled (IA32_APIC_BASE) or moved: nothing is there (reads all ones, writes lost).
+    fn apic_access(&mut self, _offset: u64, write: bool, data: &mut [u8]) -> io::Result<Option<u8>> {
+        if !self.split_irqchip {
+            return Err(io::Error::other("no kernel APIC"));
+        }
+        if !write {
+            data.fill(0xff);
+        }
+        Ok(None)
+    }
     fn drain_coalesced(&mut self, apply: &mut dyn FnMut(u16, &[u8])) {
         // A thread that panicked while draining left the ring consistent (KVM's indices).
         let _ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
@@ -942,19 +1150,49 @@ fn to_kvm_segment(s: &abi::Segment) -> kvm_bindings::kvm_segment {
 }
 
 /// The CPUID table yakvm's module answers with (`abi::cpuid`), computed from this CPU's
-/// answers, for KVM's vCPU `id` (its APIC id): a guest sees the same CPU on both (the
-/// APIC bit only with `lapic`, no KVM signature).
-fn kvm_cpuid(id: u32, lapic: bool) -> io::Result<kvm_bindings::CpuId> {
-    let entries: Vec<kvm_bindings::kvm_cpuid_entry2> = LEAVES
+/// answers, for KVM's vCPU `id` (its APIC id) of `vcpus`: a guest sees the same CPU on both
+/// (the APIC bit only with `lapic`, no KVM signature). With KVM's local APICs
+/// (`kernel_apic`) what yakvm's kernel APIC adds (kmod/svm/vcpu/apic.rs, `cpuid_bits`):
+/// x2APIC (CPUID.1:ECX[21]) and the x2APIC topology leaf 0xb (one thread per core, the
+/// vCPUs as the cores of one package), the maximum basic leaf at least 0xb. No TSC
+/// deadline timer (CPUID.1:ECX[24]): yakvm's has none, and the comparison stays fair.
+fn kvm_cpuid(id: u32, vcpus: u32, lapic: bool, kernel_apic: bool) -> io::Result<kvm_bindings::CpuId> {
+    const ECX_X2APIC: u32 = 1 << 21;
+    const LEAF_TOPOLOGY: u32 = 0xb;
+    const LEVEL_SMT: u32 = 1 << 8;
+    const LEVEL_CORE: u32 = 2 << 8;
+    let mut entries: Vec<kvm_bindings::kvm_cpuid_entry2> = LEAVES
         .iter()
         .map(|&leaf| {
             let host = std::arch::x86_64::__cpuid_count(leaf, 0);
             let host = CpuidResult { eax: host.eax, ebx: host.ebx, ecx: host.ecx, edx: host.edx };
-            let r = guest_cpuid(leaf, 0, id, lapic, host);
+            let mut r = guest_cpuid(leaf, 0, id, lapic, host);
+            match leaf {
+                0 if kernel_apic => r.eax = r.eax.max(LEAF_TOPOLOGY),
+                1 if kernel_apic => r.ecx |= ECX_X2APIC,
+                _ => {}
+            }
             let flags = if leaf == 7 { kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 };
             kvm_bindings::kvm_cpuid_entry2 { function: leaf, index: 0, flags, eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx, ..Default::default() }
         })
         .collect();
+    if kernel_apic {
+        let id_bits = abi::MAX_VCPUS.next_power_of_two().trailing_zeros();
+        let topology = |index: u32, eax, ebx, ecx| kvm_bindings::kvm_cpuid_entry2 {
+            function: LEAF_TOPOLOGY,
+            index,
+            flags: kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+            eax,
+            ebx,
+            ecx,
+            edx: id,
+            ..Default::default()
+        };
+        entries.push(topology(0, 0, 1, LEVEL_SMT));
+        entries.push(topology(1, id_bits, vcpus, 1 | LEVEL_CORE));
+        // The first invalid level: only its number in ECX (as yakvm's for any such).
+        entries.push(topology(2, 0, 0, 2));
+    }
     kvm_bindings::CpuId::from_entries(&entries).map_err(|e| io::Error::other(format!("CPUID table: {e:?}")))
 }
 
@@ -1041,12 +1279,50 @@ mod tests {
     #[test]
     fn kvm_cpuid_has_the_apic_id_and_bit_asked_for() {
         let leaf1 = |id, lapic| {
-            let table = kvm_cpuid(id, lapic).unwrap();
+            let table = kvm_cpuid(id, 4, lapic, false).unwrap();
             *table.as_slice().iter().find(|e| e.function == 1).unwrap()
         };
         assert_eq!(leaf1(3, true).ebx >> 24, 3);
         assert_eq!(leaf1(3, true).edx & (1 << 9), 1 << 9);
         assert_eq!(leaf1(0, false).ebx >> 24, 0);
         assert_eq!(leaf1(0, false).edx & (1 << 9), 0);
+    }
+
+    #[test]
+    fn kvm_cpuid_with_kvms_local_apics_offers_x2apic_and_its_topology() {
+        let table = kvm_cpuid(2, 4, true, true).unwrap();
+        let entry = |function, index| *table.as_slice().iter().find(|e| e.function == function && e.index == index).unwrap();
+        assert_eq!(entry(1, 0).ecx & (1 << 21), 1 << 21);
+        assert_eq!(entry(1, 0).ecx & (1 << 24), 0, "no TSC deadline timer");
+        assert!(entry(0, 0).eax >= 0xb);
+        let (smt, core) = (entry(0xb, 0), entry(0xb, 1));
+        assert_eq!((smt.ebx, smt.ecx, smt.edx), (1, 1 << 8, 2));
+        assert_eq!((core.ebx, core.ecx, core.edx), (4, 1 | 2 << 8, 2));
+        assert_eq!(entry(0xb, 2).ecx, 2);
+        let plain = kvm_cpuid(2, 4, true, false).unwrap();
+        assert_eq!(plain.as_slice().iter().find(|e| e.function == 1).unwrap().ecx & (1 << 21), 0);
+        assert!(!plain.as_slice().iter().any(|e| e.function == 0xb));
+    }
+
+    #[test]
+    fn gsi_routes_put_the_ioapic_pins_first_and_irqfds_above() {
+        let msi = |data| abi::Msi { address: 0xfee0_1000, data, _pad: 0 };
+        let mut routes = GsiRoutes::default();
+        assert_eq!(routes.free_gsi(), 24);
+        routes.ioapic = vec![None; 24];
+        routes.ioapic[2] = Some((0xfee0_0000, 0x30));
+        routes.ioapic[9] = Some((0xfee0_0000, 0x8059 | 0x4000));
+        routes.irqfds.push((7, routes.free_gsi(), msi(0x41)));
+        routes.irqfds.push((8, routes.free_gsi(), msi(0x42)));
+        routes.irqfds.push((9, routes.free_gsi(), msi(0x43)));
+        assert_eq!(routes.irqfds.iter().map(|b| b.1).collect::<Vec<_>>(), [24, 25, 26]);
+        // A freed GSI is the next one taken.
+        routes.irqfds.remove(1);
+        assert_eq!(routes.free_gsi(), 25);
+        routes.irqfds.push((10, 25, msi(0x44)));
+        assert_eq!(
+            routes.table(),
+            [(2, 0xfee0_0000, 0x30), (9, 0xfee0_0000, 0xc059), (24, 0xfee0_1000, 0x41), (25, 0xfee0_1000, 0x44), (26, 0xfee0_1000, 0x43)]
+        );
     }
 }

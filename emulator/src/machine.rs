@@ -182,10 +182,10 @@ impl Machine {
         if n > 1 && !kind.has_lapics() {
             return Err(Error::SmpNeedsPc(n));
         }
-        if config.kernel_apic && (!kind.has_lapics() || config.hypervisor != hypervisor::Kind::Yakvm) {
-            return Err(Error::KernelApicNeedsPcOnYakvm);
+        if config.kernel_apic && !kind.has_lapics() {
+            return Err(Error::KernelApicNeedsPc);
         }
-        let (vm, vcpus, msi_sink) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics(), config.kernel_apic)?;
+        let (vm, vcpus, kernel_apics) = hypervisor::create(config.hypervisor, &config.device, &mem, coalesced, n, kind.has_lapics(), config.kernel_apic)?;
         kind.write_tables(&mem, ram, n, config.acpi)?;
         let mut cpus: Vec<Cpu> = vcpus.into_iter().map(Cpu::new).collect();
         let (regs, sregs) = place(&mem);
@@ -197,8 +197,8 @@ impl Machine {
         let states = (0..n).map(|i| if i == 0 { CpuState::Running } else { CpuState::WaitForSipi }).collect();
         let board_config = BoardConfig { kind, ram, mmio_base, cpus: n, console_is_terminal: config.console_is_terminal, testdev: config.testdev, pci_testdev: config.pci_testdev, vga: config.vga, ide: config.ide.clone(), drives: config.drives.clone(), ioevents: config.ioeventfd.then(|| vm.clone()), irqfds: (config.kernel_apic && config.irqfd).then(|| vm.clone()), extra: config.extra.clone() };
         let (devices, board) = board::build(&board_config, out, disk, wakers.clone(), &mem)?;
-        if let (Some(sink), Some(irqs)) = (msi_sink, board.interrupts()) {
-            crate::bus::lock(&irqs).apics.use_kernel(sink);
+        if let (Some(kernel), Some(irqs)) = (kernel_apics, board.interrupts()) {
+            crate::bus::lock(&irqs).apics.use_kernel(kernel);
         }
         Ok(Self { vm, mem, cpus, devices, trace: config.trace, states, wakers, board, step_trace: None, stop_request: None })
     }
@@ -367,15 +367,15 @@ mod tests {
         }
     }
 
-    /// `--kernel-apic` is refused, before any VM exists, on the seed machine and on KVM.
+    /// `--kernel-apic` is refused, before any VM exists, on the seed machine (on yakvm
+    /// and on KVM).
     #[test]
-    fn kernel_apic_needs_pc_on_yakvm() {
+    fn kernel_apic_needs_pc() {
         let place = |_: &sys::GuestMemory| (abi::Regs::default(), abi::Sregs::default());
-        let seed = Config { kernel_apic: true, ..config(MachineKind::Seed, 1 << 20) };
-        let kvm = Config { kernel_apic: true, hypervisor: hypervisor::Kind::Kvm, ..config(MachineKind::Pc, 1 << 20) };
-        for c in [seed, kvm] {
-            let err = Machine::build(&c, Vec::new(), crate::disk::NoDisk, place).err().expect("refused");
-            assert!(matches!(err, Error::KernelApicNeedsPcOnYakvm), "{err}");
+        for hypervisor in [hypervisor::Kind::Yakvm, hypervisor::Kind::Kvm] {
+            let seed = Config { kernel_apic: true, hypervisor, ..config(MachineKind::Seed, 1 << 20) };
+            let err = Machine::build(&seed, Vec::new(), crate::disk::NoDisk, place).err().expect("refused");
+            assert!(matches!(err, Error::KernelApicNeedsPc), "{err}");
         }
     }
 

@@ -488,8 +488,8 @@ fn print_stats(machine: &Machine) {
     let t = machine.cpus()[0].times;
     let c = machine.exits();
     eprintln!(
-        "exits handled by the emulator: {} (io {}, mmio {}, hlt {}, irq-window {}, hypercall {})",
-        c.total(), c.io, c.mmio, c.hlt, c.irq_window, c.hypercall
+        "exits handled by the emulator: {} (io {}, mmio {}, hlt {}, irq-window {}, hypercall {}, ioapic-eoi {})",
+        c.total(), c.io, c.mmio, c.hlt, c.irq_window, c.hypercall, c.ioapic_eoi
     );
     let cpus = machine.cpus();
     for (i, cpu) in cpus.iter().enumerate() {

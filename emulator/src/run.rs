@@ -76,8 +76,8 @@ pub enum Error {
     BadCpus(u32),
     #[error("--smp {0}: several vCPUs need the pc machine (--machine pc), which has local APICs")]
     SmpNeedsPc(u32),
-    #[error("--kernel-apic: the module's local APICs are for the pc machine (--machine pc) on yakvm (not --hypervisor kvm)")]
-    KernelApicNeedsPcOnYakvm,
+    #[error("--kernel-apic: the kernel's local APICs are for the pc machine (--machine pc)")]
+    KernelApicNeedsPc,
     #[error("--testdev: the test device is a pc machine's (--machine pc)")]
     TestdevNeedsPc,
     #[error("--pci-testdev: the PCI test functions are a pc machine's (--machine pc)")]
@@ -133,6 +133,8 @@ pub struct ExitCounts {
     pub hlt: u64,
     pub irq_window: u64,
     pub hypercall: u64,
+    /// EOIs of the I/O APIC's level-triggered vectors the kernel's APICs reported.
+    pub ioapic_eoi: u64,
     pub other: u64,
 }
 
@@ -143,13 +145,14 @@ impl std::ops::AddAssign for ExitCounts {
         self.hlt += o.hlt;
         self.irq_window += o.irq_window;
         self.hypercall += o.hypercall;
+        self.ioapic_eoi += o.ioapic_eoi;
         self.other += o.other;
     }
 }
 
 impl ExitCounts {
     pub fn total(&self) -> u64 {
-        self.io + self.mmio + self.hlt + self.irq_window + self.hypercall + self.other
+        self.io + self.mmio + self.hlt + self.irq_window + self.hypercall + self.ioapic_eoi + self.other
     }
 
     pub(crate) fn count(&mut self, exit: &Exit<'_>) {
@@ -159,6 +162,7 @@ impl ExitCounts {
             Exit::Hlt => &mut self.hlt,
             Exit::IrqWindowOpen => &mut self.irq_window,
             Exit::Hypercall(_) => &mut self.hypercall,
+            Exit::IoapicEoi { .. } => &mut self.ioapic_eoi,
             _ => &mut self.other,
         };
         *n += 1;

@@ -199,6 +199,9 @@ if check kvm_loads_for_disks use_kvm; then
     check disk_two_drives_copy_8mib_on_kvm two_drives_copy disk-copy-kvm 8 --hypervisor kvm
     check disk_notifications_through_ioeventfds_on_kvm notify_path disk-copy-kvm ioeventfd kvm
     check disk_hostile_driver_malformed_chains_on_kvm hostile_driver virtio-hostile-kvm --hypervisor kvm
+    # KVM's split irqchip (--kernel-apic): the drives' interrupts through KVM_IRQFD.
+    check disk_two_drives_copy_kernel_apic_on_kvm two_drives_copy disk-copy-kvm-kapic 8 --hypervisor kvm --smp 2 --kernel-apic
+    check disk_interrupts_through_irqfds_on_kvm irq_path disk-copy-kvm-kapic irqfd
     check yakvm_reloads_after_disks use_yakvm
 else
     use_yakvm

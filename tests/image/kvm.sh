@@ -4,6 +4,7 @@
 # guest on yakvm, unloads it, loads KVM, runs them again, and puts yakvm back.
 . /mnt/shares/tests/lib.sh
 cd /mnt/shares
+exec 3>&1
 D=/tmp/diff
 rm -rf $D; mkdir -p $D/yakvm $D/kvm
 printf 'MODULE-ONE and more' > /tmp/m1.bin
@@ -109,11 +110,76 @@ ioeventfd_on_both() {
     done
 }
 
+# KVM's split irqchip (`--hypervisor kvm --kernel-apic`, docs/kvm.md): the local APICs are
+# KVM's, the PIC and the I/O APIC the emulator's; messages go in by KVM_SIGNAL_MSI, the
+# virtio devices' vectors by KVM_IRQFD, KVM reports the EOIs of the I/O APIC's
+# level-triggered vectors. The same guests, and the same checks, as on yakvm --kernel-apic.
+KAPIC='--hypervisor kvm --kernel-apic --machine pc'
+# The PIC through vCPU 0's LINT0 (ExtINT, KVM_INTERRUPT): pc_timer's 100 ticks, as on yakvm.
+kapic_pic() {
+    timeout -s KILL 90 yakvm run $KAPIC --timeout 60 guests/pc_timer.bin < /dev/null > $D/kapic/pc_timer.out 2> $D/kapic/pc_timer.err; rc=$?
+    [ "$rc" = "$(cat $D/yakvm/pc_timer.rc)" ] && cmp -s $D/kapic/pc_timer.out $D/yakvm/pc_timer.out ||
+        { echo "status $rc: $(head -c 200 $D/kapic/pc_timer.out) / $(tail -n 2 $D/kapic/pc_timer.err)"; return 1; }
+}
+# LVT LINT0 masked in KVM's APIC keeps the PIC's interrupts away; unmasked, they come again.
+kapic_lint0() {
+    out=$(yakvm run $KAPIC --timeout 60 guests/lint0.bin 2>&1 < /dev/null); rc=$?
+    got=$(echo "$out" | tr -d '\r' | grep '^lint0')
+    want=$(printf 'lint0: ticks with LINT0 unmasked\nlint0: no tick with LINT0 masked\nlint0 ok: ticks again with LINT0 unmasked')
+    [ $rc -eq 0 ] && [ "$got" = "$want" ] || { echo "status $rc: $(echo "$out" | tail -n 3 | tr '\n' ' ')"; return 1; }
+}
+# IRQFD: 10000 eventfd signals from a host thread, each an interrupt the guest counts,
+# none through the emulator (the checks of smp.sh's irqfd); without --kernel-apic refused.
+kapic_irqfd() {
+    out=$(yakvm run $KAPIC --timeout 120 --stats --irqfd 0x2a:10000:0x200000 guests/irqfd.bin 2> $D/kapic/irqfd.err < /dev/null); rc=$?
+    user=$(sed -n 's/^exits handled by the emulator: \([0-9]*\).*/\1/p' $D/kapic/irqfd.err)
+    echo "  irqfd on KVM --kernel-apic: ${user:-?} exits to the emulator; $(grep '^irqfd' $D/kapic/irqfd.err)" >&3
+    [ $rc -eq 0 ] && [ "$(echo "$out" | tr -d '\r')" = 'irqfd: 10000 interrupts' ] || { echo "status $rc: $out $(tail -n 2 $D/kapic/irqfd.err)"; return 1; }
+    grep -qx 'irqfd: 10000 signals sent, the guest counted 10000' $D/kapic/irqfd.err || { echo "$(grep '^irqfd' $D/kapic/irqfd.err)"; return 1; }
+    [ -n "$user" ] && [ "$user" -lt 200 ] || { echo "${user:-?} exits reached the emulator"; return 1; }
+    out=$(timeout -s KILL 30 yakvm run --hypervisor kvm --machine pc --irqfd 0x2a:1:0x200000 guests/irqfd.bin 2>&1 < /dev/null); rc=$?
+    [ $rc -ne 0 ] && [ $rc -lt 124 ] && echo "$out" | grep -q 'irqfd' || { echo "without --kernel-apic: status $rc: $out"; return 1; }
+}
+# A level-triggered line through the I/O APIC: pc_pcidev's INTx checks (GSI 22, level,
+# active low, shared by two functions: the second interrupt comes only once the EOI of the
+# first, KVM's KVM_EXIT_IOAPIC_EOI, cleared remote IRR), its MSI and MSI-X, its hostile
+# BARs; every check as on yakvm.
+kapic_level() {
+    timeout -s KILL 150 yakvm run $KAPIC --timeout 120 --stats --pci-testdev guests/pc_pcidev.bin > $D/kapic/pcidev.out 2> $D/kapic/pcidev.err < /dev/null; rc=$?
+    out=$(tr -d '\r' < $D/kapic/pcidev.out)
+    eoi=$(sed -n 's/^exits handled by the emulator: .* ioapic-eoi \([0-9]*\).*/\1/p' $D/kapic/pcidev.err)
+    echo "  pc_pcidev on KVM --kernel-apic: $(echo "$out" | grep -c '^ok ') checks passed, ${eoi:-?} I/O APIC EOIs reported by KVM" >&3
+    [ $rc -eq 0 ] && [ "$(echo "$out" | grep -c '^ok ')" -eq 30 ] || { echo "status $rc: $(echo "$out" | grep -v '^ok ' | head -n 3) $(tail -n 2 $D/kapic/pcidev.err)"; return 1; }
+    [ -n "$eoi" ] && [ "$eoi" -ge 2 ] || { echo "${eoi:-no} EOI exits: $(grep '^exits handled' $D/kapic/pcidev.err)"; return 1; }
+}
+# Our Linux on two vCPUs with KVM's local APICs: both CPUs online, each ran its pinned
+# process, each took its own timer's interrupts (LOC); it powers off by ACPI S5.
+kapic_linux_smp() {
+    timeout -s KILL 600 yakvm run $KAPIC --kernel linux/bzImage --initrd linux/initramfs.cpio.gz --mem 128M --smp 2 --append yakvm.smp --stats \
+        < /dev/null 2> $D/kapic/linux-smp.err | tr -d '\r' > $D/kapic/linux-smp.out
+    out=$(cat $D/kapic/linux-smp.out)
+    sed -n '/^SMP-BEGIN/,/^SMP-END/p' $D/kapic/linux-smp.out | sed 's/^/  | /' >&3
+    grep -q 'the guest powered off (ACPI S5)' $D/kapic/linux-smp.err || { echo "$(tail -n 3 $D/kapic/linux-smp.err) / $(tail -c 400 $D/kapic/linux-smp.out)"; return 1; }
+    echo "$out" | grep -qx 'cpus: 2' && echo "$out" | grep -qx 'online: 0-1' || { echo "CPUs: $(echo "$out" | grep -E '^(cpus|online):')"; return 1; }
+    for p in 0 1; do
+        echo "$out" | grep -qx "pinned-$p: sum 89995, ran on cpu $p" || { echo "pinned-$p: $(echo "$out" | grep "^pinned-$p")"; return 1; }
+    done
+    loc=$(echo "$out" | awk '$1 == "LOC:" { print $2, $3 }')
+    set -- $loc
+    [ "${1:-0}" -gt 0 ] && [ "${2:-0}" -gt 0 ] || { echo "local timer interrupts: '$loc'"; return 1; }
+}
+
 check kvm_missing_is_explained kvm_missing_is_explained
 run_all yakvm
 if check kvm_loads use_kvm; then
     run_all kvm
     check kvm_stats_shown kvm_stats_shown
+    mkdir -p $D/kapic
+    check kvm_kernel_apic_pic_through_lint0 kapic_pic
+    check kvm_kernel_apic_lint0_masks_the_pic kapic_lint0
+    check kvm_kernel_apic_irqfd_10000_signals kapic_irqfd
+    check kvm_kernel_apic_level_triggered_intx_eoi kapic_level
+    check kvm_kernel_apic_linux_smp2 kapic_linux_smp
     check yakvm_reloads use_yakvm
     echo "$GUESTS" | while read -r name args; do check "same_on_kvm_$name" same "$name"; done
     check differential_results_meaningful expected_results

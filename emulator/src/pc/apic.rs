@@ -30,7 +30,7 @@
 
 use super::ioapic::{IoApic, Message, IOAPIC_BASE, IOAPIC_SIZE};
 use super::lapic::{xapic_dest, DeliveryMode, Ipi, Lapic, LapicEffect, Shorthand, DELIVERY_MODE_SHIFT, LAPIC_BASE, LAPIC_SIZE};
-use crate::hypervisor::MsiSink;
+use crate::hypervisor::KernelApicsHandle;
 
 /// The I/O APIC pin of the PIT's IRQ 0.
 pub const IRQ0_PIN: u8 = 2;
@@ -53,9 +53,13 @@ pub struct Apics {
     pub lapics: Vec<Lapic>,
     pub ioapic: IoApic,
     bad_accesses: u64,
-    /// yakvm's kernel APICs (`--kernel-apic`): every message goes to them.
-    kernel: Option<MsiSink>,
-    /// Messages the kernel refused (an error of SIGNAL_MSI, counted, never fatal).
+    /// The kernel's APICs (`--kernel-apic`, yakvm's module or KVM's split irqchip):
+    /// every message goes to them.
+    kernel: Option<KernelApicsHandle>,
+    /// The I/O APIC's messages as the kernel was last told (`ioapic_routes`).
+    kernel_routes: Vec<Option<(u64, u32)>>,
+    /// Messages or routes the kernel refused (an error of SIGNAL_MSI or of setting the
+    /// routes, counted, never fatal).
     pub kernel_errors: u64,
 }
 
@@ -63,6 +67,12 @@ impl std::fmt::Debug for Apics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Apics").field("lapics", &self.lapics).field("ioapic", &self.ioapic).field("kernel", &self.kernel.is_some()).finish()
     }
+}
+
+/// The MSI address and data of each pin's message (masked or not; `None` for a delivery mode
+/// an I/O APIC cannot send): level-triggered entries have the trigger-mode bit (data bit 15).
+pub fn ioapic_routes(ioapic: &IoApic) -> Vec<Option<(u64, u32)>> {
+    ioapic.messages().iter().map(|m| m.as_ref().map(msi_of)).collect()
 }
 
 /// The MSI address and data of message `m` (SDM 11.11): what `SIGNAL_MSI` takes.
@@ -77,12 +87,30 @@ impl Apics {
     /// `cpus` local APICs with IDs 0..cpus, and an I/O APIC with ID `cpus`.
     pub fn new(cpus: usize) -> Self {
         let lapics = (0..cpus).map(|i| Lapic::new(i as u8, i == 0)).collect();
-        Apics { lapics, ioapic: IoApic::new(cpus as u8), bad_accesses: 0, kernel: None, kernel_errors: 0 }
+        Apics { lapics, ioapic: IoApic::new(cpus as u8), bad_accesses: 0, kernel: None, kernel_routes: Vec::new(), kernel_errors: 0 }
     }
 
-    /// From now on every message goes to yakvm's kernel APICs through `sink`.
-    pub fn use_kernel(&mut self, sink: MsiSink) {
-        self.kernel = Some(sink);
+    /// From now on every message goes to the kernel's APICs, which are told the I/O APIC's
+    /// messages now and whenever the guest changes them.
+    pub fn use_kernel(&mut self, kernel: KernelApicsHandle) {
+        self.kernel = Some(kernel);
+        self.kernel_routes.clear();
+        self.update_kernel_routes();
+    }
+
+    /// Tells the kernel's APICs the I/O APIC's messages if they changed since it was
+    /// last told (KVM's split irqchip reports the EOIs of the level-triggered vectors among
+    /// them: `hypervisor::KernelApics::set_ioapic_routes`).
+    fn update_kernel_routes(&mut self) {
+        let Some(kernel) = &self.kernel else { return };
+        let routes = ioapic_routes(&self.ioapic);
+        if routes == self.kernel_routes {
+            return;
+        }
+        match kernel.set_ioapic_routes(&routes) {
+            Ok(()) => self.kernel_routes = routes,
+            Err(_) => self.kernel_errors += 1,
+        }
     }
 
     /// The local APICs are the kernel's.
@@ -142,9 +170,9 @@ impl Apics {
     /// Delivers a message of the I/O APIC; the CPUs that got something (with the kernel's
     /// APICs: none here, the module wakes its vCPUs itself).
     pub fn message(&mut self, m: Message) -> u32 {
-        if let Some(sink) = &self.kernel {
+        if let Some(kernel) = &self.kernel {
             let (address, data) = msi_of(&m);
-            if sink(address, data).is_err() {
+            if kernel.signal_msi(address, data).is_err() {
                 self.kernel_errors += 1;
             }
             return 0;
@@ -240,6 +268,7 @@ impl Apics {
         };
         if !lapic {
             let messages = self.ioapic.write(offset, value);
+            self.update_kernel_routes();
             return Some(self.messages(messages));
         }
         let Some(lapic) = self.lapics.get_mut(cpu) else { return Some(0) };
@@ -476,6 +505,61 @@ mod tests {
         write(&mut apics, 0, IOAPIC_BASE + 0x10, 0x1_8059);
         apics.set_pin(9, true);
         assert_eq!(write(&mut apics, 0, IOAPIC_BASE + 0x10, 0x8059), 0b01);
+    }
+
+    /// The I/O APIC's messages by pin, as the kernel is told them.
+    type Routes = Vec<Option<(u64, u32)>>;
+
+    /// What a fake kernel APIC was told.
+    #[derive(Default)]
+    struct Told {
+        msis: std::sync::Mutex<Vec<(u64, u32)>>,
+        routes: std::sync::Mutex<Vec<Routes>>,
+    }
+
+    impl crate::hypervisor::KernelApics for Told {
+        fn signal_msi(&self, address: u64, data: u32) -> std::io::Result<u32> {
+            self.msis.lock().unwrap().push((address, data));
+            Ok(1)
+        }
+        fn set_ioapic_routes(&self, routes: &[Option<(u64, u32)>]) -> std::io::Result<()> {
+            self.routes.lock().unwrap().push(routes.to_vec());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_kernel_is_told_each_change_of_the_ioapics_messages() {
+        let told = std::sync::Arc::new(Told::default());
+        let mut apics = Apics::new(2);
+        apics.use_kernel(told.clone());
+        let reset = Some((0xfee0_0000, 0));
+        assert_eq!(*told.routes.lock().unwrap(), [vec![reset; 24]], "the reset entries, once");
+        // Pin 9: level-triggered vector 0x59, logical destination 0x03, masked at first.
+        write(&mut apics, 0, IOAPIC_BASE, 0x10 + 2 * 9 + 1);
+        write(&mut apics, 0, IOAPIC_BASE + 0x10, 0x0300_0000);
+        write(&mut apics, 0, IOAPIC_BASE, 0x10 + 2 * 9);
+        write(&mut apics, 0, IOAPIC_BASE + 0x10, 0x1_8859);
+        let routes = told.routes.lock().unwrap().clone();
+        assert_eq!(routes.len(), 3, "each half written");
+        assert_eq!(routes[2][9], Some((0xfee0_3004, 0xc059)), "the trigger-mode bit of a level entry");
+        assert_eq!(routes[2].iter().filter(|r| **r != reset).count(), 1);
+        // Unmasking, a select write, remote IRR: the same messages, nothing told.
+        write(&mut apics, 0, IOAPIC_BASE + 0x10, 0x8859);
+        write(&mut apics, 0, IOAPIC_BASE, 0x10 + 2 * 9);
+        assert_eq!(apics.set_pin(9, true), 0, "the kernel's APICs wake their own vCPUs");
+        assert_eq!(*told.msis.lock().unwrap(), [(0xfee0_3004, 0xc059)]);
+        assert_eq!(read(&mut apics, 0, IOAPIC_BASE + 0x10) & 0x4000, 0x4000, "remote IRR");
+        assert_eq!(told.routes.lock().unwrap().len(), 3);
+        // The EOI clears remote IRR and sends again: the line is still high.
+        apics.eoi(0, 0x59, true);
+        assert_eq!(told.msis.lock().unwrap().len(), 2);
+        // Edge-triggered now: no trigger-mode bit; a StartUp entry has no message.
+        write(&mut apics, 0, IOAPIC_BASE + 0x10, 0x0859);
+        assert_eq!(told.routes.lock().unwrap().last().unwrap()[9], Some((0xfee0_3004, 0x0059)));
+        write(&mut apics, 0, IOAPIC_BASE + 0x10, 0x0e59);
+        assert_eq!(told.routes.lock().unwrap().last().unwrap()[9], None);
+        assert_eq!(apics.kernel_errors, 0);
     }
 
     #[test]

@@ -270,6 +270,13 @@ impl IoApic {
         None
     }
 
+    /// The message each pin's entry sends, masked or not (`None`: a delivery mode an I/O
+    /// APIC cannot send). KVM's split irqchip learns from these which vectors' EOIs to
+    /// report (`apic.rs`, `Apics::use_kernel`).
+    pub fn messages(&self) -> [Option<Message>; PINS] {
+        self.entries.map(|e| e.message())
+    }
+
     /// A local APIC's EOI of a level-triggered `vector`: clears remote IRR of the entries with
     /// that vector, and sends again for those whose line is still high.
     pub fn eoi(&mut self, vector: u8) -> Vec<Message> {

@@ -37,6 +37,8 @@ pub enum Exit {
     MmioWrite { gpa: u64 },
     Hlt,
     IrqWindowOpen,
+    /// Split irqchip: the guest ended level-triggered `vector`, one of the I/O APIC's.
+    IoapicEoi { vector: u8 },
     Shutdown,
     FailEntry { reason: u64 },
     InternalError { suberror: u32 },
@@ -81,12 +83,16 @@ impl Vcpu {
             Ok(VcpuExit::MmioWrite(gpa, data)) => (Exit::MmioWrite { gpa }, Some((data.as_ptr().cast_mut(), data.len()))),
             Ok(VcpuExit::Hlt) => (Exit::Hlt, None),
             Ok(VcpuExit::IrqWindowOpen) => (Exit::IrqWindowOpen, None),
+            Ok(VcpuExit::IoapicEoi(vector)) => (Exit::IoapicEoi { vector }, None),
             Ok(VcpuExit::Shutdown) => (Exit::Shutdown, None),
             Ok(VcpuExit::FailEntry(reason, _cpu)) => (Exit::FailEntry { reason }, None),
             Ok(VcpuExit::InternalError) => (Exit::InternalError { suberror: 0 }, None),
             Ok(VcpuExit::Intr) => return Ok(false),
             Ok(_) => (Exit::Other { reason: 0 }, None),
             Err(e) if e.errno() == nix::libc::EINTR => return Ok(false),
+            // Split irqchip: an AP waiting for its startup IPI in KVM_RUN got it (or an
+            // INIT); KVM wants KVM_RUN again.
+            Err(e) if e.errno() == nix::libc::EAGAIN => return Ok(false),
             Err(e) => return Err(io::Error::from_raw_os_error(e.errno())).map_err(|e| io::Error::new(e.kind(), format!("KVM_RUN: {e}"))),
         };
         // The data lives in the `kvm_run` mapping (not in `self`): keep where it is.
@@ -137,7 +143,8 @@ impl Vcpu {
         Some((e.phys_addr as u16, e.data, (e.len as usize).min(8)))
     }
 
-    /// `KVM_INTERRUPT`: queues external interrupt `vector` (no in-kernel irqchip).
+    /// `KVM_INTERRUPT`: queues external interrupt `vector` (without an in-kernel irqchip;
+    /// with the split irqchip, the PIC's vector, taken through LINT0 as ExtINT).
     pub fn interrupt(&self, vector: u8) -> io::Result<()> {
         let irq = kvm_bindings::kvm_interrupt { irq: vector.into() };
         // SAFETY: `irq` is a valid `kvm_interrupt` for the duration of the call.
