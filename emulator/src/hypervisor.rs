@@ -497,9 +497,11 @@ pub fn create(
             // KVM's coalesced ring is the VM's: its vCPUs take turns to drain it.
             let ring = Arc::new(Mutex::new(()));
             let mut list: Vec<Box<dyn Vcpu>> = Vec::new();
+            // KVM's local APICs have TSC-deadline mode where KVM says so (yakvm's have it).
+            let tsc_deadline = split_irqchip && vm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
             for i in 0..vcpus {
                 let fd = vm.create_vcpu(i.into()).map_err(|e| Error::Kvm(format!("KVM_CREATE_VCPU {i}: {e}")))?;
-                fd.set_cpuid2(&kvm_cpuid(i, vcpus, lapic, split_irqchip)?).map_err(|e| Error::Kvm(format!("KVM_SET_CPUID2: {e}")))?;
+                fd.set_cpuid2(&kvm_cpuid(i, vcpus, lapic, split_irqchip, tsc_deadline)?).map_err(|e| Error::Kvm(format!("KVM_SET_CPUID2: {e}")))?;
                 if split_irqchip && i == 0 {
                     bsp_virtual_wire(&fd)?;
                 }
@@ -1154,10 +1156,12 @@ fn to_kvm_segment(s: &abi::Segment) -> kvm_bindings::kvm_segment {
 /// (the APIC bit only with `lapic`, no KVM signature). With KVM's local APICs
 /// (`kernel_apic`) what yakvm's kernel APIC adds (kmod/svm/vcpu/apic.rs, `cpuid_bits`):
 /// x2APIC (CPUID.1:ECX[21]) and the x2APIC topology leaf 0xb (one thread per core, the
-/// vCPUs as the cores of one package), the maximum basic leaf at least 0xb. No TSC
-/// deadline timer (CPUID.1:ECX[24]): yakvm's has none, and the comparison stays fair.
-fn kvm_cpuid(id: u32, vcpus: u32, lapic: bool, kernel_apic: bool) -> io::Result<kvm_bindings::CpuId> {
+/// vCPUs as the cores of one package), the maximum basic leaf at least 0xb; and with
+/// `tsc_deadline` (KVM's `KVM_CAP_TSC_DEADLINE_TIMER`) the TSC-deadline timer
+/// (CPUID.1:ECX[24]), which yakvm's kernel APIC offers too.
+fn kvm_cpuid(id: u32, vcpus: u32, lapic: bool, kernel_apic: bool, tsc_deadline: bool) -> io::Result<kvm_bindings::CpuId> {
     const ECX_X2APIC: u32 = 1 << 21;
+    const ECX_TSC_DEADLINE: u32 = 1 << 24;
     const LEAF_TOPOLOGY: u32 = 0xb;
     const LEVEL_SMT: u32 = 1 << 8;
     const LEVEL_CORE: u32 = 2 << 8;
@@ -1169,7 +1173,12 @@ fn kvm_cpuid(id: u32, vcpus: u32, lapic: bool, kernel_apic: bool) -> io::Result<
             let mut r = guest_cpuid(leaf, 0, id, lapic, host);
             match leaf {
                 0 if kernel_apic => r.eax = r.eax.max(LEAF_TOPOLOGY),
-                1 if kernel_apic => r.ecx |= ECX_X2APIC,
+                1 if kernel_apic => {
+                    r.ecx |= ECX_X2APIC;
+                    if tsc_deadline {
+                        r.ecx |= ECX_TSC_DEADLINE;
+                    }
+                }
                 _ => {}
             }
             let flags = if leaf == 7 { kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 };
@@ -1279,7 +1288,7 @@ mod tests {
     #[test]
     fn kvm_cpuid_has_the_apic_id_and_bit_asked_for() {
         let leaf1 = |id, lapic| {
-            let table = kvm_cpuid(id, 4, lapic, false).unwrap();
+            let table = kvm_cpuid(id, 4, lapic, false, false).unwrap();
             *table.as_slice().iter().find(|e| e.function == 1).unwrap()
         };
         assert_eq!(leaf1(3, true).ebx >> 24, 3);
@@ -1290,16 +1299,18 @@ mod tests {
 
     #[test]
     fn kvm_cpuid_with_kvms_local_apics_offers_x2apic_and_its_topology() {
-        let table = kvm_cpuid(2, 4, true, true).unwrap();
+        let table = kvm_cpuid(2, 4, true, true, true).unwrap();
         let entry = |function, index| *table.as_slice().iter().find(|e| e.function == function && e.index == index).unwrap();
         assert_eq!(entry(1, 0).ecx & (1 << 21), 1 << 21);
-        assert_eq!(entry(1, 0).ecx & (1 << 24), 0, "no TSC deadline timer");
+        assert_eq!(entry(1, 0).ecx & (1 << 24), 1 << 24, "TSC deadline timer");
+        let no_deadline = kvm_cpuid(2, 4, true, true, false).unwrap();
+        assert_eq!(no_deadline.as_slice().iter().find(|e| e.function == 1).unwrap().ecx & (1 << 24), 0);
         assert!(entry(0, 0).eax >= 0xb);
         let (smt, core) = (entry(0xb, 0), entry(0xb, 1));
         assert_eq!((smt.ebx, smt.ecx, smt.edx), (1, 1 << 8, 2));
         assert_eq!((core.ebx, core.ecx, core.edx), (4, 1 | 2 << 8, 2));
         assert_eq!(entry(0xb, 2).ecx, 2);
-        let plain = kvm_cpuid(2, 4, true, false).unwrap();
+        let plain = kvm_cpuid(2, 4, true, false, false).unwrap();
         assert_eq!(plain.as_slice().iter().find(|e| e.function == 1).unwrap().ecx & (1 << 21), 0);
         assert!(!plain.as_slice().iter().any(|e| e.function == 0xb));
     }

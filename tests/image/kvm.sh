@@ -167,6 +167,16 @@ kapic_linux_smp() {
     loc=$(echo "$out" | awk '$1 == "LOC:" { print $2, $3 }')
     set -- $loc
     [ "${1:-0}" -gt 0 ] && [ "${2:-0}" -gt 0 ] || { echo "local timer interrupts: '$loc'"; return 1; }
+    # KVM's APICs offer TSC-deadline mode (as yakvm's): Linux takes it on both CPUs.
+    [ "$(echo "$out" | grep -cx 'timer clockevent[01]: lapic-deadline')" -eq 2 ] || { echo "timers: $(echo "$out" | grep '^timer' | tr '\n' ' ')"; return 1; }
+}
+
+# guests/tsc_deadline.bin (smp.sh) on KVM's local APICs: the same checks.
+kapic_tsc_deadline() {
+    timeout -s KILL 150 yakvm run $KAPIC --timeout 120 guests/tsc_deadline.bin < /dev/null > $D/kapic/tsc-deadline.out 2> $D/kapic/tsc-deadline.err; rc=$?
+    echo "  tsc_deadline on KVM --kernel-apic: $(tr -d '\r' < $D/kapic/tsc-deadline.out | grep '^tsc_deadline')" >&3
+    [ $rc -eq 0 ] && tr -d '\r' < $D/kapic/tsc-deadline.out | grep -q '^tsc_deadline: 300 deadlines each fired once and none early' ||
+        { echo "status $rc: $(tr -d '\r' < $D/kapic/tsc-deadline.out | tail -n 2) / $(tail -n 2 $D/kapic/tsc-deadline.err)"; return 1; }
 }
 
 check kvm_missing_is_explained kvm_missing_is_explained
@@ -180,6 +190,7 @@ if check kvm_loads use_kvm; then
     check kvm_kernel_apic_irqfd_10000_signals kapic_irqfd
     check kvm_kernel_apic_level_triggered_intx_eoi kapic_level
     check kvm_kernel_apic_linux_smp2 kapic_linux_smp
+    check kvm_kernel_apic_tsc_deadline_timer kapic_tsc_deadline
     check yakvm_reloads use_yakvm
     echo "$GUESTS" | while read -r name args; do check "same_on_kvm_$name" same "$name"; done
     check differential_results_meaningful expected_results
