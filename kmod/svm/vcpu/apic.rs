@@ -83,6 +83,12 @@ fn page_slot(offset: u64) -> usize {
     (offset / SLOT) as usize
 }
 
+/// When the guest's TSC (the host's plus `tsc_offset`) reaches `deadline`, in `now`'s
+/// clock (`now_ns`); `None` without a TSC rate.
+fn tsc_deadline_at(deadline: u64, tsc_offset: u64, now: u64) -> Option<u64> {
+    tsc_deadline_ns(deadline, cpu::rdtsc().wrapping_add(tsc_offset), now, tsc_khz())
+}
+
 /// After each exit: the guest's CR8 writes reach the TPR.
 pub(super) fn after_exit(v: &mut VcpuState) {
     let Some(apic) = v.kapic.clone() else { return };
@@ -119,7 +125,7 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
             v.apic.stats.kicks += 1;
         }
         let now = now_ns();
-        let guest_tsc = cpu::rdtsc().wrapping_add(v.vmcb.control.tsc_offset);
+        let tsc_offset = v.vmcb.control.tsc_offset;
         // The NMIs the vCPU can still hold: one in service (or being delivered) and one
         // latched; the queued one counts as latched.
         let queued = v.nmi.queued;
@@ -127,7 +133,7 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
         let (fired, deadline, nmi, init, sipi, waiting, pending) = apic.with(|l| {
             // A TSC deadline fires when the guest's TSC has reached it, whatever the
             // hrtimer's clock says.
-            if let Some(ns) = l.armed_tsc_deadline().and_then(|tsc| tsc_deadline_ns(tsc, guest_tsc, now, tsc_khz())) {
+            if let Some(ns) = l.armed_tsc_deadline().and_then(|tsc| tsc_deadline_at(tsc, tsc_offset, now)) {
                 l.retime_tsc_deadline(ns);
             }
             let fired = l.timer_expired(now);
@@ -323,10 +329,8 @@ pub(super) fn msr(vm: &Vm, v: &mut VcpuState, index: u32, write: Option<u64>) ->
             set_edx_eax(v, value);
         }
         (MSR_TSC_DEADLINE, Some(value)) => {
-            // The guest's TSC now, and when it reaches `value` in the hrtimer's clock.
             count_register(v, abi::APIC_STATS_TSC_DEADLINE);
-            let guest_tsc = cpu::rdtsc().wrapping_add(v.vmcb.control.tsc_offset);
-            let Some(deadline) = tsc_deadline_ns(value, guest_tsc, now, tsc_khz()) else { return Err(()) };
+            let Some(deadline) = tsc_deadline_at(value, v.vmcb.control.tsc_offset, now) else { return Err(()) };
             let effect = apic.with(|l| l.write_tsc_deadline(value, deadline));
             if matches!(effect, LapicEffect::None) {
                 v.apic.stats.writes += 1;
