@@ -123,11 +123,15 @@ struct MachineOpts {
     /// same machine and devices in this program, for comparisons.
     #[arg(long, value_enum, default_value = "yakvm")]
     hypervisor: hypervisor::Kind,
-    /// pc on yakvm: the local APICs in the module (ENABLE_KERNEL_APIC: x2APIC, timer,
-    /// IPIs, EOIs and HLT without exits to this program), the PIC and I/O APIC here.
-    /// Not with --hypervisor kvm (its APICs stay here).
-    #[arg(long)]
+    /// pc: the local APICs in the hypervisor (yakvm's module: ENABLE_KERNEL_APIC; KVM:
+    /// its split irqchip): x2APIC, timer, IPIs, EOIs and HLT without exits to this
+    /// program; the PIC and I/O APIC stay here. The pc machine's default.
+    #[arg(long, conflicts_with = "user_apic")]
     kernel_apic: bool,
+    /// pc: the local APICs in this program instead (every access an exit to it), as
+    /// before the module had them: slower, for comparisons and for reading pc/lapic.rs.
+    #[arg(long)]
+    user_apic: bool,
 }
 
 /// Disks, the screen, and how devices are reached.
@@ -320,7 +324,7 @@ fn run_args(opts: RunOpts, device: String) -> Result<RunArgs, String> {
         vga: d.vga,
         ide: ide.into_iter().map(Arc::new).collect(),
         drives: Vec::new(),
-        kernel_apic: m.kernel_apic,
+        kernel_apic: m.kernel_apic || (machine == MachineKind::Pc && !m.user_apic),
         ioeventfd: !d.no_ioeventfd,
         irqfd: !d.no_irqfd,
         extra: yakvm::virtio::Extra { rng: d.rng, nets: Vec::new() },

@@ -187,19 +187,19 @@ check disk_two_drives_copy_100mib_smp2 two_drives_copy disk-copy 100 --smp 2
 check disk_notifications_through_ioeventfds notify_path disk-copy ioeventfd
 check disk_copy_without_ioeventfds two_drives_copy disk-copy-exits 8 --no-ioeventfd
 check disk_no_ioeventfd_notifications_exit notify_path disk-copy-exits exits
-check disk_two_drives_copy_kernel_apic two_drives_copy disk-copy-kapic 8 --smp 2 --kernel-apic
-check disk_interrupts_through_irqfds irq_path disk-copy-kapic irqfd
-check disk_interrupts_without_kernel_apic irq_path disk-copy emulator
+check disk_interrupts_through_irqfds irq_path disk-copy irqfd
+check disk_two_drives_copy_user_apic two_drives_copy disk-copy-uapic 8 --smp 2 --user-apic
+check disk_interrupts_with_the_user_apic_through_the_emulator irq_path disk-copy-uapic emulator
 check disk_locked_by_another_yakvm locked_drive
 check disk_hostile_driver_malformed_chains hostile_driver virtio-hostile
-check disk_hostile_driver_kernel_apic_irqfds hostile_driver virtio-hostile-kapic --kernel-apic
+check disk_hostile_driver_user_apic hostile_driver virtio-hostile-uapic --user-apic
 grep '^virtio-blk' "$OUT/disk-copy.err" | sed 's/^/  | /'
 # The same device on KVM (`--hypervisor kvm`: the same emulator, KVM's exits).
 if check kvm_loads_for_disks use_kvm; then
-    check disk_two_drives_copy_8mib_on_kvm two_drives_copy disk-copy-kvm 8 --hypervisor kvm
+    check disk_two_drives_copy_8mib_on_kvm_user_apic two_drives_copy disk-copy-kvm 8 --hypervisor kvm --user-apic
     check disk_notifications_through_ioeventfds_on_kvm notify_path disk-copy-kvm ioeventfd kvm
     check disk_hostile_driver_malformed_chains_on_kvm hostile_driver virtio-hostile-kvm --hypervisor kvm
-    # KVM's split irqchip (--kernel-apic): the drives' interrupts through KVM_IRQFD.
+    # KVM's split irqchip (the default, --kernel-apic): the drives' interrupts through KVM_IRQFD.
     check disk_two_drives_copy_kernel_apic_on_kvm two_drives_copy disk-copy-kvm-kapic 8 --hypervisor kvm --smp 2 --kernel-apic
     check disk_interrupts_through_irqfds_on_kvm irq_path disk-copy-kvm-kapic irqfd
     check yakvm_reloads_after_disks use_yakvm

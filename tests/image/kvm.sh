@@ -129,7 +129,7 @@ kapic_lint0() {
     [ $rc -eq 0 ] && [ "$got" = "$want" ] || { echo "status $rc: $(echo "$out" | tail -n 3 | tr '\n' ' ')"; return 1; }
 }
 # IRQFD: 10000 eventfd signals from a host thread, each an interrupt the guest counts,
-# none through the emulator (the checks of smp.sh's irqfd); without --kernel-apic refused.
+# none through the emulator (the checks of smp.sh's irqfd); with --user-apic refused.
 kapic_irqfd() {
     out=$(yakvm run $KAPIC --timeout 120 --stats --irqfd 0x2a:10000:0x200000 guests/irqfd.bin 2> $D/kapic/irqfd.err < /dev/null); rc=$?
     user=$(sed -n 's/^exits handled by the emulator: \([0-9]*\).*/\1/p' $D/kapic/irqfd.err)
@@ -137,8 +137,8 @@ kapic_irqfd() {
     [ $rc -eq 0 ] && [ "$(echo "$out" | tr -d '\r')" = 'irqfd: 10000 interrupts' ] || { echo "status $rc: $out $(tail -n 2 $D/kapic/irqfd.err)"; return 1; }
     grep -qx 'irqfd: 10000 signals sent, the guest counted 10000' $D/kapic/irqfd.err || { echo "$(grep '^irqfd' $D/kapic/irqfd.err)"; return 1; }
     [ -n "$user" ] && [ "$user" -lt 200 ] || { echo "${user:-?} exits reached the emulator"; return 1; }
-    out=$(timeout -s KILL 30 yakvm run --hypervisor kvm --machine pc --irqfd 0x2a:1:0x200000 guests/irqfd.bin 2>&1 < /dev/null); rc=$?
-    [ $rc -ne 0 ] && [ $rc -lt 124 ] && echo "$out" | grep -q 'irqfd' || { echo "without --kernel-apic: status $rc: $out"; return 1; }
+    out=$(timeout -s KILL 30 yakvm run --hypervisor kvm --machine pc --user-apic --irqfd 0x2a:1:0x200000 guests/irqfd.bin 2>&1 < /dev/null); rc=$?
+    [ $rc -ne 0 ] && [ $rc -lt 124 ] && echo "$out" | grep -q 'irqfd' || { echo "--user-apic: status $rc: $out"; return 1; }
 }
 # A level-triggered line through the I/O APIC: pc_pcidev's INTx checks (GSI 22, level,
 # active low, shared by two functions: the second interrupt comes only once the EOI of the

@@ -74,7 +74,7 @@ expected_smp() {
 smp() {
     n=$1
     shift
-    case "$*" in *kernel-apic*) name=smp-$n-kapic ;; *kvm*) name=smp-$n-kvm ;; *) name=smp-$n ;; esac
+    case "$*" in *user-apic*) name=smp-$n-uapic ;; *kernel-apic*) name=smp-$n-kapic ;; *kvm*) name=smp-$n-kvm ;; *) name=smp-$n ;; esac
     run_guest "$name" 120 "$@" --machine pc --smp "$n" guests/smp.bin
     ticks=$(sed -n 's/^  cpu [0-7]: 20 apic timer ticks of 1 ms in \([0-9]*\) us$/\1/p' "$OUT/$name.out")
     echo "  smp.bin --smp $n${1:+ $*}: $(s $cs) s; 20 APIC timer ticks of 1 ms took $(echo $ticks | tr ' ' '/') us" >&3
@@ -90,7 +90,7 @@ smp() {
 # then the BSP stops them and ends the run, status 0. Meanwhile the host runs a shell loop
 # of 20000 iterations (at most 60 s), which must end: the host stays usable.
 storm() {
-    name=smp_storm${1:+-kapic}
+    case "$*" in *user-apic*) name=smp_storm-uapic ;; *) name=smp_storm ;; esac
     t0=$(now_cs)
     timeout -s KILL 90 yakvm run --timeout 60 --stats "$@" --machine pc --smp 4 guests/smp_storm.bin > "$OUT/$name.raw" 2> "$OUT/$name.err" < /dev/null &
     pid=$!
@@ -144,9 +144,9 @@ init_to_bsp() {
 # run as a power-off, status 0: the APs waiting for a startup IPI do not keep it alive;
 # and one that waits for an interrupt nothing can send ends with the error, not a hang.
 aps_never_started() {
-    out=$(printf h | timeout -s KILL 60 yakvm run --machine pc --smp 2 guests/pc_hostile.bin 2>&1); rc=$?
+    out=$(printf h | timeout -s KILL 60 yakvm run --machine pc --user-apic --smp 2 guests/pc_hostile.bin 2>&1); rc=$?
     [ $rc -eq 0 ] && echo "$out" | grep -q 'halted with interrupts disabled' || { echo "power-off: status $rc: $out"; return 1; }
-    out=$(printf i | timeout -s KILL 60 yakvm run --machine pc --smp 2 --timeout 30 guests/pc_hostile.bin 2>&1); rc=$?
+    out=$(printf i | timeout -s KILL 60 yakvm run --machine pc --user-apic --smp 2 --timeout 30 guests/pc_hostile.bin 2>&1); rc=$?
     [ $rc -eq 1 ] && echo "$out" | grep -q 'nothing can send' || { echo "wait: status $rc: $out"; return 1; }
 }
 
@@ -212,7 +212,7 @@ apicread() {
 # IRQFD (--kernel-apic): a host thread signals an eventfd bound to the message "vector
 # 0x2a to APIC 0" 10000 times, each once the guest counted the interrupt before (so none
 # merge); the module delivers each from its eventfd wake-up (guests/irqfd.bin counts them)
-# with no exit to the emulator; without a kernel APIC --irqfd is refused.
+# with no exit to the emulator; with --user-apic --irqfd is refused.
 irqfd() {
     run_guest irqfd 120 --machine pc --kernel-apic --stats --irqfd 0x2a:10000:0x200000 guests/irqfd.bin
     user=$(sed -n 's/^exits handled by the emulator: \([0-9]*\).*/\1/p' "$OUT/irqfd.err")
@@ -221,8 +221,8 @@ irqfd() {
     same_lines irqfd 'irqfd: 10000 interrupts' || return 1
     grep -qx 'irqfd: 10000 signals sent, the guest counted 10000' "$OUT/irqfd.err" || { echo "$(grep '^irqfd' "$OUT/irqfd.err")"; return 1; }
     [ -n "$user" ] && [ "$user" -lt 200 ] || { echo "${user:-?} exits reached the emulator"; return 1; }
-    out=$(timeout -s KILL 30 yakvm run --machine pc --irqfd 0x2a:1:0x200000 guests/irqfd.bin 2>&1 < /dev/null); rc=$?
-    [ $rc -ne 0 ] && [ $rc -lt 124 ] && echo "$out" | grep -q 'irqfd' || { echo "without --kernel-apic: status $rc: $out"; return 1; }
+    out=$(timeout -s KILL 30 yakvm run --machine pc --user-apic --irqfd 0x2a:1:0x200000 guests/irqfd.bin 2>&1 < /dev/null); rc=$?
+    [ $rc -ne 0 ] && [ $rc -lt 124 ] && echo "$out" | grep -q 'irqfd' || { echo "--user-apic: status $rc: $out"; return 1; }
 }
 
 # A hostile guest on 8 vCPUs with the kernel APIC (see guests/apic_hostile.bin): an IPI
@@ -284,8 +284,8 @@ smp_x2apic() {
 
 # The kernel APIC's TSC-deadline timer (guests/tsc_deadline.bin): 300 deadlines each fire
 # once and never before the guest's TSC reached them, the MSR reads 0 outside the mode and
-# after firing, 0 and a mode change disarm it; with the emulator's APIC the mode is not
-# offered (status 2).
+# after firing, 0 and a mode change disarm it; with the emulator's APIC (--user-apic) the
+# mode is not offered (status 2).
 tsc_deadline() {
     run_guest tsc-deadline 120 --machine pc --kernel-apic --stats guests/tsc_deadline.bin
     echo "  tsc_deadline --kernel-apic: $(s $cs) s; $(grep '^tsc_deadline' "$OUT/tsc-deadline.out")" >&3
@@ -293,23 +293,23 @@ tsc_deadline() {
     grep -q '^tsc_deadline: 300 deadlines each fired once and none early' "$OUT/tsc-deadline.out" || { echo "$(why tsc-deadline)"; return 1; }
     n=$(sed -n 's/^kernel APIC registers: .*TSC_DEADLINE \([0-9]*\).*/\1/p' "$OUT/tsc-deadline.err")
     [ -n "$n" ] && [ "$n" -ge 300 ] || { echo "IA32_TSC_DEADLINE accesses in the module: ${n:-none}: $(grep '^kernel APIC registers' "$OUT/tsc-deadline.err")"; return 1; }
-    run_guest tsc-deadline-user 60 --machine pc guests/tsc_deadline.bin
-    [ $rc -eq 2 ] || { echo "without --kernel-apic: status $rc (want 2): $(why tsc-deadline-user)"; return 1; }
-    grep -qx 'tsc_deadline: not offered (CPUID.1:ECX bit 24 clear)' "$OUT/tsc-deadline-user.out" || { echo "without --kernel-apic: $(why tsc-deadline-user)"; return 1; }
+    run_guest tsc-deadline-user 60 --machine pc --user-apic guests/tsc_deadline.bin
+    [ $rc -eq 2 ] || { echo "--user-apic: status $rc (want 2): $(why tsc-deadline-user)"; return 1; }
+    grep -qx 'tsc_deadline: not offered (CPUID.1:ECX bit 24 clear)' "$OUT/tsc-deadline-user.out" || { echo "--user-apic: $(why tsc-deadline-user)"; return 1; }
 }
 
-# Without --kernel-apic the APIC is the emulator's: no x2APIC is offered.
+# With --user-apic the APIC is the emulator's: no x2APIC is offered.
 no_x2apic() {
-    run_guest apicread-user 60 --machine pc guests/apicread.bin
+    run_guest apicread-user 60 --machine pc --user-apic guests/apicread.bin
     [ $rc -eq 2 ] || { echo "status $rc (want 2): $(why apicread-user)"; return 1; }
     same_lines apicread-user 'apicread: x2apic not offered' || return 1
 }
 
 check smp_1_cpu smp 1
-check smp_2_cpus smp 2
-check smp_4_cpus smp 4
-check smp_8_cpus smp 8
-check smp_ipi_storm storm
+check smp_2_cpus_user_apic smp 2 --user-apic
+check smp_4_cpus_user_apic smp 4 --user-apic
+check smp_8_cpus_user_apic smp 8 --user-apic
+check smp_ipi_storm_user_apic storm --user-apic
 check smp_2_cpus_kernel_apic smp 2 --kernel-apic
 check smp_4_cpus_kernel_apic smp 4 --kernel-apic
 check smp_8_cpus_kernel_apic smp 8 --kernel-apic
@@ -324,7 +324,7 @@ check kernel_apic_hostile_guest_8_cpus apic_hostile
 check smp_aps_never_started_power_off_kernel_apic aps_never_started_kernel_apic
 check smp_aps_that_never_answer silent
 check smp_init_to_the_bsp_ends_the_run init_to_bsp
-check smp_aps_never_started_power_off aps_never_started
+check smp_aps_never_started_power_off_user_apic aps_never_started
 check smp_0_refused refused 'smp 0' --machine pc --smp 0
 check smp_9_refused refused 'smp 9' --machine pc --smp 9
 check smp_2_on_the_seed_machine_refused refused 'machine pc' --smp 2
