@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`make conformance`'s report: classifies the runs that tests/image/conformance.sh left
 (NAME.out: the console, NAME.err: yakvm's stderr, NAME.rc: its exit status, NAME.secs, in
-yakvm/, kapic/ (yakvm --kernel-apic, the APIC tests only) and kvm/) and prints one line per
+yakvm/ (its default: the local APICs in the module), uapic/ (yakvm --user-apic: the
+emulator's APICs, the APIC tests only) and kvm/ (KVM's split irqchip)) and prints one line per
 test of tests.list and the summary.
 
 A run's result:
@@ -17,7 +18,7 @@ yakvm's exit port gives the guest's value V itself (QEMU's isa-debug-exit gives
 
     conformance.py RESULTS TESTS.LIST [--known FILE] [--expected FILE] [--table OUT]
 With --expected: exits 1 if a test listed there does not pass on yakvm (a name
-"kernel-apic/NAME": NAME on yakvm --kernel-apic; "xv6/RUN": xv6's run RUN, from the
+"user-apic/NAME": NAME on yakvm --user-apic; "xv6/RUN": xv6's run RUN, from the
 lines tests/image/xv6.sh left in RESULTS/xv6.txt, passes when its shell answered).
 """
 
@@ -138,10 +139,10 @@ def main():
 
     lines = []
     show = lines.append
-    show(f"{'test':<24} {'yakvm':<16} {'--kernel-apic':<16} {'KVM':<16} why not (yakvm; --kernel-apic)")
-    n = passed = passed_kvm = n_kapic = passed_kapic = 0
+    show(f"{'test':<24} {'yakvm':<16} {'--user-apic':<16} {'KVM':<16} why not (yakvm; --user-apic)")
+    n = passed = passed_kvm = n_uapic = passed_uapic = 0
     known_failing, passes, diagnostics = [], set(), []
-    secs = {"yakvm": 0.0, "kapic": 0.0, "kvm": 0.0}
+    secs = {"yakvm": 0.0, "uapic": 0.0, "kvm": 0.0}
     for line in Path(a.tests_list).read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
@@ -150,20 +151,20 @@ def main():
         if y is None:
             continue  # not run (ONLY=...)
         k = classify(results / "kvm", name) if kvm_ran else None
-        kapic = classify(results / "kapic", name)
+        uapic = classify(results / "uapic", name)
         secs["yakvm"] += y.secs
-        secs["kapic"] += kapic.secs if kapic else 0.0
+        secs["uapic"] += uapic.secs if uapic else 0.0
         secs["kvm"] += k.secs if k else 0.0
         note = y.note
-        if kapic and kapic.note:
-            note = f"{note or 'pass'}; {kapic.note}"
+        if uapic and uapic.note:
+            note = f"{note or 'pass'}; {uapic.note}"
         if name in known and y.result != "pass":
             note = f"[outside yakvm: {known[name]}] {note}".strip()
         if env != "env":
             # The diagnostic runs without the environment: shown, not counted.
             diagnostics.append(name)
             note = f"[diagnostic, not counted] {note}".strip()
-        show(f"{name:<24} {y.cell():<16} {(kapic.cell() if kapic else '-'):<16} {(k.cell() if k else '-'):<16} {note[:110]}".rstrip())
+        show(f"{name:<24} {y.cell():<16} {(uapic.cell() if uapic else '-'):<16} {(k.cell() if k else '-'):<16} {note[:110]}".rstrip())
         if env != "env":
             continue
         n += 1
@@ -174,24 +175,24 @@ def main():
             known_failing.append(name)
         if k and k.result == "pass":
             passed_kvm += 1
-        if kapic:
-            n_kapic += 1
-            if kapic.result == "pass":
-                passed_kapic += 1
-                passes.add(f"kernel-apic/{name}")
+        if uapic:
+            n_uapic += 1
+            if uapic.result == "pass":
+                passed_uapic += 1
+                passes.add(f"user-apic/{name}")
     show("(counts: tests/unexpected failures/skipped of the test's SUMMARY line)")
     summary = f"{passed} of {n} pass on yakvm, " + (f"{passed_kvm} on KVM" if kvm_ran else "KVM not run")
-    if n_kapic:
-        summary += f"; the APIC tests on yakvm --kernel-apic: {passed_kapic} of {n_kapic} pass"
+    if n_uapic:
+        summary += f"; the APIC tests on yakvm --user-apic: {passed_uapic} of {n_uapic} pass"
     if known_failing:
         summary += f"; {len(known_failing)} of the others cannot pass for a reason outside yakvm ({', '.join(known_failing)})"
     show("")
     show(summary)
-    show(f"time in the runs: {secs['yakvm']:.0f} s on yakvm, {secs['kapic']:.0f} s on yakvm --kernel-apic, {secs['kvm']:.0f} s on KVM")
+    show(f"time in the runs: {secs['yakvm']:.0f} s on yakvm, {secs['uapic']:.0f} s on yakvm --user-apic, {secs['kvm']:.0f} s on KVM")
     xv6 = xv6_runs(results / "xv6.txt")
     if xv6:
         show("")
-        show("xv6 (kernelmemfs and the disk build, --kernel-apic): a line typed at the shell's prompt")
+        show("xv6 (kernelmemfs and the disk build, the kernel APIC): a line typed at the shell's prompt")
         for run, (got, secs_run) in xv6.items():
             show(f"  {run:<22} {got} after {secs_run} s")
             if got in XV6_ANSWERED:

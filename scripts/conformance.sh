@@ -59,7 +59,7 @@ log "conformance: ${ONLY:+only $ONLY of }$(grep -cv "^#" "$KUT/tests.list") runs
 mkdir -p "$BUILD_DIR"
 CMD="ONLY='${ONLY:-}' sh tests/conformance.sh" QEMU_TIMEOUT=${QEMU_TIMEOUT:-3600} scripts/qemu.sh > "$BUILD_DIR/conformance.log" 2>&1
 rc=$?
-tr -d '\r' < "$BUILD_DIR/conformance.log" | grep -E '^(  (yakvm|kapic|kvm) |conformance:|  xv6:)' >&2
+tr -d '\r' < "$BUILD_DIR/conformance.log" | grep -E '^(  (yakvm|uapic|kvm) |conformance:|  xv6:)' >&2
 ((rc == 0)) || { tail -n 20 "$BUILD_DIR/conformance.log"; die "conformance: the image run failed (status $rc; log: $BUILD_DIR/conformance.log)"; }
 
 # The runs' files, kept where the next `make test` (which empties shares/out) leaves them.

@@ -1,7 +1,7 @@
-# `make conformance`, inside the image: every line of kvm-unit-tests' tests.list on yakvm,
-# the APIC tests ($KAPIC) again on yakvm with the kernel APIC (`--kernel-apic`: x2APIC, the
-# local APICs in the module), then every line on KVM through the same emulator (`yakvm run
-# --hypervisor kvm`), in this one boot.
+# `make conformance`, inside the image: every line of kvm-unit-tests' tests.list on yakvm
+# (its default: the local APICs in the module), the APIC tests ($UAPIC) again on yakvm with
+# the emulator's APICs (`--user-apic`), then every line on KVM through the same emulator
+# (`yakvm run --hypervisor kvm`: its split irqchip), in this one boot.
 # scripts/conformance.sh staged the suite's .flat files and tests.list under kut/; each run
 # leaves its console output, stderr, exit status and duration in out/conformance/HV/NAME.*
 # and the host classifies them (scripts/conformance.py). Not a test of its own: it never
@@ -10,10 +10,10 @@
 cd /mnt/shares
 R=$OUT/conformance
 rm -rf $R
-mkdir -p $R/yakvm $R/kapic $R/kvm
+mkdir -p $R/yakvm $R/uapic $R/kvm
 ONLY=${ONLY:-}
-# The tests that run a second time on yakvm with --kernel-apic (column "kapic").
-KAPIC='xapic ioapic smptest smptest3 vmexit_ipi vmexit_ipi_halt eventinj'
+# The tests that run a second time on yakvm with --user-apic (column "uapic").
+UAPIC='xapic ioapic smptest smptest3 vmexit_ipi vmexit_ipi_halt eventinj'
 
 # The suite's environment, as the first Multiboot module (no fw_cfg here): the CPU count,
 # the RAM size in MiB (as --mem) and TEST_DEVICE=0. Every run has yakvm's test device
@@ -26,14 +26,14 @@ envfile() {
     echo /tmp/kut-env-$1
 }
 
-# run_one HV NAME BIN SMP TIMEOUT ENV ARGS...: one run (HV yakvm, kvm, or kapic: yakvm with
-# --kernel-apic). The Multiboot command line is the suite's argv, program name first (as
+# run_one HV NAME BIN SMP TIMEOUT ENV ARGS...: one run (HV yakvm, kvm, or uapic: yakvm with
+# --user-apic). The Multiboot command line is the suite's argv, program name first (as
 # QEMU builds it). yakvm's --timeout ends a run that hangs (status 124); `timeout` is the
 # backstop if yakvm itself does not end.
 run_one() {
     hv=$1 name=$2 bin=$3 smp=$4 secs=$5 env=$6
     shift 6
-    case $hv in kapic) how="--hypervisor yakvm --kernel-apic" ;; *) how="--hypervisor $hv" ;; esac
+    case $hv in uapic) how="--hypervisor yakvm --user-apic" ;; *) how="--hypervisor $hv" ;; esac
     set -- $how --kernel kut/$bin --smp $smp --mem ${MEM_MIB}M --timeout $secs --testdev --append "$bin${*:+ $*}"
     [ "$env" = env ] && set -- "$@" --module "$(envfile $smp),env"
     t0=$(cut -d' ' -f1 /proc/uptime)
@@ -44,12 +44,12 @@ run_one() {
     printf '  %-5s %-24s status %3s in %6s s\n' $hv $name "$(cat $R/$hv/$name.rc)" "$(cat $R/$hv/$name.secs)"
 }
 
-# run_all HV: the list on HV (the "noenv" diagnostic runs on yakvm only; kapic: $KAPIC only).
+# run_all HV: the list on HV (the "noenv" diagnostic runs on yakvm only; uapic: $UAPIC only).
 run_all() {
     grep -v '^#' kut/tests.list | while read -r name bin smp secs env args; do
         [ -n "$name" ] || continue
         [ -z "$ONLY" ] || echo " $ONLY " | grep -q " $name " || continue
-        [ "$1" != kapic ] || echo " $KAPIC " | grep -q " $name " || continue
+        [ "$1" != uapic ] || echo " $UAPIC " | grep -q " $name " || continue
         [ "$env" = noenv ] && [ "$1" != yakvm ] && continue
         run_one $1 $name $bin $smp $secs $env $args
     done
@@ -57,8 +57,8 @@ run_all() {
 
 echo "conformance: kvm-unit-tests $(cat kut/COMMIT 2>/dev/null) on yakvm"
 run_all yakvm
-echo "conformance: the APIC tests on yakvm --kernel-apic"
-run_all kapic
+echo "conformance: the APIC tests on yakvm --user-apic"
+run_all uapic
 if use_kvm; then
     echo "conformance: the same on KVM"
     run_all kvm
