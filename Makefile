@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TARGET   := x86_64-unknown-linux-gnu
-GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile pc_acpi pc_pci pc_kbd pc_ide apic_timer_minute pc_pcidev diskread bench_pio bench_mmio bench_cpuid bench_timer step16 step32 step64 debuggee smp smp_storm smp_silent smp_initbsp bench_ipi bench_apictimer ctlregs exitstorm apicread apic_hostile smp_x2apic ioeventfd lint0 irqfd virtio_hostile net_hostile tsc_deadline
+GUESTS   := hello count sse cpu mmio hypercall triple spin ports disk disk_mmio real16 prot32 hostile writer pc_timer pc_uart pc_mmio_ticks pc_hostile pc_acpi pc_pci pc_kbd pc_ide apic_timer_minute pc_pcidev diskread bench_pio bench_mmio bench_cpuid bench_timer step16 step32 step64 debuggee smp smp_storm smp_silent smp_initbsp bench_ipi bench_apictimer bench_apicread bench_x2apicread ctlregs exitstorm apicread apic_hostile smp_x2apic ioeventfd lint0 irqfd virtio_hostile net_hostile tsc_deadline
 BUILD    := build
 SHARES   := shares
 # The kernel build directory, computed once and only when a target needs it.

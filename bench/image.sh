@@ -40,14 +40,15 @@ run() {
 # one (32 MiB in the image's RAM, the same file every run) from inside (env/disk-init's
 # `bench`): rows vwrite, vread (MB/s, 1 MiB blocks) and vread4k (4 KiB reads: IOPS), with
 # "-exit" appended for MODE exit (--no-ioeventfd: each notification an MMIO exit to the
-# emulator), "-kapic" for MODE kapic (--kernel-apic: the local APICs in the kernel, yakvm's
-# module or KVM's split irqchip, the interrupts through irqfds). `seconds` is the guest's (busybox time), `units` bytes or requests. The
+# emulator), "-uapic" for MODE uapic (--user-apic: the local APICs in the emulator, the
+# interrupts through it; by default they are in the kernel, yakvm's module or KVM's split
+# irqchip, and the interrupts go through irqfds). `seconds` is the guest's (busybox time), `units` bytes or requests. The
 # counters of the run go to $VCSV.
 vblk() {
     hv=$1 r=$2 mode=$3 suffix= flag=
     want vblk || return 0
     [ "$mode" = exit ] && { suffix=-exit; flag=--no-ioeventfd; }
-    [ "$mode" = kapic ] && { suffix=-kapic; flag=--kernel-apic; }
+    [ "$mode" = uapic ] && { suffix=-uapic; flag=--user-apic; }
     cp linux/root.ext4 /tmp/vbench-root.img
     yakvm run --hypervisor $hv --stats --timeout 300 $flag --kernel linux/bzImage --mem 128M \
         --drive /tmp/vbench-root.img --drive /tmp/vbench-data.img --append "root=/dev/vda rw panic=-1 yakvm.disk=bench" \
@@ -82,14 +83,14 @@ vblk() {
 # over TCP with busybox nc: rows vnet-rx (image -> guest, timed here from the send's start
 # to the guest's receiver closing) and vnet-tx (guest -> image, the guest's own clock
 # around its nc), `units` bytes. MODE user: the emulator's device; vhost: `vhost=on` (rows
-# "-vhost"); vhost-kapic: `vhost=on` and --kernel-apic, yakvm only (rows "-vhost-kapic",
-# compared with KVM's vhost rows).
+# "-vhost": the calls straight to irqfds); vhost-uapic: `vhost=on` and --user-apic (rows
+# "-vhost-uapic": the calls through the emulator's relay thread).
 vnet() {
     hv=$1 r=$2 mode=$3 mib=16 opt= flag= suffix=
     want vnet || return 0
     case $mode in
         vhost) opt=,vhost=on suffix=-vhost ;;
-        vhost-kapic) [ "$hv" = kvm ] && return 0; opt=,vhost=on flag=--kernel-apic suffix=-vhost-kapic ;;
+        vhost-uapic) opt=,vhost=on flag=--user-apic suffix=-vhost-uapic ;;
     esac
     head -c $((mib * 1048576)) /dev/urandom > /tmp/vnet-in
     rm -f /tmp/vnet-hold; mkfifo /tmp/vnet-hold
@@ -136,13 +137,18 @@ workloads() {
     run timer $hv $r 2000 --machine pc guests/bench_timer.bin
     run apictimer $hv $r 2000 --machine pc guests/bench_apictimer.bin
     run ipi $hv $r 1000 --machine pc --smp 2 guests/bench_ipi.bin
+    run apicread $hv $r 100000 --machine pc guests/bench_apicread.bin
+    run apicread-x2 $hv $r 100000 --machine pc guests/bench_x2apicread.bin
+    run apicread-uapic $hv $r 100000 --machine pc --user-apic guests/bench_apicread.bin
+    run apictimer-uapic $hv $r 2000 --machine pc --user-apic guests/bench_apictimer.bin
+    run ipi-uapic $hv $r 1000 --machine pc --smp 2 --user-apic guests/bench_ipi.bin
     run linux $hv $r 1 --kernel linux/bzImage --initrd linux/initramfs.cpio.gz --mem 128M --append yakvm.check
     vblk $hv $r ioeventfd
     vblk $hv $r exit
-    vblk $hv $r kapic
+    vblk $hv $r uapic
     vnet $hv $r user
     vnet $hv $r vhost
-    vnet $hv $r vhost-kapic
+    vnet $hv $r vhost-uapic
 }
 
 echo "bench: $ROUNDS rounds, yakvm and KVM interleaved; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"

@@ -15,27 +15,32 @@ PER_UNIT = {
     "timer": ("timer interrupts (PIT 5 kHz, 2000 taken)", lambda s, u: f"{u / s:.0f} irq/s"),
     "apictimer": ("local APIC timer interrupts (5 kHz, 2000 taken)", lambda s, u: f"{u / s:.0f} irq/s"),
     "ipi": ("IPI round trips between two halted vCPUs (1000)", lambda s, u: f"{s / u * 1e6:.0f} us/round trip"),
+    # The same two with the local APICs in the emulator (--user-apic; the pc rows above have
+    # them in the hypervisor, the default: yakvm's module, KVM's split irqchip).
+    "apicread": ("local APIC ID reads through the xAPIC page (100000)", lambda s, u: f"{s / u * 1e6:.1f} us/read"),
+    "apicread-x2": ("local APIC ID reads through the x2APIC MSR (100000)", lambda s, u: f"{s / u * 1e6:.1f} us/read"),
+    "apicread-uapic": ("xAPIC ID reads, --user-apic (100000)", lambda s, u: f"{s / u * 1e6:.1f} us/read"),
+    "apictimer-uapic": ("local APIC timer interrupts, --user-apic", lambda s, u: f"{u / s:.0f} irq/s"),
+    "ipi-uapic": ("IPI round trips, --user-apic", lambda s, u: f"{s / u * 1e6:.0f} us/round trip"),
     "linux": ("Linux boot to init and power-off", lambda s, u: f"{s:.2f} s"),
 }
 # The virtio disk rows (bench/image.sh's vblk): O_DIRECT dd in our Linux on a --drive in the
-# image's RAM, with ioeventfds (the default) and without (--no-ioeventfd: "-exit"); on yakvm
-# and with --kernel-apic ("-kapic": the local APICs in the kernel, interrupts through irqfds;
-# on KVM its split irqchip).
-for suffix, how in (("", "ioeventfd"), ("-exit", "MMIO exit"), ("-kapic", "kernel APIC, irqfd")):
+# image's RAM, with ioeventfds (the default) and without (--no-ioeventfd: "-exit"); the
+# interrupts through irqfds into the hypervisor's local APICs (the default), or with
+# --user-apic ("-uapic") through the emulator's.
+for suffix, how in (("", "ioeventfd"), ("-exit", "MMIO exit"), ("-uapic", "user APIC")):
     PER_UNIT[f"vwrite{suffix}"] = (f"virtio-blk sequential write, 1 MiB O_DIRECT ({how})", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
     PER_UNIT[f"vread{suffix}"] = (f"virtio-blk sequential read, 1 MiB O_DIRECT ({how})", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
     PER_UNIT[f"vread4k{suffix}"] = (f"virtio-blk 4 KiB O_DIRECT reads ({how})", lambda s, u: f"{u / s:.0f} IOPS")
 # The virtio network rows (bench/image.sh's vnet): 16 MiB over TCP with busybox nc between
 # our Linux and the image, through a tap, and 1000 UDP requests and answers of 64 bytes
-# (yakvm-udprr); with the userspace device (ioeventfds), with vhost-net ("-vhost"), and on
-# yakvm also vhost-net with --kernel-apic ("-vhost-kapic": the calls straight to irqfds;
-# compared with KVM's "-vhost").
-for suffix, how in (("", "userspace device"), ("-vhost", "vhost-net"), ("-vhost-kapic", "vhost-net, kernel APIC; KVM: vhost-net")):
+# (yakvm-udprr); with the userspace device (ioeventfds), with vhost-net ("-vhost": its calls
+# straight to irqfds), and vhost-net with --user-apic ("-vhost-uapic": the calls through
+# the emulator's relay thread).
+for suffix, how in (("", "userspace device"), ("-vhost", "vhost-net"), ("-vhost-uapic", "vhost-net, user APIC")):
     PER_UNIT[f"vnet-rx{suffix}"] = (f"virtio-net TCP image -> guest, 16 MiB ({how})", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
     PER_UNIT[f"vnet-tx{suffix}"] = (f"virtio-net TCP guest -> image, 16 MiB ({how})", lambda s, u: f"{u / s / 1e6:.1f} MB/s")
     PER_UNIT[f"vnet-udprr{suffix}"] = (f"virtio-net UDP request/response, 64 bytes ({how})", lambda s, u: f"{s / u * 1e6:.0f} us/round trip")
-    if suffix == "-vhost-kapic":
-        KVM_ROW.update({f"vnet-{op}-vhost-kapic": f"vnet-{op}-vhost" for op in ("rx", "tx", "udprr")})
 
 def vblk_counters(path):
     """The virtio rows' counters per request (medians over the rounds), if the run wrote them."""
@@ -46,7 +51,7 @@ def vblk_counters(path):
         return
     print("\nvirtio disk runs, per request of the benchmark disk (medians over the rounds):")
     print(f"{'mode':<10} {'hypervisor':<10} {'requests':>8} {'notify exits':>12} {'ioeventfd':>10} {'interrupts':>10} {'by irqfd':>9} {'emulator exits (boot+bench)':>28}")
-    for mode in ("ioeventfd", "exit", "kapic"):
+    for mode in ("ioeventfd", "exit", "uapic"):
         for hv in ("yakvm", "kvm"):
             r = [x for x in rows if x["mode"] == mode and x["hypervisor"] == hv]
             if not r:

@@ -1,0 +1,34 @@
+//! `make bench`: the local APIC switched to x2APIC mode (IA32_APIC_BASE.EXTD), then 100000
+//! reads of the APIC ID through its MSR (0x802), then the exit port. Each read is an MSR
+//! exit answered in the hypervisor, with no instruction to decode (the row `apicread-x2`,
+//! set against `cpuid` and `apicread`). Status 2 when CPUID offers no x2APIC (the
+//! emulator's APIC, `--user-apic`), 1 if the switch or a read fails.
+#![no_std]
+#![no_main]
+
+use yakvm_guests::{cpuid, exit, rdmsr, trap, wrmsr};
+
+yakvm_guests::entry!(main);
+
+const READS: u32 = 100_000;
+const APIC_BASE: u32 = 0x1b;
+const BASE_EXTD: u64 = 1 << 10;
+const X2APIC_ID: u32 = 0x802;
+const CPUID1_ECX_X2APIC: u32 = 1 << 21;
+
+fn main() {
+    trap::install();
+    if cpuid(1, 0)[2] & CPUID1_ECX_X2APIC == 0 {
+        exit(2);
+    }
+    let Some(base) = rdmsr(APIC_BASE) else { exit(1) };
+    if !wrmsr(APIC_BASE, base | BASE_EXTD) {
+        exit(1);
+    }
+    let Some(first) = rdmsr(X2APIC_ID) else { exit(1) };
+    let mut wrong = 0u32;
+    for _ in 1..READS {
+        wrong += u32::from(rdmsr(X2APIC_ID) != Some(first));
+    }
+    exit(u8::from(wrong != 0))
+}
