@@ -678,6 +678,26 @@ mod tests {
         assert!(parse_address("0xzz").is_err());
     }
 
+    /// `yakvm run ARGS guest.bin`'s machine configuration.
+    fn config_of(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(["yakvm", "run"].iter().chain(args).chain(&["guest.bin"])).map_err(|e| e.to_string())?;
+        let Command::Run(opts) = cli.command else { unreachable!() };
+        run_args(opts, cli.device).map(|a| a.config)
+    }
+
+    #[test]
+    fn the_kernel_apic_is_the_pc_machines_default() {
+        assert!(config_of(&["--machine", "pc"]).unwrap().kernel_apic);
+        assert!(config_of(&["--machine", "pc", "--kernel-apic"]).unwrap().kernel_apic);
+        assert!(!config_of(&["--machine", "pc", "--user-apic"]).unwrap().kernel_apic);
+        assert!(config_of(&["--machine", "pc", "--hypervisor", "kvm"]).unwrap().kernel_apic);
+        // The seed machine has no local APICs; --kernel-apic there is Machine's error.
+        assert!(!config_of(&[]).unwrap().kernel_apic);
+        assert!(!config_of(&["--user-apic"]).unwrap().kernel_apic);
+        let Err(both) = config_of(&["--machine", "pc", "--kernel-apic", "--user-apic"]) else { panic!("both accepted") };
+        assert!(both.contains("--user-apic") && both.contains("cannot be used with"), "{both}");
+    }
+
     #[test]
     fn ioctl_numbers_are_linux_encodings() {
         // _IO('Y', 0x01) and _IOW('Y', 0x10, 32 bytes), as the C macros compute them.
