@@ -6,11 +6,13 @@
 #![no_std]
 #![no_main]
 
+use yakvm_guests::smp::{APIC_ID, LAPIC_BASE};
+
 yakvm_guests::entry!(main);
 
 const READS: u32 = 100_000;
 /// The xAPIC page's ID register (guest-physical = virtual: the first 4 GiB are identity mapped).
-const XAPIC_ID: u64 = 0xfee0_0020;
+const XAPIC_ID: u64 = LAPIC_BASE + APIC_ID as u64;
 
 fn xapic_id() -> u32 {
     let value: u32;

@@ -6,29 +6,27 @@
 #![no_std]
 #![no_main]
 
+use yakvm_guests::smp::{APIC_BASE_EXTD, APIC_ID, CPUID1_ECX_X2APIC, MSR_APIC_BASE, X2APIC_MSR};
 use yakvm_guests::{cpuid, exit, rdmsr, trap, wrmsr};
 
 yakvm_guests::entry!(main);
 
 const READS: u32 = 100_000;
-const APIC_BASE: u32 = 0x1b;
-const BASE_EXTD: u64 = 1 << 10;
-const X2APIC_ID: u32 = 0x802;
-const CPUID1_ECX_X2APIC: u32 = 1 << 21;
 
 fn main() {
     trap::install();
     if cpuid(1, 0)[2] & CPUID1_ECX_X2APIC == 0 {
         exit(2);
     }
-    let Some(base) = rdmsr(APIC_BASE) else { exit(1) };
-    if !wrmsr(APIC_BASE, base | BASE_EXTD) {
+    let id_msr = X2APIC_MSR + APIC_ID / 16;
+    let Some(base) = rdmsr(MSR_APIC_BASE) else { exit(1) };
+    if !wrmsr(MSR_APIC_BASE, base | APIC_BASE_EXTD) {
         exit(1);
     }
-    let Some(first) = rdmsr(X2APIC_ID) else { exit(1) };
+    let Some(first) = rdmsr(id_msr) else { exit(1) };
     let mut wrong = 0u32;
     for _ in 1..READS {
-        wrong += u32::from(rdmsr(X2APIC_ID) != Some(first));
+        wrong += u32::from(rdmsr(id_msr) != Some(first));
     }
     exit(u8::from(wrong != 0))
 }

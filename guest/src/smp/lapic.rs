@@ -57,7 +57,9 @@ pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// IA32_APIC_BASE.EXTD: x2APIC mode.
 pub const APIC_BASE_EXTD: u64 = 1 << 10;
 /// The x2APIC registers: MSR 0x800 + offset / 16; the ICR is one 64-bit MSR.
-const X2APIC_MSR: u32 = 0x800;
+pub const X2APIC_MSR: u32 = 0x800;
+/// CPUID.1:ECX: x2APIC offered.
+pub const CPUID1_ECX_X2APIC: u32 = 1 << 21;
 const X2APIC_ICR: u32 = 0x830;
 
 /// The guest wants x2APIC mode ([`want_x2apic`]): each CPU switches in `enable_lapic`, and
@@ -70,7 +72,7 @@ static ICR_DEST: [AtomicU32; super::MAX_CPUS] = [const { AtomicU32::new(0) }; su
 /// Every CPU of this guest uses its local APIC in x2APIC mode (set before `boot`); false
 /// if CPUID does not offer it.
 pub fn want_x2apic() -> bool {
-    if crate::cpuid(1, 0)[2] & (1 << 21) == 0 {
+    if crate::cpuid(1, 0)[2] & CPUID1_ECX_X2APIC == 0 {
         return false;
     }
     WANT_X2APIC.store(true, SeqCst);
