@@ -378,9 +378,20 @@ debian_net() {
 # modules, it mounts /dev/vda and runs the root's init (init=/sbin/yakvm-init,
 # env/debian-init), which says what it sees, puts eth0 up with the address it is given on
 # the command line (the root's iproute2), pings the image, waits for the image's ping and a
-# line on the console, and powers off (sysrq o: ACPI S5).
+# line on the console, and powers off (busybox poweroff -f: ACPI S5).
 # debian_initramfs_boot [YAKVM ARGS...] (--hypervisor kvm: the same on KVM)
 DROOT=debian-root
+# wait_alive PID FILE TEXT TICKS PERIOD: wait_for, given up as soon as yakvm (PID) has ended
+# (a kernel that panics reboots with panic=-1, and yakvm ends).
+wait_alive() {
+    t=0
+    while [ $t -lt "$4" ]; do
+        grep -q "$3" "$2" 2>/dev/null && { now_cs; return 0; }
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep "$5"; t=$((t + 1))
+    done
+    return 1
+}
 debian_initramfs_boot() {
     out="$OUT/debian-initramfs.out" err="$OUT/debian-initramfs.err"
     rm -f "$out" "$err" "$OUT/debian-initramfs.rc" /tmp/debian-initramfs.in /tmp/debian-initramfs.ping
@@ -390,12 +401,12 @@ debian_initramfs_boot() {
     t0=$(now_cs)
     yakvm run "$@" --kernel $DEBIAN --initrd $DROOT/initrd.img --mem 512M --smp 2 --drive $DROOT/root.ext4,readonly=on \
         --net tap=yk10,ip=169.254.81.1,mask=255.255.255.0 \
-        --append "root=/dev/vda ro init=/sbin/yakvm-init panic=-1 yakvm.ip=169.254.81.2/24 yakvm.ping=169.254.81.1 yakvm.wait=line" \
+        --append "root=/dev/vda ro init=/sbin/yakvm-init panic=-1 net.ifnames=0 yakvm.ip=169.254.81.2/24 yakvm.ping=169.254.81.1 yakvm.wait=line" \
         < /tmp/debian-initramfs.in > "$out" 2> "$err" &
     pid=$!
     exec 7> /tmp/debian-initramfs.in
-    up=$(wait_for "$out" YAKVM-DEBIAN-ROOT-UP 2400 0.25) && wait_for "$out" YAKVM-DEBIAN-ROOT-READY 1200 > /dev/null ||
-        { kill $pid; exec 7>&-; echo "no init: $(tr -d '\r' < "$out" | tail -c 400) $(tail -n 3 "$err")"; return 1; }
+    up=$(wait_alive $pid "$out" YAKVM-DEBIAN-ROOT-UP 2400 0.25) && wait_alive $pid "$out" YAKVM-DEBIAN-ROOT-READY 1200 0.05 > /dev/null ||
+        { kill $pid 2>/dev/null; exec 7>&-; echo "no init: $(tr -d '\r' < "$out" | tail -c 400) $(tail -n 3 "$err")"; return 1; }
     ping -c 3 -W 10 169.254.81.2 > /tmp/debian-initramfs.ping 2>&1; echo $? >> /tmp/debian-initramfs.ping
     printf 'image-pinged\n' >&7
     wait_bounded $pid 120; rc=$?
@@ -405,7 +416,7 @@ debian_initramfs_boot() {
     echo $rc > "$OUT/debian-initramfs.rc"
     b=$(( up - t0 )) p=$(( t - t0 ))
     echo "  Debian's kernel and initramfs, root on /dev/vda, --net${1:+ $*}: start to its init $((b / 100)).$(printf %02d $((b % 100))) s, to power-off $((p / 100)).$(printf %02d $((p % 100))) s (status $rc)" >&3
-    tr -d '\r' < "$out" | grep -E '^(kernel|root|os|run|dev|modules|cpus|eth0|guest ping): ' | sed 's/^/  | /' >&3
+    tr -d '\r' < "$out" | grep -E '^(kernel|root|os|run|dev|modules|cpus|net|guest ping): ' | sed 's/^/  | /' >&3
     [ $rc -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$err" ||
         { echo "status $rc: $(tail -n 3 "$err") / $(tr -d '\r' < "$out" | tail -c 300)"; return 1; }
 }
@@ -414,7 +425,7 @@ debian_initramfs_line() { tr -d '\r' < "$OUT/debian-initramfs.out" | grep -xE "$
 debian_initramfs_root() { # Debian's initramfs mounted /dev/vda (ext4, ro) and ran the root's init, on both CPUs
     o="$OUT/debian-initramfs.out"
     # initramfs-tools says so on the console (scripts/local, not quiet), before run-init.
-    debian_initramfs_line 'Begin: Mounting root file system \.\.\. (Begin: .*)?' > /dev/null ||
+    debian_initramfs_line 'Begin: Mounting root file system \.\.\. .*' > /dev/null ||
         { echo "no 'Begin: Mounting root file system' from initramfs-tools: $(tr -d '\r' < "$o" | grep -m3 -E '^(Begin|Loading)')"; return 1; }
     debian_initramfs_line 'Loading, please wait\.\.\.' > /dev/null || { echo "no 'Loading, please wait...' from initramfs-tools' init"; return 1; }
     debian_initramfs_line 'YAKVM-DEBIAN-ROOT-UP pid 1' > /dev/null || { echo "the root's init did not run as PID 1: $(debian_initramfs_line 'YAKVM-DEBIAN-ROOT-UP.*')"; return 1; }
@@ -424,11 +435,11 @@ debian_initramfs_root() { # Debian's initramfs mounted /dev/vda (ext4, ro) and r
     # initramfs-tools' /run (a tmpfs with /run/initramfs) and /dev (devtmpfs), moved to the root.
     debian_initramfs_line 'run: tmpfs tmpfs, /run/initramfs' > /dev/null || { echo "$(debian_initramfs_line 'run: .*')"; return 1; }
     debian_initramfs_line 'dev: udev devtmpfs' > /dev/null || { echo "$(debian_initramfs_line 'dev: .*')"; return 1; }
-    debian_initramfs_line 'modules: virtio_pci virtio_blk virtio_net ext4 ' > /dev/null || { echo "$(debian_initramfs_line 'modules: .*')"; return 1; }
+    debian_initramfs_line 'modules: virtio_pci virtio_blk virtio_net ' > /dev/null || { echo "$(debian_initramfs_line 'modules: .*')"; return 1; }
     debian_initramfs_line 'cpus: 0-1' > /dev/null || { echo "$(debian_initramfs_line 'cpus: .*')"; return 1; }
 }
 debian_initramfs_net() { # eth0 (virtio_net) up with the address given; the guest pings the image, the image the guest
-    debian_initramfs_line 'eth0: 169\.254\.81\.2/24 virtio_net up' > /dev/null || { echo "$(debian_initramfs_line 'eth0: .*')"; return 1; }
+    debian_initramfs_line 'net: eth0 169\.254\.81\.2/24 virtio_net up' > /dev/null || { echo "$(debian_initramfs_line 'net: .*')"; return 1; }
     debian_initramfs_line 'guest ping: 0 3 packets transmitted, 3 received, 0% packet loss.*' > /dev/null || { echo "$(debian_initramfs_line 'guest ping: .*')"; return 1; }
     [ "$(tail -n 1 /tmp/debian-initramfs.ping)" = 0 ] && grep -q '3 packets received' /tmp/debian-initramfs.ping ||
         { echo "image ping: $(tail -n 3 /tmp/debian-initramfs.ping | tr '\n' ' ')"; return 1; }
