@@ -332,43 +332,6 @@ debian_root_on_drive() {
     grep -q 'written-by-the-first-boot 32768 sectors' /tmp/debian-root.img || { echo "not in the image file"; return 1; }
     rm -f /tmp/debian-root.img
 }
-# Its virtio-net (--net, a tap yakvm creates in the image, 169.254.79.1/24), --smp 2:
-# eth0 is virtio_net's (a module), up with the address it is given (169.254.79.2/24);
-# the guest pings the image and the image pings the guest.
-# debian_net [YAKVM ARGS...] (--hypervisor kvm: the same on KVM)
-debian_net() {
-    debian_staged || return 1
-    out="$OUT/debian-net.out"
-    rm -f "$out" /tmp/debian-net.in /tmp/debian-net.ping
-    mkfifo /tmp/debian-net.in
-    t0=$(now_cs)
-    yakvm run "$@" --kernel $DEBIAN --initrd $DEBIAN_INITRD --mem 256M --smp 2 --net tap=yk9,ip=169.254.79.1,mask=255.255.255.0 \
-        < /tmp/debian-net.in > "$out" 2> "$OUT/debian-net.err" &
-    pid=$!
-    exec 8> /tmp/debian-net.in
-    wait_for "$out" YAKVM-GUEST-LINUX-UP 2400 0.25 > /dev/null && wait_for "$out" '/ # ' 600 > /dev/null ||
-        { kill $pid; exec 8>&-; echo "no shell: $(tail -c 400 "$out") $(tail -n 3 "$OUT/debian-net.err")"; return 1; }
-    printf 'ip link set eth0 up; ip addr add 169.254.79.2/24 dev eth0; echo "eth0 $(ip -o -4 addr show eth0 | tr -s " " | cut -d" " -f4)"\n' >&8
-    printf 'echo "eth0 driver $(basename $(readlink /sys/class/net/eth0/device/driver)) $(cat /sys/module/virtio_net/initstate)"\n' >&8
-    printf 'ping -c 3 -W 10 169.254.79.1 > /ping.out 2>&1; echo "guest ping: $?"; tail -n 2 /ping.out\n' >&8
-    wait_for "$out" '^guest ping: [0-9]' 600 > /dev/null
-    ping -c 3 -W 10 169.254.79.2 > /tmp/debian-net.ping 2>&1; ping_rc=$?
-    printf 'poweroff\n' >&8
-    wait_bounded $pid 120; rc=$?
-    exec 8>&-
-    rm -f /tmp/debian-net.in
-    t=$(( $(now_cs) - t0 ))
-    o=$(tr -d '\r' < "$out")
-    echo "  Debian's kernel with --net${1:+ $*}: start to power-off $((t / 100)).$(printf %02d $((t % 100))) s (status $rc)" >&3
-    echo "$o" | grep -E '^(eth0|guest ping)' | sed 's/^/  | /' >&3
-    echo "$o" | grep -qx 'eth0 169.254.79.2/24' || { echo "$(echo "$o" | grep '^eth0 ')"; return 1; }
-    echo "$o" | grep -qx 'eth0 driver virtio_net live' || { echo "$(echo "$o" | grep '^eth0 driver')"; return 1; }
-    echo "$o" | grep -qx 'guest ping: 0' || { echo "$(echo "$o" | grep '^guest ping')"; return 1; }
-    [ $ping_rc -eq 0 ] && grep -q '3 packets received' /tmp/debian-net.ping || { echo "image ping: $(tail -n 2 /tmp/debian-net.ping)"; return 1; }
-    [ $rc -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/debian-net.err" ||
-        { echo "status $rc: $(tail -n 3 "$OUT/debian-net.err")"; return 1; }
-}
-
 # Debian's kernel with DEBIAN'S OWN initramfs and root file system (issues 22 and 23):
 # scripts/debian-root.sh debootstraps a bookworm root, installs the same kernel package in
 # it with dpkg, whose postinst runs update-initramfs (initramfs-tools), and stages that
@@ -476,7 +439,6 @@ check debian_smp4_acpi_tables_apic_facp_dsdt_mcfg debian_tables 4
 check debian_smp4_pci_host_bridge_and_ecam debian_pci 4
 check debian_smp4_poweroff_is_acpi_s5 debian_s5 4
 check debian_modules_root_on_drive_smp2 debian_root_on_drive
-check debian_modules_net_eth0_up_smp2 debian_net
 check debian_initramfs_smp2_boots_and_powers_off debian_initramfs_boot
 check debian_initramfs_smp2_mounts_vda_and_runs_its_init debian_initramfs_root
 check debian_initramfs_net_eth0_up_and_pings debian_initramfs_net
@@ -484,7 +446,6 @@ check debian_initramfs_net_eth0_up_and_pings debian_initramfs_net
 # kvm_amd and yakvm both own EFER.SVME: one at a time, lib.sh).
 if check kvm_loads_for_debian use_kvm; then
     check debian_modules_root_on_drive_smp2_on_kvm debian_root_on_drive --hypervisor kvm
-    check debian_modules_net_eth0_up_smp2_on_kvm debian_net --hypervisor kvm
     check debian_initramfs_smp2_boots_and_powers_off_on_kvm debian_initramfs_boot --hypervisor kvm
     check debian_initramfs_smp2_mounts_vda_and_runs_its_init_on_kvm debian_initramfs_root
     check debian_initramfs_net_eth0_up_and_pings_on_kvm debian_initramfs_net
