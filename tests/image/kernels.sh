@@ -350,7 +350,8 @@ wait_alive() {
     t=0
     while [ $t -lt "$4" ]; do
         grep -q "$3" "$2" 2>/dev/null && { now_cs; return 0; }
-        kill -0 "$1" 2>/dev/null || return 1
+        # An ended yakvm the shell has not waited for yet is a zombie: ended too.
+        grep -qE '^State:[[:space:]]+[^Z]' /proc/$1/status 2>/dev/null || return 1
         sleep "$5"; t=$((t + 1))
     done
     return 1
