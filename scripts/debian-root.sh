@@ -38,6 +38,10 @@ cache="$YAKVM_CACHE/debian-root-$pkg-$version-$key"
 suite=bookworm
 packages=initramfs-tools,udev,busybox,zstd,iproute2,iputils-ping,kmod,linux-base
 
+# One build at a time (worktrees share the cache): a second `make env` waits for the first.
+mkdir -p "$YAKVM_CACHE"
+exec 9> "$YAKVM_CACHE/debian-root.lock"
+flock 9
 if [[ ! -f $cache/root.ext4 ]]; then
     ((EUID == 0)) || fail "building the Debian root needs root (debootstrap, chroot)"
     command -v debootstrap > /dev/null || fail "debootstrap is not installed (make deps)"
