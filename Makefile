@@ -82,6 +82,7 @@ env: deps kernel guest-kernel module emulator guests initramfs
 	@cp $(BUILD)/guest-initramfs.cpio.gz $(SHARES)/linux/initramfs.cpio.gz
 	@cp $(BUILD)/guest-root.ext4 $(SHARES)/linux/root.ext4
 	@scripts/distro-kernel.sh $(SHARES)/debian || echo "[yakvm] no Debian kernel: the test that boots it will fail ($(SHARES)/debian/FETCH-FAILED)"
+	@scripts/debian-root.sh $(SHARES)/debian-root $(SHARES)/debian || echo "[yakvm] no Debian root: the tests that boot it will fail ($(SHARES)/debian-root/FETCH-FAILED)"
 	@scripts/stage-gdb.sh $(SHARES)/gdb
 	@echo "[yakvm] image ready: kernel $(KDIR), share $(SHARES)/"
 

@@ -6,7 +6,7 @@ source "$(dirname "$0")/common.sh"
 
 PACKAGES=(linux-source-6.12 rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev
           qemu-system-x86 busybox-static flex bison bc libelf-dev libssl-dev cpio
-          gdb make xz-utils binutils)
+          gdb make xz-utils binutils debootstrap e2fsprogs)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

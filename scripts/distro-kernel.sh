@@ -10,8 +10,8 @@
 # they depend on (by the package's modules.dep) are cached too, in load order, and staged
 # as DEST/initramfs-debian-modules.cpio.gz: OUR guest initramfs
 # (build/guest-initramfs.cpio.gz, env/guest-init) with Debian's modules added, which
-# env/guest-init loads first. It is not Debian's initramfs (initramfs-tools): building
-# that needs the modules installed in /lib/modules or a debootstrap root.
+# env/guest-init loads first. Debian's own initramfs (initramfs-tools) is made in a
+# debootstrap root with this kernel installed: scripts/debian-root.sh.
 #
 # A failed fetch is the test's failure, not a skip: this script then leaves
 # DEST/FETCH-FAILED with the reason (the test prints it and fails) and exits 1; `make env`

@@ -332,41 +332,82 @@ debian_root_on_drive() {
     grep -q 'written-by-the-first-boot 32768 sectors' /tmp/debian-root.img || { echo "not in the image file"; return 1; }
     rm -f /tmp/debian-root.img
 }
-# Its virtio-net (--net, a tap yakvm creates in the image, 169.254.79.1/24), --smp 2:
-# eth0 is virtio_net's (a module), up with the address it is given (169.254.79.2/24);
-# the guest pings the image and the image pings the guest.
-# debian_net [YAKVM ARGS...] (--hypervisor kvm: the same on KVM)
-debian_net() {
-    debian_staged || return 1
-    out="$OUT/debian-net.out"
-    rm -f "$out" /tmp/debian-net.in /tmp/debian-net.ping
-    mkfifo /tmp/debian-net.in
+# Debian's kernel with DEBIAN'S OWN initramfs and root file system (issues 22 and 23):
+# scripts/debian-root.sh debootstraps a bookworm root, installs the same kernel package in
+# it with dpkg, whose postinst runs update-initramfs (initramfs-tools), and stages that
+# initrd and an ext4 image of the root in shares/debian-root (a failed build fails these
+# checks). One boot, --smp 2, the root on /dev/vda (read-only, from the share) and --net (a
+# tap yakvm creates in the image, 169.254.81.1/24): the initramfs's udev loads virtio's
+# modules, it mounts /dev/vda and runs the root's init (init=/sbin/yakvm-init,
+# env/debian-init), which says what it sees, puts eth0 up with the address it is given on
+# the command line (the root's iproute2), pings the image, waits for the image's ping and a
+# line on the console, and powers off (busybox poweroff -f: ACPI S5).
+# debian_initramfs_boot [YAKVM ARGS...] (--hypervisor kvm: the same on KVM)
+DROOT=debian-root
+# wait_alive PID FILE TEXT TICKS PERIOD: wait_for, given up as soon as yakvm (PID) has ended
+# (a kernel that panics reboots with panic=-1, and yakvm ends).
+wait_alive() {
+    t=0
+    while [ $t -lt "$4" ]; do
+        grep -q "$3" "$2" 2>/dev/null && { now_cs; return 0; }
+        # An ended yakvm the shell has not waited for yet is a zombie: ended too.
+        grep -qE '^State:[[:space:]]+[^Z]' /proc/$1/status 2>/dev/null || return 1
+        sleep "$5"; t=$((t + 1))
+    done
+    return 1
+}
+debian_initramfs_boot() {
+    out="$OUT/debian-initramfs.out" err="$OUT/debian-initramfs.err"
+    rm -f "$out" "$err" "$OUT/debian-initramfs.rc" /tmp/debian-initramfs.in /tmp/debian-initramfs.ping
+    [ -f $DEBIAN ] && [ -f $DROOT/initrd.img ] && [ -f $DROOT/root.ext4 ] ||
+        { echo "not staged: $(cat debian/FETCH-FAILED $DROOT/FETCH-FAILED 2>/dev/null || echo 'make env')"; return 1; }
+    mkfifo /tmp/debian-initramfs.in
     t0=$(now_cs)
-    yakvm run "$@" --kernel $DEBIAN --initrd $DEBIAN_INITRD --mem 256M --smp 2 --net tap=yk9,ip=169.254.79.1,mask=255.255.255.0 \
-        < /tmp/debian-net.in > "$out" 2> "$OUT/debian-net.err" &
+    yakvm run "$@" --kernel $DEBIAN --initrd $DROOT/initrd.img --mem 512M --smp 2 --drive $DROOT/root.ext4,readonly=on \
+        --net tap=yk10,ip=169.254.81.1,mask=255.255.255.0 \
+        --append "root=/dev/vda ro init=/sbin/yakvm-init panic=-1 net.ifnames=0 yakvm.ip=169.254.81.2/24 yakvm.ping=169.254.81.1 yakvm.wait=line" \
+        < /tmp/debian-initramfs.in > "$out" 2> "$err" &
     pid=$!
-    exec 8> /tmp/debian-net.in
-    wait_for "$out" YAKVM-GUEST-LINUX-UP 2400 0.25 > /dev/null && wait_for "$out" '/ # ' 600 > /dev/null ||
-        { kill $pid; exec 8>&-; echo "no shell: $(tail -c 400 "$out") $(tail -n 3 "$OUT/debian-net.err")"; return 1; }
-    printf 'ip link set eth0 up; ip addr add 169.254.79.2/24 dev eth0; echo "eth0 $(ip -o -4 addr show eth0 | tr -s " " | cut -d" " -f4)"\n' >&8
-    printf 'echo "eth0 driver $(basename $(readlink /sys/class/net/eth0/device/driver)) $(cat /sys/module/virtio_net/initstate)"\n' >&8
-    printf 'ping -c 3 -W 10 169.254.79.1 > /ping.out 2>&1; echo "guest ping: $?"; tail -n 2 /ping.out\n' >&8
-    wait_for "$out" '^guest ping: [0-9]' 600 > /dev/null
-    ping -c 3 -W 10 169.254.79.2 > /tmp/debian-net.ping 2>&1; ping_rc=$?
-    printf 'poweroff\n' >&8
+    exec 7> /tmp/debian-initramfs.in
+    up=$(wait_alive $pid "$out" YAKVM-DEBIAN-ROOT-UP 2400 0.25) && wait_alive $pid "$out" YAKVM-DEBIAN-ROOT-READY 1200 0.05 > /dev/null ||
+        { kill $pid 2>/dev/null; exec 7>&-; echo "no init: $(tr -d '\r' < "$out" | tail -c 400) $(tail -n 3 "$err")"; return 1; }
+    ping -c 3 -W 10 169.254.81.2 > /tmp/debian-initramfs.ping 2>&1; echo $? >> /tmp/debian-initramfs.ping
+    printf 'image-pinged\n' >&7
     wait_bounded $pid 120; rc=$?
-    exec 8>&-
-    rm -f /tmp/debian-net.in
-    t=$(( $(now_cs) - t0 ))
-    o=$(tr -d '\r' < "$out")
-    echo "  Debian's kernel with --net${1:+ $*}: start to power-off $((t / 100)).$(printf %02d $((t % 100))) s (status $rc)" >&3
-    echo "$o" | grep -E '^(eth0|guest ping)' | sed 's/^/  | /' >&3
-    echo "$o" | grep -qx 'eth0 169.254.79.2/24' || { echo "$(echo "$o" | grep '^eth0 ')"; return 1; }
-    echo "$o" | grep -qx 'eth0 driver virtio_net live' || { echo "$(echo "$o" | grep '^eth0 driver')"; return 1; }
-    echo "$o" | grep -qx 'guest ping: 0' || { echo "$(echo "$o" | grep '^guest ping')"; return 1; }
-    [ $ping_rc -eq 0 ] && grep -q '3 packets received' /tmp/debian-net.ping || { echo "image ping: $(tail -n 2 /tmp/debian-net.ping)"; return 1; }
-    [ $rc -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$OUT/debian-net.err" ||
-        { echo "status $rc: $(tail -n 3 "$OUT/debian-net.err")"; return 1; }
+    t=$(now_cs)
+    exec 7>&-
+    rm -f /tmp/debian-initramfs.in
+    echo $rc > "$OUT/debian-initramfs.rc"
+    b=$(( up - t0 )) p=$(( t - t0 ))
+    echo "  Debian's kernel and initramfs, root on /dev/vda, --net${1:+ $*}: start to its init $((b / 100)).$(printf %02d $((b % 100))) s, to power-off $((p / 100)).$(printf %02d $((p % 100))) s (status $rc)" >&3
+    tr -d '\r' < "$out" | grep -E '^(kernel|root|os|run|dev|modules|cpus|net|guest ping): ' | sed 's/^/  | /' >&3
+    [ $rc -eq 0 ] && grep -q 'the guest powered off (ACPI S5)' "$err" ||
+        { echo "status $rc: $(tail -n 3 "$err") / $(tr -d '\r' < "$out" | tail -c 300)"; return 1; }
+}
+# debian_initramfs_line PATTERN: the output line that PATTERN (an extended regex, a whole line) matches.
+debian_initramfs_line() { tr -d '\r' < "$OUT/debian-initramfs.out" | grep -xE "$1"; }
+debian_initramfs_root() { # Debian's initramfs mounted /dev/vda (ext4, ro) and ran the root's init, on both CPUs
+    o="$OUT/debian-initramfs.out"
+    # initramfs-tools says so on the console (scripts/local, not quiet), before run-init.
+    debian_initramfs_line 'Begin: Mounting root file system \.\.\. .*' > /dev/null ||
+        { echo "no 'Begin: Mounting root file system' from initramfs-tools: $(tr -d '\r' < "$o" | grep -m3 -E '^(Begin|Loading)')"; return 1; }
+    debian_initramfs_line 'Loading, please wait\.\.\.' > /dev/null || { echo "no 'Loading, please wait...' from initramfs-tools' init"; return 1; }
+    debian_initramfs_line 'YAKVM-DEBIAN-ROOT-UP pid 1' > /dev/null || { echo "the root's init did not run as PID 1: $(debian_initramfs_line 'YAKVM-DEBIAN-ROOT-UP.*')"; return 1; }
+    debian_initramfs_line 'kernel: 6\.1\.[0-9]+-[0-9]+-cloud-amd64' > /dev/null || { echo "$(debian_initramfs_line 'kernel: .*')"; return 1; }
+    debian_initramfs_line 'root: /dev/vda / ext4 ro' > /dev/null || { echo "$(debian_initramfs_line 'root: .*')"; return 1; }
+    debian_initramfs_line 'os: Debian GNU/Linux 12 \(bookworm\)' > /dev/null || { echo "$(debian_initramfs_line 'os: .*')"; return 1; }
+    # initramfs-tools' /run (a tmpfs with /run/initramfs) and /dev (devtmpfs), moved to the root.
+    debian_initramfs_line 'run: tmpfs tmpfs, /run/initramfs' > /dev/null || { echo "$(debian_initramfs_line 'run: .*')"; return 1; }
+    debian_initramfs_line 'dev: udev devtmpfs' > /dev/null || { echo "$(debian_initramfs_line 'dev: .*')"; return 1; }
+    debian_initramfs_line 'modules: virtio_pci virtio_blk virtio_net ' > /dev/null || { echo "$(debian_initramfs_line 'modules: .*')"; return 1; }
+    debian_initramfs_line 'cpus: 0-1' > /dev/null || { echo "$(debian_initramfs_line 'cpus: .*')"; return 1; }
+}
+debian_initramfs_net() { # eth0 (virtio_net) up with the address given; the guest pings the image, the image the guest
+    debian_initramfs_line 'net: eth0 169\.254\.81\.2/24 virtio_net up' > /dev/null || { echo "$(debian_initramfs_line 'net: .*')"; return 1; }
+    debian_initramfs_line 'guest ping: 0 3 packets transmitted, 3 received, 0% packet loss.*' > /dev/null || { echo "$(debian_initramfs_line 'guest ping: .*')"; return 1; }
+    [ "$(tail -n 1 /tmp/debian-initramfs.ping)" = 0 ] && grep -q '3 packets received' /tmp/debian-initramfs.ping ||
+        { echo "image ping: $(tail -n 3 /tmp/debian-initramfs.ping | tr '\n' ' ')"; return 1; }
+    debian_initramfs_line 'answer: image-pinged' > /dev/null || { echo "no answer to the console line"; return 1; }
 }
 
 check kernel_bad_input kernel_bad_input
@@ -399,12 +440,16 @@ check debian_smp4_acpi_tables_apic_facp_dsdt_mcfg debian_tables 4
 check debian_smp4_pci_host_bridge_and_ecam debian_pci 4
 check debian_smp4_poweroff_is_acpi_s5 debian_s5 4
 check debian_modules_root_on_drive_smp2 debian_root_on_drive
-check debian_modules_net_eth0_up_smp2 debian_net
-# The same two on KVM (`--hypervisor kvm`: the same emulator and devices over /dev/kvm;
+check debian_initramfs_smp2_boots_and_powers_off debian_initramfs_boot
+check debian_initramfs_smp2_mounts_vda_and_runs_its_init debian_initramfs_root
+check debian_initramfs_net_eth0_up_and_pings debian_initramfs_net
+# The same on KVM (`--hypervisor kvm`: the same emulator and devices over /dev/kvm;
 # kvm_amd and yakvm both own EFER.SVME: one at a time, lib.sh).
 if check kvm_loads_for_debian use_kvm; then
     check debian_modules_root_on_drive_smp2_on_kvm debian_root_on_drive --hypervisor kvm
-    check debian_modules_net_eth0_up_smp2_on_kvm debian_net --hypervisor kvm
+    check debian_initramfs_smp2_boots_and_powers_off_on_kvm debian_initramfs_boot --hypervisor kvm
+    check debian_initramfs_smp2_mounts_vda_and_runs_its_init_on_kvm debian_initramfs_root
+    check debian_initramfs_net_eth0_up_and_pings_on_kvm debian_initramfs_net
     check yakvm_reloads_after_debian use_yakvm
 else
     use_yakvm
