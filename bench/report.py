@@ -15,15 +15,15 @@ PER_UNIT = {
     "timer": ("timer interrupts (PIT 5 kHz, 2000 taken)", lambda s, u: f"{u / s:.0f} irq/s"),
     "apictimer": ("local APIC timer interrupts (5 kHz, 2000 taken)", lambda s, u: f"{u / s:.0f} irq/s"),
     "ipi": ("IPI round trips between two halted vCPUs (1000)", lambda s, u: f"{s / u * 1e6:.0f} us/round trip"),
-    # The same two with the local APICs in the emulator (--user-apic; the pc rows above have
-    # them in the hypervisor, the default: yakvm's module, KVM's split irqchip).
     "apicread": ("local APIC ID reads through the xAPIC page (100000)", lambda s, u: f"{s / u * 1e6:.1f} us/read"),
     "apicread-x2": ("local APIC ID reads through the x2APIC MSR (100000)", lambda s, u: f"{s / u * 1e6:.1f} us/read"),
-    "apicread-uapic": ("xAPIC ID reads, --user-apic (100000)", lambda s, u: f"{s / u * 1e6:.1f} us/read"),
-    "apictimer-uapic": ("local APIC timer interrupts, --user-apic", lambda s, u: f"{u / s:.0f} irq/s"),
-    "ipi-uapic": ("IPI round trips, --user-apic", lambda s, u: f"{s / u * 1e6:.0f} us/round trip"),
     "linux": ("Linux boot to init and power-off", lambda s, u: f"{s:.2f} s"),
 }
+# The local APIC rows again with the local APICs in the emulator (--user-apic): the pc rows
+# above have them in the hypervisor (the default: yakvm's module, KVM's split irqchip).
+for w in ("apicread", "apictimer", "ipi"):
+    what, unit = PER_UNIT[w]
+    PER_UNIT[f"{w}-uapic"] = (f"{what}, --user-apic", unit)
 # The virtio disk rows (bench/image.sh's vblk): O_DIRECT dd in our Linux on a --drive in the
 # image's RAM, with ioeventfds (the default) and without (--no-ioeventfd: "-exit"); the
 # interrupts through irqfds into the hypervisor's local APICs (the default), or with
