@@ -9,14 +9,18 @@ KERNEL=linux/bzImage
 INITRD=linux/initramfs.cpio.gz
 # Hundredths of a second since the image booted.
 now_cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
-# wait_for FILE TEXT TICKS [PERIOD]: prints when TEXT first appeared in FILE, polled every
-# PERIOD seconds (default 0.05) for at most TICKS polls. (Polling costs the image CPU time
-# that the guest's boot would use: the boot's marker is polled more slowly.)
+# wait_for FILE TEXT TICKS [PERIOD [PID]]: prints when TEXT first appeared in FILE, polled
+# every PERIOD seconds (default 0.05) for at most TICKS polls; given up as soon as yakvm
+# (PID, if given) has ended (a kernel that panics reboots with panic=-1, and yakvm ends).
+# (Polling costs the image CPU time that the guest's boot would use: the boot's marker is
+# polled more slowly.)
 wait_for() {
-    file=$1 text=$2 limit=$3 period=${4:-0.05}
+    file=$1 text=$2 limit=$3 period=${4:-0.05} alive=${5:-}
     t=0
     while [ $t -lt "$limit" ]; do
         grep -q "$text" "$file" 2>/dev/null && { now_cs; return 0; }
+        # An ended yakvm the shell has not waited for yet is a zombie: ended too.
+        [ -z "$alive" ] || grep -qE '^State:[[:space:]]+[^Z]' /proc/$alive/status 2>/dev/null || return 1
         sleep "$period"; t=$((t + 1))
     done
     return 1
@@ -344,18 +348,6 @@ debian_root_on_drive() {
 # line on the console, and powers off (busybox poweroff -f: ACPI S5).
 # debian_initramfs_boot [YAKVM ARGS...] (--hypervisor kvm: the same on KVM)
 DROOT=debian-root
-# wait_alive PID FILE TEXT TICKS PERIOD: wait_for, given up as soon as yakvm (PID) has ended
-# (a kernel that panics reboots with panic=-1, and yakvm ends).
-wait_alive() {
-    t=0
-    while [ $t -lt "$4" ]; do
-        grep -q "$3" "$2" 2>/dev/null && { now_cs; return 0; }
-        # An ended yakvm the shell has not waited for yet is a zombie: ended too.
-        grep -qE '^State:[[:space:]]+[^Z]' /proc/$1/status 2>/dev/null || return 1
-        sleep "$5"; t=$((t + 1))
-    done
-    return 1
-}
 debian_initramfs_boot() {
     out="$OUT/debian-initramfs.out" err="$OUT/debian-initramfs.err"
     rm -f "$out" "$err" "$OUT/debian-initramfs.rc" /tmp/debian-initramfs.in /tmp/debian-initramfs.ping
@@ -369,7 +361,7 @@ debian_initramfs_boot() {
         < /tmp/debian-initramfs.in > "$out" 2> "$err" &
     pid=$!
     exec 7> /tmp/debian-initramfs.in
-    up=$(wait_alive $pid "$out" YAKVM-DEBIAN-ROOT-UP 2400 0.25) && wait_alive $pid "$out" YAKVM-DEBIAN-ROOT-READY 1200 0.05 > /dev/null ||
+    up=$(wait_for "$out" YAKVM-DEBIAN-ROOT-UP 2400 0.25 $pid) && wait_for "$out" YAKVM-DEBIAN-ROOT-READY 1200 0.05 $pid > /dev/null ||
         { kill $pid 2>/dev/null; exec 7>&-; echo "no init: $(tr -d '\r' < "$out" | tail -c 400) $(tail -n 3 "$err")"; return 1; }
     ping -c 3 -W 10 169.254.81.2 > /tmp/debian-initramfs.ping 2>&1; echo $? >> /tmp/debian-initramfs.ping
     printf 'image-pinged\n' >&7
@@ -393,14 +385,11 @@ debian_initramfs_root() { # Debian's initramfs mounted /dev/vda (ext4, ro) and r
         { echo "no 'Begin: Mounting root file system' from initramfs-tools: $(tr -d '\r' < "$o" | grep -m3 -E '^(Begin|Loading)')"; return 1; }
     debian_initramfs_line 'Loading, please wait\.\.\.' > /dev/null || { echo "no 'Loading, please wait...' from initramfs-tools' init"; return 1; }
     debian_initramfs_line 'YAKVM-DEBIAN-ROOT-UP pid 1' > /dev/null || { echo "the root's init did not run as PID 1: $(debian_initramfs_line 'YAKVM-DEBIAN-ROOT-UP.*')"; return 1; }
-    debian_initramfs_line 'kernel: 6\.1\.[0-9]+-[0-9]+-cloud-amd64' > /dev/null || { echo "$(debian_initramfs_line 'kernel: .*')"; return 1; }
-    debian_initramfs_line 'root: /dev/vda / ext4 ro' > /dev/null || { echo "$(debian_initramfs_line 'root: .*')"; return 1; }
-    debian_initramfs_line 'os: Debian GNU/Linux 12 \(bookworm\)' > /dev/null || { echo "$(debian_initramfs_line 'os: .*')"; return 1; }
     # initramfs-tools' /run (a tmpfs with /run/initramfs) and /dev (devtmpfs), moved to the root.
-    debian_initramfs_line 'run: tmpfs tmpfs, /run/initramfs' > /dev/null || { echo "$(debian_initramfs_line 'run: .*')"; return 1; }
-    debian_initramfs_line 'dev: udev devtmpfs' > /dev/null || { echo "$(debian_initramfs_line 'dev: .*')"; return 1; }
-    debian_initramfs_line 'modules: virtio_pci virtio_blk virtio_net ' > /dev/null || { echo "$(debian_initramfs_line 'modules: .*')"; return 1; }
-    debian_initramfs_line 'cpus: 0-1' > /dev/null || { echo "$(debian_initramfs_line 'cpus: .*')"; return 1; }
+    for want in 'kernel: 6\.1\.[0-9]+-[0-9]+-cloud-amd64' 'root: /dev/vda / ext4 ro' 'os: Debian GNU/Linux 12 \(bookworm\)' \
+        'run: tmpfs tmpfs, /run/initramfs' 'dev: udev devtmpfs' 'modules: virtio_pci virtio_blk virtio_net ' 'cpus: 0-1'; do
+        debian_initramfs_line "$want" > /dev/null || { echo "$(debian_initramfs_line "${want%%:*}: .*")"; return 1; }
+    done
 }
 debian_initramfs_net() { # eth0 (virtio_net) up with the address given; the guest pings the image, the image the guest
     debian_initramfs_line 'net: eth0 169\.254\.81\.2/24 virtio_net up' > /dev/null || { echo "$(debian_initramfs_line 'net: .*')"; return 1; }
