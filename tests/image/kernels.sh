@@ -256,7 +256,9 @@ debian_boot() { # debian_boot N END: boots with --smp N, asks, ends by END (powe
     exec 7> /tmp/debian.in
     up=$(wait_for "$out" YAKVM-GUEST-LINUX-UP 2400 0.25) || { kill $pid; exec 7>&-; echo "no marker: $(tail -c 400 "$out") $(tail -n 3 "$err")"; return 1; }
     wait_for "$out" '/ # ' 600 > /dev/null
-    printf 'echo DEBIAN-$((6*7))-BEGIN; uname -r; echo "online: $(cat /sys/devices/system/cpu/online)"\n' >&7
+    # Only emergencies reach the console from here on: a kernel message printed in the
+    # middle of an answer ("hrtimer: interrupt took …", under load) would cut its line.
+    printf 'echo 1 > /proc/sys/kernel/printk; echo DEBIAN-$((6*7))-BEGIN; uname -r; echo "online: $(cat /sys/devices/system/cpu/online)"\n' >&7
     printf 'echo "tables:" $(ls /sys/firmware/acpi/tables)\n' >&7
     printf 'for d in /sys/bus/pci/devices/*; do echo "pci: ${d##*/} $(cat $d/vendor) $(cat $d/device) $(cat $d/class)"; done\n' >&7
     printf 'dmesg | grep -E "ACPI: (Using ACPI|PM-Timer|IOAPIC|PCI Root)|MMCONFIG|smpboot: (Allowing|Total)|PCI host bridge to bus|pci 0000:00:00.0:|x86: Booted" | sed "s/^\\[[^]]*\\] /dmesg: /"\n' >&7
