@@ -69,6 +69,37 @@ pub fn wait_until(timeout_us: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The CMOS clock's seconds (0-59; the register read through ports 0x70/0x71, in BCD as
+/// the pc machine's CMOS keeps it).
+pub fn rtc_seconds() -> u8 {
+    crate::outb(0x70, 0x00);
+    let bcd = pc::inb(0x71);
+    (bcd >> 4) * 10 + (bcd & 0x0f)
+}
+
+/// Spins for at least `us` microseconds or until the CMOS clock's seconds changed more
+/// than `us` / 1 000 000 times (at least as many whole seconds went by), whichever comes
+/// first. For a CPU that may be starved of its turns for long (a storm of interrupts,
+/// a loaded host): the PIT clock loses its turns then and may run many times slow, the
+/// CMOS clock cannot for less than a minute.
+pub fn delay_us_bounded(us: u64) {
+    let seconds = us / 1_000_000;
+    let start = clock();
+    let mut last = rtc_seconds();
+    let mut changes = 0;
+    // Both clocks every `POLL_SPINS` turns, as `wait_until` reads the PIT.
+    while us_since(start) < us && changes <= seconds {
+        for _ in 0..POLL_SPINS {
+            core::hint::spin_loop();
+        }
+        let now = rtc_seconds();
+        if now != last {
+            last = now;
+            changes += 1;
+        }
+    }
+}
+
 /// Spins for at least `us` microseconds (up to a millisecond or so more).
 pub fn delay_us(us: u64) {
     wait_until(us, || false);
