@@ -25,7 +25,6 @@
 #include <linux/timekeeping.h>
 #include <linux/wait.h>
 #include <asm/tsc.h>
-#include <linux/workqueue.h>
 
 #include "glue.h"
 
@@ -222,6 +221,20 @@ static enum hrtimer_restart yakvm_apic_timer_fn(struct hrtimer *timer)
 	return HRTIMER_NORESTART;
 }
 
+/* spin_lock_irqsave as a function (ffi/irqlock.rs): the flags to give back. */
+unsigned long yakvm_spin_lock_irqsave(spinlock_t *lock)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+void yakvm_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+{
+	spin_unlock_irqrestore(lock, flags);
+}
+
 struct yakvm_apic_hw *yakvm_apic_hw_new(void)
 {
 	struct yakvm_apic_hw *hw = kzalloc(sizeof(*hw), GFP_KERNEL);
@@ -288,30 +301,23 @@ int yakvm_apic_wait(struct yakvm_apic_hw *hw)
 
 /*
  * IRQFD (ffi/irqfd.rs): an eventfd whose signal makes the module deliver an interrupt
- * message, with no userspace on the way. Our entry on the eventfd's wait queue is called
- * by eventfd_signal/write in atomic context, under the queue's lock: it takes the count
- * (eventfd_ctx_do_read) and queues `inject`, which calls `deliver(owner)` in process
- * context, where the VM's APIC list (a sleeping mutex) may be taken. Signals that come
- * before `inject` runs make one interrupt, as edges merge on a real interrupt line.
- * The binding keeps a reference on the eventfd's context (whose wait queue it is on),
- * not on its file: closing the descriptor does not end it (EPOLLHUP is ignored), only
- * yakvm_irqfd_free does.
+ * message, with no userspace and no other thread on the way. Our entry on the eventfd's
+ * wait queue is called by eventfd_signal/write under the queue's lock, in the signaller's
+ * context (a task, or an interrupt handler): it takes the count (eventfd_ctx_do_read) and
+ * calls `deliver(owner)` there, which takes only locks that keep interrupts off
+ * (ffi/irqlock.rs) and kicks the target vCPUs (as KVM's irqfd_wakeup delivers an MSI with
+ * kvm_arch_set_irq_inatomic). Signals while a vCPU has not yet taken the vector make one
+ * interrupt, as edges merge on a real interrupt line. The binding keeps a reference on
+ * the eventfd's context (whose wait queue it is on), not on its file: closing the
+ * descriptor does not end it (EPOLLHUP is ignored), only yakvm_irqfd_free does.
  */
 struct yakvm_irqfd {
 	wait_queue_entry_t wait;
 	poll_table pt;
 	struct eventfd_ctx *ctx;
-	struct work_struct inject;
 	void (*deliver)(void *owner);
 	void *owner;
 };
-
-static void yakvm_irqfd_inject(struct work_struct *work)
-{
-	struct yakvm_irqfd *irqfd = container_of(work, struct yakvm_irqfd, inject);
-
-	irqfd->deliver(irqfd->owner);
-}
 
 static int yakvm_irqfd_wakeup(wait_queue_entry_t *wait, unsigned int mode, int sync, void *key)
 {
@@ -321,7 +327,7 @@ static int yakvm_irqfd_wakeup(wait_queue_entry_t *wait, unsigned int mode, int s
 	if (key_to_poll(key) & EPOLLIN) {
 		/* The queue's lock is held: the count is ours to take. */
 		eventfd_ctx_do_read(irqfd->ctx, &count);
-		schedule_work(&irqfd->inject);
+		irqfd->deliver(irqfd->owner);
 	}
 	return 0;
 }
@@ -335,8 +341,8 @@ static void yakvm_irqfd_queue(struct file *file, wait_queue_head_t *wqh, poll_ta
 
 /*
  * Binds eventfd `fd` of the calling process: from now on each signal calls
- * `deliver(owner)` from a workqueue. NULL and the error in *err if `fd` is not an open
- * eventfd or memory is short. A count already there delivers once at once.
+ * `deliver(owner)` in the signaller's context. NULL and the error in *err if `fd` is not
+ * an open eventfd or memory is short. A count already there delivers once at once.
  */
 struct yakvm_irqfd *yakvm_irqfd_new(int fd, void (*deliver)(void *owner), void *owner, int *err)
 {
@@ -366,12 +372,11 @@ struct yakvm_irqfd *yakvm_irqfd_new(int fd, void (*deliver)(void *owner), void *
 	irqfd->ctx = ctx;
 	irqfd->deliver = deliver;
 	irqfd->owner = owner;
-	INIT_WORK(&irqfd->inject, yakvm_irqfd_inject);
 	init_waitqueue_func_entry(&irqfd->wait, yakvm_irqfd_wakeup);
 	init_poll_funcptr(&irqfd->pt, yakvm_irqfd_queue);
 	events = vfs_poll(fd_file(f), &irqfd->pt);
 	if (events & EPOLLIN)
-		schedule_work(&irqfd->inject);
+		deliver(owner);
 	fdput(f);
 	*err = 0;
 	return irqfd;
@@ -391,15 +396,14 @@ int yakvm_irqfd_is(struct yakvm_irqfd *irqfd, int fd)
 }
 
 /*
- * Ends the binding: off the wait queue, then any queued `inject` is cancelled or waited
- * for, so `deliver` is never called again once this returns. May sleep.
+ * Ends the binding: off the wait queue, under the queue's lock, which a running wake-up
+ * holds: once this returns, `deliver` is neither running nor called again.
  */
 void yakvm_irqfd_free(struct yakvm_irqfd *irqfd)
 {
 	u64 count;
 
 	eventfd_ctx_remove_wait_queue(irqfd->ctx, &irqfd->wait, &count);
-	cancel_work_sync(&irqfd->inject);
 	eventfd_ctx_put(irqfd->ctx);
 	kfree(irqfd);
 }

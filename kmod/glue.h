@@ -3,6 +3,7 @@
 #ifndef YAKVM_GLUE_H
 #define YAKVM_GLUE_H
 
+#include <linux/spinlock_types.h>
 #include <linux/types.h>
 
 struct eventfd_ctx;
@@ -34,6 +35,8 @@ void yakvm_vma_set_dontcopy(struct vm_area_struct *vma);
 struct eventfd_ctx *yakvm_eventfd_get(int fd, int *err);
 void yakvm_eventfd_signal(struct eventfd_ctx *ctx);
 void yakvm_eventfd_put(struct eventfd_ctx *ctx);
+unsigned long yakvm_spin_lock_irqsave(spinlock_t *lock);
+void yakvm_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 struct yakvm_apic_hw *yakvm_apic_hw_new(void);
 void yakvm_apic_hw_free(struct yakvm_apic_hw *hw);
 void yakvm_apic_kick(struct yakvm_apic_hw *hw);

@@ -101,9 +101,9 @@ pub const ENABLE_KERNEL_APIC: u32 = io(0x40);
 pub const SIGNAL_MSI: u32 = iow::<Msi>(0x41);
 /// With [`ENABLE_KERNEL_APIC`]: binds an eventfd to an interrupt message ([`IrqFd`],
 /// KVM_IRQFD with an MSI route): each signal of the eventfd, from any thread, delivers
-/// `msi` to the kernel APICs as [`SIGNAL_MSI`] would, without userspace on the way (the
-/// eventfd's wake-up queues the delivery on the kernel's workqueue; signals that come
-/// before it runs make one interrupt, as edges merge). [`irqfd::DEASSIGN`] removes the
+/// `msi` to the kernel APICs as [`SIGNAL_MSI`] would, without userspace or another thread
+/// on the way (the eventfd's wake-up delivers it; signals that come before the vCPU took
+/// the vector make one interrupt, as edges merge). [`irqfd::DEASSIGN`] removes the
 /// binding of `fd`. `ENXIO` without a kernel APIC; `EINVAL` for unknown flags
 /// ([`irqfd::RESAMPLE`], KVM's level-triggered resampling, is not done) or an address
 /// outside 0xfee0_0000-0xfeef_ffff; `EBADF` if `fd` is not an eventfd; `EEXIST` if it is

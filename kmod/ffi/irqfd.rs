@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
-//! IRQFD bindings (glue.c): an eventfd of userspace whose signal calls a Rust target from
-//! the kernel's workqueue. The eventfd's wake-up runs in atomic context, under its wait
-//! queue's lock; the C side only takes the count there and queues the work, whose
-//! function calls [`IrqFdTarget::fire`] in process context (where sleeping locks may be
-//! taken). Signals that come before the work runs make one call.
+//! IRQFD bindings (glue.c): an eventfd of userspace whose signal calls a Rust target at
+//! once, from the eventfd's wake-up: in the signaller's context (a task, or an interrupt
+//! handler), under the eventfd's wait-queue lock, with interrupts off. The C side takes
+//! the count there and calls [`IrqFdTarget::fire`]; signals that come together may make
+//! one call.
 
 use super::glue;
 use core::ptr::NonNull;
 use kernel::ffi::{c_int, c_void};
 use kernel::prelude::*;
 
-/// What an IRQFD does when its eventfd is signalled (from a workqueue, any CPU).
+/// What an IRQFD does when its eventfd is signalled: any CPU, any context, interrupts
+/// off. It must not sleep, and the locks it takes must keep interrupts off
+/// ([`super::irqlock::IrqSpinLock`]).
 pub(crate) trait IrqFdTarget: Send + Sync {
     fn fire(&self);
 }
@@ -35,8 +37,10 @@ unsafe impl<T: IrqFdTarget> Sync for IrqFd<T> {}
 
 unsafe extern "C" fn deliver<T: IrqFdTarget>(owner: *mut c_void) {
     // SAFETY: `owner` is the address of the `KBox<T>` of a live `IrqFd<T>` (type
-    // invariant): `yakvm_irqfd_free`, called before the box is dropped, waits for this
-    // call to end and makes sure no other comes.
+    // invariant), or of one `new` is making (the call for a count already there):
+    // `yakvm_irqfd_free`, called before the box is dropped, takes the
+    // binding off the eventfd's wait queue under the queue's lock, which this call runs
+    // under, so it waits for this call to end and no other comes.
     let target = unsafe { &*owner.cast::<T>() };
     target.fire();
 }

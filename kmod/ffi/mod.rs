@@ -9,6 +9,7 @@ pub(crate) mod chardev;
 pub(crate) mod cpu;
 pub(crate) mod eventfd;
 pub(crate) mod irqfd;
+pub(crate) mod irqlock;
 pub(crate) mod mem;
 pub(crate) mod world;
 
@@ -50,6 +51,8 @@ mod glue {
         pub(super) fn yakvm_eventfd_get(fd: c_int, err: *mut c_int) -> *mut c_void;
         pub(super) fn yakvm_eventfd_signal(ctx: *mut c_void);
         pub(super) fn yakvm_eventfd_put(ctx: *mut c_void);
+        pub(super) fn yakvm_spin_lock_irqsave(lock: *mut bindings::spinlock_t) -> c_ulong;
+        pub(super) fn yakvm_spin_unlock_irqrestore(lock: *mut bindings::spinlock_t, flags: c_ulong);
         pub(super) fn yakvm_apic_hw_new() -> *mut c_void;
         pub(super) fn yakvm_apic_hw_free(hw: *mut c_void);
         pub(super) fn yakvm_apic_kick(hw: *mut c_void);

@@ -14,14 +14,16 @@
 //! - every vCPU that took something is kicked (ffi/apic.rs): woken if it halts, made to
 //!   exit if it runs its guest, so it sees its new IRR, NMI, INIT or SIPI at once.
 //!
-//! Locking: one APIC's lock at a time, never across a kick or another APIC's lock.
+//! Locking: one APIC's lock at a time, never across a kick or another APIC's lock. The
+//! locks keep interrupts off (`IrqSpinLock`): an IRQFD delivers from an eventfd's
+//! wake-up, which may interrupt a holder on its CPU.
 
 use crate::abi;
 use crate::ffi::apic::{tsc_khz, ApicHw};
 use crate::lapic::{xapic_dest, DeliveryMode, Ipi, Lapic, Shorthand};
-use kernel::new_spinlock;
 use kernel::prelude::*;
-use kernel::sync::{Arc, SpinLock};
+use crate::ffi::irqlock::{new_irq_spinlock, IrqSpinLock};
+use kernel::sync::Arc;
 
 /// One vCPU's kernel APIC.
 #[pin_data]
@@ -29,7 +31,7 @@ pub(crate) struct KApic {
     /// The vCPU's index (its APIC ID).
     pub(crate) id: usize,
     #[pin]
-    lapic: SpinLock<Lapic>,
+    lapic: IrqSpinLock<Lapic>,
     pub(crate) hw: ApicHw,
 }
 
@@ -43,7 +45,7 @@ impl KApic {
             lapic.offer_tsc_deadline();
         }
         Arc::pin_init(
-            pin_init!(Self { id: id as usize, lapic <- new_spinlock!(lapic, "yakvm_apic"), hw }),
+            pin_init!(Self { id: id as usize, lapic <- new_irq_spinlock!(lapic, "yakvm_apic"), hw }),
             GFP_KERNEL,
         )
     }

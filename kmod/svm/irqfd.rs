@@ -1,19 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 //! `IRQFD`: eventfds bound to interrupt messages (KVM_IRQFD with an MSI route). A signal
 //! of the eventfd, from any thread of any process, delivers the message to the VM's
-//! kernel APICs (`apic::msi`, as `SIGNAL_MSI`), from the kernel's workqueue (ffi/irqfd.rs:
-//! the eventfd's wake-up runs in atomic context and the APIC list is behind a sleeping
-//! mutex, so the wake-up only queues the delivery). The target holds the APIC list, not
-//! the VM, so the VM's bindings end with it.
+//! kernel APICs (`apic::msi`, as `SIGNAL_MSI`) in the eventfd's wake-up itself
+//! (ffi/irqfd.rs), as KVM delivers an MSI irqfd: no other thread is woken on the way, only
+//! the target vCPU is kicked. The wake-up may run with interrupts off or in an interrupt
+//! handler, so the APIC list and each APIC are behind locks that keep interrupts off
+//! (`IrqSpinLock`). The target holds the APIC list, not the VM, so the VM's bindings end
+//! with it.
 
 use crate::abi;
 use crate::ffi::irqfd::{IrqFd, IrqFdTarget};
 use crate::svm::apic::{self, KApic};
 use kernel::prelude::*;
-use kernel::sync::{Arc, Mutex};
+use crate::ffi::irqlock::IrqSpinLock;
+use kernel::sync::Arc;
 
-/// The VM's kernel APICs, by vCPU index (shared with the bindings).
-pub(crate) type ApicList = Mutex<KVec<Arc<KApic>>>;
+/// The VM's kernel APICs, by vCPU index (shared with the bindings). Its capacity is
+/// `MAX_VCPUS` from the start: a vCPU joins without allocating under the lock.
+pub(crate) type ApicList = IrqSpinLock<KVec<Arc<KApic>>>;
 
 /// One binding's message.
 pub(crate) struct MsiTarget {
@@ -43,7 +47,7 @@ impl IrqFds {
         }
         if a.flags & abi::irqfd::DEASSIGN != 0 {
             let slot = self.slots.iter_mut().find(|s| s.as_ref().is_some_and(|b| b.is(a.fd))).ok_or(ENOENT)?;
-            // Its delivery, if queued, is cancelled or waited for by the drop.
+            // A delivery under way ends before the drop returns.
             *slot = None;
             return Ok(());
         }

@@ -8,6 +8,7 @@ use super::apic::{self, KApic};
 use super::npt::Npt;
 use super::Shared;
 use crate::abi;
+use crate::ffi::irqlock::new_irq_spinlock;
 use crate::ffi::mem::{PinnedPages, PAGE_SIZE};
 use crate::paging::PagingRegs;
 use kernel::prelude::*;
@@ -84,7 +85,8 @@ impl Vm {
             kernel_apic: false,
             started: false,
         };
-        let apics = Arc::pin_init(new_mutex!(KVec::new(), "yakvm_vm_apics"), GFP_KERNEL)?;
+        let apics = KVec::with_capacity(abi::MAX_VCPUS as usize, GFP_KERNEL)?;
+        let apics = Arc::pin_init(new_irq_spinlock!(apics, "yakvm_vm_apics"), GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 shared,
@@ -214,7 +216,8 @@ impl Vm {
     /// A new vCPU's kernel APIC joins the VM's (in index order: vCPUs are made one at a
     /// time, each after its `reserve_vcpu`).
     pub(crate) fn add_apic(&self, apic: Arc<KApic>) -> Result {
-        self.apics.lock().push(apic, GFP_KERNEL)?;
+        // Within the capacity made with the list: no allocation under the lock.
+        self.apics.lock().push(apic, GFP_ATOMIC)?;
         Ok(())
     }
 
