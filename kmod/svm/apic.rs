@@ -20,9 +20,9 @@
 
 use crate::abi;
 use crate::ffi::apic::{tsc_khz, ApicHw};
+use crate::ffi::irqlock::{new_irq_spinlock, IrqSpinLock};
 use crate::lapic::{xapic_dest, DeliveryMode, Ipi, Lapic, Shorthand};
 use kernel::prelude::*;
-use crate::ffi::irqlock::{new_irq_spinlock, IrqSpinLock};
 use kernel::sync::Arc;
 
 /// One vCPU's kernel APIC.
