@@ -59,7 +59,9 @@ echo "conformance: kvm-unit-tests $(cat kut/COMMIT 2>/dev/null) on yakvm"
 run_all yakvm
 echo "conformance: the APIC tests on yakvm --user-apic"
 run_all uapic
-if use_kvm; then
+if [ "${KVM:-1}" = 0 ]; then
+    echo "conformance: KVM=0: no KVM column" | tee $R/kvm/NOT-RUN
+elif use_kvm; then
     echo "conformance: the same on KVM"
     run_all kvm
     use_yakvm || echo "conformance: yakvm did not load again"
