@@ -5,7 +5,7 @@
 use super::ioeventfd::IoEvents;
 use super::irqfd::{ApicList, IrqFds};
 use super::apic::{self, KApic};
-use super::npt::Npt;
+use super::npt::{Npt, PrivateView};
 use super::Shared;
 use crate::abi;
 use crate::ffi::irqlock::new_irq_spinlock;
@@ -325,5 +325,15 @@ impl Vm {
         let mut vm = self.state.lock();
         vm.started = true;
         vm.npt.root_pa()
+    }
+
+    /// A vCPU's own view of the frozen memory map, in which `gpa` may show host page `hpa`
+    /// read-only (npt.rs). Called after [`Self::start`].
+    pub(crate) fn private_view(&self, gpa: u64, hpa: u64) -> Result<PrivateView> {
+        let vm = self.state.lock();
+        if !vm.started {
+            return Err(EINVAL);
+        }
+        vm.npt.private_view(gpa, hpa)
     }
 }

@@ -18,6 +18,16 @@
 //!   without a kernel APIC.
 //! - **x2APIC MSRs and IA32_APIC_BASE** ([`msr`]); **xAPIC page** accesses the module
 //!   decodes (vcpu/mmio.rs) or userspace forwards (`APIC_ACCESS`, [`forwarded`]).
+//! - **xAPIC reads without an exit** ([`ReadPage`]): in xAPIC mode at the default base,
+//!   the vCPU's own nested page tables (npt.rs `PrivateView`) map the APIC's page
+//!   read-only to a page of the module's that holds every register as the APIC has it
+//!   at the entry (rewritten before each one). Reads take no exit; writes fault and are
+//!   decoded as before. The price: a register that changes while the guest runs without
+//!   an exit reads as it was at the entry: the timer's current count (it moves at every
+//!   exit, at least at each of the host's ticks), and the TPR and PPR after a MOV to CR8
+//!   that did not exit. Everything else changes only at an exit or a kick, which ends
+//!   the guest's run (AVIC's backing page does the same in hardware, with the current
+//!   count trapped; QEMU's software SVM has no AVIC).
 //! - A kick racing with the entry is not lost: `world::run` checks it with interrupts
 //!   off, after the vCPU published the CPU it runs on (ffi/apic.rs).
 
@@ -27,6 +37,8 @@ use crate::abi;
 use crate::guest_cpuid::CpuidResult;
 use crate::ffi::apic::{now_ns, tsc_khz};
 use crate::ffi::cpu;
+use crate::ffi::mem::{Pages, RawPage, PAGE_SIZE};
+use crate::svm::npt::PrivateView;
 use crate::lapic::{tsc_deadline_ns, ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE, MAX_PENDING_NMIS};
 use crate::svm::apic as route;
 use crate::svm::vm::Vm;
@@ -68,7 +80,54 @@ pub(super) struct ApicState {
     pub(super) window: bool,
     /// The APIC's highest request, held back by the TPR alone (`watch_tpr`).
     tpr_window: Option<u8>,
+    /// The page the guest reads the APIC's registers from (made at the first entry).
+    read_page: Option<ReadPage>,
     pub(super) stats: abi::ApicStats,
+}
+
+/// The xAPIC page as the guest reads it without an exit (the module documentation).
+pub(super) struct ReadPage {
+    view: PrivateView,
+    page: Pages<RawPage>,
+    /// Whether `view` maps the page (xAPIC mode, at the default base).
+    mapped: bool,
+}
+
+/// At the vCPU's first entry, after `Vm::start`: its own nested page tables with the
+/// APIC's read page, whose root becomes N_CR3. Without a kernel APIC: nothing.
+pub(super) fn start(vm: &Vm, v: &mut VcpuState) -> Result {
+    if v.kapic.is_none() {
+        return Ok(());
+    }
+    let page = Pages::<RawPage>::new()?;
+    let view = vm.private_view(LAPIC_BASE, page.phys())?;
+    v.vmcb.control.n_cr3 = view.root_pa();
+    v.apic.read_page = Some(ReadPage { view, page, mapped: false });
+    Ok(())
+}
+
+/// Before an entry: the read page is mapped while the page is the APIC's (xAPIC mode, at
+/// the default base) and holds the registers as they are now.
+fn refresh_read_page(v: &mut VcpuState, apic: &route::KApic) {
+    let relocated = v.apic.relocated.is_some();
+    let Some(rp) = v.apic.read_page.as_mut() else { return };
+    let now = now_ns();
+    let wanted = apic.with(|l| {
+        let wanted = l.mode() == ApicMode::XApic && !relocated;
+        if wanted {
+            for slot in (0..LAPIC_SIZE).step_by(SLOT as usize) {
+                let value = l.read(slot, now).to_le_bytes();
+                let at = slot as usize;
+                rp.page.bytes[at..at + REG_SIZE].copy_from_slice(&value);
+            }
+        }
+        wanted
+    });
+    if wanted != rp.mapped {
+        rp.view.map(wanted);
+        rp.mapped = wanted;
+        v.flush_tlb = true;
+    }
 }
 
 /// Counts an access to register `slot` (`abi::ApicStats::by_register`).
@@ -200,6 +259,7 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
     c.v_intr = (c.v_intr & !V_TPR_MASK) | v.apic.v_tpr;
     v.apic.window = pending;
     v.apic.tpr_window = blocked;
+    refresh_read_page(v, &apic);
     Ok(false)
 }
 
@@ -407,6 +467,12 @@ pub(super) fn cpuid_bits(vm: &Vm, v: &VcpuState, leaf: u32, subleaf: u32, r: &mu
         (LEAF_TOPOLOGY, n) => *r = CpuidResult { eax: 0, ebx: 0, ecx: n & 0xff, edx: apic.with(|l| l.x2apic_id()) },
         _ => {}
     }
+}
+
+/// Whether `gpa` is on the read page while it is mapped (a write to it faults).
+pub(super) fn read_page_holds(v: &VcpuState, gpa: u64) -> bool {
+    let page = PAGE_SIZE as u64;
+    v.apic.read_page.as_ref().is_some_and(|rp| rp.mapped) && gpa / page == LAPIC_BASE / page
 }
 
 /// Whether the APIC holds `gpa`: its xAPIC page, in xAPIC mode.

@@ -165,7 +165,12 @@ impl Vcpu {
             return Err(EIO);
         }
         if v.vmcb.control.n_cr3 == 0 {
-            v.vmcb.control.n_cr3 = self.vm.start();
+            // The VM's tables, or with a kernel APIC the vCPU's own view of them.
+            let root = self.vm.start();
+            apic::start(&self.vm, &mut v)?;
+            if v.vmcb.control.n_cr3 == 0 {
+                v.vmcb.control.n_cr3 = root;
+            }
         }
         // Registers userspace changed in the run page come first (they may end `pending`,
         // as SET_REGS does).
@@ -841,8 +846,10 @@ const NPF_PRESENT: u64 = 1 << 0;
 const NPF_WRITE: u64 = 1 << 1;
 
 /// A nested page fault: only RAM is mapped, so a fault on a non-present page is an access
-/// to something else, which userspace emulates (MMIO). A fault on a present page cannot
-/// come from our tables; it is reported as it is.
+/// to something else, which userspace emulates (MMIO). A fault on a present page is a
+/// write to the kernel APIC's read page (vcpu/apic.rs), handled as the page's other
+/// accesses were before it; any other cannot come from our tables and is reported as it
+/// is.
 fn handle_npf(vm: &Vm, v: &mut VcpuState) -> Next {
     let c = &v.vmcb.control;
     // The fault came while the CPU delivered an event (its IDT or stack is not RAM): the
@@ -852,11 +859,11 @@ fn handle_npf(vm: &Vm, v: &mut VcpuState) -> Next {
         v.stats.other += 1;
         return to_user_hw(v, abi::exit::UNKNOWN);
     }
-    if c.exit_info_1 & NPF_PRESENT != 0 {
+    let gpa = c.exit_info_2;
+    if c.exit_info_1 & NPF_PRESENT != 0 && !apic::read_page_holds(v, gpa) {
         v.stats.other += 1;
         return to_user_hw(v, abi::exit::UNKNOWN);
     }
-    let gpa = c.exit_info_2;
     if apic::owns_gpa(v, gpa) {
         if let Some(next) = apic::npf(vm, v, gpa) {
             return next;
