@@ -24,9 +24,9 @@
 //!   at the entry (rewritten before each one). Reads take no exit; writes fault and are
 //!   decoded as before. The price: a register that changes while the guest runs without
 //!   an exit reads as it was at the entry: the timer's current count (it moves at every
-//!   exit, at least at each of the host's ticks), and the TPR and PPR after a MOV to CR8
-//!   that did not exit. Everything else changes only at an exit or a kick, which ends
-//!   the guest's run (AVIC's backing page does the same in hardware, with the current
+//!   exit, at least at each of the host's ticks). MOV to CR8 exits while the page is
+//!   mapped ([`watch_tpr`]), so the TPR and PPR follow it. Everything else changes only at
+//!   an exit or a kick, which ends the guest's run (AVIC's backing page does the same in hardware, with the current
 //!   count trapped; QEMU's software SVM has no AVIC).
 //! - A kick racing with the entry is not lost: `world::run` checks it with interrupts
 //!   off, after the vCPU published the CPU it runs on (ffi/apic.rs).
@@ -274,10 +274,15 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
 /// CPU exit (VINTR) at once, every entry: 30000 exits a second in the module, each through
 /// QEMU's big lock, which starved the image's timers for a minute (the image's kernel
 /// then reported a soft lockup of the CPU running yakvm; kvm-unit-tests' eventinj).
+///
+/// While the read page is mapped, CR8 writes always exit: the page's TPR and PPR must
+/// follow them (kvm-unit-tests' `apic_disable` reads the TPR through the page right after
+/// a MOV to CR8).
 pub(super) fn watch_tpr(v: &mut VcpuState) {
     let write_cr8 = vmcb::intercept_cr_write(8);
+    let page_mapped = v.apic.read_page.as_ref().is_some_and(|rp| rp.mapped);
     let c = &mut v.vmcb.control;
-    if v.apic.tpr_window.take().is_some() {
+    if v.apic.tpr_window.take().is_some() || page_mapped {
         c.intercept_cr |= write_cr8;
     } else {
         c.intercept_cr &= !write_cr8;

@@ -3,7 +3,8 @@
 //! that every value the guest loads is checked first against the architecture and against
 //! the CPU its CPUID describes, as KVM's `kvm_set_cr0`/`kvm_set_cr3`/`kvm_set_cr4` do. A
 //! bad value raises #GP(0) in the guest, as the CPU would. CR8 (the TPR) is intercepted
-//! only while the kernel APIC waits for it to fall (apic.rs, `watch_tpr`).
+//! only while the kernel APIC waits for it to fall or its read page is mapped (apic.rs,
+//! `watch_tpr`).
 //!
 //! Why: the hardware does not know the guest's CPUID (a guest could turn on a CR4 feature
 //! the host has and the guest was told does not exist), and QEMU's software SVM turns a
@@ -231,8 +232,8 @@ pub(super) fn handle_cr_write(vm: &Vm, v: &mut VcpuState, cr: usize) -> Next {
         }),
         3 => check_cr3(s, &limits, value).map(|()| s.cr3 = value),
         4 => check_cr4(s, &limits, value).map(|()| s.cr4 = value),
-        // Only while the kernel APIC waits for the TPR to fall (apic.rs, `watch_tpr`);
-        // bits 63:4 are reserved.
+        // Only while the kernel APIC waits for the TPR to fall or its read page is mapped
+        // (apic.rs, `watch_tpr`); bits 63:4 are reserved.
         _ if value & !0xf != 0 => Err(Invalid),
         _ => {
             skip(v, len);
