@@ -26,21 +26,21 @@
 //!   an exit reads as it was at the entry: the timer's current count (it moves at every
 //!   exit, at least at each of the host's ticks). MOV to CR8 exits while the page is
 //!   mapped ([`watch_tpr`]), so the TPR and PPR follow it. Everything else changes only at
-//!   an exit or a kick, which ends the guest's run (AVIC's backing page does the same in hardware, with the current
-//!   count trapped; QEMU's software SVM has no AVIC).
+//!   an exit or a kick, which ends the guest's run. (AVIC's backing page does this in
+//!   hardware, with the current count trapped; QEMU's software SVM has no AVIC.)
 //! - A kick racing with the entry is not lost: `world::run` checks it with interrupts
 //!   off, after the vCPU published the CPU it runs on (ffi/apic.rs).
 
 use super::events::NmiBlocking;
 use super::{mmio, Next, VcpuState};
 use crate::abi;
-use crate::guest_cpuid::CpuidResult;
 use crate::ffi::apic::{now_ns, tsc_khz};
 use crate::ffi::cpu;
 use crate::ffi::mem::{Pages, RawPage, PAGE_SIZE};
-use crate::svm::npt::PrivateView;
+use crate::guest_cpuid::CpuidResult;
 use crate::lapic::{tsc_deadline_ns, ApicMode, Lapic, LapicEffect, LAPIC_BASE, LAPIC_SIZE, MAX_PENDING_NMIS};
 use crate::svm::apic as route;
+use crate::svm::npt::PrivateView;
 use crate::svm::vm::Vm;
 use crate::svm::vmcb;
 use crate::svm::x86::rflags;
