@@ -3,7 +3,7 @@
 # how far it got. A measurement, not a pass/fail check: `make conformance` holds the
 # shell's answer to its expectations (tests/conformance.expected).
 #
-# XV6_RUNS: the runs to make (default all: memfs-smp1 memfs-smp2 disk-smp1
+# XV6_RUNS: the runs to make (default all: memfs-smp1 memfs-smp2 disk-smp1 disk-smp2
 # memfs-smp1-user-apic); XV6_LINES: what is typed, lines separated by '|' (default
 # 'echo xv6-says hi|usertests'); XV6_TIMEOUT: each kernel-APIC run's limit in seconds.
 #
@@ -54,11 +54,12 @@ run() {
 }
 before=$(dmesg | grep -c 'soft lockup')
 lines=${XV6_LINES:-echo xv6-says hi|usertests}
-runs=" ${XV6_RUNS:-memfs-smp1 memfs-smp2 disk-smp1 memfs-smp1-user-apic} "
+runs=" ${XV6_RUNS:-memfs-smp1 memfs-smp2 disk-smp1 disk-smp2 memfs-smp1-user-apic} "
 wanted() { case $runs in *" $1 "*) true ;; *) false ;; esac; }
 wanted memfs-smp1 && run memfs-smp1 "$XV6_TIMEOUT" "$lines" --kernel kernelmemfs --mem 512M --smp 1 --kernel-apic
 wanted memfs-smp2 && run memfs-smp2 "$XV6_TIMEOUT" "$lines" --kernel kernelmemfs --mem 512M --smp 2 --kernel-apic
 wanted disk-smp1 && run disk-smp1 "$XV6_TIMEOUT" "$lines" --kernel kernel --ide /tmp/xv6.img --ide /tmp/fs.img --mem 512M --smp 1 --kernel-apic
+wanted disk-smp2 && run disk-smp2 "$XV6_TIMEOUT" "$lines" --kernel kernel --ide /tmp/xv6.img --ide /tmp/fs.img --mem 512M --smp 2 --kernel-apic
 # For comparison: the emulator's local APIC (every APIC access an exit to this program).
 wanted memfs-smp1-user-apic && run memfs-smp1-user-apic 60 'echo xv6-says hi' --kernel kernelmemfs --mem 512M --smp 1
 echo "xv6: soft lockup reports in the image's dmesg during the runs: $(($(dmesg | grep -c 'soft lockup') - before))"
