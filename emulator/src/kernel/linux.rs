@@ -99,7 +99,11 @@ pub fn detect(file: &[u8]) -> bool {
 
 /// The default command line for yakvm's pc machine: the console on the UART and the TSC
 /// frequency `tsc_khz` so the kernel does not calibrate it (unreliable under nested
-/// virtualization). Without `apics` (one vCPU, no device that needs message-signalled
+/// virtualization), and `tsc=reliable`: the VM's TSC runs at one rate with one offset for
+/// every vCPU, and without it Linux's clocksource watchdog, which early in boot compares
+/// the TSC with jiffies whose ticks come late under nested virtualization, may mark the
+/// TSC unstable and move to the ACPI PM timer, a port exit per clock read (a 16 MiB TCP
+/// receive: 7.0 s with it, 2.3 s on the TSC; docs/net.md). Without `apics` (one vCPU, no device that needs message-signalled
 /// interrupts) the kernel uses the PIC and PIT only (`noapic nolapic`: every APIC access
 /// is an exit, and one CPU needs no IPIs); with them (several vCPUs, or virtio disks,
 /// whose MSI-X messages go to a local APIC), the local APICs and the I/O APIC. ACPI is not turned off: a kernel built with it reads the machine's
@@ -110,7 +114,7 @@ pub fn default_cmdline(tsc_khz: Option<u64>, apics: bool) -> String {
     let apics = if apics { "" } else { " noapic nolapic" };
     let mut line = format!("console=ttyS0 earlyprintk=serial,ttyS0,115200{apics}");
     if let Some(khz) = tsc_khz {
-        line.push_str(&format!(" tsc_early_khz={khz}"));
+        line.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
     }
     line
 }
