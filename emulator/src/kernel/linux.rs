@@ -103,8 +103,9 @@ pub fn detect(file: &[u8]) -> bool {
 /// every vCPU, and without it Linux's clocksource watchdog, which early in boot compares
 /// the TSC with jiffies whose ticks come late under nested virtualization, may mark the
 /// TSC unstable and move to the ACPI PM timer, a port exit per clock read (a 16 MiB TCP
-/// receive: 7.0 s with it, 2.3 s on the TSC; docs/net.md). Without `apics` (one vCPU, no device that needs message-signalled
-/// interrupts) the kernel uses the PIC and PIT only (`noapic nolapic`: every APIC access
+/// receive: 7.0 s with it, 2.3 s on the TSC; docs/net.md).
+///
+/// Without `apics` (one vCPU, no device that needs message-signalled interrupts) the kernel uses the PIC and PIT only (`noapic nolapic`: every APIC access
 /// is an exit, and one CPU needs no IPIs); with them (several vCPUs, or virtio disks,
 /// whose MSI-X messages go to a local APIC), the local APICs and the I/O APIC. ACPI is not turned off: a kernel built with it reads the machine's
 /// tables (the RSDP's address is in the zero page); one without it reads the MP table.
