@@ -16,10 +16,12 @@
 #include <linux/irqflags.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
+#include <linux/moduleparam.h>
 #include <linux/poll.h>
 #include <linux/preempt.h>
 #include <linux/slab.h>
 #include <linux/sched.h>
+#include <linux/sched/stat.h>
 #include <linux/smp.h>
 #include <linux/stddef.h>
 #include <linux/timekeeping.h>
@@ -291,6 +293,30 @@ void yakvm_apic_set_running(struct yakvm_apic_hw *hw, int cpu)
 	atomic_set(&hw->running_cpu, cpu);
 	/* The CPU before the flag is read: pairs with the barrier in yakvm_apic_kick. */
 	smp_mb__after_atomic();
+}
+
+/*
+ * The longest a halted vCPU polls for a wake-up before it sleeps (vcpu/apic.rs HaltPoll),
+ * as KVM's halt_poll_ns and with its x86 default; 0 turns polling off. Writable while VMs
+ * run: /sys/module/yakvm/parameters/halt_poll_ns (each vCPU reads it at its next halt).
+ */
+static unsigned int halt_poll_ns = 200000;
+module_param(halt_poll_ns, uint, 0644);
+MODULE_PARM_DESC(halt_poll_ns, "longest a halted vCPU polls for a wake-up before it sleeps, ns (0: never)");
+
+unsigned int yakvm_halt_poll_ns(void)
+{
+	return READ_ONCE(halt_poll_ns);
+}
+
+/*
+ * Whether another task wants this CPU: a halted vCPU's poll for a kick stops (as KVM's
+ * kvm_vcpu_can_poll). Racy by nature, and harmless: a task that became runnable just
+ * after is seen at the next look, or at the latest when the poll's time runs out.
+ */
+int yakvm_cpu_wanted(void)
+{
+	return need_resched() || !single_task_running();
 }
 
 /* Sleeps until a kick or a signal: 0, or -ERESTARTSYS for a signal. */

@@ -47,6 +47,8 @@ int yakvm_apic_take_kick(struct yakvm_apic_hw *hw);
 int yakvm_apic_kicked(struct yakvm_apic_hw *hw);
 void yakvm_apic_set_running(struct yakvm_apic_hw *hw, int cpu);
 int yakvm_apic_wait(struct yakvm_apic_hw *hw);
+int yakvm_cpu_wanted(void);
+unsigned int yakvm_halt_poll_ns(void);
 void yakvm_get_page(struct page *page);
 void yakvm_put_page(struct page *page);
 void *yakvm_page_address(struct page *page);

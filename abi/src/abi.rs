@@ -647,9 +647,12 @@ pub struct ApicStats {
     pub forwarded: u64,
     /// Interrupts the APIC delivered (injected).
     pub delivered: u64,
-    /// HLTs that slept in the module, and wake-ups (kicks) seen.
+    /// HLTs that waited in the module, and wake-ups (kicks) seen.
     pub halts: u64,
     pub kicks: u64,
+    /// HLTs that ended without sleeping: a kick came before the module slept, or while it
+    /// polled for one (halt polling).
+    pub halt_polls: u64,
     /// x2APIC MSR accesses refused with #GP.
     pub faults: u64,
     /// Reads and writes handled in the module (forwarded ones included) by register:
@@ -672,6 +675,7 @@ impl Default for ApicStats {
             delivered: z,
             halts: z,
             kicks: z,
+            halt_polls: z,
             faults: z,
             by_register: [0; APIC_STATS_REGISTERS],
         }
@@ -764,7 +768,7 @@ const _: () = assert!(core::mem::size_of::<MmioExit>() == 32);
 const _: () = assert!(core::mem::size_of::<Msi>() == 16);
 const _: () = assert!(core::mem::size_of::<IrqFd>() == 24);
 const _: () = assert!(core::mem::size_of::<ApicAccess>() == 16);
-const _: () = assert!(core::mem::size_of::<ApicStats>() == (11 + APIC_STATS_REGISTERS) * 8);
+const _: () = assert!(core::mem::size_of::<ApicStats>() == (12 + APIC_STATS_REGISTERS) * 8);
 const _: () = assert!(core::mem::size_of::<GuestDebug>() == 8 + 8 * 8);
 const _: () = assert!(core::mem::size_of::<DebugExit>() == 5 * 8);
 const _: () = assert!(core::mem::size_of::<SyncRegs>() == 18 * 8 + 8 * 16 + 2 * 16 + 5 * 8);

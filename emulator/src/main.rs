@@ -560,8 +560,8 @@ fn print_hypervisor_stats(machine: &Machine, i: usize, indent: &str) {
     }
     if let Some(a) = machine.apic_stats(i) {
         eprintln!(
-            "{indent}kernel APIC: {} reads, {} writes, {} EOIs, {} ICR, {} timer writes, {} timer interrupts, {} forwarded by the emulator, {} #GP; {} interrupts delivered, {} HLTs slept, {} kicks",
-            a.reads, a.writes, a.eois, a.icr, a.timer_writes, a.timer_fired, a.forwarded, a.faults, a.delivered, a.halts, a.kicks
+            "{indent}kernel APIC: {} reads, {} writes, {} EOIs, {} ICR, {} timer writes, {} timer interrupts, {} forwarded by the emulator, {} #GP; {} interrupts delivered, {} HLTs waited in the module ({} ended without sleeping), {} kicks",
+            a.reads, a.writes, a.eois, a.icr, a.timer_writes, a.timer_fired, a.forwarded, a.faults, a.delivered, a.halts, a.halt_polls, a.kicks
         );
         let registers = yakvm::pc::lapic::registers_line(&a.by_register);
         if !registers.is_empty() {

@@ -218,6 +218,21 @@ pub(crate) fn cond_resched() {
     unsafe { kernel::bindings::__cond_resched() };
 }
 
+/// Whether another task wants this CPU (it needs rescheduling, or another task is
+/// runnable here): a poll should stop and let it in.
+pub(crate) fn wanted() -> bool {
+    // SAFETY: reads the current task's flags and this CPU's run queue length; no state
+    // is required of the caller (a migration in between only makes the answer stale).
+    unsafe { glue::yakvm_cpu_wanted() != 0 }
+}
+
+/// The module parameter `halt_poll_ns`: the longest a halted vCPU polls before it sleeps.
+pub(crate) fn halt_poll_max_ns() -> u64 {
+    // SAFETY: reads an unsigned int the kernel's parameter code may write at any time
+    // (READ_ONCE in the glue).
+    u64::from(unsafe { glue::yakvm_halt_poll_ns() })
+}
+
 /// Reads the time stamp counter.
 pub(crate) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);

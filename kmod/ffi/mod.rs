@@ -63,6 +63,8 @@ mod glue {
         pub(super) fn yakvm_apic_kicked(hw: *mut c_void) -> c_int;
         pub(super) fn yakvm_apic_set_running(hw: *mut c_void, cpu: c_int);
         pub(super) fn yakvm_apic_wait(hw: *mut c_void) -> c_int;
+        pub(super) fn yakvm_cpu_wanted() -> c_int;
+        pub(super) fn yakvm_halt_poll_ns() -> c_uint;
         pub(super) fn yakvm_irqfd_new(
             fd: c_int,
             deliver: Option<unsafe extern "C" fn(owner: *mut c_void)>,

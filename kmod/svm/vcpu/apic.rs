@@ -13,9 +13,11 @@
 //!   alone, CR8 writes exit ([`watch_tpr`]), so the guest's lowering of CR8 delivers it.
 //! - **CR8 is the TPR**: with V_INTR_MASKING the guest's CR8 is the VMCB's V_TPR; it is
 //!   written from the APIC before each entry and read back after each exit.
-//! - **HLT** with interrupts enabled sleeps in `RUN` (the `halted` state survives a
+//! - **HLT** with interrupts enabled waits in `RUN` (the `halted` state survives a
 //!   signal's `EINTR`, as KVM's mp_state); with them disabled it exits to userspace as
-//!   without a kernel APIC.
+//!   without a kernel APIC. The wait first polls for a kick, up to the vCPU's poll time,
+//!   then sleeps ([`HaltPoll`], KVM's halt polling): a wake-up that comes soon costs no
+//!   sleep and no wake-up of the thread.
 //! - **x2APIC MSRs and IA32_APIC_BASE** ([`msr`]); **xAPIC page** accesses the module
 //!   decodes (vcpu/mmio.rs) or userspace forwards (`APIC_ACCESS`, [`forwarded`]).
 //! - **xAPIC reads without an exit** ([`ReadPage`]): in xAPIC mode at the default base,
@@ -34,7 +36,7 @@
 use super::events::NmiBlocking;
 use super::{mmio, Next, VcpuState};
 use crate::abi;
-use crate::ffi::apic::{now_ns, tsc_khz};
+use crate::ffi::apic::{now_ns, tsc_khz, ApicHw};
 use crate::ffi::cpu;
 use crate::ffi::mem::{Pages, RawPage, PAGE_SIZE};
 use crate::guest_cpuid::CpuidResult;
@@ -71,8 +73,10 @@ pub(super) struct ApicState {
     armed: Option<u64>,
     /// The V_TPR written at the last entry.
     v_tpr: u64,
-    /// HLT with interrupts on: sleep until something can be delivered.
+    /// HLT with interrupts on: wait until something can be delivered.
     pub(super) halted: bool,
+    /// How long a halt waits spinning before it sleeps.
+    poll: HaltPoll,
     /// This HLT was reported to userspace (`exit::HLT`: no APIC timer armed); its end is
     /// reported too (`exit::APIC_WAKE`).
     idle_reported: bool,
@@ -83,6 +87,47 @@ pub(super) struct ApicState {
     /// The page the guest reads the APIC's registers from (made at the first entry).
     read_page: Option<ReadPage>,
     pub(super) stats: abi::ApicStats,
+}
+
+/// Halt polling (KVM's `halt_poll_ns`, virt/kvm/kvm_main.c `kvm_vcpu_halt`): a halted
+/// vCPU spins for a kick for up to `ns` before it sleeps. Putting the thread to sleep and
+/// waking it costs two trips through the scheduler, and a wake-up IPI when the waker runs on
+/// another CPU; a guest that halts between a request and its answer is often woken soon.
+/// The time adapts to the guest, as KVM's: a halt that ended after the poll but within the
+/// limit (the module parameter `halt_poll_ns`, 200 µs by default) doubles the poll (from
+/// 10 µs); a longer halt turns polling off until short halts come back, so an idle guest
+/// costs no CPU. The poll stops early when another task wants the CPU.
+#[derive(Default)]
+struct HaltPoll {
+    /// The current poll time (0: sleep at once).
+    ns: u64,
+    /// When the current halt began (`None`: not halted).
+    began: Option<u64>,
+    /// The current halt slept.
+    slept: bool,
+}
+
+impl HaltPoll {
+    /// KVM's `halt_poll_ns_grow_start`.
+    const GROW_START_NS: u64 = 10_000;
+
+    /// The halt that began at `began` ended at `now`: the next poll time. Whether the poll
+    /// caught its wake-up (it never slept).
+    fn ended(&mut self, now: u64) -> bool {
+        let Some(began) = self.began.take() else { return false };
+        let waited = now.saturating_sub(began);
+        let max = cpu::halt_poll_max_ns();
+        self.ns = if waited <= self.ns {
+            // The poll caught the wake-up.
+            self.ns.min(max)
+        } else if waited > max {
+            // A long halt: polling would only have burnt the CPU.
+            0
+        } else {
+            (self.ns * 2).max(Self::GROW_START_NS).min(max)
+        };
+        !core::mem::take(&mut self.slept)
+    }
 }
 
 /// The xAPIC page as the guest reads it without an exit (the module documentation).
@@ -104,6 +149,20 @@ pub(super) fn start(vm: &Vm, v: &mut VcpuState) -> Result {
     v.vmcb.control.n_cr3 = view.root_pa();
     v.apic.read_page = Some(ReadPage { view, page, mapped: false });
     Ok(())
+}
+
+/// Spins until a kick comes (true), the clock reaches `until`, or another task wants the
+/// CPU or a signal came (false).
+fn poll_for_kick(hw: &ApicHw, until: u64) -> bool {
+    loop {
+        if hw.kicked() {
+            return true;
+        }
+        if now_ns() >= until || cpu::wanted() || kernel::current!().signal_pending() {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// Before an entry: the read page is mapped while the page is the APIC's (xAPIC mode, at
@@ -215,6 +274,7 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
         }
         if init {
             v.apic.halted = false;
+            v.apic.poll.began = None;
             v.apic.idle_reported = false;
             v.queued = None;
             v.run.exit_reason = abi::exit::APIC_INIT;
@@ -228,6 +288,9 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
         let halted = v.apic.halted && !wakes(v, pending.is_some());
         if !waiting && !halted {
             v.apic.halted = false;
+            if v.apic.poll.ended(now) {
+                v.apic.stats.halt_polls += 1;
+            }
             if core::mem::take(&mut v.apic.idle_reported) {
                 v.run.exit_reason = abi::exit::APIC_WAKE;
                 return Ok(true);
@@ -243,6 +306,13 @@ pub(super) fn before_entry(v: &mut VcpuState) -> Result<bool> {
         }
         if kernel::current!().signal_pending() {
             return Err(EINTR);
+        }
+        if halted {
+            let began = *v.apic.poll.began.get_or_insert(now);
+            if poll_for_kick(&apic.hw, began + v.apic.poll.ns) {
+                continue;
+            }
+            v.apic.poll.slept = true;
         }
         apic.hw.wait()?;
     }
