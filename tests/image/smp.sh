@@ -301,6 +301,18 @@ tsc_deadline() {
     grep -qx 'tsc_deadline: not offered (CPUID.1:ECX bit 24 clear)' "$OUT/tsc-deadline-user.out" || { echo "--user-apic: $(why tsc-deadline-user)"; return 1; }
 }
 
+# Halt polling (docs/module.md): the module parameter holds KVM's default, and with
+# polling off (0: a halted vCPU sleeps at once) the kernel APIC's 4-vCPU boot passes too.
+# Every other kernel APIC run here polls.
+halt_poll_off() {
+    p=/sys/module/yakvm/parameters/halt_poll_ns
+    [ "$(cat $p)" = 200000 ] || { echo "halt_poll_ns is '$(cat $p)' (want 200000)"; return 1; }
+    echo 0 > $p
+    smp 4 --kernel-apic; r=$?
+    echo 200000 > $p
+    return $r
+}
+
 # With --user-apic the APIC is the emulator's: no x2APIC is offered.
 no_x2apic() {
     run_guest apicread-user 60 --machine pc --user-apic guests/apicread.bin
@@ -317,6 +329,7 @@ check smp_2_cpus_kernel_apic smp 2 --kernel-apic
 check smp_4_cpus_kernel_apic smp 4 --kernel-apic
 check smp_8_cpus_kernel_apic smp 8 --kernel-apic
 check smp_ipi_storm_kernel_apic storm --kernel-apic
+check smp_4_cpus_kernel_apic_halt_polling_off halt_poll_off
 check kernel_apic_xapic_and_x2apic_100000_id_reads_in_the_module apicread
 check user_apic_offers_no_x2apic no_x2apic
 check kernel_apic_tsc_deadline_timer tsc_deadline
